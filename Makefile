@@ -4,6 +4,9 @@ CMDS := extract repack requant2bit infer
 
 .PHONY: all build test vet demo clean
 
+DEMO_SRC := testdata/models/tiny-code
+DEMO_OUT := out/tiny-code-4bit
+
 all: build
 
 build:
@@ -16,6 +19,13 @@ vet:
 
 test: vet
 	CGO_ENABLED=0 $(GO) test ./...
+
+# demo: build, convert the bundled trained code model to 4-bit, verify it, generate.
+demo: build
+	$(BIN)/fm-extract $(DEMO_SRC) $(DEMO_OUT) --bits 4
+	$(BIN)/fm-repack  $(DEMO_SRC) $(DEMO_OUT) --bits 4
+	$(BIN)/fm-infer verify --model $(DEMO_OUT)
+	$(BIN)/fm-infer run --model $(DEMO_OUT) --no-chat --prompt "def fibonacci(n):" --tokens 120 --timing
 
 clean:
 	rm -rf $(BIN) out
