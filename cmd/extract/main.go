@@ -1,12 +1,82 @@
-// Command fm-extract is not implemented yet.
+// Command fm-extract converts the dense part of a HuggingFace or MLX checkpoint
+// of a Qwen MoE model into a prepared directory for fm-infer.
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
+	"os/signal"
+
+	"github.com/spf13/cobra"
+
+	"github.com/fm-moe/fm/pkg/checkpoint"
+	"github.com/fm-moe/fm/pkg/tokenizer"
 )
 
 func main() {
-	fmt.Fprintln(os.Stderr, "fm-extract: not implemented yet")
-	os.Exit(1)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := newRootCmd().ExecuteContext(ctx); err != nil {
+		if errors.Is(err, context.Canceled) {
+			err = errors.New("interrupted; files written so far are complete, rerun the same command to resume")
+		}
+		fmt.Fprintln(os.Stderr, "fm-extract:", err)
+		os.Exit(1)
+	}
+}
+
+func newRootCmd() *cobra.Command {
+	var bits, groupSize int
+	var quiet bool
+	cmd := &cobra.Command{
+		Use:   "fm-extract SRC OUT",
+		Short: "Write the dense weights, manifest and tokenizer of a checkpoint into a prepared directory",
+		Long: `fm-extract is step 1 of preparing a model for fm-infer:
+
+  fm-extract SRC OUT        dense weights → OUT/model_weights.bin, OUT/model_weights.json,
+                            tokenizer files → OUT/tokenizer.json, tokenizer.bin, vocab.bin
+  fm-repack  SRC OUT        routed experts → OUT/packed_experts/ (one file per expert)
+  fm-infer verify --model OUT
+
+SRC is a checkpoint directory as downloaded from HuggingFace: the original bf16
+release (config.json, *.safetensors, tokenizer.json) or an mlx-community
+quantized conversion. Supported model types: qwen3_moe, qwen3_next, qwen3_5_moe
+(and qwen3_5_moe_text). Vision-tower and mtp.* tensors are skipped.
+
+--bits 16 keeps bf16 weights exactly; --bits 8 or 4 quantizes the embedding,
+projections and lm_head with MLX-compatible affine groups of --group-size (norms,
+conv, A_log, dt_bias, the router and shared-expert gate stay exact). An MLX
+source is copied bit-exactly and only accepts its own --bits. Every file is
+written under a temporary name and renamed when complete; the manifest comes
+last.`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			opts := checkpoint.Options{
+				Bits: bits, GroupSize: groupSize, Progress: newProgress(quiet), Log: os.Stderr,
+				LoadTokenizer: loadTokenizer,
+			}
+			sum, err := checkpoint.Extract(cmd.Context(), args[0], args[1], opts)
+			if err != nil {
+				return err
+			}
+			if !quiet {
+				fmt.Fprintln(os.Stderr, "fm-extract:", sum)
+			}
+			return nil
+		},
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	cmd.Flags().IntVar(&bits, "bits", 0, "16 keeps float weights, 8 or 4 quantizes a bf16 source (default: the source's own format)")
+	cmd.Flags().IntVar(&groupSize, "group-size", 64, "quantization group size (32, 64 or 128)")
+	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "no progress bar and no summary")
+	return cmd
+}
+
+// loadTokenizer reads tokenizer.json with package tokenizer, which writes the
+// compact tokenizer.bin and vocab.bin (format in docs/FORMAT.md).
+func loadTokenizer(path string) (checkpoint.TokenizerWriter, error) {
+	return tokenizer.Load(path)
 }

@@ -1,12 +1,73 @@
-// Command fm-repack is not implemented yet.
+// Command fm-repack writes every routed expert of a Qwen MoE checkpoint as one
+// checksummed file of a prepared directory made by fm-extract.
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
+	"os/signal"
+
+	"github.com/spf13/cobra"
+
+	"github.com/fm-moe/fm/pkg/checkpoint"
 )
 
 func main() {
-	fmt.Fprintln(os.Stderr, "fm-repack: not implemented yet")
-	os.Exit(1)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := newRootCmd().ExecuteContext(ctx); err != nil {
+		if errors.Is(err, context.Canceled) {
+			err = errors.New("interrupted; files written so far are complete, rerun the same command to resume")
+		}
+		fmt.Fprintln(os.Stderr, "fm-repack:", err)
+		os.Exit(1)
+	}
+}
+
+func newRootCmd() *cobra.Command {
+	var bits, groupSize, jobs int
+	var quiet bool
+	cmd := &cobra.Command{
+		Use:   "fm-repack SRC OUT",
+		Short: "Write every routed expert of a checkpoint as one file under OUT/packed_experts",
+		Long: `fm-repack is step 2 of preparing a model for fm-infer (run fm-extract SRC OUT first):
+
+  fm-extract SRC OUT        dense weights, manifest, tokenizer
+  fm-repack  SRC OUT        routed experts → OUT/packed_experts/layer_LL_expert_EEEE.bin
+  fm-infer verify --model OUT
+
+Each expert file holds gate_proj, up_proj and down_proj (codes, scales, biases
+when quantized) at 4096-aligned offsets recorded once in OUT/model_weights.json,
+with an XXH3-128 checksum per file. From a bf16 source --bits 16 copies the
+weights and --bits 8, 4 or 2 quantizes them (MLX affine, --group-size); an MLX
+source is copied bit-exactly and only accepts its own --bits.
+
+Interrupted runs resume: a rerun skips expert files that already verify and says
+how many. Free space is checked before writing; files are written under
+temporary names and renamed when complete.`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			opts := checkpoint.Options{Bits: bits, GroupSize: groupSize, Jobs: jobs, Progress: newProgress(quiet)}
+			if !quiet {
+				opts.Log = os.Stderr
+			}
+			sum, err := checkpoint.Repack(cmd.Context(), args[0], args[1], opts)
+			if err != nil {
+				return err
+			}
+			if !quiet {
+				fmt.Fprintln(os.Stderr, "fm-repack:", sum)
+			}
+			return nil
+		},
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	cmd.Flags().IntVar(&bits, "bits", 0, "16 copies float experts, 8, 4 or 2 quantizes a bf16 source (default: the source's own format)")
+	cmd.Flags().IntVar(&groupSize, "group-size", 64, "quantization group size (32, 64 or 128)")
+	cmd.Flags().IntVarP(&jobs, "jobs", "j", checkpoint.DefaultJobs, "parallel expert workers")
+	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "no progress bar and no summary")
+	return cmd
 }

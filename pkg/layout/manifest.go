@@ -88,6 +88,9 @@ type ExpertSet struct {
 	// Checksums[layer][expert] is the hex checksum of that file; nil for layers
 	// without routed experts.
 	Checksums [][]string `json:"checksums"`
+	// SourceKey identifies the checkpoint the files were made from (fm-repack
+	// resumes only from the same source); empty when the writer did not record it.
+	SourceKey string `json:"source_key,omitempty"`
 }
 
 // FileName returns the file name of (layer, expert).

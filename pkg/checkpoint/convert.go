@@ -1,0 +1,124 @@
+package checkpoint
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/fm-moe/fm/pkg/layout"
+)
+
+// Progress receives progress reports. Start announces a phase and its total
+// bytes; Add reports bytes done (called from one goroutine at a time); Done ends
+// the phase.
+type Progress interface {
+	Start(phase string, total int64)
+	Add(n int64)
+	Done()
+}
+
+type noProgress struct{}
+
+func (noProgress) Start(string, int64) {}
+func (noProgress) Add(int64)           {}
+func (noProgress) Done()               {}
+
+// TokenizerWriter is what Extract needs of a loaded tokenizer (package
+// tokenizer's *Tokenizer).
+type TokenizerWriter interface {
+	WriteBinary(w io.Writer) error
+	WriteVocab(w io.Writer) error
+}
+
+// Options configure Extract and Repack.
+type Options struct {
+	// Bits: 0 keeps the source's own format (bf16 stays bf16, MLX stays as
+	// quantized); 16 keeps float weights; 4 or 8 (Extract) and 2, 4 or 8
+	// (Repack) quantize a float source. An MLX source only accepts its own bits.
+	Bits int
+	// GroupSize of quantization (default 64).
+	GroupSize int
+	// Jobs is the number of parallel expert workers of Repack (default 8).
+	Jobs int
+	// Progress receives progress reports (nil: none).
+	Progress Progress
+	// Log receives one-line notes (resume counts, removed leftovers); nil: none.
+	Log io.Writer
+	// LoadTokenizer loads tokenizer.json for tokenizer.bin and vocab.bin; nil
+	// skips those two files.
+	LoadTokenizer func(path string) (TokenizerWriter, error)
+	// Write adjusts output file writing (fault injection in tests).
+	Write layout.WriteOptions
+}
+
+func (o *Options) progress() Progress {
+	if o.Progress == nil {
+		return noProgress{}
+	}
+	return o.Progress
+}
+
+func (o *Options) logf(format string, args ...any) {
+	if o.Log != nil {
+		fmt.Fprintf(o.Log, format+"\n", args...)
+	}
+}
+
+// Summary reports what a conversion did.
+type Summary struct {
+	Tensors     int            // dense tensors written (Extract)
+	Experts     int            // expert files written (Repack)
+	Resumed     int            // expert files already valid and skipped (Repack)
+	Files       int            // output files written
+	Bytes       int64          // bytes written
+	SourceBytes int64          // bytes read from the checkpoint
+	Skipped     map[string]int // source tensors not converted, by category
+	Elapsed     time.Duration
+}
+
+// String is the one-paragraph summary the commands print.
+func (s *Summary) String() string {
+	var b strings.Builder
+	secs := s.Elapsed.Seconds()
+	rate := 0.0
+	if secs > 0 {
+		rate = float64(s.Bytes) / secs / 1e9
+	}
+	if s.Tensors > 0 {
+		fmt.Fprintf(&b, "%d tensors, ", s.Tensors)
+	}
+	if s.Experts > 0 || s.Resumed > 0 {
+		fmt.Fprintf(&b, "%d expert files written, %d already valid (skipped), ", s.Experts, s.Resumed)
+	}
+	fmt.Fprintf(&b, "%s written in %d files, %s read, %.2fs, %.3f GB/s", layout.FormatBytes(s.Bytes), s.Files, layout.FormatBytes(s.SourceBytes), secs, rate)
+	if len(s.Skipped) > 0 {
+		var keys []string
+		for k := range s.Skipped {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		var parts []string
+		for _, k := range keys {
+			parts = append(parts, fmt.Sprintf("%d %s", s.Skipped[k], k))
+		}
+		fmt.Fprintf(&b, "; skipped source tensors: %s", strings.Join(parts, ", "))
+	}
+	return b.String()
+}
+
+// syncProgress serializes Add calls of parallel workers.
+type syncProgress struct {
+	mu sync.Mutex
+	p  Progress
+}
+
+func (s *syncProgress) Start(phase string, total int64) { s.p.Start(phase, total) }
+func (s *syncProgress) Add(n int64) {
+	s.mu.Lock()
+	s.p.Add(n)
+	s.mu.Unlock()
+}
+func (s *syncProgress) Done() { s.p.Done() }

@@ -1,0 +1,214 @@
+package checkpoint
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+
+	"github.com/fm-moe/fm/pkg/layout"
+)
+
+// expertPlan is the checked plan of every routed-expert file.
+type expertPlan struct {
+	set    layout.ExpertSet // components placed, checksums empty
+	target matrixTarget
+	layers []int // sparse layers, ascending
+	// sources returns the gate, up and down matrices of one expert.
+	sources           func(layer, expert int) [3]matrixSource
+	srcBytesPerExpert int64
+}
+
+// planExperts checks the routed-expert tensors of every sparse layer against the
+// config and against each other, and lays out the expert file. t.Bits 16 keeps
+// the source's format (float, or MLX-quantized as it is).
+func (c *Checkpoint) planExperts(t matrixTarget) (*expertPlan, error) {
+	cfg := &c.Config
+	E, I, H := int64(cfg.NumExperts), int64(cfg.MoEIntermediateSize), int64(cfg.HiddenSize)
+	dims := [3][2]int64{{I, H}, {I, H}, {H, I}}
+	perLayer := map[int]func(e int) [3]matrixSource{}
+	plan := &expertPlan{target: t}
+	for _, l := range c.sortedLayers() {
+		if l >= cfg.NumLayers || !cfg.SparseLayers[l] {
+			return nil, fmt.Errorf("%s: layer %d has routed-expert tensors but is not a sparse layer of this config", c.Dir, l)
+		}
+	}
+	for l := range cfg.NumLayers {
+		if !cfg.SparseLayers[l] {
+			continue
+		}
+		plan.layers = append(plan.layers, l)
+		le := c.experts[l]
+		if le == nil {
+			return nil, fmt.Errorf("%s: tensor %q missing (no routed-expert tensors for layer %d)", c.Dir, fmt.Sprintf("layers.%d.mlp.experts.0.gate_proj.weight", l), l)
+		}
+		name := func(e int, p int) string { return fmt.Sprintf("layers.%d.experts.%d.%s", l, e, expertProjs[p]) }
+		switch le.scheme {
+		case schemePerExpert:
+			srcs := make([][3]matrixSource, E)
+			for e := range int(E) {
+				ts := le.perExpert[e]
+				for p := range 3 {
+					if ts == nil || ts[p] == nil {
+						return nil, fmt.Errorf("%s: tensor %q missing (config has %d experts)", c.Dir, fmt.Sprintf("model.layers.%d.mlp.experts.%d.%s.weight", l, e, expertProjs[p]), E)
+					}
+					ms, err := c.floatMatrix(name(e, p), ts[p], nil, dims[p][0], dims[p][1])
+					if err != nil {
+						return nil, fmt.Errorf("experts with inconsistent shapes: %w", err)
+					}
+					srcs[e][p] = ms
+				}
+			}
+			for e, ts := range le.perExpert {
+				if int64(e) >= E {
+					return nil, fmt.Errorf("%s: tensor %q: expert %d, config has %d experts", c.File(ts[0]), ts[0].Name, e, E)
+				}
+			}
+			perLayer[l] = func(e int) [3]matrixSource { return srcs[e] }
+		case schemeFused:
+			gu, down := le.fused[0], le.fused[2]
+			if gu == nil || down == nil {
+				return nil, fmt.Errorf("%s: tensor %q missing (fused experts need gate_up_proj and down_proj)", c.Dir, fmt.Sprintf("layers.%d.mlp.experts.gate_up_proj/down_proj", l))
+			}
+			guM, err := c.floatMatrix(fmt.Sprintf("layers.%d.experts.gate_up_proj", l), gu, []int64{E}, 2*I, H)
+			if err != nil {
+				return nil, err
+			}
+			dM, err := c.floatMatrix(fmt.Sprintf("layers.%d.experts.down_proj", l), down, []int64{E}, H, I)
+			if err != nil {
+				return nil, err
+			}
+			perLayer[l] = func(e int) [3]matrixSource {
+				e64 := int64(e)
+				return [3]matrixSource{guM.sub(e64*2*I, I), guM.sub(e64*2*I+I, I), dM.sub(e64*H, H)}
+			}
+		case schemeStacked:
+			var ms [3]matrixSource
+			for p := range 3 {
+				m := le.stacked[p]
+				if m == nil || m.weight == nil {
+					return nil, fmt.Errorf("%s: tensor %q missing", c.Dir, fmt.Sprintf("layers.%d.mlp.switch_mlp.%s.weight", l, expertProjs[p]))
+				}
+				var err error
+				ms[p], err = c.moduleMatrix(name(0, p), m, []int64{E}, dims[p][0], dims[p][1])
+				if err != nil {
+					return nil, err
+				}
+			}
+			perLayer[l] = func(e int) [3]matrixSource {
+				e64 := int64(e)
+				var out [3]matrixSource
+				for p := range 3 {
+					out[p] = ms[p].sub(e64*dims[p][0], dims[p][0])
+				}
+				return out
+			}
+		}
+	}
+	if len(plan.layers) == 0 {
+		return nil, fmt.Errorf("%s: config has no sparse layers", c.Dir)
+	}
+	plan.sources = func(l, e int) [3]matrixSource { return perLayer[l](e) }
+
+	// One component table for every expert file: check every layer's (and, for
+	// per-expert checkpoints, every expert's) output layout agrees.
+	var comps []layout.Tensor
+	for _, l := range plan.layers {
+		for e := range int(E) {
+			if e > 0 && c.experts[l].scheme != schemePerExpert {
+				break
+			}
+			srcs := plan.sources(l, e)
+			var cs []layout.Tensor
+			for p, ms := range srcs {
+				if ms.q == nil && t.Bits != 16 && ms.cols%int64(t.GroupSize) != 0 {
+					return nil, fmt.Errorf("%s: %d columns are not a multiple of group size %d", ms.name, ms.cols, t.GroupSize)
+				}
+				cs = append(cs, ms.layoutTensor(expertProjs[p], t))
+			}
+			if comps == nil {
+				comps = cs
+				var n int64
+				for _, ms := range srcs {
+					n += ms.sourceBytes()
+				}
+				plan.srcBytesPerExpert = n
+			} else if !reflect.DeepEqual(comps, cs) {
+				p := 0
+				for p < 2 && reflect.DeepEqual(comps[p], cs[p]) {
+					p++
+				}
+				st := srcs[p].w.t
+				return nil, fmt.Errorf("%s: tensor %q: experts with inconsistent shapes or dtypes: layer %d expert %d stores %s, layer %d expert 0 stores %s",
+					c.File(st), st.Name, l, e, describe(cs), plan.layers[0], describe(comps))
+			}
+		}
+	}
+	bits := 16
+	gs := 0
+	if comps[0].Quant != nil {
+		bits, gs = comps[0].Quant.Bits, comps[0].Quant.GroupSize
+	}
+	size := layout.AlignUp(layout.PlaceParts(comps, 0, layout.ExpertAlignment), layout.ExpertAlignment)
+	plan.set = layout.ExpertSet{
+		Dir: layout.ExpertsDir, Bits: bits, GroupSize: gs,
+		NameFormat: layout.ExpertNameFormat(cfg.NumLayers, cfg.NumExperts),
+		FileSize:   size, Components: comps,
+		Checksums: make([][]string, cfg.NumLayers),
+	}
+	return plan, nil
+}
+
+func describe(ts []layout.Tensor) string {
+	s := ""
+	for _, t := range ts {
+		q := t.Data.DType
+		if t.Quant != nil {
+			q = fmt.Sprintf("%d-bit/%s", t.Quant.Bits, t.Quant.Scales.DType)
+		}
+		s += fmt.Sprintf(" %s%v %s", t.Name, t.Shape, q)
+	}
+	return "[" + s[1:] + "]"
+}
+
+// build fills buf (FileSize bytes, zeroed padding) with one expert file.
+func (p *expertPlan) build(ctx context.Context, layer, expert int, buf []byte) error {
+	for i, ms := range p.sources(layer, expert) {
+		parts := p.set.Components[i].Parts()
+		if ms.q != nil || p.target.Bits == 16 {
+			// A copy: pread straight into the file image.
+			srcs := []rowSource{ms.w}
+			if ms.q != nil {
+				srcs = append(srcs, ms.s, ms.b)
+			}
+			for j, src := range srcs {
+				part := parts[j]
+				if src.rows*src.rowBytes != part.Size {
+					return fmt.Errorf("%s: %d source bytes for a %d-byte part", ms.name, src.rows*src.rowBytes, part.Size)
+				}
+				if err := src.read(buf[part.Offset:part.Offset+part.Size], 0); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		pos := make([]int64, len(parts))
+		err := ms.encode(ctx, p.target, func(j int, b []byte) error {
+			part := parts[j]
+			if pos[j]+int64(len(b)) > part.Size {
+				return fmt.Errorf("%s: part %d overflows its %d bytes", ms.name, j, part.Size)
+			}
+			copy(buf[part.Offset+pos[j]:], b)
+			pos[j] += int64(len(b))
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for j, part := range parts {
+			if pos[j] != part.Size {
+				return fmt.Errorf("%s: part %d got %d of %d bytes", ms.name, j, pos[j], part.Size)
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,277 @@
+package checkpoint
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/fm-moe/fm/pkg/layout"
+)
+
+// DefaultJobs is Repack's default number of parallel expert workers: enough
+// outstanding reads to keep a disk busy (it peaks at about 8 here).
+const DefaultJobs = 8
+
+// Repack writes every routed expert of the checkpoint in srcDir as one file
+// under outDir/packed_experts and records the set (component table, file size,
+// XXH3-128 per file) in outDir/model_weights.json, which fm-extract must have
+// written. Expert files that already verify against the manifest or the
+// resume journal of an interrupted run of the same source and layout are kept;
+// Summary.Resumed counts them.
+func Repack(ctx context.Context, srcDir, outDir string, opts Options) (*Summary, error) {
+	start := time.Now()
+	m, err := layout.ReadManifest(outDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%s: not found: run fm-extract first", filepath.Join(outDir, layout.ManifestName))
+	}
+	if err != nil {
+		return nil, err
+	}
+	c, err := Open(srcDir)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	if !reflect.DeepEqual(m.Config, c.Config) {
+		return nil, fmt.Errorf("%s: made from a different model than %s (normalized configs differ); run fm-extract with this checkpoint first", filepath.Join(outDir, layout.ManifestName), filepath.Join(srcDir, "config.json"))
+	}
+	t, err := c.target(opts.Bits, opts.GroupSize, 2, 4, 8, 16)
+	if err != nil {
+		return nil, err
+	}
+	plan, err := c.planExperts(t)
+	if err != nil {
+		return nil, err
+	}
+	set := plan.set
+	set.SourceKey = c.Key()
+	E := c.Config.NumExperts
+	for _, l := range plan.layers {
+		set.Checksums[l] = make([]string, E)
+	}
+
+	dir := filepath.Join(outDir, set.Dir)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("%s: cannot create the expert directory: %w", dir, err)
+	}
+	if n, err := layout.RemoveTemps(dir); err != nil {
+		return nil, err
+	} else if n > 0 {
+		opts.logf("removed %d temporary files of an interrupted run", n)
+	}
+
+	// What earlier runs recorded: the manifest (a finished run) and the journal
+	// (an interrupted one), both only for this source and this exact layout.
+	layoutKey, err := journalKey(&set)
+	if err != nil {
+		return nil, err
+	}
+	journal, recorded, err := layout.OpenJournal(filepath.Join(dir, layout.JournalName), layoutKey)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", dir, err)
+	}
+	defer journal.Close()
+	if old := m.ExpertSet(set.Dir); old != nil && sameLayout(old, &set) {
+		for l, sums := range old.Checksums {
+			for e, s := range sums {
+				if s != "" {
+					recorded[layout.ExpertKey{Layer: l, Expert: e}] = s
+				}
+			}
+		}
+	}
+
+	var todo []layout.ExpertKey
+	var check []layout.VerifyTarget
+	var checkKeys []layout.ExpertKey
+	for _, l := range plan.layers {
+		for e := range E {
+			k := layout.ExpertKey{Layer: l, Expert: e}
+			if sum, ok := recorded[k]; ok {
+				check = append(check, layout.VerifyTarget{Path: set.Path(outDir, l, e), Size: set.FileSize, Checksum: sum})
+				checkKeys = append(checkKeys, k)
+			} else {
+				todo = append(todo, k)
+			}
+		}
+	}
+	jobs := opts.Jobs
+	if jobs <= 0 {
+		jobs = DefaultJobs
+	}
+	prog := &syncProgress{p: opts.progress()}
+	sum := &Summary{Skipped: c.Skipped}
+	if len(check) > 0 {
+		prog.Start("verify existing expert files", int64(len(check))*set.FileSize)
+		results := make([]error, len(check))
+		err := parallel(ctx, jobs, len(check), func(ctx context.Context, i int) error {
+			results[i] = layout.VerifyFile(ctx, check[i], prog.Add)
+			return ctx.Err()
+		})
+		prog.Done()
+		if err != nil {
+			return nil, err
+		}
+		for i, r := range results {
+			k := checkKeys[i]
+			if r == nil {
+				set.Checksums[k.Layer][k.Expert] = check[i].Checksum
+				sum.Resumed++
+			} else {
+				todo = append(todo, k)
+			}
+		}
+		opts.logf("resuming: %d of %d expert files already valid, %d to write", sum.Resumed, len(plan.layers)*E, len(todo))
+	}
+
+	need := int64(len(todo)) * set.FileSize
+	if err := layout.CheckFreeSpace(dir, need); err != nil {
+		return nil, err
+	}
+	prog.Start(set.Dir, need)
+	var mu sync.Mutex
+	bufs := sync.Pool{New: func() any { return make([]byte, set.FileSize) }}
+	err = parallel(ctx, jobs, len(todo), func(ctx context.Context, i int) error {
+		k := todo[i]
+		buf := bufs.Get().([]byte)
+		defer bufs.Put(buf)
+		if err := plan.build(ctx, k.Layer, k.Expert, buf); err != nil {
+			return err
+		}
+		s := layout.Checksum(buf)
+		a, err := layout.CreateAtomic(set.Path(outDir, k.Layer, k.Expert), opts.Write)
+		if err != nil {
+			return err
+		}
+		a.Write(buf)
+		if err := a.Commit(); err != nil {
+			return err
+		}
+		if err := journal.Record(k, s); err != nil {
+			return fmt.Errorf("%s: %w", filepath.Join(dir, layout.JournalName), err)
+		}
+		mu.Lock()
+		set.Checksums[k.Layer][k.Expert] = s
+		mu.Unlock()
+		prog.Add(set.FileSize)
+		return nil
+	})
+	prog.Done()
+	if err != nil {
+		return nil, err
+	}
+	// Make the expert files durable before the manifest that vouches for them.
+	if err := syncDir(dir); err != nil {
+		return nil, err
+	}
+
+	// Re-read the manifest so the update applies to its latest state.
+	m, err = layout.ReadManifest(outDir)
+	if err != nil {
+		return nil, err
+	}
+	replaced := false
+	for i := range m.Experts {
+		if m.Experts[i].Dir == set.Dir {
+			m.Experts[i], replaced = set, true
+		}
+	}
+	if !replaced {
+		m.Experts = append(m.Experts, set)
+	}
+	if err := layout.WriteManifest(outDir, m, opts.Write); err != nil {
+		return nil, err
+	}
+	journal.Remove()
+
+	sum.Experts = len(todo)
+	sum.Files = len(todo) + 1
+	sum.Bytes = need
+	sum.SourceBytes = int64(len(todo)) * plan.srcBytesPerExpert
+	sum.Elapsed = time.Since(start)
+	return sum, nil
+}
+
+// journalKey identifies a run's output: source and expert file layout.
+func journalKey(s *layout.ExpertSet) (string, error) {
+	b, err := json.Marshal(struct {
+		Source     string
+		Bits, GS   int
+		NameFormat string
+		FileSize   int64
+		Components []layout.Tensor
+	}{s.SourceKey, s.Bits, s.GroupSize, s.NameFormat, s.FileSize, s.Components})
+	if err != nil {
+		return "", err
+	}
+	h := sha256.Sum256(b)
+	return "fm-repack-journal/1 " + hex.EncodeToString(h[:]), nil
+}
+
+func sameLayout(a, b *layout.ExpertSet) bool {
+	return a.SourceKey == b.SourceKey && a.Bits == b.Bits && a.GroupSize == b.GroupSize && a.NameFormat == b.NameFormat &&
+		a.FileSize == b.FileSize && reflect.DeepEqual(a.Components, b.Components)
+}
+
+// parallel runs f(i) for i in [0, n) on jobs goroutines; the first error
+// cancels the rest and is returned.
+func parallel(ctx context.Context, jobs, n int, f func(ctx context.Context, i int) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg    sync.WaitGroup
+		once  sync.Once
+		first error
+	)
+	next := make(chan int)
+	for range min(jobs, n) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				if err := f(ctx, i); err != nil {
+					once.Do(func() { first = err; cancel() })
+				}
+			}
+		}()
+	}
+feed:
+	for i := range n {
+		select {
+		case next <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	if first != nil {
+		return first
+	}
+	return ctx.Err()
+}
+
+// syncDir flushes the file system holding dir (syncfs), so the expert files
+// are on disk before the manifest that lists them.
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := unix.Syncfs(int(f.Fd())); err != nil {
+		return fmt.Errorf("%s: syncfs: %w", dir, err)
+	}
+	return nil
+}

@@ -1,0 +1,85 @@
+package checkpoint
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/fm-moe/fm/pkg/safetensors"
+)
+
+// rowRun is n consecutive rows of a source tensor starting at row first.
+type rowRun struct{ first, n int64 }
+
+// rowSource is a view of rows of one source tensor, in output order: runs of
+// consecutive source rows. It covers whole tensors, one expert's slice of a
+// stacked or fused tensor, and the row permutation that splits Qwen3-Next's
+// interleaved projections; reads are preads of whole runs.
+type rowSource struct {
+	t        *safetensors.Tensor
+	file     string
+	rowBytes int64
+	runs     []rowRun
+	rows     int64
+}
+
+// newRowSource views t as srcRows rows (its bytes split evenly) and selects runs
+// of them (nil: all, in order).
+func newRowSource(t *safetensors.Tensor, file string, srcRows int64, runs []rowRun) rowSource {
+	r := rowSource{t: t, file: file, rowBytes: t.Size / srcRows}
+	if runs == nil {
+		runs = []rowRun{{0, srcRows}}
+	}
+	r.runs = runs
+	for _, run := range runs {
+		r.rows += run.n
+	}
+	return r
+}
+
+// sub selects rows [first, first+n) of the view.
+func (r rowSource) sub(first, n int64) rowSource {
+	out := rowSource{t: r.t, file: r.file, rowBytes: r.rowBytes, rows: n}
+	for _, run := range r.runs {
+		if first >= run.n {
+			first -= run.n
+			continue
+		}
+		take := min(run.n-first, n)
+		out.runs = append(out.runs, rowRun{run.first + first, take})
+		n -= take
+		first = 0
+		if n == 0 {
+			break
+		}
+	}
+	return out
+}
+
+// permute selects view rows by runs over the view's own row numbering.
+func (r rowSource) permute(runs []rowRun) rowSource {
+	out := rowSource{t: r.t, file: r.file, rowBytes: r.rowBytes}
+	for _, run := range runs {
+		s := r.sub(run.first, run.n)
+		out.runs = append(out.runs, s.runs...)
+		out.rows += run.n
+	}
+	return out
+}
+
+// read fills dst with view rows [start, start+len(dst)/rowBytes).
+func (r rowSource) read(dst []byte, start int64) error {
+	n := int64(len(dst)) / r.rowBytes
+	for _, run := range r.sub(start, n).runs {
+		size := run.n * r.rowBytes
+		off := r.t.Offset + run.first*r.rowBytes
+		if _, err := r.t.Open().ReadAt(dst[:size], run.first*r.rowBytes); err != nil {
+			if errors.Is(err, io.EOF) {
+				err = fmt.Errorf("%w (file truncated?)", io.ErrUnexpectedEOF)
+			}
+			return fmt.Errorf("%s: tensor %q: read %d bytes at offset %d: %w", r.file, r.t.Name, size, off, err)
+		}
+		dst = dst[size:]
+	}
+	return nil
+}

@@ -1,0 +1,210 @@
+package layout
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func tinyConfig() Config {
+	return Config{Arch: ArchQwen3MoE, SourceModelType: "qwen3_moe", VocabSize: 8, HiddenSize: 64, NumLayers: 2,
+		RMSNormEps: 1e-6, LayerTypes: []string{FullAttention, FullAttention}, SparseLayers: []bool{true, false},
+		NumAttentionHeads: 2, NumKeyValueHeads: 1, HeadDim: 32, RopeTheta: 1e6, PartialRotaryFactor: 1, RotaryDim: 32,
+		NumExperts: 2, NumExpertsPerTok: 1, MoEIntermediateSize: 64, IntermediateSize: 64, EOSTokenIDs: []int{1}}
+}
+
+// writeTiny makes a complete prepared directory with the writers.
+func writeTiny(t *testing.T) (string, *Manifest) {
+	t.Helper()
+	dir := t.TempDir()
+	tensors := []Tensor{
+		{Name: "embed_tokens", Shape: []int64{8, 64}, Data: Part{DType: "BF16", Shape: []int64{8, 64}, Size: 1024}},
+		{Name: "norm", Shape: []int64{64}, Data: Part{DType: "F32", Shape: []int64{64}, Size: 256}},
+	}
+	end := PlaceParts(tensors, 0, DenseAlignment)
+	dw, err := CreateDense(dir, WriteOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range tensors {
+		dw.PadTo(tt.Data.Offset)
+		dw.Write(make([]byte, tt.Data.Size))
+	}
+	dense, err := dw.Finish()
+	if err != nil || dense.Size != AlignUp(end, DenseAlignment) {
+		t.Fatalf("dense %+v %v", dense, err)
+	}
+	comps := []Tensor{
+		{Name: "gate_proj", Shape: []int64{64, 64}, Data: Part{DType: "U32", Shape: []int64{64, 8}, Size: 2048},
+			Quant: &Quant{Bits: 4, GroupSize: 64, Scales: Part{DType: "BF16", Shape: []int64{64, 1}, Size: 128}, Biases: Part{DType: "BF16", Shape: []int64{64, 1}, Size: 128}}},
+		{Name: "up_proj", Shape: []int64{64, 64}, Data: Part{DType: "BF16", Shape: []int64{64, 64}, Size: 8192}},
+		{Name: "down_proj", Shape: []int64{64, 64}, Data: Part{DType: "BF16", Shape: []int64{64, 64}, Size: 8192}},
+	}
+	size := AlignUp(PlaceParts(comps, 0, ExpertAlignment), ExpertAlignment)
+	set := ExpertSet{Dir: ExpertsDir, Bits: 4, GroupSize: 64, NameFormat: ExpertNameFormat(2, 2), FileSize: size, Components: comps,
+		Checksums: [][]string{make([]string, 2), nil}}
+	os.MkdirAll(filepath.Join(dir, ExpertsDir), 0o755)
+	for e := range 2 {
+		b := make([]byte, size)
+		b[0] = byte(e + 1)
+		if err := WriteFileAtomic(set.Path(dir, 0, e), b, WriteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		set.Checksums[0][e] = Checksum(b)
+	}
+	m := &Manifest{Format: FormatVersion, Config: tinyConfig(), ChecksumAlgorithm: ChecksumXXH3, Dense: dense, Tensors: tensors, Experts: []ExpertSet{set}}
+	if err := WriteManifest(dir, m, WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return dir, m
+}
+
+func TestVerify(t *testing.T) {
+	dir, m := writeTiny(t)
+	var seen int64
+	probs, err := Verify(context.Background(), dir, 2, func(n int64) { seen += n })
+	if err != nil || len(probs) != 0 || seen != m.TotalSize() {
+		t.Fatalf("clean dir: %v %v, progress %d of %d", probs, err, seen, m.TotalSize())
+	}
+	set := &m.Experts[0]
+	os.Remove(set.Path(dir, 0, 1))
+	f, _ := os.OpenFile(filepath.Join(dir, DenseName), os.O_WRONLY, 0)
+	f.WriteAt([]byte{9}, 5)
+	f.Close()
+	os.Truncate(set.Path(dir, 0, 0), 100)
+	probs, err = Verify(context.Background(), dir, 0, nil)
+	if err != nil || len(probs) != 3 {
+		t.Fatalf("%v %v", probs, err)
+	}
+	if !errors.Is(probs[0].Err, ErrChecksum) || !strings.Contains(probs[1].Error(), "size 100") || !errors.Is(probs[2].Err, os.ErrNotExist) {
+		t.Fatalf("problems %v", probs)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := Verify(ctx, dir, 0, nil); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled: %v", err)
+	}
+}
+
+func TestAtomicFileAbort(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "x.bin")
+	os.WriteFile(path, []byte("old"), 0o644)
+	fail := WriteOptions{WrapWriter: func(string, io.Writer) io.Writer { return failWriter{} }}
+	if err := WriteFileAtomic(path, []byte("new"), fail); err == nil || !strings.Contains(err.Error(), path) {
+		t.Fatalf("err = %v", err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "old" {
+		t.Fatal("final file changed by a failed write")
+	}
+	a, _ := CreateAtomic(path, WriteOptions{})
+	a.Write([]byte("partial"))
+	if n, _ := RemoveTemps(dir); n != 1 {
+		t.Fatalf("RemoveTemps removed %d", n)
+	}
+	ents, _ := os.ReadDir(dir)
+	if len(ents) != 1 {
+		t.Fatalf("entries %v", ents)
+	}
+	if st, _ := os.Stat(path); st.Mode().Perm() != 0o644 {
+		t.Fatalf("mode %v", st.Mode())
+	}
+}
+
+type failWriter struct{}
+
+func (failWriter) Write([]byte) (int, error) { return 0, errors.New("injected") }
+
+func TestJournal(t *testing.T) {
+	path := filepath.Join(t.TempDir(), JournalName)
+	j, done, err := OpenJournal(path, "key1")
+	if err != nil || len(done) != 0 {
+		t.Fatal(err)
+	}
+	sum := strings.Repeat("a", 32)
+	j.Record(ExpertKey{1, 2}, sum)
+	j.Record(ExpertKey{3, 4}, sum)
+	j.Close()
+	// A torn last line (killed mid-append) is ignored.
+	f, _ := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	f.WriteString("5 6 abc")
+	f.Close()
+	j, done, err = OpenJournal(path, "key1")
+	if err != nil || len(done) != 2 || done[ExpertKey{3, 4}] != sum {
+		t.Fatalf("%v %v", done, err)
+	}
+	j.Close()
+	j, done, _ = OpenJournal(path, "key2")
+	if len(done) != 0 {
+		t.Fatal("another key must discard the journal")
+	}
+	j.Remove()
+}
+
+func TestExpertNameFormat(t *testing.T) {
+	for _, c := range []struct {
+		l, e int
+		want string
+	}{{60, 512, "layer_%02d_expert_%04d.bin"}, {100, 512, "layer_%03d_expert_%04d.bin"}, {48, 10000, "layer_%02d_expert_%05d.bin"}} {
+		if got := ExpertNameFormat(c.l, c.e); got != c.want {
+			t.Errorf("%d/%d: %s", c.l, c.e, got)
+		}
+	}
+}
+
+func TestChecksumFormat(t *testing.T) {
+	// XXH3-128 of the empty input (reference value from xxhsum -H2).
+	if got := Checksum(nil); got != "99aa06d3014798d86001c324468d497f" {
+		t.Fatalf("empty: %s", got)
+	}
+	h := NewHasher()
+	h.Write([]byte("hello "))
+	h.Write([]byte("world"))
+	if h.Sum() != Checksum([]byte("hello world")) {
+		t.Fatal("streaming differs")
+	}
+}
+
+func FuzzParseManifest(f *testing.F) {
+	good := func() []byte {
+		t := &testing.T{}
+		_ = t
+		m := &Manifest{Format: FormatVersion, Config: tinyConfig(), ChecksumAlgorithm: ChecksumXXH3,
+			Dense:   DenseFile{File: DenseName, Size: 8192},
+			Tensors: []Tensor{{Name: "norm", Shape: []int64{64}, Data: Part{DType: "F32", Shape: []int64{64}, Offset: 4096, Size: 256}}}}
+		b, _ := json.Marshal(m)
+		return b
+	}()
+	f.Add(good)
+	f.Add([]byte(`{"format":"fm/1"}`))
+	f.Add([]byte(`{"format":"fm/1","config":{"num_hidden_layers":1},"experts":[{"checksums":[]}]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := ParseManifest(b)
+		if err != nil {
+			return
+		}
+		// Whatever parses must be safe to index: every part inside its file.
+		for _, tt := range m.Tensors {
+			for _, p := range tt.Parts() {
+				if p.Offset < 0 || p.Offset+p.Size > m.Dense.Size {
+					t.Fatalf("part outside the dense file: %+v", p)
+				}
+			}
+		}
+		for _, s := range m.Experts {
+			for _, c := range s.Components {
+				for _, p := range c.Parts() {
+					if p.Offset < 0 || p.Offset+p.Size > s.FileSize {
+						t.Fatalf("component part outside the expert file: %+v", p)
+					}
+				}
+			}
+			m.VerifyTargets("x")
+		}
+	})
+}

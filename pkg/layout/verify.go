@@ -1,0 +1,149 @@
+package layout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+)
+
+// Problem is one file of a prepared directory that does not match its manifest.
+type Problem struct {
+	Path string
+	Err  error
+}
+
+func (p Problem) Error() string { return p.Path + ": " + p.Err.Error() }
+
+// Unwrap returns the cause.
+func (p Problem) Unwrap() error { return p.Err }
+
+// ErrChecksum is the cause of a Problem whose file has the right size but the
+// wrong content.
+var ErrChecksum = errors.New("checksum mismatch")
+
+// VerifyTarget is one file Verify hashes.
+type VerifyTarget struct {
+	Path     string
+	Size     int64
+	Checksum string
+}
+
+// VerifyTargets lists every file the manifest of dir records: model_weights.bin
+// and each expert file of each expert set, in a stable order.
+func (m *Manifest) VerifyTargets(dir string) []VerifyTarget {
+	ts := []VerifyTarget{{Path: filepath.Join(dir, m.Dense.File), Size: m.Dense.Size, Checksum: m.Dense.Checksum}}
+	for i := range m.Experts {
+		s := &m.Experts[i]
+		for l, sums := range s.Checksums {
+			for e, sum := range sums {
+				ts = append(ts, VerifyTarget{Path: s.Path(dir, l, e), Size: s.FileSize, Checksum: sum})
+			}
+		}
+	}
+	return ts
+}
+
+// VerifyFile checks one file's size and checksum. A problem with the file
+// (missing, wrong size, wrong content, unreadable) is a *Problem; only context
+// cancellation is returned as a plain error.
+func VerifyFile(ctx context.Context, t VerifyTarget, progress func(n int64)) error {
+	st, err := os.Stat(t.Path)
+	if err != nil {
+		return &Problem{t.Path, err}
+	}
+	if st.Size() != t.Size {
+		return &Problem{t.Path, fmt.Errorf("size %d, manifest says %d", st.Size(), t.Size)}
+	}
+	if t.Checksum == "" {
+		return &Problem{t.Path, errors.New("manifest records no checksum")}
+	}
+	sum, n, err := ChecksumFile(ctx, t.Path, progress)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return &Problem{t.Path, err}
+	}
+	if n != t.Size {
+		return &Problem{t.Path, fmt.Errorf("read %d bytes, manifest says %d", n, t.Size)}
+	}
+	if sum != t.Checksum {
+		return &Problem{t.Path, fmt.Errorf("%w: xxh3-128 %s, manifest says %s", ErrChecksum, sum, t.Checksum)}
+	}
+	return nil
+}
+
+// Verify checks every file of the prepared directory dir against its manifest:
+// model_weights.bin and every expert file of every expert set, size and XXH3-128
+// checksum, hashing with jobs parallel readers (jobs ≤ 0: one per CPU, at least
+// 4 since the work is mostly waiting on the disk). It returns the bad files in
+// VerifyTargets order; the error is for an unreadable or invalid manifest or a
+// cancelled context. progress, when set, is called (from several goroutines,
+// serialized) with every chunk's byte count; the total is the sum of the
+// targets' sizes.
+func Verify(ctx context.Context, dir string, jobs int, progress func(n int64)) ([]Problem, error) {
+	m, err := ReadManifest(dir)
+	if err != nil {
+		return nil, err
+	}
+	targets := m.VerifyTargets(dir)
+	if jobs <= 0 {
+		jobs = max(4, runtime.NumCPU())
+	}
+	var mu sync.Mutex
+	report := func(n int64) {
+		if progress != nil {
+			mu.Lock()
+			progress(n)
+			mu.Unlock()
+		}
+	}
+	results := make([]error, len(targets))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(jobs, len(targets)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				results[i] = VerifyFile(ctx, targets[i], report)
+			}
+		}()
+	}
+feed:
+	for i := range targets {
+		select {
+		case next <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var problems []Problem
+	for _, err := range results {
+		var p *Problem
+		if errors.As(err, &p) {
+			problems = append(problems, *p)
+		} else if err != nil {
+			return nil, err
+		}
+	}
+	return problems, nil
+}
+
+// TotalSize returns the number of bytes Verify hashes.
+func (m *Manifest) TotalSize() int64 {
+	var n int64
+	for _, t := range m.VerifyTargets("") {
+		n += t.Size
+	}
+	return n
+}

@@ -1,0 +1,201 @@
+package quant
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+)
+
+// Packed is an affine group-quantized matrix [Rows, Cols].
+type Packed struct {
+	Bits, GroupSize int
+	Rows, Cols      int
+	// Codes holds Rows × WordsPerRow(Cols, Bits) words, row-major.
+	Codes []uint32
+	// Scales and Biases hold Rows × Cols/GroupSize values, row-major, as
+	// computed in float32. Writers round them to the storage dtype (bf16 in MLX
+	// files); the codes were chosen with these unrounded values, as MLX does.
+	Scales, Biases []float32
+}
+
+// Check reports whether a row of cols elements can be quantized with bits and
+// groupSize: bits 2, 3, 4 or 8, groupSize > 0 dividing cols, and whole words per row.
+func Check(cols, bits, groupSize int) error {
+	switch bits {
+	case 2, 3, 4, 8:
+	default:
+		return fmt.Errorf("quantization bits %d not supported (want 2, 3, 4 or 8)", bits)
+	}
+	if groupSize <= 0 || cols <= 0 || cols%groupSize != 0 {
+		return fmt.Errorf("%d columns are not a positive multiple of group size %d", cols, groupSize)
+	}
+	if cols*bits%32 != 0 {
+		return fmt.Errorf("%d columns of %d bits do not fill whole uint32 words", cols, bits)
+	}
+	return nil
+}
+
+// WordsPerRow returns the number of uint32 words one packed row of cols codes takes.
+func WordsPerRow(cols, bits int) int { return cols * bits / 32 }
+
+// Quantize quantizes src, a row-major [rows, cols] matrix, with MLX's affine
+// algorithm (mlx/backend/cpu/quantized.cpp, reference-math.md §4.4), per group
+// in float32:
+//
+//	n = 2^bits − 1; scale = max((max − min)/n, 1e−7)
+//	edge = the extreme of larger magnitude (min with +scale, else max with −scale)
+//	q0 = rint(edge/scale); if q0 ≠ 0 { scale = edge/q0; bias = edge } else { bias = 0 }
+//	q = clamp(rint((w − bias)/scale), 0, n)
+//
+// rint rounds half to even (the CPU backend; Metal and CUDA round half away from
+// zero, so GPU-made files can differ in rare ties). Scales may be negative.
+func Quantize(src []float32, rows, cols, bits, groupSize int) (*Packed, error) {
+	if err := Check(cols, bits, groupSize); err != nil {
+		return nil, err
+	}
+	if len(src) != rows*cols {
+		return nil, fmt.Errorf("quantize [%d, %d]: have %d values", rows, cols, len(src))
+	}
+	groups := cols / groupSize
+	p := &Packed{
+		Bits: bits, GroupSize: groupSize, Rows: rows, Cols: cols,
+		Codes:  make([]uint32, rows*WordsPerRow(cols, bits)),
+		Scales: make([]float32, rows*groups),
+		Biases: make([]float32, rows*groups),
+	}
+	codes := make([]uint8, cols)
+	wpr := WordsPerRow(cols, bits)
+	for r := 0; r < rows; r++ {
+		row := src[r*cols : (r+1)*cols]
+		for g := 0; g < groups; g++ {
+			s, b := QuantizeGroup(codes[g*groupSize:(g+1)*groupSize], row[g*groupSize:(g+1)*groupSize], bits)
+			p.Scales[r*groups+g] = s
+			p.Biases[r*groups+g] = b
+		}
+		PackCodes(p.Codes[r*wpr:(r+1)*wpr], codes, bits)
+	}
+	return p, nil
+}
+
+// QuantizeGroup quantizes one group w into codes (len(w) of them) and returns its
+// float32 scale and bias, with the algorithm documented at Quantize.
+func QuantizeGroup(codes []uint8, w []float32, bits int) (scale, bias float32) {
+	n := float32(int(1)<<bits - 1)
+	wmax, wmin := w[0], w[0]
+	for _, v := range w[1:] {
+		wmax = max(wmax, v)
+		wmin = min(wmin, v)
+	}
+	scale = max((wmax-wmin)/n, 1e-7)
+	edge := wmax
+	if abs32(wmin) > abs32(wmax) {
+		edge = wmin
+	} else {
+		scale = -scale
+	}
+	q0 := rint(edge / scale)
+	if q0 != 0 {
+		scale = edge / q0
+		bias = edge
+	}
+	for i, v := range w {
+		q := rint((v - bias) / scale)
+		codes[i] = uint8(min(max(q, 0), n))
+	}
+	return scale, bias
+}
+
+func abs32(x float32) float32 { return math.Float32frombits(math.Float32bits(x) &^ (1 << 31)) }
+
+func rint(x float32) float32 { return float32(math.RoundToEven(float64(x))) }
+
+// PackCodes packs codes (each < 2^bits) into dst as a least-significant-bits-first
+// bit stream over little-endian uint32 words. dst must hold
+// ceil(len(codes)·bits/32) words; it is overwritten.
+func PackCodes(dst []uint32, codes []uint8, bits int) {
+	clear(dst)
+	pos := 0
+	for _, c := range codes {
+		w, off := pos/32, pos%32
+		dst[w] |= uint32(c) << off
+		if off+bits > 32 {
+			dst[w+1] |= uint32(c) >> (32 - off)
+		}
+		pos += bits
+	}
+}
+
+// UnpackCodes is the inverse of PackCodes: it fills dst with len(dst) codes.
+func UnpackCodes(dst []uint8, src []uint32, bits int) {
+	mask := uint64(1)<<bits - 1
+	pos := 0
+	for i := range dst {
+		w, off := pos/32, pos%32
+		v := uint64(src[w]) >> off
+		if off+bits > 32 {
+			v |= uint64(src[w+1]) << (32 - off)
+		}
+		dst[i] = uint8(v & mask)
+		pos += bits
+	}
+}
+
+// Dequantize is the reference dequantization: dst[r·cols + c] =
+// scales[r, c/groupSize]·q[r, c] + biases[r, c/groupSize], computed in float32.
+// scales and biases are the stored (rounded) values.
+func Dequantize(dst []float32, codes []uint32, scales, biases []float32, rows, cols, bits, groupSize int) error {
+	if err := Check(cols, bits, groupSize); err != nil {
+		return err
+	}
+	wpr, groups := WordsPerRow(cols, bits), cols/groupSize
+	if len(dst) < rows*cols || len(codes) < rows*wpr || len(scales) < rows*groups || len(biases) < rows*groups {
+		return fmt.Errorf("dequantize [%d, %d] %d-bit: buffers too short", rows, cols, bits)
+	}
+	q := make([]uint8, cols)
+	for r := 0; r < rows; r++ {
+		UnpackCodes(q, codes[r*wpr:(r+1)*wpr], bits)
+		out := dst[r*cols : (r+1)*cols]
+		for c := range out {
+			g := r*groups + c/groupSize
+			out[c] = scales[g]*float32(q[c]) + biases[g]
+		}
+	}
+	return nil
+}
+
+// Dequantize expands p with its unrounded float32 scales and biases.
+func (p *Packed) Dequantize(dst []float32) error {
+	return Dequantize(dst, p.Codes, p.Scales, p.Biases, p.Rows, p.Cols, p.Bits, p.GroupSize)
+}
+
+// DequantizeBytes is Dequantize over the bytes of a prepared or MLX file: codes
+// as little-endian uint32 words, scales and biases as little-endian elements of
+// scaleDType (BF16, F16 or F32).
+func DequantizeBytes(dst []float32, codes, scales, biases []byte, scaleDType string, rows, cols, bits, groupSize int) error {
+	if err := Check(cols, bits, groupSize); err != nil {
+		return err
+	}
+	words := make([]uint32, rows*WordsPerRow(cols, bits))
+	if len(codes) < 4*len(words) {
+		return fmt.Errorf("dequantize: %d bytes of codes, want %d", len(codes), 4*len(words))
+	}
+	for i := range words {
+		words[i] = binary.LittleEndian.Uint32(codes[4*i:])
+	}
+	n := rows * cols / groupSize
+	s, b := make([]float32, n), make([]float32, n)
+	if err := DecodeFloats(s, scales, scaleDType); err != nil {
+		return fmt.Errorf("scales: %w", err)
+	}
+	if err := DecodeFloats(b, biases, scaleDType); err != nil {
+		return fmt.Errorf("biases: %w", err)
+	}
+	return Dequantize(dst, words, s, b, rows, cols, bits, groupSize)
+}
+
+// EncodeCodes writes packed words as little-endian bytes (4 per word) into dst.
+func EncodeCodes(dst []byte, words []uint32) {
+	for i, w := range words {
+		binary.LittleEndian.PutUint32(dst[4*i:], w)
+	}
+}
