@@ -1,0 +1,5 @@
+//go:build !unix
+
+package experts
+
+func openFileLimit() int { return 1024 }
