@@ -1,0 +1,181 @@
+package cpu
+
+import (
+	"unsafe"
+
+	"golang.org/x/sys/cpu"
+)
+
+// haveAVX2 selects the assembly kernels: AVX2 and FMA, with the OS saving the
+// YMM registers (x/sys/cpu checks OSXSAVE for us).
+var haveAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA
+
+//go:noescape
+func dotF32AVX2(a, b *float32, n int) float32
+
+//go:noescape
+func dotBF16AVX2(w *uint16, x *float32, n int) float32
+
+//go:noescape
+func q4RowAVX2(packed *byte, xperm, scales, biases, gsum unsafe.Pointer, groups, gs int) float32
+
+//go:noescape
+func q8RowAVX2(packed *byte, xperm, scales, biases, gsum unsafe.Pointer, groups, gs int) float32
+
+//go:noescape
+func q2RowAVX2(packed *byte, xperm, scales, biases, gsum unsafe.Pointer, groups, gs int) float32
+
+//go:noescape
+func q4Row4AVX2(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, gsum4, out unsafe.Pointer, groups, gs int)
+
+//go:noescape
+func q8Row4AVX2(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, gsum4, out unsafe.Pointer, groups, gs int)
+
+//go:noescape
+func bf16Row4AVX2(w *uint16, xp unsafe.Pointer, xstride int, out unsafe.Pointer, n int)
+
+//go:noescape
+func q3RowAVX2(packed *byte, xperm, scales, biases, gsum unsafe.Pointer, groups, gs int) float32
+
+//go:noescape
+func cvtBF16AVX2(dst *float32, src *uint16, n int)
+
+//go:noescape
+func axpyAVX2(y, x *float32, n int, a float32)
+
+//go:noescape
+func decayReadAVX2(s, mem *float32, n int, alpha, k float32)
+
+//go:noescape
+func updateReadAVX2(s, delta, o *float32, n int, k, q float32)
+
+func dotF32SIMD(a, b []float32) float32 {
+	b = b[:len(a)]
+	n := len(a) &^ 31
+	var s float32
+	if n > 0 {
+		s = dotF32AVX2(&a[0], &b[0], n)
+	}
+	for i := n; i < len(a); i++ {
+		s += a[i] * b[i]
+	}
+	return s
+}
+
+func dotBF16SIMD(w []uint16, x []float32) float32 {
+	x = x[:len(w)]
+	n := len(w) &^ 31
+	var s float32
+	if n > 0 {
+		s = dotBF16AVX2(&w[0], &x[0], n)
+	}
+	for i := n; i < len(w); i++ {
+		s += BF16ToF32(w[i]) * x[i]
+	}
+	return s
+}
+
+func cvtBF16SIMD(dst []float32, src []uint16) {
+	dst = dst[:len(src)]
+	n := len(src) &^ 7
+	if n > 0 {
+		cvtBF16AVX2(&dst[0], &src[0], n)
+	}
+	for i := n; i < len(src); i++ {
+		dst[i] = BF16ToF32(src[i])
+	}
+}
+
+func axpySIMD(y []float32, a float32, x []float32) {
+	y = y[:len(x)]
+	n := len(x) &^ 15
+	if n > 0 {
+		axpyAVX2(&y[0], &x[0], n, a)
+	}
+	for i := n; i < len(x); i++ {
+		y[i] += a * x[i]
+	}
+}
+
+func decayReadSIMD(s, mem []float32, alpha, k float32) {
+	mem = mem[:len(s)]
+	n := len(s) &^ 7
+	if n > 0 {
+		decayReadAVX2(&s[0], &mem[0], n, alpha, k)
+	}
+	for i := n; i < len(s); i++ {
+		s[i] *= alpha
+		mem[i] += s[i] * k
+	}
+}
+
+func updateReadSIMD(s, delta, o []float32, k, q float32) {
+	delta, o = delta[:len(s)], o[:len(s)]
+	n := len(s) &^ 7
+	if n > 0 {
+		updateReadAVX2(&s[0], &delta[0], &o[0], n, k, q)
+	}
+	for i := n; i < len(s); i++ {
+		s[i] += k * delta[i]
+		o[i] += s[i] * q
+	}
+}
+
+// affineRowSIMD dispatches one affine row to its assembly kernel. xp is x in
+// the kernel's order (see permuteX), scales/biases the row's float32 values.
+func affineRowSIMD(bits int, row []byte, xp, scales, biases, gsum []float32, gs int) float32 {
+	g := len(scales)
+	xpp, sp, bp, gp := unsafe.Pointer(&xp[0]), unsafe.Pointer(&scales[0]), unsafe.Pointer(&biases[0]), unsafe.Pointer(&gsum[0])
+	switch bits {
+	case 4:
+		return q4RowAVX2(&row[0], xpp, sp, bp, gp, g, gs)
+	case 8:
+		return q8RowAVX2(&row[0], xpp, sp, bp, gp, g, gs)
+	case 2:
+		return q2RowAVX2(&row[0], xpp, sp, bp, gp, g, gs)
+	case 3:
+		return q3RowAVX2(&row[0], xpp, sp, bp, gp, g, gs)
+	}
+	panic("cpu: no SIMD kernel for this bit width")
+}
+
+// affineRow4SIMD computes one affine row against four tokens whose permuted x
+// rows start at xp[0], xp[stride], … (stride in floats); gsum4 holds the group
+// sums as [group][token]. ok is false when no 4-token kernel exists for bits.
+func affineRow4SIMD(bits int, row []byte, xp []float32, stride int, scales, biases, gsum4 []float32, gs int, out *[4]float32) bool {
+	g := len(scales)
+	_ = xp[3*stride+g*gs-1] // the four token rows are in range
+	_ = gsum4[4*g-1]
+	args := func() (unsafe.Pointer, unsafe.Pointer, unsafe.Pointer, unsafe.Pointer, unsafe.Pointer) {
+		return unsafe.Pointer(&xp[0]), unsafe.Pointer(&scales[0]), unsafe.Pointer(&biases[0]), unsafe.Pointer(&gsum4[0]), unsafe.Pointer(out)
+	}
+	switch bits {
+	case 4:
+		x, s, b, gp, o := args()
+		q4Row4AVX2(&row[0], x, 4*stride, s, b, gp, o, g, gs)
+	case 8:
+		x, s, b, gp, o := args()
+		q8Row4AVX2(&row[0], x, 4*stride, s, b, gp, o, g, gs)
+	default:
+		return false
+	}
+	return true
+}
+
+// bf16Row4SIMD computes one bf16 row against four tokens' x (stride in floats).
+func bf16Row4SIMD(w []uint16, x []float32, stride int, out *[4]float32) {
+	n := len(w) &^ 15
+	_ = x[3*stride+len(w)-1]
+	if n > 0 {
+		bf16Row4AVX2(&w[0], unsafe.Pointer(&x[0]), 4*stride, unsafe.Pointer(out), n)
+	} else {
+		*out = [4]float32{}
+	}
+	for i := n; i < len(w); i++ {
+		f := BF16ToF32(w[i])
+		out[0] += f * x[i]
+		out[1] += f * x[stride+i]
+		out[2] += f * x[2*stride+i]
+		out[3] += f * x[3*stride+i]
+	}
+}

@@ -1,0 +1,30 @@
+//go:build !amd64
+
+package cpu
+
+// Only amd64 has assembly kernels; elsewhere the Go kernels run.
+const haveAVX2 = false
+
+func dotF32SIMD(a, b []float32) float32                  { return dotF32(a, b) }
+func dotBF16SIMD(w []uint16, x []float32) float32        { return dotBF16(w, x) }
+func axpySIMD(y []float32, a float32, x []float32)       { axpyGo(y, a, x) }
+func decayReadSIMD(s, mem []float32, alpha, k float32)   { decayReadGo(s, mem, alpha, k) }
+func updateReadSIMD(s, delta, o []float32, k, q float32) { updateReadGo(s, delta, o, k, q) }
+
+func cvtBF16SIMD(dst []float32, src []uint16) {
+	for i, v := range src {
+		dst[i] = BF16ToF32(v)
+	}
+}
+
+func affineRowSIMD(bits int, row []byte, xp, scales, biases, gsum []float32, gs int) float32 {
+	panic("cpu: no SIMD kernels on this architecture")
+}
+
+func affineRow4SIMD(bits int, row []byte, xp []float32, stride int, scales, biases, gsum4 []float32, gs int, out *[4]float32) bool {
+	return false
+}
+
+func bf16Row4SIMD(w []uint16, x []float32, stride int, out *[4]float32) {
+	panic("cpu: no SIMD kernels on this architecture")
+}

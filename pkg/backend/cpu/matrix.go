@@ -1,0 +1,279 @@
+package cpu
+
+import (
+	"fmt"
+	"math"
+	"unsafe"
+)
+
+// Format is the storage format of a matrix or of its quantization scales.
+type Format uint8
+
+const (
+	// F32 is IEEE float32.
+	F32 Format = iota + 1
+	// BF16 is bfloat16 (the upper half of a float32).
+	BF16
+	// F16 is IEEE half precision.
+	F16
+	// Affine is MLX affine group quantization: element c of row r is
+	// scale[r, c/GroupSize]·q + bias[r, c/GroupSize], where q is the Bits-wide code
+	// at bit offset c·Bits of the row's little-endian, least-significant-bit-first
+	// bit stream (for 2, 4 and 8 bits this is exactly MLX's uint32 word packing;
+	// for 3, 5 and 6 bits it is MLX's byte-triple packing).
+	Affine
+)
+
+func (f Format) String() string {
+	switch f {
+	case F32:
+		return "F32"
+	case BF16:
+		return "BF16"
+	case F16:
+		return "F16"
+	case Affine:
+		return "affine"
+	}
+	return fmt.Sprintf("Format(%d)", uint8(f))
+}
+
+// elemSize is the byte size of one float element, 0 for Affine.
+func (f Format) elemSize() int {
+	switch f {
+	case F32:
+		return 4
+	case BF16, F16:
+		return 2
+	}
+	return 0
+}
+
+// Matrix is a read-only view of a row-major [Rows, Cols] weight matrix whose
+// bytes live elsewhere (a memory-mapped file, an expert buffer). A linear layer
+// with this weight computes y = M·x.
+type Matrix struct {
+	Rows, Cols int
+	Format     Format
+	Data       []byte
+
+	// Affine only.
+	Bits, GroupSize int
+	Scales, Biases  []byte
+	ScaleFormat     Format // F32, BF16 or F16
+}
+
+// RowBytes is the size of one row of Data.
+func (m *Matrix) RowBytes() int {
+	if m.Format == Affine {
+		return m.Cols * m.Bits / 8
+	}
+	return m.Cols * m.Format.elemSize()
+}
+
+// Groups is the number of quantization groups per row (Affine only).
+func (m *Matrix) Groups() int { return m.Cols / m.GroupSize }
+
+// Validate checks that the byte slices have the sizes the shape and format need.
+func (m *Matrix) Validate() error {
+	if m.Rows <= 0 || m.Cols <= 0 {
+		return fmt.Errorf("matrix shape [%d, %d] is not positive", m.Rows, m.Cols)
+	}
+	switch m.Format {
+	case F32, BF16, F16:
+	case Affine:
+		switch m.Bits {
+		case 2, 3, 4, 5, 6, 8:
+		default:
+			return fmt.Errorf("affine matrix: unsupported bits %d", m.Bits)
+		}
+		if m.GroupSize <= 0 || m.Cols%m.GroupSize != 0 || m.GroupSize*m.Bits%32 != 0 {
+			return fmt.Errorf("affine matrix: %d columns do not split into groups of %d that fill whole 32-bit words at %d bits", m.Cols, m.GroupSize, m.Bits)
+		}
+		es := m.ScaleFormat.elemSize()
+		if es == 0 {
+			return fmt.Errorf("affine matrix: scale format %v is not a float format", m.ScaleFormat)
+		}
+		want := m.Rows * m.Groups() * es
+		if len(m.Scales) != want || len(m.Biases) != want {
+			return fmt.Errorf("affine matrix [%d, %d] group %d: scales/biases need %d bytes each, have %d and %d", m.Rows, m.Cols, m.GroupSize, want, len(m.Scales), len(m.Biases))
+		}
+	default:
+		return fmt.Errorf("unknown matrix format %v", m.Format)
+	}
+	if want := m.Rows * m.RowBytes(); len(m.Data) != want {
+		return fmt.Errorf("%v matrix [%d, %d]: data needs %d bytes, have %d", m.Format, m.Rows, m.Cols, want, len(m.Data))
+	}
+	return nil
+}
+
+// Row writes the dequantized row r into dst[:Cols].
+func (m *Matrix) Row(dst []float32, r int) {
+	dst = dst[:m.Cols]
+	rb := m.RowBytes()
+	raw := m.Data[r*rb : (r+1)*rb]
+	switch m.Format {
+	case F32:
+		copy(dst, f32s(raw))
+	case BF16:
+		for i, v := range u16s(raw) {
+			dst[i] = BF16ToF32(v)
+		}
+	case F16:
+		for i, v := range u16s(raw) {
+			dst[i] = F16ToF32(v)
+		}
+	case Affine:
+		g := m.Groups()
+		scales := make([]float32, g)
+		biases := make([]float32, g)
+		decodeFloats(scales, m.Scales, m.ScaleFormat, r*g)
+		decodeFloats(biases, m.Biases, m.ScaleFormat, r*g)
+		unpackCodes(dst, raw, m.Bits)
+		gs := m.GroupSize
+		for j := 0; j < g; j++ {
+			s, b := scales[j], biases[j]
+			seg := dst[j*gs : (j+1)*gs]
+			for i, q := range seg {
+				seg[i] = s*q + b
+			}
+		}
+	}
+}
+
+// unpackCodes writes the len(dst) codes of a bit stream as float32 values.
+func unpackCodes(dst []float32, raw []byte, bits int) {
+	switch bits {
+	case 8:
+		for i := range dst {
+			dst[i] = float32(raw[i])
+		}
+	case 4:
+		for i := 0; i+1 < len(dst); i += 2 {
+			b := raw[i>>1]
+			dst[i] = float32(b & 15)
+			dst[i+1] = float32(b >> 4)
+		}
+	case 2:
+		for i := 0; i+3 < len(dst); i += 4 {
+			b := raw[i>>2]
+			dst[i] = float32(b & 3)
+			dst[i+1] = float32(b >> 2 & 3)
+			dst[i+2] = float32(b >> 4 & 3)
+			dst[i+3] = float32(b >> 6)
+		}
+	default:
+		for i := range dst {
+			dst[i] = float32(bitCode(raw, i, bits))
+		}
+	}
+}
+
+// bitCode extracts code i of an LSB-first bit stream of bits-wide codes.
+func bitCode(raw []byte, i, bits int) uint32 {
+	bit := i * bits
+	byteIdx := bit >> 3
+	shift := uint(bit & 7)
+	// A code of at most 8 bits spans at most two bytes.
+	v := uint32(raw[byteIdx])
+	if int(shift)+bits > 8 {
+		v |= uint32(raw[byteIdx+1]) << 8
+	}
+	return v >> shift & (1<<uint(bits) - 1)
+}
+
+// decodeFloats converts len(dst) elements starting at element index first of a
+// float array stored in format f.
+func decodeFloats(dst []float32, raw []byte, f Format, first int) {
+	switch f {
+	case F32:
+		copy(dst, f32s(raw)[first:first+len(dst)])
+	case BF16:
+		for i, v := range u16s(raw)[first : first+len(dst)] {
+			dst[i] = BF16ToF32(v)
+		}
+	case F16:
+		for i, v := range u16s(raw)[first : first+len(dst)] {
+			dst[i] = F16ToF32(v)
+		}
+	default:
+		panic(fmt.Sprintf("cpu: decodeFloats of format %v", f))
+	}
+}
+
+// DecodeFloats converts a little-endian F32/BF16/F16 array to float32.
+func DecodeFloats(raw []byte, f Format) ([]float32, error) {
+	es := f.elemSize()
+	if es == 0 || len(raw)%es != 0 {
+		return nil, fmt.Errorf("cannot decode %d bytes as %v", len(raw), f)
+	}
+	out := make([]float32, len(raw)/es)
+	decodeFloats(out, raw, f, 0)
+	return out, nil
+}
+
+// BF16ToF32 widens a bfloat16 bit pattern.
+func BF16ToF32(h uint16) float32 { return math.Float32frombits(uint32(h) << 16) }
+
+// F32ToBF16 rounds to the nearest bfloat16, ties to even (NaN stays NaN).
+func F32ToBF16(f float32) uint16 {
+	b := math.Float32bits(f)
+	if f != f {
+		return uint16(b>>16) | 0x40
+	}
+	return uint16((b + 0x7fff + (b>>16)&1) >> 16)
+}
+
+// F16ToF32 widens an IEEE half-precision bit pattern.
+func F16ToF32(h uint16) float32 {
+	sign := uint32(h>>15) << 31
+	exp := uint32(h>>10) & 0x1f
+	mant := uint32(h) & 0x3ff
+	switch {
+	case exp == 0x1f: // inf, nan
+		return math.Float32frombits(sign | 0x7f800000 | mant<<13)
+	case exp != 0:
+		return math.Float32frombits(sign | (exp+112)<<23 | mant<<13)
+	case mant == 0:
+		return math.Float32frombits(sign)
+	}
+	// Subnormal half: value = mant · 2^-24.
+	f := float32(mant) * (1.0 / (1 << 24))
+	if sign != 0 {
+		f = -f
+	}
+	return f
+}
+
+// The views below reinterpret little-endian bytes in place. fm targets
+// little-endian machines only (amd64, arm64); the weights' byte order is fixed by
+// the safetensors format, so a big-endian port would need converting loads here.
+
+func u16s(b []byte) []uint16 {
+	if len(b) < 2 {
+		return nil
+	}
+	return unsafe.Slice((*uint16)(unsafe.Pointer(&b[0])), len(b)/2)
+}
+
+func u32s(b []byte) []uint32 {
+	if len(b) < 4 {
+		return nil
+	}
+	return unsafe.Slice((*uint32)(unsafe.Pointer(&b[0])), len(b)/4)
+}
+
+func f32s(b []byte) []float32 {
+	if len(b) < 4 {
+		return nil
+	}
+	return unsafe.Slice((*float32)(unsafe.Pointer(&b[0])), len(b)/4)
+}
+
+// F32Bytes views a float32 slice as its little-endian bytes (no copy).
+func F32Bytes(f []float32) []byte {
+	if len(f) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(&f[0])), len(f)*4)
+}

@@ -1,0 +1,195 @@
+package cpu
+
+import "math"
+
+// Dot is Σ a[i]·b[i] over len(a).
+func Dot(a, b []float32) float32 {
+	if haveAVX2 {
+		return dotF32SIMD(a, b)
+	}
+	return dotF32(a, b)
+}
+
+// Axpy adds a·x to y (over len(x)).
+func Axpy(y []float32, a float32, x []float32) {
+	if haveAVX2 {
+		axpySIMD(y, a, x)
+		return
+	}
+	axpyGo(y, a, x)
+}
+
+func axpyGo(y []float32, a float32, x []float32) {
+	y = y[:len(x)]
+	for i, v := range x {
+		y[i] += a * v
+	}
+}
+
+// DecayRead scales a GatedDeltaNet state row by alpha and accumulates it,
+// times k, into mem: s[i] *= alpha; mem[i] += s[i]·k.
+func DecayRead(s, mem []float32, alpha, k float32) {
+	if haveAVX2 {
+		decayReadSIMD(s, mem, alpha, k)
+		return
+	}
+	decayReadGo(s, mem, alpha, k)
+}
+
+func decayReadGo(s, mem []float32, alpha, k float32) {
+	mem = mem[:len(s)]
+	for i := range s {
+		s[i] *= alpha
+		mem[i] += s[i] * k
+	}
+}
+
+// UpdateRead applies the delta-rule update to a state row and accumulates the
+// read-out: s[i] += k·delta[i]; o[i] += s[i]·q.
+func UpdateRead(s, delta, o []float32, k, q float32) {
+	if haveAVX2 {
+		updateReadSIMD(s, delta, o, k, q)
+		return
+	}
+	updateReadGo(s, delta, o, k, q)
+}
+
+func updateReadGo(s, delta, o []float32, k, q float32) {
+	delta, o = delta[:len(s)], o[:len(s)]
+	for i := range s {
+		s[i] += k * delta[i]
+		o[i] += s[i] * q
+	}
+}
+
+// Add adds x to y elementwise (over len(x)).
+func Add(y, x []float32) {
+	y = y[:len(x)]
+	for i, v := range x {
+		y[i] += v
+	}
+}
+
+// RMSNorm writes x / sqrt(mean(x²) + eps) · w into dst (dst may alias x). The
+// mean of squares is accumulated in float64 so that it is correctly rounded.
+func RMSNorm(dst, x, w []float32, eps float64) {
+	dst = dst[:len(x)]
+	w = w[:len(x)]
+	var ss float64
+	for _, v := range x {
+		ss += float64(v) * float64(v)
+	}
+	inv := float32(1 / math.Sqrt(float64(float32(ss/float64(len(x))))+eps))
+	for i, v := range x {
+		dst[i] = v * inv * w[i]
+	}
+}
+
+// RMSNormGated is the GatedDeltaNet output norm: x / sqrt(mean(x²)+eps) · w ·
+// silu(z), in place on x.
+func RMSNormGated(x, z, w []float32, eps float64) {
+	RMSNorm(x, x, w, eps)
+	z = z[:len(x)]
+	for i := range x {
+		x[i] *= SiLU(z[i])
+	}
+}
+
+// L2Normalize scales x to x / sqrt(Σx² + eps) · scale (eps added to the sum, as
+// transformers' l2norm does).
+func L2Normalize(x []float32, eps float64, scale float32) {
+	var ss float64
+	for _, v := range x {
+		ss += float64(v) * float64(v)
+	}
+	inv := float32(1 / math.Sqrt(float64(float32(ss))+eps))
+	for i, v := range x {
+		x[i] = v * inv * scale
+	}
+}
+
+// Sigmoid is 1/(1+e^−x).
+func Sigmoid(x float32) float32 { return float32(1 / (1 + math.Exp(-float64(x)))) }
+
+// SiLU is x·sigmoid(x).
+func SiLU(x float32) float32 { return float32(float64(x) / (1 + math.Exp(-float64(x)))) }
+
+// Softplus is log(1+e^x), returning x above 20 as torch does.
+func Softplus(x float32) float32 {
+	if x > 20 {
+		return x
+	}
+	return float32(math.Log1p(math.Exp(float64(x))))
+}
+
+// SwiGLU writes silu(gate[i])·up[i] into gate.
+func SwiGLU(gate, up []float32) {
+	up = up[:len(gate)]
+	for i, g := range gate {
+		gate[i] = SiLU(g) * up[i]
+	}
+}
+
+// Softmax normalizes x in place: exp(x − max) / Σ, the sum in float64.
+func Softmax(x []float32) {
+	if len(x) == 0 {
+		return
+	}
+	mx := x[0]
+	for _, v := range x[1:] {
+		if v > mx {
+			mx = v
+		}
+	}
+	var sum float64
+	for i, v := range x {
+		e := math.Exp(float64(v - mx))
+		x[i] = float32(e)
+		sum += e
+	}
+	inv := 1 / sum
+	for i := range x {
+		x[i] = float32(float64(x[i]) * inv)
+	}
+}
+
+// Rope holds the inverse frequencies of a rotary embedding over the first Dim
+// dimensions of a head, paired NeoX style (i with i+Dim/2).
+type Rope struct {
+	Dim     int
+	InvFreq []float32
+}
+
+// NewRope computes inv_freq[i] = θ^(−2i/dim) in float32, the way transformers
+// does (exponent and power rounded to float32, then the reciprocal).
+func NewRope(dim int, theta float64) *Rope {
+	r := &Rope{Dim: dim, InvFreq: make([]float32, dim/2)}
+	for i := range r.InvFreq {
+		e := float32(2*i) / float32(dim)
+		p := float32(math.Pow(theta, float64(e)))
+		r.InvFreq[i] = 1 / p
+	}
+	return r
+}
+
+// Tables fills cos and sin (each Dim/2) for position pos: angle = pos·inv_freq
+// rounded to float32, then cos/sin rounded to float32.
+func (r *Rope) Tables(cos, sin []float32, pos int) {
+	p := float32(pos)
+	for i, f := range r.InvFreq {
+		a := float64(p * f)
+		cos[i] = float32(math.Cos(a))
+		sin[i] = float32(math.Sin(a))
+	}
+}
+
+// Apply rotates the first Dim elements of x with precomputed tables.
+func (r *Rope) Apply(x, cos, sin []float32) {
+	h := r.Dim / 2
+	lo, hi := x[:h], x[h:2*h]
+	for i := range lo {
+		a, b := lo[i], hi[i]
+		lo[i] = a*cos[i] - b*sin[i]
+		hi[i] = b*cos[i] + a*sin[i]
+	}
+}

@@ -1,0 +1,190 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/fm-moe/fm/pkg/experts"
+	"github.com/fm-moe/fm/pkg/model"
+)
+
+// Sampler picks the next token from logits (pkg/sample's Sampler).
+type Sampler interface {
+	Sample(logits []float32, history []int) int
+}
+
+// TextStream turns token ids into text as they arrive, holding back bytes of
+// an incomplete UTF-8 sequence (pkg/tokenizer's StreamDecoder).
+type TextStream interface {
+	Add(id int) string
+	Flush() string
+}
+
+// GenerateOptions control one generation.
+type GenerateOptions struct {
+	// MaxTokens is the most tokens to generate.
+	MaxTokens int
+	// Sampler picks tokens.
+	Sampler Sampler
+	// Stop lists token ids that end generation (config eos ids, chat end
+	// tokens). A stop token is returned in Result.Tokens but not fed to the model.
+	Stop []int
+	// Stream and OnText, when both set, receive the generated text as it is
+	// produced.
+	Stream TextStream
+	OnText func(text string)
+	// History is the context the repetition penalty looks back on before the
+	// generated tokens (usually the prompt).
+	History []int
+
+	// afterPrefill, when set, sees the state right after the prompt.
+	afterPrefill func(*model.State)
+}
+
+// Stop reasons.
+const (
+	StopToken  = "stop token"
+	StopLength = "length"
+)
+
+// Result is the outcome of Generate.
+type Result struct {
+	// Tokens are the generated ids, including a final stop token.
+	Tokens []int
+	// StopReason is StopToken or StopLength.
+	StopReason string
+	Stats      Stats
+}
+
+// Generate feeds prompt into st (which may already hold earlier turns) and
+// samples up to MaxTokens tokens. Cancelling ctx stops it between tokens with
+// ctx's error; the tokens produced so far are still returned.
+func (e *Engine) Generate(ctx context.Context, st *model.State, prompt []int, opts GenerateOptions) (*Result, error) {
+	if opts.Sampler == nil {
+		return nil, errors.New("generate: no sampler")
+	}
+	if len(prompt) == 0 {
+		return nil, errors.New("generate: empty prompt")
+	}
+	res := &Result{}
+	s := &res.Stats
+	s.PromptTokens = len(prompt)
+	history := slices.Clone(opts.History)
+	emit := func(id int) {
+		if opts.Stream != nil && opts.OnText != nil {
+			if t := opts.Stream.Add(id); t != "" {
+				opts.OnText(t)
+			}
+		}
+	}
+	defer func() {
+		if opts.Stream != nil && opts.OnText != nil {
+			if t := opts.Stream.Flush(); t != "" {
+				opts.OnText(t)
+			}
+		}
+		s.PeakRSS = PeakRSS()
+		s.StateBytes = st.Bytes()
+	}()
+
+	st.Profile = &s.PrefillProfile
+	defer func() { st.Profile = nil }()
+	io0 := e.storeStats()
+	t0 := time.Now()
+	logits, err := e.Model.Forward(ctx, st, prompt, false)
+	s.Prefill = time.Since(t0)
+	s.PrefillIO = e.storeStats().Sub(io0)
+	if err != nil {
+		return res, err
+	}
+	if opts.afterPrefill != nil {
+		opts.afterPrefill(st)
+	}
+
+	st.Profile = &s.DecodeProfile
+	io1 := e.storeStats()
+	t1 := time.Now()
+	defer func() {
+		s.Decode = time.Since(t1)
+		s.DecodeIO = e.storeStats().Sub(io1)
+	}()
+	for len(res.Tokens) < opts.MaxTokens {
+		id := opts.Sampler.Sample(logits, history)
+		res.Tokens = append(res.Tokens, id)
+		history = append(history, id)
+		if slices.Contains(opts.Stop, id) {
+			res.StopReason = StopToken
+			return res, nil
+		}
+		emit(id)
+		if len(res.Tokens) == opts.MaxTokens {
+			break
+		}
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		if logits, err = e.Model.Forward(ctx, st, []int{id}, false); err != nil {
+			return res, err
+		}
+		s.DecodedTokens++
+	}
+	res.StopReason = StopLength
+	return res, nil
+}
+
+func (e *Engine) storeStats() experts.Stats {
+	if e.Store == nil {
+		return experts.Stats{}
+	}
+	return e.Store.Stats()
+}
+
+// Stats measure one generation.
+type Stats struct {
+	PromptTokens int
+	// DecodedTokens counts single-token forward passes (generated tokens fed
+	// back); the first generated token comes from the prefill.
+	DecodedTokens   int
+	Prefill, Decode time.Duration
+	PrefillProfile  model.Profile
+	DecodeProfile   model.Profile
+	PrefillIO       experts.Stats
+	DecodeIO        experts.Stats
+	PeakRSS         int64 // bytes
+	StateBytes      int64 // KV cache + recurrent state
+}
+
+// PrefillTokensPerSecond is the prompt processing rate.
+func (s *Stats) PrefillTokensPerSecond() float64 {
+	return rate(s.PromptTokens, s.Prefill)
+}
+
+// DecodeTokensPerSecond is the single-token generation rate.
+func (s *Stats) DecodeTokensPerSecond() float64 {
+	return rate(s.DecodedTokens, s.Decode)
+}
+
+// DecodeBytesPerToken is the expert bytes read from files per decoded token.
+func (s *Stats) DecodeBytesPerToken() float64 {
+	if s.DecodedTokens == 0 {
+		return 0
+	}
+	return float64(s.DecodeIO.Bytes) / float64(s.DecodedTokens)
+}
+
+func rate(n int, d time.Duration) float64 {
+	if n == 0 || d <= 0 {
+		return 0
+	}
+	return float64(n) / d.Seconds()
+}
+
+// String is a one-line summary.
+func (s *Stats) String() string {
+	return fmt.Sprintf("prefill %d tokens in %v (%.1f tok/s), decode %d tokens (%.2f tok/s), %.2f MB expert reads/token, peak RSS %s",
+		s.PromptTokens, s.Prefill.Round(time.Millisecond), s.PrefillTokensPerSecond(), s.DecodedTokens,
+		s.DecodeTokensPerSecond(), s.DecodeBytesPerToken()/1e6, FormatBytes(s.PeakRSS))
+}

@@ -1,0 +1,229 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/fm-moe/fm/pkg/experts"
+	"github.com/fm-moe/fm/pkg/layout"
+	"github.com/fm-moe/fm/pkg/model"
+)
+
+// Options configure Open.
+type Options struct {
+	// Dir is the prepared directory (fm-extract + fm-repack output).
+	Dir string
+	// TwoBit selects the 2-bit experts written by fm-requant2bit.
+	TwoBit bool
+	// ExpertsDir, when set, selects the expert set by its directory name
+	// (e.g. layout.Experts3BitDir, written by fm-requant2bit --bits 3); it
+	// overrides TwoBit.
+	ExpertsDir string
+	// ExpertsPerToken lowers the router's K (0: the config's). It changes the
+	// model's output.
+	ExpertsPerToken int
+	// Workers is the compute goroutines (0: GOMAXPROCS).
+	Workers int
+	// PrefillChunk is the most prompt tokens per batched step (0: the model's default).
+	PrefillChunk int
+	// Store configures the expert store (I/O threads, O_DIRECT, RAM cache).
+	Store experts.Options
+	// SkipDenseChecksum skips hashing model_weights.bin at open (sizes are
+	// still checked). Hashing reads the whole file once.
+	SkipDenseChecksum bool
+}
+
+// Engine is an opened model ready to run.
+type Engine struct {
+	Dir   *layout.Dir
+	Model *model.Model
+	Store *experts.Store
+	Set   *layout.ExpertSet
+	opts  Options
+}
+
+// Open verifies and opens a prepared directory. It checks the manifest's
+// format, the dense file's size and checksum, and that every expert file of
+// the chosen set exists with the manifest's size; it refuses a directory whose
+// manifest and files disagree, naming the file. Expert contents are read
+// lazily, per token.
+func Open(ctx context.Context, opts Options) (*Engine, error) {
+	d, err := layout.Open(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	e := &Engine{Dir: d, opts: opts}
+	ok := false
+	defer func() {
+		if !ok {
+			e.Close()
+		}
+	}()
+	m := d.Manifest
+	if !opts.SkipDenseChecksum {
+		path := filepath.Join(opts.Dir, m.Dense.File)
+		sum, _, err := layout.ChecksumFile(ctx, path, nil)
+		if err != nil {
+			return nil, err
+		}
+		if sum != m.Dense.Checksum {
+			return nil, fmt.Errorf("%s: checksum %s, manifest says %s (the file is damaged or from another conversion; re-run fm-extract)", path, sum, m.Dense.Checksum)
+		}
+	}
+	var source model.Experts
+	if anySparse(&m.Config) {
+		dir := layout.ExpertsDir
+		if opts.TwoBit {
+			dir = layout.Experts2BitDir
+		}
+		if opts.ExpertsDir != "" {
+			dir = opts.ExpertsDir
+		}
+		e.Set = m.ExpertSet(dir)
+		if e.Set == nil {
+			hint := "run fm-repack"
+			if dir != layout.ExpertsDir {
+				hint = "run fm-requant2bit"
+			}
+			return nil, fmt.Errorf("%s: manifest lists no expert set %q (%s)", filepath.Join(opts.Dir, layout.ManifestName), dir, hint)
+		}
+		if err := checkExpertFiles(ctx, opts.Dir, &m.Config, e.Set); err != nil {
+			return nil, err
+		}
+		if e.Store, err = experts.Open(opts.Dir, e.Set, opts.Store); err != nil {
+			return nil, err
+		}
+		source = storeExperts{e.Store, e.Set}
+	}
+	e.Model, err = model.New(&m.Config, model.DirWeights(d), source, model.Options{
+		ExpertsPerToken: opts.ExpertsPerToken, Workers: opts.Workers, PrefillChunk: opts.PrefillChunk})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(opts.Dir, layout.ManifestName), err)
+	}
+	ok = true
+	return e, nil
+}
+
+func anySparse(c *layout.Config) bool {
+	for _, s := range c.SparseLayers {
+		if s {
+			return true
+		}
+	}
+	return false
+}
+
+// checkExpertFiles stats every expert file of the set (in parallel: a large
+// model has tens of thousands) and reports the first missing or wrongly sized.
+func checkExpertFiles(ctx context.Context, dir string, c *layout.Config, set *layout.ExpertSet) error {
+	type job struct{ layer, id int }
+	jobs := make(chan job)
+	var (
+		mu    sync.Mutex
+		first error
+		wg    sync.WaitGroup
+	)
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range jobs {
+				path := set.Path(dir, j.layer, j.id)
+				st, err := os.Stat(path)
+				switch {
+				case errors.Is(err, fs.ErrNotExist):
+					err = fmt.Errorf("%s: missing (the manifest lists it; re-run the conversion)", path)
+				case err != nil:
+				case st.Size() != set.FileSize:
+					err = fmt.Errorf("%s: size %d, manifest says %d (re-run the conversion)", path, st.Size(), set.FileSize)
+				}
+				if err != nil {
+					mu.Lock()
+					if first == nil {
+						first = err
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+feed:
+	for l, sparse := range c.SparseLayers {
+		if !sparse {
+			continue
+		}
+		for id := 0; id < c.NumExperts; id++ {
+			select {
+			case jobs <- job{l, id}:
+			case <-ctx.Done():
+				break feed
+			}
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	if first != nil {
+		return first
+	}
+	return ctx.Err()
+}
+
+// Close releases the store and unmaps the dense weights.
+func (e *Engine) Close() error {
+	var err error
+	if e.Store != nil {
+		err = e.Store.Close()
+		e.Store = nil
+	}
+	if e.Dir != nil {
+		if cerr := e.Dir.Close(); err == nil {
+			err = cerr
+		}
+		e.Dir = nil
+	}
+	return err
+}
+
+// storeExperts adapts the expert store to the model's Experts interface.
+type storeExperts struct {
+	s   *experts.Store
+	set *layout.ExpertSet
+}
+
+func (a storeExperts) ExpertSet() *layout.ExpertSet { return a.set }
+
+func (a storeExperts) FetchExperts(ctx context.Context, layer int, ids []int) ([][]byte, func(), error) {
+	ex, err := a.s.Fetch(ctx, layer, ids)
+	if err != nil {
+		return nil, nil, err
+	}
+	data := make([][]byte, len(ex))
+	for i, x := range ex {
+		data[i] = x.Data
+	}
+	return data, func() { a.s.Release(ex) }, nil
+}
+
+// Logits runs ids from an empty state and returns every row of next-token
+// logits ([len(ids)·vocab]): through the batched prefill path, or with decode
+// set one token at a time through the decode path.
+func (e *Engine) Logits(ctx context.Context, ids []int, decode bool) ([]float32, error) {
+	st := e.Model.NewState()
+	if !decode {
+		return e.Model.Forward(ctx, st, ids, true)
+	}
+	out := make([]float32, 0, len(ids)*e.Model.Config().VocabSize)
+	for _, id := range ids {
+		row, err := e.Model.Forward(ctx, st, []int{id}, false)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, row...)
+	}
+	return out, nil
+}

@@ -1,0 +1,138 @@
+package model_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+
+	"github.com/fm-moe/fm/pkg/internal/hfload"
+	"github.com/fm-moe/fm/pkg/model"
+)
+
+const goldenDir = "../../testdata/golden"
+
+// tolerance is the exactness gate of DESIGN.md §6.
+const tolerance = 2e-3
+
+var goldenCases = []string{"qwen35moe-tiny", "qwen3next-tiny", "qwen3moe-tiny"}
+
+// loadHF builds a model straight from a checkpoint directory.
+func loadHF(t testing.TB, dir string, opts model.Options) *model.Model {
+	t.Helper()
+	ck, err := hfload.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := model.New(&ck.Config, ck, ck, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// checkRows compares T rows of logits with the reference rows.
+func checkRows(t *testing.T, what string, got, ref []float32, V int) (worst float64) {
+	t.Helper()
+	T := len(ref) / V
+	if len(got) != len(ref) {
+		t.Fatalf("%s: %d logits, want %d", what, len(got), len(ref))
+	}
+	for r := 0; r < T; r++ {
+		c := hfload.CompareRow(got[r*V:(r+1)*V], ref[r*V:(r+1)*V])
+		worst = max(worst, c.RelErr)
+		if !c.OK(tolerance) {
+			t.Errorf("%s row %d: rel err %.3g (tol %g), argmax %d want %d (margin %.3g)", what, r, c.RelErr, tolerance, c.GotArgmax, c.RefArgmax, c.Margin)
+		}
+	}
+	return worst
+}
+
+// TestGoldenFromCheckpoints runs every golden case from both source formats
+// (bf16 HF and MLX 4-bit, loaded in memory) through the prefill and the decode
+// paths and compares every row of logits with transformers.
+func TestGoldenFromCheckpoints(t *testing.T) {
+	for _, name := range goldenCases {
+		for _, src := range []struct{ dir, ref string }{{"hf", "reference.safetensors"}, {"mlx4", "reference-mlx4.safetensors"}} {
+			t.Run(name+"/"+src.dir, func(t *testing.T) {
+				dir := filepath.Join(goldenDir, name)
+				m := loadHF(t, filepath.Join(dir, src.dir), model.Options{PrefillChunk: 32})
+				ref, err := hfload.OpenReference(filepath.Join(dir, src.ref))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer ref.Close()
+				V := m.Config().VocabSize
+				for p := 0; p < 3; p++ {
+					ids, err := ref.IDs(fmt.Sprintf("p%d.ids", p))
+					if err != nil {
+						t.Fatal(err)
+					}
+					want, _, err := ref.F32(fmt.Sprintf("p%d.logits", p))
+					if err != nil {
+						t.Fatal(err)
+					}
+					ctx := context.Background()
+					st := m.NewState()
+					got, err := m.Forward(ctx, st, ids, true)
+					if err != nil {
+						t.Fatal(err)
+					}
+					wp := checkRows(t, fmt.Sprintf("prompt %d prefill", p), got, want, V)
+
+					st = m.NewState()
+					dec := make([]float32, 0, len(want))
+					for _, id := range ids {
+						row, err := m.Forward(ctx, st, []int{id}, false)
+						if err != nil {
+							t.Fatal(err)
+						}
+						dec = append(dec, row...)
+					}
+					wd := checkRows(t, fmt.Sprintf("prompt %d decode", p), dec, want, V)
+					t.Logf("prompt %d (%d tokens): worst rel err prefill %.2e decode %.2e", p, len(ids), wp, wd)
+				}
+			})
+		}
+	}
+}
+
+// TestTinyCode checks the trained model on its two reference prompts (8 and 534
+// tokens, each followed by 16 greedy tokens) through both paths.
+func TestTinyCode(t *testing.T) {
+	dir := "../../testdata/models/tiny-code"
+	m := loadHF(t, dir, model.Options{})
+	ref, err := hfload.OpenReference(filepath.Join(dir, "reference.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ref.Close()
+	V := m.Config().VocabSize
+	ctx := context.Background()
+	for p := 0; p < 2; p++ {
+		ids, err := ref.IDs(fmt.Sprintf("p%d.ids", p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _, err := ref.F32(fmt.Sprintf("p%d.logits", p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := m.Forward(ctx, m.NewState(), ids, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wp := checkRows(t, fmt.Sprintf("prompt %d prefill", p), got, want, V)
+		st := m.NewState()
+		dec := make([]float32, 0, len(want))
+		for _, id := range ids {
+			row, err := m.Forward(ctx, st, []int{id}, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dec = append(dec, row...)
+		}
+		wd := checkRows(t, fmt.Sprintf("prompt %d decode", p), dec, want, V)
+		t.Logf("prompt %d (%d tokens): worst rel err prefill %.2e decode %.2e", p, len(ids), wp, wd)
+	}
+}
