@@ -17,8 +17,17 @@ vet:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1)
 
+# The suite runs with CGO_ENABLED=0 (the binaries are pure Go); the concurrent
+# packages (expert I/O pool, kernels' worker pool, generation loop) also run under
+# the race detector, which needs cgo and a C compiler.
+RACE_PKGS := ./pkg/experts/ ./pkg/backend/cpu/ ./pkg/sample/
+
 test: vet
 	CGO_ENABLED=0 $(GO) test ./...
+	@if command -v gcc >/dev/null 2>&1; then \
+		echo "CGO_ENABLED=1 $(GO) test -race $(RACE_PKGS)"; \
+		CGO_ENABLED=1 $(GO) test -race $(RACE_PKGS); \
+	else echo "no C compiler: skipping the race-detector run"; fi
 
 # demo: build, convert the bundled trained code model to 4-bit, verify it, generate.
 demo: build

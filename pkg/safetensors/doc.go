@@ -9,9 +9,10 @@
 // Why not github.com/nlpodyssey/safetensors alone: it needs the whole file as one
 // []byte (a 200 GB checkpoint does not fit), it has no sharded-index support, and
 // one F8_E4M3/F8_E5M2 tensor makes it reject the whole header. This package parses
-// the header with encoding/json into nlpodyssey's exported metadata shape only
-// where that serves (writing small test fixtures), and exposes every tensor as an
+// the header itself with encoding/json and exposes every tensor as an
 // io.SectionReader over an io.ReaderAt, the way debug/elf and archive/zip expose
 // their sections, so tensor bytes are read with pread and never all at once.
+// nlpodyssey/safetensors still serves as an independent oracle in the tests: on
+// the golden checkpoints both parsers must agree on every tensor.
 // Unknown dtypes are an error for that tensor only, not for the file.
 package safetensors
