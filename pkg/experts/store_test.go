@@ -294,7 +294,11 @@ func TestCacheHitsAndLRUOrder(t *testing.T) {
 		fx.check(t, ex)
 		s.Release(ex)
 	}
-	fetch(0, 0, 1, 2) // 3 misses, cache full (3 fit in 3.5 files' worth)
+	// 3 misses, cache full (3 fit in 3.5 files' worth). One fetch each: the
+	// reads of one Fetch complete, and enter the cache, in any order.
+	fetch(0, 0)
+	fetch(0, 1)
+	fetch(0, 2)
 	fetch(0, 0)       // hit; 0 is now most recent
 	fetch(1, 0)       // miss; evicts layer 0 expert 1
 	fetch(0, 2, 0)    // 2 hits
