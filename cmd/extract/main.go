@@ -20,7 +20,7 @@ func main() {
 	defer stop()
 	if err := newRootCmd().ExecuteContext(ctx); err != nil {
 		if errors.Is(err, context.Canceled) {
-			err = errors.New("interrupted; files written so far are complete, rerun the same command to resume")
+			err = errors.New("interrupted; no partial file was kept, rerun the same command to start again")
 		}
 		fmt.Fprintln(os.Stderr, "fm-extract:", err)
 		os.Exit(1)
@@ -50,12 +50,25 @@ projections and lm_head with MLX-compatible affine groups of --group-size (norms
 conv, A_log, dt_bias, the router and shared-expert gate stay exact). An MLX
 source is copied bit-exactly and only accepts its own --bits. Every file is
 written under a temporary name and renamed when complete; the manifest comes
-last.`,
-		Args: cobra.ExactArgs(2),
+last. Rerunning over an existing OUT replaces the dense part and keeps the
+expert files fm-repack wrote from the same checkpoint.`,
+		Example: `  # an original bf16 release, quantized to 4 bits (--bits 16 keeps it exact):
+  fm-extract ~/models/Qwen3.5-35B-A3B out/qwen35 --bits 4
+  fm-repack  ~/models/Qwen3.5-35B-A3B out/qwen35 --bits 4
+  fm-infer verify --model out/qwen35
+  fm-infer run --model out/qwen35 --prompt "Hello"
+
+  # an mlx-community 4-bit conversion, copied as it is:
+  fm-extract ~/models/Qwen3-30B-A3B-4bit out/qwen3
+  fm-repack  ~/models/Qwen3-30B-A3B-4bit out/qwen3`,
+		Args: twoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts := checkpoint.Options{
-				Bits: bits, GroupSize: groupSize, Progress: newProgress(quiet), Log: os.Stderr,
+				Bits: bits, GroupSize: groupSize, Progress: newProgress(quiet),
 				LoadTokenizer: loadTokenizer,
+			}
+			if !quiet {
+				opts.Log = os.Stderr
 			}
 			sum, err := checkpoint.Extract(cmd.Context(), args[0], args[1], opts)
 			if err != nil {
@@ -73,6 +86,14 @@ last.`,
 	cmd.Flags().IntVar(&groupSize, "group-size", 64, "quantization group size (32, 64 or 128)")
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "no progress bar and no summary")
 	return cmd
+}
+
+// twoArgs wants exactly SRC and OUT, and says so.
+func twoArgs(cmd *cobra.Command, args []string) error {
+	if len(args) != 2 {
+		return fmt.Errorf("want two arguments, SRC (the checkpoint directory) and OUT (the prepared directory), got %d; see %s --help", len(args), cmd.Name())
+	}
+	return nil
 }
 
 // loadTokenizer reads tokenizer.json with package tokenizer, which writes the

@@ -59,3 +59,19 @@ func TestExtractCommandBadBits(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+func TestExtractCommandArgs(t *testing.T) {
+	for _, args := range [][]string{nil, {"only-src"}} {
+		cmd := newRootCmd()
+		cmd.SetArgs(args)
+		err := cmd.ExecuteContext(context.Background())
+		if err == nil || !strings.Contains(err.Error(), "want two arguments, SRC") || !strings.Contains(err.Error(), "fm-extract --help") {
+			t.Errorf("%v: err = %v", args, err)
+		}
+	}
+	cmd := newRootCmd()
+	cmd.SetArgs([]string{"/no/such/checkpoint", t.TempDir()})
+	if err := cmd.ExecuteContext(context.Background()); err == nil || err.Error() != "/no/such/checkpoint: no such checkpoint directory" {
+		t.Errorf("missing source: %v", err)
+	}
+}

@@ -46,8 +46,12 @@ source is copied bit-exactly and only accepts its own --bits.
 
 Interrupted runs resume: a rerun skips expert files that already verify and says
 how many. Free space is checked before writing; files are written under
-temporary names and renamed when complete.`,
-		Args: cobra.ExactArgs(2),
+temporary names and renamed when complete; the manifest lists the set only
+when every file is written, so fm-infer verify fails until then.`,
+		Example: `  fm-extract ~/models/Qwen3.5-35B-A3B out/qwen35 --bits 4
+  fm-repack  ~/models/Qwen3.5-35B-A3B out/qwen35 --bits 4      # Ctrl-C and rerun: it resumes
+  fm-infer verify --model out/qwen35`,
+		Args: twoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts := checkpoint.Options{Bits: bits, GroupSize: groupSize, Jobs: jobs, Progress: newProgress(quiet)}
 			if !quiet {
@@ -70,4 +74,12 @@ temporary names and renamed when complete.`,
 	cmd.Flags().IntVarP(&jobs, "jobs", "j", checkpoint.DefaultJobs, "parallel expert workers")
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "no progress bar and no summary")
 	return cmd
+}
+
+// twoArgs wants exactly SRC and OUT, and says so.
+func twoArgs(cmd *cobra.Command, args []string) error {
+	if len(args) != 2 {
+		return fmt.Errorf("want two arguments, SRC (the checkpoint directory) and OUT (the directory fm-extract wrote), got %d; see %s --help", len(args), cmd.Name())
+	}
+	return nil
 }

@@ -23,6 +23,10 @@ func newProgress(quiet bool) checkpoint.Progress {
 }
 
 func (p *barProgress) Start(phase string, total int64) {
+	p.bar = nil
+	if total <= 0 {
+		return // nothing to do in this phase: no bar
+	}
 	p.bar = progressbar.NewOptions64(total,
 		progressbar.OptionSetWriter(os.Stderr),
 		progressbar.OptionSetDescription(phase),
@@ -35,6 +39,23 @@ func (p *barProgress) Start(phase string, total int64) {
 	)
 }
 
-func (p *barProgress) Add(n int64) { p.bar.Add64(n) }
+func (p *barProgress) Add(n int64) {
+	if p.bar != nil {
+		p.bar.Add64(n)
+	}
+}
 
-func (p *barProgress) Done() { p.bar.Finish() }
+// Done ends the phase's line. The library reports every byte of a phase that
+// completed; one that stopped short (an error, Ctrl-C) keeps its bar where it
+// stopped rather than claiming 100% above the error message.
+func (p *barProgress) Done() {
+	if p.bar == nil {
+		return
+	}
+	if p.bar.State().CurrentNum >= p.bar.GetMax64() {
+		p.bar.Finish()
+	} else {
+		p.bar.Exit()
+	}
+	p.bar = nil
+}

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/fm-moe/fm/pkg/layout"
 	"github.com/fm-moe/fm/pkg/safetensors"
@@ -86,10 +87,21 @@ func TestBadInput(t *testing.T) {
 		}, []string{safetensors.IndexName, shard2, "missing"}},
 		{"tensor missing", func(t *testing.T) string {
 			return rewrite(t, smallHF, func(w *safetensors.WriteTensor) bool { return w.Name != "model.layers.1.self_attn.k_norm.weight" })
-		}, []string{"layers.1.self_attn.k_norm", "missing"}},
+		}, []string{"model.safetensors", `"model.layers.1.self_attn.k_norm.weight"`, "missing"}},
+		{"tensor missing from the index", func(t *testing.T) string {
+			d := copyDir(t, testdata+"golden/qwen35moe-tiny/hf")
+			p := filepath.Join(d, safetensors.IndexName)
+			var idx map[string]map[string]any
+			b, _ := os.ReadFile(p)
+			json.Unmarshal(b, &idx)
+			delete(idx["weight_map"], "model.language_model.layers.3.self_attn.o_proj.weight")
+			b, _ = json.Marshal(idx)
+			os.WriteFile(p, b, 0o644)
+			return d
+		}, []string{safetensors.IndexName, `"model.language_model.layers.3.self_attn.o_proj.weight"`, "missing"}},
 		{"expert missing", func(t *testing.T) string {
 			return rewrite(t, smallHF, func(w *safetensors.WriteTensor) bool { return w.Name != "model.layers.2.mlp.experts.7.up_proj.weight" })
-		}, []string{"model.layers.2.mlp.experts.7.up_proj.weight", "missing"}},
+		}, []string{"model.safetensors", `"model.layers.2.mlp.experts.7.up_proj.weight"`, "missing"}},
 		{"shape not from config", func(t *testing.T) string {
 			return rewrite(t, smallHF, func(w *safetensors.WriteTensor) bool {
 				if w.Name == "model.layers.0.self_attn.q_proj.weight" {
@@ -144,7 +156,7 @@ func TestBadInput(t *testing.T) {
 				}
 				return true
 			})
-		}, []string{"model.safetensors", "inconsistent", `"model.layers.1.mlp.experts.5.down_proj.weight"`}},
+		}, []string{"model.safetensors", "inconsistent", `"model.layers.1.mlp.experts.5.down_proj.weight"`, "want [128 64]"}},
 		{"unknown tensor", func(t *testing.T) string {
 			return rewrite(t, smallHF, nil, safetensors.WriteTensor{Name: "model.layers.0.mlp.bogus.weight", DType: safetensors.BF16, Shape: []int64{1}, Data: make([]byte, 2)})
 		}, []string{"model.safetensors", `"model.layers.0.mlp.bogus.weight"`}},
@@ -175,11 +187,12 @@ func TestBadInput(t *testing.T) {
 	}
 }
 
-// assertNothingVerifies: a failed run leaves no expert set and no temporary files.
+// assertNothingVerifies: a failed run leaves no directory that fm-infer verify
+// accepts (the model is not complete) and no temporary files.
 func assertNothingVerifies(t *testing.T, out string) {
 	t.Helper()
-	if m, err := layout.ReadManifest(out); err == nil && len(m.Experts) > 0 {
-		t.Fatalf("a failed run left an expert set in the manifest")
+	if probs, err := layout.Verify(context.Background(), out, 0, nil); err == nil && len(probs) == 0 {
+		t.Fatalf("a failed run left a directory that verifies")
 	}
 	filepath.Walk(out, func(p string, info os.FileInfo, err error) error {
 		if err == nil && strings.Contains(filepath.Base(p), ".tmp-") {
@@ -366,5 +379,96 @@ func TestShortReads(t *testing.T) {
 				t.Fatalf("cause lost: %v", err)
 			}
 		}
+	}
+}
+
+// A tokenizer.json the tokenizer package refuses fails fm-extract before it
+// writes anything, not after the dense weights.
+func TestBadTokenizerFailsFirst(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "out")
+	refuse := func(path string) (TokenizerWriter, error) {
+		return nil, fmt.Errorf("%s: normalizer type \"NFKC\" is not supported", path)
+	}
+	_, err := Extract(context.Background(), smallHF, out, Options{LoadTokenizer: refuse})
+	if err == nil || !strings.Contains(err.Error(), "tokenizer.json: normalizer") {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a refused tokenizer left %s behind (%v)", out, err)
+	}
+}
+
+func TestSummaryString(t *testing.T) {
+	for _, c := range []struct {
+		s    Summary
+		want string
+	}{
+		{Summary{Tensors: 64, Files: 8, Bytes: 2 << 20, SourceBytes: 3 << 20, Elapsed: time.Second, Skipped: map[string]int{SkipVision: 21, SkipMTP: 1}},
+			"64 tensors, 2.0 MiB written in 8 files, 3.0 MiB read, 1.00s, 0.002 GB/s; skipped source tensors: 1 mtp, 21 vision"},
+		{Summary{Experts: 1, Resumed: 255, Files: 2, Bytes: 1 << 30, SourceBytes: 1 << 30, Elapsed: 2 * time.Second},
+			"1 expert file written, 255 already valid (skipped), 1.0 GiB written in 2 files, 1.0 GiB read, 2.00s, 0.537 GB/s"},
+		{Summary{Resumed: 256, Files: 1, Elapsed: time.Second},
+			"0 expert files written, 256 already valid (skipped), 0 B written in 1 file, 0 B read, 1.00s, 0.000 GB/s"},
+	} {
+		if got := c.s.String(); got != c.want {
+			t.Errorf("got  %q\nwant %q", got, c.want)
+		}
+	}
+}
+
+// phaseRecorder records each phase's total and the bytes reported for it.
+type phaseRecorder struct {
+	phases      []string
+	total, done []int64
+}
+
+func (r *phaseRecorder) Start(phase string, total int64) {
+	r.phases = append(r.phases, phase)
+	r.total = append(r.total, total)
+	r.done = append(r.done, 0)
+}
+func (r *phaseRecorder) Add(n int64) { r.done[len(r.done)-1] += n }
+func (r *phaseRecorder) Done()       {}
+
+// A completed phase reports exactly its total (the commands' bars end at 100%
+// only then); an interrupted one reports less.
+func TestProgressTotals(t *testing.T) {
+	out := t.TempDir()
+	check := func(what string, r *phaseRecorder, want int) {
+		t.Helper()
+		if len(r.phases) != want {
+			t.Fatalf("%s: phases %v", what, r.phases)
+		}
+		for i := range r.phases {
+			if r.done[i] != r.total[i] {
+				t.Errorf("%s: phase %s reported %d of %d bytes", what, r.phases[i], r.done[i], r.total[i])
+			}
+		}
+	}
+	r := &phaseRecorder{}
+	if _, err := Extract(context.Background(), smallHF, out, Options{Progress: r}); err != nil {
+		t.Fatal(err)
+	}
+	check("extract", r, 1)
+	r = &phaseRecorder{}
+	if _, err := Repack(context.Background(), smallHF, out, Options{Progress: r}); err != nil {
+		t.Fatal(err)
+	}
+	check("repack", r, 1)
+	// A rerun re-hashes the files; a missing one still counts whole.
+	m, _ := layout.ReadManifest(out)
+	os.Remove(m.ExpertSet(layout.ExpertsDir).Path(out, 0, 3))
+	r = &phaseRecorder{}
+	if _, err := Repack(context.Background(), smallHF, out, Options{Progress: r}); err != nil {
+		t.Fatal(err)
+	}
+	check("resumed repack", r, 2)
+	ctx, cancel := context.WithCancel(context.Background())
+	stop := &cancelAfter{n: 1 << 20, cancel: cancel}
+	if _, err := Extract(ctx, smallHF, t.TempDir(), Options{Progress: stop}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("interrupted extract: %v", err)
+	}
+	if stop.n > 0 {
+		t.Fatal("the interrupted extract reported no progress")
 	}
 }

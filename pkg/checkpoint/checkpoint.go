@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"github.com/fm-moe/fm/pkg/layout"
 	"github.com/fm-moe/fm/pkg/safetensors"
@@ -61,6 +62,12 @@ type Checkpoint struct {
 func Open(dir string) (*Checkpoint, error) {
 	cfgPath := filepath.Join(dir, "config.json")
 	cfgJSON, err := os.ReadFile(cfgPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		if _, derr := os.Stat(dir); errors.Is(derr, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%s: no such checkpoint directory", dir)
+		}
+		return nil, fmt.Errorf("%s: missing: the source must be a HuggingFace or MLX checkpoint directory with config.json and *.safetensors", cfgPath)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -202,4 +209,34 @@ func (c *Checkpoint) sortedLayers() []int {
 	}
 	sort.Ints(ls)
 	return ls
+}
+
+// where names the file that lists the checkpoint's tensors, for messages
+// about a tensor that is not there: the shard index, else the only
+// safetensors file, else the directory.
+func (c *Checkpoint) where() string {
+	idx := filepath.Join(c.Dir, safetensors.IndexName)
+	if _, err := os.Stat(idx); err == nil {
+		return idx
+	}
+	if len(c.st.Files) == 1 {
+		return c.st.Files[0].Path
+	}
+	return c.Dir
+}
+
+// sourceName spells a canonical module name ("layers.1.self_attn.k_norm") the
+// way this checkpoint names its tensors ("model.language_model.layers.1.
+// self_attn.k_norm" + suffix), so that a message about a missing tensor gives
+// the name the user would look for in the index or another copy of the model.
+func (c *Checkpoint) sourceName(canonical, suffix string) string {
+	prefix := "model."
+	if m := c.modules["embed_tokens"]; m != nil && strings.HasSuffix(m.srcModule, "embed_tokens") {
+		prefix = strings.TrimSuffix(m.srcModule, "embed_tokens")
+	}
+	if canonical == "lm_head" {
+		// lm_head sits beside the text model, not inside it.
+		prefix = map[string]string{"language_model.model.": "language_model."}[prefix]
+	}
+	return prefix + canonical + suffix
 }

@@ -281,7 +281,14 @@ func ParseConfig(configJSON, generationConfigJSON []byte) (layout.Config, error)
 	c.NumAttentionHeads = g.intOr("num_attention_heads", d.heads)
 	c.NumKeyValueHeads = g.intOr("num_key_value_heads", d.kvHeads)
 	if c.NumAttentionHeads > 0 {
-		c.HeadDim = g.intOr("head_dim", c.HiddenSize/c.NumAttentionHeads)
+		// Qwen3MoeConfig has no head_dim attribute (the attention derives
+		// hidden/heads); Qwen3NextConfig and Qwen3_5MoeTextConfig default it
+		// to 256 whatever hidden/heads is (reference-math.md §1.3).
+		headDim := c.HiddenSize / c.NumAttentionHeads
+		if c.Arch != layout.ArchQwen3MoE {
+			headDim = 256
+		}
+		c.HeadDim = g.intOr("head_dim", headDim)
 	}
 	c.AttnOutputGate = c.Arch != layout.ArchQwen3MoE
 

@@ -13,7 +13,8 @@ import (
 
 // Progress receives progress reports. Start announces a phase and its total
 // bytes; Add reports bytes done (called from one goroutine at a time); Done ends
-// the phase.
+// the phase. A phase that completed has reported exactly its total; one that
+// failed or was cancelled has reported less.
 type Progress interface {
 	Start(phase string, total int64)
 	Add(n int64)
@@ -47,8 +48,9 @@ type Options struct {
 	Progress Progress
 	// Log receives one-line notes (resume counts, removed leftovers); nil: none.
 	Log io.Writer
-	// LoadTokenizer loads tokenizer.json for tokenizer.bin and vocab.bin; nil
-	// skips those two files.
+	// LoadTokenizer loads tokenizer.json for tokenizer.bin and vocab.bin (its
+	// errors name the file); nil skips those two files. Extract calls it
+	// before writing anything.
 	LoadTokenizer func(path string) (TokenizerWriter, error)
 	// Write adjusts output file writing (fault injection in tests).
 	Write layout.WriteOptions
@@ -88,12 +90,12 @@ func (s *Summary) String() string {
 		rate = float64(s.Bytes) / secs / 1e9
 	}
 	if s.Tensors > 0 {
-		fmt.Fprintf(&b, "%d tensors, ", s.Tensors)
+		fmt.Fprintf(&b, "%s, ", plural(s.Tensors, "tensor"))
 	}
 	if s.Experts > 0 || s.Resumed > 0 {
-		fmt.Fprintf(&b, "%d expert files written, %d already valid (skipped), ", s.Experts, s.Resumed)
+		fmt.Fprintf(&b, "%s written, %d already valid (skipped), ", plural(s.Experts, "expert file"), s.Resumed)
 	}
-	fmt.Fprintf(&b, "%s written in %d files, %s read, %.2fs, %.3f GB/s", layout.FormatBytes(s.Bytes), s.Files, layout.FormatBytes(s.SourceBytes), secs, rate)
+	fmt.Fprintf(&b, "%s written in %s, %s read, %.2fs, %.3f GB/s", layout.FormatBytes(s.Bytes), plural(s.Files, "file"), layout.FormatBytes(s.SourceBytes), secs, rate)
 	if len(s.Skipped) > 0 {
 		var keys []string
 		for k := range s.Skipped {
@@ -122,3 +124,11 @@ func (s *syncProgress) Add(n int64) {
 	s.mu.Unlock()
 }
 func (s *syncProgress) Done() { s.p.Done() }
+
+// plural writes "1 file", "2 files".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}

@@ -169,7 +169,7 @@ func (c *Checkpoint) planDense(t matrixTarget) ([]denseItem, error) {
 		}
 		m := c.modules[srcName]
 		if m == nil {
-			return nil, fmt.Errorf("%s: tensor %q missing (the %s config implies it)", c.Dir, srcName, cfg.SourceModelType)
+			return nil, fmt.Errorf("%s: tensor %q missing (the %s config implies it)", c.where(), c.sourceName(srcName, ".weight"), cfg.SourceModelType)
 		}
 		used[srcName] = true
 		var it denseItem

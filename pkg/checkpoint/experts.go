@@ -39,7 +39,7 @@ func (c *Checkpoint) planExperts(t matrixTarget) (*expertPlan, error) {
 		plan.layers = append(plan.layers, l)
 		le := c.experts[l]
 		if le == nil {
-			return nil, fmt.Errorf("%s: tensor %q missing (no routed-expert tensors for layer %d)", c.Dir, fmt.Sprintf("layers.%d.mlp.experts.0.gate_proj.weight", l), l)
+			return nil, fmt.Errorf("%s: tensor %q missing (no routed-expert tensors for layer %d)", c.where(), c.sourceName(fmt.Sprintf("layers.%d.mlp.experts.0.gate_proj", l), ".weight"), l)
 		}
 		name := func(e int, p int) string { return fmt.Sprintf("layers.%d.experts.%d.%s", l, e, expertProjs[p]) }
 		switch le.scheme {
@@ -49,11 +49,11 @@ func (c *Checkpoint) planExperts(t matrixTarget) (*expertPlan, error) {
 				ts := le.perExpert[e]
 				for p := range 3 {
 					if ts == nil || ts[p] == nil {
-						return nil, fmt.Errorf("%s: tensor %q missing (config has %d experts)", c.Dir, fmt.Sprintf("model.layers.%d.mlp.experts.%d.%s.weight", l, e, expertProjs[p]), E)
+						return nil, fmt.Errorf("%s: tensor %q missing (config has %d experts)", c.where(), c.sourceName(fmt.Sprintf("layers.%d.mlp.experts.%d.%s", l, e, expertProjs[p]), ".weight"), E)
 					}
 					ms, err := c.floatMatrix(name(e, p), ts[p], nil, dims[p][0], dims[p][1])
 					if err != nil {
-						return nil, fmt.Errorf("experts with inconsistent shapes: %w", err)
+						return nil, fmt.Errorf("%w, inconsistent with the other experts", err)
 					}
 					srcs[e][p] = ms
 				}
@@ -67,7 +67,7 @@ func (c *Checkpoint) planExperts(t matrixTarget) (*expertPlan, error) {
 		case schemeFused:
 			gu, down := le.fused[0], le.fused[2]
 			if gu == nil || down == nil {
-				return nil, fmt.Errorf("%s: tensor %q missing (fused experts need gate_up_proj and down_proj)", c.Dir, fmt.Sprintf("layers.%d.mlp.experts.gate_up_proj/down_proj", l))
+				return nil, fmt.Errorf("%s: tensor %q missing (fused experts need gate_up_proj and down_proj)", c.where(), c.sourceName(fmt.Sprintf("layers.%d.mlp.experts.gate_up_proj", l), ""))
 			}
 			guM, err := c.floatMatrix(fmt.Sprintf("layers.%d.experts.gate_up_proj", l), gu, []int64{E}, 2*I, H)
 			if err != nil {
@@ -86,7 +86,7 @@ func (c *Checkpoint) planExperts(t matrixTarget) (*expertPlan, error) {
 			for p := range 3 {
 				m := le.stacked[p]
 				if m == nil || m.weight == nil {
-					return nil, fmt.Errorf("%s: tensor %q missing", c.Dir, fmt.Sprintf("layers.%d.mlp.switch_mlp.%s.weight", l, expertProjs[p]))
+					return nil, fmt.Errorf("%s: tensor %q missing", c.where(), c.sourceName(fmt.Sprintf("layers.%d.mlp.switch_mlp.%s", l, expertProjs[p]), ".weight"))
 				}
 				var err error
 				ms[p], err = c.moduleMatrix(name(0, p), m, []int64{E}, dims[p][0], dims[p][1])

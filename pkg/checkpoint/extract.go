@@ -115,6 +115,15 @@ func Extract(ctx context.Context, srcDir, outDir string, opts Options) (*Summary
 		tokBytes += st.Size()
 	}
 
+	// Load the tokenizer before the long dense write, so that an unsupported
+	// tokenizer.json fails the run at once, not after minutes of writing.
+	var tw TokenizerWriter
+	if opts.LoadTokenizer != nil {
+		if tw, err = opts.LoadTokenizer(filepath.Join(srcDir, "tokenizer.json")); err != nil {
+			return nil, err
+		}
+	}
+
 	if err := os.MkdirAll(outDir, 0o755); err != nil {
 		return nil, fmt.Errorf("%s: cannot create the output directory: %w", outDir, err)
 	}
@@ -134,6 +143,9 @@ func Extract(ctx context.Context, srcDir, outDir string, opts Options) (*Summary
 	}
 	prog := opts.progress()
 	prog.Start(layout.DenseName, denseSize)
+	// Progress counts file bytes, padding included, so that a finished file
+	// reports exactly denseSize and a stopped one less.
+	var reported int64
 	for i, it := range items {
 		parts := tensors[i].Parts()
 		written := make([]int64, len(parts))
@@ -151,7 +163,8 @@ func Extract(ctx context.Context, srcDir, outDir string, opts Options) (*Summary
 				return err
 			}
 			written[j] += int64(len(b))
-			prog.Add(int64(len(b)))
+			prog.Add(dw.Offset() - reported)
+			reported = dw.Offset()
 			return nil
 		})
 		if err == nil {
@@ -168,6 +181,9 @@ func Extract(ctx context.Context, srcDir, outDir string, opts Options) (*Summary
 		}
 	}
 	dense, err := dw.Finish()
+	if err == nil {
+		prog.Add(dense.Size - reported)
+	}
 	prog.Done()
 	if err != nil {
 		return nil, err
@@ -188,8 +204,8 @@ func Extract(ctx context.Context, srcDir, outDir string, opts Options) (*Summary
 		sum.Files++
 		sum.Bytes += int64(len(b))
 	}
-	if opts.LoadTokenizer != nil {
-		n, err := writeBinaryTokenizer(filepath.Join(srcDir, "tokenizer.json"), outDir, opts)
+	if tw != nil {
+		n, err := writeBinaryTokenizer(tw, outDir, opts)
 		if err != nil {
 			return nil, err
 		}
@@ -225,12 +241,8 @@ func Extract(ctx context.Context, srcDir, outDir string, opts Options) (*Summary
 }
 
 // writeBinaryTokenizer writes tokenizer.bin and vocab.bin with the tokenizer
-// package (through Options.LoadTokenizer) and returns the bytes written.
-func writeBinaryTokenizer(tokenizerJSON, outDir string, opts Options) (int64, error) {
-	tw, err := opts.LoadTokenizer(tokenizerJSON)
-	if err != nil {
-		return 0, fmt.Errorf("%s: %w", tokenizerJSON, err)
-	}
+// package (loaded through Options.LoadTokenizer) and returns the bytes written.
+func writeBinaryTokenizer(tw TokenizerWriter, outDir string, opts Options) (int64, error) {
 	var total int64
 	for _, f := range []struct {
 		name  string

@@ -116,7 +116,13 @@ func Repack(ctx context.Context, srcDir, outDir string, opts Options) (*Summary,
 		prog.Start("verify existing expert files", int64(len(check))*set.FileSize)
 		results := make([]error, len(check))
 		err := parallel(ctx, jobs, len(check), func(ctx context.Context, i int) error {
-			results[i] = layout.VerifyFile(ctx, check[i], prog.Add)
+			var read int64
+			results[i] = layout.VerifyFile(ctx, check[i], func(n int64) { read += n; prog.Add(n) })
+			if ctx.Err() == nil {
+				// A short or missing file is checked all the same: count it whole,
+				// so the phase ends at its total.
+				prog.Add(max(0, check[i].Size-read))
+			}
 			return ctx.Err()
 		})
 		prog.Done()
@@ -136,7 +142,16 @@ func Repack(ctx context.Context, srcDir, outDir string, opts Options) (*Summary,
 	}
 
 	need := int64(len(todo)) * set.FileSize
-	if err := layout.CheckFreeSpace(dir, need); err != nil {
+	// Besides the expert files: the journal lines, and the new manifest, which
+	// exists next to the old one until its rename (a full disk found only then
+	// would waste the whole run's writing).
+	var manifestSize int64
+	if st, err := os.Stat(filepath.Join(outDir, layout.ManifestName)); err == nil {
+		manifestSize = st.Size()
+	}
+	overhead := layout.AlignUp(manifestSize+int64(len(plan.layers)*E)*40, layout.ExpertAlignment) +
+		layout.AlignUp(int64(len(todo))*48, layout.ExpertAlignment) + layout.ExpertAlignment
+	if err := layout.CheckFreeSpace(dir, need+overhead); err != nil {
 		return nil, err
 	}
 	prog.Start(set.Dir, need)

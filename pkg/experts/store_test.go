@@ -299,10 +299,10 @@ func TestCacheHitsAndLRUOrder(t *testing.T) {
 	fetch(0, 0)
 	fetch(0, 1)
 	fetch(0, 2)
-	fetch(0, 0)       // hit; 0 is now most recent
-	fetch(1, 0)       // miss; evicts layer 0 expert 1
-	fetch(0, 2, 0)    // 2 hits
-	fetch(0, 1)       // miss
+	fetch(0, 0)    // hit; 0 is now most recent
+	fetch(1, 0)    // miss; evicts layer 0 expert 1
+	fetch(0, 2, 0) // 2 hits
+	fetch(0, 1)    // miss
 	st := s.Stats()
 	if st.Hits != 3 || st.Misses != 5 || st.Evictions != 2 {
 		t.Errorf("hits %d misses %d evictions %d, want 3 5 2", st.Hits, st.Misses, st.Evictions)

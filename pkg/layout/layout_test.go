@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -204,7 +205,76 @@ func FuzzParseManifest(f *testing.F) {
 					}
 				}
 			}
-			m.VerifyTargets("x")
+		}
+		// Whatever parses names files inside the prepared directory only.
+		for _, vt := range m.VerifyTargets("out") {
+			if rel, err := filepath.Rel("out", vt.Path); err != nil || strings.HasPrefix(rel, "..") || filepath.IsAbs(rel) {
+				t.Fatalf("verify target %q outside the directory", vt.Path)
+			}
 		}
 	})
+}
+
+// A missing file is named as "missing"; listed tokenizer files must exist; and
+// a directory whose manifest records no expert set (fm-repack not run, or
+// interrupted) does not pass, although every file it lists is intact.
+func TestVerifyIncompleteDirectory(t *testing.T) {
+	dir, m := writeTiny(t)
+	os.WriteFile(filepath.Join(dir, "tokenizer.json"), []byte("{}"), 0o644)
+	m.Tokenizer = []string{"tokenizer.json", "tokenizer.bin"}
+	if err := WriteManifest(dir, m, WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	probs, err := Verify(context.Background(), dir, 0, nil)
+	if err != nil || len(probs) != 1 || probs[0].Path != filepath.Join(dir, "tokenizer.bin") || probs[0].Error() != probs[0].Path+": missing" || !errors.Is(probs[0].Err, os.ErrNotExist) {
+		t.Fatalf("missing tokenizer.bin: %v %v", probs, err)
+	}
+	m.Tokenizer = m.Tokenizer[:1]
+	m.Experts = nil
+	if err := WriteManifest(dir, m, WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	probs, err = Verify(context.Background(), dir, 0, nil)
+	if err != nil || len(probs) != 1 || !errors.Is(probs[0].Err, ErrNoExperts) || probs[0].Path != filepath.Join(dir, ExpertsDir) || !strings.Contains(probs[0].Error(), "run fm-repack") {
+		t.Fatalf("no expert set: %v %v", probs, err)
+	}
+}
+
+// Manifest numbers and names come from a file: validation must refuse the
+// ones that would wrap size arithmetic or lead readers outside the directory.
+func TestManifestValidation(t *testing.T) {
+	_, good := writeTiny(t)
+	for _, c := range []struct {
+		name string
+		edit func(m *Manifest)
+		want string
+	}{
+		{"offset wraps", func(m *Manifest) { m.Tensors[1].Data.Offset = math.MaxInt64 - 100 }, "outside the"},
+		{"shape wraps", func(m *Manifest) {
+			m.Tensors[1].Shape = []int64{1 << 62, 4}
+			m.Tensors[1].Data.Shape, m.Tensors[1].Data.Size = []int64{1 << 62, 4}, 0
+		}, "overflows"},
+		{"quantized shape wraps", func(m *Manifest) { m.Experts[0].Components[0].Shape = []int64{1 << 61, 64} }, "overflows"},
+		{"dense file path", func(m *Manifest) { m.Dense.File = "../model_weights.bin" }, "dense.file"},
+		{"dense checksum", func(m *Manifest) { m.Dense.Checksum = "XYZ" }, "dense.checksum"},
+		{"expert dir path", func(m *Manifest) { m.Experts[0].Dir = "/etc" }, "plain directory name"},
+		{"name format path", func(m *Manifest) { m.Experts[0].NameFormat = "../../x%d%d" }, "name_format"},
+		{"file size alignment", func(m *Manifest) { m.Experts[0].FileSize += 1 }, "multiple of 4096"},
+		{"dense layer checksums", func(m *Manifest) { m.Experts[0].Checksums[1] = []string{""} }, "no routed experts"},
+		{"checksum hex", func(m *Manifest) { m.Experts[0].Checksums[0][1] = "../x" }, "hex digits"},
+		{"tokenizer path", func(m *Manifest) { m.Tokenizer = []string{"../tokenizer.json"} }, "tokenizer_files"},
+		{"set twice", func(m *Manifest) { m.Experts = append(m.Experts, m.Experts[0]) }, "listed twice"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			b, _ := json.Marshal(good)
+			var m Manifest
+			json.Unmarshal(b, &m)
+			c.edit(&m)
+			b, _ = json.Marshal(&m)
+			_, err := ParseManifest(b)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("err = %v, want %q", err, c.want)
+			}
+		})
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -24,6 +25,20 @@ func (p Problem) Unwrap() error { return p.Err }
 // ErrChecksum is the cause of a Problem whose file has the right size but the
 // wrong content.
 var ErrChecksum = errors.New("checksum mismatch")
+
+// ErrMissing is the cause of a Problem whose file does not exist; it matches
+// fs.ErrNotExist.
+var ErrMissing error = missingError{}
+
+type missingError struct{}
+
+func (missingError) Error() string        { return "missing" }
+func (missingError) Is(target error) bool { return target == fs.ErrNotExist }
+
+// ErrNoExperts is the cause of the Problem Verify reports for a manifest that
+// records no expert set: fm-extract ran but fm-repack did not finish, so the
+// model cannot run although every file listed so far is intact.
+var ErrNoExperts = errors.New("the manifest records no expert files: run fm-repack SRC OUT (an interrupted run resumes where it stopped)")
 
 // VerifyTarget is one file Verify hashes.
 type VerifyTarget struct {
@@ -52,6 +67,9 @@ func (m *Manifest) VerifyTargets(dir string) []VerifyTarget {
 // cancellation is returned as a plain error.
 func VerifyFile(ctx context.Context, t VerifyTarget, progress func(n int64)) error {
 	st, err := os.Stat(t.Path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return &Problem{t.Path, ErrMissing}
+	}
 	if err != nil {
 		return &Problem{t.Path, err}
 	}
@@ -81,10 +99,13 @@ func VerifyFile(ctx context.Context, t VerifyTarget, progress func(n int64)) err
 // model_weights.bin and every expert file of every expert set, size and XXH3-128
 // checksum, hashing with jobs parallel readers (jobs ≤ 0: one per CPU, at least
 // 4 since the work is mostly waiting on the disk). It returns the bad files in
-// VerifyTargets order; the error is for an unreadable or invalid manifest or a
-// cancelled context. progress, when set, is called (from several goroutines,
-// serialized) with every chunk's byte count; the total is the sum of the
-// targets' sizes.
+// VerifyTargets order, then each listed tokenizer file that is missing, then
+// (ErrNoExperts, naming the packed_experts directory) the lack of any expert
+// set: a directory fm-repack has not completed is not a runnable model, even
+// though its files are intact. The error is for an unreadable or invalid
+// manifest or a cancelled context. progress, when set, is called (from several
+// goroutines, serialized) with every chunk's byte count; the total is the sum
+// of the targets' sizes.
 func Verify(ctx context.Context, dir string, jobs int, progress func(n int64)) ([]Problem, error) {
 	m, err := ReadManifest(dir)
 	if err != nil {
@@ -135,6 +156,19 @@ feed:
 		} else if err != nil {
 			return nil, err
 		}
+	}
+	// Tokenizer files carry their own integrity checks (tokenizer.bin and
+	// vocab.bin end in a CRC); here only their presence is the manifest's.
+	for _, name := range m.Tokenizer {
+		path := filepath.Join(dir, name)
+		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+			problems = append(problems, Problem{path, ErrMissing})
+		} else if err != nil {
+			problems = append(problems, Problem{path, err})
+		}
+	}
+	if len(m.Experts) == 0 {
+		problems = append(problems, Problem{filepath.Join(dir, ExpertsDir), ErrNoExperts})
 	}
 	return problems, nil
 }

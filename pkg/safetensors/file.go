@@ -148,14 +148,24 @@ func Parse(r io.ReaderAt, size int64) (*File, error) {
 			return nil, fmt.Errorf("tensor %q: data offsets [%d, %d) outside the %d-byte data section", name, begin, end, dataLen)
 		}
 		t := &Tensor{Name: name, DType: e.DType, Shape: e.Shape, Offset: dataStart + begin, Size: end - begin, r: r}
+		// The element count is bounded by the data section, so a shape whose
+		// product overflows int64 (and could wrap to the right size) is refused.
+		elems := int64(1)
 		for _, d := range e.Shape {
 			if d < 0 {
 				return nil, fmt.Errorf("tensor %q: negative dimension in shape %v", name, e.Shape)
 			}
+			if d != 0 && elems > (dataLen+1)/d {
+				elems = dataLen + 1
+			} else {
+				elems *= d
+			}
 		}
 		if es, err := e.DType.Size(); err != nil {
 			t.Err = fmt.Errorf("tensor %q: %w", name, err)
-		} else if want := t.NumElements() * int64(es); want != t.Size {
+		} else if elems > dataLen {
+			return nil, fmt.Errorf("tensor %q: shape %v of %s needs more than the %d-byte data section", name, e.Shape, e.DType, dataLen)
+		} else if want := elems * int64(es); want != t.Size {
 			return nil, fmt.Errorf("tensor %q: shape %v of %s needs %d bytes, data offsets give %d", name, e.Shape, e.DType, want, t.Size)
 		}
 		f.Tensors = append(f.Tensors, t)

@@ -79,6 +79,12 @@ func TestBadInput(t *testing.T) {
 			b := binary.LittleEndian.AppendUint64(nil, uint64(len(h)))
 			return append(append(b, h...), make([]byte, 16)...)
 		}(), "needs 12 bytes"},
+		// 2^62 · 4 elements wrap int64 to 0, which would match empty data offsets.
+		"shape overflow": {func() []byte {
+			h := `{"w":{"dtype":"U8","shape":[4611686018427387904,4],"data_offsets":[0,0]}}`
+			b := binary.LittleEndian.AppendUint64(nil, uint64(len(h)))
+			return append(append(b, h...), make([]byte, 16)...)
+		}(), "needs more than the 16-byte data section"},
 	}
 	_ = hdrLen
 	for name, c := range cases {
