@@ -21,6 +21,11 @@ type Options struct {
 	// ExpertBatch is the most expert files being read or held at once, which
 	// bounds the expert buffers (0: 32, at least K).
 	ExpertBatch int
+	// OnRoute, when set, is called after each sparse layer's routing with the
+	// experts chosen for each of the step's tokens, in token order: ids[t] holds
+	// token t's K expert ids. It records routing traces (cache-policy studies);
+	// ids must not be retained.
+	OnRoute func(layer int, ids [][]int)
 }
 
 // Model is a loaded architecture ready to run.

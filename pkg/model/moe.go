@@ -73,6 +73,13 @@ func (m *Model) moe(ctx context.Context, l *layer, ws *workspace, x, out []float
 			perExpert[e] = append(perExpert[e], routedToken{t, weights[t*K+s]})
 		}
 	}
+	if m.opts.OnRoute != nil {
+		rows := make([][]int, T)
+		for t := range rows {
+			rows[t] = ids[t*K : (t+1)*K]
+		}
+		m.opts.OnRoute(l.index, rows)
+	}
 	union := make([]int, 0, len(perExpert))
 	for e := range perExpert {
 		union = append(union, e)

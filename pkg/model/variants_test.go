@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -233,5 +234,54 @@ func TestExpertReadError(t *testing.T) {
 	}
 	if f, r := fe.fetched.Load(), fe.released.Load(); f != r {
 		t.Errorf("%d fetches, %d releases", f, r)
+	}
+}
+
+// TestOnRoute: the routing observer sees every sparse layer once per token, K
+// distinct experts each, and the batched prefill routes exactly as the
+// token-by-token decode does.
+func TestOnRoute(t *testing.T) {
+	ck, err := hfload.Load(filepath.Join(goldenDir, "qwen3next-tiny", "hf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	record := func(prefill bool) [][][]int { // [layer][token] -> ids
+		trace := make([][][]int, ck.Config.NumLayers)
+		m, err := model.New(&ck.Config, ck, ck, model.Options{PrefillChunk: 3, OnRoute: func(layer int, ids [][]int) {
+			for _, row := range ids {
+				trace[layer] = append(trace[layer], append([]int(nil), row...))
+			}
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := m.NewState()
+		if prefill {
+			_, err = m.Forward(context.Background(), st, someIDs, false)
+		} else {
+			for _, id := range someIDs {
+				if _, err = m.Forward(context.Background(), st, []int{id}, false); err != nil {
+					break
+				}
+			}
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return trace
+	}
+	pre, dec := record(true), record(false)
+	for l := range pre {
+		if len(pre[l]) != len(someIDs) {
+			t.Fatalf("layer %d: %d routed tokens, want %d", l, len(pre[l]), len(someIDs))
+		}
+		for tok, ids := range pre[l] {
+			if len(ids) != ck.Config.NumExpertsPerTok {
+				t.Fatalf("layer %d token %d: %v, want %d experts", l, tok, ids, ck.Config.NumExpertsPerTok)
+			}
+			if !slices.Equal(ids, dec[l][tok]) {
+				t.Errorf("layer %d token %d: prefill routes %v, decode %v", l, tok, ids, dec[l][tok])
+			}
+		}
 	}
 }
