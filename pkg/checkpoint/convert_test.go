@@ -3,9 +3,12 @@ package checkpoint
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/fm-moe/fm/pkg/layout"
@@ -164,5 +167,35 @@ func checkExperts(t *testing.T, src *source, out string, m *layout.Manifest, mlx
 				}
 			}
 		}
+	}
+}
+
+// TestExtractRemovesStaleTokenizerFiles: re-extracting into an existing OUT from
+// a source without a chat template removes the copy the earlier source left.
+func TestExtractRemovesStaleTokenizerFiles(t *testing.T) {
+	src := copyDir(t, testdata+"golden/qwen3moe-tiny/hf")
+	out := t.TempDir()
+	ctx := context.Background()
+	if _, err := Extract(ctx, src, out, Options{Bits: 16}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(out, "chat_template.jinja")); err != nil {
+		t.Fatalf("first extract: %v", err)
+	}
+	if err := os.Remove(filepath.Join(src, "chat_template.jinja")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Extract(ctx, src, out, Options{Bits: 16}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(out, "chat_template.jinja")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("stale chat_template.jinja: stat err = %v, want not-exist", err)
+	}
+	m, err := layout.ReadManifest(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(m.Tokenizer, "chat_template.jinja") {
+		t.Errorf("manifest still lists chat_template.jinja: %v", m.Tokenizer)
 	}
 }

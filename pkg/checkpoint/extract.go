@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/fm-moe/fm/pkg/layout"
@@ -203,6 +204,16 @@ func Extract(ctx context.Context, srcDir, outDir string, opts Options) (*Summary
 		}
 		sum.Files++
 		sum.Bytes += int64(len(b))
+	}
+	// A rerun into an existing OUT from a source without, say, a chat template
+	// must not leave the previous source's copy behind: the tokenizer would still
+	// read it.
+	for _, name := range TokenizerFiles {
+		if !slices.Contains(tokFiles, name) {
+			if err := os.Remove(filepath.Join(outDir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return nil, err
+			}
+		}
 	}
 	if tw != nil {
 		n, err := writeBinaryTokenizer(tw, outDir, opts)
