@@ -2,7 +2,7 @@ GO ?= go
 BIN := bin
 CMDS := extract repack requant2bit infer
 
-.PHONY: all build test vet demo clean
+.PHONY: all build test vet demo quality clean
 
 DEMO_SRC := testdata/models/tiny-code
 DEMO_OUT := out/tiny-code-4bit
@@ -35,6 +35,11 @@ demo: build
 	$(BIN)/fm-repack  $(DEMO_SRC) $(DEMO_OUT) --bits 4
 	$(BIN)/fm-infer verify --model $(DEMO_OUT)
 	$(BIN)/fm-infer run --model $(DEMO_OUT) --no-chat --prompt "def fibonacci(n):" --tokens 120 --timing
+
+# quality: regenerate the quality table of docs/QUALITY.md (tiny-code at 16/8/4/3/2
+# bits and K 4/3/2, perplexity, KL and top-1 against the 16-bit conversion; ~10 min).
+quality:
+	scripts/quality.sh
 
 clean:
 	rm -rf $(BIN) out
