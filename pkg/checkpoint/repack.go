@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sync"
 	"time"
 
@@ -196,15 +197,7 @@ func Repack(ctx context.Context, srcDir, outDir string, opts Options) (*Summary,
 	if err != nil {
 		return nil, err
 	}
-	replaced := false
-	for i := range m.Experts {
-		if m.Experts[i].Dir == set.Dir {
-			m.Experts[i], replaced = set, true
-		}
-	}
-	if !replaced {
-		m.Experts = append(m.Experts, set)
-	}
+	m.Experts = replaceExpertSet(m.Experts, set, opts.logf)
 	if err := layout.WriteManifest(outDir, m, opts.Write); err != nil {
 		return nil, err
 	}
@@ -289,4 +282,47 @@ func syncDir(dir string) error {
 		return fmt.Errorf("%s: syncfs: %w", dir, err)
 	}
 	return nil
+}
+
+// replaceExpertSet puts set in place of the listed set of the same directory.
+// When that changes the experts' contents, the sets derived from the old ones
+// (fm-requant2bit's packed_experts_2bit/, ...) no longer describe this model:
+// they are dropped from the manifest, so that --2bit cannot silently run stale
+// experts, and the user is told to requantize again.
+func replaceExpertSet(sets []layout.ExpertSet, set layout.ExpertSet, logf func(string, ...any)) []layout.ExpertSet {
+	var old *layout.ExpertSet
+	for i := range sets {
+		if sets[i].Dir == set.Dir {
+			old = &sets[i]
+		}
+	}
+	if old != nil && sameExperts(old, &set) {
+		*old = set
+		return sets
+	}
+	out := []layout.ExpertSet{set}
+	for _, s := range sets {
+		if s.Dir == set.Dir {
+			continue
+		}
+		if old != nil {
+			logf("dropped %s/ from the manifest: it was derived from the previous %s/ (run fm-requant2bit again)", s.Dir, set.Dir)
+			continue
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// sameExperts reports whether two sets hold byte-identical expert files.
+func sameExperts(a, b *layout.ExpertSet) bool {
+	if a.Bits != b.Bits || a.GroupSize != b.GroupSize || a.FileSize != b.FileSize || a.NameFormat != b.NameFormat || len(a.Checksums) != len(b.Checksums) {
+		return false
+	}
+	for l := range a.Checksums {
+		if !slices.Equal(a.Checksums[l], b.Checksums[l]) {
+			return false
+		}
+	}
+	return true
 }

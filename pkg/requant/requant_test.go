@@ -274,8 +274,20 @@ func TestRequantizeSourceChanged(t *testing.T) {
 	if _, err := Requantize(context.Background(), dir, Options{}); err != nil {
 		t.Fatal(err)
 	}
+	// Repacking the same experts again keeps the derived set listed ...
+	if _, err := checkpoint.Repack(context.Background(), src, dir, checkpoint.Options{Bits: 4}); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := layout.ReadManifest(dir); err != nil || m.ExpertSet(layout.Experts2BitDir) == nil {
+		t.Fatalf("identical repack dropped the 2-bit set (err %v)", err)
+	}
+	// ... while new experts make it stale: it must leave the manifest, so that
+	// --2bit cannot run experts derived from other weights.
 	if _, err := checkpoint.Repack(context.Background(), src, dir, checkpoint.Options{Bits: 8}); err != nil {
 		t.Fatal(err)
+	}
+	if m, err := layout.ReadManifest(dir); err != nil || m.ExpertSet(layout.Experts2BitDir) != nil {
+		t.Fatalf("the 2-bit set derived from the old experts is still listed (err %v)", err)
 	}
 	sum, err := Requantize(context.Background(), dir, Options{})
 	if err != nil {
