@@ -3,28 +3,18 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"os"
-	"os/signal"
 
 	"github.com/spf13/cobra"
 
 	"github.com/fm-moe/fm/pkg/checkpoint"
+	"github.com/fm-moe/fm/pkg/cli"
 	"github.com/fm-moe/fm/pkg/tokenizer"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
-	if err := newRootCmd().ExecuteContext(ctx); err != nil {
-		if errors.Is(err, context.Canceled) {
-			err = errors.New("interrupted; no partial file was kept, rerun the same command to start again")
-		}
-		fmt.Fprintln(os.Stderr, "fm-extract:", err)
-		os.Exit(1)
-	}
+	cli.Main("fm-extract", newRootCmd(), "interrupted; no partial file was kept, rerun the same command to start again")
 }
 
 func newRootCmd() *cobra.Command {
@@ -64,7 +54,7 @@ expert files fm-repack wrote from the same checkpoint.`,
 		Args: twoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts := checkpoint.Options{
-				Bits: bits, GroupSize: groupSize, Progress: newProgress(quiet),
+				Bits: bits, GroupSize: groupSize, Progress: cli.NewBar(quiet),
 				LoadTokenizer: loadTokenizer,
 			}
 			if !quiet {

@@ -3,27 +3,17 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"os"
-	"os/signal"
 
 	"github.com/spf13/cobra"
 
 	"github.com/fm-moe/fm/pkg/checkpoint"
+	"github.com/fm-moe/fm/pkg/cli"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
-	if err := newRootCmd().ExecuteContext(ctx); err != nil {
-		if errors.Is(err, context.Canceled) {
-			err = errors.New("interrupted; files written so far are complete, rerun the same command to resume")
-		}
-		fmt.Fprintln(os.Stderr, "fm-repack:", err)
-		os.Exit(1)
-	}
+	cli.Main("fm-repack", newRootCmd(), "interrupted; files written so far are complete, rerun the same command to resume")
 }
 
 func newRootCmd() *cobra.Command {
@@ -53,7 +43,7 @@ when every file is written, so fm-infer verify fails until then.`,
   fm-infer verify --model out/qwen35`,
 		Args: twoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			opts := checkpoint.Options{Bits: bits, GroupSize: groupSize, Jobs: jobs, Progress: newProgress(quiet)}
+			opts := checkpoint.Options{Bits: bits, GroupSize: groupSize, Jobs: jobs, Progress: cli.NewBar(quiet)}
 			if !quiet {
 				opts.Log = os.Stderr
 			}

@@ -3,28 +3,18 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"os"
-	"os/signal"
 	"runtime"
 
 	"github.com/spf13/cobra"
 
+	"github.com/fm-moe/fm/pkg/cli"
 	"github.com/fm-moe/fm/pkg/requant"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
-	if err := newRootCmd().ExecuteContext(ctx); err != nil {
-		if errors.Is(err, context.Canceled) {
-			err = errors.New("interrupted; files written so far are complete, rerun the same command to resume")
-		}
-		fmt.Fprintln(os.Stderr, "fm-requant2bit:", err)
-		os.Exit(1)
-	}
+	cli.Main("fm-requant2bit", newRootCmd(), "interrupted; files written so far are complete, rerun the same command to resume")
 }
 
 func newRootCmd() *cobra.Command {
@@ -54,7 +44,7 @@ are written under temporary names and renamed when complete; free space is
 checked first; source files are checked against their checksums.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			opts := requant.Options{Bits: bits, Jobs: jobs, LeastSquaresOnly: leastSquares, Progress: newProgress(quiet)}
+			opts := requant.Options{Bits: bits, Jobs: jobs, LeastSquaresOnly: leastSquares, Progress: cli.NewBar(quiet)}
 			if !quiet {
 				opts.Log = os.Stderr
 			}

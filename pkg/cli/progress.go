@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"os"
@@ -6,23 +6,27 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
-
-	"github.com/fm-moe/fm/pkg/checkpoint"
 )
 
-// barProgress shows one byte progress bar (bytes, rate, ETA) per phase on
-// stderr; newProgress returns nil (no bar) when stderr is not a terminal or
-// --quiet was given.
-type barProgress struct{ bar *progressbar.ProgressBar }
+// Bar shows one byte progress bar (bytes, rate, ETA) per phase on stderr. It
+// satisfies the Progress interfaces of pkg/checkpoint and pkg/requant. A nil
+// *Bar shows nothing, so callers can pass NewBar's result unconditionally.
+type Bar struct{ bar *progressbar.ProgressBar }
 
-func newProgress(quiet bool) checkpoint.Progress {
+// NewBar returns a Bar, or nil when quiet or when stderr is not a terminal
+// (logs and CI stay clean).
+func NewBar(quiet bool) *Bar {
 	if quiet || !term.IsTerminal(int(os.Stderr.Fd())) {
 		return nil
 	}
-	return &barProgress{}
+	return &Bar{}
 }
 
-func (p *barProgress) Start(phase string, total int64) {
+// Start begins a phase of total bytes.
+func (p *Bar) Start(phase string, total int64) {
+	if p == nil {
+		return
+	}
 	p.bar = nil
 	if total <= 0 {
 		return // nothing to do in this phase: no bar
@@ -39,17 +43,18 @@ func (p *barProgress) Start(phase string, total int64) {
 	)
 }
 
-func (p *barProgress) Add(n int64) {
-	if p.bar != nil {
+// Add reports n more bytes done; safe from several goroutines.
+func (p *Bar) Add(n int64) {
+	if p != nil && p.bar != nil {
 		p.bar.Add64(n)
 	}
 }
 
-// Done ends the phase's line. The library reports every byte of a phase that
+// Done ends the phase's line. The converters report every byte of a phase that
 // completed; one that stopped short (an error, Ctrl-C) keeps its bar where it
 // stopped rather than claiming 100% above the error message.
-func (p *barProgress) Done() {
-	if p.bar == nil {
+func (p *Bar) Done() {
+	if p == nil || p.bar == nil {
 		return
 	}
 	if p.bar.State().CurrentNum >= p.bar.GetMax64() {
