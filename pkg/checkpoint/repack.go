@@ -15,8 +15,7 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/fm-moe/fm/pkg/internal/workpool"
 	"github.com/fm-moe/fm/pkg/layout"
 )
 
@@ -116,7 +115,7 @@ func Repack(ctx context.Context, srcDir, outDir string, opts Options) (*Summary,
 	if len(check) > 0 {
 		prog.Start("verify existing expert files", int64(len(check))*set.FileSize)
 		results := make([]error, len(check))
-		err := parallel(ctx, jobs, len(check), func(ctx context.Context, i int) error {
+		err := workpool.Run(ctx, jobs, len(check), func(ctx context.Context, i int) error {
 			var read int64
 			results[i] = layout.VerifyFile(ctx, check[i], func(n int64) { read += n; prog.Add(n) })
 			if ctx.Err() == nil {
@@ -158,7 +157,7 @@ func Repack(ctx context.Context, srcDir, outDir string, opts Options) (*Summary,
 	prog.Start(set.Dir, need)
 	var mu sync.Mutex
 	bufs := sync.Pool{New: func() any { return make([]byte, set.FileSize) }}
-	err = parallel(ctx, jobs, len(todo), func(ctx context.Context, i int) error {
+	err = workpool.Run(ctx, jobs, len(todo), func(ctx context.Context, i int) error {
 		k := todo[i]
 		buf := bufs.Get().([]byte)
 		defer bufs.Put(buf)
@@ -188,7 +187,7 @@ func Repack(ctx context.Context, srcDir, outDir string, opts Options) (*Summary,
 		return nil, err
 	}
 	// Make the expert files durable before the manifest that vouches for them.
-	if err := syncDir(dir); err != nil {
+	if err := layout.SyncFS(dir); err != nil {
 		return nil, err
 	}
 
@@ -230,58 +229,6 @@ func journalKey(s *layout.ExpertSet) (string, error) {
 func sameLayout(a, b *layout.ExpertSet) bool {
 	return a.SourceKey == b.SourceKey && a.Bits == b.Bits && a.GroupSize == b.GroupSize && a.NameFormat == b.NameFormat &&
 		a.FileSize == b.FileSize && reflect.DeepEqual(a.Components, b.Components)
-}
-
-// parallel runs f(i) for i in [0, n) on jobs goroutines; the first error
-// cancels the rest and is returned.
-func parallel(ctx context.Context, jobs, n int, f func(ctx context.Context, i int) error) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		wg    sync.WaitGroup
-		once  sync.Once
-		first error
-	)
-	next := make(chan int)
-	for range min(jobs, n) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				if err := f(ctx, i); err != nil {
-					once.Do(func() { first = err; cancel() })
-				}
-			}
-		}()
-	}
-feed:
-	for i := range n {
-		select {
-		case next <- i:
-		case <-ctx.Done():
-			break feed
-		}
-	}
-	close(next)
-	wg.Wait()
-	if first != nil {
-		return first
-	}
-	return ctx.Err()
-}
-
-// syncDir flushes the file system holding dir (syncfs), so the expert files
-// are on disk before the manifest that lists them.
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if err := unix.Syncfs(int(f.Fd())); err != nil {
-		return fmt.Errorf("%s: syncfs: %w", dir, err)
-	}
-	return nil
 }
 
 // replaceExpertSet puts set in place of the listed set of the same directory.

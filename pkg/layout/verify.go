@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+
+	"github.com/fm-moe/fm/pkg/internal/workpool"
 )
 
 // Problem is one file of a prepared directory that does not match its manifest.
@@ -123,29 +125,13 @@ func Verify(ctx context.Context, dir string, jobs int, progress func(n int64)) (
 			mu.Unlock()
 		}
 	}
+	// Every file is checked (no early stop): a bad file is a Problem, not an error.
 	results := make([]error, len(targets))
-	next := make(chan int)
-	var wg sync.WaitGroup
-	for range min(jobs, len(targets)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				results[i] = VerifyFile(ctx, targets[i], report)
-			}
-		}()
-	}
-feed:
-	for i := range targets {
-		select {
-		case next <- i:
-		case <-ctx.Done():
-			break feed
-		}
-	}
-	close(next)
-	wg.Wait()
-	if err := ctx.Err(); err != nil {
+	err = workpool.Run(ctx, jobs, len(targets), func(ctx context.Context, i int) error {
+		results[i] = VerifyFile(ctx, targets[i], report)
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
 	var problems []Problem

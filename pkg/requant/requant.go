@@ -18,8 +18,7 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/fm-moe/fm/pkg/internal/workpool"
 	"github.com/fm-moe/fm/pkg/layout"
 	"github.com/fm-moe/fm/pkg/quant"
 )
@@ -240,7 +239,7 @@ func Requantize(ctx context.Context, dir string, opts Options) (*Summary, error)
 	if len(check) > 0 {
 		prog.Start("verify existing expert files", int64(len(check))*set.FileSize)
 		results := make([]error, len(check))
-		err := parallel(ctx, max(jobs, 4), len(check), func(ctx context.Context, i int) error {
+		err := workpool.Run(ctx, max(jobs, 4), len(check), func(ctx context.Context, i int) error {
 			results[i] = layout.VerifyFile(ctx, check[i], prog.Add)
 			return ctx.Err()
 		})
@@ -269,7 +268,7 @@ func Requantize(ctx context.Context, dir string, opts Options) (*Summary, error)
 		sum.Errors[i].Name = name
 	}
 	workers := sync.Pool{New: func() any { return plan.newWorker() }}
-	err = parallel(ctx, jobs, len(todo), func(ctx context.Context, i int) error {
+	err = workpool.Run(ctx, jobs, len(todo), func(ctx context.Context, i int) error {
 		k := todo[i]
 		w := workers.Get().(*worker)
 		defer workers.Put(w)
@@ -305,7 +304,7 @@ func Requantize(ctx context.Context, dir string, opts Options) (*Summary, error)
 		return nil, err
 	}
 	// The expert files must be on disk before the manifest that vouches for them.
-	if err := syncFS(outDir); err != nil {
+	if err := layout.SyncFS(outDir); err != nil {
 		return nil, err
 	}
 	// Re-read the manifest so the update applies to its latest state, and make
@@ -554,58 +553,6 @@ func readFile(path string, buf []byte) error {
 	}
 	if _, err := io.ReadFull(f, buf); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
-	}
-	return nil
-}
-
-// parallel runs f(i) for i in [0, n) on jobs goroutines; the first error
-// cancels the rest and is returned.
-func parallel(ctx context.Context, jobs, n int, f func(ctx context.Context, i int) error) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		wg    sync.WaitGroup
-		once  sync.Once
-		first error
-	)
-	next := make(chan int)
-	for range min(jobs, n) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				if err := f(ctx, i); err != nil {
-					once.Do(func() { first = err; cancel() })
-				}
-			}
-		}()
-	}
-feed:
-	for i := range n {
-		select {
-		case next <- i:
-		case <-ctx.Done():
-			break feed
-		}
-	}
-	close(next)
-	wg.Wait()
-	if first != nil {
-		return first
-	}
-	return ctx.Err()
-}
-
-// syncFS flushes the file system holding dir (syncfs), so the expert files are
-// durable before the manifest that lists them.
-func syncFS(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if err := unix.Syncfs(int(f.Fd())); err != nil {
-		return fmt.Errorf("%s: syncfs: %w", dir, err)
 	}
 	return nil
 }
