@@ -56,6 +56,15 @@ func Quantize(src []float32, rows, cols, bits, groupSize int) (*Packed, error) {
 	if len(src) != rows*cols {
 		return nil, fmt.Errorf("quantize [%d, %d]: have %d values", rows, cols, len(src))
 	}
+	return quantizeRows(src, rows, cols, bits, groupSize, func(codes []uint8, w []float32) (float32, float32) {
+		return QuantizeGroup(codes, w, bits)
+	}), nil
+}
+
+// quantizeRows quantizes every group of a checked [rows, cols] matrix with
+// group (which writes the group's codes and returns its scale and bias) and
+// packs the codes.
+func quantizeRows(src []float32, rows, cols, bits, groupSize int, group func(codes []uint8, w []float32) (scale, bias float32)) *Packed {
 	groups := cols / groupSize
 	p := &Packed{
 		Bits: bits, GroupSize: groupSize, Rows: rows, Cols: cols,
@@ -68,13 +77,13 @@ func Quantize(src []float32, rows, cols, bits, groupSize int) (*Packed, error) {
 	for r := 0; r < rows; r++ {
 		row := src[r*cols : (r+1)*cols]
 		for g := 0; g < groups; g++ {
-			s, b := QuantizeGroup(codes[g*groupSize:(g+1)*groupSize], row[g*groupSize:(g+1)*groupSize], bits)
+			s, b := group(codes[g*groupSize:(g+1)*groupSize], row[g*groupSize:(g+1)*groupSize])
 			p.Scales[r*groups+g] = s
 			p.Biases[r*groups+g] = b
 		}
 		PackCodes(p.Codes[r*wpr:(r+1)*wpr], codes, bits)
 	}
-	return p, nil
+	return p
 }
 
 // QuantizeGroup quantizes one group w into codes (len(w) of them) and returns its

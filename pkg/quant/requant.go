@@ -74,25 +74,7 @@ func QuantizeMSE(src []float32, rows, cols, bits, groupSize int, scaleDType stri
 	if err != nil {
 		return nil, err
 	}
-	groups := cols / groupSize
-	p := &Packed{
-		Bits: bits, GroupSize: groupSize, Rows: rows, Cols: cols,
-		Codes:  make([]uint32, rows*WordsPerRow(cols, bits)),
-		Scales: make([]float32, rows*groups),
-		Biases: make([]float32, rows*groups),
-	}
-	codes := make([]uint8, cols)
-	wpr := WordsPerRow(cols, bits)
-	for r := 0; r < rows; r++ {
-		row := src[r*cols : (r+1)*cols]
-		for g := 0; g < groups; g++ {
-			s, b := opt.Quantize(codes[g*groupSize:(g+1)*groupSize], row[g*groupSize:(g+1)*groupSize])
-			p.Scales[r*groups+g] = s
-			p.Biases[r*groups+g] = b
-		}
-		PackCodes(p.Codes[r*wpr:(r+1)*wpr], codes, bits)
-	}
-	return p, nil
+	return quantizeRows(src, rows, cols, bits, groupSize, opt.Quantize), nil
 }
 
 // GroupOptimizer chooses error-minimizing scales and biases for groups of one

@@ -366,34 +366,7 @@ func (s *scanner) expect(c byte) error {
 // object reads {"key": value, ...}, calling member for each key with the
 // scanner positioned at the value, which member must consume.
 func (s *scanner) object(member func(key string) error) error {
-	if err := s.expect('{'); err != nil {
-		return err
-	}
-	if s.peek() == '}' {
-		s.pos++
-		return nil
-	}
-	for {
-		key, err := s.str()
-		if err != nil {
-			return err
-		}
-		if err := s.expect(':'); err != nil {
-			return err
-		}
-		if err := member(key); err != nil {
-			return err
-		}
-		switch s.peek() {
-		case ',':
-			s.pos++
-		case '}':
-			s.pos++
-			return nil
-		default:
-			return s.errorf("want ',' or '}' in object")
-		}
-	}
+	return s.object2(func(key []byte) error { return member(string(key)) })
 }
 
 // array reads [v, ...], calling elem with the scanner at each element.
