@@ -2,12 +2,15 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/spf13/cobra"
 
@@ -37,6 +40,8 @@ think. Earlier turns' thinking is dropped from the history, as the chat
 templates do.
 
 Commands: /reset starts a new conversation, /exit (or end of input) quits.
+On a terminal, Ctrl-C stops the reply being written (the conversation keeps what
+was said); at the prompt it quits.
 Sampling flags and defaults are those of 'fm-infer run'.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -71,21 +76,41 @@ Sampling flags and defaults are those of 'fm-infer run'.`,
 				session.Reset()
 			}
 			reset()
-			in := bufio.NewReader(cmd.InOrStdin())
 			interactive := isTerminal(out) && isTerminalReader(cmd.InOrStdin())
+			chatCtx, quit := context.WithCancel(ctx)
+			defer quit()
+			intr := &interrupter{quit: quit}
 			if interactive {
-				fmt.Fprintln(stderr, "fm-infer chat: type a message; /reset starts over, /exit or Ctrl-D quits.")
+				// Ctrl-C should stop one reply, not the program: take SIGINT over
+				// from the root command's handler for the life of the chat.
+				signal.Reset(os.Interrupt)
+				sigs := make(chan os.Signal, 1)
+				signal.Notify(sigs, os.Interrupt)
+				defer signal.Stop(sigs)
+				go func() {
+					for range sigs {
+						intr.interrupt()
+					}
+				}()
+				fmt.Fprintln(stderr, "fm-infer chat: type a message; /reset starts over, /exit or Ctrl-D quits, Ctrl-C stops a reply.")
 			}
+			lines := readLines(cmd.InOrStdin())
 			for {
 				if interactive {
 					fmt.Fprint(out, ">>> ")
 				}
-				line, err := in.ReadString('\n')
-				if err != nil && !errors.Is(err, io.EOF) {
-					return err
+				var in lineOrErr
+				select {
+				case in = <-lines:
+				case <-chatCtx.Done():
+					fmt.Fprintln(out)
+					return nil
 				}
-				eof := errors.Is(err, io.EOF)
-				line = strings.TrimSpace(line)
+				if in.err != nil && !errors.Is(in.err, io.EOF) {
+					return in.err
+				}
+				eof := errors.Is(in.err, io.EOF)
+				line := strings.TrimSpace(in.line)
 				switch {
 				case line == "/exit" || line == "/quit":
 					return nil
@@ -95,7 +120,15 @@ Sampling flags and defaults are those of 'fm-infer run'.`,
 					continue
 				case line != "":
 					msgs = append(msgs, tokenizer.Message{Role: "user", Content: line})
-					reply, err := chatTurn(cmd, tok, session, msgs, turnOptions{thinking, sf.hideThinking, sampler, stop, maxToks, timing})
+					turnCtx, stopTurn := context.WithCancel(chatCtx)
+					intr.set(stopTurn)
+					reply, err := chatTurn(turnCtx, cmd, tok, session, msgs, turnOptions{thinking, sf.hideThinking, sampler, stop, maxToks, timing})
+					intr.set(nil)
+					stopTurn()
+					if errors.Is(err, context.Canceled) && chatCtx.Err() == nil {
+						fmt.Fprintln(stderr, "(reply interrupted)")
+						err = nil
+					}
 					if err != nil {
 						return err
 					}
@@ -125,7 +158,7 @@ type turnOptions struct {
 
 // chatTurn renders the conversation, generates and streams the reply, and
 // returns it as an assistant message (reasoning split from the answer).
-func chatTurn(cmd *cobra.Command, tok *tokenizer.Tokenizer, s *engine.Session, msgs []tokenizer.Message, o turnOptions) (tokenizer.Message, error) {
+func chatTurn(ctx context.Context, cmd *cobra.Command, tok *tokenizer.Tokenizer, s *engine.Session, msgs []tokenizer.Message, o turnOptions) (tokenizer.Message, error) {
 	out := cmd.OutOrStdout()
 	text, err := tok.FormatChat(msgs, tokenizer.ChatOptions{AddGenerationPrompt: true, EnableThinking: o.thinking})
 	if err != nil {
@@ -134,14 +167,16 @@ func chatTurn(cmd *cobra.Command, tok *tokenizer.Tokenizer, s *engine.Session, m
 	ids := tok.Encode(text)
 	stream := newThinkStream(tok, ids, o.hideThinking, isTerminal(out))
 	stop := o.stop
-	res, err := s.Generate(cmd.Context(), ids, engine.GenerateOptions{
+	res, err := s.Generate(ctx, ids, engine.GenerateOptions{
 		MaxTokens: o.maxTokens, Sampler: o.sampler, Stop: stop, Stream: stream,
 		OnText: func(t string) { io.WriteString(out, t) },
 	})
 	io.WriteString(out, stream.close()+"\n")
-	if err != nil {
+	if err != nil && !(errors.Is(err, context.Canceled) && res != nil) {
 		return tokenizer.Message{}, err
 	}
+	// An interrupted reply (err is context.Canceled) is kept as far as it got:
+	// the conversation goes on from what the user saw.
 	if o.timing {
 		fmt.Fprintf(cmd.ErrOrStderr(), "[%s; %d prompt tokens reused]\n", res.Stats.String(), s.Reused)
 	}
@@ -157,7 +192,54 @@ func chatTurn(cmd *cobra.Command, tok *tokenizer.Tokenizer, s *engine.Session, m
 		msg.ReasoningContent = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(reply[:i]), "<think>"))
 		msg.Content = strings.TrimLeft(reply[i+len("</think>"):], "\n")
 	}
-	return msg, nil
+	return msg, err
+}
+
+// interrupter routes Ctrl-C: to the running reply's cancel when there is one,
+// else to quitting the chat.
+type interrupter struct {
+	mu     sync.Mutex
+	cancel context.CancelFunc
+	quit   context.CancelFunc
+}
+
+func (in *interrupter) set(cancel context.CancelFunc) {
+	in.mu.Lock()
+	in.cancel = cancel
+	in.mu.Unlock()
+}
+
+func (in *interrupter) interrupt() {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.cancel != nil {
+		in.cancel()
+		in.cancel = nil
+		return
+	}
+	in.quit()
+}
+
+type lineOrErr struct {
+	line string
+	err  error
+}
+
+// readLines delivers r's lines on a channel, so the prompt can also wait for
+// Ctrl-C; it ends after the first error (io.EOF included).
+func readLines(r io.Reader) <-chan lineOrErr {
+	ch := make(chan lineOrErr)
+	go func() {
+		br := bufio.NewReader(r)
+		for {
+			line, err := br.ReadString('\n')
+			ch <- lineOrErr{line, err}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return ch
 }
 
 func isTerminalReader(r io.Reader) bool {
