@@ -50,34 +50,136 @@ func (m *Model) attention(l *layer, ls *layerState, ws *workspace, x, out []floa
 	ls.v = append(ls.v, vp...)
 
 	o := grow(&ws.core, T*attnDim)
+	m.attendCausal(o, q, gate, ls.k, ls.v, T, pos0)
+	m.pool.MatMul(out, &l.o, o, T)
+}
+
+// Block sizes of the blocked attention. A unit of work is queryBlock tokens ×
+// the heads of one KV group; it meets the keys keyBlock at a time, so the
+// block's keys (and later its values) stay in L1 while every query row of the
+// unit uses them.
+const (
+	queryBlock = 16
+	keyBlock   = 64
+	// Prefills of at least this many tokens transpose the key cache once per
+	// call (cost n·kvDim) so that scores come from the weighted-row-sum kernel;
+	// shorter ones (decode) use four-key dot products on the cache as it is.
+	transposeMinTokens = 8
+)
+
+// attendCausal computes o = softmax(q·kᵀ/√D, causal)·v per head, then the
+// optional sigmoid output gate, for T query rows at positions pos0…pos0+T−1
+// against the cache (keys, vals hold pos0+T positions of nKV·D floats).
+//
+// Each query row gets its full score vector, then the two-pass softmax
+// (max subtracted, float32 exp, float64 sum), then Σ p·v over the keys in
+// order; this is the per-(token, head) loop it replaced, reorganized for the
+// caches, and agrees with it to float32 rounding (TestAttendCausalMatchesNaive).
+func (m *Model) attendCausal(o, q, gate, keys, vals []float32, T, pos0 int) {
+	c := &m.cfg
+	nH, nKV, D := c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim
+	kvDim, attnDim := m.kvDim, m.attnDim
 	scale := float32(1 / math.Sqrt(float64(D)))
 	group := nH / nKV
-	keys, vals := ls.k, ls.v
 	n := pos0 + T
-	m.pool.For(T*nH, n*D*2, func(lo, hi int) {
-		scores := make([]float32, n)
-		for idx := lo; idx < hi; idx++ {
-			t, h := idx/nH, idx%nH
-			g := h / group
-			span := pos0 + t + 1 // causal: positions 0…pos0+t
-			qh := q[t*attnDim+h*D : t*attnDim+(h+1)*D]
-			sc := scores[:span]
-			for s := range sc {
-				sc[s] = cpu.Dot(qh, keys[s*kvDim+g*D:s*kvDim+(g+1)*D]) * scale
+	kBlocks := (n + keyBlock - 1) / keyBlock
+
+	// keysT[g][b] is key block b of KV head g as [D × keyBlock]: a query's
+	// scores for the block are Σ_d q[d]·keysT[g][b][d], whole vectors of keys
+	// at a time, with no horizontal sums.
+	var keysT []float32
+	if T >= transposeMinTokens {
+		keysT = make([]float32, nKV*kBlocks*D*keyBlock)
+		m.pool.For(nKV*kBlocks, D*keyBlock, func(lo, hi int) {
+			for gb := lo; gb < hi; gb++ {
+				g, b := gb/kBlocks, gb%kBlocks
+				dst := keysT[gb*D*keyBlock : (gb+1)*D*keyBlock]
+				for j := 0; j < keyBlock && b*keyBlock+j < n; j++ {
+					s := b*keyBlock + j
+					for d, v := range keys[s*kvDim+g*D : s*kvDim+(g+1)*D] {
+						dst[d*keyBlock+j] = v
+					}
+				}
 			}
-			cpu.Softmax(sc)
-			oh := o[t*attnDim+h*D : t*attnDim+(h+1)*D]
-			clear(oh)
-			for s, p := range sc {
-				cpu.Axpy(oh, p, vals[s*kvDim+g*D:s*kvDim+(g+1)*D])
+		})
+	}
+
+	qBlocks := (T + queryBlock - 1) / queryBlock
+	rows := min(T, queryBlock) * group
+	// The causal mask makes late query blocks costlier; units are visited
+	// early, late, early, late… so that the contiguous ranges pool.For hands
+	// out carry similar work.
+	unitBlock := func(u int) int {
+		i := u / nKV
+		if i%2 == 0 {
+			return i / 2
+		}
+		return qBlocks - 1 - i/2
+	}
+	m.pool.For(qBlocks*nKV, rows*n*D*2, func(lo, hi int) {
+		scores := make([]float32, rows*n)
+		qs := make([]float32, D)
+		var four [4]float32
+		for u := lo; u < hi; u++ {
+			qb, g := unitBlock(u), u%nKV
+			t0, t1 := qb*queryBlock, min((qb+1)*queryBlock, T)
+			// Row r of the unit is token t0 + r/group of head g·group + r%group;
+			// it sees keys 0…pos0+t.
+			nRows := (t1 - t0) * group
+			head := func(r int) (lo, hi int) {
+				t, h := t0+r/group, g*group+r%group
+				return t*attnDim + h*D, t*attnDim + (h+1)*D
+			}
+			span := func(r int) int { return pos0 + t0 + r/group + 1 }
+			maxSpan := span(nRows - 1)
+
+			for r := 0; r < nRows; r++ {
+				lo, hi := head(r)
+				for i, v := range q[lo:hi] {
+					qs[i] = v * scale
+				}
+				sc := scores[r*n : r*n+span(r)]
+				if keysT != nil {
+					for b := 0; b*keyBlock < len(sc); b++ {
+						blk := sc[b*keyBlock : min((b+1)*keyBlock, len(sc))]
+						clear(blk)
+						cpu.WeightedRowSum(blk, qs, keysT[(g*kBlocks+b)*D*keyBlock:], keyBlock)
+					}
+				} else {
+					kg := keys[g*D:]
+					s := 0
+					for ; s+4 <= len(sc); s += 4 {
+						cpu.DotRows4(qs, kg[s*kvDim:], kvDim, &four)
+						copy(sc[s:s+4], four[:])
+					}
+					for ; s < len(sc); s++ {
+						sc[s] = cpu.Dot(qs, kg[s*kvDim:s*kvDim+D])
+					}
+				}
+				cpu.SoftmaxF32(sc)
+				clear(o[lo:hi])
+			}
+			// P·V key block by key block, so a block of values serves every row.
+			vg := vals[g*D:]
+			for k0 := 0; k0 < maxSpan; k0 += keyBlock {
+				for r := 0; r < nRows; r++ {
+					k1 := min(k0+keyBlock, span(r))
+					if k1 <= k0 {
+						continue
+					}
+					lo, hi := head(r)
+					cpu.WeightedRowSum(o[lo:hi], scores[r*n+k0:r*n+k1], vg[k0*kvDim:], kvDim)
+				}
 			}
 			if c.AttnOutputGate {
-				gh := gate[t*attnDim+h*D : t*attnDim+(h+1)*D]
-				for i := range oh {
-					oh[i] *= cpu.Sigmoid(gh[i])
+				for r := 0; r < nRows; r++ {
+					lo, hi := head(r)
+					oh, gh := o[lo:hi], gate[lo:hi]
+					for i := range oh {
+						oh[i] *= cpu.Sigmoid(gh[i])
+					}
 				}
 			}
 		}
 	})
-	m.pool.MatMul(out, &l.o, o, T)
 }

@@ -8,7 +8,8 @@ import (
 
 // deltaNet is the GatedDeltaNet mixer (reference-math.md §3.2): projections,
 // causal depthwise conv with cached state + SiLU, L2-normalized q/k, decay and
-// beta gates, the delta-rule recurrence run exactly token by token, the gated
+// beta gates, the delta rule (token by token for short inputs, the chunked
+// form of deltarule.go for prefills of at least deltaChunk tokens), the gated
 // RMSNorm with z, and out_proj. x holds T normed rows; out receives T rows.
 func (m *Model) deltaNet(l *layer, ls *layerState, ws *workspace, x, out []float32, T int) {
 	c := &m.cfg
@@ -56,6 +57,11 @@ func (m *Model) deltaNet(l *layer, ls *layerState, ws *workspace, x, out []float
 
 	core := grow(&ws.core, T*vd)
 	r := nv / nk
+	if T >= deltaChunk {
+		m.deltaNetChunked(l, ls, qkv, b, a, z, core, T)
+		m.pool.MatMul(out, &l.out, core, T)
+		return
+	}
 	m.pool.For(nv, T*dk*dv*4, func(lo, hi int) {
 		mem := make([]float32, dv)
 		delta := make([]float32, dv)
