@@ -186,18 +186,11 @@ func Repack(ctx context.Context, srcDir, outDir string, opts Options) (*Summary,
 	if err != nil {
 		return nil, err
 	}
-	// Make the expert files durable before the manifest that vouches for them.
-	if err := layout.SyncFS(dir); err != nil {
-		return nil, err
-	}
-
-	// Re-read the manifest so the update applies to its latest state.
-	m, err = layout.ReadManifest(outDir)
+	err = layout.CommitExpertSet(outDir, dir, opts.Write, func(m *layout.Manifest) error {
+		m.Experts = replaceExpertSet(m.Experts, set, opts.logf)
+		return nil
+	})
 	if err != nil {
-		return nil, err
-	}
-	m.Experts = replaceExpertSet(m.Experts, set, opts.logf)
-	if err := layout.WriteManifest(outDir, m, opts.Write); err != nil {
 		return nil, err
 	}
 	journal.Remove()

@@ -280,3 +280,34 @@ func WriteManifest(dir string, m *Manifest, opts WriteOptions) error {
 	}
 	return WriteFileAtomic(filepath.Join(dir, ManifestName), b, opts)
 }
+
+// CommitExpertSet is the last step of writing an expert set (fm-repack,
+// fm-requant2bit): it makes the files under setDir durable, then applies edit
+// to the manifest of outDir as it is on disk now (another command may have
+// changed it meanwhile) and writes it back atomically. Only then is the set
+// listed, so no interrupted run leaves a set that verifies.
+func CommitExpertSet(outDir, setDir string, opts WriteOptions, edit func(m *Manifest) error) error {
+	if err := SyncFS(setDir); err != nil {
+		return err
+	}
+	m, err := ReadManifest(outDir)
+	if err != nil {
+		return err
+	}
+	if err := edit(m); err != nil {
+		return err
+	}
+	return WriteManifest(outDir, m, opts)
+}
+
+// PutExpertSet lists set, in place of the listed set of the same directory if
+// there is one.
+func (m *Manifest) PutExpertSet(set ExpertSet) {
+	for i := range m.Experts {
+		if m.Experts[i].Dir == set.Dir {
+			m.Experts[i] = set
+			return
+		}
+	}
+	m.Experts = append(m.Experts, set)
+}

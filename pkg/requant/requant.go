@@ -303,29 +303,15 @@ func Requantize(ctx context.Context, dir string, opts Options) (*Summary, error)
 	if err != nil {
 		return nil, err
 	}
-	// The expert files must be on disk before the manifest that vouches for them.
-	if err := layout.SyncFS(outDir); err != nil {
-		return nil, err
-	}
-	// Re-read the manifest so the update applies to its latest state, and make
-	// sure the source set did not change under us (a concurrent fm-repack).
-	m, err = layout.ReadManifest(dir)
-	if err != nil {
-		return nil, err
-	}
-	if now := m.ExpertSet(layout.ExpertsDir); now == nil || sourceKey(now, set.Bits, set.GroupSize, obj) != set.SourceKey {
-		return nil, fmt.Errorf("%s: the %s set changed while requantizing; run fm-requant2bit again", manifestPath, layout.ExpertsDir)
-	}
-	replaced := false
-	for i := range m.Experts {
-		if m.Experts[i].Dir == set.Dir {
-			m.Experts[i], replaced = set, true
+	// The source set must not have changed under us (a concurrent fm-repack).
+	err = layout.CommitExpertSet(dir, outDir, opts.Write, func(m *layout.Manifest) error {
+		if now := m.ExpertSet(layout.ExpertsDir); now == nil || sourceKey(now, set.Bits, set.GroupSize, obj) != set.SourceKey {
+			return fmt.Errorf("%s: the %s set changed while requantizing; run fm-requant2bit again", manifestPath, layout.ExpertsDir)
 		}
-	}
-	if !replaced {
-		m.Experts = append(m.Experts, set)
-	}
-	if err := layout.WriteManifest(dir, m, opts.Write); err != nil {
+		m.PutExpertSet(set)
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
 	journal.Remove()
