@@ -70,17 +70,16 @@ func readPrompts(t *testing.T, name, refFile string) []promptRef {
 	if err := json.Unmarshal(b, &meta); err != nil {
 		t.Fatal(err)
 	}
+	prompts, err := ref.Prompts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(prompts) != len(meta.Prompts) {
+		t.Fatalf("%s: %d reference prompts, reference.json describes %d", name, len(prompts), len(meta.Prompts))
+	}
 	var out []promptRef
-	for p := range meta.Prompts {
-		ids, err := ref.IDs(fmt.Sprintf("p%d.ids", p))
-		if err != nil {
-			t.Fatal(err)
-		}
-		lg, _, err := ref.F32(fmt.Sprintf("p%d.logits", p))
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, promptRef{ids, lg, meta.Prompts[p].PromptLen})
+	for p, pr := range prompts {
+		out = append(out, promptRef{pr.IDs, pr.Logits, meta.Prompts[p].PromptLen})
 	}
 	return out
 }

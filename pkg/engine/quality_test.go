@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"fmt"
 	"math"
 	"path/filepath"
 	"testing"
@@ -28,15 +27,12 @@ func TestTinyCodeExact(t *testing.T) {
 	}
 	defer ref.Close()
 	V := e.Model.Config().VocabSize
-	for p := 0; p < 2; p++ {
-		ids, err := ref.IDs(fmt.Sprintf("p%d.ids", p))
-		if err != nil {
-			t.Fatal(err)
-		}
-		want, _, err := ref.F32(fmt.Sprintf("p%d.logits", p))
-		if err != nil {
-			t.Fatal(err)
-		}
+	prompts, err := ref.Prompts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p, pr := range prompts[:2] {
+		ids, want := pr.IDs, pr.Logits
 		for _, decode := range []bool{false, true} {
 			got := logitsFile(t, e, ids, decode)
 			worst := 0.0
@@ -80,15 +76,12 @@ func TestQuantizedFromBF16Report(t *testing.T) {
 			V := e.Model.Config().VocabSize
 			var rows, agree int
 			var klSum, klMax float64
-			for p := 0; ref.Has(fmt.Sprintf("p%d.ids", p)); p++ {
-				ids, err := ref.IDs(fmt.Sprintf("p%d.ids", p))
-				if err != nil {
-					t.Fatal(err)
-				}
-				want, _, err := ref.F32(fmt.Sprintf("p%d.logits", p))
-				if err != nil {
-					t.Fatal(err)
-				}
+			prompts, err := ref.Prompts()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for p, pr := range prompts {
+				ids, want := pr.IDs, pr.Logits
 				got, err := e.Logits(context.Background(), ids, false)
 				if err != nil {
 					t.Fatal(err)

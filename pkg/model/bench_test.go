@@ -2,6 +2,7 @@ package model_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 
 	"github.com/fm-moe/fm/pkg/model"
@@ -25,19 +26,25 @@ func BenchmarkTinyCodeDecode(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tok/s")
 }
 
-// BenchmarkTinyCodePrefill measures a 256-token prefill.
+// BenchmarkTinyCodePrefill measures prefills of 256 and 2048 tokens; at 2048
+// the attention's quadratic term and the GatedDeltaNet weigh most among the
+// mixers (compare with fm-infer run --timing for the per-layer split).
 func BenchmarkTinyCodePrefill(b *testing.B) {
 	m := loadHF(b, "../../testdata/models/tiny-code", model.Options{})
 	ctx := context.Background()
-	ids := make([]int, 256)
-	for i := range ids {
-		ids[i] = 10 + (i*37)%3000
+	for _, n := range []int{256, 2048} {
+		b.Run(fmt.Sprintf("tokens=%d", n), func(b *testing.B) {
+			ids := make([]int, n)
+			for i := range ids {
+				ids[i] = 10 + (i*37)%3000
+			}
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := m.Forward(ctx, m.NewState(), ids, false); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N*len(ids))/b.Elapsed().Seconds(), "tok/s")
+		})
 	}
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if _, err := m.Forward(ctx, m.NewState(), ids, false); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.ReportMetric(float64(b.N*len(ids))/b.Elapsed().Seconds(), "tok/s")
 }

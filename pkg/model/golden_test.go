@@ -63,15 +63,12 @@ func TestGoldenFromCheckpoints(t *testing.T) {
 				}
 				defer ref.Close()
 				V := m.Config().VocabSize
-				for p := 0; p < 3; p++ {
-					ids, err := ref.IDs(fmt.Sprintf("p%d.ids", p))
-					if err != nil {
-						t.Fatal(err)
-					}
-					want, _, err := ref.F32(fmt.Sprintf("p%d.logits", p))
-					if err != nil {
-						t.Fatal(err)
-					}
+				prompts, err := ref.Prompts()
+				if err != nil {
+					t.Fatal(err)
+				}
+				for p, pr := range prompts[:3] {
+					ids, want := pr.IDs, pr.Logits
 					ctx := context.Background()
 					st := m.NewState()
 					got, err := m.Forward(ctx, st, ids, true)
@@ -109,15 +106,12 @@ func TestTinyCode(t *testing.T) {
 	defer ref.Close()
 	V := m.Config().VocabSize
 	ctx := context.Background()
-	for p := 0; p < 2; p++ {
-		ids, err := ref.IDs(fmt.Sprintf("p%d.ids", p))
-		if err != nil {
-			t.Fatal(err)
-		}
-		want, _, err := ref.F32(fmt.Sprintf("p%d.logits", p))
-		if err != nil {
-			t.Fatal(err)
-		}
+	prompts, err := ref.Prompts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p, pr := range prompts[:2] {
+		ids, want := pr.IDs, pr.Logits
 		got, err := m.Forward(ctx, m.NewState(), ids, true)
 		if err != nil {
 			t.Fatal(err)

@@ -46,15 +46,12 @@ func compareLogits(t *testing.T, dir, expertsDir, refPath string) logitsStats {
 	defer ref.Close()
 	V := e.Model.Config().VocabSize
 	var s logitsStats
-	for p := 0; ref.Has(fmt.Sprintf("p%d.ids", p)); p++ {
-		ids, err := ref.IDs(fmt.Sprintf("p%d.ids", p))
-		if err != nil {
-			t.Fatal(err)
-		}
-		want, _, err := ref.F32(fmt.Sprintf("p%d.logits", p))
-		if err != nil {
-			t.Fatal(err)
-		}
+	prompts, err := ref.Prompts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p, pr := range prompts {
+		ids, want := pr.IDs, pr.Logits
 		for _, decode := range []bool{false, true} {
 			got, err := e.Logits(context.Background(), ids, decode)
 			if err != nil {

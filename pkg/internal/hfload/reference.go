@@ -66,6 +66,33 @@ func (r *Reference) F32(name string) ([]float32, []int64, error) {
 	return v, t.Shape, nil
 }
 
+// Prompt is one reference case: p{i}.ids and the transformers logits of one
+// full forward over them, p{i}.logits (row t follows token t).
+type Prompt struct {
+	IDs    []int
+	Logits []float32
+}
+
+// Prompts reads p0, p1, … for as long as they exist.
+func (r *Reference) Prompts() ([]Prompt, error) {
+	var out []Prompt
+	for p := 0; r.Has(fmt.Sprintf("p%d.ids", p)); p++ {
+		ids, err := r.IDs(fmt.Sprintf("p%d.ids", p))
+		if err != nil {
+			return nil, err
+		}
+		lg, _, err := r.F32(fmt.Sprintf("p%d.logits", p))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, Prompt{ids, lg})
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: no p0.ids", r.f.Path)
+	}
+	return out, nil
+}
+
 // RowComparison is how one row of logits compares with the reference.
 type RowComparison struct {
 	// RelErr is max|Δ| over the row divided by the reference row's max |logit|.
