@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -101,12 +102,16 @@ Expert reads come from the page cache when the files are cached; use
 					defer os.RemoveAll(d)
 				}
 				fmt.Fprintf(stderr, "writing %d of %d layers of %s (%s) at %d bits into %s\n", layers, shape.Config.NumLayers, shape.Name, shape.Params, bits, d)
+				start := time.Now()
 				res, err := bench.WriteSynthetic(ctx, d, bench.SynthOptions{Shape: shape, Layers: layers, Bits: bits})
 				if err != nil {
 					return err
 				}
 				if res.Reused {
 					fmt.Fprintf(stderr, "reusing the synthetic model already in %s\n", d)
+				} else {
+					el := time.Since(start)
+					fmt.Fprintf(stderr, "wrote %s in %v (%.2f GB/s, synced)\n", bench.FormatSize(res.Bytes), el.Round(time.Millisecond), float64(res.Bytes)/el.Seconds()/1e9)
 				}
 				ef.model, ef.noVerify = d, true
 				o.Shape, o.Bits, o.DiskDir = &shape, bits, d
