@@ -114,11 +114,19 @@ func Measure(ctx context.Context, e *engine.Engine, o Options) (*Report, error) 
 		r.ModelLayers = o.Shape.Config.NumLayers
 	}
 	ids := SyntheticPrompt(o.PromptTokens, cfg.VocabSize)
+	// Greedy decoding of random weights settles on one repeated token, whose
+	// tokens then route to the same experts every step: a RAM cache would
+	// look perfect. Sampling at temperature 1 (fixed seed) keeps the tokens,
+	// and so the routing, varied, like real text.
+	params := sample.Params{}
+	if o.Shape != nil {
+		params = sample.Params{Temperature: 1, Seed: 1}
+	}
 	var best *engine.Stats
 	bestPrefill := 0.0
 	for run := 0; run < o.Runs; run++ {
 		res, err := e.Generate(ctx, e.Model.NewState(), ids, engine.GenerateOptions{
-			MaxTokens: o.DecodeTokens + 1, Sampler: sample.New(sample.Params{}), History: ids})
+			MaxTokens: o.DecodeTokens + 1, Sampler: sample.New(params), History: ids})
 		if err != nil {
 			return nil, err
 		}
