@@ -248,3 +248,25 @@ func TestProjection(t *testing.T) {
 		}
 	}
 }
+
+// --dir pointing at a converted model must not be overwritten.
+func TestSyntheticRefusesPreparedModel(t *testing.T) {
+	ctx := context.Background()
+	s := tinyShapes()[0]
+	dir := t.TempDir()
+	res, err := WriteSynthetic(ctx, dir, SynthOptions{Shape: s, Layers: 2, Bits: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := res.Manifest
+	m.Source.Format = "hf"
+	if err := layout.WriteManifest(dir, m, layout.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := WriteSynthetic(ctx, dir, SynthOptions{Shape: s, Layers: 3, Bits: 4}); err == nil || !strings.Contains(err.Error(), "choose another --dir") {
+		t.Fatalf("rewrote a prepared model: %v", err)
+	}
+	if problems, err := layout.Verify(ctx, dir, 2, nil); err != nil || len(problems) > 0 {
+		t.Fatalf("prepared model damaged: %v %v", err, problems)
+	}
+}

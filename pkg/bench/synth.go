@@ -81,12 +81,20 @@ func WriteSynthetic(ctx context.Context, dir string, o SynthOptions) (*SynthResu
 	if m, ok := reusable(dir, key); ok {
 		return &SynthResult{Manifest: m, Reused: true}, nil
 	}
+	// Never overwrite a model someone prepared: only a directory bench wrote
+	// (or one without a manifest) is rewritten.
+	if m, err := layout.ReadManifest(dir); err == nil && m.Source.Format != SourceFormat {
+		return nil, fmt.Errorf("--dir %s holds a prepared model (from %s), not a synthetic one: choose another --dir", dir, m.Source.Dir)
+	}
+	// The previous synthetic model goes first (a stale manifest must not
+	// describe half-rewritten files, and its space is needed).
+	for _, name := range []string{layout.ManifestName, layout.DenseName, layout.ExpertsDir} {
+		if err := os.RemoveAll(filepath.Join(dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+	}
 	if err := os.MkdirAll(filepath.Join(dir, layout.ExpertsDir), 0o755); err != nil {
 		return nil, fmt.Errorf("%s: %w", dir, err)
-	}
-	// A stale manifest must not describe half-rewritten files.
-	if err := os.Remove(filepath.Join(dir, layout.ManifestName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, err
 	}
 	for _, d := range []string{dir, filepath.Join(dir, layout.ExpertsDir)} {
 		if _, err := layout.RemoveTemps(d); err != nil {
