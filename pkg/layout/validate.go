@@ -3,9 +3,9 @@ package layout
 import (
 	"cmp"
 	"fmt"
-	"slices"
 	"math"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/fm-moe/fm/pkg/safetensors"
