@@ -37,7 +37,7 @@ func TestCommand(t *testing.T) {
 		want string
 	}{
 		{nil, "accepts 1 arg"},
-		{[]string{dir, "--bits", "4"}, "--bits 4"},
+		{[]string{dir, "--bits", "4"}, `"4" for "--bits" flag: want one of [2 3]`},
 		{[]string{filepath.Join(dir, "nope")}, "run fm-extract and fm-repack first"},
 	} {
 		if err := run(c.args...); err == nil || !strings.Contains(err.Error(), c.want) {
@@ -57,6 +57,33 @@ func TestCommand(t *testing.T) {
 	for dirName, bits := range map[string]int{layout.Experts2BitDir: 2, layout.Experts3BitDir: 3} {
 		if s := m.ExpertSet(dirName); s == nil || s.Bits != bits {
 			t.Errorf("manifest set %s: %+v", dirName, s)
+		}
+	}
+}
+
+// TestVersion: --version names the build, the format and the architectures.
+func TestVersion(t *testing.T) {
+	cmd := newRootCmd()
+	var out strings.Builder
+	cmd.SetOut(&out)
+	cmd.SetArgs([]string{"--version"})
+	if err := cmd.ExecuteContext(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{cmd.Name(), "revision", "go1", "format fm/1", "qwen3_5_moe"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("--version printed %q, want it to contain %q", out.String(), want)
+		}
+	}
+}
+
+// TestNumericFlagRanges: out-of-range numbers are refused when the command
+// line is parsed, naming the flag (issue 9, defect 5).
+func TestNumericFlagRanges(t *testing.T) {
+	for _, args := range [][]string{{"--bits", "4"}, {"--jobs", "0"}} {
+		err := newRootCmd().ParseFlags(args)
+		if err == nil || !strings.Contains(err.Error(), `"`+args[0]) {
+			t.Errorf("%v: error %v, want one naming the flag", args, err)
 		}
 	}
 }

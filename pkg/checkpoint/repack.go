@@ -29,8 +29,20 @@ const DefaultJobs = 8
 // written. Expert files that already verify against the manifest or the
 // resume journal of an interrupted run of the same source and layout are kept;
 // Summary.Resumed counts them.
+//
+// Bits and GroupSize left at 0 take what fm-extract recorded in the manifest
+// (so that "fm-extract SRC OUT --bits 4; fm-repack SRC OUT" writes 4-bit
+// experts); the choice is logged. The directory's writer lock is held
+// throughout; a derived set (fm-requant2bit's) made stale by new experts is
+// removed from the manifest and from the disk.
 func Repack(ctx context.Context, srcDir, outDir string, opts Options) (*Summary, error) {
 	start := time.Now()
+	// The source first: a wrong SRC is named as such, not as a problem of OUT.
+	c, err := Open(srcDir)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
 	m, err := layout.ReadManifest(outDir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%s: not found: run fm-extract first", filepath.Join(outDir, layout.ManifestName))
@@ -38,11 +50,16 @@ func Repack(ctx context.Context, srcDir, outDir string, opts Options) (*Summary,
 	if err != nil {
 		return nil, err
 	}
-	c, err := Open(srcDir)
+	unlock, err := layout.Lock(outDir, "fm-repack")
 	if err != nil {
 		return nil, err
 	}
-	defer c.Close()
+	defer unlock()
+	// Re-read under the lock: a writer that just finished may have changed it.
+	if m, err = layout.ReadManifest(outDir); err != nil {
+		return nil, err
+	}
+	opts.Bits, opts.GroupSize = recordedPrecision(m, opts.Bits, opts.GroupSize, opts.logf)
 	if !reflect.DeepEqual(m.Config, c.Config) {
 		return nil, fmt.Errorf("%s: made from a different model than %s (normalized configs differ); run fm-extract with this checkpoint first", filepath.Join(outDir, layout.ManifestName), filepath.Join(srcDir, "config.json"))
 	}
@@ -186,14 +203,22 @@ func Repack(ctx context.Context, srcDir, outDir string, opts Options) (*Summary,
 	if err != nil {
 		return nil, err
 	}
+	var stale []string
 	err = layout.CommitExpertSet(outDir, dir, opts.Write, func(m *layout.Manifest) error {
-		m.Experts = replaceExpertSet(m.Experts, set, opts.logf)
+		m.Experts, stale = replaceExpertSet(m.Experts, set, opts.logf)
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
 	journal.Remove()
+	// The manifest no longer lists them: their files are dead weight on disk
+	// (and would look like a usable set to a reader of the directory).
+	for _, d := range stale {
+		if err := os.RemoveAll(filepath.Join(outDir, d)); err != nil {
+			return nil, fmt.Errorf("%s: removing the stale expert set: %w", filepath.Join(outDir, d), err)
+		}
+	}
 
 	sum.Experts = len(todo)
 	sum.Files = len(todo) + 1
@@ -228,8 +253,9 @@ func sameLayout(a, b *layout.ExpertSet) bool {
 // When that changes the experts' contents, the sets derived from the old ones
 // (fm-requant2bit's packed_experts_2bit/, ...) no longer describe this model:
 // they are dropped from the manifest, so that --2bit cannot silently run stale
-// experts, and the user is told to requantize again.
-func replaceExpertSet(sets []layout.ExpertSet, set layout.ExpertSet, logf func(string, ...any)) []layout.ExpertSet {
+// experts, returned as stale (for their files to be removed), and the user is
+// told to requantize again.
+func replaceExpertSet(sets []layout.ExpertSet, set layout.ExpertSet, logf func(string, ...any)) (out []layout.ExpertSet, stale []string) {
 	var old *layout.ExpertSet
 	for i := range sets {
 		if sets[i].Dir == set.Dir {
@@ -238,20 +264,46 @@ func replaceExpertSet(sets []layout.ExpertSet, set layout.ExpertSet, logf func(s
 	}
 	if old != nil && sameExperts(old, &set) {
 		*old = set
-		return sets
+		return sets, nil
 	}
-	out := []layout.ExpertSet{set}
+	out = []layout.ExpertSet{set}
 	for _, s := range sets {
 		if s.Dir == set.Dir {
 			continue
 		}
 		if old != nil {
-			logf("dropped %s/ from the manifest: it was derived from the previous %s/ (run fm-requant2bit again)", s.Dir, set.Dir)
+			logf("removed %s/: it was derived from the previous %s/ (run fm-requant2bit again)", s.Dir, set.Dir)
+			stale = append(stale, s.Dir)
 			continue
 		}
 		out = append(out, s)
 	}
-	return out
+	return out, stale
+}
+
+// recordedPrecision resolves Repack's bits and group size: explicit values
+// win (a bits value other than the one fm-extract recorded is noted: dense
+// and experts then differ in precision); zero values take the recorded ones.
+func recordedPrecision(m *layout.Manifest, bits, groupSize int, logf func(string, ...any)) (int, int) {
+	rb, rg := m.Source.Bits, m.Source.GroupSize
+	switch {
+	case bits == 0 && rb != 0:
+		bits = rb
+		if groupSize == 0 && rg != 0 {
+			groupSize = rg
+		}
+		if groupSize != 0 && bits < 16 {
+			logf("experts at %d bits, group size %d, as fm-extract recorded (--bits/--group-size to choose otherwise)", bits, groupSize)
+		} else {
+			logf("experts at %d bits, as fm-extract recorded (--bits to choose otherwise)", bits)
+		}
+	case bits != 0 && rb != 0 && bits != rb:
+		logf("note: --bits %d differs from the %d bits fm-extract used for the dense weights; the experts will be %d-bit", bits, rb, bits)
+	}
+	if groupSize == 0 && rg != 0 && bits < 16 {
+		groupSize = rg
+	}
+	return bits, groupSize
 }
 
 // sameExperts reports whether two sets hold byte-identical expert files.

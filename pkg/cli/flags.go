@@ -42,11 +42,15 @@ func IntFunc(fs *pflag.FlagSet, p *int, name, short string, def int, check func(
 	return fs.VarPF(&intValue{p, check}, name, short, usage)
 }
 
-// Int defines an int flag whose values must lie in [lo, hi].
+// Int defines an int flag whose values must lie in [lo, hi]; hi ≥
+// math.MaxInt32 means no upper bound worth mentioning.
 func Int(fs *pflag.FlagSet, p *int, name, short string, def, lo, hi int, usage string) *pflag.Flag {
 	return IntFunc(fs, p, name, short, def, func(n int) error {
-		if n < lo || n > hi {
-			return fmt.Errorf("want an integer %s", span(float64(lo), float64(hi), math.MaxInt))
+		switch {
+		case (n < lo || n > hi) && hi >= math.MaxInt32:
+			return fmt.Errorf("want an integer ≥ %d", lo)
+		case n < lo || n > hi:
+			return fmt.Errorf("want an integer in [%d, %d]", lo, hi)
 		}
 		return nil
 	}, usage)
@@ -78,31 +82,45 @@ func Int64Func(fs *pflag.FlagSet, p *int64, name, short string, def int64, check
 	return fs.VarPF(&int64Value{p, check}, name, short, usage)
 }
 
-// float32Value is a float32 flag with a range.
+// float32Value is a float32 flag with a validity check.
 type float32Value struct {
-	p      *float32
-	lo, hi float64
+	p     *float32
+	check func(float64) error
 }
 
 func (v *float32Value) String() string { return strconv.FormatFloat(float64(*v.p), 'g', -1, 32) }
 func (v *float32Value) Type() string   { return "float" }
 func (v *float32Value) Set(s string) error {
 	f, err := strconv.ParseFloat(s, 32)
-	if err != nil || math.IsNaN(f) || f < v.lo || f > v.hi {
-		return fmt.Errorf("want a number %s", span(v.lo, v.hi, math.MaxFloat32))
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+		return fmt.Errorf("want a finite number")
+	}
+	if err := v.check(f); err != nil {
+		return err
 	}
 	*v.p = float32(f)
 	return nil
 }
 
-// Float32 defines a float32 flag whose values must lie in [lo, hi] (NaN never
-// does); hi may be math.MaxFloat32 for "no upper bound".
-func Float32(fs *pflag.FlagSet, p *float32, name, short string, def float32, lo, hi float64, usage string) *pflag.Flag {
+// Float32Func defines a float32 flag whose finite values check accepts (NaN
+// and infinities never are).
+func Float32Func(fs *pflag.FlagSet, p *float32, name, short string, def float32, check func(float64) error, usage string) *pflag.Flag {
 	*p = def
-	return fs.VarPF(&float32Value{p, lo, hi}, name, short, usage)
+	return fs.VarPF(&float32Value{p, check}, name, short, usage)
 }
 
-// span describes [lo, hi] for an error message; hi == unbounded reads "≥ lo".
+// Float32 defines a float32 flag whose values must lie in [lo, hi]; hi may
+// be math.MaxFloat32 for "no upper bound".
+func Float32(fs *pflag.FlagSet, p *float32, name, short string, def float32, lo, hi float64, usage string) *pflag.Flag {
+	return Float32Func(fs, p, name, short, def, func(f float64) error {
+		if f < lo || f > hi {
+			return fmt.Errorf("want a number %s", span(lo, hi, math.MaxFloat32))
+		}
+		return nil
+	}, usage)
+}
+
+// span describes [lo, hi] for an error message; hi ≥ unbounded reads "≥ lo".
 func span(lo, hi, unbounded float64) string {
 	if hi >= unbounded {
 		return fmt.Sprintf("≥ %g", lo)
@@ -114,3 +132,15 @@ func span(lo, hi, unbounded float64) string {
 // explains a default that depends on the model (pflag would print the
 // placeholder value as a second, wrong default).
 func NoDefault(f *pflag.Flag) { f.DefValue = "" }
+
+// OneOf accepts only the listed values.
+func OneOf(values ...int) func(int) error {
+	return func(n int) error {
+		for _, v := range values {
+			if n == v {
+				return nil
+			}
+		}
+		return fmt.Errorf("want one of %v", values)
+	}
+}

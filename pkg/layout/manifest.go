@@ -45,6 +45,12 @@ type Source struct {
 	Dir          string `json:"dir"`           // base name of the checkpoint directory
 	Format       string `json:"format"`        // "hf" or "mlx"
 	ConfigSHA256 string `json:"config_sha256"` // of the source config.json
+	// Bits and GroupSize are what fm-extract was asked for (Bits 16: float
+	// weights kept; an MLX source's own bits; GroupSize 0 when nothing was
+	// quantized). fm-repack and fm-requant2bit default to them. Zero in
+	// manifests written before they were recorded.
+	Bits      int `json:"bits,omitempty"`
+	GroupSize int `json:"group_size,omitempty"`
 }
 
 // DenseFile describes model_weights.bin.

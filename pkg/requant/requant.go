@@ -159,9 +159,6 @@ func Requantize(ctx context.Context, dir string, opts Options) (*Summary, error)
 	if opts.Bits == 0 {
 		opts.Bits = 2
 	}
-	if opts.GroupSize == 0 {
-		opts.GroupSize = 64
-	}
 	if opts.Bits != 2 && opts.Bits != 3 {
 		return nil, fmt.Errorf("--bits %d: fm-requant2bit writes 2- or 3-bit experts", opts.Bits)
 	}
@@ -173,9 +170,29 @@ func Requantize(ctx context.Context, dir string, opts Options) (*Summary, error)
 	if err != nil {
 		return nil, err
 	}
+	unlock, err := layout.Lock(dir, "fm-requant2bit")
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	// Re-read under the lock: a writer that just finished may have changed it.
+	if m, err = layout.ReadManifest(dir); err != nil {
+		return nil, err
+	}
 	src := m.ExpertSet(layout.ExpertsDir)
 	if src == nil {
 		return nil, fmt.Errorf("%s: lists no expert set %q: run fm-repack first", manifestPath, layout.ExpertsDir)
+	}
+	if opts.GroupSize == 0 {
+		// The group size the conversion chose (fm-extract recorded it; the
+		// source set carries it), else MLX's usual 64.
+		opts.GroupSize = 64
+		for _, g := range []int{m.Source.GroupSize, src.GroupSize} {
+			if g > 0 {
+				opts.GroupSize = g
+			}
+		}
+		opts.logf("group size %d, as the source set uses", opts.GroupSize)
 	}
 	if src.Bits <= opts.Bits {
 		return nil, fmt.Errorf("%s: the %s set is %d-bit; requantizing needs a source with more than %d bits (re-run fm-repack with --bits 4, 8 or 16)", manifestPath, src.Dir, src.Bits, opts.Bits)
