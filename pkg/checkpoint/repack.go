@@ -17,6 +17,7 @@ import (
 
 	"github.com/fm-moe/fm/pkg/internal/workpool"
 	"github.com/fm-moe/fm/pkg/layout"
+	"github.com/fm-moe/fm/pkg/progress"
 )
 
 // DefaultJobs is Repack's default number of parallel expert workers: enough
@@ -79,84 +80,34 @@ func Repack(ctx context.Context, srcDir, outDir string, opts Options) (*Summary,
 	}
 
 	dir := filepath.Join(outDir, set.Dir)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("%s: cannot create the expert directory: %w", dir, err)
-	}
-	if n, err := layout.RemoveTemps(dir); err != nil {
-		return nil, err
-	} else if n > 0 {
-		opts.logf("removed %d temporary files of an interrupted run", n)
-	}
-
 	// What earlier runs recorded: the manifest (a finished run) and the journal
 	// (an interrupted one), both only for this source and this exact layout.
 	layoutKey, err := journalKey(&set)
 	if err != nil {
 		return nil, err
 	}
-	journal, recorded, err := layout.OpenJournal(filepath.Join(dir, layout.JournalName), layoutKey)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", dir, err)
-	}
-	defer journal.Close()
-	if old := m.ExpertSet(set.Dir); old != nil && sameLayout(old, &set) {
-		for l, sums := range old.Checksums {
-			for e, s := range sums {
-				if s != "" {
-					recorded[layout.ExpertKey{Layer: l, Expert: e}] = s
-				}
-			}
-		}
-	}
-
-	var todo []layout.ExpertKey
-	var check []layout.VerifyTarget
-	var checkKeys []layout.ExpertKey
+	var keys []layout.ExpertKey
 	for _, l := range plan.layers {
 		for e := range E {
-			k := layout.ExpertKey{Layer: l, Expert: e}
-			if sum, ok := recorded[k]; ok {
-				check = append(check, layout.VerifyTarget{Path: set.Path(outDir, l, e), Size: set.FileSize, Checksum: sum})
-				checkKeys = append(checkKeys, k)
-			} else {
-				todo = append(todo, k)
-			}
+			keys = append(keys, layout.ExpertKey{Layer: l, Expert: e})
 		}
 	}
 	jobs := opts.Jobs
 	if jobs <= 0 {
 		jobs = DefaultJobs
 	}
-	prog := &syncProgress{p: opts.progress()}
-	sum := &Summary{Skipped: c.Skipped}
-	if len(check) > 0 {
-		prog.Start("verify existing expert files", int64(len(check))*set.FileSize)
-		results := make([]error, len(check))
-		err := workpool.Run(ctx, jobs, len(check), func(ctx context.Context, i int) error {
-			var read int64
-			results[i] = layout.VerifyFile(ctx, check[i], func(n int64) { read += n; prog.Add(n) })
-			if ctx.Err() == nil {
-				// A short or missing file is checked all the same: count it whole,
-				// so the phase ends at its total.
-				prog.Add(max(0, check[i].Size-read))
-			}
-			return ctx.Err()
-		})
-		prog.Done()
-		if err != nil {
-			return nil, err
-		}
-		for i, r := range results {
-			k := checkKeys[i]
-			if r == nil {
-				set.Checksums[k.Layer][k.Expert] = check[i].Checksum
-				sum.Resumed++
-			} else {
-				todo = append(todo, k)
-			}
-		}
-		opts.logf("resuming: %d of %d expert files already valid, %d to write", sum.Resumed, len(plan.layers)*E, len(todo))
+	prog := progress.Sync(opts.Progress)
+	res, err := layout.ResumeExpertSet(ctx, layout.ResumeOptions{
+		Dir: outDir, Set: &set, Listed: m.ExpertSet(set.Dir), Keys: keys,
+		JournalName: layout.JournalName, JournalKey: layoutKey,
+		Jobs: jobs, Progress: prog, Logf: opts.logf,
+	})
+	if err != nil {
+		return nil, err
 	}
+	journal, todo := res.Journal, res.Todo
+	defer journal.Close()
+	sum := &Summary{Skipped: c.Skipped, Resumed: res.Kept}
 
 	need := int64(len(todo)) * set.FileSize
 	// Besides the expert files: the journal lines, and the new manifest, which
@@ -242,11 +193,6 @@ func journalKey(s *layout.ExpertSet) (string, error) {
 	}
 	h := sha256.Sum256(b)
 	return "fm-repack-journal/1 " + hex.EncodeToString(h[:]), nil
-}
-
-func sameLayout(a, b *layout.ExpertSet) bool {
-	return a.SourceKey == b.SourceKey && a.Bits == b.Bits && a.GroupSize == b.GroupSize && a.NameFormat == b.NameFormat &&
-		a.FileSize == b.FileSize && reflect.DeepEqual(a.Components, b.Components)
 }
 
 // replaceExpertSet puts set in place of the listed set of the same directory.
