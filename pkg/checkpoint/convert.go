@@ -90,8 +90,6 @@ func (s *Summary) String() string {
 	return b.String()
 }
 
-
-
 // plural writes "1 file", "2 files".
 func plural(n int, noun string) string {
 	if n == 1 {
