@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/fm-moe/fm/pkg/cli/clitest"
 	"github.com/fm-moe/fm/pkg/layout"
 	"github.com/fm-moe/fm/pkg/tokenizer"
 )
@@ -77,28 +78,10 @@ func TestExtractCommandArgs(t *testing.T) {
 }
 
 // TestVersion: --version names the build, the format and the architectures.
-func TestVersion(t *testing.T) {
-	cmd := newRootCmd()
-	var out strings.Builder
-	cmd.SetOut(&out)
-	cmd.SetArgs([]string{"--version"})
-	if err := cmd.ExecuteContext(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{cmd.Name(), "revision", "go1", "format fm/1", "qwen3_5_moe"} {
-		if !strings.Contains(out.String(), want) {
-			t.Errorf("--version printed %q, want it to contain %q", out.String(), want)
-		}
-	}
-}
+func TestVersion(t *testing.T) { clitest.Version(t, newRootCmd()) }
 
 // TestNumericFlagRanges: out-of-range numbers are refused when the command
 // line is parsed, naming the flag (issue 9, defect 5).
 func TestNumericFlagRanges(t *testing.T) {
-	for _, args := range [][]string{{"--bits", "2"}, {"--bits", "x"}, {"--group-size", "48"}} {
-		err := newRootCmd().ParseFlags(args)
-		if err == nil || !strings.Contains(err.Error(), strings.TrimLeft(args[0], "-")+"\" flag") {
-			t.Errorf("%v: error %v, want one naming the flag", args, err)
-		}
-	}
+	clitest.RefusedFlags(t, newRootCmd, [][2]string{{"--bits", "2"}, {"--bits", "x"}, {"--group-size", "48"}})
 }
