@@ -15,6 +15,7 @@ import (
 
 	"github.com/fm-moe/fm/pkg/backend/cpu"
 	"github.com/fm-moe/fm/pkg/experts"
+	"github.com/fm-moe/fm/pkg/internal/workpool"
 	"github.com/fm-moe/fm/pkg/layout"
 )
 
@@ -117,53 +118,26 @@ func DiskReadBandwidth(ctx context.Context, dir string, size int64, threads, blo
 	}
 	defer rf.Close()
 	blocks := int(size / int64(block))
-	var (
-		mu    sync.Mutex
-		first error
-		wg    sync.WaitGroup
-		next  = make(chan int)
-	)
+	bufs := sync.Pool{New: func() any { return alignedBuffer(block) }}
 	start := time.Now()
-	for range min(threads, blocks) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := alignedBuffer(block)
-			for b := range next {
-				off := int64(b) * int64(block)
-				for done := 0; done < block; {
-					n, err := rf.ReadAt(buf[done:], off+int64(done))
-					done += n
-					if err == io.EOF && done < block || err != nil && err != io.EOF || n == 0 && done < block {
-						if err == nil || err == io.EOF {
-							err = io.ErrUnexpectedEOF
-						}
-						mu.Lock()
-						if first == nil {
-							first = fmt.Errorf("%s: read at %d: %w", path, off, err)
-						}
-						mu.Unlock()
-						break
-					}
+	err = workpool.Run(ctx, min(threads, blocks), blocks, func(ctx context.Context, b int) error {
+		buf := bufs.Get().([]byte)
+		defer bufs.Put(buf)
+		off := int64(b) * int64(block)
+		for done := 0; done < block; {
+			n, err := rf.ReadAt(buf[done:], off+int64(done))
+			done += n
+			if done < block && (err != nil || n == 0) {
+				if err == nil || err == io.EOF {
+					err = io.ErrUnexpectedEOF
 				}
+				return fmt.Errorf("%s: read at %d: %w", path, off+int64(done), err)
 			}
-		}()
-	}
-feed:
-	for b := 0; b < blocks; b++ {
-		select {
-		case next <- b:
-		case <-ctx.Done():
-			break feed
 		}
-	}
-	close(next)
-	wg.Wait()
+		return nil
+	})
 	el := time.Since(start)
-	if first != nil {
-		return res, first
-	}
-	if err := ctx.Err(); err != nil {
+	if err != nil {
 		return res, err
 	}
 	res.BytesPerSecond = float64(size) / el.Seconds()
