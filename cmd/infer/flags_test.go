@@ -33,12 +33,16 @@ var numericFlags = map[string]struct{ bad, good []string }{
 	"max-chunks":        {[]string{"-1"}, []string{"0", "8"}},
 	"jobs":              {[]string{"-1"}, []string{"0", "4"}},
 	// bench's own flags are checked when it runs (before opening a model).
-	"prompt-tokens": {[]string{"0", "-1"}, nil},
-	"runs":          {[]string{"0", "-1"}, nil},
+	"prompt-tokens": {[]string{"0", "-1"}, []string{"1", "512"}},
+	"runs":          {[]string{"0", "-1"}, []string{"1", "3"}},
+	"layers":        {[]string{"-1", "x"}, []string{"0", "12"}},
+	"bits":          {[]string{"5", "0", "-4"}, []string{"2", "4", "16"}},
+	"io-mb":         {[]string{"-1"}, []string{"0", "256"}},
+	"ram-gb":        {[]string{"-1", "NaN", "Inf"}, []string{"0", "23.5"}},
 }
 
 // benchTokens: bench's --tokens counts decode steps and has no -1.
-var benchTokens = struct{ bad []string }{[]string{"0", "-1"}}
+var benchTokens = struct{ bad, good []string }{[]string{"0", "-1"}, []string{"1", "32"}}
 
 func TestNumericFlagRanges(t *testing.T) {
 	for _, sub := range newRootCmd().Commands() {
@@ -53,9 +57,9 @@ func TestNumericFlagRanges(t *testing.T) {
 				t.Errorf("%s (%s) has no range test: add it to numericFlags", name, typ)
 				return
 			}
-			bad := tc.bad
+			bad, good := tc.bad, tc.good
 			if sub.Name() == "bench" && f.Name == "tokens" {
-				bad = benchTokens.bad
+				bad, good = benchTokens.bad, benchTokens.good
 			}
 			for _, v := range bad {
 				cmd := findSub(t, sub.Name())
@@ -64,7 +68,7 @@ func TestNumericFlagRanges(t *testing.T) {
 					t.Errorf("%s %s: error %v, want one naming the flag", name, v, err)
 				}
 			}
-			for _, v := range tc.good {
+			for _, v := range good {
 				cmd := findSub(t, sub.Name())
 				if err := cmd.ParseFlags([]string{"--" + f.Name + "=" + v}); err != nil {
 					t.Errorf("%s %s refused: %v", name, v, err)
