@@ -150,9 +150,10 @@ func WriteSynthetic(ctx context.Context, dir string, o SynthOptions) (*SynthResu
 		tensors[i] = dense[i].Tensor
 	}
 	m := &layout.Manifest{
-		Format:            layout.FormatVersion,
-		Config:            cfg,
-		Source:            layout.Source{Dir: "synthetic-" + o.Shape.Name, Format: SourceFormat, ConfigSHA256: key},
+		Format: layout.FormatVersion,
+		Config: cfg,
+		Source: layout.Source{Dir: "synthetic-" + o.Shape.Name, Format: SourceFormat, ConfigSHA256: key,
+			Bits: denseBits(o.Bits), GroupSize: denseGroupSize(o.Bits, o.GroupSize)},
 		ChecksumAlgorithm: layout.ChecksumXXH3,
 		Dense:             df,
 		Tensors:           tensors,
@@ -162,6 +163,17 @@ func WriteSynthetic(ctx context.Context, dir string, o SynthOptions) (*SynthResu
 		return nil, err
 	}
 	return &SynthResult{Manifest: m, Bytes: denseSize + expertBytes}, nil
+}
+
+// denseBits is the precision of the dense matrices, as fm-extract records it
+// (fm-extract quantizes to 4 or 8 bits, or keeps 16).
+func denseBits(bits int) int { return max(4, bits) }
+
+func denseGroupSize(bits, gs int) int {
+	if bits == 16 {
+		return 0
+	}
+	return gs
 }
 
 // reusable reports whether dir holds the synthetic model key with every file
