@@ -79,7 +79,8 @@ Expert reads come from the page cache when the files are cached; use
 				return runIOBench(cmd, d, int64(ioMB)<<20, asJSON)
 			}
 			o := bench.Options{PromptTokens: promptTokens, DecodeTokens: genTokens, Runs: runs,
-				RAMBytes: int64(float64(ramGB) * (1 << 30)), Log: stderr}
+				RAMBytes: int64(float64(ramGB) * (1 << 30)), Log: stderr,
+				DirectIO: ef.DirectIO, CacheBytes: int64(ef.ExpertCacheMiB) << 20}
 			if ioMB > 0 {
 				o.DiskBytes = int64(ioMB) << 20
 			}

@@ -29,6 +29,9 @@ type Options struct {
 	// experts are on); empty skips the disk test unless Shape is set.
 	DiskDir   string
 	DiskBytes int64 // size of the disk test file (0: 512 MiB)
+	// DirectIO and CacheBytes are the expert store's settings, for the report.
+	DirectIO   bool
+	CacheBytes int64
 	// Log receives progress notes (nil: none).
 	Log io.Writer
 }
@@ -102,7 +105,7 @@ func Measure(ctx context.Context, e *engine.Engine, o Options) (*Report, error) 
 	k := e.Model.ExpertsPerToken()
 	m := e.Dir.Manifest
 	r := &Report{Model: m.Source.Dir, Arch: cfg.Arch, Layers: cfg.NumLayers, ModelLayers: cfg.NumLayers,
-		ExpertsPerToken: k, Bits: o.Bits}
+		ExpertsPerToken: k, Bits: o.Bits, DirectIO: o.DirectIO, CacheBytes: o.CacheBytes}
 	if e.Set != nil {
 		r.ExpertFileBytes = e.Set.FileSize
 		if r.Bits == 0 {

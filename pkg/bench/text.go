@@ -45,8 +45,12 @@ func WriteText(w io.Writer, r *Report) {
 		if !r.DiskDirect {
 			kind = "buffered after dropping the cache (the filesystem refused O_DIRECT)"
 		}
-		fmt.Fprintf(w, "ceiling: disk parallel read %.2f GB/s (%s) → expert reads while decoding at %.2f of it\n",
+		fmt.Fprintf(w, "ceiling: disk parallel read %.2f GB/s (%s) → expert reads while decoding at %.2f of it",
 			r.DiskReadGBs, kind, r.DiskIORatio)
+		if !r.DirectIO {
+			fmt.Fprintf(w, " (page-cache hits included: --direct-io measures the disk alone)")
+		}
+		fmt.Fprintln(w)
 	}
 	fmt.Fprintf(w, "peak RSS %s\n", layout.FormatBytes(r.PeakRSS))
 	if p := r.Projection; p != nil {
