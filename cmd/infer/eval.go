@@ -8,20 +8,19 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"sort"
-	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
 	"github.com/fm-moe/fm/pkg/engine"
 	"github.com/fm-moe/fm/pkg/eval"
+	"github.com/fm-moe/fm/pkg/policy"
 	"github.com/fm-moe/fm/pkg/tokenizer"
 )
 
 func newEvalCmd() *cobra.Command {
 	var (
-		ef        engineFlags
+		ef        policy.EngineFlags
 		textFile  string
 		ctxLen    int
 		maxChunks int
@@ -64,14 +63,14 @@ JSON object instead of the table.`,
 			if maxChunks < 0 {
 				return fmt.Errorf("--max-chunks %d: must not be negative", maxChunks)
 			}
-			if ef.model == "" {
+			if ef.Model == "" {
 				return errors.New("--model is required")
 			}
 			text, err := os.ReadFile(textFile)
 			if err != nil {
 				return err
 			}
-			tok, err := tokenizer.Load(ef.model)
+			tok, err := tokenizer.Load(ef.Model)
 			if err != nil {
 				return err
 			}
@@ -81,7 +80,7 @@ JSON object instead of the table.`,
 			}
 			ctx := cmd.Context()
 			stderr := cmd.ErrOrStderr()
-			e, err := ef.open(ctx, stderr)
+			e, err := ef.Open(ctx, stderr)
 			if err != nil {
 				return err
 			}
@@ -90,8 +89,8 @@ JSON object instead of the table.`,
 			var ce *engine.Engine
 			if compare != "" {
 				cf := ef
-				cf.model, cf.twoBit, cf.threeBit, cf.expertsPerToken = compare, false, false, 0
-				if ce, err = cf.open(ctx, stderr); err != nil {
+				cf.Model, cf.Experts, cf.TwoBit, cf.ThreeBit, cf.ExpertsPerToken = compare, "", false, false, 0
+				if ce, err = cf.Open(ctx, stderr); err != nil {
 					return fmt.Errorf("--compare: %w", err)
 				}
 				defer ce.Close()
@@ -115,7 +114,7 @@ JSON object instead of the table.`,
 			if err != nil {
 				return err
 			}
-			rep := newEvalReport(res, e, ce, ef.model, compare, textFile, decode)
+			rep := newEvalReport(res, e, ce, ef.Model, compare, textFile, decode)
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				return enc.Encode(rep)
@@ -124,7 +123,7 @@ JSON object instead of the table.`,
 			return nil
 		},
 	}
-	ef.register(cmd.Flags())
+	ef.Register(cmd.Flags())
 	cmd.Flags().StringVar(&textFile, "text", "", "the text file to evaluate on")
 	cmd.Flags().IntVar(&ctxLen, "ctx", eval.DefaultCtx, "tokens per chunk")
 	cmd.Flags().IntVar(&maxChunks, "max-chunks", 0, "evaluate only the first N chunks (0: all)")
@@ -162,7 +161,7 @@ type evalReport struct {
 
 func newEvalReport(r *eval.Result, e, ce *engine.Engine, model, compare, text string, decode bool) *evalReport {
 	rep := &evalReport{
-		Model: model, Dense: denseFormat(e), Text: text,
+		Model: model, Dense: policy.DenseFormat(e.Dir.Manifest), Text: text,
 		TextTokens: r.TextTokens, Ctx: r.Ctx, Chunks: r.Chunks, Tokens: r.Tokens, Predictions: r.Predictions,
 		Decode: decode, Perplexity: r.Perplexity, ChunkNLL: r.ChunkNLL, Seconds: r.Elapsed.Seconds(),
 	}
@@ -171,7 +170,7 @@ func newEvalReport(r *eval.Result, e, ce *engine.Engine, model, compare, text st
 		rep.ExpertsPerToken = e.Model.ExpertsPerToken()
 	}
 	if r.HasCompare {
-		rep.Compare, rep.CompareDense = compare, denseFormat(ce)
+		rep.Compare, rep.CompareDense = compare, policy.DenseFormat(ce.Dir.Manifest)
 		if ce.Set != nil {
 			rep.CompareExperts = fmt.Sprintf("%s (%d-bit, K=%d)", ce.Set.Dir, ce.Set.Bits, ce.Model.ExpertsPerToken())
 		}
@@ -179,37 +178,6 @@ func newEvalReport(r *eval.Result, e, ce *engine.Engine, model, compare, text st
 		rep.ComparePPL, rep.KL, rep.Top1 = &ppl, &kl, &top1
 	}
 	return rep
-}
-
-// denseFormat summarizes how the dense matrices are stored: the quantization
-// bits of the quantized ones (by count), else the float dtype of embed_tokens.
-func denseFormat(e *engine.Engine) string {
-	m := e.Dir.Manifest
-	byBits := map[int]int{}
-	for _, t := range m.Tensors {
-		if t.Quant != nil {
-			byBits[t.Quant.Bits]++
-		}
-	}
-	if len(byBits) == 0 {
-		if t := m.Tensor("embed_tokens"); t != nil {
-			return strings.ToLower(t.Data.DType)
-		}
-		return "float"
-	}
-	var bits []int
-	for b := range byBits {
-		bits = append(bits, b)
-	}
-	// Most common first: MLX files keep router gates at 8 bits next to 4-bit matrices.
-	sort.Slice(bits, func(i, j int) bool {
-		return byBits[bits[i]] > byBits[bits[j]] || byBits[bits[i]] == byBits[bits[j]] && bits[i] < bits[j]
-	})
-	parts := make([]string, len(bits))
-	for i, b := range bits {
-		parts[i] = fmt.Sprintf("%d-bit", b)
-	}
-	return strings.Join(parts, "+")
 }
 
 func (r *evalReport) writeTable(w io.Writer) {
