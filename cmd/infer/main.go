@@ -28,7 +28,7 @@ mapped in memory; each token reads only the experts its router picks.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newRunCmd(), newChatCmd(), newLogitsCmd(), newTokenizeCmd(),
+	root.AddCommand(newRunCmd(), newChatCmd(), newServeCmd(), newLogitsCmd(), newTokenizeCmd(),
 		newVerifyCmd(), newEvalCmd(), newBenchCmd())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()

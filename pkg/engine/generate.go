@@ -68,7 +68,7 @@ type Result struct {
 	// CachedTokens counts the prompt tokens a PrefixCache did not need to
 	// process again.
 	CachedTokens int
-	Stats      Stats
+	Stats        Stats
 }
 
 // Generate feeds prompt into st (which may already hold earlier turns) and

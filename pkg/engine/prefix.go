@@ -72,6 +72,10 @@ func (c *PrefixCache) Generate(ctx context.Context, ids []int, marks []int, opts
 	st, start := c.lookup(ids)
 	if st == nil {
 		st = c.e.Model.NewState()
+	} else {
+		c.mu.Lock()
+		c.hits++
+		c.mu.Unlock()
 	}
 	opts.History = ids
 	if c.maxBytes > 0 {
@@ -115,7 +119,6 @@ func (c *PrefixCache) lookup(ids []int) (*model.State, int) {
 	}
 	e := c.entries[best]
 	c.touch(best)
-	c.hits++
 	// Cloning under the lock keeps it simple; a clone is a memory copy,
 	// small next to the prefill it saves.
 	return e.st.Clone(), len(e.ids)

@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"github.com/fm-moe/fm/pkg/engine"
+	"github.com/fm-moe/fm/pkg/policy"
 	"github.com/fm-moe/fm/pkg/sample"
+	"github.com/fm-moe/fm/pkg/tokenizer"
 )
 
 var (
@@ -77,25 +79,24 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, j *job) {
 	out.begin()
 	genCtx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
-	parser := newReplyParser(j.inThink, j.chat && j.think, j.tools, j.specs, j.stops, out.part)
+	parser := newReplyParser(j.tools, j.specs, j.stops, out.part)
 	if j.forced != "" {
 		parser.Write(j.forced)
 	}
-	var first time.Duration
+	rs := &replyStream{parser: parser, stop: stop, start: start}
+	if j.chat {
+		rs.split = policy.NewThinkSplitter(s.o.Tokenizer, j.ids)
+	} else {
+		rs.dec = s.o.Tokenizer.NewStreamDecoder()
+	}
 	res, err := s.o.Generator.Generate(genCtx, j.ids, j.marks, engine.GenerateOptions{
 		MaxTokens: j.maxTokens,
 		Sampler:   sample.New(j.params),
 		Stop:      s.o.StopTokens,
-		Stream:    s.o.Tokenizer.NewStreamDecoder(),
-		OnText: func(text string) {
-			if first == 0 {
-				first = time.Since(start)
-			}
-			parser.Write(text)
-			if parser.stopped {
-				stop(errStopSequence)
-			}
-		},
+		Stream:    rs,
+		// The text goes to the parser through rs; Generate only streams
+		// when OnText is set.
+		OnText: func(string) {},
 	})
 	if res == nil {
 		res = &engine.Result{}
@@ -126,7 +127,43 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, j *job) {
 	out.finish(reason, u)
 	s.logf("%s: %d prompt tokens (%d cached), %d generated, %s; queued %v, first text %v, total %v",
 		out.id, u.PromptTokens, res.CachedTokens, u.CompletionTokens, reason,
-		queued.Round(time.Millisecond), first.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+		queued.Round(time.Millisecond), rs.first.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+}
+
+// replyStream is the generation's TextStream: it decodes each token (telling
+// reasoning from answer in chat replies) into the reply parser, and stops
+// the generation when the parser has seen a stop sequence.
+type replyStream struct {
+	parser *replyParser
+	split  *policy.ThinkSplitter     // chat
+	dec    *tokenizer.StreamDecoder // completions: all answer
+	stop   context.CancelCauseFunc
+	start  time.Time
+	first  time.Duration // time to the first token
+}
+
+func (r *replyStream) Add(id int) string {
+	if r.first == 0 {
+		r.first = time.Since(r.start)
+	}
+	if r.split != nil {
+		r.parser.Add(r.split.Add(id))
+	} else {
+		r.parser.Write(r.dec.Add(id))
+	}
+	if r.parser.stopped {
+		r.stop(errStopSequence)
+	}
+	return ""
+}
+
+func (r *replyStream) Flush() string {
+	if r.split != nil {
+		r.parser.Add(r.split.Flush())
+	} else {
+		r.parser.Write(r.dec.Flush())
+	}
+	return ""
 }
 
 func timeoutError(limit time.Duration, when string) *apiError {

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/fm-moe/fm/pkg/policy"
 	"github.com/fm-moe/fm/pkg/sample"
 	"github.com/fm-moe/fm/pkg/tokenizer"
 )
@@ -22,10 +23,10 @@ type job struct {
 	includeUsage bool
 
 	// Reply parsing.
-	inThink, think, tools bool
-	specs                 map[string]toolSpec
-	stops                 []string
-	forced                string // generation-prompt text the model continues (a forced tool call's opening)
+	tools  bool
+	specs  map[string]toolSpec
+	stops  []string
+	forced string // generation-prompt text the model continues (a forced tool call's opening)
 }
 
 // prepareChat validates a chat request and renders its prompt.
@@ -36,7 +37,7 @@ func (s *Server) prepareChat(req *chatRequest) (*job, *apiError) {
 	if len(req.Messages) == 0 {
 		return nil, badRequest("messages", "messages: at least one message is required")
 	}
-	j := &job{chat: true, stream: req.Stream, think: true}
+	j := &job{chat: true, stream: req.Stream}
 	if req.StreamOptions != nil {
 		if !req.Stream {
 			return nil, badRequest("stream_options", "stream_options is only allowed with stream: true")
@@ -124,7 +125,6 @@ func (s *Server) prepareChat(req *chatRequest) (*job, *apiError) {
 	if err != nil {
 		return nil, badRequest("messages", "messages: %v", err)
 	}
-	j.inThink = strings.HasSuffix(strings.TrimRight(text, "\n"), "<think>")
 	j.ids = s.o.Tokenizer.Encode(text + j.forced)
 	// Keep a snapshot at the end of the conversation before the generation
 	// prompt: the next turn re-renders this turn's answer after it (without
@@ -256,44 +256,33 @@ func (s *Server) sampling(j *job, f *samplingFields, thinking bool) *apiError {
 		}
 	}
 	j.stops = f.Stop
-	p := s.o.Sampling(thinking)
-	check := func(name string, v *float32, lo, hi float32) *apiError {
-		if v == nil {
-			return nil
-		}
-		if !(*v >= lo && *v <= hi) {
-			return badRequest(name, "%s = %g: want a value in [%g, %g]", name, *v, lo, hi)
-		}
-		return nil
-	}
-	for _, c := range []struct {
-		name   string
-		v      *float32
-		lo, hi float32
-		dst    *float32
-	}{
-		{"temperature", f.Temperature, 0, 2, &p.Temperature},
-		{"top_p", f.TopP, 0, 1, &p.TopP},
-		{"min_p", f.MinP, 0, 1, &p.MinP},
-		{"repetition_penalty", f.RepetitionPenalty, 0.01, 10, &p.RepeatPenalty},
-	} {
-		if e := check(c.name, c.v, c.lo, c.hi); e != nil {
-			return e
-		}
-		if c.v != nil {
-			*c.dst = *c.v
+	// Request settings over the server's (its command-line flags), over
+	// the model's generation_config.json, over Qwen's recommendations.
+	set := s.o.Sampling
+	for _, o := range []struct {
+		req *float32
+		dst **float32
+	}{{f.Temperature, &set.Temperature}, {f.TopP, &set.TopP}, {f.MinP, &set.MinP}, {f.RepetitionPenalty, &set.RepetitionPenalty}} {
+		if o.req != nil {
+			*o.dst = o.req
 		}
 	}
 	if f.TopK != nil {
-		if *f.TopK < 0 {
-			return badRequest("top_k", "top_k = %d: must not be negative", *f.TopK)
-		}
-		p.TopK = *f.TopK
+		set.TopK = f.TopK
 	}
 	if f.Seed != nil {
-		p.Seed = uint64(*f.Seed)
-	} else {
-		p.Seed = s.seed.Add(0x9e3779b97f4a7c15)
+		if *f.Seed < 0 {
+			return badRequest("seed", "seed = %d: must not be negative", *f.Seed)
+		}
+		set.Seed = f.Seed
+	}
+	p, err := policy.Resolve(s.o.ModelDir, thinking, set)
+	if err != nil {
+		return badRequest("", "%v", err)
+	}
+	if set.Seed == nil {
+		// Resolve seeds from the clock; concurrent requests must differ.
+		p.Seed ^= s.seed.Add(0x9e3779b97f4a7c15)
 	}
 	j.params = p
 	return nil

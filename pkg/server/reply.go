@@ -3,22 +3,30 @@ package server
 import (
 	"fmt"
 	"strings"
+
+	"github.com/fm-moe/fm/pkg/policy"
 )
 
-// replyParser splits generated text, as it streams in, into the parts of an
-// API reply: reasoning (between <think> and </think>), content, and tool
-// calls (<tool_call> blocks). It holds back only text that may still turn
-// out to be the start of a marker or of a stop sequence, so streamed deltas
-// arrive as soon as they are certain. The newline trimming follows the Qwen
-// templates, which render reasoning and content stripped of the newlines
-// next to the think tags, so a reply sent back in the next turn renders as
-// the model saw it.
+// replyParser splits a generated reply, as it streams in, into the parts
+// of an API answer: reasoning, content, and tool calls (<tool_call> blocks).
+// policy.ThinkSplitter tells reasoning from answer by the think tokens; this
+// parser trims the newlines next to the tags (the Qwen templates render
+// reasoning and content stripped of them, so a reply sent back in the next
+// turn renders as the model saw it), finds tool calls and stop sequences in
+// the answer, and holds back only text that may still turn out to be the
+// start of one, so streamed deltas go out as soon as they are certain.
 type replyParser struct {
 	mode  replyMode
-	buf   string // text not yet assigned to a part
+	buf   string // answer text not yet assigned to a part
 	tools bool   // parse <tool_call> blocks
 	specs map[string]toolSpec
 	stops []string
+
+	// Reasoning: newlines held back (dropped if </think> follows), and
+	// whether any reasoning text was sent (leading newlines are dropped).
+	heldNL        string
+	reasoningSent bool
+	afterThink    bool // drop the newlines that follow </think>
 
 	// emit receives each part as it is decided.
 	emit func(replyPart)
@@ -30,13 +38,9 @@ type replyParser struct {
 type replyMode int
 
 const (
-	modeStart      replyMode = iota // nothing seen: a <think> may open
-	modeThink                       // inside the reasoning
-	modeThinkBody                   // inside the reasoning, leading newlines dropped
-	modeAfterThink                  // after </think>: drop newlines, then content
-	modeContent
-	modeTool // inside a <tool_call> block
-	modeDone // a stop sequence ended the reply
+	modeContent replyMode = iota
+	modeTool              // inside a <tool_call> block
+	modeDone              // a stop sequence ended the reply
 )
 
 // replyPart is one decided piece of the reply; exactly one field is set.
@@ -47,23 +51,53 @@ type replyPart struct {
 	CallError string
 }
 
-// newReplyParser starts a parser. inThink says that the prompt already
-// opened the reasoning (a generation prompt ending in "<think>\n"); think
-// says that a leading <think> in the output opens it. With tools, tool-call
-// blocks are parsed; stops are the request's stop sequences.
-func newReplyParser(inThink, think, tools bool, specs map[string]toolSpec, stops []string, emit func(replyPart)) *replyParser {
-	p := &replyParser{mode: modeContent, tools: tools, specs: specs, stops: stops, emit: emit}
-	switch {
-	case inThink:
-		p.mode = modeThink
-	case think:
-		p.mode = modeStart
-	}
-	return p
+// newReplyParser starts a parser. With tools, tool-call blocks are parsed;
+// stops are the request's stop sequences.
+func newReplyParser(tools bool, specs map[string]toolSpec, stops []string, emit func(replyPart)) *replyParser {
+	return &replyParser{tools: tools, specs: specs, stops: stops, emit: emit}
 }
 
-// Write adds generated text.
+// Add takes the splitter's parts of one generated token.
+func (p *replyParser) Add(parts []policy.Part) {
+	for _, part := range parts {
+		switch part.Kind {
+		case policy.Reasoning:
+			p.reasoning(part.Text)
+		case policy.OpenTag:
+			p.heldNL, p.reasoningSent = "", false
+		case policy.CloseTag:
+			p.heldNL, p.afterThink = "", true
+		case policy.Answer:
+			p.Write(part.Text)
+		}
+	}
+}
+
+func (p *replyParser) reasoning(text string) {
+	if !p.reasoningSent {
+		text = strings.TrimLeft(text, "\n")
+		if text == "" {
+			return
+		}
+	}
+	text = p.heldNL + text
+	body := strings.TrimRight(text, "\n")
+	p.heldNL = text[len(body):]
+	if body != "" {
+		p.reasoningSent = true
+		p.out(replyPart{Reasoning: body})
+	}
+}
+
+// Write adds answer text.
 func (p *replyParser) Write(text string) {
+	if p.afterThink {
+		text = strings.TrimLeft(text, "\n")
+		if text == "" {
+			return
+		}
+		p.afterThink = false
+	}
 	p.buf += text
 	for p.step(false) {
 	}
@@ -71,55 +105,19 @@ func (p *replyParser) Write(text string) {
 
 // Close decides what is still held back: the generation has ended.
 func (p *replyParser) Close() {
+	if p.heldNL != "" && p.mode != modeDone {
+		// The reasoning was cut off (by the length limit): keep all of it.
+		p.out(replyPart{Reasoning: p.heldNL})
+		p.heldNL = ""
+	}
 	for p.step(true) {
 	}
 }
 
-// step makes one decision; it reports whether another may follow.
+// step makes one decision about the answer text; it reports whether
+// another may follow.
 func (p *replyParser) step(final bool) bool {
 	switch p.mode {
-	case modeStart:
-		t := strings.TrimLeft(p.buf, " \t\r\n")
-		switch {
-		case strings.HasPrefix(t, "<think>"):
-			p.buf, p.mode = t[len("<think>"):], modeThink
-			return true
-		case !final && strings.HasPrefix("<think>", t):
-			return false // wait: maybe the opening tag
-		}
-		p.mode = modeContent
-		return true
-	case modeThink, modeThinkBody:
-		if p.mode == modeThink {
-			p.buf = strings.TrimLeft(p.buf, "\n")
-			if p.buf == "" && !final {
-				return false
-			}
-			p.mode = modeThinkBody
-		}
-		if i := strings.Index(p.buf, "</think>"); i >= 0 {
-			p.out(replyPart{Reasoning: strings.TrimRight(p.buf[:i], "\n")})
-			p.buf, p.mode = p.buf[i+len("</think>"):], modeAfterThink
-			return true
-		}
-		if final {
-			p.out(replyPart{Reasoning: p.buf})
-			p.buf = ""
-			return false
-		}
-		// Hold back a partial "</think>" and trailing newlines (they are
-		// dropped when the reasoning ends there).
-		keep := max(partialSuffix(p.buf, "</think>"), len(p.buf)-len(strings.TrimRight(p.buf, "\n")))
-		p.out(replyPart{Reasoning: p.buf[:len(p.buf)-keep]})
-		p.buf = p.buf[len(p.buf)-keep:]
-		return false
-	case modeAfterThink:
-		p.buf = strings.TrimLeft(p.buf, "\n")
-		if p.buf == "" && !final {
-			return false
-		}
-		p.mode = modeContent
-		return true
 	case modeContent:
 		return p.content(final)
 	case modeTool:

@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/fm-moe/fm/pkg/engine"
-	"github.com/fm-moe/fm/pkg/sample"
+	"github.com/fm-moe/fm/pkg/policy"
 	"github.com/fm-moe/fm/pkg/tokenizer"
 )
 
@@ -28,8 +28,8 @@ type Generator interface {
 	Generate(ctx context.Context, ids []int, marks []int, opts engine.GenerateOptions) (*engine.Result, error)
 }
 
-// Options configure a Server. Model, Tokenizer, Generator and CtxSize are
-// required.
+// Options configure a Server. Model, ModelDir, Tokenizer, Generator and
+// CtxSize are required.
 type Options struct {
 	// Model is the name clients use (listed by /v1/models); requests naming
 	// another model get a 404.
@@ -39,9 +39,12 @@ type Options struct {
 	// StopTokens end a generation (the config's eos ids and the chat end
 	// tokens).
 	StopTokens []int
-	// Sampling returns the default sampling settings, with or without
-	// thinking; requests override them field by field. Nil: greedy.
-	Sampling func(thinking bool) sample.Params
+	// ModelDir is the prepared directory, whose generation_config.json
+	// holds the model's sampling defaults ("": none).
+	ModelDir string
+	// Sampling holds the server's sampling settings (its command-line
+	// flags): over the model's defaults, under each request's.
+	Sampling policy.Sampling
 	// ChatFormat overrides the format detected from the model's template.
 	ChatFormat tokenizer.ChatFormat
 	// CtxSize is the most tokens (prompt plus completion) a request may use.
@@ -76,8 +79,8 @@ type Server struct {
 
 // New checks the options and returns a server.
 func New(o Options) (*Server, error) {
-	if o.Model == "" || o.Tokenizer == nil || o.Generator == nil {
-		return nil, errors.New("server: Model, Tokenizer and Generator are required")
+	if o.Model == "" || o.ModelDir == "" || o.Tokenizer == nil || o.Generator == nil {
+		return nil, errors.New("server: Model, ModelDir, Tokenizer and Generator are required")
 	}
 	if o.CtxSize <= 0 {
 		return nil, fmt.Errorf("server: context size %d: must be positive", o.CtxSize)
@@ -100,8 +103,8 @@ func New(o Options) (*Server, error) {
 	if o.ShutdownGrace == 0 {
 		o.ShutdownGrace = 30 * time.Second
 	}
-	if o.Sampling == nil {
-		o.Sampling = func(bool) sample.Params { return sample.Params{} }
+	if err := o.Sampling.Check(); err != nil {
+		return nil, fmt.Errorf("server: %w", err)
 	}
 	s := &Server{o: o, queue: newQueue(o.Parallel, o.MaxQueue), created: time.Now().Unix()}
 	s.format = o.ChatFormat
@@ -227,9 +230,8 @@ func (s *Server) checkModel(name string) *apiError {
 // decode reads a JSON request body into v, mapping every failure to a
 // client error that says what was wrong.
 func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) *apiError {
-	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
-		return badRequest("", "Content-Type %q: want application/json", ct)
-	}
+	// Any Content-Type is read as JSON: curl -d sends form encoding unless
+	// told otherwise, and the body says what it is.
 	body := http.MaxBytesReader(w, r.Body, s.o.MaxBodyBytes)
 	dec := json.NewDecoder(body)
 	err := dec.Decode(v)

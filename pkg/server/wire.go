@@ -15,14 +15,14 @@ import (
 
 // chatRequest is POST /v1/chat/completions.
 type chatRequest struct {
-	Model               string         `json:"model"`
-	Messages            []chatMessage  `json:"messages"`
-	Stream              bool           `json:"stream"`
-	StreamOptions       *streamOptions `json:"stream_options"`
-	MaxTokens           *int           `json:"max_tokens"`
-	MaxCompletionTokens *int           `json:"max_completion_tokens"`
+	Model               string            `json:"model"`
+	Messages            []chatMessage     `json:"messages"`
+	Stream              bool              `json:"stream"`
+	StreamOptions       *streamOptions    `json:"stream_options"`
+	MaxTokens           *int              `json:"max_tokens"`
+	MaxCompletionTokens *int              `json:"max_completion_tokens"`
 	Tools               []json.RawMessage `json:"tools"`
-	ToolChoice          toolChoice     `json:"tool_choice"`
+	ToolChoice          toolChoice        `json:"tool_choice"`
 	// ChatTemplateKwargs carries enable_thinking, as vLLM and llama.cpp
 	// accept it; EnableThinking is the short form.
 	ChatTemplateKwargs *struct {
