@@ -135,7 +135,7 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, j *job) {
 // the generation when the parser has seen a stop sequence.
 type replyStream struct {
 	parser *replyParser
-	split  *policy.ThinkSplitter     // chat
+	split  *policy.ThinkSplitter    // chat
 	dec    *tokenizer.StreamDecoder // completions: all answer
 	stop   context.CancelCauseFunc
 	start  time.Time

@@ -27,6 +27,7 @@ type replyParser struct {
 	heldNL        string
 	reasoningSent bool
 	afterThink    bool // drop the newlines that follow </think>
+	afterCall     bool // drop the whitespace that follows </tool_call>
 
 	// emit receives each part as it is decided.
 	emit func(replyPart)
@@ -98,6 +99,13 @@ func (p *replyParser) Write(text string) {
 		}
 		p.afterThink = false
 	}
+	if p.afterCall {
+		text = strings.TrimLeft(text, " \t\r\n")
+		if text == "" {
+			return
+		}
+		p.afterCall = false
+	}
 	p.buf += text
 	for p.step(false) {
 	}
@@ -132,7 +140,7 @@ func (p *replyParser) step(final bool) bool {
 		}
 		body := p.buf[:i]
 		p.buf = strings.TrimLeft(p.buf[i+len(toolCallClose):], " \t\r\n")
-		p.mode = modeContent
+		p.mode, p.afterCall = modeContent, p.buf == ""
 		name, args, err := parseToolCall(body, p.specs)
 		if err != nil {
 			p.out(replyPart{CallError: err.Error()})
@@ -185,11 +193,13 @@ func (p *replyParser) content(final bool) bool {
 	for _, m := range markers {
 		keep = max(keep, partialSuffix(p.buf, m))
 	}
+	cut := len(p.buf) - keep
 	if p.tools {
-		keep = max(keep, len(p.buf)-len(strings.TrimRight(p.buf, " \t\r\n")))
+		// Hold whitespace too: it is dropped if a tool call follows.
+		cut = len(strings.TrimRight(p.buf[:cut], " \t\r\n"))
 	}
-	p.out(replyPart{Content: p.buf[:len(p.buf)-keep]})
-	p.buf = p.buf[len(p.buf)-keep:]
+	p.out(replyPart{Content: p.buf[:cut]})
+	p.buf = p.buf[cut:]
 	return false
 }
 

@@ -131,7 +131,15 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/models/{id}", s.auth(s.model))
 	mux.HandleFunc("POST /v1/chat/completions", s.auth(s.chat))
 	mux.HandleFunc("POST /v1/completions", s.auth(s.completions))
+	// Anything else gets an answer in the API's error shape too.
+	methods := map[string]string{"/health": "GET", "/v1/models": "GET", "/v1/chat/completions": "POST", "/v1/completions": "POST"}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if m, ok := methods[r.URL.Path]; ok {
+			w.Header().Set("Allow", m)
+			writeError(w, &apiError{Status: http.StatusMethodNotAllowed, Type: "invalid_request_error",
+				Message: fmt.Sprintf("%s %s: use %s", r.Method, r.URL.Path, m)})
+			return
+		}
 		writeError(w, &apiError{Status: http.StatusNotFound, Type: "invalid_request_error",
 			Message: fmt.Sprintf("no route %s %s", r.Method, r.URL.Path)})
 	})
@@ -253,6 +261,8 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) *apiError
 		return &apiError{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: ptr("request_too_large"),
 			Message: fmt.Sprintf("request body larger than %d bytes", tooBig.Limit)}
 	case errors.As(err, &typeErr):
+		// Fields of embedded structs are reported with the struct's name.
+		typeErr.Field = strings.TrimPrefix(typeErr.Field, "samplingFields.")
 		return badRequest(typeErr.Field, "field %q: got a JSON %s, want %s", typeErr.Field, typeErr.Value, jsonType(typeErr.Type.String()))
 	case errors.As(err, &syntax):
 		return badRequest("", "malformed JSON at byte %d: %v", syntax.Offset, err)
