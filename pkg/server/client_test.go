@@ -149,7 +149,7 @@ func TestToolCallRoundTrip(t *testing.T) {
 			renderedCall: "<|im_start|>assistant\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"days\": 2}}\n</tool_call><|im_end|>",
 			renderedTool: "<tools>\n" + toolJSON},
 		{format: tokenizer.ChatQwen35, reasoning: "The user wants the weather.",
-			answer: "Got it.\n</think>\n\nIt is 21 degrees in Paris.",
+			answer:       "Got it.\n</think>\n\nIt is 21 degrees in Paris.",
 			call:         "The user wants the weather.\n</think>\n\n<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n<parameter=days>\n2\n</parameter>\n</function>\n</tool_call>",
 			renderedCall: "<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n<parameter=days>\n2\n</parameter>\n</function>\n</tool_call><|im_end|>",
 			renderedTool: toolJSON},

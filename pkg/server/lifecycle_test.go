@@ -29,7 +29,9 @@ func TestPrefixReuseIdentity(t *testing.T) {
 		}
 		return *r.Choices[0].Message.Content, r.Usage
 	}
-	msg := func(role, content string) map[string]string { return map[string]string{"role": role, "content": content} }
+	msg := func(role, content string) map[string]string {
+		return map[string]string{"role": role, "content": content}
+	}
 	turn1 := []map[string]string{msg("system", "You are a Python expert."), msg("user", "def quicksort(xs):")}
 	a1, u1 := chat(warm.URL, turn1)
 	if u1.PromptTokensDetails.CachedTokens != 0 {
