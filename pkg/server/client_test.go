@@ -254,3 +254,48 @@ func TestMalformedToolCall(t *testing.T) {
 		t.Errorf("malformed call answered as %s", body)
 	}
 }
+
+// TestForcedToolChoice: tool_choice "required" or a named function writes
+// the call's opening into the generation prompt (thinking off), so the
+// model can only continue the call; the reply parses as that call.
+func TestForcedToolChoice(t *testing.T) {
+	stop, _ := tinyTok.TokenID("<|im_end|>")
+	tools := `"tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]`
+	for _, c := range []struct {
+		format     tokenizer.ChatFormat
+		choice     string
+		promptEnd  string // the generation prompt the model continues
+		completion string // the model's continuation
+	}{
+		{tokenizer.ChatQwen3, `{"type": "function", "function": {"name": "get_weather"}}`,
+			"<|im_start|>assistant\n<think>\n\n</think>\n\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": ",
+			"{\"city\": \"Paris\"}}\n</tool_call>"},
+		{tokenizer.ChatQwen3, `"required"`,
+			"<|im_start|>assistant\n<think>\n\n</think>\n\n<tool_call>\n{\"name\": \"",
+			"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>"},
+		{tokenizer.ChatQwen35, `{"type": "function", "function": {"name": "get_weather"}}`,
+			"<|im_start|>assistant\n<think>\n\n</think>\n\n<tool_call>\n<function=get_weather>\n",
+			"<parameter=city>\nParis\n</parameter>\n</function>\n</tool_call>"},
+		{tokenizer.ChatQwen35, `"required"`,
+			"<|im_start|>assistant\n<think>\n\n</think>\n\n<tool_call>\n<function=",
+			"get_weather>\n<parameter=city>\nParis\n</parameter>\n</function>\n</tool_call>"},
+	} {
+		t.Run(string(c.format)+" "+c.choice, func(t *testing.T) {
+			gen := &stubGen{tok: tinyTok, stop: stop, reply: func(string) string { return c.completion }}
+			ts, _ := newServer(t, func(o *Options) { o.Generator = gen; o.ChatFormat = c.format })
+			var r chatCompletion
+			code, body := post(t, ts.URL+"/v1/chat/completions", `{"messages": [{"role": "user", "content": "weather?"}], `+tools+`, "tool_choice": `+c.choice+`}`, &r)
+			if code != 200 {
+				t.Fatalf("%d %s", code, body)
+			}
+			if p := gen.lastPrompt(); !strings.HasSuffix(p, c.promptEnd) {
+				t.Errorf("prompt ends %q, want %q", p[max(0, len(p)-len(c.promptEnd)):], c.promptEnd)
+			}
+			m := r.Choices[0].Message
+			if len(m.ToolCalls) != 1 || m.ToolCalls[0].Function.Name != "get_weather" || m.ToolCalls[0].Function.Arguments != `{"city":"Paris"}` ||
+				r.Choices[0].FinishReason != "tool_calls" {
+				t.Errorf("reply %s", body)
+			}
+		})
+	}
+}
