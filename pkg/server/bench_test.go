@@ -155,7 +155,7 @@ func BenchmarkPrefixReuse(b *testing.B) {
 			ms := total.Seconds() * 1e3 / float64(i)
 			b.ReportMetric(ms, "ttft-ms")
 			b.ReportMetric(float64(cached), "cached-tokens")
-			b.Logf("%s: TTFT %.1f ms, %d of the prompt's tokens reused", c.name, ms, cached)
+			b.Logf("%s: TTFT %.1f ms, %d of the prompt's %d tokens reused", c.name, ms, cached, lastPrompt)
 		})
 	}
 }
@@ -170,7 +170,7 @@ func median(v []float64) float64 {
 
 // lastCached is the cached-token count of the latest stream (benchmarks
 // run one at a time).
-var lastCached int
+var lastCached, lastPrompt int
 
 // stream posts a streaming request and times it from the client: the first
 // chunk with text, the last, and the completion tokens from the usage chunk.
@@ -204,7 +204,7 @@ func stream(b *testing.B, url, body string) timing {
 		}
 		if c.Usage != nil {
 			t.tokens = c.Usage.CompletionTokens
-			lastCached = c.Usage.PromptTokensDetails.CachedTokens
+			lastCached, lastPrompt = c.Usage.PromptTokensDetails.CachedTokens, c.Usage.PromptTokens
 		}
 		if len(c.Choices) > 0 && (c.Choices[0].Text != "" || c.Choices[0].Delta.Content != "" || c.Choices[0].Delta.ReasoningContent != "") {
 			if first.IsZero() {
