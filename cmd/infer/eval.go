@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/fm-moe/fm/pkg/cli"
 	"github.com/fm-moe/fm/pkg/engine"
 	"github.com/fm-moe/fm/pkg/eval"
 	"github.com/fm-moe/fm/pkg/policy"
@@ -29,7 +30,7 @@ func newEvalCmd() *cobra.Command {
 		decode    bool
 	)
 	cmd := &cobra.Command{
-		Use:   "eval --model OUT --text FILE [--ctx 512] [--max-chunks N] [--2bit] [--experts-per-token K] [--compare OTHER_OUT] [--json]",
+		Use:   "eval --model OUT --file FILE [--ctx 512] [--max-chunks N] [--2bit] [--experts-per-token K] [--compare OTHER_OUT] [--json]",
 		Short: "Measure perplexity, and KL divergence and top-1 agreement against another conversion",
 		Long: `eval measures what a conversion costs in quality on your own text.
 
@@ -48,23 +49,17 @@ over the same predictions, the mean KL divergence KL(compare || model) of the
 next-token distributions, in nats, and how often both pick the same most
 likely token (top-1 agreement).
 
---2bit / --3bit / --experts-per-token apply to --model only. --json prints one
+--experts (--2bit / --3bit) and --experts-per-token apply to --model only. --json prints one
 JSON object instead of the table.`,
-		Example: `  fm-infer eval --model out-16 --text heldout.txt
-  fm-infer eval --model out-4 --text heldout.txt --2bit --compare out-16 --max-chunks 8 --json`,
+		Example: `  fm-infer eval --model out-16 --file heldout.txt
+  fm-infer eval --model out-4 --file heldout.txt --experts 2bit --compare out-16 --max-chunks 8 --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if textFile == "" {
-				return errors.New("--text is required")
-			}
-			if ctxLen < 2 {
-				return fmt.Errorf("--ctx %d: need at least 2 tokens", ctxLen)
-			}
-			if maxChunks < 0 {
-				return fmt.Errorf("--max-chunks %d: must not be negative", maxChunks)
+				return errors.New("--file (-f) is required: the text to evaluate on")
 			}
 			if ef.Model == "" {
-				return errors.New("--model is required")
+				return errors.New("--model (-m) is required")
 			}
 			text, err := os.ReadFile(textFile)
 			if err != nil {
@@ -124,9 +119,12 @@ JSON object instead of the table.`,
 		},
 	}
 	ef.Register(cmd.Flags())
+	cmd.Flags().StringVarP(&textFile, "file", "f", "", "the text file to evaluate on")
+	// --text was this flag's old name; it named a file, unlike tokenize's --text.
 	cmd.Flags().StringVar(&textFile, "text", "", "the text file to evaluate on")
-	cmd.Flags().IntVar(&ctxLen, "ctx", eval.DefaultCtx, "tokens per chunk")
-	cmd.Flags().IntVar(&maxChunks, "max-chunks", 0, "evaluate only the first N chunks (0: all)")
+	cmd.Flags().MarkDeprecated("text", "use --file (-f)")
+	cli.Int(cmd.Flags(), &ctxLen, "ctx", "", eval.DefaultCtx, 2, math.MaxInt32, "tokens per chunk (at least 2)")
+	cli.Int(cmd.Flags(), &maxChunks, "max-chunks", "", 0, 0, math.MaxInt32, "evaluate only the first N chunks (0: all)")
 	cmd.Flags().StringVar(&compare, "compare", "", "another prepared directory of the same model to compare with (KL divergence, top-1 agreement)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object instead of a table")
 	cmd.Flags().BoolVar(&decode, "decode", false, "run --model one token at a time through the decode path instead of batched prefill (slower; the result must agree)")

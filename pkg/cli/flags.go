@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -15,99 +16,114 @@ import (
 //
 // instead of a silently clamped (or silently random) setting.
 
-// intValue is an int flag with a validity check.
-type intValue struct {
-	p     *int
-	check func(int) error
+// checked is a numeric flag value with a validity check.
+type checked[T int | int64 | float32] struct {
+	p      *T
+	typ    string
+	parse  func(string) (T, error)
+	format func(T) string
+	check  func(T) error
 }
 
-func (v *intValue) String() string { return strconv.Itoa(*v.p) }
-func (v *intValue) Type() string   { return "int" }
-func (v *intValue) Set(s string) error {
-	n, err := strconv.Atoi(s)
+func (v *checked[T]) String() string { return v.format(*v.p) }
+func (v *checked[T]) Type() string   { return v.typ }
+func (v *checked[T]) Set(s string) error {
+	n, err := v.parse(s)
 	if err != nil {
-		return fmt.Errorf("want an integer")
+		return err
 	}
 	if err := v.check(n); err != nil {
 		return err
 	}
 	*v.p = n
 	return nil
+}
+
+func parseInt(s string) (int, error) {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return 0, errors.New("want an integer")
+	}
+	return n, nil
+}
+
+func parseInt64(s string) (int64, error) {
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return 0, errors.New("want an integer")
+	}
+	return n, nil
+}
+
+func parseFloat32(s string) (float32, error) {
+	f, err := strconv.ParseFloat(s, 32)
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+		return 0, errors.New("want a finite number")
+	}
+	return float32(f), nil
 }
 
 // IntFunc defines an int flag (with an optional one-letter shorthand) whose
 // values check accepts.
 func IntFunc(fs *pflag.FlagSet, p *int, name, short string, def int, check func(int) error, usage string) *pflag.Flag {
 	*p = def
-	return fs.VarPF(&intValue{p, check}, name, short, usage)
+	return fs.VarPF(&checked[int]{p, "int", parseInt, strconv.Itoa, check}, name, short, usage)
 }
 
-// Int defines an int flag whose values must lie in [lo, hi].
+// Int defines an int flag whose values must lie in [lo, hi]; hi ≥
+// math.MaxInt32 means no upper bound worth mentioning.
 func Int(fs *pflag.FlagSet, p *int, name, short string, def, lo, hi int, usage string) *pflag.Flag {
 	return IntFunc(fs, p, name, short, def, func(n int) error {
-		if n < lo || n > hi {
-			return fmt.Errorf("want an integer %s", span(float64(lo), float64(hi), math.MaxInt))
+		switch {
+		case (n < lo || n > hi) && hi >= math.MaxInt32:
+			return fmt.Errorf("want an integer ≥ %d", lo)
+		case n < lo || n > hi:
+			return fmt.Errorf("want an integer in [%d, %d]", lo, hi)
 		}
 		return nil
 	}, usage)
 }
 
-// int64Value is an int64 flag with a validity check.
-type int64Value struct {
-	p     *int64
-	check func(int64) error
-}
-
-func (v *int64Value) String() string { return strconv.FormatInt(*v.p, 10) }
-func (v *int64Value) Type() string   { return "int" }
-func (v *int64Value) Set(s string) error {
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil {
-		return fmt.Errorf("want an integer")
-	}
-	if err := v.check(n); err != nil {
-		return err
-	}
-	*v.p = n
-	return nil
-}
-
 // Int64Func defines an int64 flag whose values check accepts.
 func Int64Func(fs *pflag.FlagSet, p *int64, name, short string, def int64, check func(int64) error, usage string) *pflag.Flag {
 	*p = def
-	return fs.VarPF(&int64Value{p, check}, name, short, usage)
+	format := func(n int64) string { return strconv.FormatInt(n, 10) }
+	return fs.VarPF(&checked[int64]{p, "int", parseInt64, format, check}, name, short, usage)
 }
 
-// float32Value is a float32 flag with a range.
-type float32Value struct {
-	p      *float32
-	lo, hi float64
-}
-
-func (v *float32Value) String() string { return strconv.FormatFloat(float64(*v.p), 'g', -1, 32) }
-func (v *float32Value) Type() string   { return "float" }
-func (v *float32Value) Set(s string) error {
-	f, err := strconv.ParseFloat(s, 32)
-	if err != nil || math.IsNaN(f) || f < v.lo || f > v.hi {
-		return fmt.Errorf("want a number %s", span(v.lo, v.hi, math.MaxFloat32))
-	}
-	*v.p = float32(f)
-	return nil
-}
-
-// Float32 defines a float32 flag whose values must lie in [lo, hi] (NaN never
-// does); hi may be math.MaxFloat32 for "no upper bound".
-func Float32(fs *pflag.FlagSet, p *float32, name, short string, def float32, lo, hi float64, usage string) *pflag.Flag {
+// Float32Func defines a float32 flag whose finite values check accepts (NaN
+// and infinities never are).
+func Float32Func(fs *pflag.FlagSet, p *float32, name, short string, def float32, check func(float64) error, usage string) *pflag.Flag {
 	*p = def
-	return fs.VarPF(&float32Value{p, lo, hi}, name, short, usage)
+	format := func(f float32) string { return strconv.FormatFloat(float64(f), 'g', -1, 32) }
+	wrapped := func(f float32) error { return check(float64(f)) }
+	return fs.VarPF(&checked[float32]{p, "float", parseFloat32, format, wrapped}, name, short, usage)
 }
 
-// span describes [lo, hi] for an error message; hi == unbounded reads "≥ lo".
-func span(lo, hi, unbounded float64) string {
-	if hi >= unbounded {
-		return fmt.Sprintf("≥ %g", lo)
+// Float32 defines a float32 flag whose values must lie in [lo, hi]; hi may
+// be math.MaxFloat32 for "no upper bound".
+func Float32(fs *pflag.FlagSet, p *float32, name, short string, def float32, lo, hi float64, usage string) *pflag.Flag {
+	return Float32Func(fs, p, name, short, def, func(f float64) error {
+		switch {
+		case (f < lo || f > hi) && hi >= math.MaxFloat32:
+			return fmt.Errorf("want a number ≥ %g", lo)
+		case f < lo || f > hi:
+			return fmt.Errorf("want a number in [%g, %g]", lo, hi)
+		}
+		return nil
+	}, usage)
+}
+
+// OneOf accepts only the listed values.
+func OneOf(values ...int) func(int) error {
+	return func(n int) error {
+		for _, v := range values {
+			if n == v {
+				return nil
+			}
+		}
+		return fmt.Errorf("want one of %v", values)
 	}
-	return fmt.Sprintf("in [%g, %g]", lo, hi)
 }
 
 // NoDefault hides a flag's default in the help text, for flags whose usage

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/fm-moe/fm/pkg/layout"
@@ -90,5 +91,38 @@ func TestContextLimit(t *testing.T) {
 	}
 	if _, err := Open(context.Background(), Options{Dir: dir, ContextSize: 1 << 30}); err == nil {
 		t.Error("a context above max_position_embeddings accepted")
+	}
+}
+
+// TestDamagedExpertStops: an expert file damaged in place (right size, wrong
+// bytes — bit rot) stops generation with an error naming the file, unless
+// verification is turned off.
+func TestDamagedExpertStops(t *testing.T) {
+	dir := prepared(t, "qwen3moe-tiny", "hf")
+	m, err := layout.ReadManifest(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := m.ExpertSet(layout.ExpertsDir)
+	// Damage every expert of one layer, so whichever the router picks is bad.
+	for id := range m.Config.NumExperts {
+		overwrite(t, set.Path(dir, 1, id), 0, 64, 0xff)
+	}
+	e, err := Open(context.Background(), Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	_, err = e.Generate(context.Background(), e.Model.NewState(), []int{1, 2, 3}, GenerateOptions{MaxTokens: 2, Sampler: greedy{}})
+	if err == nil || !strings.Contains(err.Error(), "layer_01_expert_") || !strings.Contains(err.Error(), "damaged") {
+		t.Fatalf("damaged experts: %v", err)
+	}
+	e2, err := Open(context.Background(), Options{Dir: dir, SkipExpertChecksums: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e2.Close()
+	if _, err := e2.Logits(context.Background(), []int{1, 2, 3}, false); err != nil && strings.Contains(err.Error(), "checksum") {
+		t.Fatalf("SkipExpertChecksums still verified: %v", err)
 	}
 }

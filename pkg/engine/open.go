@@ -36,6 +36,11 @@ type Options struct {
 	// SkipDenseChecksum skips hashing model_weights.bin at open (sizes are
 	// still checked). Hashing reads the whole file once.
 	SkipDenseChecksum bool
+	// SkipExpertChecksums turns off the run-time check of expert files
+	// against their manifest checksums. By default each expert file is hashed
+	// (XXH3-128) the first time the process reads it, so a damaged file stops
+	// generation with an error naming it instead of producing garbage.
+	SkipExpertChecksums bool
 	// ContextSize is the most tokens a sequence may hold (prompt plus
 	// generated); 0 means the model's max_position_embeddings. Generate refuses
 	// a prompt that does not fit and stops when the context is full.
@@ -103,7 +108,9 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 		if err := checkExpertFiles(ctx, opts.Dir, &m.Config, e.Set); err != nil {
 			return nil, err
 		}
-		if e.Store, err = experts.Open(opts.Dir, e.Set, opts.Store); err != nil {
+		storeOpts := opts.Store
+		storeOpts.VerifyChecksums = storeOpts.VerifyChecksums || !opts.SkipExpertChecksums
+		if e.Store, err = experts.Open(opts.Dir, e.Set, storeOpts); err != nil {
 			return nil, err
 		}
 		source = storeExperts{e.Store, e.Set}

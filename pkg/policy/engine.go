@@ -38,6 +38,7 @@ type EngineFlags struct {
 	ExpertCacheMiB   int
 	Threads          int
 	NoVerify         bool
+	NoVerifyExperts  bool
 	// CtxSize is the context in tokens; 0 means the model's
 	// max_position_embeddings, capped by what memory allows (see Context).
 	CtxSize int
@@ -61,6 +62,7 @@ func (f *EngineFlags) Register(fs *pflag.FlagSet) {
 	cli.Int(fs, &f.ExpertCacheMiB, "expert-cache-mb", "", 0, 0, math.MaxInt32, "RAM budget in MiB for caching experts in the process (0: none; the OS page cache still helps unless --direct-io)")
 	cli.Int(fs, &f.Threads, "threads", "t", 0, 0, maxThreads, "compute goroutines (0: all CPUs)")
 	fs.BoolVar(&f.NoVerify, "no-verify", false, "skip hashing model_weights.bin at start (sizes are still checked)")
+	fs.BoolVar(&f.NoVerifyExperts, "no-verify-experts", false, "skip hashing each expert file the first time it is read (damaged experts then go unnoticed)")
 	cli.Int(fs, &f.CtxSize, "ctx-size", "c", 0, 0, math.MaxInt32, "context size in tokens, prompt included (0: the model's max_position_embeddings, capped by available memory)")
 }
 
@@ -141,8 +143,9 @@ func (f *EngineFlags) Open(ctx context.Context, notes io.Writer) (*engine.Engine
 			DirectIO:   f.DirectIO,
 			CacheBytes: int64(f.ExpertCacheMiB) << 20,
 		},
-		SkipDenseChecksum: f.NoVerify,
-		ContextSize:       ctxSize,
+		SkipDenseChecksum:   f.NoVerify,
+		SkipExpertChecksums: f.NoVerifyExperts,
+		ContextSize:         ctxSize,
 	})
 	if err != nil {
 		return nil, err

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"errors"
 	"fmt"
 	"math"
 
@@ -32,7 +33,12 @@ func (f *SamplingFlags) Register(fs *pflag.FlagSet) {
 	cli.NoDefault(cli.Float32(fs, &f.topP, "top-p", "", DefaultTopP, 0, 1,
 		fmt.Sprintf("nucleus sampling mass in [0, 1]; 1 disables (default: generation_config.json, else %g, or %g when thinking)", DefaultTopP, DefaultThinkingTopP)))
 	cli.NoDefault(cli.Float32(fs, &f.minP, "min-p", "", 0, 0, 1, "drop tokens less likely than P times the most likely, P in [0, 1] (default: generation_config.json, else 0 = off)"))
-	cli.NoDefault(cli.Float32(fs, &f.repeatPenalty, "repeat-penalty", "", DefaultRepetitionPenalty, math.SmallestNonzeroFloat32, inf,
+	cli.NoDefault(cli.Float32Func(fs, &f.repeatPenalty, "repeat-penalty", "", DefaultRepetitionPenalty, func(v float64) error {
+		if v <= 0 {
+			return errors.New("want a number > 0 (1 disables the penalty)")
+		}
+		return nil
+	},
 		fmt.Sprintf("penalize tokens among the last --repeat-last-n (transformers style), > 0; 1 disables (default: generation_config.json, else %g)", DefaultRepetitionPenalty)))
 	cli.Int(fs, &f.repeatLastN, "repeat-last-n", "", DefaultRepeatLastN, 0, math.MaxInt32, "how many recent tokens the repeat penalty looks at; 0 means the whole context")
 	cli.Int64Func(fs, &f.seed, "seed", "s", RandomSeed, func(v int64) error {
