@@ -66,6 +66,9 @@ finish (up to 30 s), and exits.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			stderr := cmd.ErrOrStderr()
+			if timeout <= 0 {
+				return fmt.Errorf("--timeout %v: must be positive", timeout)
+			}
 			if apiKey == "" {
 				apiKey = os.Getenv("FM_API_KEY")
 			}
