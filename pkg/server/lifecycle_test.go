@@ -195,3 +195,25 @@ func TestGracefulShutdown(t *testing.T) {
 		}
 	}
 }
+
+// TestStopSequence: a stop sequence ends the reply before it, with finish
+// reason "stop", and stops the generation (whole and streamed).
+func TestStopSequence(t *testing.T) {
+	stop, _ := tinyTok.TokenID("<|im_end|>")
+	gen := &stubGen{tok: tinyTok, stop: stop, reply: func(string) string { return "one two STOP three four five six" }}
+	ts, _ := newServer(t, func(o *Options) { o.Generator = gen })
+	var r chatCompletion
+	code, body := post(t, ts.URL+"/v1/chat/completions", `{"messages": [{"role": "user", "content": "count"}], "stop": "STOP"}`, &r)
+	if code != 200 || *r.Choices[0].Message.Content != "one two " || r.Choices[0].FinishReason != "stop" {
+		t.Errorf("%d %s", code, body)
+	}
+	// The stub saw the cancellation: fewer tokens than the whole reply.
+	if n := r.Usage.CompletionTokens; n >= len(tinyTok.Encode("one two STOP three four five six")) {
+		t.Errorf("%d tokens generated: the stop sequence did not stop the generation", n)
+	}
+	code, body = post(t, ts.URL+"/v1/chat/completions", `{"messages": [{"role": "user", "content": "count"}], "stop": ["STOP"], "stream": true}`, nil)
+	if code != 200 || !strings.Contains(body, `"content":" two"`) || strings.Contains(body, "STOP") || strings.Contains(body, "three") ||
+		!strings.Contains(body, `"finish_reason":"stop"`) || !strings.HasSuffix(body, "data: [DONE]\n\n") {
+		t.Errorf("streamed: %d %s", code, body)
+	}
+}
