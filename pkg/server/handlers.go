@@ -104,6 +104,11 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, j *job) {
 	cause := context.Cause(genCtx)
 	switch {
 	case err == nil || errors.Is(cause, errStopSequence):
+	case r.Context().Err() != nil && s.draining.Load():
+		// Serve's grace period ended: say so, in case the client listens.
+		out.fail(&apiError{Status: http.StatusServiceUnavailable, Type: "server_error",
+			Message: fmt.Sprintf("the server is shutting down; generation stopped after %d tokens", len(res.Tokens))})
+		return
 	case r.Context().Err() != nil:
 		s.logf("%s: client went away after %d tokens; generation stopped", out.id, len(res.Tokens))
 		return

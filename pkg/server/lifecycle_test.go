@@ -187,8 +187,8 @@ func TestGracefulShutdown(t *testing.T) {
 		if finish && (ended != nil || code != 200) {
 			t.Errorf("a request finishing within the grace period: generation %v, status %d", ended, code)
 		}
-		if !finish && ended == nil {
-			t.Error("a request outliving the grace period was not stopped")
+		if !finish && (ended == nil || code != http.StatusServiceUnavailable) {
+			t.Errorf("a request outliving the grace period: generation %v, status %d (want it stopped, 503)", ended, code)
 		}
 		if _, err := http.Get("http://" + ln.Addr().String() + "/health"); err == nil {
 			t.Error("still accepting after shutdown")
