@@ -114,7 +114,8 @@ finish (up to 30 s), and exits.`,
 				return err
 			}
 			fmt.Fprintf(stderr, "model: %s\n", policy.Summary(e, &ef))
-			fmt.Fprintf(stderr, "serving %q on http://%s (context %d tokens, %d parallel)\n", name, ln.Addr(), e.ContextSize(), max(parallel, 1))
+			fmt.Fprintf(stderr, "serving %q on http://%s (context %d tokens, %d parallel, chat format %s)\n",
+				name, ln.Addr(), e.ContextSize(), max(parallel, 1), srv.ChatFormat())
 			if ip := net.ParseIP(host); (ip == nil || !ip.IsLoopback()) && host != "localhost" && apiKey == "" {
 				fmt.Fprintf(stderr, "WARNING: listening on %s without --api-key: anyone who can reach this port can use the model\n", ln.Addr())
 			}

@@ -123,6 +123,9 @@ func New(o Options) (*Server, error) {
 	return s, nil
 }
 
+// ChatFormat is the chat template rendering the server uses.
+func (s *Server) ChatFormat() tokenizer.ChatFormat { return s.format }
+
 // Handler returns the API's routes.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
