@@ -140,6 +140,14 @@ summary and the seed are printed on stderr at the start.`,
 						fmt.Fprintln(stderr, "(reply interrupted)")
 						err = nil
 					}
+					var full *engine.ContextError
+					if errors.As(err, &full) {
+						// The conversation outgrew the context: say so and let the
+						// user start over, rather than end the chat.
+						fmt.Fprintf(stderr, "(%v: /clear starts a new conversation, or restart with a larger -c/--ctx-size)\n", full)
+						msgs = msgs[:len(msgs)-1]
+						continue
+					}
 					if err != nil {
 						return err
 					}
@@ -190,7 +198,9 @@ func chatTurn(ctx context.Context, cmd *cobra.Command, tok *tokenizer.Tokenizer,
 		MaxTokens: o.maxTokens, Sampler: o.sampler, Stop: stop, Stream: stream,
 		OnText: func(t string) { io.WriteString(out, t) },
 	})
-	io.WriteString(out, stream.close()+"\n")
+	if res != nil { // nothing was written for a turn refused at once
+		io.WriteString(out, stream.close()+"\n")
+	}
 	if err != nil && !(errors.Is(err, context.Canceled) && res != nil) {
 		return tokenizer.Message{}, err
 	}

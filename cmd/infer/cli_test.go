@@ -123,3 +123,17 @@ func TestChatCommands(t *testing.T) {
 		}
 	}
 }
+
+// TestChatContextFull: a conversation that outgrows -c is told so and can go
+// on after /clear, instead of ending the chat.
+func TestChatContextFull(t *testing.T) {
+	dir := convertGolden(t, filepath.Join(golden35, "hf"), 16)
+	stdout, stderr, err := execute(t, newChatCmd(), strings.Repeat("word ", 40)+"\n/clear\nHi\n",
+		"-m", dir, "-n", "2", "--temp", "0", "--no-think", "-c", "32")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	if !strings.Contains(stderr, "does not fit the context of 32 tokens") || strings.Count(stdout, "\n") != 1 {
+		t.Errorf("stdout %q\nstderr %s", stdout, stderr)
+	}
+}

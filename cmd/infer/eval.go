@@ -49,7 +49,9 @@ over the same predictions, the mean KL divergence KL(compare || model) of the
 next-token distributions, in nats, and how often both pick the same most
 likely token (top-1 agreement).
 
---experts (--2bit / --3bit) and --experts-per-token apply to --model only. --json prints one
+--experts (--2bit / --3bit) and --experts-per-token apply to --model only.
+--ctx is the chunk length; -c/--ctx-size is the engine's context limit, which
+a chunk must fit (its default, the model's max_position_embeddings, does). --json prints one
 JSON object instead of the table.`,
 		Example: `  fm-infer eval --model out-16 --file heldout.txt
   fm-infer eval --model out-4 --file heldout.txt --experts 2bit --compare out-16 --max-chunks 8 --json`,

@@ -109,13 +109,13 @@ finished: rerun it, it resumes).`,
 				}
 			}
 			if !quiet {
-				what := "all match"
+				secs := hashed.Seconds()
+				what := fmt.Sprintf("all match (%.2fs, %.2f GB/s)", secs, float64(m.TotalSize())/secs/1e9)
 				if quick {
 					what = "all present with the manifest's sizes (not hashed: --quick)"
 				}
-				secs := hashed.Seconds()
-				fmt.Fprintf(stderr, "fm-infer verify: %d files, %s, %s (%.2fs, %.2f GB/s); the model opens and runs with %d expert set(s)\n",
-					files, layout.FormatBytes(m.TotalSize()), what, secs, float64(m.TotalSize())/secs/1e9, len(m.Experts))
+				fmt.Fprintf(stderr, "fm-infer verify: %d files, %s, %s; the model opens and runs with %d expert set(s)\n",
+					files, layout.FormatBytes(m.TotalSize()), what, len(m.Experts))
 			}
 			return nil
 		},

@@ -5,9 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -44,22 +42,11 @@ func Repack(ctx context.Context, srcDir, outDir string, opts Options) (*Summary,
 		return nil, err
 	}
 	defer c.Close()
-	m, err := layout.ReadManifest(outDir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%s: not found: run fm-extract first", filepath.Join(outDir, layout.ManifestName))
-	}
-	if err != nil {
-		return nil, err
-	}
-	unlock, err := layout.Lock(outDir, "fm-repack")
+	m, unlock, err := layout.LockManifest(outDir, "fm-repack", "run fm-extract first")
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	// Re-read under the lock: a writer that just finished may have changed it.
-	if m, err = layout.ReadManifest(outDir); err != nil {
-		return nil, err
-	}
 	opts.Bits, opts.GroupSize = recordedPrecision(m, opts.Bits, opts.GroupSize, opts.logf)
 	if !reflect.DeepEqual(m.Config, c.Config) {
 		return nil, fmt.Errorf("%s: made from a different model than %s (normalized configs differ); run fm-extract with this checkpoint first", filepath.Join(outDir, layout.ManifestName), filepath.Join(srcDir, "config.json"))

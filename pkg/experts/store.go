@@ -57,7 +57,8 @@ type Store struct {
 	dir     string
 	set     *layout.ExpertSet
 	size    int
-	verify  *verifier // nil: no checksum verification
+	verify  bool      // Options.VerifyChecksums
+	checker *verifier // nil unless verify: each expert hashed on its first read
 	files   *fileTable
 	pool    *bufferPool
 	queue   *jobQueue
@@ -122,10 +123,10 @@ func Open(dir string, set *layout.ExpertSet, opts Options) (*Store, error) {
 	if opts.DirectIO && set.FileSize%Alignment != 0 {
 		return nil, fmt.Errorf("%s: expert file size %d is not a multiple of %d, as direct I/O needs (re-run fm-repack)", set.Dir, set.FileSize, Alignment)
 	}
-	var verify *verifier
+	var checker *verifier
 	if opts.VerifyChecksums {
 		var err error
-		if verify, err = newVerifier(set); err != nil {
+		if checker, err = newVerifier(set); err != nil {
 			return nil, err
 		}
 	}
@@ -142,11 +143,12 @@ func Open(dir string, set *layout.ExpertSet, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("experts: negative cache budget %d", opts.CacheBytes)
 	}
 	s := &Store{
-		dir:    dir,
-		set:    set,
-		size:   int(set.FileSize),
-		verify: verify,
-		files:  newFileTable(opts.FS, opts.MaxOpenFiles),
+		dir:     dir,
+		set:     set,
+		size:    int(set.FileSize),
+		verify:  opts.VerifyChecksums,
+		checker: checker,
+		files:   newFileTable(opts.FS, opts.MaxOpenFiles),
 		// Idle buffers cover one full round of reads: more would only pin memory
 		// after a burst.
 		pool:  &bufferPool{size: int(set.FileSize), maxIdle: max(8, 2*opts.IOThreads)},
@@ -438,7 +440,7 @@ func (s *Store) read(ctx context.Context, k key, buf []byte) error {
 		default:
 			return fmt.Errorf("%s: read at offset %d: %w", path, n, stripPath(err, path))
 		}
-		return s.verify.check(path, k.layer, k.id, buf)
+		return s.checker.check(path, k.layer, k.id, buf)
 	}
 }
 
@@ -507,8 +509,8 @@ func (s *Store) Stats() Stats {
 	}
 	s.mu.Unlock()
 	st.CachedBytes = st.CachedExperts * int64(s.size)
-	if s.verify != nil {
-		st.VerifiedBytes, st.VerifyTime = s.verify.hashed.Load(), time.Duration(s.verify.hashNanos.Load())
+	if s.checker != nil {
+		st.VerifiedBytes, st.VerifyTime = s.checker.hashed.Load(), time.Duration(s.checker.hashNanos.Load())
 	}
 	live, peak := s.pool.counts()
 	st.BufferBytes, st.PeakBufferBytes = live*int64(s.size), peak*int64(s.size)

@@ -20,7 +20,7 @@ func tinyConfig() Config {
 }
 
 // writeTiny makes a complete prepared directory with the writers.
-func writeTiny(t *testing.T) (string, *Manifest) {
+func writeTiny(t testing.TB) (string, *Manifest) {
 	t.Helper()
 	dir := t.TempDir()
 	tensors := []Tensor{
@@ -182,7 +182,7 @@ func FuzzParseManifest(f *testing.F) {
 		return b
 	}()
 	f.Add(good)
-	if dir, _ := writeTiny(&testing.T{}); dir != "" {
+	if dir, _ := writeTiny(f); dir != "" {
 		if b, err := os.ReadFile(filepath.Join(dir, ManifestName)); err == nil {
 			f.Add(b) // with experts and a manifest checksum
 		}

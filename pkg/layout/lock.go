@@ -51,3 +51,24 @@ func Lock(dir, who string) (unlock func(), err error) {
 		f.Close()
 	}, nil
 }
+
+// LockManifest is how a writer that updates an existing prepared directory
+// starts: it reads the manifest (a missing one is an error naming the step
+// to run first, missingHint), takes the writer lock, and reads the manifest
+// again under the lock, since a writer that just finished may have changed
+// it.
+func LockManifest(dir, who, missingHint string) (m *Manifest, unlock func(), err error) {
+	if _, err := ReadManifest(dir); errors.Is(err, os.ErrNotExist) {
+		return nil, nil, fmt.Errorf("%s: not found: %s", filepath.Join(dir, ManifestName), missingHint)
+	} else if err != nil {
+		return nil, nil, err
+	}
+	if unlock, err = Lock(dir, who); err != nil {
+		return nil, nil, err
+	}
+	if m, err = ReadManifest(dir); err != nil {
+		unlock()
+		return nil, nil, err
+	}
+	return m, unlock, nil
+}

@@ -221,3 +221,37 @@ func TestContext(t *testing.T) {
 		})
 	}
 }
+
+// TestExpertsSelector: --experts Nbit picks the set with those bits (the
+// one fm-repack wrote first), --2bit/--3bit are its aliases, and a missing
+// set names the command that writes it.
+func TestExpertsSelector(t *testing.T) {
+	m := &layout.Manifest{Experts: []layout.ExpertSet{
+		{Dir: layout.ExpertsDir, Bits: 4}, {Dir: layout.Experts2BitDir, Bits: 2}}}
+	for _, tc := range []struct {
+		f         EngineFlags
+		want, err string
+	}{
+		{EngineFlags{}, "", ""},
+		{EngineFlags{Experts: "4bit"}, layout.ExpertsDir, ""},
+		{EngineFlags{Experts: "2bit"}, layout.Experts2BitDir, ""},
+		{EngineFlags{TwoBit: true}, layout.Experts2BitDir, ""},
+		{EngineFlags{TwoBit: true, Experts: "2bit"}, layout.Experts2BitDir, ""},
+		{EngineFlags{TwoBit: true, Experts: "4bit"}, "", "exclude each other"},
+		{EngineFlags{ThreeBit: true}, "", "fm-requant2bit --bits 3"},
+		{EngineFlags{Experts: "8bit"}, "", "fm-repack --bits 8"},
+		{EngineFlags{Experts: "four"}, "", `--experts "four"`},
+		{EngineFlags{Experts: "2bits"}, "", `--experts "2bits"`},
+	} {
+		got, err := tc.f.expertsDir(m)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%+v: error %v, want %q", tc.f, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("%+v: %q, %v; want %q", tc.f, got, err, tc.want)
+		}
+	}
+}

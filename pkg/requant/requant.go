@@ -5,10 +5,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
@@ -136,22 +134,11 @@ func Requantize(ctx context.Context, dir string, opts Options) (*Summary, error)
 		return nil, fmt.Errorf("--bits %d: fm-requant2bit writes 2- or 3-bit experts", opts.Bits)
 	}
 	manifestPath := filepath.Join(dir, layout.ManifestName)
-	m, err := layout.ReadManifest(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%s: not found: run fm-extract and fm-repack first", manifestPath)
-	}
-	if err != nil {
-		return nil, err
-	}
-	unlock, err := layout.Lock(dir, "fm-requant2bit")
+	m, unlock, err := layout.LockManifest(dir, "fm-requant2bit", "run fm-extract and fm-repack first")
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	// Re-read under the lock: a writer that just finished may have changed it.
-	if m, err = layout.ReadManifest(dir); err != nil {
-		return nil, err
-	}
 	src := m.ExpertSet(layout.ExpertsDir)
 	if src == nil {
 		return nil, fmt.Errorf("%s: lists no expert set %q: run fm-repack first", manifestPath, layout.ExpertsDir)
