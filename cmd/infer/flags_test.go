@@ -32,6 +32,11 @@ var numericFlags = map[string]struct{ bad, good []string }{
 	"ctx":               {[]string{"1", "0", "-3"}, []string{"2", "512"}},
 	"max-chunks":        {[]string{"-1"}, []string{"0", "8"}},
 	"jobs":              {[]string{"-1"}, []string{"0", "4"}},
+	"parallel":          {[]string{"0", "-1"}, []string{"1", "4"}},
+	"queue":             {[]string{"0", "-1"}, []string{"1", "64"}},
+	"max-body-kb":       {[]string{"0", "-1"}, []string{"1", "4096"}},
+	"prompt-cache-mb":   {[]string{"-1"}, []string{"0", "1024"}},
+	"timeout":           {[]string{"0s", "-1s", "x"}, []string{"30s", "10m"}},
 	// bench's own flags are checked when it runs (before opening a model).
 	"prompt-tokens": {[]string{"0", "-1"}, []string{"1", "512"}},
 	"runs":          {[]string{"0", "-1"}, []string{"1", "3"}},
@@ -82,7 +87,7 @@ func TestNumericFlagRanges(t *testing.T) {
 // and one attached to the root would execute the root).
 var subcommands = map[string]func() *cobra.Command{
 	"run": newRunCmd, "chat": newChatCmd, "logits": newLogitsCmd, "tokenize": newTokenizeCmd,
-	"verify": newVerifyCmd, "eval": newEvalCmd, "bench": newBenchCmd,
+	"verify": newVerifyCmd, "eval": newEvalCmd, "bench": newBenchCmd, "serve": newServeCmd,
 }
 
 func findSub(t *testing.T, name string) *cobra.Command {
