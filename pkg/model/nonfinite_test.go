@@ -126,6 +126,10 @@ func TestNonFiniteStops(t *testing.T) {
 						st := m.NewState()
 						for _, id := range ids {
 							if _, err := m.Forward(t.Context(), st, []int{id}, false); err != nil {
+								// The half-done step's state is refused until Reset.
+								if _, again := m.Forward(t.Context(), st, []int{id}, false); again == nil || !strings.Contains(again.Error(), "Reset") {
+									t.Errorf("Forward on the state of a failed step: %v, want an error asking for Reset", again)
+								}
 								return err
 							}
 						}
