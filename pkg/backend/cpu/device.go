@@ -149,32 +149,17 @@ func weight(w backend.Matrix) *Matrix {
 	return &m.m
 }
 
-// kernelFormat maps a contract format to the kernels' one.
-func kernelFormat(f backend.Format) Format {
-	switch f {
-	case backend.F32:
-		return F32
-	case backend.BF16:
-		return BF16
-	case backend.F16:
-		return F16
-	case backend.Affine:
-		return Affine
-	}
-	return 0
-}
-
 // View returns the kernels' Matrix over the given bytes, checked.
 func View(desc backend.MatrixDesc, data, scales, biases []byte) (Matrix, error) {
 	if err := desc.CheckBytes(data, scales, biases); err != nil {
 		return Matrix{}, err
 	}
-	m := Matrix{Rows: desc.Rows, Cols: desc.Cols, Format: kernelFormat(desc.Format), Data: data}
+	m := Matrix{Rows: desc.Rows, Cols: desc.Cols, Format: desc.Format, Data: data}
 	if desc.Format == backend.Affine {
-		m.Bits, m.GroupSize, m.ScaleFormat = desc.Bits, desc.GroupSize, kernelFormat(desc.ScaleFormat)
+		m.Bits, m.GroupSize, m.ScaleFormat = desc.Bits, desc.GroupSize, desc.ScaleFormat
 		m.Scales, m.Biases = scales, biases
 	}
-	return m, m.Validate()
+	return m, nil
 }
 
 // BindDense implements backend.Device: the matrix is used in place.
