@@ -14,17 +14,20 @@ build:
 	@for c in $(CMDS); do CGO_ENABLED=0 $(GO) build -o $(BIN)/fm-$$c ./cmd/$$c || exit 1; done
 
 # vet also cross-builds for the other supported platforms (macOS, arm64), so a
-# Linux-only call cannot slip in unnoticed.
+# Linux-only call cannot slip in unnoticed, and checks that go.mod and go.sum
+# are tidy (every direct dependency listed as one).
 vet:
+	$(GO) mod tidy -diff
 	$(GO) vet ./...
 	GOOS=darwin GOARCH=arm64 CGO_ENABLED=0 $(GO) build ./...
 	GOOS=linux GOARCH=arm64 CGO_ENABLED=0 $(GO) build ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1)
 
 # The suite runs with CGO_ENABLED=0 (the binaries are pure Go); the concurrent
-# packages (expert I/O pool, kernels' worker pool, generation loop) also run under
+# packages (expert I/O pool, kernels' worker pool, generation loop, the HTTP server's
+# queue and parallel generations) also run under
 # the race detector, which needs cgo and a C compiler.
-RACE_PKGS := ./pkg/experts/ ./pkg/backend/cpu/ ./pkg/sample/
+RACE_PKGS := ./pkg/experts/ ./pkg/backend/cpu/ ./pkg/sample/ ./pkg/server/
 
 test: vet
 	CGO_ENABLED=0 $(GO) test ./...

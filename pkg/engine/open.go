@@ -41,6 +41,15 @@ type Options struct {
 	// SkipDenseChecksum skips hashing model_weights.bin at open (sizes are
 	// still checked). Hashing reads the whole file once.
 	SkipDenseChecksum bool
+	// SkipExpertChecksums turns off the run-time check of expert files
+	// against their manifest checksums. By default each expert file is hashed
+	// (XXH3-128) the first time the process reads it, so a damaged file stops
+	// generation with an error naming it instead of producing garbage.
+	SkipExpertChecksums bool
+	// ContextSize is the most tokens a sequence may hold (prompt plus
+	// generated); 0 means the model's max_position_embeddings. Generate refuses
+	// a prompt that does not fit and stops when the context is full.
+	ContextSize int
 }
 
 // Engine is an opened model ready to run.
@@ -51,6 +60,7 @@ type Engine struct {
 	Store  *experts.Store
 	Set    *layout.ExpertSet
 	opts   Options
+	ctx    int // context size in tokens
 }
 
 // Open verifies and opens a prepared directory. It checks the manifest's
@@ -71,6 +81,9 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 		}
 	}()
 	m := d.Manifest
+	if e.ctx, err = contextSize(&m.Config, opts.ContextSize); err != nil {
+		return nil, err
+	}
 	if !opts.SkipDenseChecksum {
 		path := filepath.Join(opts.Dir, m.Dense.File)
 		sum, _, err := layout.ChecksumFile(ctx, path, nil)
@@ -109,6 +122,7 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 			// Read experts straight into memory the device binds without a copy.
 			storeOpts.Buffers = e.Device
 		}
+		storeOpts.VerifyChecksums = storeOpts.VerifyChecksums || !opts.SkipExpertChecksums
 		if e.Store, err = experts.Open(opts.Dir, e.Set, storeOpts); err != nil {
 			return nil, err
 		}
@@ -232,12 +246,18 @@ func (a storeExperts) FetchExperts(ctx context.Context, layer int, ids []int) ([
 // Logits runs ids from an empty state and returns every row of next-token
 // logits ([len(ids)·vocab]): through the batched prefill path, or with decode
 // set one token at a time through the decode path.
+// A NaN or an infinity anywhere in the forward pass is a *NonFiniteError
+// naming where it appeared (model.Forward checks), never a file of garbage.
 func (e *Engine) Logits(ctx context.Context, ids []int, decode bool) ([]float32, error) {
+	if e.ctx > 0 && len(ids) > e.ctx {
+		return nil, &ContextError{Prompt: len(ids), Size: e.ctx}
+	}
 	st := e.Model.NewState()
+	V := e.Model.Config().VocabSize
 	if !decode {
 		return e.Model.Forward(ctx, st, ids, true)
 	}
-	out := make([]float32, 0, len(ids)*e.Model.Config().VocabSize)
+	out := make([]float32, 0, len(ids)*V)
 	for _, id := range ids {
 		row, err := e.Model.Forward(ctx, st, []int{id}, false)
 		if err != nil {

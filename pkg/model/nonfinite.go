@@ -28,7 +28,7 @@ func (e *NonFiniteError) Error() string {
 	if e.Expert >= 0 {
 		where = fmt.Sprintf("layer %d routed expert %d", e.Layer, e.Expert)
 	}
-	return fmt.Sprintf("non-finite values (NaN or Inf) from %s at token position %d: the weights or the input are damaged", where, e.Position)
+	return fmt.Sprintf("non-finite values (NaN or Inf) from %s at token position %d: the model's weights or its numbers are damaged — run fm-infer verify", where, e.Position)
 }
 
 // firstNonFinite returns the first row (of n floats) of x holding a NaN or an
