@@ -33,7 +33,7 @@ func (d *Device) Attention(out, q, k, v backend.Tensor, st backend.State, layer,
 	var rope *Rope
 	var cos, sin []float32
 	if p.RotaryDim > 0 {
-		rope = NewRope(p.RotaryDim, p.RopeTheta)
+		rope = d.rope(p.RotaryDim, p.RopeTheta)
 		cos, sin = make([]float32, p.RotaryDim/2), make([]float32, p.RotaryDim/2)
 	}
 	for t := 0; t < T; t++ {

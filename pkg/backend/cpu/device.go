@@ -2,6 +2,7 @@ package cpu
 
 import (
 	"fmt"
+	"sync"
 	"unsafe"
 
 	"github.com/fm-moe/fm/pkg/backend"
@@ -21,8 +22,24 @@ func init() {
 // mutable state besides recycled scratch buffers, so it is safe for
 // concurrent use.
 type Device struct {
-	pool *Pool
-	buf  scratch
+	pool  *Pool
+	buf   scratch
+	ropes sync.Map // ropeKey → *Rope: the inverse frequencies, computed once
+}
+
+type ropeKey struct {
+	dim   int
+	theta float64
+}
+
+// rope returns the rotary embedding of dim dimensions and base theta.
+func (d *Device) rope(dim int, theta float64) *Rope {
+	k := ropeKey{dim, theta}
+	if r, ok := d.ropes.Load(k); ok {
+		return r.(*Rope)
+	}
+	r, _ := d.ropes.LoadOrStore(k, NewRope(dim, theta))
+	return r.(*Rope)
 }
 
 // NewDevice returns a CPU device computing on the given number of goroutines
