@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"sync"
 
+	"github.com/fm-moe/fm/pkg/backend"
+	_ "github.com/fm-moe/fm/pkg/backend/cpu" // the backend every build has
 	"github.com/fm-moe/fm/pkg/experts"
 	"github.com/fm-moe/fm/pkg/layout"
 	"github.com/fm-moe/fm/pkg/model"
@@ -27,6 +29,9 @@ type Options struct {
 	// ExpertsPerToken lowers the router's K (0: the config's). It changes the
 	// model's output.
 	ExpertsPerToken int
+	// Backend names the compute backend (see pkg/backend): "cpu", another
+	// registered one, or "" / "auto" for the best one available.
+	Backend string
 	// Workers is the compute goroutines (0: GOMAXPROCS).
 	Workers int
 	// PrefillChunk is the most prompt tokens per batched step (0: the model's default).
@@ -49,12 +54,13 @@ type Options struct {
 
 // Engine is an opened model ready to run.
 type Engine struct {
-	Dir   *layout.Dir
-	Model *model.Model
-	Store *experts.Store
-	Set   *layout.ExpertSet
-	opts  Options
-	ctx   int // context size in tokens
+	Dir    *layout.Dir
+	Device backend.Device
+	Model  *model.Model
+	Store  *experts.Store
+	Set    *layout.ExpertSet
+	opts   Options
+	ctx    int // context size in tokens
 }
 
 // Open verifies and opens a prepared directory. It checks the manifest's
@@ -88,6 +94,9 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 			return nil, fmt.Errorf("%s: checksum %s, manifest says %s (the file is damaged or from another conversion; re-run fm-extract)", path, sum, m.Dense.Checksum)
 		}
 	}
+	if e.Device, err = backend.Open(opts.Backend, backend.Options{Threads: opts.Workers}); err != nil {
+		return nil, err
+	}
 	var source model.Experts
 	if anySparse(&m.Config) {
 		dir := layout.ExpertsDir
@@ -109,6 +118,10 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 			return nil, err
 		}
 		storeOpts := opts.Store
+		if storeOpts.Buffers == nil {
+			// Read experts straight into memory the device binds without a copy.
+			storeOpts.Buffers = e.Device
+		}
 		storeOpts.VerifyChecksums = storeOpts.VerifyChecksums || !opts.SkipExpertChecksums
 		if e.Store, err = experts.Open(opts.Dir, e.Set, storeOpts); err != nil {
 			return nil, err
@@ -116,7 +129,7 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 		source = storeExperts{e.Store, e.Set}
 	}
 	e.Model, err = model.New(&m.Config, model.DirWeights(d), source, model.Options{
-		ExpertsPerToken: opts.ExpertsPerToken, Workers: opts.Workers, PrefillChunk: opts.PrefillChunk})
+		ExpertsPerToken: opts.ExpertsPerToken, Device: e.Device, PrefillChunk: opts.PrefillChunk})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", filepath.Join(opts.Dir, layout.ManifestName), err)
 	}
@@ -195,6 +208,12 @@ func (e *Engine) Close() error {
 		err = e.Store.Close()
 		e.Store = nil
 	}
+	if e.Device != nil {
+		if cerr := e.Device.Close(); err == nil {
+			err = cerr
+		}
+		e.Device = nil
+	}
 	if e.Dir != nil {
 		if cerr := e.Dir.Close(); err == nil {
 			err = cerr
@@ -227,8 +246,8 @@ func (a storeExperts) FetchExperts(ctx context.Context, layer int, ids []int) ([
 // Logits runs ids from an empty state and returns every row of next-token
 // logits ([len(ids)·vocab]): through the batched prefill path, or with decode
 // set one token at a time through the decode path.
-// Every row is checked: a NaN or an infinity is a *NonFiniteError naming the
-// first position, never a file of garbage.
+// A NaN or an infinity anywhere in the forward pass is a *NonFiniteError
+// naming where it appeared (model.Forward checks), never a file of garbage.
 func (e *Engine) Logits(ctx context.Context, ids []int, decode bool) ([]float32, error) {
 	if e.ctx > 0 && len(ids) > e.ctx {
 		return nil, &ContextError{Prompt: len(ids), Size: e.ctx}
@@ -236,24 +255,12 @@ func (e *Engine) Logits(ctx context.Context, ids []int, decode bool) ([]float32,
 	st := e.Model.NewState()
 	V := e.Model.Config().VocabSize
 	if !decode {
-		out, err := e.Model.Forward(ctx, st, ids, true)
-		if err != nil {
-			return nil, err
-		}
-		for t := range len(ids) {
-			if err := checkFinite(out[t*V:(t+1)*V], t); err != nil {
-				return nil, err
-			}
-		}
-		return out, nil
+		return e.Model.Forward(ctx, st, ids, true)
 	}
 	out := make([]float32, 0, len(ids)*V)
-	for t, id := range ids {
+	for _, id := range ids {
 		row, err := e.Model.Forward(ctx, st, []int{id}, false)
 		if err != nil {
-			return nil, err
-		}
-		if err := checkFinite(row, t); err != nil {
 			return nil, err
 		}
 		out = append(out, row...)

@@ -39,6 +39,9 @@ type Options struct {
 	// process's descriptor limit (at least 64).
 	MaxOpenFiles int
 	FS           FS // nil means OS()
+	// Buffers, when set, allocates the expert buffers (normally the compute
+	// backend.Device, so that its BindExpert reads them without a copy).
+	Buffers Allocator
 }
 
 // Expert is one expert's file, read whole. Data is shared with the store and
@@ -151,7 +154,7 @@ func Open(dir string, set *layout.ExpertSet, opts Options) (*Store, error) {
 		files:   newFileTable(opts.FS, opts.MaxOpenFiles),
 		// Idle buffers cover one full round of reads: more would only pin memory
 		// after a burst.
-		pool:  &bufferPool{size: int(set.FileSize), maxIdle: max(8, 2*opts.IOThreads)},
+		pool:  &bufferPool{size: int(set.FileSize), maxIdle: max(8, 2*opts.IOThreads), alloc: opts.Buffers},
 		queue: newJobQueue(),
 		live:  map[key]*entry{},
 	}

@@ -8,12 +8,12 @@ import (
 	"io/fs"
 	"maps"
 	"math"
-	"runtime"
 	"slices"
 	"strings"
 
 	"github.com/spf13/pflag"
 
+	"github.com/fm-moe/fm/pkg/backend"
 	"github.com/fm-moe/fm/pkg/cli"
 	"github.com/fm-moe/fm/pkg/engine"
 	"github.com/fm-moe/fm/pkg/experts"
@@ -56,7 +56,7 @@ func (f *EngineFlags) Register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.ThreeBit, "3bit", false, "same as --experts 3bit (fm-requant2bit --bits 3)")
 	cli.Int(fs, &f.ExpertsPerToken, "experts-per-token", "", 0, 0, math.MaxInt32,
 		"route each token to only K experts instead of the model's num_experts_per_tok (faster, but changes the model's output; 0: the model's K)")
-	fs.StringVar(&f.Backend, "backend", "cpu", "compute backend: cpu or cuda")
+	fs.StringVar(&f.Backend, "backend", backend.Auto, "compute backend: auto (the best available), "+strings.Join(backend.Names(), ", "))
 	cli.Int(fs, &f.IOThreads, "io-threads", "", 0, 0, maxThreads, fmt.Sprintf("parallel expert reads (0: %d)", experts.DefaultIOThreads))
 	fs.BoolVar(&f.DirectIO, "direct-io", false, "read experts with O_DIRECT, bypassing the page cache (pair with --expert-cache-mb)")
 	cli.Int(fs, &f.ExpertCacheMiB, "expert-cache-mb", "", 0, 0, math.MaxInt32, "RAM budget in MiB for caching experts in the process (0: none; the OS page cache still helps unless --direct-io)")
@@ -111,12 +111,8 @@ func (f *EngineFlags) Open(ctx context.Context, notes io.Writer) (*engine.Engine
 	if f.Model == "" {
 		return nil, errors.New("--model (-m) is required")
 	}
-	switch f.Backend {
-	case "cpu":
-	case "cuda":
-		return nil, errors.New("--backend cuda: the CUDA backend is not available in this build (use --backend cpu)")
-	default:
-		return nil, fmt.Errorf("--backend %q: want cpu or cuda", f.Backend)
+	if names := backend.Names(); f.Backend != backend.Auto && !slices.Contains(names, f.Backend) {
+		return nil, fmt.Errorf("--backend %s: not available in this build (available: %s, %s)", f.Backend, backend.Auto, strings.Join(names, ", "))
 	}
 	m, err := layout.ReadManifest(f.Model)
 	if err != nil {
@@ -137,6 +133,7 @@ func (f *EngineFlags) Open(ctx context.Context, notes io.Writer) (*engine.Engine
 		Dir:             f.Model,
 		ExpertsDir:      dir,
 		ExpertsPerToken: f.ExpertsPerToken,
+		Backend:         f.Backend,
 		Workers:         f.Threads,
 		Store: experts.Options{
 			IOThreads:  f.IOThreads,
@@ -216,11 +213,12 @@ func Summary(e *engine.Engine, f *EngineFlags) string {
 		fmt.Fprintf(&b, ", experts %d-bit (%s)", e.Set.Bits, e.Set.Dir)
 	}
 	fmt.Fprintf(&b, ", context %d (KV cache up to %s)", e.ContextSize(), engine.FormatBytes(int64(e.ContextSize())*engine.KVBytesPerToken(c)))
-	threads := f.Threads
-	if threads == 0 {
-		threads = runtime.GOMAXPROCS(0)
+	// The device's name is "registry name:what it is" (cpu:2 threads, cuda:0 H200).
+	name, detail, _ := strings.Cut(e.Device.Name(), ":")
+	fmt.Fprintf(&b, ", backend %s", name)
+	if detail != "" {
+		fmt.Fprintf(&b, " (%s)", strings.TrimSpace(detail))
 	}
-	fmt.Fprintf(&b, ", backend %s (%d threads)", f.Backend, threads)
 	if e.Set != nil {
 		io := f.IOThreads
 		if io == 0 {

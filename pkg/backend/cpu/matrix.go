@@ -4,50 +4,25 @@ import (
 	"fmt"
 	"math"
 	"unsafe"
+
+	"github.com/fm-moe/fm/pkg/backend"
 )
 
-// Format is the storage format of a matrix or of its quantization scales.
-type Format uint8
+// Format is the storage format of a matrix or of its quantization scales: the
+// contract's formats (backend.Affine is MLX affine group quantization: element
+// c of row r is scale[r, c/GroupSize]·q + bias[r, c/GroupSize], where q is the
+// Bits-wide code at bit offset c·Bits of the row's little-endian,
+// least-significant-bit-first bit stream; for 2, 4 and 8 bits this is exactly
+// MLX's uint32 word packing, for 3, 5 and 6 bits its byte-triple packing).
+type Format = backend.Format
 
+// The formats, as the kernels name them.
 const (
-	// F32 is IEEE float32.
-	F32 Format = iota + 1
-	// BF16 is bfloat16 (the upper half of a float32).
-	BF16
-	// F16 is IEEE half precision.
-	F16
-	// Affine is MLX affine group quantization: element c of row r is
-	// scale[r, c/GroupSize]·q + bias[r, c/GroupSize], where q is the Bits-wide code
-	// at bit offset c·Bits of the row's little-endian, least-significant-bit-first
-	// bit stream (for 2, 4 and 8 bits this is exactly MLX's uint32 word packing;
-	// for 3, 5 and 6 bits it is MLX's byte-triple packing).
-	Affine
+	F32    = backend.F32
+	BF16   = backend.BF16
+	F16    = backend.F16
+	Affine = backend.Affine
 )
-
-func (f Format) String() string {
-	switch f {
-	case F32:
-		return "F32"
-	case BF16:
-		return "BF16"
-	case F16:
-		return "F16"
-	case Affine:
-		return "affine"
-	}
-	return fmt.Sprintf("Format(%d)", uint8(f))
-}
-
-// elemSize is the byte size of one float element, 0 for Affine.
-func (f Format) elemSize() int {
-	switch f {
-	case F32:
-		return 4
-	case BF16, F16:
-		return 2
-	}
-	return 0
-}
 
 // Matrix is a read-only view of a row-major [Rows, Cols] weight matrix whose
 // bytes live elsewhere (a memory-mapped file, an expert buffer). A linear layer
@@ -63,48 +38,25 @@ type Matrix struct {
 	ScaleFormat     Format // F32, BF16 or F16
 }
 
-// RowBytes is the size of one row of Data.
-func (m *Matrix) RowBytes() int {
-	if m.Format == Affine {
-		return m.Cols * m.Bits / 8
-	}
-	return m.Cols * m.Format.elemSize()
+// Desc is the matrix's contract descriptor.
+func (m *Matrix) Desc() backend.MatrixDesc {
+	return backend.MatrixDesc{Rows: m.Rows, Cols: m.Cols, Format: m.Format, Bits: m.Bits, GroupSize: m.GroupSize, ScaleFormat: m.ScaleFormat}
 }
+
+// RowBytes is the size of one row of Data.
+func (m *Matrix) RowBytes() int { return m.Desc().RowBytes() }
 
 // Groups is the number of quantization groups per row (Affine only).
 func (m *Matrix) Groups() int { return m.Cols / m.GroupSize }
 
-// Validate checks that the byte slices have the sizes the shape and format need.
+// Validate checks the shape and format, and that the byte slices have the
+// sizes they need.
 func (m *Matrix) Validate() error {
-	if m.Rows <= 0 || m.Cols <= 0 {
-		return fmt.Errorf("matrix shape [%d, %d] is not positive", m.Rows, m.Cols)
+	var scales, biases []byte
+	if m.Format == Affine {
+		scales, biases = m.Scales, m.Biases
 	}
-	switch m.Format {
-	case F32, BF16, F16:
-	case Affine:
-		switch m.Bits {
-		case 2, 3, 4, 5, 6, 8:
-		default:
-			return fmt.Errorf("affine matrix: unsupported bits %d", m.Bits)
-		}
-		if m.GroupSize <= 0 || m.Cols%m.GroupSize != 0 || m.GroupSize*m.Bits%32 != 0 {
-			return fmt.Errorf("affine matrix: %d columns do not split into groups of %d that fill whole 32-bit words at %d bits", m.Cols, m.GroupSize, m.Bits)
-		}
-		es := m.ScaleFormat.elemSize()
-		if es == 0 {
-			return fmt.Errorf("affine matrix: scale format %v is not a float format", m.ScaleFormat)
-		}
-		want := m.Rows * m.Groups() * es
-		if len(m.Scales) != want || len(m.Biases) != want {
-			return fmt.Errorf("affine matrix [%d, %d] group %d: scales/biases need %d bytes each, have %d and %d", m.Rows, m.Cols, m.GroupSize, want, len(m.Scales), len(m.Biases))
-		}
-	default:
-		return fmt.Errorf("unknown matrix format %v", m.Format)
-	}
-	if want := m.Rows * m.RowBytes(); len(m.Data) != want {
-		return fmt.Errorf("%v matrix [%d, %d]: data needs %d bytes, have %d", m.Format, m.Rows, m.Cols, want, len(m.Data))
-	}
-	return nil
+	return m.Desc().CheckBytes(m.Data, scales, biases)
 }
 
 // Row writes the dequantized row r into dst[:Cols].
@@ -203,7 +155,7 @@ func decodeFloats(dst []float32, raw []byte, f Format, first int) {
 
 // DecodeFloats converts a little-endian F32/BF16/F16 array to float32.
 func DecodeFloats(raw []byte, f Format) ([]float32, error) {
-	es := f.elemSize()
+	es := f.ElemSize()
 	if es == 0 || len(raw)%es != 0 {
 		return nil, fmt.Errorf("cannot decode %d bytes as %v", len(raw), f)
 	}

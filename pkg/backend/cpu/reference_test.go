@@ -93,7 +93,7 @@ func randomMatrix(rng *rand.Rand, rows, cols int, f Format, bits, gs int, sf For
 			m.Data[i] = byte(rng.IntN(256))
 		}
 		n := rows * cols / gs
-		es := sf.elemSize()
+		es := sf.ElemSize()
 		m.Scales = make([]byte, n*es)
 		m.Biases = make([]byte, n*es)
 		put := func(b []byte, i int, v float32) {
