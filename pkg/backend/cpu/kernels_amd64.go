@@ -1,14 +1,42 @@
+//go:build !noasm
+
 package cpu
 
 import (
+	"os"
 	"unsafe"
 
 	"golang.org/x/sys/cpu"
 )
 
-// haveAVX2 selects the assembly kernels: AVX2 and FMA, with the OS saving the
-// YMM registers (x/sys/cpu checks OSXSAVE for us).
-var haveAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA
+// The one switch that selects the assembly kernels: simdLevel, set once from
+// the CPU's features (x/sys/cpu also checks that the OS saves the YMM/ZMM
+// registers). FM_SIMD=generic|avx2|avx512 caps it, for A/B measurements and
+// to rule a kernel out when hunting a bug; the noasm build tag compiles the
+// assembly out altogether (kernels_generic.go).
+var simdLevel = detectSIMD(os.Getenv("FM_SIMD"))
+
+// haveAVX2 gates the AVX2+FMA kernels, haveAVX512 the AVX-512 ones
+// (AVX512F; haveVBMI adds the byte permutes of the 3-bit kernel).
+var (
+	haveAVX2   = simdLevel >= levelAVX2
+	haveAVX512 = simdLevel >= levelAVX512
+	haveVBMI   = haveAVX512 && cpu.X86.HasAVX512VBMI
+)
+
+func detectSIMD(limit string) int {
+	level := levelGeneric
+	if cpu.X86.HasAVX2 && cpu.X86.HasFMA {
+		level = levelAVX2
+		if cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW {
+			level = levelAVX512
+		}
+	}
+	if max, ok := map[string]int{"generic": levelGeneric, "avx2": levelAVX2}[limit]; ok && max < level {
+		level = max
+	}
+	return level
+}
 
 //go:noescape
 func dotF32AVX2(a, b *float32, n int) float32

@@ -19,7 +19,7 @@ func (p *Pool) MatMul(y []float32, m *Matrix, x []float32, n int) {
 		p.affineMatMul(y, m, x, n)
 		return
 	}
-	simd := p.simd
+	level := p.level
 	rb := m.RowBytes()
 	p.For(rows, cols*n, func(lo, hi int) {
 		var buf []float32
@@ -32,27 +32,39 @@ func (p *Pool) MatMul(y []float32, m *Matrix, x []float32, n int) {
 			case F32:
 				w := f32s(raw)
 				for t := 0; t < n; t++ {
-					if simd {
-						y[t*rows+r] = dotF32SIMD(w, x[t*cols:(t+1)*cols])
-					} else {
-						y[t*rows+r] = dotF32(w, x[t*cols:(t+1)*cols])
+					xt := x[t*cols : (t+1)*cols]
+					switch {
+					case level >= levelAVX512:
+						y[t*rows+r] = dotF32AVX512Slice(w, xt)
+					case level >= levelAVX2:
+						y[t*rows+r] = dotF32SIMD(w, xt)
+					default:
+						y[t*rows+r] = dotF32(w, xt)
 					}
 				}
 			case BF16:
 				w := u16s(raw)
 				t := 0
-				if simd {
+				if level >= levelAVX2 {
 					var out [4]float32
 					for ; t+4 <= n; t += 4 {
-						bf16Row4SIMD(w, x[t*cols:(t+4)*cols], cols, &out)
+						if level >= levelAVX512 {
+							bf16Row4Wide(w, x[t*cols:(t+4)*cols], cols, &out)
+						} else {
+							bf16Row4SIMD(w, x[t*cols:(t+4)*cols], cols, &out)
+						}
 						y[t*rows+r], y[(t+1)*rows+r], y[(t+2)*rows+r], y[(t+3)*rows+r] = out[0], out[1], out[2], out[3]
 					}
 				}
 				for ; t < n; t++ {
-					if simd {
-						y[t*rows+r] = dotBF16SIMD(w, x[t*cols:(t+1)*cols])
-					} else {
-						y[t*rows+r] = dotBF16(w, x[t*cols:(t+1)*cols])
+					xt := x[t*cols : (t+1)*cols]
+					switch {
+					case level >= levelAVX512:
+						y[t*rows+r] = dotBF16AVX512Slice(w, xt)
+					case level >= levelAVX2:
+						y[t*rows+r] = dotBF16SIMD(w, xt)
+					default:
+						y[t*rows+r] = dotBF16(w, xt)
 					}
 				}
 			case F16:
@@ -74,7 +86,11 @@ func (p *Pool) MatMul(y []float32, m *Matrix, x []float32, n int) {
 // affineMatMul is MatMul for quantized matrices.
 func (p *Pool) affineMatMul(y []float32, m *Matrix, x []float32, n int) {
 	rows, cols, gs, g := m.Rows, m.Cols, m.GroupSize, m.Groups()
-	simd := p.simd && gs%32 == 0 && (m.Bits == 2 || m.Bits == 3 || m.Bits == 4 || m.Bits == 8)
+	if p.level >= levelAVX512 && wideAffine(m.Bits, gs) {
+		p.affineMatMulWide(y, m, x, n)
+		return
+	}
+	simd := p.level >= levelAVX2 && gs%32 == 0 && (m.Bits == 2 || m.Bits == 3 || m.Bits == 4 || m.Bits == 8)
 	gsumBuf := p.buf.get(n * g)
 	defer p.buf.put(gsumBuf)
 	gsum := *gsumBuf
@@ -87,7 +103,7 @@ func (p *Pool) affineMatMul(y []float32, m *Matrix, x []float32, n int) {
 		defer p.buf.put(xpBuf)
 		xp = *xpBuf
 		for t := 0; t < n; t++ {
-			permuteX(xp[t*cols:(t+1)*cols], x[t*cols:(t+1)*cols], m.Bits)
+			permuteX(xp[t*cols:(t+1)*cols], x[t*cols:(t+1)*cols], m.Bits, 8)
 		}
 	}
 	// The 4-token kernels want the group sums of each block of four tokens
@@ -144,22 +160,23 @@ func (p *Pool) affineMatMul(y []float32, m *Matrix, x []float32, n int) {
 }
 
 // permuteX reorders x for the SIMD kernels, which unpack codes by bit position
-// rather than by element: 4-bit codes per 16 elements as [even | odd], 2-bit
-// codes per 32 elements with entry 8k+j = x[4j+k].
-func permuteX(dst, x []float32, bits int) {
+// rather than by element, `lanes` codes per vector (8 for AVX2, 16 for
+// AVX-512): 4-bit codes per 2·lanes elements as [even | odd], 2-bit codes per
+// 4·lanes elements with entry lanes·k+j = x[4j+k]. Other widths are copied.
+func permuteX(dst, x []float32, bits, lanes int) {
 	switch bits {
 	case 4:
-		for b := 0; b+16 <= len(x); b += 16 {
-			for i := 0; i < 8; i++ {
+		for b := 0; b+2*lanes <= len(x); b += 2 * lanes {
+			for i := 0; i < lanes; i++ {
 				dst[b+i] = x[b+2*i]
-				dst[b+8+i] = x[b+2*i+1]
+				dst[b+lanes+i] = x[b+2*i+1]
 			}
 		}
 	case 2:
-		for b := 0; b+32 <= len(x); b += 32 {
+		for b := 0; b+4*lanes <= len(x); b += 4 * lanes {
 			for k := 0; k < 4; k++ {
-				for j := 0; j < 8; j++ {
-					dst[b+8*k+j] = x[b+4*j+k]
+				for j := 0; j < lanes; j++ {
+					dst[b+lanes*k+j] = x[b+4*j+k]
 				}
 			}
 		}
@@ -201,4 +218,73 @@ func affineRowDot(bits, gs int, raw []byte, x, scales, biases, gsum []float32) f
 		acc += scales[j]*d + biases[j]*gsum[j]
 	}
 	return acc
+}
+
+// wideChunk is the number of rows whose scales the AVX-512 path converts to
+// float32 at a time: enough to amortize the call, small enough for L1.
+const wideChunk = 32
+
+// affineMatMulWide is affineMatMul on the AVX-512 kernels (wideAffine holds).
+// Each worker converts the scales of wideChunk rows at a time and hands the
+// whole chunk to one multi-row kernel call per token, so the Go loop costs
+// nothing per row; four tokens at a time share each decoded weight (4 and 8
+// bits).
+func (p *Pool) affineMatMulWide(y []float32, m *Matrix, x []float32, n int) {
+	rows, cols, gs, g, bits := m.Rows, m.Cols, m.GroupSize, m.Groups(), m.Bits
+	xp := x
+	if bits == 2 || bits == 4 {
+		xpBuf := p.buf.get(n * cols)
+		defer p.buf.put(xpBuf)
+		xp = *xpBuf
+		for t := 0; t < n; t++ {
+			permuteX(xp[t*cols:(t+1)*cols], x[t*cols:(t+1)*cols], bits, 16)
+		}
+	}
+	blocks := 0
+	if bits == 4 || bits == 8 {
+		blocks = n / 4
+	}
+	rb := m.RowBytes()
+	p.For(rows, cols*n, func(lo, hi int) {
+		sbBuf := p.buf.get(2*wideChunk*g + g)
+		defer p.buf.put(sbBuf)
+		for c := lo; c < hi; c += wideChunk {
+			ce := min(c+wideChunk, hi)
+			k := ce - c
+			scales, biases := (*sbBuf)[:k*g], (*sbBuf)[wideChunk*g:wideChunk*g+k*g]
+			if m.ScaleFormat == BF16 && haveAVX2 {
+				cvtBF16SIMD(scales, u16s(m.Scales)[c*g:ce*g])
+				cvtBF16SIMD(biases, u16s(m.Biases)[c*g:ce*g])
+			} else {
+				decodeFloats(scales, m.Scales, m.ScaleFormat, c*g)
+				decodeFloats(biases, m.Biases, m.ScaleFormat, c*g)
+			}
+			var out [4]float32
+			for b := 0; b < blocks; b++ {
+				t := 4 * b
+				for r := c; r < ce; r++ {
+					i := r - c
+					affineRow4Wide(bits, m.Data[r*rb:(r+1)*rb], xp[t*cols:(t+4)*cols], cols, scales[i*g:(i+1)*g], biases[i*g:(i+1)*g], gs, &out)
+					y[t*rows+r], y[(t+1)*rows+r], y[(t+2)*rows+r], y[(t+3)*rows+r] = out[0], out[1], out[2], out[3]
+				}
+			}
+			// The 3-bit kernel reads 8 bytes past each row: the matrix's last
+			// row runs in Go.
+			last := ce
+			if bits == 3 && ce == rows {
+				last--
+			}
+			for t := 4 * blocks; t < n; t++ {
+				xt := xp[t*cols : (t+1)*cols]
+				if last > c {
+					affineRowsWide(bits, m.Data[c*rb:last*rb], xt, scales[:(last-c)*g], biases[:(last-c)*g], y[t*rows+c:t*rows+last], gs)
+				}
+				if last < ce {
+					i := last - c
+					gsum := groupSums((*sbBuf)[2*wideChunk*g:], xt, gs)
+					y[t*rows+last] = affineRowDot(bits, gs, m.Data[last*rb:ce*rb], xt, scales[i*g:(i+1)*g], biases[i*g:(i+1)*g], gsum)
+				}
+			}
+		}
+	})
 }

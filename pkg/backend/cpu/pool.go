@@ -33,20 +33,20 @@ const minWorkPerGoroutine = 1 << 16
 // its own goroutines (cheap in Go) and waits for them.
 type Pool struct {
 	workers int
-	// simd selects the assembly kernels where the CPU has them; a pool without
-	// it runs the pure-Go kernels (the tests compare the two).
-	simd bool
+	// level selects the kernels: levelGeneric runs the pure-Go ones, higher
+	// levels the assembly ones up to what the CPU has (the tests compare them).
+	level int
 	buf  scratch
 }
 
 // NewPool returns a pool of the given width; workers <= 0 means GOMAXPROCS.
-func NewPool(workers int) *Pool { return newPool(workers, haveAVX2) }
+func NewPool(workers int) *Pool { return newPool(workers, simdLevel) }
 
-func newPool(workers int, simd bool) *Pool {
+func newPool(workers, level int) *Pool {
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
-	return &Pool{workers: workers, simd: simd && haveAVX2}
+	return &Pool{workers: workers, level: min(level, simdLevel)}
 }
 
 // Workers is the pool's width.
