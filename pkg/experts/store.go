@@ -38,6 +38,14 @@ type Options struct {
 	// process's descriptor limit (at least 64).
 	MaxOpenFiles int
 	FS           FS // nil means OS()
+	// Mmap maps each expert file read-only on its first Fetch and hands out
+	// the mapping itself, kept until Close: no copy, and a Fetch of an expert
+	// already mapped does no I/O at all (the page cache is the cache; pages the
+	// kernel dropped fault back in as they are used, like any mapped file). The
+	// first Fetch of a file prefaults it with the read workers, in parallel.
+	// Unix only; not with DirectIO, CacheBytes or a custom FS. A file
+	// truncated while mapped kills the process with SIGBUS, as for any mapping.
+	Mmap bool
 }
 
 // Expert is one expert's file, read whole. Data is shared with the store and
@@ -63,6 +71,7 @@ type Store struct {
 	workers sync.WaitGroup
 	stats   counters
 
+	mmap     bool        // Options.Mmap: entries hold mappings, never evicted
 	direct   atomic.Bool // false after a fallback to buffered reads
 	closed   atomic.Bool
 	warnMu   sync.Mutex
@@ -136,6 +145,11 @@ func Open(dir string, set *layout.ExpertSet, opts Options) (*Store, error) {
 	if opts.CacheBytes < 0 {
 		return nil, fmt.Errorf("experts: negative cache budget %d", opts.CacheBytes)
 	}
+	if opts.Mmap {
+		if err := checkMmapOptions(opts); err != nil {
+			return nil, fmt.Errorf("%s: %w", set.Dir, err)
+		}
+	}
 	s := &Store{
 		dir:    dir,
 		set:    set,
@@ -147,6 +161,10 @@ func Open(dir string, set *layout.ExpertSet, opts Options) (*Store, error) {
 		pool:  &bufferPool{size: int(set.FileSize), maxIdle: max(8, 2*opts.IOThreads)},
 		queue: newJobQueue(),
 		live:  map[key]*entry{},
+	}
+	s.mmap = opts.Mmap
+	if s.mmap {
+		s.cache = &keepAll{} // a mapping stays until Close
 	}
 	s.direct.Store(opts.DirectIO)
 	if opts.DirectIO {
@@ -352,6 +370,11 @@ func (s *Store) worker() {
 			s.finish(j.e, nil, err)
 			continue
 		}
+		if s.mmap {
+			buf, err := s.mapExpert(j.ctx, j.e.key)
+			s.finish(j.e, buf, err)
+			continue
+		}
 		buf := s.pool.get()
 		if err := s.read(j.ctx, j.e.key, buf); err != nil {
 			s.pool.put(buf)
@@ -530,6 +553,9 @@ func (s *Store) Close() error {
 	}
 	s.queue.close()
 	s.workers.Wait()
+	if s.mmap {
+		s.unmapIdle()
+	}
 	return s.files.closeAll()
 }
 
