@@ -141,12 +141,16 @@ type helper struct {
 	wake   chan struct{} // capacity 1: a wake-up is never lost, at worst spurious
 	r      ranger
 	lo, hi int
+
+	// The owner's side of the same protocol, for waiting on done.
+	ownerParked atomic.Bool
+	finished    chan struct{} // capacity 1
 }
 
 func newTeam(n int) *team {
 	t := &team{helpers: make([]*helper, n)}
 	for i := range t.helpers {
-		h := &helper{wake: make(chan struct{}, 1)}
+		h := &helper{wake: make(chan struct{}, 1), finished: make(chan struct{}, 1)}
 		t.helpers[i] = h
 		go h.loop()
 	}
@@ -169,11 +173,29 @@ func (t *team) run(n, parts int, r ranger) {
 	}
 	r.run(0, n/parts)
 	for _, h := range hs {
-		want := h.gen.Load()
-		for h.done.Load() != want {
-			runtime.Gosched()
-		}
+		h.await(h.gen.Load())
 		h.r = nil // do not keep the caller's data reachable
+	}
+}
+
+// ownerSpins is how many times (runtime.Gosched each) the owner polls for a
+// helper's part before it sleeps: parts are split evenly, so the wait is
+// usually short; but when the machine is oversubscribed the helper may not
+// even be running, and a polling owner would keep its CPU from it.
+const ownerSpins = 64
+
+// await waits until the helper has finished part gen.
+func (h *helper) await(gen uint32) {
+	for spins := 0; h.done.Load() != gen; spins++ {
+		if spins < ownerSpins {
+			runtime.Gosched()
+			continue
+		}
+		h.ownerParked.Store(true)
+		if h.done.Load() != gen {
+			<-h.finished
+		}
+		h.ownerParked.Store(false)
 	}
 }
 
@@ -211,5 +233,11 @@ func (h *helper) loop() {
 		seen = h.gen.Load()
 		h.r.run(h.lo, h.hi)
 		h.done.Store(seen)
+		if h.ownerParked.Load() {
+			select {
+			case h.finished <- struct{}{}:
+			default:
+			}
+		}
 	}
 }
