@@ -17,7 +17,7 @@ import (
 
 // DefaultIOThreads is the default number of pread workers. An NVMe drive needs
 // a queue depth of 8–32 outstanding reads to reach its bandwidth, and the
-// development disk measured in shared/docs/libraries.md §3 stops improving at
+// development disk measured in docs/libraries.md §3 stops improving at
 // 8–16; the workers sleep in the kernel, so CPU count does not matter.
 const DefaultIOThreads = 16
 
