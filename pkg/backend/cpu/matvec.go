@@ -313,6 +313,9 @@ func groupSums(dst, x []float32, gs int) []float32 {
 // affineRowDot is one affine row (raw codes, decoded scales and biases) dotted
 // with x, given the group sums of x.
 func affineRowDot(bits, gs int, raw []byte, x, scales, biases, gsum []float32) float32 {
+	if haveNEON && bits == 4 && gs%32 == 0 {
+		return q4RowArch(raw, x, scales, biases, gsum, gs)
+	}
 	gb := gs * bits / 8 // bytes per group
 	var acc float32
 	for j := range scales {

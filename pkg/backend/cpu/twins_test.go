@@ -127,3 +127,34 @@ func TestLevelsAgreeOnLargeShapes(t *testing.T) {
 		}
 	}
 }
+
+// TestNEONMatchesTwin compares the arm64 NEON 4-bit row kernel with the
+// generic per-group dotQ4 on random rows (run under qemu-user by make test).
+func TestNEONMatchesTwin(t *testing.T) {
+	if !haveNEON {
+		t.Skip("no NEON kernels in this build")
+	}
+	rng := rand.New(rand.NewPCG(14, 15))
+	for _, gs := range []int{32, 64, 128} {
+		for _, groups := range []int{1, 3, 17} {
+			m := randomMatrix(rng, 2, gs*groups, Affine, 4, gs, F32)
+			x := randomVector(rng, m.Cols)
+			scales, biases := make([]float32, groups), make([]float32, groups)
+			decodeFloats(scales, m.Scales, F32, groups)
+			decodeFloats(biases, m.Biases, F32, groups)
+			gsum := groupSums(make([]float32, groups), x, gs)
+			raw := m.Data[m.RowBytes():]
+			got := q4RowArch(raw, x, scales, biases, gsum, gs)
+			var want, mag float64
+			gb := gs / 2
+			for j := range groups {
+				d := dotQ4(u32s(raw[j*gb:(j+1)*gb]), x[j*gs:(j+1)*gs])
+				want += float64(scales[j]*d + biases[j]*gsum[j])
+				mag += math.Abs(float64(scales[j]*d)) + math.Abs(float64(biases[j]*gsum[j]))
+			}
+			if math.Abs(float64(got)-want) > 1e-5*mag+1e-6 {
+				t.Errorf("gs %d groups %d: NEON %g, generic %g", gs, groups, got, want)
+			}
+		}
+	}
+}
