@@ -25,6 +25,7 @@ type engineFlags struct {
 	backend         string
 	ioThreads       int
 	directIO        bool
+	mmap            bool
 	expertCacheMB   int
 	threads         int
 	noVerify        bool
@@ -38,6 +39,7 @@ func (f *engineFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.backend, "backend", "cpu", "compute backend: cpu or cuda")
 	fs.IntVar(&f.ioThreads, "io-threads", 0, fmt.Sprintf("parallel expert reads (0: %d)", experts.DefaultIOThreads))
 	fs.BoolVar(&f.directIO, "direct-io", false, "read experts with O_DIRECT, bypassing the page cache (pair with --expert-cache-mb)")
+	fs.BoolVar(&f.mmap, "mmap", false, "map the expert files instead of copying each routed expert out of the page cache (zero copy; not with --direct-io or --expert-cache-mb)")
 	fs.IntVar(&f.expertCacheMB, "expert-cache-mb", 0, "RAM budget in MiB for caching experts in the process (0: none; the OS page cache still helps unless --direct-io)")
 	fs.IntVar(&f.threads, "threads", 0, "compute goroutines (0: all CPUs)")
 	fs.BoolVar(&f.noVerify, "no-verify", false, "skip hashing model_weights.bin at start (sizes are still checked)")
@@ -74,6 +76,7 @@ func (f *engineFlags) open(ctx context.Context, stderr io.Writer) (*engine.Engin
 		Store: experts.Options{
 			IOThreads:  f.ioThreads,
 			DirectIO:   f.directIO,
+			Mmap:       f.mmap,
 			CacheBytes: int64(f.expertCacheMB) << 20,
 		},
 		SkipDenseChecksum: f.noVerify,
