@@ -202,6 +202,9 @@ func (s *Store) Fetch(ctx context.Context, layer int, ids []int) ([]*Expert, err
 	defer func() { s.stats.waitTime.Add(int64(time.Since(start))) }()
 	s.stats.fetches.Add(1)
 	s.stats.experts.Add(int64(len(ids)))
+	if out := s.fetchCached(layer, ids); out != nil {
+		return out, nil
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // aborts this call's queued reads when it returns early
