@@ -12,13 +12,14 @@ import (
 
 	"github.com/fm-moe/fm/pkg/engine"
 	"github.com/fm-moe/fm/pkg/model"
+	"github.com/fm-moe/fm/pkg/policy"
 	"github.com/fm-moe/fm/pkg/sample"
 	"github.com/fm-moe/fm/pkg/tokenizer"
 )
 
 func newBenchCmd() *cobra.Command {
 	var (
-		ef           engineFlags
+		ef           policy.EngineFlags
 		prompt       string
 		promptTokens int
 		genTokens    int
@@ -48,7 +49,7 @@ disk instead.`,
 			}
 			out := cmd.OutOrStdout()
 			ctx := cmd.Context()
-			e, err := ef.open(ctx, cmd.ErrOrStderr())
+			e, err := ef.Open(ctx, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
@@ -56,7 +57,7 @@ disk instead.`,
 			cfg := e.Model.Config()
 			ids := syntheticPrompt(promptTokens, cfg.VocabSize)
 			if prompt != "" {
-				tok, err := tokenizer.Load(ef.model)
+				tok, err := tokenizer.Load(ef.Model)
 				if err != nil {
 					return err
 				}
@@ -88,7 +89,7 @@ disk instead.`,
 			return nil
 		},
 	}
-	ef.register(cmd.Flags())
+	ef.Register(cmd.Flags())
 	cmd.Flags().StringVar(&prompt, "prompt", "", "prompt text for the prefill (default: synthetic ids)")
 	cmd.Flags().IntVar(&promptTokens, "prompt-tokens", 128, "length of the synthetic prompt")
 	cmd.Flags().IntVar(&genTokens, "tokens", 64, "tokens to decode")

@@ -1,104 +1,23 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"io"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 
 	"github.com/fm-moe/fm/pkg/engine"
-	"github.com/fm-moe/fm/pkg/experts"
 	"github.com/fm-moe/fm/pkg/layout"
+	"github.com/fm-moe/fm/pkg/policy"
 )
-
-// engineFlags are the flags every model-running command shares.
-type engineFlags struct {
-	model           string
-	twoBit          bool
-	threeBit        bool
-	expertsPerToken int
-	backend         string
-	ioThreads       int
-	directIO        bool
-	mmap            bool
-	expertCacheMB   int
-	threads         int
-	noVerify        bool
-}
-
-func (f *engineFlags) register(fs *pflag.FlagSet) {
-	fs.StringVar(&f.model, "model", "", "prepared model directory (fm-extract + fm-repack output)")
-	fs.BoolVar(&f.twoBit, "2bit", false, "use the 2-bit experts written by fm-requant2bit")
-	fs.BoolVar(&f.threeBit, "3bit", false, "use the 3-bit experts written by fm-requant2bit --bits 3")
-	fs.IntVar(&f.expertsPerToken, "experts-per-token", 0, "route each token to only K experts instead of the model's num_experts_per_tok (faster, but changes the model's output)")
-	fs.StringVar(&f.backend, "backend", "cpu", "compute backend: cpu or cuda")
-	fs.IntVar(&f.ioThreads, "io-threads", 0, fmt.Sprintf("parallel expert reads (0: %d)", experts.DefaultIOThreads))
-	fs.BoolVar(&f.directIO, "direct-io", false, "read experts with O_DIRECT, bypassing the page cache (pair with --expert-cache-mb)")
-	fs.BoolVar(&f.mmap, "mmap", false, "map the expert files instead of copying each routed expert out of the page cache (zero copy; not with --direct-io or --expert-cache-mb)")
-	fs.IntVar(&f.expertCacheMB, "expert-cache-mb", 0, "RAM budget in MiB for caching experts in the process (0: none; the OS page cache still helps unless --direct-io)")
-	fs.IntVar(&f.threads, "threads", 0, "compute goroutines (0: all CPUs)")
-	fs.BoolVar(&f.noVerify, "no-verify", false, "skip hashing model_weights.bin at start (sizes are still checked)")
-}
-
-// open checks the flags and opens the engine; notes go to stderr.
-func (f *engineFlags) open(ctx context.Context, stderr io.Writer) (*engine.Engine, error) {
-	if f.model == "" {
-		return nil, errors.New("--model is required")
-	}
-	switch f.backend {
-	case "cpu":
-	case "cuda":
-		return nil, errors.New("--backend cuda: the CUDA backend is not available in this build (use --backend cpu)")
-	default:
-		return nil, fmt.Errorf("--backend %q: want cpu or cuda", f.backend)
-	}
-	expertsDir := ""
-	if f.threeBit {
-		if f.twoBit {
-			return nil, errors.New("--2bit and --3bit exclude each other")
-		}
-		expertsDir = layout.Experts3BitDir
-	}
-	if f.expertsPerToken < 0 {
-		return nil, fmt.Errorf("--experts-per-token %d: must be positive", f.expertsPerToken)
-	}
-	e, err := engine.Open(ctx, engine.Options{
-		Dir:             f.model,
-		TwoBit:          f.twoBit,
-		ExpertsDir:      expertsDir,
-		ExpertsPerToken: f.expertsPerToken,
-		Workers:         f.threads,
-		Store: experts.Options{
-			IOThreads:  f.ioThreads,
-			DirectIO:   f.directIO,
-			Mmap:       f.mmap,
-			CacheBytes: int64(f.expertCacheMB) << 20,
-		},
-		SkipDenseChecksum: f.noVerify,
-	})
-	if err != nil {
-		return nil, err
-	}
-	if k := f.expertsPerToken; k > 0 {
-		fmt.Fprintf(stderr, "note: --experts-per-token %d routes each token to %d of the model's %d experts per token; this changes the model's output\n",
-			k, k, e.Model.Config().NumExpertsPerTok)
-	}
-	if e.Store != nil {
-		for _, w := range e.Store.Warnings() {
-			fmt.Fprintln(stderr, "note:", w)
-		}
-	}
-	return e, nil
-}
 
 func newLogitsCmd() *cobra.Command {
 	var (
-		ef     engineFlags
+		ef     policy.EngineFlags
 		tokens string
 		out    string
 		decode bool
@@ -119,11 +38,11 @@ Both must agree with the reference implementation (transformers).`,
 			if err != nil {
 				return err
 			}
-			if out == "" {
-				return errors.New("--out is required")
+			if err := checkOutFile(out, ef.Model); err != nil {
+				return err
 			}
 			ctx := cmd.Context()
-			e, err := ef.open(ctx, cmd.ErrOrStderr())
+			e, err := ef.Open(ctx, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
@@ -136,12 +55,12 @@ Both must agree with the reference implementation (transformers).`,
 			}
 			logits, err := e.Logits(ctx, ids, decode)
 			if err != nil {
-				return err
+				return contextHint(err)
 			}
 			return engine.WriteLogits(out, logits, len(ids), V)
 		},
 	}
-	ef.register(cmd.Flags())
+	ef.Register(cmd.Flags())
 	cmd.Flags().StringVar(&tokens, "tokens", "", "comma-separated token ids")
 	cmd.Flags().StringVar(&out, "out", "", "output safetensors file")
 	cmd.Flags().BoolVar(&decode, "decode", false, "feed tokens one at a time through the decode path")
@@ -163,4 +82,35 @@ func parseIDs(s string) ([]int, error) {
 		ids = append(ids, v)
 	}
 	return ids, nil
+}
+
+// checkOutFile refuses an --out that is a directory or one of the files a
+// prepared directory consists of (the logits would replace the manifest, a
+// weight file or the tokenizer).
+func checkOutFile(out, model string) error {
+	if out == "" {
+		return errors.New("--out is required")
+	}
+	if st, err := os.Stat(out); err == nil && st.IsDir() {
+		return fmt.Errorf("--out %s is a directory; give a file name such as %s", out, filepath.Join(out, "logits.safetensors"))
+	}
+	if model == "" {
+		return nil
+	}
+	absOut, err1 := filepath.Abs(out)
+	absModel, err2 := filepath.Abs(model)
+	if err1 != nil || err2 != nil {
+		return nil
+	}
+	rel, err := filepath.Rel(absModel, absOut)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		return nil // outside the model directory
+	}
+	top := strings.SplitN(filepath.ToSlash(rel), "/", 2)[0]
+	switch {
+	case top == layout.ManifestName, top == layout.DenseName, top == policy.GenerationConfigName,
+		top == "config.json", strings.HasPrefix(top, "tokenizer"), strings.HasPrefix(top, layout.ExpertsDir):
+		return fmt.Errorf("--out %s would overwrite %s of the model directory %s; write the logits elsewhere", out, top, model)
+	}
+	return nil
 }

@@ -5,10 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 	"time"
-
-	"github.com/fm-moe/fm/pkg/layout"
 )
 
 // Options.Mmap: the expert files are mapped instead of read. What it saves is
@@ -67,12 +64,9 @@ func (s *Store) mapExpert(ctx context.Context, k key) ([]byte, error) {
 	s.stats.ioTime.Add(int64(time.Since(start)))
 	s.stats.reads.Add(1)
 	s.stats.bytes.Add(int64(len(data)))
-	if s.verify {
-		want := s.set.Checksums[k.layer][k.id]
-		if got := layout.Checksum(data); !strings.EqualFold(got, want) {
-			unmapFile(data)
-			return nil, fmt.Errorf("%s: checksum %s, manifest says %s (re-run fm-repack)", path, got, want)
-		}
+	if err := s.checker.check(path, k.layer, k.id, data); err != nil {
+		unmapFile(data)
+		return nil, err
 	}
 	return data, nil
 }
