@@ -79,52 +79,6 @@ func affineRow4Wide(bits int, row []byte, x []float32, stride int, scales, biase
 	return true
 }
 
-// dotF32AVX512Slice is Σ a[i]·b[i] (b at least as long as a).
-func dotF32AVX512Slice(a, b []float32) float32 {
-	b = b[:len(a)]
-	n := len(a) &^ 63
-	var s float32
-	if n > 0 {
-		s = dotF32AVX512(&a[0], &b[0], n)
-	}
-	for i := n; i < len(a); i++ {
-		s += a[i] * b[i]
-	}
-	return s
-}
-
-// dotBF16AVX512Slice is Σ bf16(w[i])·x[i].
-func dotBF16AVX512Slice(w []uint16, x []float32) float32 {
-	x = x[:len(w)]
-	n := len(w) &^ 63
-	var s float32
-	if n > 0 {
-		s = dotBF16AVX512(&w[0], &x[0], n)
-	}
-	for i := n; i < len(w); i++ {
-		s += BF16ToF32(w[i]) * x[i]
-	}
-	return s
-}
-
-// bf16Row4Wide is bf16Row4SIMD with the AVX-512 kernel.
-func bf16Row4Wide(w []uint16, x []float32, stride int, out *[4]float32) {
-	n := len(w) &^ 31
-	_ = x[3*stride+len(w)-1]
-	if n > 0 {
-		bf16Row4AVX512(&w[0], unsafe.Pointer(&x[0]), 4*stride, unsafe.Pointer(out), n)
-	} else {
-		*out = [4]float32{}
-	}
-	for i := n; i < len(w); i++ {
-		f := BF16ToF32(w[i])
-		out[0] += f * x[i]
-		out[1] += f * x[stride+i]
-		out[2] += f * x[2*stride+i]
-		out[3] += f * x[3*stride+i]
-	}
-}
-
 //go:noescape
 func readSumAVX512(p *byte, n int) uint64
 

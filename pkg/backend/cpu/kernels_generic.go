@@ -44,9 +44,9 @@ func affineRow4Wide(bits int, row []byte, x []float32, stride int, scales, biase
 	return false
 }
 
-func dotF32AVX512Slice(a, b []float32) float32 { return dotF32(a, b) }
+func dotF32Wide(a, b []float32, wide bool) float32 { return dotF32(a, b) }
 
-func dotBF16AVX512Slice(w []uint16, x []float32) float32 { return dotBF16(w, x) }
+func dotBF16Wide(w []uint16, x []float32, wide bool) float32 { return dotBF16(w, x) }
 
 func bf16Row4Wide(w []uint16, x []float32, stride int, out *[4]float32) {
 	panic("cpu: no SIMD kernels in this build")

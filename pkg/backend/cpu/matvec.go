@@ -68,12 +68,9 @@ func (t *matTask) floatRows(lo, hi int) {
 			w := f32s(raw)
 			for k := 0; k < n; k++ {
 				xt := x[k*cols : (k+1)*cols]
-				switch {
-				case level >= levelAVX512:
-					y[k*rows+r] = dotF32AVX512Slice(w, xt)
-				case level >= levelAVX2:
-					y[k*rows+r] = dotF32SIMD(w, xt)
-				default:
+				if level >= levelAVX2 {
+					y[k*rows+r] = dotF32Wide(w, xt, level >= levelAVX512)
+				} else {
 					y[k*rows+r] = dotF32(w, xt)
 				}
 			}
@@ -93,12 +90,9 @@ func (t *matTask) floatRows(lo, hi int) {
 			}
 			for ; k < n; k++ {
 				xt := x[k*cols : (k+1)*cols]
-				switch {
-				case level >= levelAVX512:
-					y[k*rows+r] = dotBF16AVX512Slice(w, xt)
-				case level >= levelAVX2:
-					y[k*rows+r] = dotBF16SIMD(w, xt)
-				default:
+				if level >= levelAVX2 {
+					y[k*rows+r] = dotBF16Wide(w, xt, level >= levelAVX512)
+				} else {
 					y[k*rows+r] = dotBF16(w, xt)
 				}
 			}

@@ -50,10 +50,10 @@ func TestWideKernelsMatchTwins(t *testing.T) {
 			mag += math.Abs(float64(a[i] * b[i]))
 		}
 		tol := 1e-5*mag + 1e-6
-		if got, want := dotF32AVX512Slice(a, b), dotF32(a, b); math.Abs(float64(got-want)) > tol {
+		if got, want := dotF32Wide(a, b, haveAVX512), dotF32(a, b); math.Abs(float64(got-want)) > tol {
 			t.Errorf("dotF32 n=%d: %g, generic %g", n, got, want)
 		}
-		if got, want := dotBF16AVX512Slice(w, b), dotBF16(w, b); math.Abs(float64(got-want)) > tol {
+		if got, want := dotBF16Wide(w, b, haveAVX512), dotBF16(w, b); math.Abs(float64(got-want)) > tol {
 			t.Errorf("dotBF16 n=%d: %g, generic %g", n, got, want)
 		}
 		if n >= 4 {
