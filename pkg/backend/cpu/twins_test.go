@@ -3,6 +3,8 @@ package cpu
 import (
 	"math"
 	"math/rand/v2"
+	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -157,4 +159,46 @@ func TestNEONMatchesTwin(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestPoolConcurrentAndNested: For calls from several goroutines at once
+// (one owns the helpers, the others fall back to fresh goroutines) and For
+// calls nested in a part all cover their ranges exactly once.
+func TestPoolConcurrentAndNested(t *testing.T) {
+	p := NewPool(3)
+	const n = 300
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for round := 0; round < 50; round++ {
+				seen := make([]int32, n)
+				p.For(n, 1<<20, func(lo, hi int) {
+					for i := lo; i < hi; i++ {
+						inner := make([]int32, 8)
+						p.For(8, 1<<20, func(a, b int) {
+							for j := a; j < b; j++ {
+								inner[j]++
+							}
+						})
+						for _, v := range inner {
+							if v != 1 {
+								t.Errorf("nested For visited an item %d times", v)
+								return
+							}
+						}
+						atomic.AddInt32(&seen[i], 1)
+					}
+				})
+				for i, v := range seen {
+					if v != 1 {
+						t.Errorf("item %d visited %d times", i, v)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }
