@@ -130,7 +130,7 @@ func BenchmarkMatMul(b *testing.B) {
 			name string
 			f    Format
 			bits int
-		}{{"bf16", BF16, 0}, {"q4", Affine, 4}} {
+		}{{"bf16", BF16, 0}, {"q8", Affine, 8}, {"q4", Affine, 4}, {"q3", Affine, 3}, {"q2", Affine, 2}} {
 			m := benchMatrix(2048, 2048, f.f, f.bits)
 			x := randomVector(rand.New(rand.NewPCG(2, 2)), n*2048)
 			y := make([]float32, n*2048)

@@ -32,6 +32,12 @@ func q4Row4AVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, 
 func q8Row4AVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int)
 
 //go:noescape
+func q2Row4AVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int)
+
+//go:noescape
+func q3Row4AVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int)
+
+//go:noescape
 func bf16Row4AVX512(w *uint16, xp unsafe.Pointer, xstride int, out unsafe.Pointer, n int)
 
 // affineRowsWide computes y[r] = row r · x for len(y) consecutive rows whose
@@ -62,6 +68,7 @@ func affineRowsWide(bits int, raw []byte, x, scales, biases, y []float32, gs int
 
 // affineRow4Wide is one row against four tokens (x rows stride floats apart,
 // permuted as for affineRowsWide); ok is false where no such kernel exists.
+// For 3 bits, 8 bytes past the row's codes must be readable.
 func affineRow4Wide(bits int, row []byte, x []float32, stride int, scales, biases []float32, gs int, out *[4]float32) bool {
 	g := len(scales)
 	_ = x[3*stride+g*gs-1]
@@ -73,6 +80,10 @@ func affineRow4Wide(bits int, row []byte, x []float32, stride int, scales, biase
 		q4Row4AVX512(&row[0], xp, 4*stride, sp, bp, op, g, gs/32)
 	case 8:
 		q8Row4AVX512(&row[0], xp, 4*stride, sp, bp, op, g, gs/32)
+	case 2:
+		q2Row4AVX512(&row[0], xp, 4*stride, sp, bp, op, g, gs/64)
+	case 3:
+		q3Row4AVX512(&row[0], xp, 4*stride, sp, bp, op, g, gs/64)
 	default:
 		return false
 	}

@@ -110,6 +110,35 @@
 	VZEROUPPER \
 	RET
 
+// ROW4Z_FMA16 feeds the four decoded vectors Z6..Z9 (64 weights) to the four
+// tokens: vector k meets the 16 floats at byte offset 64k of each token's
+// block at AX.
+#define ROW4Z_FMA16 \
+	VFMADD231PS (DI)(AX*1), Z6, Z0 \
+	VFMADD231PS 64(DI)(AX*1), Z7, Z16 \
+	VFMADD231PS 128(DI)(AX*1), Z8, Z0 \
+	VFMADD231PS 192(DI)(AX*1), Z9, Z16 \
+	VFMADD231PS (R12)(AX*1), Z6, Z1 \
+	VFMADD231PS 64(R12)(AX*1), Z7, Z17 \
+	VFMADD231PS 128(R12)(AX*1), Z8, Z1 \
+	VFMADD231PS 192(R12)(AX*1), Z9, Z17 \
+	VFMADD231PS (R13)(AX*1), Z6, Z2 \
+	VFMADD231PS 64(R13)(AX*1), Z7, Z18 \
+	VFMADD231PS 128(R13)(AX*1), Z8, Z2 \
+	VFMADD231PS 192(R13)(AX*1), Z9, Z18 \
+	VFMADD231PS (R14)(AX*1), Z6, Z3 \
+	VFMADD231PS 64(R14)(AX*1), Z7, Z19 \
+	VFMADD231PS 128(R14)(AX*1), Z8, Z3 \
+	VFMADD231PS 192(R14)(AX*1), Z9, Z19
+
+#define ROW4Z_ARGS \
+	MOVQ packed+0(FP), SI \
+	MOVQ scales+24(FP), R8 \
+	MOVQ biases+32(FP), R9 \
+	MOVQ out+40(FP), DX \
+	MOVQ groups+48(FP), R11 \
+	MOVQ reps+56(FP), R15
+
 // func q4RowsAVX512(packed *byte, x, scales, biases, y unsafe.Pointer, rows, groups, reps int)
 // Consecutive 4-bit affine rows, each dotted with x permuted per 32 elements as
 // [x0 x2 … x30 | x1 x3 … x31] (low nibbles meet the first half). reps is
@@ -410,6 +439,75 @@ q8x4zstep:
 	JNZ         q8x4zstep
 	DECQ        R11
 	JNZ         q8x4zgroup
+	ROW4Z_FINISH
+
+// func q2Row4AVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int)
+// x permuted as for q2RowsAVX512; reps is GroupSize/64 (16 bytes each).
+TEXT ·q2Row4AVX512(SB), NOSPLIT, $0-64
+	ROW4Z_PROLOGUE
+	ROW4Z_ARGS
+	VMOVUPS iota2<>(SB), Z15
+
+q2x4zgroup:
+	TABLE
+	MOVQ R15, CX
+
+q2x4zstep:
+	VPMOVZXBD (SI), Z6
+	VPSRLD    $2, Z6, Z7
+	VPSRLD    $4, Z6, Z8
+	VPSRLD    $6, Z6, Z9
+	VPERMPS   Z4, Z6, Z6
+	VPERMPS   Z4, Z7, Z7
+	VPERMPS   Z4, Z8, Z8
+	VPERMPS   Z4, Z9, Z9
+	ROW4Z_FMA16
+	ADDQ      $16, SI
+	ADDQ      $256, AX
+	DECQ      CX
+	JNZ       q2x4zstep
+	DECQ      R11
+	JNZ       q2x4zgroup
+	ROW4Z_FINISH
+
+// func q3Row4AVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int)
+// x in natural order; reps is GroupSize/64 (24 bytes each, read as 32: the
+// caller keeps the matrix's last row away). Needs AVX512VBMI.
+TEXT ·q3Row4AVX512(SB), NOSPLIT, $0-64
+	ROW4Z_PROLOGUE
+	ROW4Z_ARGS
+	VMOVUPS   iota3<>(SB), Z15
+	VMOVDQU64 gather3s0<>(SB), Z20
+	VMOVDQU64 gather3s1<>(SB), Z21
+	VMOVDQU64 gather3s2<>(SB), Z22
+	VMOVDQU64 gather3s3<>(SB), Z23
+	VMOVDQU64 shift3z<>(SB), Z24
+
+q3x4zgroup:
+	TABLE
+	MOVQ R15, CX
+
+q3x4zstep:
+	VMOVDQU (SI), Y10
+	VPERMB  Z10, Z20, Z6
+	VPERMB  Z10, Z21, Z7
+	VPERMB  Z10, Z22, Z8
+	VPERMB  Z10, Z23, Z9
+	VPSRLVD Z24, Z6, Z6
+	VPSRLVD Z24, Z7, Z7
+	VPSRLVD Z24, Z8, Z8
+	VPSRLVD Z24, Z9, Z9
+	VPERMPS Z4, Z6, Z6
+	VPERMPS Z4, Z7, Z7
+	VPERMPS Z4, Z8, Z8
+	VPERMPS Z4, Z9, Z9
+	ROW4Z_FMA16
+	ADDQ    $24, SI
+	ADDQ    $256, AX
+	DECQ    CX
+	JNZ     q3x4zstep
+	DECQ    R11
+	JNZ     q3x4zgroup
 	ROW4Z_FINISH
 
 // func bf16Row4AVX512(w *uint16, xp unsafe.Pointer, xstride int, out unsafe.Pointer, n int)

@@ -209,9 +209,7 @@ func (p *Pool) affineMatMulWide(t *matTask) {
 			permuteX(t.xp[k*cols:(k+1)*cols], x[k*cols:(k+1)*cols], bits, 16)
 		}
 	}
-	if bits == 4 || bits == 8 {
-		t.blocks = n / 4
-	}
+	t.blocks = n / 4 // every width wideAffine admits has a 4-token kernel
 	t.body = (*matTask).wideRows
 	p.forRanger(m.Rows, cols*n, t)
 }
@@ -237,31 +235,28 @@ func (t *matTask) wideRows(lo, hi int) {
 			decodeFloats(scales, m.Scales, m.ScaleFormat, c*g)
 			decodeFloats(biases, m.Biases, m.ScaleFormat, c*g)
 		}
-		var out [4]float32
-		for b := 0; b < blocks; b++ {
-			k := 4 * b
-			for r := c; r < ce; r++ {
-				i := r - c
-				affineRow4Wide(bits, m.Data[r*rb:(r+1)*rb], xp[k*cols:(k+4)*cols], cols, scales[i*g:(i+1)*g], biases[i*g:(i+1)*g], gs, &out)
-				y[k*rows+r], y[(k+1)*rows+r], y[(k+2)*rows+r], y[(k+3)*rows+r] = out[0], out[1], out[2], out[3]
-			}
-		}
-		// The 3-bit kernel reads 8 bytes past each row: the matrix's last row
+		// The 3-bit kernels read 8 bytes past each row: the matrix's last row
 		// runs in Go.
 		last := ce
 		if bits == 3 && ce == rows {
 			last--
 		}
-		for k := 4 * blocks; k < n; k++ {
-			xt := xp[k*cols : (k+1)*cols]
-			if last > c {
-				affineRowsWide(bits, m.Data[c*rb:last*rb], xt, scales[:(last-c)*g], biases[:(last-c)*g], y[k*rows+c:k*rows+last], gs)
+		var out [4]float32
+		for b := 0; b < blocks; b++ {
+			k := 4 * b
+			for r := c; r < last; r++ {
+				i := r - c
+				affineRow4Wide(bits, m.Data[r*rb:(r+1)*rb], xp[k*cols:(k+4)*cols], cols, scales[i*g:(i+1)*g], biases[i*g:(i+1)*g], gs, &out)
+				y[k*rows+r], y[(k+1)*rows+r], y[(k+2)*rows+r], y[(k+3)*rows+r] = out[0], out[1], out[2], out[3]
 			}
-			if last < ce {
-				i := last - c
-				gsum := groupSums((*sbBuf)[2*wideChunk*g:], xt, gs)
-				y[k*rows+last] = affineRowDot(bits, gs, m.Data[last*rb:ce*rb], xt, scales[i*g:(i+1)*g], biases[i*g:(i+1)*g], gsum)
-			}
+		}
+		for k := 4 * blocks; k < n && last > c; k++ {
+			affineRowsWide(bits, m.Data[c*rb:last*rb], xp[k*cols:(k+1)*cols], scales[:(last-c)*g], biases[:(last-c)*g], y[k*rows+c:k*rows+last], gs)
+		}
+		for k := 0; k < n && last < ce; k++ {
+			xt, i := xp[k*cols:(k+1)*cols], last-c
+			gsum := groupSums((*sbBuf)[2*wideChunk*g:], xt, gs)
+			y[k*rows+last] = affineRowDot(bits, gs, m.Data[last*rb:ce*rb], xt, scales[i*g:(i+1)*g], biases[i*g:(i+1)*g], gsum)
 		}
 	}
 }
