@@ -77,7 +77,7 @@ func affineRow4Wide(bits int, row []byte, x []float32, stride int, scales, biase
 	xp, sp, bp, op := unsafe.Pointer(&x[0]), unsafe.Pointer(&scales[0]), unsafe.Pointer(&biases[0]), unsafe.Pointer(out)
 	switch bits {
 	case 4:
-		q4Row4AVX512(&row[0], xp, 4*stride, sp, bp, op, g, gs/32)
+		q4Row4AVX512(&row[0], xp, 4*stride, sp, bp, op, g, gs/64)
 	case 8:
 		q8Row4AVX512(&row[0], xp, 4*stride, sp, bp, op, g, gs/32)
 	case 2:

@@ -139,13 +139,41 @@
 	MOVQ groups+48(FP), R11 \
 	MOVQ reps+56(FP), R15
 
+// Q4_COUNTS loads the per-lane shift counts of the four 4-bit decode steps
+// into Z10..Z13 (clobbers Z14).
+#define Q4_COUNTS \
+	VMOVDQU32    q4shift<>(SB), Z10 \
+	VPBROADCASTD q4eight<>(SB), Z14 \
+	VPADDD       Z14, Z10, Z11 \
+	VPADDD       Z14, Z11, Z12 \
+	VPADDD       Z14, Z12, Z13
+
+// Q4_DECODE64 turns the 32 bytes of codes at SI into 64 weights in Z6..Z9
+// through the table in Z4.
+#define Q4_DECODE64 \
+	VBROADCASTI64X4 (SI), Z5 \
+	VPSRLVD         Z10, Z5, Z6 \
+	VPSRLVD         Z11, Z5, Z7 \
+	VPSRLVD         Z12, Z5, Z8 \
+	VPSRLVD         Z13, Z5, Z9 \
+	VPERMPS         Z4, Z6, Z6 \
+	VPERMPS         Z4, Z7, Z7 \
+	VPERMPS         Z4, Z8, Z8 \
+	VPERMPS         Z4, Z9, Z9
+
 // func q4RowsAVX512(packed *byte, x, scales, biases, y unsafe.Pointer, rows, groups, reps int)
-// Consecutive 4-bit affine rows, each dotted with x permuted per 32 elements as
-// [x0 x2 … x30 | x1 x3 … x31] (low nibbles meet the first half). reps is
-// GroupSize/64 (32 bytes of codes per repetition).
+// Consecutive 4-bit affine rows, each dotted with x. Each 32 bytes of codes
+// (64 codes) are broadcast to both halves of a ZMM register; VPSRLVD by
+// (0|4), (8|12), (16|20), (24|28) bits per half brings codes 8j+2k (lanes
+// j < 8) and 8j+2k+1 (lanes j ≥ 8) of the 32-bit word j to the low nibble,
+// so x is permuted per 64 elements as entry 16k+j = x[8j+2k] (j < 8),
+// x[8(j−8)+2k+1] (j ≥ 8) (permuteX(…, 4, 16)). This measured 1.37× the
+// VPMOVZXBD form (25.4 vs 18.5 GB/s, one core, L2-resident). reps is
+// GroupSize/64.
 TEXT ·q4RowsAVX512(SB), NOSPLIT, $0-64
 	ROW_PROLOGUE
 	VMOVUPS iota4<>(SB), Z15
+	Q4_COUNTS
 
 q4zrow:
 	ROW_START
@@ -155,14 +183,7 @@ q4zgroup:
 	MOVQ R12, CX
 
 q4zstep:
-	VPMOVZXBD   (SI), Z6
-	VPMOVZXBD   16(SI), Z8
-	VPSRLD      $4, Z6, Z7
-	VPSRLD      $4, Z8, Z9
-	VPERMPS     Z4, Z6, Z6
-	VPERMPS     Z4, Z7, Z7
-	VPERMPS     Z4, Z8, Z8
-	VPERMPS     Z4, Z9, Z9
+	Q4_DECODE64
 	VFMADD231PS (DI), Z6, Z0
 	VFMADD231PS 64(DI), Z7, Z1
 	VFMADD231PS 128(DI), Z8, Z2
@@ -364,40 +385,26 @@ dotbf16zdone:
 	RET
 
 // func q4Row4AVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int)
-// x permuted as for q4RowAVX512; reps is GroupSize/32 (16 bytes each).
+// x permuted as for q4RowsAVX512; reps is GroupSize/64 (32 bytes each).
 TEXT ·q4Row4AVX512(SB), NOSPLIT, $0-64
 	ROW4Z_PROLOGUE
-	MOVQ    packed+0(FP), SI
-	MOVQ    scales+24(FP), R8
-	MOVQ    biases+32(FP), R9
-	MOVQ    out+40(FP), DX
-	MOVQ    groups+48(FP), R11
-	MOVQ    reps+56(FP), R15
+	ROW4Z_ARGS
 	VMOVUPS iota4<>(SB), Z15
+	Q4_COUNTS
 
 q4x4zgroup:
 	TABLE
 	MOVQ R15, CX
 
 q4x4zstep:
-	VPMOVZXBD   (SI), Z9
-	VPSRLD      $4, Z9, Z10
-	VPERMPS     Z4, Z9, Z9
-	VPERMPS     Z4, Z10, Z10
-	VFMADD231PS (DI)(AX*1), Z9, Z0
-	VFMADD231PS 64(DI)(AX*1), Z10, Z16
-	VFMADD231PS (R12)(AX*1), Z9, Z1
-	VFMADD231PS 64(R12)(AX*1), Z10, Z17
-	VFMADD231PS (R13)(AX*1), Z9, Z2
-	VFMADD231PS 64(R13)(AX*1), Z10, Z18
-	VFMADD231PS (R14)(AX*1), Z9, Z3
-	VFMADD231PS 64(R14)(AX*1), Z10, Z19
-	ADDQ        $16, SI
-	ADDQ        $128, AX
-	DECQ        CX
-	JNZ         q4x4zstep
-	DECQ        R11
-	JNZ         q4x4zgroup
+	Q4_DECODE64
+	ROW4Z_FMA16
+	ADDQ $32, SI
+	ADDQ $256, AX
+	DECQ CX
+	JNZ  q4x4zstep
+	DECQ R11
+	JNZ  q4x4zgroup
 	ROW4Z_FINISH
 
 // func q8Row4AVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int)
@@ -684,3 +691,24 @@ readzdone:
 	MOVQ          AX, ret+16(FP)
 	VZEROUPPER
 	RET
+
+DATA q4shift<>+0(SB)/4, $0
+DATA q4shift<>+4(SB)/4, $0
+DATA q4shift<>+8(SB)/4, $0
+DATA q4shift<>+12(SB)/4, $0
+DATA q4shift<>+16(SB)/4, $0
+DATA q4shift<>+20(SB)/4, $0
+DATA q4shift<>+24(SB)/4, $0
+DATA q4shift<>+28(SB)/4, $0
+DATA q4shift<>+32(SB)/4, $4
+DATA q4shift<>+36(SB)/4, $4
+DATA q4shift<>+40(SB)/4, $4
+DATA q4shift<>+44(SB)/4, $4
+DATA q4shift<>+48(SB)/4, $4
+DATA q4shift<>+52(SB)/4, $4
+DATA q4shift<>+56(SB)/4, $4
+DATA q4shift<>+60(SB)/4, $4
+GLOBL q4shift<>(SB), RODATA|NOPTR, $64
+
+DATA q4eight<>+0(SB)/4, $8
+GLOBL q4eight<>(SB), RODATA|NOPTR, $4

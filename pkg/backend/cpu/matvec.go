@@ -263,18 +263,29 @@ func (t *matTask) wideRows(lo, hi int) {
 
 // permuteX reorders x for the SIMD kernels, which unpack codes by bit position
 // rather than by element, `lanes` codes per vector (8 for AVX2, 16 for
-// AVX-512): 4-bit codes per 2·lanes elements as [even | odd], 2-bit codes per
-// 4·lanes elements with entry lanes·k+j = x[4j+k]. Other widths are copied.
+// AVX-512). 4-bit, AVX2: per 16 elements as [even | odd]; 4-bit, AVX-512:
+// per 64 elements, entry 16k+j = x[8j+2k] for j < 8 and x[8(j−8)+2k+1] for
+// j ≥ 8 (see q4RowsAVX512); 2-bit: per 4·lanes elements with entry
+// lanes·k+j = x[4j+k]. Other widths are copied.
 func permuteX(dst, x []float32, bits, lanes int) {
-	switch bits {
-	case 4:
+	switch {
+	case bits == 4 && lanes == 16:
+		for b := 0; b+64 <= len(x); b += 64 {
+			for k := 0; k < 4; k++ {
+				for j := 0; j < 8; j++ {
+					dst[b+16*k+j] = x[b+8*j+2*k]
+					dst[b+16*k+8+j] = x[b+8*j+2*k+1]
+				}
+			}
+		}
+	case bits == 4:
 		for b := 0; b+2*lanes <= len(x); b += 2 * lanes {
 			for i := 0; i < lanes; i++ {
 				dst[b+i] = x[b+2*i]
 				dst[b+lanes+i] = x[b+2*i+1]
 			}
 		}
-	case 2:
+	case bits == 2:
 		for b := 0; b+4*lanes <= len(x); b += 4 * lanes {
 			for k := 0; k < 4; k++ {
 				for j := 0; j < lanes; j++ {
