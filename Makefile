@@ -24,9 +24,10 @@ vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1)
 
 # The suite runs with CGO_ENABLED=0 (the binaries are pure Go); the concurrent
-# packages (expert I/O pool, kernels' worker pool, generation loop) also run under
+# packages (expert I/O pool, kernels' worker pool, generation loop, the HTTP server's
+# queue and parallel generations) also run under
 # the race detector, which needs cgo and a C compiler.
-RACE_PKGS := ./pkg/experts/ ./pkg/backend/cpu/ ./pkg/sample/
+RACE_PKGS := ./pkg/experts/ ./pkg/backend/cpu/ ./pkg/sample/ ./pkg/server/
 
 # The kernels are also tested without assembly (-tags noasm: the generic twins,
 # what arm64 runs today) with the goldens of the model package, and cross-built

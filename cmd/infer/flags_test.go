@@ -32,13 +32,22 @@ var numericFlags = map[string]struct{ bad, good []string }{
 	"ctx":               {[]string{"1", "0", "-3"}, []string{"2", "512"}},
 	"max-chunks":        {[]string{"-1"}, []string{"0", "8"}},
 	"jobs":              {[]string{"-1"}, []string{"0", "4"}},
+	"parallel":          {[]string{"0", "-1"}, []string{"1", "4"}},
+	"queue":             {[]string{"0", "-1"}, []string{"1", "64"}},
+	"max-body-kb":       {[]string{"0", "-1"}, []string{"1", "4096"}},
+	"prompt-cache-mb":   {[]string{"-1"}, []string{"0", "1024"}},
+	"timeout":           {[]string{"0s", "-1s", "x"}, []string{"30s", "10m"}},
 	// bench's own flags are checked when it runs (before opening a model).
-	"prompt-tokens": {[]string{"0", "-1"}, nil},
-	"runs":          {[]string{"0", "-1"}, nil},
+	"prompt-tokens": {[]string{"0", "-1"}, []string{"1", "512"}},
+	"runs":          {[]string{"0", "-1"}, []string{"1", "3"}},
+	"layers":        {[]string{"-1", "x"}, []string{"0", "12"}},
+	"bits":          {[]string{"5", "0", "-4"}, []string{"2", "4", "16"}},
+	"io-mb":         {[]string{"-1"}, []string{"0", "256"}},
+	"ram-gb":        {[]string{"-1", "NaN", "Inf"}, []string{"0", "23.5"}},
 }
 
 // benchTokens: bench's --tokens counts decode steps and has no -1.
-var benchTokens = struct{ bad []string }{[]string{"0", "-1"}}
+var benchTokens = struct{ bad, good []string }{[]string{"0", "-1"}, []string{"1", "32"}}
 
 func TestNumericFlagRanges(t *testing.T) {
 	for _, sub := range newRootCmd().Commands() {
@@ -53,9 +62,9 @@ func TestNumericFlagRanges(t *testing.T) {
 				t.Errorf("%s (%s) has no range test: add it to numericFlags", name, typ)
 				return
 			}
-			bad := tc.bad
+			bad, good := tc.bad, tc.good
 			if sub.Name() == "bench" && f.Name == "tokens" {
-				bad = benchTokens.bad
+				bad, good = benchTokens.bad, benchTokens.good
 			}
 			for _, v := range bad {
 				cmd := findSub(t, sub.Name())
@@ -64,7 +73,7 @@ func TestNumericFlagRanges(t *testing.T) {
 					t.Errorf("%s %s: error %v, want one naming the flag", name, v, err)
 				}
 			}
-			for _, v := range tc.good {
+			for _, v := range good {
 				cmd := findSub(t, sub.Name())
 				if err := cmd.ParseFlags([]string{"--" + f.Name + "=" + v}); err != nil {
 					t.Errorf("%s %s refused: %v", name, v, err)
@@ -78,7 +87,7 @@ func TestNumericFlagRanges(t *testing.T) {
 // and one attached to the root would execute the root).
 var subcommands = map[string]func() *cobra.Command{
 	"run": newRunCmd, "chat": newChatCmd, "logits": newLogitsCmd, "tokenize": newTokenizeCmd,
-	"verify": newVerifyCmd, "eval": newEvalCmd, "bench": newBenchCmd,
+	"verify": newVerifyCmd, "eval": newEvalCmd, "bench": newBenchCmd, "serve": newServeCmd,
 }
 
 func findSub(t *testing.T, name string) *cobra.Command {

@@ -40,7 +40,7 @@ mapped in memory; each token reads only the experts its router picks.`,
 		SilenceErrors: true,
 	}
 	cli.SetVersion(root)
-	root.AddCommand(newRunCmd(), newChatCmd(), newLogitsCmd(), newTokenizeCmd(),
+	root.AddCommand(newRunCmd(), newChatCmd(), newServeCmd(), newLogitsCmd(), newTokenizeCmd(),
 		newVerifyCmd(), newEvalCmd(), newBenchCmd())
 	return root
 }

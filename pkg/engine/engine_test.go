@@ -10,10 +10,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/fm-moe/fm/pkg/checkpoint"
 	"github.com/fm-moe/fm/pkg/internal/hfload"
+	"github.com/fm-moe/fm/pkg/internal/prepare"
 	"github.com/fm-moe/fm/pkg/layout"
-	"github.com/fm-moe/fm/pkg/tokenizer"
 )
 
 const goldenDir = "../../testdata/golden"
@@ -32,17 +31,7 @@ func prepared(t *testing.T, name, src string) string {
 
 func convert(t testing.TB, src string, bits int) string {
 	t.Helper()
-	dir := t.TempDir()
-	opts := checkpoint.Options{Bits: bits, LoadTokenizer: func(path string) (checkpoint.TokenizerWriter, error) {
-		return tokenizer.Load(path)
-	}}
-	if _, err := checkpoint.Extract(context.Background(), src, dir, opts); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := checkpoint.Repack(context.Background(), src, dir, opts); err != nil {
-		t.Fatal(err)
-	}
-	return dir
+	return prepare.Convert(t, src, bits)
 }
 
 type promptRef struct {

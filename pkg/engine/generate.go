@@ -45,6 +45,11 @@ type GenerateOptions struct {
 
 	// afterPrefill, when set, sees the state right after the prompt.
 	afterPrefill func(*model.State)
+	// marks are prompt offsets (0 < m < len(prompt), increasing) after which
+	// the prefill pauses and onMark sees the state: snapshots at turn
+	// boundaries inside the prompt.
+	marks  []int
+	onMark func(*model.State)
 }
 
 // Stop reasons.
@@ -60,7 +65,10 @@ type Result struct {
 	Tokens []int
 	// StopReason is StopToken, StopLength or StopContext.
 	StopReason string
-	Stats      Stats
+	// CachedTokens counts the prompt tokens a PrefixCache did not need to
+	// process again.
+	CachedTokens int
+	Stats        Stats
 }
 
 // Generate feeds prompt into st (which may already hold earlier turns) and
@@ -110,7 +118,7 @@ func (e *Engine) Generate(ctx context.Context, st *model.State, prompt []int, op
 	defer func() { st.Profile = nil }()
 	io0 := e.storeStats()
 	t0 := time.Now()
-	logits, err := e.Model.Forward(ctx, st, prompt, false)
+	logits, err := e.prefill(ctx, st, prompt, opts.marks, opts.onMark)
 	s.Prefill = time.Since(t0)
 	s.PrefillIO = e.storeStats().Sub(io0)
 	if err == nil {
@@ -159,6 +167,23 @@ func (e *Engine) Generate(ctx context.Context, st *model.State, prompt []int, op
 	}
 	res.StopReason = StopLength
 	return res, nil
+}
+
+// prefill feeds prompt into st, pausing after each mark to show the state to
+// onMark, and returns the logits after the last token.
+func (e *Engine) prefill(ctx context.Context, st *model.State, prompt []int, marks []int, onMark func(*model.State)) ([]float32, error) {
+	done := 0
+	for _, m := range marks {
+		if m <= done || m >= len(prompt) {
+			continue
+		}
+		if _, err := e.Model.Forward(ctx, st, prompt[done:m], false); err != nil {
+			return nil, err
+		}
+		done = m
+		onMark(st)
+	}
+	return e.Model.Forward(ctx, st, prompt[done:], false)
 }
 
 func (e *Engine) storeStats() experts.Stats {

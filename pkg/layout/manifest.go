@@ -43,7 +43,7 @@ type Manifest struct {
 // Source records where a prepared directory came from.
 type Source struct {
 	Dir          string `json:"dir"`           // base name of the checkpoint directory
-	Format       string `json:"format"`        // "hf" or "mlx"
+	Format       string `json:"format"`        // "hf" or "mlx" ("synthetic": written by fm-infer bench --synthetic)
 	ConfigSHA256 string `json:"config_sha256"` // of the source config.json
 	// Bits and GroupSize are what fm-extract was asked for (Bits 16: float
 	// weights kept; an MLX source's own bits; GroupSize 0 when nothing was
