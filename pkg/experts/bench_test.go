@@ -161,13 +161,14 @@ func BenchmarkFetch(b *testing.B) {
 		{"warm/threads=1", Options{IOThreads: 1}, false},
 		{"warm/threads=2", Options{IOThreads: 2}, false},
 		{"warm/threads=16", Options{IOThreads: 16}, false},
+		{"warm/mmap/threads=16", Options{IOThreads: 16, Mmap: true}, false},
 		{"cold/threads=1", Options{IOThreads: 1}, true},
 		{"cold/threads=16", Options{IOThreads: 16}, true},
 		{"direct/threads=1", Options{IOThreads: 1, DirectIO: true}, false},
 		{"direct/threads=16", Options{IOThreads: 16, DirectIO: true}, false},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
-			raw := rawReadGBs(b, dir, set, tc.opts.IOThreads, tc.opts.DirectIO, tc.cold)
+			raw := rawReadGBs(b, dir, set, max(1, tc.opts.IOThreads), tc.opts.DirectIO, tc.cold)
 			s, err := Open(dir, set, tc.opts)
 			if err != nil {
 				b.Fatal(err)

@@ -40,8 +40,9 @@ func TestOSFiles(t *testing.T) {
 		{},
 		{DirectIO: true},
 		{DirectIO: true, CacheBytes: 4 * 3 * Alignment, VerifyChecksums: true, IOThreads: 3},
+		{Mmap: true, VerifyChecksums: true, IOThreads: 3},
 	} {
-		t.Run(fmt.Sprintf("direct=%v/cache=%d", opts.DirectIO, opts.CacheBytes), func(t *testing.T) {
+		t.Run(fmt.Sprintf("direct=%v/cache=%d/mmap=%v", opts.DirectIO, opts.CacheBytes, opts.Mmap), func(t *testing.T) {
 			s, err := Open(dir, fx.set, opts)
 			if err != nil {
 				t.Fatal(err)
@@ -82,7 +83,7 @@ func TestOSFiles(t *testing.T) {
 					t.Errorf("fallback blamed on the short file: %s", w)
 				}
 			}
-			if st := s.Stats(); st.Bytes < int64(2*layers*5-3)*3*Alignment-1000 && opts.CacheBytes == 0 {
+			if st := s.Stats(); st.Bytes < int64(2*layers*5-3)*3*Alignment-1000 && opts.CacheBytes == 0 && !opts.Mmap {
 				t.Errorf("read %d bytes, fewer than asked", st.Bytes)
 			}
 		})
@@ -113,5 +114,53 @@ func TestOpenManifestSet(t *testing.T) {
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestMmap: a mapped expert is read (mapped and prefaulted) once; later
+// fetches hand out the same mapping without I/O; the options it cannot honour
+// are refused with a reason.
+func TestMmap(t *testing.T) {
+	if !mmapSupported {
+		t.Skip("no mmap on this platform")
+	}
+	fx := newFixture(2, 4, 2*Alignment)
+	dir := t.TempDir()
+	writeSet(t, dir, fx)
+	s, err := Open(dir, fx.set, Options{Mmap: true, IOThreads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var first []byte
+	for pass := range 3 {
+		ex, err := s.Fetch(context.Background(), 1, []int{3, 0, 3})
+		if err != nil {
+			t.Fatal(err)
+		}
+		fx.check(t, ex)
+		if pass == 0 {
+			first = ex[0].Data
+		} else if &ex[0].Data[0] != &first[0] {
+			t.Errorf("pass %d: expert 3 mapped again", pass)
+		}
+		s.Release(ex)
+	}
+	if st := s.Stats(); st.Reads != 2 || st.Bytes != 2*2*Alignment || st.Hits != 6 {
+		t.Errorf("stats %+v: want 2 reads of 2 experts, then 6 hits", st)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		opts Options
+		want string
+	}{
+		{Options{Mmap: true, DirectIO: true}, "exclude each other"},
+		{Options{Mmap: true, CacheBytes: 1 << 20}, "leave CacheBytes at 0"},
+		{Options{Mmap: true, FS: fx.fs()}, "custom FS"},
+	} {
+		if _, err := Open(dir, fx.set, tc.opts); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Open(%+v): got %v, want an error containing %q", tc.opts, err, tc.want)
+		}
 	}
 }

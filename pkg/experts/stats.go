@@ -11,7 +11,7 @@ import (
 type Stats struct {
 	Fetches int64 // Fetch calls
 	Experts int64 // experts asked for: Hits + Shared + Misses
-	Hits    int64 // served from the RAM cache
+	Hits    int64 // served from the RAM cache (Mmap: from an existing mapping)
 	Shared  int64 // served from a buffer another caller had read or was reading
 	Misses  int64 // read from their files
 	Reads   int64 // ReadAt calls (a short read costs more than one per miss)
@@ -26,8 +26,8 @@ type Stats struct {
 	Evictions int64 // experts dropped from the RAM cache
 
 	// Gauges (not reset; Sub keeps the newer value).
-	CachedExperts int64 // experts in the RAM cache now
-	CachedBytes   int64 // their bytes: never above Options.CacheBytes
+	CachedExperts int64 // experts in the RAM cache now (Mmap: experts mapped)
+	CachedBytes   int64 // their bytes: never above Options.CacheBytes (Mmap: mapped, in the page cache)
 	// BufferBytes counts every expert buffer the store keeps reachable: cached,
 	// handed out and not yet released, being read, or idle for reuse.
 	BufferBytes     int64

@@ -42,6 +42,14 @@ type Options struct {
 	// Buffers, when set, allocates the expert buffers (normally the compute
 	// backend.Device, so that its BindExpert reads them without a copy).
 	Buffers Allocator
+	// Mmap maps each expert file read-only on its first Fetch and hands out
+	// the mapping itself, kept until Close: no copy, and a Fetch of an expert
+	// already mapped does no I/O at all (the page cache is the cache; pages the
+	// kernel dropped fault back in as they are used, like any mapped file). The
+	// first Fetch of a file prefaults it with the read workers, in parallel.
+	// Unix only; not with DirectIO, CacheBytes or a custom FS. A file
+	// truncated while mapped kills the process with SIGBUS, as for any mapping.
+	Mmap bool
 }
 
 // Expert is one expert's file, read whole. Data is shared with the store and
@@ -68,6 +76,7 @@ type Store struct {
 	workers sync.WaitGroup
 	stats   counters
 
+	mmap     bool        // Options.Mmap: entries hold mappings, never evicted
 	direct   atomic.Bool // false after a fallback to buffered reads
 	closed   atomic.Bool
 	warnMu   sync.Mutex
@@ -145,6 +154,11 @@ func Open(dir string, set *layout.ExpertSet, opts Options) (*Store, error) {
 	if opts.CacheBytes < 0 {
 		return nil, fmt.Errorf("experts: negative cache budget %d", opts.CacheBytes)
 	}
+	if opts.Mmap {
+		if err := checkMmapOptions(opts); err != nil {
+			return nil, fmt.Errorf("%s: %w", set.Dir, err)
+		}
+	}
 	s := &Store{
 		dir:     dir,
 		set:     set,
@@ -157,6 +171,10 @@ func Open(dir string, set *layout.ExpertSet, opts Options) (*Store, error) {
 		pool:  &bufferPool{size: int(set.FileSize), maxIdle: max(8, 2*opts.IOThreads), alloc: opts.Buffers},
 		queue: newJobQueue(),
 		live:  map[key]*entry{},
+	}
+	s.mmap = opts.Mmap
+	if s.mmap {
+		s.cache = &keepAll{} // a mapping stays until Close
 	}
 	s.direct.Store(opts.DirectIO)
 	if opts.DirectIO {
@@ -194,6 +212,9 @@ func (s *Store) Fetch(ctx context.Context, layer int, ids []int) ([]*Expert, err
 	defer func() { s.stats.waitTime.Add(int64(time.Since(start))) }()
 	s.stats.fetches.Add(1)
 	s.stats.experts.Add(int64(len(ids)))
+	if out := s.fetchCached(layer, ids); out != nil {
+		return out, nil
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // aborts this call's queued reads when it returns early
@@ -360,6 +381,11 @@ func (s *Store) worker() {
 		}
 		if err := j.ctx.Err(); err != nil {
 			s.finish(j.e, nil, err)
+			continue
+		}
+		if s.mmap {
+			buf, err := s.mapExpert(j.ctx, j.e.key)
+			s.finish(j.e, buf, err)
 			continue
 		}
 		buf := s.pool.get()
@@ -537,6 +563,9 @@ func (s *Store) Close() error {
 	}
 	s.queue.close()
 	s.workers.Wait()
+	if s.mmap {
+		s.unmapIdle()
+	}
 	return s.files.closeAll()
 }
 

@@ -35,6 +35,7 @@ type EngineFlags struct {
 	Backend          string
 	IOThreads        int
 	DirectIO         bool
+	Mmap             bool
 	ExpertCacheMiB   int
 	Threads          int
 	NoVerify         bool
@@ -59,6 +60,7 @@ func (f *EngineFlags) Register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.Backend, "backend", backend.Auto, "compute backend: auto (the best available), "+strings.Join(backend.Names(), ", "))
 	cli.Int(fs, &f.IOThreads, "io-threads", "", 0, 0, maxThreads, fmt.Sprintf("parallel expert reads (0: %d)", experts.DefaultIOThreads))
 	fs.BoolVar(&f.DirectIO, "direct-io", false, "read experts with O_DIRECT, bypassing the page cache (pair with --expert-cache-mb)")
+	fs.BoolVar(&f.Mmap, "mmap", false, "map the expert files and compute on the page cache's pages instead of copying each routed expert (not with --direct-io or --expert-cache-mb)")
 	cli.Int(fs, &f.ExpertCacheMiB, "expert-cache-mb", "", 0, 0, math.MaxInt32, "RAM budget in MiB for caching experts in the process (0: none; the OS page cache still helps unless --direct-io)")
 	cli.Int(fs, &f.Threads, "threads", "t", 0, 0, maxThreads, "compute goroutines (0: all CPUs)")
 	fs.BoolVar(&f.NoVerify, "no-verify", false, "skip hashing model_weights.bin at start (sizes are still checked)")
@@ -138,6 +140,7 @@ func (f *EngineFlags) Open(ctx context.Context, notes io.Writer) (*engine.Engine
 		Store: experts.Options{
 			IOThreads:  f.IOThreads,
 			DirectIO:   f.DirectIO,
+			Mmap:       f.Mmap,
 			CacheBytes: int64(f.ExpertCacheMiB) << 20,
 		},
 		SkipDenseChecksum:   f.NoVerify,
@@ -227,6 +230,8 @@ func Summary(e *engine.Engine, f *EngineFlags) string {
 		mode := "page cache"
 		if f.DirectIO {
 			mode = "O_DIRECT"
+		} else if f.Mmap {
+			mode = "mapped files"
 		}
 		fmt.Fprintf(&b, ", expert I/O %s, %d readers", mode, io)
 		if f.ExpertCacheMiB > 0 {

@@ -1,3 +1,5 @@
+//go:build !noasm
+
 #include "textflag.h"
 
 // Attention kernels (see attn.go). Both end with VZEROUPPER.

@@ -2,18 +2,30 @@
 // heap and registers itself as "cpu". It holds the CPU's algorithms — the
 // blocked causal attention (attention.go), the conv and the recurrent and
 // chunked delta rule (deltanet.go, deltarule.go) — and the compute kernels:
-// matrix-vector and matrix-matrix products over weights stored as float (F32,
-// BF16, F16) or MLX affine group quantization (2–8 bits, LSB-first bit
-// stream), plus the small vector operations the models need (RMSNorm, SiLU,
-// softmax, RoPE).
+// matrix-vector and small matrix-matrix products over weights stored as float
+// (F32, BF16, F16) or MLX affine group quantization (2–8 bits, LSB-first bit
+// stream), plus the vector operations the models need (RMSNorm, SiLU,
+// softmax, RoPE, attention helpers). The Device passes the backend
+// conformance suite (pkg/backend/backendtest); operations run to completion
+// before they return.
 //
-// Every optimized kernel has a plain reference twin; the tests compare the
-// two on random inputs, odd sizes and every bit width included, and the
-// Device passes the backend conformance suite (pkg/backend/backendtest).
-// Activations are float32 and accumulate in float32; weights are never
-// expanded to float32 in memory except one row at a time in the batched
-// product. Operations run to completion before they return.
+// Kernels come in levels, chosen once per process by one switch (simdLevel in
+// kernels_amd64.go): generic Go (dot.go, ops.go, attn.go: the twins, and what
+// every other architecture runs), AVX2+FMA (kernels_amd64.s) and AVX-512
+// (kernels512_amd64.s). The build tag noasm compiles the assembly out
+// (kernels_generic.go, attn_generic.go); FM_SIMD=generic|avx2 caps the level
+// at run time for A/B measurements. The tests run every level the machine has
+// against a float64 reference (reference_test.go) and against the generic
+// twins, on random inputs with odd sizes and every bit width.
 //
-// Work is split over rows across goroutines by a Pool; a Pool holds no mutable
-// state, so one can be shared by every caller.
+// Activations are float32 and accumulate in float32; weights are never expanded
+// to float32 in memory except one row at a time in the batched F16 product.
+// The AVX-512 affine kernels dequantize through a per-group table in a
+// register (w = s·q + b, VPERMPS) and sum w·x; the others sum s·Σq·x + b·Σx.
+//
+// Work is split over rows by a Pool: the calling goroutine plus persistent
+// helpers that poll briefly between parts, so the hundreds of products of a
+// decode step hand off without waking threads, and a product allocates
+// nothing. ReadSum is the memory-read ceiling the kernel benchmarks report
+// their "ratio" against.
 package cpu

@@ -1,14 +1,42 @@
+//go:build !noasm
+
 package cpu
 
 import (
+	"os"
 	"unsafe"
 
 	"golang.org/x/sys/cpu"
 )
 
-// haveAVX2 selects the assembly kernels: AVX2 and FMA, with the OS saving the
-// YMM registers (x/sys/cpu checks OSXSAVE for us).
-var haveAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA
+// The one switch that selects the assembly kernels: simdLevel, set once from
+// the CPU's features (x/sys/cpu also checks that the OS saves the YMM/ZMM
+// registers). FM_SIMD=generic|avx2|avx512 caps it, for A/B measurements and
+// to rule a kernel out when hunting a bug; the noasm build tag compiles the
+// assembly out altogether (kernels_generic.go).
+var simdLevel = detectSIMD(os.Getenv("FM_SIMD"))
+
+// haveAVX2 gates the AVX2+FMA kernels, haveAVX512 the AVX-512 ones
+// (AVX512F; haveVBMI adds the byte permutes of the 3-bit kernel).
+var (
+	haveAVX2   = simdLevel >= levelAVX2
+	haveAVX512 = simdLevel >= levelAVX512
+	haveVBMI   = haveAVX512 && cpu.X86.HasAVX512VBMI
+)
+
+func detectSIMD(limit string) int {
+	level := levelGeneric
+	if cpu.X86.HasAVX2 && cpu.X86.HasFMA {
+		level = levelAVX2
+		if cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW {
+			level = levelAVX512
+		}
+	}
+	if max, ok := map[string]int{"generic": levelGeneric, "avx2": levelAVX2}[limit]; ok && max < level {
+		level = max
+	}
+	return level
+}
 
 //go:noescape
 func dotF32AVX2(a, b *float32, n int) float32
@@ -49,11 +77,24 @@ func decayReadAVX2(s, mem *float32, n int, alpha, k float32)
 //go:noescape
 func updateReadAVX2(s, delta, o *float32, n int, k, q float32)
 
-func dotF32SIMD(a, b []float32) float32 {
+// dotF32SIMD and dotBF16SIMD are the AVX2 dot products, dotF32Wide and
+// dotBF16Wide the AVX-512 ones when wide is set (the caller checks
+// haveAVX512); the assembly takes whole blocks, the tail runs in Go.
+func dotF32SIMD(a, b []float32) float32 { return dotF32Wide(a, b, false) }
+
+func dotBF16SIMD(w []uint16, x []float32) float32 { return dotBF16Wide(w, x, false) }
+
+func dotF32Wide(a, b []float32, wide bool) float32 {
 	b = b[:len(a)]
-	n := len(a) &^ 31
 	var s float32
-	if n > 0 {
+	n := len(a) &^ 31
+	if wide {
+		n = len(a) &^ 63
+	}
+	switch {
+	case n > 0 && wide:
+		s = dotF32AVX512(&a[0], &b[0], n)
+	case n > 0:
 		s = dotF32AVX2(&a[0], &b[0], n)
 	}
 	for i := n; i < len(a); i++ {
@@ -62,11 +103,17 @@ func dotF32SIMD(a, b []float32) float32 {
 	return s
 }
 
-func dotBF16SIMD(w []uint16, x []float32) float32 {
+func dotBF16Wide(w []uint16, x []float32, wide bool) float32 {
 	x = x[:len(w)]
-	n := len(w) &^ 31
 	var s float32
-	if n > 0 {
+	n := len(w) &^ 31
+	if wide {
+		n = len(w) &^ 63
+	}
+	switch {
+	case n > 0 && wide:
+		s = dotBF16AVX512(&w[0], &x[0], n)
+	case n > 0:
 		s = dotBF16AVX2(&w[0], &x[0], n)
 	}
 	for i := n; i < len(w); i++ {
@@ -162,13 +209,28 @@ func affineRow4SIMD(bits int, row []byte, xp []float32, stride int, scales, bias
 	return true
 }
 
-// bf16Row4SIMD computes one bf16 row against four tokens' x (stride in floats).
+// bf16Row4SIMD computes one bf16 row against four tokens' x (stride in
+// floats) with the AVX2 kernel; bf16Row4Wide with the AVX-512 one.
 func bf16Row4SIMD(w []uint16, x []float32, stride int, out *[4]float32) {
-	n := len(w) &^ 15
+	bf16Row4(w, x, stride, out, false)
+}
+
+func bf16Row4Wide(w []uint16, x []float32, stride int, out *[4]float32) {
+	bf16Row4(w, x, stride, out, true)
+}
+
+func bf16Row4(w []uint16, x []float32, stride int, out *[4]float32, wide bool) {
 	_ = x[3*stride+len(w)-1]
-	if n > 0 {
+	n := len(w) &^ 15
+	if wide {
+		n = len(w) &^ 31
+	}
+	switch {
+	case n > 0 && wide:
+		bf16Row4AVX512(&w[0], unsafe.Pointer(&x[0]), 4*stride, unsafe.Pointer(out), n)
+	case n > 0:
 		bf16Row4AVX2(&w[0], unsafe.Pointer(&x[0]), 4*stride, unsafe.Pointer(out), n)
-	} else {
+	default:
 		*out = [4]float32{}
 	}
 	for i := n; i < len(w); i++ {

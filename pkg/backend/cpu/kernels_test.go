@@ -56,7 +56,10 @@ func checkClose(t *testing.T, what string, y []float32, ref, mag []float64) {
 
 func TestMatVecMatchesReference(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	pools := []*Pool{newPool(1, false), newPool(3, false), newPool(1, true), newPool(3, true)}
+	var pools []*Pool
+	for _, level := range testLevels() {
+		pools = append(pools, newPool(1, level), newPool(3, level))
+	}
 	for _, c := range matCases() {
 		m := randomMatrix(rng, c.rows, c.cols, c.f, c.bits, c.gs, c.sf)
 		if err := m.Validate(); err != nil {
@@ -67,7 +70,7 @@ func TestMatVecMatchesReference(t *testing.T) {
 		for _, p := range pools {
 			y := make([]float32, c.rows)
 			p.MatVec(y, m, x)
-			checkClose(t, fmt.Sprintf("MatVec %v workers %d simd %v", c, p.Workers(), p.simd), y, ref, mag)
+			checkClose(t, fmt.Sprintf("MatVec %v workers %d level %d", c, p.Workers(), p.level), y, ref, mag)
 		}
 		// Row dequantization agrees element by element.
 		row := make([]float32, c.cols)
@@ -83,20 +86,31 @@ func TestMatVecMatchesReference(t *testing.T) {
 
 func TestMatMulMatchesReference(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
-	for _, p := range []*Pool{newPool(3, false), newPool(3, true)} {
+	for _, level := range testLevels() {
+		p := newPool(3, level)
 		for _, c := range matCases() {
 			m := randomMatrix(rng, c.rows, c.cols, c.f, c.bits, c.gs, c.sf)
-			for _, n := range []int{1, 2, 5} {
+			for _, n := range []int{1, 2, 5, 8} {
 				x := randomVector(rng, n*c.cols)
 				y := make([]float32, n*c.rows)
 				p.MatMul(y, m, x, n)
 				for tok := 0; tok < n; tok++ {
 					ref, mag := refMatVec(m, x[tok*c.cols:(tok+1)*c.cols])
-					checkClose(t, fmt.Sprintf("MatMul %v n=%d token %d simd %v", c, n, tok, p.simd), y[tok*c.rows:(tok+1)*c.rows], ref, mag)
+					checkClose(t, fmt.Sprintf("MatMul %v n=%d token %d level %d", c, n, tok, p.level), y[tok*c.rows:(tok+1)*c.rows], ref, mag)
 				}
 			}
 		}
 	}
+}
+
+// testLevels lists every kernel level this machine can run, generic first, so
+// that each SIMD kernel is checked against the same reference as its twin.
+func testLevels() []int {
+	var ls []int
+	for l := levelGeneric; l <= simdLevel; l++ {
+		ls = append(ls, l)
+	}
+	return ls
 }
 
 func TestValidateRejectsBadSizes(t *testing.T) {

@@ -1,165 +1,295 @@
 package cpu
 
+import "sync"
+
 // MatVec computes y = M·x: len(x) >= Cols, y[:Rows] is overwritten. Rows are
-// split across the pool. For quantized matrices the dequantization is fused:
-// per group, s·Σ(q·x) + b·Σx, with the group sums of x computed once.
+// split across the pool. For quantized matrices the dequantization is fused.
 func (p *Pool) MatVec(y []float32, m *Matrix, x []float32) {
 	p.MatMul(y, m, x, 1)
 }
 
+// matTask is one MatMul's loop body over a range of rows, with everything
+// the workers share; tasks are recycled so that a product allocates nothing.
+type matTask struct {
+	p     *Pool
+	y, x  []float32
+	m     *Matrix
+	n     int
+	body  func(t *matTask, lo, hi int)
+	level int // kernels to use (AVX2 paths: simd below)
+	simd  bool
+
+	// affine
+	xp, gsum, gsum4 []float32
+	blocks          int
+}
+
+func (t *matTask) run(lo, hi int) { t.body(t, lo, hi) }
+
+var matTasks = sync.Pool{New: func() any { return new(matTask) }}
+
 // MatMul computes y[t] = M·x[t] for n tokens: x is [n, Cols] and y [n, Rows],
 // both row-major. Each worker takes a range of rows and, row by row, computes
 // the row's product with every token while the row is in cache, so a prefill
-// chunk reads the weights from memory once instead of n times.
+// chunk reads the weights from memory once instead of n times (four tokens
+// at a time share each decoded weight where a 4-token kernel exists).
 func (p *Pool) MatMul(y []float32, m *Matrix, x []float32, n int) {
 	rows, cols := m.Rows, m.Cols
-	y = y[:n*rows]
-	x = x[:n*cols]
-	if m.Format == Affine {
-		p.affineMatMul(y, m, x, n)
-		return
+	t := matTasks.Get().(*matTask)
+	*t = matTask{p: p, y: y[:n*rows], x: x[:n*cols], m: m, n: n, level: p.level}
+	switch {
+	case m.Format != Affine:
+		t.body = (*matTask).floatRows
+		p.forRanger(rows, cols*n, t)
+	case p.level >= levelAVX512 && wideAffine(m.Bits, m.GroupSize):
+		p.affineMatMulWide(t)
+	default:
+		p.affineMatMul(t)
 	}
-	simd := p.simd
-	rb := m.RowBytes()
-	p.For(rows, cols*n, func(lo, hi int) {
-		var buf []float32
-		if m.Format == F16 {
-			buf = make([]float32, cols)
-		}
-		for r := lo; r < hi; r++ {
-			raw := m.Data[r*rb : (r+1)*rb]
-			switch m.Format {
-			case F32:
-				w := f32s(raw)
-				for t := 0; t < n; t++ {
-					if simd {
-						y[t*rows+r] = dotF32SIMD(w, x[t*cols:(t+1)*cols])
-					} else {
-						y[t*rows+r] = dotF32(w, x[t*cols:(t+1)*cols])
-					}
-				}
-			case BF16:
-				w := u16s(raw)
-				t := 0
-				if simd {
-					var out [4]float32
-					for ; t+4 <= n; t += 4 {
-						bf16Row4SIMD(w, x[t*cols:(t+4)*cols], cols, &out)
-						y[t*rows+r], y[(t+1)*rows+r], y[(t+2)*rows+r], y[(t+3)*rows+r] = out[0], out[1], out[2], out[3]
-					}
-				}
-				for ; t < n; t++ {
-					if simd {
-						y[t*rows+r] = dotBF16SIMD(w, x[t*cols:(t+1)*cols])
-					} else {
-						y[t*rows+r] = dotBF16(w, x[t*cols:(t+1)*cols])
-					}
-				}
-			case F16:
-				if n == 1 {
-					y[r] = dotF16(u16s(raw), x)
-					continue
-				}
-				m.Row(buf, r)
-				for t := 0; t < n; t++ {
-					y[t*rows+r] = dotF32(buf, x[t*cols:(t+1)*cols])
-				}
-			default:
-				panic("cpu: MatMul on matrix of format " + m.Format.String())
-			}
-		}
-	})
+	*t = matTask{}
+	matTasks.Put(t)
 }
 
-// affineMatMul is MatMul for quantized matrices.
-func (p *Pool) affineMatMul(y []float32, m *Matrix, x []float32, n int) {
-	rows, cols, gs, g := m.Rows, m.Cols, m.GroupSize, m.Groups()
-	simd := p.simd && gs%32 == 0 && (m.Bits == 2 || m.Bits == 3 || m.Bits == 4 || m.Bits == 8)
+// floatRows is MatMul's body for F32, BF16 and F16 matrices.
+func (t *matTask) floatRows(lo, hi int) {
+	m, x, y, n, level := t.m, t.x, t.y, t.n, t.level
+	rows, cols := m.Rows, m.Cols
+	rb := m.RowBytes()
+	var buf []float32
+	if m.Format == F16 && n > 1 {
+		b := t.p.buf.get(cols)
+		defer t.p.buf.put(b)
+		buf = *b
+	}
+	for r := lo; r < hi; r++ {
+		raw := m.Data[r*rb : (r+1)*rb]
+		switch m.Format {
+		case F32:
+			w := f32s(raw)
+			for k := 0; k < n; k++ {
+				xt := x[k*cols : (k+1)*cols]
+				if level >= levelAVX2 {
+					y[k*rows+r] = dotF32Wide(w, xt, level >= levelAVX512)
+				} else {
+					y[k*rows+r] = dotF32(w, xt)
+				}
+			}
+		case BF16:
+			w := u16s(raw)
+			k := 0
+			if level >= levelAVX2 {
+				var out [4]float32
+				for ; k+4 <= n; k += 4 {
+					if level >= levelAVX512 {
+						bf16Row4Wide(w, x[k*cols:(k+4)*cols], cols, &out)
+					} else {
+						bf16Row4SIMD(w, x[k*cols:(k+4)*cols], cols, &out)
+					}
+					y[k*rows+r], y[(k+1)*rows+r], y[(k+2)*rows+r], y[(k+3)*rows+r] = out[0], out[1], out[2], out[3]
+				}
+			}
+			for ; k < n; k++ {
+				xt := x[k*cols : (k+1)*cols]
+				if level >= levelAVX2 {
+					y[k*rows+r] = dotBF16Wide(w, xt, level >= levelAVX512)
+				} else {
+					y[k*rows+r] = dotBF16(w, xt)
+				}
+			}
+		case F16:
+			if n == 1 {
+				y[r] = dotF16(u16s(raw), x)
+				continue
+			}
+			m.Row(buf, r)
+			for k := 0; k < n; k++ {
+				y[k*rows+r] = dotF32(buf, x[k*cols:(k+1)*cols])
+			}
+		default:
+			panic("cpu: MatMul on matrix of format " + m.Format.String())
+		}
+	}
+}
+
+// affineMatMul is MatMul for quantized matrices on the AVX2 or generic
+// kernels: per group, s·Σ(q·x) + b·Σx, with the group sums of x computed once.
+func (p *Pool) affineMatMul(t *matTask) {
+	m, x, n := t.m, t.x, t.n
+	cols, gs, g := m.Cols, m.GroupSize, m.Groups()
+	simd := p.level >= levelAVX2 && gs%32 == 0 && (m.Bits == 2 || m.Bits == 3 || m.Bits == 4 || m.Bits == 8)
+	t.simd = simd
 	gsumBuf := p.buf.get(n * g)
 	defer p.buf.put(gsumBuf)
-	gsum := *gsumBuf
-	for t := 0; t < n; t++ {
-		groupSums(gsum[t*g:(t+1)*g], x[t*cols:(t+1)*cols], gs)
+	t.gsum = *gsumBuf
+	for k := 0; k < n; k++ {
+		groupSums(t.gsum[k*g:(k+1)*g], x[k*cols:(k+1)*cols], gs)
 	}
-	xp := x
+	t.xp = x
 	if simd && (m.Bits == 2 || m.Bits == 4) {
 		xpBuf := p.buf.get(n * cols)
 		defer p.buf.put(xpBuf)
-		xp = *xpBuf
-		for t := 0; t < n; t++ {
-			permuteX(xp[t*cols:(t+1)*cols], x[t*cols:(t+1)*cols], m.Bits)
+		t.xp = *xpBuf
+		for k := 0; k < n; k++ {
+			permuteX(t.xp[k*cols:(k+1)*cols], x[k*cols:(k+1)*cols], m.Bits, 8)
 		}
 	}
 	// The 4-token kernels want the group sums of each block of four tokens
 	// interleaved [group][token].
-	blocks := 0
 	if simd && (m.Bits == 4 || m.Bits == 8) && gs%16 == 0 {
-		blocks = n / 4
+		t.blocks = n / 4
 	}
-	var gsum4 []float32
-	if blocks > 0 {
-		g4Buf := p.buf.get(blocks * 4 * g)
+	if t.blocks > 0 {
+		g4Buf := p.buf.get(t.blocks * 4 * g)
 		defer p.buf.put(g4Buf)
-		gsum4 = *g4Buf
-		for b := 0; b < blocks; b++ {
+		t.gsum4 = *g4Buf
+		for b := 0; b < t.blocks; b++ {
 			for j := 0; j < g; j++ {
 				for k := 0; k < 4; k++ {
-					gsum4[(b*g+j)*4+k] = gsum[(4*b+k)*g+j]
+					t.gsum4[(b*g+j)*4+k] = t.gsum[(4*b+k)*g+j]
 				}
 			}
 		}
 	}
+	t.body = (*matTask).affineRows
+	p.forRanger(m.Rows, cols*n, t)
+}
+
+// affineRows is affineMatMul's body.
+func (t *matTask) affineRows(lo, hi int) {
+	m, y, xp, n, simd, blocks := t.m, t.y, t.xp, t.n, t.simd, t.blocks
+	rows, cols, gs, g := m.Rows, m.Cols, m.GroupSize, m.Groups()
 	rb := m.RowBytes()
-	p.For(rows, cols*n, func(lo, hi int) {
-		sbBuf := p.buf.get(2 * g)
-		defer p.buf.put(sbBuf)
-		scales, biases := (*sbBuf)[:g], (*sbBuf)[g:]
-		for r := lo; r < hi; r++ {
-			if simd && m.ScaleFormat == BF16 {
-				cvtBF16SIMD(scales, u16s(m.Scales)[r*g:(r+1)*g])
-				cvtBF16SIMD(biases, u16s(m.Biases)[r*g:(r+1)*g])
+	sbBuf := t.p.buf.get(2 * g)
+	defer t.p.buf.put(sbBuf)
+	scales, biases := (*sbBuf)[:g], (*sbBuf)[g:]
+	for r := lo; r < hi; r++ {
+		if simd && m.ScaleFormat == BF16 {
+			cvtBF16SIMD(scales, u16s(m.Scales)[r*g:(r+1)*g])
+			cvtBF16SIMD(biases, u16s(m.Biases)[r*g:(r+1)*g])
+		} else {
+			decodeFloats(scales, m.Scales, m.ScaleFormat, r*g)
+			decodeFloats(biases, m.Biases, m.ScaleFormat, r*g)
+		}
+		raw := m.Data[r*rb : (r+1)*rb]
+		var out [4]float32
+		for b := 0; b < blocks; b++ {
+			k := 4 * b
+			affineRow4SIMD(m.Bits, raw, xp[k*cols:(k+4)*cols], cols, scales, biases, t.gsum4[b*4*g:(b+1)*4*g], gs, &out)
+			y[k*rows+r], y[(k+1)*rows+r], y[(k+2)*rows+r], y[(k+3)*rows+r] = out[0], out[1], out[2], out[3]
+		}
+		for k := 4 * blocks; k < n; k++ {
+			xt, gt := xp[k*cols:(k+1)*cols], t.gsum[k*g:(k+1)*g]
+			// The 3-bit kernel reads one byte past each block: not past
+			// the end of the data.
+			if simd && (m.Bits != 3 || r < rows-1) {
+				y[k*rows+r] = affineRowSIMD(m.Bits, raw, xt, scales, biases, gt, gs)
 			} else {
-				decodeFloats(scales, m.Scales, m.ScaleFormat, r*g)
-				decodeFloats(biases, m.Biases, m.ScaleFormat, r*g)
-			}
-			raw := m.Data[r*rb : (r+1)*rb]
-			var out [4]float32
-			for b := 0; b < blocks; b++ {
-				t := 4 * b
-				affineRow4SIMD(m.Bits, raw, xp[t*cols:(t+4)*cols], cols, scales, biases, gsum4[b*4*g:(b+1)*4*g], gs, &out)
-				y[t*rows+r], y[(t+1)*rows+r], y[(t+2)*rows+r], y[(t+3)*rows+r] = out[0], out[1], out[2], out[3]
-			}
-			for t := 4 * blocks; t < n; t++ {
-				xt, gt := xp[t*cols:(t+1)*cols], gsum[t*g:(t+1)*g]
-				// The 3-bit kernel reads one byte past each block: not past
-				// the end of the data.
-				if simd && (m.Bits != 3 || r < rows-1) {
-					y[t*rows+r] = affineRowSIMD(m.Bits, raw, xt, scales, biases, gt, gs)
-				} else {
-					y[t*rows+r] = affineRowDot(m.Bits, gs, raw, xt, scales, biases, gt)
-				}
+				y[k*rows+r] = affineRowDot(m.Bits, gs, raw, xt, scales, biases, gt)
 			}
 		}
-	})
+	}
+}
+
+// wideChunk is the number of rows whose scales the AVX-512 path converts to
+// float32 at a time: enough to amortize the call, small enough for L1.
+const wideChunk = 32
+
+// affineMatMulWide is affineMatMul on the AVX-512 kernels (wideAffine holds).
+// They dequantize w = s·q + b through a per-group table and need no group
+// sums; x is permuted for 2 and 4 bits.
+func (p *Pool) affineMatMulWide(t *matTask) {
+	m, x, n := t.m, t.x, t.n
+	cols, bits := m.Cols, m.Bits
+	t.xp = x
+	if bits == 2 || bits == 4 {
+		xpBuf := p.buf.get(n * cols)
+		defer p.buf.put(xpBuf)
+		t.xp = *xpBuf
+		for k := 0; k < n; k++ {
+			permuteX(t.xp[k*cols:(k+1)*cols], x[k*cols:(k+1)*cols], bits, 16)
+		}
+	}
+	t.blocks = n / 4 // every width wideAffine admits has a 4-token kernel
+	t.body = (*matTask).wideRows
+	p.forRanger(m.Rows, cols*n, t)
+}
+
+// wideRows is affineMatMulWide's body. It converts the scales of wideChunk
+// rows at a time and hands the whole chunk to one multi-row kernel call per
+// token, so the Go loop costs nothing per row; blocks of four tokens go
+// through the 4-token kernels row by row.
+func (t *matTask) wideRows(lo, hi int) {
+	m, y, xp, n, blocks := t.m, t.y, t.xp, t.n, t.blocks
+	rows, cols, gs, g, bits := m.Rows, m.Cols, m.GroupSize, m.Groups(), m.Bits
+	rb := m.RowBytes()
+	sbBuf := t.p.buf.get(2*wideChunk*g + g)
+	defer t.p.buf.put(sbBuf)
+	for c := lo; c < hi; c += wideChunk {
+		ce := min(c+wideChunk, hi)
+		nr := ce - c
+		scales, biases := (*sbBuf)[:nr*g], (*sbBuf)[wideChunk*g:wideChunk*g+nr*g]
+		if m.ScaleFormat == BF16 {
+			cvtBF16SIMD(scales, u16s(m.Scales)[c*g:ce*g])
+			cvtBF16SIMD(biases, u16s(m.Biases)[c*g:ce*g])
+		} else {
+			decodeFloats(scales, m.Scales, m.ScaleFormat, c*g)
+			decodeFloats(biases, m.Biases, m.ScaleFormat, c*g)
+		}
+		// The 3-bit kernels read 8 bytes past each row: the matrix's last row
+		// runs in Go.
+		last := ce
+		if bits == 3 && ce == rows {
+			last--
+		}
+		var out [4]float32
+		for b := 0; b < blocks; b++ {
+			k := 4 * b
+			for r := c; r < last; r++ {
+				i := r - c
+				affineRow4Wide(bits, m.Data[r*rb:(r+1)*rb], xp[k*cols:(k+4)*cols], cols, scales[i*g:(i+1)*g], biases[i*g:(i+1)*g], gs, &out)
+				y[k*rows+r], y[(k+1)*rows+r], y[(k+2)*rows+r], y[(k+3)*rows+r] = out[0], out[1], out[2], out[3]
+			}
+		}
+		for k := 4 * blocks; k < n && last > c; k++ {
+			affineRowsWide(bits, m.Data[c*rb:last*rb], xp[k*cols:(k+1)*cols], scales[:(last-c)*g], biases[:(last-c)*g], y[k*rows+c:k*rows+last], gs)
+		}
+		for k := 0; k < n && last < ce; k++ {
+			xt, i := xp[k*cols:(k+1)*cols], last-c
+			gsum := groupSums((*sbBuf)[2*wideChunk*g:], xt, gs)
+			y[k*rows+last] = affineRowDot(bits, gs, m.Data[last*rb:ce*rb], xt, scales[i*g:(i+1)*g], biases[i*g:(i+1)*g], gsum)
+		}
+	}
 }
 
 // permuteX reorders x for the SIMD kernels, which unpack codes by bit position
-// rather than by element: 4-bit codes per 16 elements as [even | odd], 2-bit
-// codes per 32 elements with entry 8k+j = x[4j+k].
-func permuteX(dst, x []float32, bits int) {
-	switch bits {
-	case 4:
-		for b := 0; b+16 <= len(x); b += 16 {
-			for i := 0; i < 8; i++ {
-				dst[b+i] = x[b+2*i]
-				dst[b+8+i] = x[b+2*i+1]
-			}
-		}
-	case 2:
-		for b := 0; b+32 <= len(x); b += 32 {
+// rather than by element, `lanes` codes per vector (8 for AVX2, 16 for
+// AVX-512). 4-bit, AVX2: per 16 elements as [even | odd]; 4-bit, AVX-512:
+// per 64 elements, entry 16k+j = x[8j+2k] for j < 8 and x[8(j−8)+2k+1] for
+// j ≥ 8 (see q4RowsAVX512); 2-bit: per 4·lanes elements with entry
+// lanes·k+j = x[4j+k]. Other widths are copied.
+func permuteX(dst, x []float32, bits, lanes int) {
+	switch {
+	case bits == 4 && lanes == 16:
+		for b := 0; b+64 <= len(x); b += 64 {
 			for k := 0; k < 4; k++ {
 				for j := 0; j < 8; j++ {
-					dst[b+8*k+j] = x[b+4*j+k]
+					dst[b+16*k+j] = x[b+8*j+2*k]
+					dst[b+16*k+8+j] = x[b+8*j+2*k+1]
+				}
+			}
+		}
+	case bits == 4:
+		for b := 0; b+2*lanes <= len(x); b += 2 * lanes {
+			for i := 0; i < lanes; i++ {
+				dst[b+i] = x[b+2*i]
+				dst[b+lanes+i] = x[b+2*i+1]
+			}
+		}
+	case bits == 2:
+		for b := 0; b+4*lanes <= len(x); b += 4 * lanes {
+			for k := 0; k < 4; k++ {
+				for j := 0; j < lanes; j++ {
+					dst[b+lanes*k+j] = x[b+4*j+k]
 				}
 			}
 		}
@@ -183,6 +313,9 @@ func groupSums(dst, x []float32, gs int) []float32 {
 // affineRowDot is one affine row (raw codes, decoded scales and biases) dotted
 // with x, given the group sums of x.
 func affineRowDot(bits, gs int, raw []byte, x, scales, biases, gsum []float32) float32 {
+	if haveNEON && bits == 4 && gs%32 == 0 {
+		return q4RowArch(raw, x, scales, biases, gsum, gs)
+	}
 	gb := gs * bits / 8 // bytes per group
 	var acc float32
 	for j := range scales {

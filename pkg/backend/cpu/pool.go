@@ -3,6 +3,8 @@ package cpu
 import (
 	"runtime"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // scratch recycles float32 buffers between kernel calls, so that a decode step
@@ -25,36 +27,60 @@ func (s *scratch) get(n int) *[]float32 {
 func (s *scratch) put(b *[]float32) { s.p.Put(b) }
 
 // minWorkPerGoroutine is the amount of work (roughly multiply-adds) below which
-// starting another goroutine costs more than it saves: waking an idle thread
-// takes a few microseconds, about what 64K multiply-adds take.
+// handing a part to another worker costs more than it saves: a hand-off to a
+// spinning helper is well under a microsecond, waking a parked one a few
+// microseconds, about what 64K multiply-adds take.
 const minWorkPerGoroutine = 1 << 16
 
-// Pool splits loops over goroutines. It holds no mutable state: every call starts
-// its own goroutines (cheap in Go) and waits for them.
+// Pool splits loops over workers: the calling goroutine and workers-1
+// persistent helpers. A helper spins for a while after each part, so the
+// back-to-back products of a decode step hand off in well under a
+// microsecond, then parks, so an idle pool costs nothing. One For at a time
+// owns the helpers; a concurrent or nested For falls back to fresh goroutines,
+// so a Pool can be shared by every caller.
 type Pool struct {
 	workers int
-	// simd selects the assembly kernels where the CPU has them; a pool without
-	// it runs the pure-Go kernels (the tests compare the two).
-	simd bool
-	buf  scratch
+	// level selects the kernels: levelGeneric runs the pure-Go ones, higher
+	// levels the assembly ones up to what the CPU has (the tests compare them).
+	level int
+	buf   scratch
+	team  *team // nil for one worker
 }
 
 // NewPool returns a pool of the given width; workers <= 0 means GOMAXPROCS.
-func NewPool(workers int) *Pool { return newPool(workers, haveAVX2) }
+func NewPool(workers int) *Pool { return newPool(workers, simdLevel) }
 
-func newPool(workers int, simd bool) *Pool {
+func newPool(workers, level int) *Pool {
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
-	return &Pool{workers: workers, simd: simd && haveAVX2}
+	p := &Pool{workers: workers, level: min(level, simdLevel)}
+	if workers > 1 {
+		p.team = newTeam(workers - 1)
+		// The helpers reference the team, not the pool: once the pool is
+		// unreachable they are told to exit.
+		runtime.AddCleanup(p, (*team).stop, p.team)
+	}
+	return p
 }
 
 // Workers is the pool's width.
 func (p *Pool) Workers() int { return p.workers }
 
-// For runs fn over [0, n) split into contiguous ranges, one per goroutine. cost
+// ranger is a loop body over [lo, hi).
+type ranger interface{ run(lo, hi int) }
+
+type funcRanger func(lo, hi int)
+
+func (f funcRanger) run(lo, hi int) { f(lo, hi) }
+
+// For runs fn over [0, n) split into contiguous ranges, one per worker. cost
 // estimates the work of one item; small loops run on the calling goroutine.
 func (p *Pool) For(n, cost int, fn func(lo, hi int)) {
+	p.forRanger(n, cost, funcRanger(fn))
+}
+
+func (p *Pool) forRanger(n, cost int, r ranger) {
 	if n <= 0 {
 		return
 	}
@@ -69,7 +95,12 @@ func (p *Pool) For(n, cost int, fn func(lo, hi int)) {
 		parts = n
 	}
 	if parts <= 1 {
-		fn(0, n)
+		r.run(0, n)
+		return
+	}
+	if t := p.team; t != nil && t.mu.TryLock() {
+		t.run(n, parts, r)
+		t.mu.Unlock()
 		return
 	}
 	var wg sync.WaitGroup
@@ -78,9 +109,135 @@ func (p *Pool) For(n, cost int, fn func(lo, hi int)) {
 		lo, hi := i*n/parts, (i+1)*n/parts
 		go func() {
 			defer wg.Done()
-			fn(lo, hi)
+			r.run(lo, hi)
 		}()
 	}
-	fn(0, n/parts)
+	r.run(0, n/parts)
 	wg.Wait()
+}
+
+// spinTime is how long an idle helper polls for its next part before it
+// parks. Waking a parked helper costs 10–20 µs on the development VM (an OS
+// thread wake-up), a hand-off to a polling one under 1 µs; the products of a
+// decode step come tens of microseconds apart, so 100 µs keeps the helpers
+// hot through a step and lets them sleep between tokens. Polling yields
+// (runtime.Gosched) so that other goroutines, the expert reads among them,
+// still run.
+const spinTime = 100 * time.Microsecond
+
+// team is a pool's persistent helpers.
+type team struct {
+	mu      sync.Mutex // held by the For that owns the helpers
+	helpers []*helper
+}
+
+// helper is one persistent worker. The owner writes r, lo, hi, then bumps
+// gen; the helper runs the part and stores gen into done.
+type helper struct {
+	gen    atomic.Uint32
+	done   atomic.Uint32
+	parked atomic.Bool
+	quit   atomic.Bool
+	wake   chan struct{} // capacity 1: a wake-up is never lost, at worst spurious
+	r      ranger
+	lo, hi int
+
+	// The owner's side of the same protocol, for waiting on done.
+	ownerParked atomic.Bool
+	finished    chan struct{} // capacity 1
+}
+
+func newTeam(n int) *team {
+	t := &team{helpers: make([]*helper, n)}
+	for i := range t.helpers {
+		h := &helper{wake: make(chan struct{}, 1), finished: make(chan struct{}, 1)}
+		t.helpers[i] = h
+		go h.loop()
+	}
+	return t
+}
+
+// run splits [0, n) into parts ranges: the owner takes the first, helpers the
+// rest.
+func (t *team) run(n, parts int, r ranger) {
+	hs := t.helpers[:parts-1]
+	for i, h := range hs {
+		h.r, h.lo, h.hi = r, (i+1)*n/parts, (i+2)*n/parts
+		h.gen.Add(1)
+		if h.parked.Load() {
+			select {
+			case h.wake <- struct{}{}:
+			default:
+			}
+		}
+	}
+	r.run(0, n/parts)
+	for _, h := range hs {
+		h.await(h.gen.Load())
+		h.r = nil // do not keep the caller's data reachable
+	}
+}
+
+// ownerSpins is how many times (runtime.Gosched each) the owner polls for a
+// helper's part before it sleeps: parts are split evenly, so the wait is
+// usually short; but when the machine is oversubscribed the helper may not
+// even be running, and a polling owner would keep its CPU from it.
+const ownerSpins = 64
+
+// await waits until the helper has finished part gen.
+func (h *helper) await(gen uint32) {
+	for spins := 0; h.done.Load() != gen; spins++ {
+		if spins < ownerSpins {
+			runtime.Gosched()
+			continue
+		}
+		h.ownerParked.Store(true)
+		if h.done.Load() != gen {
+			<-h.finished
+		}
+		h.ownerParked.Store(false)
+	}
+}
+
+func (t *team) stop() {
+	for _, h := range t.helpers {
+		h.quit.Store(true)
+		select {
+		case h.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (h *helper) loop() {
+	var seen uint32
+	for {
+		idle := time.Now()
+		for spins := 0; h.gen.Load() == seen; spins++ {
+			if h.quit.Load() {
+				return
+			}
+			if spins%16 != 0 || time.Since(idle) < spinTime {
+				runtime.Gosched()
+				continue
+			}
+			// Park. The owner bumps gen before reading parked, and we set
+			// parked before re-reading gen, so one of us sees the other.
+			h.parked.Store(true)
+			if h.gen.Load() == seen && !h.quit.Load() {
+				<-h.wake
+			}
+			h.parked.Store(false)
+			idle = time.Now()
+		}
+		seen = h.gen.Load()
+		h.r.run(h.lo, h.hi)
+		h.done.Store(seen)
+		if h.ownerParked.Load() {
+			select {
+			case h.finished <- struct{}{}:
+			default:
+			}
+		}
+	}
 }

@@ -1,9 +1,16 @@
-//go:build !amd64
+//go:build !amd64 || noasm
 
 package cpu
 
-// Only amd64 has assembly kernels; elsewhere the Go kernels run.
-const haveAVX2 = false
+// Without assembly (another architecture, or the noasm build tag) the generic
+// twins in dot.go, ops.go and attn.go run; the SIMD entry points below forward
+// to them so that callers need no build tags.
+const (
+	simdLevel  = levelGeneric
+	haveAVX2   = false
+	haveAVX512 = false
+	haveVBMI   = false
+)
 
 func dotF32SIMD(a, b []float32) float32                  { return dotF32(a, b) }
 func dotBF16SIMD(w []uint16, x []float32) float32        { return dotBF16(w, x) }
@@ -28,3 +35,21 @@ func affineRow4SIMD(bits int, row []byte, xp []float32, stride int, scales, bias
 func bf16Row4SIMD(w []uint16, x []float32, stride int, out *[4]float32) {
 	panic("cpu: no SIMD kernels on this architecture")
 }
+
+func affineRowsWide(bits int, raw []byte, x, scales, biases, y []float32, gs int) {
+	panic("cpu: no SIMD kernels in this build")
+}
+
+func affineRow4Wide(bits int, row []byte, x []float32, stride int, scales, biases []float32, gs int, out *[4]float32) bool {
+	return false
+}
+
+func dotF32Wide(a, b []float32, wide bool) float32 { return dotF32(a, b) }
+
+func dotBF16Wide(w []uint16, x []float32, wide bool) float32 { return dotBF16(w, x) }
+
+func bf16Row4Wide(w []uint16, x []float32, stride int, out *[4]float32) {
+	panic("cpu: no SIMD kernels in this build")
+}
+
+func readSumSIMD(b []byte) uint64 { return readSumGo(b) }

@@ -1,0 +1,117 @@
+//go:build !noasm
+
+package cpu
+
+import "unsafe"
+
+// The AVX-512 kernels of kernels512_amd64.s. Affine ones take float32 scales
+// and biases and walk `rows` consecutive rows, storing one result per row.
+
+//go:noescape
+func q4RowsAVX512(packed *byte, x, scales, biases, y unsafe.Pointer, rows, groups, reps int)
+
+//go:noescape
+func q2RowsAVX512(packed *byte, x, scales, biases, y unsafe.Pointer, rows, groups, reps int)
+
+//go:noescape
+func q8RowsAVX512(packed *byte, x, scales, biases, y unsafe.Pointer, rows, groups, reps int)
+
+//go:noescape
+func q3RowsAVX512(packed *byte, x, scales, biases, y unsafe.Pointer, rows, groups, reps int)
+
+//go:noescape
+func dotF32AVX512(a, b *float32, n int) float32
+
+//go:noescape
+func dotBF16AVX512(w *uint16, x *float32, n int) float32
+
+//go:noescape
+func q4Row4AVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int)
+
+//go:noescape
+func q8Row4AVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int)
+
+//go:noescape
+func q2Row4AVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int)
+
+//go:noescape
+func q3Row4AVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int)
+
+//go:noescape
+func bf16Row4AVX512(w *uint16, xp unsafe.Pointer, xstride int, out unsafe.Pointer, n int)
+
+// affineRowsWide computes y[r] = row r · x for len(y) consecutive rows whose
+// codes start at raw and whose float32 scales and biases are given (groups per
+// row each). x is permuted by permuteX(…, bits, 16). The caller checks
+// wideAffine(bits, gs) and, for 3 bits, that 8 bytes past the last row's codes
+// are readable.
+func affineRowsWide(bits int, raw []byte, x, scales, biases, y []float32, gs int) {
+	rows := len(y)
+	g := len(scales) / rows
+	_ = raw[rows*g*gs*bits/8-1]
+	_ = x[g*gs-1]
+	_ = biases[rows*g-1]
+	xp, sp, bp, yp := unsafe.Pointer(&x[0]), unsafe.Pointer(&scales[0]), unsafe.Pointer(&biases[0]), unsafe.Pointer(&y[0])
+	switch bits {
+	case 4:
+		q4RowsAVX512(&raw[0], xp, sp, bp, yp, rows, g, gs/64)
+	case 2:
+		q2RowsAVX512(&raw[0], xp, sp, bp, yp, rows, g, gs/64)
+	case 8:
+		q8RowsAVX512(&raw[0], xp, sp, bp, yp, rows, g, gs/64)
+	case 3:
+		q3RowsAVX512(&raw[0], xp, sp, bp, yp, rows, g, gs/64)
+	default:
+		panic("cpu: no AVX-512 kernel for this bit width")
+	}
+}
+
+// affineRow4Wide is one row against four tokens (x rows stride floats apart,
+// permuted as for affineRowsWide); ok is false where no such kernel exists.
+// For 3 bits, 8 bytes past the row's codes must be readable.
+func affineRow4Wide(bits int, row []byte, x []float32, stride int, scales, biases []float32, gs int, out *[4]float32) bool {
+	g := len(scales)
+	_ = x[3*stride+g*gs-1]
+	_ = biases[g-1]
+	_ = row[g*gs*bits/8-1]
+	xp, sp, bp, op := unsafe.Pointer(&x[0]), unsafe.Pointer(&scales[0]), unsafe.Pointer(&biases[0]), unsafe.Pointer(out)
+	switch bits {
+	case 4:
+		q4Row4AVX512(&row[0], xp, 4*stride, sp, bp, op, g, gs/64)
+	case 8:
+		q8Row4AVX512(&row[0], xp, 4*stride, sp, bp, op, g, gs/32)
+	case 2:
+		q2Row4AVX512(&row[0], xp, 4*stride, sp, bp, op, g, gs/64)
+	case 3:
+		q3Row4AVX512(&row[0], xp, 4*stride, sp, bp, op, g, gs/64)
+	default:
+		return false
+	}
+	return true
+}
+
+//go:noescape
+func readSumAVX512(p *byte, n int) uint64
+
+//go:noescape
+func readSumAVX2(p *byte, n int) uint64
+
+// readSumSIMD is readSumGo with the widest loads the CPU has.
+func readSumSIMD(b []byte) uint64 {
+	var s uint64
+	switch {
+	case haveAVX512:
+		n := len(b) &^ 255
+		if n > 0 {
+			s = readSumAVX512(&b[0], n)
+		}
+		b = b[n:]
+	case haveAVX2:
+		n := len(b) &^ 127
+		if n > 0 {
+			s = readSumAVX2(&b[0], n)
+		}
+		b = b[n:]
+	}
+	return s + readSumGo(b)
+}

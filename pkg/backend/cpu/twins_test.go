@@ -1,0 +1,204 @@
+package cpu
+
+import (
+	"math"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+// TestKernelsAllocateNothing: a product in steady state (decode, one token,
+// and prefill blocks) allocates nothing at any kernel level, with one worker
+// and with helpers.
+func TestKernelsAllocateNothing(t *testing.T) {
+	if raceEnabled {
+		t.Skip("sync.Pool drops objects under the race detector")
+	}
+	rng := rand.New(rand.NewPCG(9, 9))
+	for _, level := range testLevels() {
+		for _, workers := range []int{1, 2} {
+			p := newPool(workers, level)
+			for _, c := range []matCase{
+				{rows: 256, cols: 512, f: BF16}, {rows: 256, cols: 512, f: F32}, {rows: 256, cols: 512, f: F16},
+				{rows: 256, cols: 512, f: Affine, bits: 4, gs: 64, sf: BF16},
+				{rows: 256, cols: 512, f: Affine, bits: 3, gs: 64, sf: BF16},
+				{rows: 256, cols: 512, f: Affine, bits: 8, gs: 32, sf: F16},
+			} {
+				m := randomMatrix(rng, c.rows, c.cols, c.f, c.bits, c.gs, c.sf)
+				for _, n := range []int{1, 5} {
+					x := randomVector(rng, n*c.cols)
+					y := make([]float32, n*c.rows)
+					p.MatMul(y, m, x, n) // warm the scratch pools
+					if a := testing.AllocsPerRun(20, func() { p.MatMul(y, m, x, n) }); a != 0 {
+						t.Errorf("level %d workers %d %v n=%d: %v allocations per product", level, workers, c, n, a)
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestWideKernelsMatchTwins compares the AVX-512 vector kernels and ReadSum
+// with their generic twins over odd lengths (the tails run in Go).
+func TestWideKernelsMatchTwins(t *testing.T) {
+	rng := rand.New(rand.NewPCG(10, 11))
+	for _, n := range []int{0, 1, 31, 63, 64, 65, 127, 200, 1000, 4097} {
+		a, b := randomVector(rng, n), randomVector(rng, n)
+		w := make([]uint16, n)
+		var mag float64
+		for i := range a {
+			w[i] = F32ToBF16(a[i])
+			mag += math.Abs(float64(a[i] * b[i]))
+		}
+		tol := 1e-5*mag + 1e-6
+		if got, want := dotF32Wide(a, b, haveAVX512), dotF32(a, b); math.Abs(float64(got-want)) > tol {
+			t.Errorf("dotF32 n=%d: %g, generic %g", n, got, want)
+		}
+		if got, want := dotBF16Wide(w, b, haveAVX512), dotBF16(w, b); math.Abs(float64(got-want)) > tol {
+			t.Errorf("dotBF16 n=%d: %g, generic %g", n, got, want)
+		}
+		if n >= 4 {
+			x := randomVector(rng, 4*n)
+			var got, want [4]float32
+			if haveAVX512 {
+				bf16Row4Wide(w, x, n, &got)
+			} else if haveAVX2 {
+				bf16Row4SIMD(w, x, n, &got)
+			}
+			for k := range want {
+				want[k] = dotBF16(w, x[k*n:(k+1)*n])
+			}
+			if haveAVX2 {
+				for k := range want {
+					if math.Abs(float64(got[k]-want[k])) > 1e-5*float64(n)+1e-6 {
+						t.Errorf("bf16Row4 n=%d token %d: %g, generic %g", n, k, got[k], want[k])
+					}
+				}
+			}
+		}
+		raw := make([]byte, 8*n+n%8)
+		for i := range raw {
+			raw[i] = byte(rng.Uint32())
+		}
+		for _, off := range []int{0, 1, 7} { // unaligned starts and ends
+			if off <= len(raw) {
+				if got, want := ReadSum(raw[off:]), readSumGo(raw[off:]); got != want {
+					t.Errorf("ReadSum n=%d off %d: %#x, generic %#x", len(raw), off, got, want)
+				}
+			}
+		}
+	}
+}
+
+// TestLevelsAgreeOnLargeShapes runs each kernel level on shapes with many
+// groups and rows (several wide chunks, odd row counts, every bit width) and
+// compares with the generic pool's result.
+func TestLevelsAgreeOnLargeShapes(t *testing.T) {
+	rng := rand.New(rand.NewPCG(12, 13))
+	generic := newPool(2, levelGeneric)
+	for _, c := range []matCase{
+		{rows: 97, cols: 1024, f: Affine, bits: 4, gs: 64, sf: BF16},
+		{rows: 97, cols: 1024, f: Affine, bits: 2, gs: 64, sf: BF16},
+		{rows: 97, cols: 1024, f: Affine, bits: 3, gs: 128, sf: F32},
+		{rows: 97, cols: 1024, f: Affine, bits: 8, gs: 64, sf: F16},
+		{rows: 97, cols: 1024, f: Affine, bits: 4, gs: 32, sf: BF16},
+		{rows: 97, cols: 1001, f: BF16},
+		{rows: 97, cols: 1001, f: F32},
+	} {
+		m := randomMatrix(rng, c.rows, c.cols, c.f, c.bits, c.gs, c.sf)
+		for _, n := range []int{1, 4, 7} {
+			x := randomVector(rng, n*c.cols)
+			want := make([]float32, n*c.rows)
+			generic.MatMul(want, m, x, n)
+			mags := make([][]float64, n)
+			for tok := range mags {
+				_, mags[tok] = refMatVec(m, x[tok*c.cols:(tok+1)*c.cols])
+			}
+			for _, level := range testLevels()[1:] {
+				got := make([]float32, n*c.rows)
+				newPool(2, level).MatMul(got, m, x, n)
+				for i := range got {
+					tok, r := i/c.rows, i%c.rows
+					tol := 2e-5*mags[tok][r] + 1e-6
+					if d := math.Abs(float64(got[i] - want[i])); d > tol || math.IsNaN(float64(got[i])) {
+						t.Fatalf("%v n=%d level %d: y[%d] = %g, generic %g", c, n, level, i, got[i], want[i])
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestNEONMatchesTwin compares the arm64 NEON 4-bit row kernel with the
+// generic per-group dotQ4 on random rows (run under qemu-user by make test).
+func TestNEONMatchesTwin(t *testing.T) {
+	if !haveNEON {
+		t.Skip("no NEON kernels in this build")
+	}
+	rng := rand.New(rand.NewPCG(14, 15))
+	for _, gs := range []int{32, 64, 128} {
+		for _, groups := range []int{1, 3, 17} {
+			m := randomMatrix(rng, 2, gs*groups, Affine, 4, gs, F32)
+			x := randomVector(rng, m.Cols)
+			scales, biases := make([]float32, groups), make([]float32, groups)
+			decodeFloats(scales, m.Scales, F32, groups)
+			decodeFloats(biases, m.Biases, F32, groups)
+			gsum := groupSums(make([]float32, groups), x, gs)
+			raw := m.Data[m.RowBytes():]
+			got := q4RowArch(raw, x, scales, biases, gsum, gs)
+			var want, mag float64
+			gb := gs / 2
+			for j := range groups {
+				d := dotQ4(u32s(raw[j*gb:(j+1)*gb]), x[j*gs:(j+1)*gs])
+				want += float64(scales[j]*d + biases[j]*gsum[j])
+				mag += math.Abs(float64(scales[j]*d)) + math.Abs(float64(biases[j]*gsum[j]))
+			}
+			if math.Abs(float64(got)-want) > 1e-5*mag+1e-6 {
+				t.Errorf("gs %d groups %d: NEON %g, generic %g", gs, groups, got, want)
+			}
+		}
+	}
+}
+
+// TestPoolConcurrentAndNested: For calls from several goroutines at once
+// (one owns the helpers, the others fall back to fresh goroutines) and For
+// calls nested in a part all cover their ranges exactly once.
+func TestPoolConcurrentAndNested(t *testing.T) {
+	p := NewPool(3)
+	const n = 300
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for round := 0; round < 50; round++ {
+				seen := make([]int32, n)
+				p.For(n, 1<<20, func(lo, hi int) {
+					for i := lo; i < hi; i++ {
+						inner := make([]int32, 8)
+						p.For(8, 1<<20, func(a, b int) {
+							for j := a; j < b; j++ {
+								inner[j]++
+							}
+						})
+						for _, v := range inner {
+							if v != 1 {
+								t.Errorf("nested For visited an item %d times", v)
+								return
+							}
+						}
+						atomic.AddInt32(&seen[i], 1)
+					}
+				})
+				for i, v := range seen {
+					if v != 1 {
+						t.Errorf("item %d visited %d times", i, v)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
