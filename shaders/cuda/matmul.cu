@@ -1,0 +1,251 @@
+// matmul.cu: y[t, r] (+)= Σ_c W[r, c]·x[t, c] for T tokens, with the weight's
+// dequantization fused into the product. At batch 1 this is memory-bound: each
+// warp streams one weight row in 32-element chunks (16-byte loads for 4-bit and
+// bf16, lanes on consecutive chunks so the warp's loads coalesce) and a decoded
+// chunk serves up to MM_TOK tokens, so a prefill chunk of T tokens reads the
+// weights ⌈T/MM_TOK⌉ times instead of T times.
+//
+// Fast kernels need cols % 32 == 0, group size % 32 == 0 (a 32-element chunk
+// never straddles two groups), 16-byte aligned weight rows and x rows; the Go
+// side checks and otherwise launches mm_generic, which decodes element by element.
+
+#define MM_TOK 8
+#define MM_WARPS 4
+
+// Format number of affine matrices in the generic kernels (backend.Affine).
+#define FMT_AFFINE 4
+
+template <int BITS>
+__device__ __forceinline__ void load_words(const u8* __restrict__ p, u32* wd) {
+    if constexpr (BITS == 2) {
+        uint2 v = *(const uint2*)p;
+        wd[0] = v.x; wd[1] = v.y;
+    } else if constexpr (BITS == 4) {
+        uint4 v = *(const uint4*)p;
+        wd[0] = v.x; wd[1] = v.y; wd[2] = v.z; wd[3] = v.w;
+    } else if constexpr (BITS == 8) {
+        uint4 v = ((const uint4*)p)[0], u = ((const uint4*)p)[1];
+        wd[0] = v.x; wd[1] = v.y; wd[2] = v.z; wd[3] = v.w;
+        wd[4] = u.x; wd[5] = u.y; wd[6] = u.z; wd[7] = u.w;
+    } else {
+#pragma unroll
+        for (int i = 0; i < BITS; i++) wd[i] = ((const u32*)p)[i];
+    }
+}
+
+// code returns code i of a chunk's little-endian, LSB-first bit stream.
+template <int BITS>
+__device__ __forceinline__ float code(const u32* wd, int i) {
+    const int bit = i * BITS, w = bit >> 5, sh = bit & 31;
+    u32 v = wd[w] >> sh;
+    if (sh + BITS > 32) v |= wd[w + 1] << (32 - sh);
+    return (float)(v & ((1u << BITS) - 1u));
+}
+
+// load_row32 decodes float chunk ch (elements 32·ch … 32·ch+31) of a row.
+template <int FMT>
+__device__ __forceinline__ void load_row32(const u8* __restrict__ row, int ch, float* w) {
+    if constexpr (FMT == FMT_F32) {
+        const float4* p = (const float4*)(row + (long)ch * 128);
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+            float4 v = p[k];
+            w[4 * k] = v.x; w[4 * k + 1] = v.y; w[4 * k + 2] = v.z; w[4 * k + 3] = v.w;
+        }
+    } else {
+        const uint4* p = (const uint4*)(row + (long)ch * 64);
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            uint4 v = p[k];
+            u32 a[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+            for (int m = 0; m < 4; m++) {
+                if constexpr (FMT == FMT_BF16) {
+                    w[8 * k + 2 * m] = __uint_as_float(a[m] << 16);
+                    w[8 * k + 2 * m + 1] = __uint_as_float(a[m] & 0xffff0000u);
+                } else {
+                    w[8 * k + 2 * m] = f16_to_f32(a[m] & 0xffffu);
+                    w[8 * k + 2 * m + 1] = f16_to_f32(a[m] >> 16);
+                }
+            }
+        }
+    }
+}
+
+// MMArgs is every matmul kernel's argument list. Token t of the launch reads
+// x row xrows[t] (row t when xrows is null). Modes: MM_STORE y = W·x, MM_ACCUM
+// y += W·x, MM_SWIGLU y = silu(W·x) ⊙ (W2·x) with a second matrix of the same
+// format (gate and up in one pass over x). With yrows, row t of the result is
+// added, times ywt[t], to y row yrows[t] (the MoE combine as the epilogue of
+// the expert's down projection).
+#define MM_STORE 0
+#define MM_ACCUM 1
+#define MM_SWIGLU 2
+
+#define MM_PARAMS                                                                                              \
+    float *y, const u8 *w, const u8 *sc, const u8 *bi, const u8 *w2, const u8 *sc2, const u8 *bi2, const float *x, \
+        const int *xrows, const int *yrows, const float *ywt, int rows, int cols, int T, int ldx, int ldy, int gs,   \
+        int sfmt, int mode
+#define MM_ARGS y, w, sc, bi, w2, sc2, bi2, x, xrows, yrows, ywt, rows, cols, T, ldx, ldy, gs, sfmt, mode
+
+// mm_chunk adds chunk ch of one weight row times the nt tokens' x to acc.
+template <int KIND>
+__device__ __forceinline__ void mm_chunk(const u8* __restrict__ row, const u8* __restrict__ sc,
+                                         const u8* __restrict__ bi, long gi, int sfmt, int ch,
+                                         const float* const* xr, int nt, float* acc) {
+    float wv[32];
+    float s = 1.f, b = 0.f;
+    if constexpr (KIND < 100) {
+        load_row32<KIND>(row, ch, wv);
+    } else {
+        constexpr int BITS = KIND - 100;
+        u32 wd[BITS];
+        load_words<BITS>(row + (long)ch * 4 * BITS, wd);
+#pragma unroll
+        for (int i = 0; i < 32; i++) wv[i] = code<BITS>(wd, i);
+        s = load_float(sc, gi, sfmt);
+        b = load_float(bi, gi, sfmt);
+    }
+#pragma unroll
+    for (int t = 0; t < MM_TOK; t++) {
+        if (t < nt) {
+            const float4* xp = (const float4*)(xr[t] + ch * 32);
+            float d = 0.f, sx = 0.f;
+#pragma unroll
+            for (int k = 0; k < 8; k++) {
+                float4 v = xp[k];
+                d += wv[4 * k] * v.x + wv[4 * k + 1] * v.y + wv[4 * k + 2] * v.z + wv[4 * k + 3] * v.w;
+                if constexpr (KIND >= 100) sx += (v.x + v.y) + (v.z + v.w);
+            }
+            if constexpr (KIND >= 100) acc[t] += s * d + b * sx;
+            else acc[t] += d;
+        }
+    }
+}
+
+// mm_out finishes a row: the warp's partial sums, then the epilogue.
+__device__ __forceinline__ void mm_out(float* acc, float* acc2, bool pair, float* y, const int* yrows,
+                                       const float* ywt, int t0, int nt, int r, int ldy, int mode) {
+    const int lane = threadIdx.x & 31;
+#pragma unroll
+    for (int t = 0; t < MM_TOK; t++) {
+        if (t < nt) {
+            float v = warp_sum(acc[t]);
+            if (pair) v = silu_f(v) * warp_sum(acc2[t]);
+            if (lane == 0) {
+                if (yrows) {
+                    y[(long)yrows[t0 + t] * ldy + r] += ywt[t0 + t] * v;
+                } else {
+                    long o = (long)(t0 + t) * ldy + r;
+                    y[o] = mode == MM_ACCUM ? y[o] + v : v;
+                }
+            }
+        }
+    }
+}
+
+// KIND: FMT_F32, FMT_BF16, FMT_F16 for float rows; 100+bits for affine rows.
+template <int KIND, bool PAIR>
+__device__ __forceinline__ void mm_fast(MM_PARAMS) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int r = blockIdx.x * MM_WARPS + warp;
+    if (r >= rows) return;
+    const int t0 = blockIdx.y * MM_TOK;
+    const int nt = min(MM_TOK, T - t0);
+    const float* xr[MM_TOK];
+#pragma unroll
+    for (int t = 0; t < MM_TOK; t++) {
+        const int tt = t < nt ? t0 + t : t0;
+        xr[t] = x + (long)(xrows ? xrows[tt] : tt) * ldx;
+    }
+    long rowBytes;
+    if constexpr (KIND >= 100) rowBytes = (long)cols * (KIND - 100) / 8;
+    else rowBytes = (long)cols * (KIND == FMT_F32 ? 4 : 2);
+    const u8* row = w + (long)r * rowBytes;
+    const u8* row2 = PAIR ? w2 + (long)r * rowBytes : row;
+    float acc[MM_TOK], acc2[MM_TOK];
+#pragma unroll
+    for (int t = 0; t < MM_TOK; t++) acc[t] = acc2[t] = 0.f;
+    const int nch = cols >> 5;
+    const int groups = KIND >= 100 ? cols / gs : 1;
+    for (int ch = lane; ch < nch; ch += 32) {
+        const long gi = KIND >= 100 ? (long)r * groups + (ch * 32) / gs : 0;
+        mm_chunk<KIND>(row, sc, bi, gi, sfmt, ch, xr, nt, acc);
+        if (PAIR) mm_chunk<KIND>(row2, sc2, bi2, gi, sfmt, ch, xr, nt, acc2);
+    }
+    mm_out(acc, acc2, PAIR, y, yrows, ywt, t0, nt, r, ldy, mode);
+}
+
+#define MM_KERNEL(name, name2, KIND)                                                                \
+    extern "C" __global__ void __launch_bounds__(MM_WARPS * 32) name(MM_PARAMS) {                  \
+        mm_fast<KIND, false>(MM_ARGS);                                                              \
+    }                                                                                               \
+    extern "C" __global__ void __launch_bounds__(MM_WARPS * 32) name2(MM_PARAMS) {                 \
+        mm_fast<KIND, true>(MM_ARGS);                                                               \
+    }
+
+MM_KERNEL(mm_f32, mm2_f32, FMT_F32)
+MM_KERNEL(mm_bf16, mm2_bf16, FMT_BF16)
+MM_KERNEL(mm_f16, mm2_f16, FMT_F16)
+MM_KERNEL(mm_q2, mm2_q2, 102)
+MM_KERNEL(mm_q3, mm2_q3, 103)
+MM_KERNEL(mm_q4, mm2_q4, 104)
+MM_KERNEL(mm_q8, mm2_q8, 108)
+
+// generic_elem decodes element c of row r of any stored matrix.
+__device__ __forceinline__ float generic_elem(const u8* w, const u8* sc, const u8* bi, int r, int c, int cols,
+                                              int gs, int sfmt, int fmt, int bits) {
+    if (fmt == FMT_AFFINE) {
+        const u8* row = w + (long)r * ((long)cols * bits / 8);
+        long bit = (long)c * bits;
+        long by = bit >> 3;
+        int sh = (int)(bit & 7);
+        u32 v = row[by];
+        if (sh + bits > 8) v |= (u32)row[by + 1] << 8;
+        float q = (float)((v >> sh) & ((1u << bits) - 1u));
+        long gi = (long)r * (cols / gs) + c / gs;
+        return load_float(sc, gi, sfmt) * q + load_float(bi, gi, sfmt);
+    }
+    const u8* row = w + (long)r * ((long)cols * (fmt == FMT_F32 ? 4 : 2));
+    return load_float(row, c, fmt);
+}
+
+// mm_generic is the any-shape fallback: one element at a time, any bits 1…8,
+// any group size, no alignment needs. Same grid and modes as the fast kernels.
+extern "C" __global__ void __launch_bounds__(MM_WARPS * 32) mm_generic(MM_PARAMS, int fmt, int bits) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int r = blockIdx.x * MM_WARPS + warp;
+    if (r >= rows) return;
+    const int t0 = blockIdx.y * MM_TOK;
+    const int nt = min(MM_TOK, T - t0);
+    const bool pair = mode == MM_SWIGLU;
+    const float* xr[MM_TOK];
+#pragma unroll
+    for (int t = 0; t < MM_TOK; t++) {
+        const int tt = t < nt ? t0 + t : t0;
+        xr[t] = x + (long)(xrows ? xrows[tt] : tt) * ldx;
+    }
+    float acc[MM_TOK], acc2[MM_TOK];
+#pragma unroll
+    for (int t = 0; t < MM_TOK; t++) acc[t] = acc2[t] = 0.f;
+    for (int c = lane; c < cols; c += 32) {
+        const float wv = generic_elem(w, sc, bi, r, c, cols, gs, sfmt, fmt, bits);
+        const float wv2 = pair ? generic_elem(w2, sc2, bi2, r, c, cols, gs, sfmt, fmt, bits) : 0.f;
+#pragma unroll
+        for (int t = 0; t < MM_TOK; t++)
+            if (t < nt) {
+                acc[t] += wv * xr[t][c];
+                acc2[t] += wv2 * xr[t][c];
+            }
+    }
+    mm_out(acc, acc2, pair, y, yrows, ywt, t0, nt, r, ldy, mode);
+}
+
+// embed_rows: dst row t = row ids[t] of a stored matrix, dequantized.
+extern "C" __global__ void embed_rows(float* dst, const u8* w, const u8* sc, const u8* bi, const int* ids, int cols,
+                                      int gs, int sfmt, int fmt, int bits) {
+    const int t = blockIdx.y;
+    const int r = ids[t];
+    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < cols; c += gridDim.x * blockDim.x)
+        dst[(long)t * cols + c] = generic_elem(w, sc, bi, r, c, cols, gs, sfmt, fmt, bits);
+}
