@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/fm-moe/fm/pkg/backend"
 	"github.com/fm-moe/fm/pkg/engine"
 	"github.com/fm-moe/fm/pkg/experts"
 	"github.com/fm-moe/fm/pkg/layout"
@@ -35,7 +37,7 @@ func (f *engineFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.twoBit, "2bit", false, "use the 2-bit experts written by fm-requant2bit")
 	fs.BoolVar(&f.threeBit, "3bit", false, "use the 3-bit experts written by fm-requant2bit --bits 3")
 	fs.IntVar(&f.expertsPerToken, "experts-per-token", 0, "route each token to only K experts instead of the model's num_experts_per_tok (faster, but changes the model's output)")
-	fs.StringVar(&f.backend, "backend", "cpu", "compute backend: cpu or cuda")
+	fs.StringVar(&f.backend, "backend", backend.Auto, "compute backend: auto (the best available), "+strings.Join(backend.Names(), ", "))
 	fs.IntVar(&f.ioThreads, "io-threads", 0, fmt.Sprintf("parallel expert reads (0: %d)", experts.DefaultIOThreads))
 	fs.BoolVar(&f.directIO, "direct-io", false, "read experts with O_DIRECT, bypassing the page cache (pair with --expert-cache-mb)")
 	fs.IntVar(&f.expertCacheMB, "expert-cache-mb", 0, "RAM budget in MiB for caching experts in the process (0: none; the OS page cache still helps unless --direct-io)")
@@ -48,12 +50,8 @@ func (f *engineFlags) open(ctx context.Context, stderr io.Writer) (*engine.Engin
 	if f.model == "" {
 		return nil, errors.New("--model is required")
 	}
-	switch f.backend {
-	case "cpu":
-	case "cuda":
-		return nil, errors.New("--backend cuda: the CUDA backend is not available in this build (use --backend cpu)")
-	default:
-		return nil, fmt.Errorf("--backend %q: want cpu or cuda", f.backend)
+	if names := backend.Names(); f.backend != backend.Auto && !slices.Contains(names, f.backend) {
+		return nil, fmt.Errorf("--backend %s: not available in this build (available: %s, %s)", f.backend, backend.Auto, strings.Join(names, ", "))
 	}
 	expertsDir := ""
 	if f.threeBit {
@@ -70,6 +68,7 @@ func (f *engineFlags) open(ctx context.Context, stderr io.Writer) (*engine.Engin
 		TwoBit:          f.twoBit,
 		ExpertsDir:      expertsDir,
 		ExpertsPerToken: f.expertsPerToken,
+		Backend:         f.backend,
 		Workers:         f.threads,
 		Store: experts.Options{
 			IOThreads:  f.ioThreads,

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"sync"
 
+	"github.com/fm-moe/fm/pkg/backend"
+	_ "github.com/fm-moe/fm/pkg/backend/cpu" // the backend every build has
 	"github.com/fm-moe/fm/pkg/experts"
 	"github.com/fm-moe/fm/pkg/layout"
 	"github.com/fm-moe/fm/pkg/model"
@@ -27,6 +29,9 @@ type Options struct {
 	// ExpertsPerToken lowers the router's K (0: the config's). It changes the
 	// model's output.
 	ExpertsPerToken int
+	// Backend names the compute backend (see pkg/backend): "cpu", another
+	// registered one, or "" / "auto" for the best one available.
+	Backend string
 	// Workers is the compute goroutines (0: GOMAXPROCS).
 	Workers int
 	// PrefillChunk is the most prompt tokens per batched step (0: the model's default).
@@ -40,11 +45,12 @@ type Options struct {
 
 // Engine is an opened model ready to run.
 type Engine struct {
-	Dir   *layout.Dir
-	Model *model.Model
-	Store *experts.Store
-	Set   *layout.ExpertSet
-	opts  Options
+	Dir    *layout.Dir
+	Device backend.Device
+	Model  *model.Model
+	Store  *experts.Store
+	Set    *layout.ExpertSet
+	opts   Options
 }
 
 // Open verifies and opens a prepared directory. It checks the manifest's
@@ -75,6 +81,9 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 			return nil, fmt.Errorf("%s: checksum %s, manifest says %s (the file is damaged or from another conversion; re-run fm-extract)", path, sum, m.Dense.Checksum)
 		}
 	}
+	if e.Device, err = backend.Open(opts.Backend, backend.Options{Threads: opts.Workers}); err != nil {
+		return nil, err
+	}
 	var source model.Experts
 	if anySparse(&m.Config) {
 		dir := layout.ExpertsDir
@@ -101,7 +110,7 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 		source = storeExperts{e.Store, e.Set}
 	}
 	e.Model, err = model.New(&m.Config, model.DirWeights(d), source, model.Options{
-		ExpertsPerToken: opts.ExpertsPerToken, Workers: opts.Workers, PrefillChunk: opts.PrefillChunk})
+		ExpertsPerToken: opts.ExpertsPerToken, Device: e.Device, PrefillChunk: opts.PrefillChunk})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", filepath.Join(opts.Dir, layout.ManifestName), err)
 	}
@@ -179,6 +188,12 @@ func (e *Engine) Close() error {
 	if e.Store != nil {
 		err = e.Store.Close()
 		e.Store = nil
+	}
+	if e.Device != nil {
+		if cerr := e.Device.Close(); err == nil {
+			err = cerr
+		}
+		e.Device = nil
 	}
 	if e.Dir != nil {
 		if cerr := e.Dir.Close(); err == nil {

@@ -6,9 +6,30 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/fm-moe/fm/pkg/backend/cpu"
 	"github.com/fm-moe/fm/pkg/internal/hfload"
 	"github.com/fm-moe/fm/pkg/layout"
 )
+
+// kernelMatrix is the CPU kernels' view of a weight tensor, for reading rows
+// in the reference computations.
+func kernelMatrix(t *testing.T, w Weights, name string, rows, cols int) *cpu.Matrix {
+	t.Helper()
+	tt := w.Tensor(name)
+	desc, err := describe(tt, rows, cols)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var scales, biases []byte
+	if q := tt.Quant; q != nil {
+		scales, biases = w.Bytes(q.Scales), w.Bytes(q.Biases)
+	}
+	m, err := cpu.View(desc, w.Bytes(tt.Data), scales, biases)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &m
+}
 
 // aliasWeights serves some tensors under other names.
 type aliasWeights struct {
@@ -60,8 +81,17 @@ func TestDenseMLPLayer(t *testing.T) {
 		for i := range x {
 			x[i] = float32(rng.NormFloat64())
 		}
+		xin, _ := m.dev.NewTensor(T, H)
+		ot, _ := m.dev.NewTensor(T, H)
+		m.dev.Upload(xin, x)
+		m.dev.MLP(ot, xin, l.mlpGate, l.mlpUp, l.mlpDown)
 		out := make([]float32, T*H)
-		m.denseMLP(l, &workspace{}, x, out, T)
+		if err := m.dev.Download(out, ot); err != nil {
+			t.Fatal(err)
+		}
+		gate := kernelMatrix(t, w, "layers.1.mlp.gate_proj", I, H)
+		up := kernelMatrix(t, w, "layers.1.mlp.up_proj", I, H)
+		down := kernelMatrix(t, w, "layers.1.mlp.down_proj", H, I)
 
 		row := make([]float32, H)
 		for tok := 0; tok < T; tok++ {
@@ -69,21 +99,21 @@ func TestDenseMLPLayer(t *testing.T) {
 			h := make([]float64, I)
 			for i := 0; i < I; i++ {
 				var g, u float64
-				l.mlpGate.Row(row, i)
+				gate.Row(row, i)
 				for c, v := range row {
 					g += float64(v) * float64(xt[c])
 				}
-				l.mlpUp.Row(row, i)
+				up.Row(row, i)
 				for c, v := range row {
 					u += float64(v) * float64(xt[c])
 				}
 				h[i] = g / (1 + math.Exp(-g)) * u
 			}
-			down := make([]float32, I)
+			downRow := make([]float32, I)
 			for o := 0; o < H; o++ {
-				l.mlpDown.Row(down, o)
+				down.Row(downRow, o)
 				var want, mag float64
-				for i, v := range down {
+				for i, v := range downRow {
 					want += float64(v) * h[i]
 					mag += math.Abs(float64(v) * h[i])
 				}

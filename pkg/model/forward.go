@@ -3,18 +3,20 @@ package model
 import (
 	"context"
 	"fmt"
-
-	"github.com/fm-moe/fm/pkg/backend/cpu"
 )
 
 // Forward appends tokens to the sequence in st and returns next-token logits:
 // of the last token ([vocab]) or, when all is true, of every token
 // ([len(tokens)·vocab], row t after token t). Long inputs run in chunks of
 // Options.PrefillChunk tokens; a single token is the decode path. The returned
-// slice is owned by the caller.
+// slice is owned by the caller. Non-finite activations stop it with a
+// *NonFiniteError naming the layer (and expert) where they appeared.
 func (m *Model) Forward(ctx context.Context, st *State, tokens []int, all bool) ([]float32, error) {
 	if len(tokens) == 0 {
 		return nil, fmt.Errorf("forward: no tokens")
+	}
+	if st.m != m {
+		return nil, fmt.Errorf("forward: the state belongs to another model")
 	}
 	V := m.cfg.VocabSize
 	for i, id := range tokens {
@@ -22,105 +24,116 @@ func (m *Model) Forward(ctx context.Context, st *State, tokens []int, all bool) 
 			return nil, fmt.Errorf("forward: token %d (position %d) outside the vocabulary [0, %d)", id, i, V)
 		}
 	}
+	if err := st.ready(); err != nil {
+		return nil, err
+	}
 	var out []float32
 	if all {
-		out = make([]float32, 0, len(tokens)*V)
+		out = make([]float32, len(tokens)*V)
+	} else {
+		out = make([]float32, V)
 	}
 	for start := 0; start < len(tokens); start += m.opts.PrefillChunk {
-		chunk := tokens[start:min(start+m.opts.PrefillChunk, len(tokens))]
-		last := start+len(chunk) == len(tokens)
-		logits, err := m.step(ctx, st, chunk, all, last)
-		if err != nil {
-			return nil, err
+		end := min(start+m.opts.PrefillChunk, len(tokens))
+		var dst []float32 // where this chunk's logits go, if anywhere
+		switch {
+		case all:
+			dst = out[start*V : end*V]
+		case end == len(tokens):
+			dst = out
 		}
-		if all {
-			out = append(out, logits...)
-		} else if last {
-			out = append([]float32(nil), logits...)
+		if err := m.step(ctx, st, tokens[start:end], dst); err != nil {
+			return nil, err
 		}
 	}
 	return out, nil
 }
 
-// step runs one chunk through every layer. It computes logits for every row
-// when all, for the last row when last, otherwise none.
-func (m *Model) step(ctx context.Context, st *State, tokens []int, all, last bool) ([]float32, error) {
+// step runs one chunk of T tokens through every layer (reference-math.md §3:
+// embedding, then per layer h += mixer(norm(h)); h += ffn(norm(h)), then the
+// final norm and the output head). logits receives the logits of every row
+// (T·V floats), of the last row (V), or none (nil).
+func (m *Model) step(ctx context.Context, st *State, tokens []int, logits []float32) error {
 	T := len(tokens)
-	H := m.cfg.HiddenSize
-	ws := &st.ws
+	d, eps := m.dev, m.cfg.RMSNormEps
+	x, err := st.ws.step(m, T)
+	if err != nil {
+		return err
+	}
 	clk := newClock(st.Profile, len(m.layers))
 
-	h := grow(&ws.h, T*H)
-	for t, id := range tokens {
-		m.embed.Row(h[t*H:(t+1)*H], id)
-	}
+	d.Embed(x.h, m.embed, tokens)
 	clk.lap(-1, PhaseOther)
-
-	xn := grow(&ws.xn, T*H)
-	mix := grow(&ws.mix, T*H)
-	for li, l := range m.layers {
+	for _, l := range m.layers {
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return err
 		}
-		for t := 0; t < T; t++ {
-			cpu.RMSNorm(xn[t*H:(t+1)*H], h[t*H:(t+1)*H], l.inNorm, m.cfg.RMSNormEps)
-		}
-		clk.lap(li, PhaseOther)
-		ls := &st.layers[li]
+		d.RMSNorm(x.xn, x.h, l.inNorm, eps)
+		clk.lap(l.index, PhaseOther)
 		switch l.kind {
 		case fullAttention:
-			m.attention(l, ls, ws, xn, mix, T, st.pos)
+			m.attention(l, st, x)
 		case linearAttention:
-			m.deltaNet(l, ls, ws, xn, mix, T)
+			m.deltaNet(l, st, x)
 		}
-		clk.lap(li, PhaseMixer)
-		cpu.Add(h, mix)
-		for t := 0; t < T; t++ {
-			cpu.RMSNorm(xn[t*H:(t+1)*H], h[t*H:(t+1)*H], l.postNorm, m.cfg.RMSNormEps)
+		clk.lap(l.index, PhaseMixer)
+		d.Add(x.h, x.mix)
+		if err := m.checkFinite(x.h, l, l.kind.String(), st.pos); err != nil {
+			return err
 		}
-		clk.lap(li, PhaseOther)
+		d.RMSNorm(x.xn, x.h, l.postNorm, eps)
+		clk.lap(l.index, PhaseOther)
 		if l.sparse {
-			if err := m.moe(ctx, l, ws, xn, mix, T, &clk); err != nil {
-				return nil, err
+			if err := m.moe(ctx, l, st, x, &clk); err != nil {
+				return err
 			}
 		} else {
-			m.denseMLP(l, ws, xn, mix, T)
-			clk.lap(li, PhaseExpertCompute)
+			d.MLP(x.mix, x.xn, l.mlpGate, l.mlpUp, l.mlpDown)
+			clk.lap(l.index, PhaseExpertCompute)
 		}
-		cpu.Add(h, mix)
-		clk.lap(li, PhaseOther)
+		d.Add(x.h, x.mix)
+		if l.sparse {
+			if r, err := d.NonFinite(x.h); err != nil {
+				return fmt.Errorf("%s: layer %d MoE: %w", d.Name(), l.index, err)
+			} else if r >= 0 {
+				return m.diagnoseMoE(ctx, l, st, x, r)
+			}
+		} else if err := m.checkFinite(x.h, l, "dense MLP", st.pos); err != nil {
+			return err
+		}
+		clk.lap(l.index, PhaseOther)
 	}
 	st.pos += T
 	if st.Profile != nil {
 		st.Profile.Tokens += T
 	}
-
-	var logits []float32
-	switch {
-	case all:
-		hn := grow(&ws.hn, T*H)
-		for t := 0; t < T; t++ {
-			cpu.RMSNorm(hn[t*H:(t+1)*H], h[t*H:(t+1)*H], m.finalNorm, m.cfg.RMSNormEps)
+	if logits != nil {
+		if err := m.head(st, x, logits); err != nil {
+			return err
 		}
-		logits = grow(&ws.logits, T*m.cfg.VocabSize)
-		m.pool.MatMul(logits, &m.lmHead, hn, T)
-	case last:
-		hn := grow(&ws.hn, H)
-		cpu.RMSNorm(hn, h[(T-1)*H:T*H], m.finalNorm, m.cfg.RMSNormEps)
-		logits = grow(&ws.logits, m.cfg.VocabSize)
-		m.pool.MatVec(logits, &m.lmHead, hn)
 	}
 	clk.lap(-1, PhaseOther)
-	return logits, nil
+	return nil
 }
 
-// denseMLP is the SwiGLU MLP of an mlp_only layer: out = down(silu(gate x) ⊙ up x).
-func (m *Model) denseMLP(l *layer, ws *workspace, x, out []float32, T int) {
-	I := l.mlpGate.Rows
-	g := grow(&ws.sg, T*I)
-	u := grow(&ws.su, T*I)
-	m.pool.MatMul(g, &l.mlpGate, x, T)
-	m.pool.MatMul(u, &l.mlpUp, x, T)
-	cpu.SwiGLU(g, u)
-	m.pool.MatMul(out, &l.mlpDown, g, T)
+// head computes logits = lm_head(norm(h)) of every row of the step or of the
+// last one only (as len(logits) says) and downloads them.
+func (m *Model) head(st *State, x *tensors, logits []float32) error {
+	V := m.cfg.VocabSize
+	n := len(logits) / V
+	T := x.h.Rows()
+	h, hn := x.h.Slice(T-n, T), x.xn.Slice(T-n, T)
+	m.dev.RMSNorm(hn, h, m.finalNorm, m.cfg.RMSNormEps)
+	out, err := st.ws.logitsView(m, n)
+	if err != nil {
+		return err
+	}
+	m.dev.MatMul(out, m.lmHead, hn)
+	if err := m.dev.Download(logits, out); err != nil {
+		return fmt.Errorf("%s: logits: %w", m.dev.Name(), err)
+	}
+	if r := firstNonFinite(logits, V); r >= 0 {
+		return &NonFiniteError{Layer: -1, Block: "final norm and lm_head", Expert: -1, Position: st.pos - n + r}
+	}
+	return nil
 }

@@ -6,9 +6,27 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/fm-moe/fm/pkg/backend"
+	_ "github.com/fm-moe/fm/pkg/backend/cpu"
 	"github.com/fm-moe/fm/pkg/internal/hfload"
 	"github.com/fm-moe/fm/pkg/model"
 )
+
+// forEachBackend runs f once per registered backend, as a subtest named after
+// it; a backend that does not open on this machine (no device, no driver) is
+// skipped with the reason.
+func forEachBackend(t *testing.T, f func(t *testing.T, dev backend.Device)) {
+	for _, name := range backend.Names() {
+		t.Run(name, func(t *testing.T) {
+			dev, err := backend.Open(name, backend.Options{})
+			if err != nil {
+				t.Skipf("backend %s does not open here: %v", name, err)
+			}
+			defer dev.Close()
+			f(t, dev)
+		})
+	}
+}
 
 const goldenDir = "../../testdata/golden"
 
@@ -50,13 +68,17 @@ func checkRows(t *testing.T, what string, got, ref []float32, V int) (worst floa
 
 // TestGoldenFromCheckpoints runs every golden case from both source formats
 // (bf16 HF and MLX 4-bit, loaded in memory) through the prefill and the decode
-// paths and compares every row of logits with transformers.
+// paths on every backend and compares every row of logits with transformers.
 func TestGoldenFromCheckpoints(t *testing.T) {
+	forEachBackend(t, testGolden)
+}
+
+func testGolden(t *testing.T, dev backend.Device) {
 	for _, name := range goldenCases {
 		for _, src := range []struct{ dir, ref string }{{"hf", "reference.safetensors"}, {"mlx4", "reference-mlx4.safetensors"}} {
 			t.Run(name+"/"+src.dir, func(t *testing.T) {
 				dir := filepath.Join(goldenDir, name)
-				m := loadHF(t, filepath.Join(dir, src.dir), model.Options{PrefillChunk: 32})
+				m := loadHF(t, filepath.Join(dir, src.dir), model.Options{PrefillChunk: 32, Device: dev})
 				ref, err := hfload.OpenReference(filepath.Join(dir, src.ref))
 				if err != nil {
 					t.Fatal(err)
@@ -95,10 +117,15 @@ func TestGoldenFromCheckpoints(t *testing.T) {
 }
 
 // TestTinyCode checks the trained model on its two reference prompts (8 and 534
-// tokens, each followed by 16 greedy tokens) through both paths.
+// tokens, each followed by 16 greedy tokens) through both paths, on every
+// backend.
 func TestTinyCode(t *testing.T) {
+	forEachBackend(t, testTinyCode)
+}
+
+func testTinyCode(t *testing.T, dev backend.Device) {
 	dir := "../../testdata/models/tiny-code"
-	m := loadHF(t, dir, model.Options{})
+	m := loadHF(t, dir, model.Options{Device: dev})
 	ref, err := hfload.OpenReference(filepath.Join(dir, "reference.safetensors"))
 	if err != nil {
 		t.Fatal(err)

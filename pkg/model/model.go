@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"math"
 
-	"github.com/fm-moe/fm/pkg/backend/cpu"
+	"github.com/fm-moe/fm/pkg/backend"
 	"github.com/fm-moe/fm/pkg/layout"
 )
 
@@ -14,7 +14,12 @@ type Options struct {
 	// num_experts_per_tok (0 keeps the config's value). Any other value changes
 	// the model's output; it exists for speed studies.
 	ExpertsPerToken int
-	// Workers is the number of goroutines kernels split rows over (0: GOMAXPROCS).
+	// Device computes the model. Nil opens backend "auto" (the best
+	// registered backend) with Workers threads; the Model then owns it and
+	// Close closes it.
+	Device backend.Device
+	// Workers is the number of host threads of a Device the model opens
+	// itself (0: GOMAXPROCS).
 	Workers int
 	// PrefillChunk is the most tokens one batched step processes (0: 128).
 	PrefillChunk int
@@ -28,26 +33,32 @@ type Options struct {
 	OnRoute func(layer int, ids [][]int)
 }
 
-// Model is a loaded architecture ready to run.
+// Model is a loaded architecture ready to run: its weights bound to a
+// backend.Device, and the host-side logic (routing, expert fetching, the
+// order of the blocks) that drives it.
 type Model struct {
 	cfg     layout.Config
 	opts    Options
-	pool    *cpu.Pool
+	dev     backend.Device
+	ownDev  bool
 	experts Experts
 
 	k         int // active experts per token
-	embed     cpu.Matrix
-	lmHead    cpu.Matrix
-	finalNorm []float32
+	embed     backend.Matrix
+	lmHead    backend.Matrix
+	finalNorm backend.Tensor
 	layers    []*layer
-	rope      *cpu.Rope
+	specs     []backend.LayerSpec // per-layer state, for Device.NewState
 
-	expertGate, expertUp, expertDown *matrixTemplate
-	expertFileSize                   int64
+	expertLayout *backend.ExpertLayout
 
 	// Derived dimensions.
 	qRows, kvDim, attnDim int // full attention: q_proj rows, nKV·D, nH·D
-	kd, vd, cc, r         int // delta net: nk·dk, nv·dv, conv channels, value heads per key head
+	kd, vd, cc            int // delta net: nk·dk, nv·dv, conv channels
+	// Which blocks occur, so that a State allocates only what they need.
+	hasAttention, hasDeltaNet, hasSparse, hasDense bool
+	// denseBytes is the dense weight bytes one decode token reads.
+	denseBytes int64
 }
 
 type layerKind uint8
@@ -57,25 +68,35 @@ const (
 	linearAttention
 )
 
+func (k layerKind) String() string {
+	if k == fullAttention {
+		return "full attention"
+	}
+	return "linear attention"
+}
+
 type layer struct {
-	index             int
-	kind              layerKind
-	inNorm, postNorm  []float32
-	q, k, v, o        cpu.Matrix
-	qNorm, kNorm      []float32
-	qkv, z, b, a, out cpu.Matrix
-	conv              []float32 // [cc, Kc]
-	negA              []float32 // −exp(A_log), per value head
-	dtBias            []float32
-	gatedNorm         []float32
-	sparse            bool
-	router            cpu.Matrix
-	hasShared         bool
-	sharedGate        cpu.Matrix // shared_expert_gate [1, H]
-	sgProj, suProj    cpu.Matrix // shared expert gate_proj / up_proj
-	sdProj            cpu.Matrix // shared expert down_proj
-	mlpGate, mlpUp    cpu.Matrix // dense MLP (mlp_only_layers)
-	mlpDown           cpu.Matrix
+	index            int
+	kind             layerKind
+	inNorm, postNorm backend.Tensor
+
+	// Full attention.
+	attn       *backend.AttentionParams
+	q, k, v, o backend.Matrix
+	// GatedDeltaNet.
+	dn                *backend.DeltaNetParams
+	qkv, z, b, a, out backend.Matrix
+
+	sparse     bool
+	router     backend.Matrix
+	hasShared  bool
+	sharedGate backend.Matrix // shared_expert_gate [1, H]
+	sgProj     backend.Matrix // shared expert gate_proj, up_proj, down_proj
+	suProj     backend.Matrix
+	sdProj     backend.Matrix
+	mlpGate    backend.Matrix // dense MLP (mlp_only_layers)
+	mlpUp      backend.Matrix
+	mlpDown    backend.Matrix
 }
 
 // Config returns the model's normalized configuration.
@@ -84,12 +105,21 @@ func (m *Model) Config() *layout.Config { return &m.cfg }
 // ExpertsPerToken is the K routing actually uses.
 func (m *Model) ExpertsPerToken() int { return m.k }
 
-// Pool is the kernel worker pool.
-func (m *Model) Pool() *cpu.Pool { return m.pool }
+// Device is the backend the model computes on.
+func (m *Model) Device() backend.Device { return m.dev }
 
-// New checks every tensor the config implies against w and builds the model.
-// Errors name the tensor and the expectation. experts may be nil only for a
-// model without sparse layers.
+// Close closes the Device if the model opened it (Options.Device nil).
+func (m *Model) Close() error {
+	if m.ownDev {
+		m.ownDev = false
+		return m.dev.Close()
+	}
+	return nil
+}
+
+// New checks every tensor the config implies against w, binds them to the
+// device and builds the model. Errors name the tensor and the expectation.
+// experts may be nil only for a model without sparse layers.
 func New(cfg *layout.Config, w Weights, experts Experts, opts Options) (*Model, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -99,7 +129,7 @@ func New(cfg *layout.Config, w Weights, experts Experts, opts Options) (*Model, 
 	default:
 		return nil, fmt.Errorf("config: unsupported architecture %q", cfg.Arch)
 	}
-	m := &Model{cfg: *cfg, opts: opts, pool: cpu.NewPool(opts.Workers), experts: experts}
+	m := &Model{cfg: *cfg, opts: opts, dev: opts.Device, experts: experts}
 	if m.opts.PrefillChunk <= 0 {
 		m.opts.PrefillChunk = 128
 	}
@@ -114,24 +144,19 @@ func New(cfg *layout.Config, w Weights, experts Experts, opts Options) (*Model, 
 		m.opts.ExpertBatch = 32
 	}
 	m.opts.ExpertBatch = max(m.opts.ExpertBatch, m.k)
-
-	H, V := cfg.HiddenSize, cfg.VocabSize
-	var err error
-	if m.embed, err = loadMatrix(w, "embed_tokens", V, H); err != nil {
-		return nil, err
-	}
-	if w.Tensor("lm_head") != nil {
-		if m.lmHead, err = loadMatrix(w, "lm_head", V, H); err != nil {
+	if m.dev == nil {
+		d, err := backend.Open(backend.Auto, backend.Options{Threads: opts.Workers})
+		if err != nil {
 			return nil, err
 		}
-	} else if cfg.TieWordEmbeddings {
-		m.lmHead = m.embed
-	} else {
-		return nil, fmt.Errorf("tensor %q missing and tie_word_embeddings is false", "lm_head")
+		m.dev, m.ownDev = d, true
 	}
-	if m.finalNorm, err = loadVector(w, "norm", H); err != nil {
-		return nil, err
-	}
+	ok := false
+	defer func() {
+		if !ok {
+			m.Close()
+		}
+	}()
 
 	nH, nKV, D := cfg.NumAttentionHeads, cfg.NumKeyValueHeads, cfg.HeadDim
 	m.attnDim, m.kvDim = nH*D, nKV*D
@@ -139,156 +164,196 @@ func New(cfg *layout.Config, w Weights, experts Experts, opts Options) (*Model, 
 	if cfg.AttnOutputGate {
 		m.qRows *= 2
 	}
-	if cfg.RotaryDim > 0 {
-		m.rope = cpu.NewRope(cfg.RotaryDim, cfg.RopeTheta)
-	}
 	nk, nv := cfg.LinearNumKeyHeads, cfg.LinearNumValueHeads
 	m.kd, m.vd = nk*cfg.LinearKeyHeadDim, nv*cfg.LinearValueHeadDim
 	m.cc = 2*m.kd + m.vd
-	if nk > 0 {
-		m.r = nv / nk
-	}
 
-	anySparse := false
-	for i := 0; i < cfg.NumLayers; i++ {
-		l, err := m.loadLayer(w, i)
-		if err != nil {
-			return nil, err
-		}
-		m.layers = append(m.layers, l)
-		anySparse = anySparse || l.sparse
+	H, V := cfg.HiddenSize, cfg.VocabSize
+	ld := loader{m: m, w: w}
+	m.embed = ld.matrix("embed_tokens", V, H)
+	switch {
+	case w.Tensor("lm_head") != nil:
+		m.lmHead = ld.matrix("lm_head", V, H)
+	case cfg.TieWordEmbeddings:
+		m.lmHead = m.embed
+	default:
+		ld.fail(fmt.Errorf("tensor %q missing and tie_word_embeddings is false", "lm_head"))
 	}
-	if anySparse {
+	m.finalNorm = ld.vector("norm", 1, H)
+	if ld.err != nil {
+		return nil, ld.err
+	}
+	m.denseBytes = size(m.embed.Desc())/int64(V) + size(m.lmHead.Desc()) // one embedding row and the head
+
+	for i := 0; i < cfg.NumLayers; i++ {
+		ld.bytes = 0
+		l := ld.layer(i)
+		if ld.err != nil {
+			return nil, ld.err
+		}
+		m.denseBytes += ld.bytes
+		m.layers = append(m.layers, l)
+		m.specs = append(m.specs, backend.LayerSpec{Attention: l.attn, DeltaNet: l.dn})
+		m.hasAttention = m.hasAttention || l.kind == fullAttention
+		m.hasDeltaNet = m.hasDeltaNet || l.kind == linearAttention
+		m.hasSparse = m.hasSparse || l.sparse
+		m.hasDense = m.hasDense || !l.sparse
+	}
+	if m.hasSparse {
 		if experts == nil {
 			return nil, fmt.Errorf("the model has routed experts but no expert source was given")
 		}
-		if err := m.loadExpertSet(experts.ExpertSet()); err != nil {
+		var err error
+		if m.expertLayout, err = expertLayout(experts.ExpertSet(), H, cfg.MoEIntermediateSize); err != nil {
 			return nil, err
 		}
 	}
+	ok = true
 	return m, nil
 }
 
-func (m *Model) loadLayer(w Weights, i int) (*layer, error) {
-	cfg := &m.cfg
-	H := cfg.HiddenSize
+// loader binds a model's tensors, keeping the first error (so that the list
+// of a layer's tensors reads as a list) and counting the matrix bytes bound.
+type loader struct {
+	m     *Model
+	w     Weights
+	err   error
+	bytes int64
+}
+
+func (ld *loader) fail(err error) {
+	if ld.err == nil {
+		ld.err = err
+	}
+}
+
+// matrix binds the named dense matrix, checked against its expected shape.
+func (ld *loader) matrix(name string, rows, cols int) backend.Matrix {
+	if ld.err != nil {
+		return nil
+	}
+	t := ld.w.Tensor(name)
+	if t == nil {
+		ld.fail(fmt.Errorf("tensor %q missing", name))
+		return nil
+	}
+	desc, err := describe(t, rows, cols)
+	if err != nil {
+		ld.fail(err)
+		return nil
+	}
+	var scales, biases []byte
+	if q := t.Quant; q != nil {
+		scales, biases = ld.w.Bytes(q.Scales), ld.w.Bytes(q.Biases)
+	}
+	mat, err := ld.m.dev.BindDense(desc, ld.w.Bytes(t.Data), scales, biases)
+	if err != nil {
+		ld.fail(fmt.Errorf("tensor %q: %w", name, err))
+		return nil
+	}
+	ld.bytes += size(desc)
+	return mat
+}
+
+// vector uploads a float tensor (norm weights, dt_bias, conv taps) as a
+// [rows × cols] tensor; transform, when given, maps each value first.
+func (ld *loader) vector(name string, rows, cols int, transform ...func(float32) float32) backend.Tensor {
+	if ld.err != nil {
+		return nil
+	}
+	v, err := loadVector(ld.w, name, rows*cols)
+	if err != nil {
+		ld.fail(err)
+		return nil
+	}
+	for _, f := range transform {
+		for i := range v {
+			v[i] = f(v[i])
+		}
+	}
+	t, err := ld.m.dev.NewTensor(rows, cols)
+	if err != nil {
+		ld.fail(fmt.Errorf("tensor %q: %w", name, err))
+		return nil
+	}
+	ld.m.dev.Upload(t, v)
+	return t
+}
+
+// layer binds layer i's tensors.
+func (ld *loader) layer(i int) *layer {
+	m, cfg := ld.m, &ld.m.cfg
+	H, eps := cfg.HiddenSize, cfg.RMSNormEps
 	p := fmt.Sprintf("layers.%d.", i)
 	l := &layer{index: i, sparse: cfg.SparseLayers[i]}
-	var err error
-	if l.inNorm, err = loadVector(w, p+"input_layernorm", H); err != nil {
-		return nil, err
-	}
-	if l.postNorm, err = loadVector(w, p+"post_attention_layernorm", H); err != nil {
-		return nil, err
-	}
-	type mat struct {
-		dst        *cpu.Matrix
-		name       string
-		rows, cols int
-	}
-	type vec struct {
-		dst  *[]float32
-		name string
-		n    int
-	}
-	var mats []mat
-	var vecs []vec
-	var aLog []float32
+	l.inNorm = ld.vector(p+"input_layernorm", 1, H)
+	l.postNorm = ld.vector(p+"post_attention_layernorm", 1, H)
 	switch cfg.LayerTypes[i] {
 	case layout.FullAttention:
 		l.kind = fullAttention
 		D := cfg.HeadDim
-		mats = append(mats, mat{&l.q, "self_attn.q_proj", m.qRows, H}, mat{&l.k, "self_attn.k_proj", m.kvDim, H},
-			mat{&l.v, "self_attn.v_proj", m.kvDim, H}, mat{&l.o, "self_attn.o_proj", H, m.attnDim})
-		vecs = append(vecs, vec{&l.qNorm, "self_attn.q_norm", D}, vec{&l.kNorm, "self_attn.k_norm", D})
+		l.q = ld.matrix(p+"self_attn.q_proj", m.qRows, H)
+		l.k = ld.matrix(p+"self_attn.k_proj", m.kvDim, H)
+		l.v = ld.matrix(p+"self_attn.v_proj", m.kvDim, H)
+		l.o = ld.matrix(p+"self_attn.o_proj", H, m.attnDim)
+		l.attn = &backend.AttentionParams{
+			Heads: cfg.NumAttentionHeads, KVHeads: cfg.NumKeyValueHeads, HeadDim: D,
+			RotaryDim: cfg.RotaryDim, RopeTheta: cfg.RopeTheta, Gated: cfg.AttnOutputGate,
+			QNorm: ld.vector(p+"self_attn.q_norm", 1, D), KNorm: ld.vector(p+"self_attn.k_norm", 1, D), Eps: eps,
+		}
 	case layout.LinearAttention:
 		l.kind = linearAttention
-		nv, kc := cfg.LinearNumValueHeads, cfg.LinearConvKernelDim
-		mats = append(mats, mat{&l.qkv, "linear_attn.in_proj_qkv", m.cc, H}, mat{&l.z, "linear_attn.in_proj_z", m.vd, H},
-			mat{&l.b, "linear_attn.in_proj_b", nv, H}, mat{&l.a, "linear_attn.in_proj_a", nv, H},
-			mat{&l.out, "linear_attn.out_proj", H, m.vd})
-		vecs = append(vecs, vec{&l.conv, "linear_attn.conv1d", m.cc * kc}, vec{&aLog, "linear_attn.A_log", nv},
-			vec{&l.dtBias, "linear_attn.dt_bias", nv}, vec{&l.gatedNorm, "linear_attn.norm", cfg.LinearValueHeadDim})
+		nv, dv := cfg.LinearNumValueHeads, cfg.LinearValueHeadDim
+		l.qkv = ld.matrix(p+"linear_attn.in_proj_qkv", m.cc, H)
+		l.z = ld.matrix(p+"linear_attn.in_proj_z", m.vd, H)
+		l.b = ld.matrix(p+"linear_attn.in_proj_b", nv, H)
+		l.a = ld.matrix(p+"linear_attn.in_proj_a", nv, H)
+		l.out = ld.matrix(p+"linear_attn.out_proj", H, m.vd)
+		l.dn = &backend.DeltaNetParams{
+			KeyHeads: cfg.LinearNumKeyHeads, ValueHeads: nv, KeyDim: cfg.LinearKeyHeadDim, ValueDim: dv,
+			ConvKernel: cfg.LinearConvKernelDim,
+			Conv:       ld.vector(p+"linear_attn.conv1d", m.cc, cfg.LinearConvKernelDim),
+			// The decay rate is −exp(A_log) in float32 (transformers: -A_log.float().exp()).
+			NegA:   ld.vector(p+"linear_attn.A_log", 1, nv, func(v float32) float32 { return -float32(math.Exp(float64(v))) }),
+			DtBias: ld.vector(p+"linear_attn.dt_bias", 1, nv),
+			Norm:   ld.vector(p+"linear_attn.norm", 1, dv),
+			Eps:    eps,
+		}
 	}
 	if l.sparse {
-		E := cfg.NumExperts
-		mats = append(mats, mat{&l.router, "mlp.gate", E, H})
+		l.router = ld.matrix(p+"mlp.gate", cfg.NumExperts, H)
 		if Is := cfg.SharedExpertIntermediateSize; Is > 0 {
 			l.hasShared = true
-			mats = append(mats, mat{&l.sgProj, "mlp.shared_expert.gate_proj", Is, H}, mat{&l.suProj, "mlp.shared_expert.up_proj", Is, H},
-				mat{&l.sdProj, "mlp.shared_expert.down_proj", H, Is}, mat{&l.sharedGate, "mlp.shared_expert_gate", 1, H})
+			l.sgProj = ld.matrix(p+"mlp.shared_expert.gate_proj", Is, H)
+			l.suProj = ld.matrix(p+"mlp.shared_expert.up_proj", Is, H)
+			l.sdProj = ld.matrix(p+"mlp.shared_expert.down_proj", H, Is)
+			l.sharedGate = ld.matrix(p+"mlp.shared_expert_gate", 1, H)
 		}
 	} else {
 		I := cfg.IntermediateSize
 		if I <= 0 {
-			return nil, fmt.Errorf("config: layer %d is a dense MLP layer but intermediate_size is %d", i, I)
+			ld.fail(fmt.Errorf("config: layer %d is a dense MLP layer but intermediate_size is %d", i, I))
+			return l
 		}
-		mats = append(mats, mat{&l.mlpGate, "mlp.gate_proj", I, H}, mat{&l.mlpUp, "mlp.up_proj", I, H}, mat{&l.mlpDown, "mlp.down_proj", H, I})
+		l.mlpGate = ld.matrix(p+"mlp.gate_proj", I, H)
+		l.mlpUp = ld.matrix(p+"mlp.up_proj", I, H)
+		l.mlpDown = ld.matrix(p+"mlp.down_proj", H, I)
 	}
-	for _, x := range mats {
-		if *x.dst, err = loadMatrix(w, p+x.name, x.rows, x.cols); err != nil {
-			return nil, err
-		}
-	}
-	for _, x := range vecs {
-		if *x.dst, err = loadVector(w, p+x.name, x.n); err != nil {
-			return nil, err
-		}
-	}
-	// The decay rate is −exp(A_log) in float32 (transformers: -A_log.float().exp()).
-	for _, v := range aLog {
-		l.negA = append(l.negA, -float32(math.Exp(float64(v))))
-	}
-	return l, nil
+	return l
 }
 
-func (m *Model) loadExpertSet(set *layout.ExpertSet) error {
-	if set == nil {
-		return fmt.Errorf("expert source has no expert set")
-	}
-	H, I := m.cfg.HiddenSize, m.cfg.MoEIntermediateSize
-	var err error
-	for _, c := range []struct {
-		dst        **matrixTemplate
-		name       string
-		rows, cols int
-	}{{&m.expertGate, "gate_proj", I, H}, {&m.expertUp, "up_proj", I, H}, {&m.expertDown, "down_proj", H, I}} {
-		t := set.Component(c.name)
-		if t == nil {
-			return fmt.Errorf("%s: expert component %q missing", set.Dir, c.name)
-		}
-		if *c.dst, err = newTemplate(t, c.rows, c.cols); err != nil {
-			return fmt.Errorf("%s: expert component: %w", set.Dir, err)
-		}
-		for _, p := range []layout.Part{t.Data, (*c.dst).scales, (*c.dst).biases} {
-			if p.Offset < 0 || p.Offset+p.Size > set.FileSize {
-				return fmt.Errorf("%s: expert component %q: bytes [%d, %d) outside the %d-byte file", set.Dir, c.name, p.Offset, p.Offset+p.Size, set.FileSize)
-			}
-		}
-	}
-	m.expertFileSize = set.FileSize
-	return nil
-}
+// size is the bytes a product with the matrix reads.
+func size(d backend.MatrixDesc) int64 { return int64(d.DataBytes() + 2*d.ScaleBytes()) }
 
 // WeightBytesPerToken is the weight bytes one decode token reads: the dense
 // matrices (every layer's projections, router and shared expert, the output
 // head, one embedding row) and the routed experts (K per sparse layer, whole
 // files).
 func (m *Model) WeightBytesPerToken() (dense, experts int64) {
-	size := func(mats ...*cpu.Matrix) int64 {
-		var n int64
-		for _, x := range mats {
-			n += int64(len(x.Data) + len(x.Scales) + len(x.Biases))
-		}
-		return n
-	}
-	dense = size(&m.lmHead) + size(&m.embed)/int64(m.cfg.VocabSize)
 	for _, l := range m.layers {
-		dense += size(&l.q, &l.k, &l.v, &l.o, &l.qkv, &l.z, &l.b, &l.a, &l.out, &l.router,
-			&l.sharedGate, &l.sgProj, &l.suProj, &l.sdProj, &l.mlpGate, &l.mlpUp, &l.mlpDown)
 		if l.sparse {
-			experts += int64(m.k) * m.expertFileSize
+			experts += int64(m.k) * int64(m.expertLayout.FileSize)
 		}
 	}
-	return dense, experts
+	return m.denseBytes, experts
 }

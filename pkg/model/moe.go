@@ -3,18 +3,38 @@ package model
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
 
-	"github.com/fm-moe/fm/pkg/backend/cpu"
+	"github.com/fm-moe/fm/pkg/backend"
 	"github.com/fm-moe/fm/pkg/layout"
 )
+
+// softmax normalizes x in place: exp(x − max) / Σ, the sum in float64, as
+// transformers' float32 softmax rounds.
+func softmax(x []float32) {
+	if len(x) == 0 {
+		return
+	}
+	mx := slices.Max(x)
+	var sum float64
+	for i, v := range x {
+		e := math.Exp(float64(v - mx))
+		x[i] = float32(e)
+		sum += e
+	}
+	inv := 1 / sum
+	for i := range x {
+		x[i] = float32(float64(x[i]) * inv)
+	}
+}
 
 // route turns one token's router logits into its top-k experts and weights
 // (reference-math.md §3.7): softmax over all experts in float32, the k largest
 // probabilities (ties go to the lower expert index), renormalized to sum to 1
 // when renorm. probs is overwritten with the softmax.
 func route(probs []float32, k int, renorm bool, ids []int, weights []float32) {
-	cpu.Softmax(probs)
+	softmax(probs)
 	for s := 0; s < k; s++ {
 		best := -1
 		for e, p := range probs {
@@ -44,33 +64,37 @@ func (m *Model) renormalizes() bool {
 	return m.cfg.Arch == layout.ArchQwen35MoE || m.cfg.NormTopKProb
 }
 
-// routedToken is one (token, weight) pair routed to an expert.
-type routedToken struct {
-	t int
-	w float32
+// routing is one step's routing of a sparse layer: the experts the tokens
+// chose, in increasing id, and for each the rows routed to it with their
+// weights.
+type routing struct {
+	union   []int
+	rows    map[int][]int
+	weights map[int][]float32
 }
 
-type fetchResult struct {
-	data    [][]byte
-	release func()
-	err     error
-}
-
-// moe is the sparse MoE block: router, the routed experts' SwiGLU FFNs weighted
-// by their routing weights, plus the sigmoid-gated shared expert. The experts
-// of the whole chunk are fetched once each (the union of the chunk's routing).
-func (m *Model) moe(ctx context.Context, l *layer, ws *workspace, x, out []float32, T int, clk *clock) error {
-	E, H, K := m.cfg.NumExperts, m.cfg.HiddenSize, m.k
-	router := grow(&ws.router, T*E)
-	m.pool.MatMul(router, &l.router, x, T)
+// routeStep downloads the router logits of the step's T tokens and picks
+// every token's experts on the host.
+func (m *Model) routeStep(l *layer, st *State, x *tensors) (*routing, error) {
+	E, K := m.cfg.NumExperts, m.k
+	T := x.xn.Rows()
+	m.dev.MatMul(x.router, l.router, x.xn)
+	logits := grow(&st.ws.router, T*E)
+	if err := m.dev.Download(logits, x.router); err != nil {
+		return nil, fmt.Errorf("layer %d: router logits: %w", l.index, err)
+	}
+	if r := firstNonFinite(logits, E); r >= 0 {
+		return nil, &NonFiniteError{Layer: l.index, Block: "router", Expert: -1, Position: st.pos + r}
+	}
 	ids := make([]int, T*K)
 	weights := make([]float32, T*K)
-	perExpert := map[int][]routedToken{}
+	rt := &routing{rows: map[int][]int{}, weights: map[int][]float32{}}
 	for t := 0; t < T; t++ {
-		route(router[t*E:(t+1)*E], K, m.renormalizes(), ids[t*K:(t+1)*K], weights[t*K:(t+1)*K])
+		route(logits[t*E:(t+1)*E], K, m.renormalizes(), ids[t*K:(t+1)*K], weights[t*K:(t+1)*K])
 		for s := 0; s < K; s++ {
 			e := ids[t*K+s]
-			perExpert[e] = append(perExpert[e], routedToken{t, weights[t*K+s]})
+			rt.rows[e] = append(rt.rows[e], t)
+			rt.weights[e] = append(rt.weights[e], weights[t*K+s])
 		}
 	}
 	if m.opts.OnRoute != nil {
@@ -80,110 +104,135 @@ func (m *Model) moe(ctx context.Context, l *layer, ws *workspace, x, out []float
 		}
 		m.opts.OnRoute(l.index, rows)
 	}
-	union := make([]int, 0, len(perExpert))
-	for e := range perExpert {
-		union = append(union, e)
+	for e := range rt.rows {
+		rt.union = append(rt.union, e)
 	}
-	slices.Sort(union)
-	clk.lap(l.index, PhaseRouting)
-	if clk.p != nil {
-		clk.p.ExpertsFetched += int64(len(union))
-	}
+	slices.Sort(rt.union)
+	return rt, nil
+}
 
-	// Every expert is fetched on its own, at most ExpertBatch at a time, and
-	// computed as soon as it is in — in union order, so the sum is the same
-	// whatever the I/O timing — while the following ones are still being read.
-	// The shared expert runs while the first reads are in flight.
-	start := func(e int) chan fetchResult {
-		ch := make(chan fetchResult, 1)
-		go func() {
-			data, release, err := m.experts.FetchExperts(ctx, l.index, []int{e})
-			ch <- fetchResult{data, release, err}
-		}()
-		return ch
+type fetchResult struct {
+	data    [][]byte
+	release func()
+	err     error
+}
+
+// fetcher reads a layer's experts one file each, at most ExpertBatch being
+// read or held at once, handing them out in the order of ids.
+type fetcher struct {
+	m        *Model
+	ctx      context.Context
+	layer    int
+	ids      []int
+	inflight []chan fetchResult
+}
+
+func (m *Model) fetch(ctx context.Context, layer int, ids []int) *fetcher {
+	f := &fetcher{m: m, ctx: ctx, layer: layer, ids: ids, inflight: make([]chan fetchResult, len(ids))}
+	for i := 0; i < min(len(ids), m.opts.ExpertBatch); i++ {
+		f.start(i)
 	}
-	inflight := make([]chan fetchResult, len(union))
-	for i := 0; i < min(len(union), m.opts.ExpertBatch); i++ {
-		inflight[i] = start(union[i])
+	return f
+}
+
+func (f *fetcher) start(i int) {
+	ch := make(chan fetchResult, 1)
+	f.inflight[i] = ch
+	go func() {
+		data, release, err := f.m.experts.FetchExperts(f.ctx, f.layer, []int{f.ids[i]})
+		ch <- fetchResult{data, release, err}
+	}()
+}
+
+// next waits for expert i's file (i counting up from 0) and starts the read
+// of the one ExpertBatch places further.
+func (f *fetcher) next(i int) ([]byte, func(), error) {
+	res := <-f.inflight[i]
+	f.inflight[i] = nil
+	if res.err == nil && (len(res.data) != 1 || len(res.data[0]) < f.m.expertLayout.FileSize) {
+		res.release()
+		res.err = fmt.Errorf("got %d files, the expert file layout needs one of %d bytes", len(res.data), f.m.expertLayout.FileSize)
 	}
-	// On an error, give back whatever is still arriving.
-	drain := func(from int) {
-		for _, ch := range inflight[from:] {
-			if ch == nil {
-				break
-			}
+	if res.err != nil {
+		f.drain()
+		return nil, nil, fmt.Errorf("layer %d expert %d: %w", f.layer, f.ids[i], res.err)
+	}
+	if n := i + f.m.opts.ExpertBatch; n < len(f.ids) {
+		f.start(n)
+	}
+	return res.data[0], res.release, nil
+}
+
+// drain gives back whatever is still arriving (after an error).
+func (f *fetcher) drain() {
+	for i, ch := range f.inflight {
+		if ch != nil {
 			if r := <-ch; r.err == nil {
 				r.release()
 			}
+			f.inflight[i] = nil
 		}
 	}
+}
 
-	clear(out)
+// moe is the sparse MoE block (reference-math.md §3.7): router, the routed
+// experts' SwiGLU FFNs weighted by their routing weights, plus the
+// sigmoid-gated shared expert. The experts of the whole chunk are fetched once
+// each (the union of the chunk's routing), and each is computed as soon as
+// it is in — in union order, so the sum is the same whatever the I/O timing —
+// while the following ones are still being read. The shared expert runs while
+// the first reads are in flight. It reads x.xn and writes x.mix.
+func (m *Model) moe(ctx context.Context, l *layer, st *State, x *tensors, clk *clock) error {
+	d := m.dev
+	rt, err := m.routeStep(l, st, x)
+	if err != nil {
+		return err
+	}
+	st.ws.routing = rt // for diagnoseMoE
+	clk.lap(l.index, PhaseRouting)
+	if clk.p != nil {
+		clk.p.ExpertsFetched += int64(len(rt.union))
+	}
+	f := m.fetch(ctx, l.index, rt.union)
+
+	d.Clear(x.mix)
 	if l.hasShared {
-		m.sharedExpert(l, ws, x, out, T)
+		m.sharedExpert(l, x, x.mix)
 	}
 	clk.lap(l.index, PhaseExpertCompute)
-	for i, e := range union {
-		res := <-inflight[i]
+	for i, e := range rt.union {
+		buf, release, err := f.next(i)
 		clk.lap(l.index, PhaseExpertIO)
-		if res.err == nil && (len(res.data) != 1 || int64(len(res.data[0])) < m.expertFileSize) {
-			res.release()
-			res.err = fmt.Errorf("got %d files, the expert file layout needs one of %d bytes", len(res.data), m.expertFileSize)
+		if err != nil {
+			return err
 		}
-		if res.err != nil {
-			drain(i + 1)
-			return fmt.Errorf("layer %d expert %d: %w", l.index, e, res.err)
+		err = m.expertFFN(x.mix, x.xn, buf, rt.rows[e], rt.weights[e])
+		release()
+		if err != nil {
+			f.drain()
+			return fmt.Errorf("layer %d expert %d: %w", l.index, e, err)
 		}
-		if next := i + m.opts.ExpertBatch; next < len(union) {
-			inflight[next] = start(union[next])
-		}
-		m.expertFFN(ws, res.data[0], perExpert[e], x, out, H)
-		res.release()
 		clk.lap(l.index, PhaseExpertCompute)
 	}
 	return nil
 }
 
-// expertFFN adds Σ w·down(silu(gate x_t) ⊙ up x_t) over the tokens routed to
+// expertFFN adds Σ w·down(silu(gate x_t) ⊙ up x_t) over the rows routed to
 // one expert whose file is buf.
-func (m *Model) expertFFN(ws *workspace, buf []byte, toks []routedToken, x, out []float32, H int) {
-	gate, up, down := m.expertGate.bind(buf), m.expertUp.bind(buf), m.expertDown.bind(buf)
-	I := gate.Rows
-	n := len(toks)
-	var xs []float32
-	if n == 1 {
-		xs = x[toks[0].t*H : (toks[0].t+1)*H]
-	} else {
-		xs = grow(&ws.ex, n*H)
-		for i, rt := range toks {
-			copy(xs[i*H:(i+1)*H], x[rt.t*H:(rt.t+1)*H])
-		}
+func (m *Model) expertFFN(out, x backend.Tensor, buf []byte, rows []int, weights []float32) error {
+	e, err := m.dev.BindExpert(m.expertLayout, buf)
+	if err != nil {
+		return err
 	}
-	g := grow(&ws.eg, n*I)
-	u := grow(&ws.eu, n*I)
-	y := grow(&ws.ey, n*H)
-	m.pool.MatMul(g, &gate, xs, n)
-	m.pool.MatMul(u, &up, xs, n)
-	cpu.SwiGLU(g, u)
-	m.pool.MatMul(y, &down, g, n)
-	for i, rt := range toks {
-		cpu.Axpy(out[rt.t*H:(rt.t+1)*H], rt.w, y[i*H:(i+1)*H])
-	}
+	m.dev.ExpertFFN(out, x, e, rows, weights)
+	e.Release()
+	return nil
 }
 
 // sharedExpert adds sigmoid(w_sg·x)·SwiGLU_shared(x) to out for every token.
-func (m *Model) sharedExpert(l *layer, ws *workspace, x, out []float32, T int) {
-	H, Is := m.cfg.HiddenSize, l.sgProj.Rows
-	g := grow(&ws.sg, T*Is)
-	u := grow(&ws.su, T*Is)
-	d := grow(&ws.sd, T*H)
-	s := grow(&ws.sgs, T)
-	m.pool.MatMul(g, &l.sgProj, x, T)
-	m.pool.MatMul(u, &l.suProj, x, T)
-	cpu.SwiGLU(g, u)
-	m.pool.MatMul(d, &l.sdProj, g, T)
-	m.pool.MatMul(s, &l.sharedGate, x, T)
-	for t := 0; t < T; t++ {
-		cpu.Axpy(out[t*H:(t+1)*H], cpu.Sigmoid(s[t]), d[t*H:(t+1)*H])
-	}
+func (m *Model) sharedExpert(l *layer, x *tensors, out backend.Tensor) {
+	d := m.dev
+	d.MLP(x.shared, x.xn, l.sgProj, l.suProj, l.sdProj)
+	d.MatMul(x.sharedGate, l.sharedGate, x.xn)
+	d.AddSigmoidScaled(out, x.shared, x.sharedGate)
 }

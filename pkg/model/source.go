@@ -4,8 +4,9 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/fm-moe/fm/pkg/backend/cpu"
+	"github.com/fm-moe/fm/pkg/backend"
 	"github.com/fm-moe/fm/pkg/layout"
+	"github.com/fm-moe/fm/pkg/quant"
 	"github.com/fm-moe/fm/pkg/safetensors"
 )
 
@@ -35,81 +36,74 @@ type dirWeights struct{ d *layout.Dir }
 func (w dirWeights) Tensor(name string) *layout.Tensor { return w.d.Manifest.Tensor(name) }
 func (w dirWeights) Bytes(p layout.Part) []byte        { return w.d.Bytes(p) }
 
-// formatOf maps a safetensors float dtype to a kernel format.
-func formatOf(dtype string) (cpu.Format, bool) {
+// formatOf maps a safetensors float dtype to a stored format.
+func formatOf(dtype string) (backend.Format, bool) {
 	switch safetensors.DType(dtype) {
 	case safetensors.F32:
-		return cpu.F32, true
+		return backend.F32, true
 	case safetensors.BF16:
-		return cpu.BF16, true
+		return backend.BF16, true
 	case safetensors.F16:
-		return cpu.F16, true
+		return backend.F16, true
 	}
 	return 0, false
 }
 
-// matrixTemplate describes a matrix whose bytes are located later (an expert
-// component inside a file that is fetched per token).
-type matrixTemplate struct {
-	m                    cpu.Matrix
-	data, scales, biases layout.Part
-}
-
-// bind returns the matrix over one buffer holding its parts at their offsets.
-func (t *matrixTemplate) bind(buf []byte) cpu.Matrix {
-	m := t.m
-	m.Data = buf[t.data.Offset : t.data.Offset+t.data.Size]
-	if m.Format == cpu.Affine {
-		m.Scales = buf[t.scales.Offset : t.scales.Offset+t.scales.Size]
-		m.Biases = buf[t.biases.Offset : t.biases.Offset+t.biases.Size]
-	}
-	return m
-}
-
-// newTemplate checks a tensor against the expected logical shape and builds
-// the matrix description without bytes.
-func newTemplate(t *layout.Tensor, rows, cols int) (*matrixTemplate, error) {
+// describe checks a tensor against the expected logical shape and returns its
+// matrix descriptor.
+func describe(t *layout.Tensor, rows, cols int) (backend.MatrixDesc, error) {
 	if len(t.Shape) != 2 || t.Shape[0] != int64(rows) || t.Shape[1] != int64(cols) {
-		return nil, fmt.Errorf("tensor %q: want shape [%d %d], got %v", t.Name, rows, cols, t.Shape)
+		return backend.MatrixDesc{}, fmt.Errorf("tensor %q: want shape [%d %d], got %v", t.Name, rows, cols, t.Shape)
 	}
-	mt := &matrixTemplate{m: cpu.Matrix{Rows: rows, Cols: cols}, data: t.Data}
+	d := backend.MatrixDesc{Rows: rows, Cols: cols}
 	if q := t.Quant; q != nil {
 		sf, ok := formatOf(q.Scales.DType)
 		if !ok || q.Biases.DType != q.Scales.DType {
-			return nil, fmt.Errorf("tensor %q: scales %s / biases %s, want one float dtype", t.Name, q.Scales.DType, q.Biases.DType)
+			return d, fmt.Errorf("tensor %q: scales %s / biases %s, want one float dtype", t.Name, q.Scales.DType, q.Biases.DType)
 		}
-		mt.m.Format = cpu.Affine
-		mt.m.Bits, mt.m.GroupSize, mt.m.ScaleFormat = q.Bits, q.GroupSize, sf
-		mt.scales, mt.biases = q.Scales, q.Biases
+		d.Format, d.Bits, d.GroupSize, d.ScaleFormat = backend.Affine, q.Bits, q.GroupSize, sf
 	} else {
 		f, ok := formatOf(t.Data.DType)
 		if !ok {
-			return nil, fmt.Errorf("tensor %q: dtype %s is not a supported float format", t.Name, t.Data.DType)
+			return d, fmt.Errorf("tensor %q: dtype %s is not a supported float format", t.Name, t.Data.DType)
 		}
-		mt.m.Format = f
+		d.Format = f
 	}
-	return mt, nil
+	if err := d.Validate(); err != nil {
+		return d, fmt.Errorf("tensor %q: %w", t.Name, err)
+	}
+	return d, nil
 }
 
-// loadMatrix returns the named dense matrix, checked against its expected shape.
-func loadMatrix(w Weights, name string, rows, cols int) (cpu.Matrix, error) {
-	t := w.Tensor(name)
-	if t == nil {
-		return cpu.Matrix{}, fmt.Errorf("tensor %q missing", name)
+// expertLayout locates the SwiGLU matrices of every expert file of set.
+func expertLayout(set *layout.ExpertSet, H, I int) (*backend.ExpertLayout, error) {
+	if set == nil {
+		return nil, fmt.Errorf("expert source has no expert set")
 	}
-	mt, err := newTemplate(t, rows, cols)
-	if err != nil {
-		return cpu.Matrix{}, err
+	l := &backend.ExpertLayout{FileSize: int(set.FileSize)}
+	for _, c := range []struct {
+		dst        *backend.ExpertMatrix
+		name       string
+		rows, cols int
+	}{{&l.Gate, "gate_proj", I, H}, {&l.Up, "up_proj", I, H}, {&l.Down, "down_proj", H, I}} {
+		t := set.Component(c.name)
+		if t == nil {
+			return nil, fmt.Errorf("%s: expert component %q missing", set.Dir, c.name)
+		}
+		desc, err := describe(t, c.rows, c.cols)
+		if err != nil {
+			return nil, fmt.Errorf("%s: expert component: %w", set.Dir, err)
+		}
+		part := func(p layout.Part) backend.Part { return backend.Part{Offset: int(p.Offset), Size: int(p.Size)} }
+		*c.dst = backend.ExpertMatrix{Desc: desc, Data: part(t.Data)}
+		if q := t.Quant; q != nil {
+			c.dst.Scales, c.dst.Biases = part(q.Scales), part(q.Biases)
+		}
 	}
-	m := mt.m
-	m.Data = w.Bytes(mt.data)
-	if m.Format == cpu.Affine {
-		m.Scales, m.Biases = w.Bytes(mt.scales), w.Bytes(mt.biases)
+	if err := l.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", set.Dir, err)
 	}
-	if err := m.Validate(); err != nil {
-		return cpu.Matrix{}, fmt.Errorf("tensor %q: %w", name, err)
-	}
-	return m, nil
+	return l, nil
 }
 
 // loadVector returns a float vector (norm weights, A_log, dt_bias, conv taps)
@@ -133,12 +127,13 @@ func loadVector(w Weights, name string, n int) ([]float32, error) {
 	if !ok {
 		return nil, fmt.Errorf("tensor %q: dtype %s is not a supported float format", name, t.Data.DType)
 	}
-	v, err := cpu.DecodeFloats(w.Bytes(t.Data), f)
-	if err != nil {
-		return nil, fmt.Errorf("tensor %q: %w", name, err)
+	raw := w.Bytes(t.Data)
+	if len(raw) != n*f.ElemSize() {
+		return nil, fmt.Errorf("tensor %q: %d bytes of %s hold %d values, want %d", name, len(raw), t.Data.DType, len(raw)/f.ElemSize(), n)
 	}
-	if len(v) != n {
-		return nil, fmt.Errorf("tensor %q: %d bytes of %s hold %d values, want %d", name, t.Data.Size, t.Data.DType, len(v), n)
+	v := make([]float32, n)
+	if err := quant.DecodeFloats(v, raw, t.Data.DType); err != nil {
+		return nil, fmt.Errorf("tensor %q: %w", name, err)
 	}
 	return v, nil
 }

@@ -1,42 +1,31 @@
 package model
 
 import (
-	"slices"
+	"fmt"
 	"time"
+
+	"github.com/fm-moe/fm/pkg/backend"
 )
 
-// State is one sequence's memory: the KV cache of every full-attention layer,
-// the conv and recurrent state of every GatedDeltaNet layer, and the number of
-// tokens consumed. It belongs to the Model that made it.
+// State is one sequence's memory: the backend's per-layer state (the KV cache
+// of every full-attention layer, the conv and recurrent state of every
+// GatedDeltaNet layer), the number of tokens consumed, and the step's
+// workspace. It belongs to the Model that made it and may be used by one
+// goroutine at a time.
 type State struct {
-	pos    int
-	layers []layerState
-	ws     workspace
+	m   *Model
+	pos int
+	st  backend.State // nil until the first Forward
+	err error         // a deferred allocation error (Clone), returned by Forward
+	ws  workspace
 
 	// Profile, when non-nil, accumulates where Forward spends its time.
 	Profile *Profile
 }
 
-type layerState struct {
-	// Full attention: post-norm, post-RoPE keys and raw values, [pos, nKV·D].
-	k, v []float32
-	// GatedDeltaNet: the last Kc−1 pre-conv inputs, oldest first, [Kc−1, Cc];
-	// and the recurrent state S_j for each value head, [nv, dk, dv].
-	conv, rec []float32
-}
-
-// NewState returns an empty state (position 0, zero caches).
-func (m *Model) NewState() *State {
-	s := &State{layers: make([]layerState, len(m.layers))}
-	for i, l := range m.layers {
-		if l.kind == linearAttention {
-			c := &m.cfg
-			s.layers[i].conv = make([]float32, (c.LinearConvKernelDim-1)*m.cc)
-			s.layers[i].rec = make([]float32, c.LinearNumValueHeads*c.LinearKeyHeadDim*c.LinearValueHeadDim)
-		}
-	}
-	return s
-}
+// NewState returns an empty state (position 0). Device memory is allocated
+// by the first Forward, which reports an allocation failure.
+func (m *Model) NewState() *State { return &State{m: m} }
 
 // Len is the number of tokens the state has consumed (the next position).
 func (s *State) Len() int { return s.pos }
@@ -44,31 +33,49 @@ func (s *State) Len() int { return s.pos }
 // Reset empties the state for a new sequence, keeping its allocations.
 func (s *State) Reset() {
 	s.pos = 0
-	for i := range s.layers {
-		l := &s.layers[i]
-		l.k, l.v = l.k[:0], l.v[:0]
-		clear(l.conv)
-		clear(l.rec)
+	if s.st != nil {
+		s.st.Reset()
 	}
 }
 
 // Clone returns an independent copy (e.g. to keep a chat prefix and try a
-// continuation). The profile is not copied.
+// continuation). The profile is not copied. If the device cannot allocate
+// the copy, the clone's first Forward returns the error.
 func (s *State) Clone() *State {
-	c := &State{pos: s.pos, layers: make([]layerState, len(s.layers))}
-	for i, l := range s.layers {
-		c.layers[i] = layerState{k: slices.Clone(l.k), v: slices.Clone(l.v), conv: slices.Clone(l.conv), rec: slices.Clone(l.rec)}
+	c := &State{m: s.m, pos: s.pos, err: s.err}
+	if s.st != nil && s.err == nil {
+		c.st, c.err = s.st.Clone()
 	}
 	return c
 }
 
 // Bytes is the memory the caches hold (KV cache plus recurrent state).
 func (s *State) Bytes() int64 {
-	var n int64
-	for _, l := range s.layers {
-		n += int64(cap(l.k)+cap(l.v)+len(l.conv)+len(l.rec)) * 4
+	if s.st == nil {
+		return 0
 	}
-	return n
+	return s.st.Bytes()
+}
+
+// Release frees the state's device memory now rather than when it becomes
+// unreachable; the state must not be used afterwards.
+func (s *State) Release() {
+	if s.st != nil {
+		s.st.Release()
+		s.st = nil
+	}
+	s.ws.release()
+}
+
+// ready allocates the backend state on first use.
+func (s *State) ready() error {
+	if s.err != nil {
+		return s.err
+	}
+	if s.st == nil {
+		s.st, s.err = s.m.dev.NewState(s.m.specs)
+	}
+	return s.err
 }
 
 // Phase is a category of the per-layer time breakdown.
@@ -157,17 +164,110 @@ func (c *clock) lap(layer int, ph Phase) {
 	c.p.Layers[layer][ph] += d
 }
 
-// workspace holds per-State scratch buffers reused across Forward calls.
+// workspace holds a State's device tensors, sized for the largest step so
+// far and reused across Forward calls, plus host buffers for what is
+// downloaded.
 type workspace struct {
-	h, xn, mix, moe []float32
-	qp, kp, vp      []float32
-	attn, gate      []float32
-	qkv, z, b, a    []float32
-	core            []float32
-	router          []float32
-	sg, su, sd, sgs []float32
-	logits, hn      []float32
-	ex, eg, eu, ey  []float32
+	rows int // the capacity, in tokens, of every tensor below
+	tensors
+
+	// logits [V] has its own capacity: most steps need one row of it.
+	logits     backend.Tensor
+	logitsRows int
+
+	router  []float32 // host copy of the router logits
+	routing *routing  // the last sparse layer's routing
+}
+
+// logitsView returns n rows of the logits tensor, growing it when needed.
+func (ws *workspace) logitsView(m *Model, n int) (backend.Tensor, error) {
+	if n > ws.logitsRows {
+		if ws.logits != nil {
+			ws.logits.Release()
+		}
+		t, err := m.dev.NewTensor(n, m.cfg.VocabSize)
+		if err != nil {
+			ws.logits, ws.logitsRows = nil, 0
+			return nil, fmt.Errorf("logits for %d tokens: %w", n, err)
+		}
+		ws.logits, ws.logitsRows = t, n
+	}
+	return ws.logits.Slice(0, n), nil
+}
+
+// tensors are the activations of one step, each [T × the width in brackets].
+type tensors struct {
+	h, xn, mix   backend.Tensor // [H]: residual stream, its norm, a block's output
+	qp, kp, vp   backend.Tensor // attention projections [qRows], [kvDim], [kvDim]
+	attn         backend.Tensor // attention output before o_proj [attnDim]
+	qkv, z, b, a backend.Tensor // delta-net projections [cc], [vd], [nv], [nv]
+	core         backend.Tensor // delta-net output before out_proj [vd]
+	router       backend.Tensor // router logits [E]
+	shared       backend.Tensor // shared expert output [H]
+	sharedGate   backend.Tensor // shared expert gate logit [1]
+}
+
+// all lists the tensor fields, for allocation, slicing and release.
+func (t *tensors) all() []*backend.Tensor {
+	return []*backend.Tensor{&t.h, &t.xn, &t.mix, &t.qp, &t.kp, &t.vp, &t.attn, &t.qkv, &t.z, &t.b, &t.a,
+		&t.core, &t.router, &t.shared, &t.sharedGate}
+}
+
+// widths gives the columns of each field of tensors for model m (0: the model
+// has no block that uses it), in the order of all.
+func (m *Model) widths() []int {
+	c := &m.cfg
+	H := c.HiddenSize
+	on := func(b bool, n int) int {
+		if b {
+			return n
+		}
+		return 0
+	}
+	att, dn := m.hasAttention, m.hasDeltaNet
+	nv := c.LinearNumValueHeads
+	shared := m.hasSparse && c.SharedExpertIntermediateSize > 0
+	return []int{H, H, H, on(att, m.qRows), on(att, m.kvDim), on(att, m.kvDim), on(att, m.attnDim),
+		on(dn, m.cc), on(dn, m.vd), on(dn, nv), on(dn, nv), on(dn, m.vd),
+		on(m.hasSparse, c.NumExperts), on(shared, H), on(shared, 1)}
+}
+
+// step returns the workspace's tensors as views of T rows, growing them first
+// when T exceeds their capacity.
+func (ws *workspace) step(m *Model, T int) (*tensors, error) {
+	fields := ws.all()
+	if T > ws.rows {
+		ws.release()
+		for i, cols := range m.widths() {
+			if cols == 0 {
+				continue
+			}
+			t, err := m.dev.NewTensor(T, cols)
+			if err != nil {
+				ws.release()
+				return nil, fmt.Errorf("workspace for %d tokens: %w", T, err)
+			}
+			*fields[i] = t
+		}
+		ws.rows = T
+	}
+	v := &tensors{}
+	for i, f := range v.all() {
+		if t := *fields[i]; t != nil {
+			*f = t.Slice(0, T)
+		}
+	}
+	return v, nil
+}
+
+func (ws *workspace) release() {
+	for _, f := range append(ws.all(), &ws.logits) {
+		if *f != nil {
+			(*f).Release()
+			*f = nil
+		}
+	}
+	ws.rows, ws.logitsRows = 0, 0
 }
 
 // grow returns (*buf)[:n], reallocating when too small.

@@ -2,6 +2,7 @@ package deptest
 
 import (
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -32,6 +33,30 @@ func TestCommandsStayPureGo(t *testing.T) {
 			if why, bad := forbidden[dep]; bad {
 				t.Errorf("fm-%s depends on %s: %s", cmd, dep, why)
 			}
+		}
+	}
+}
+
+// TestModelUsesOnlyTheContract: pkg/model is written against pkg/backend
+// alone, so that a new backend touches nothing in it (DESIGN.md §8). A
+// dependency on an implementation would let CPU-specific code creep back.
+func TestModelUsesOnlyTheContract(t *testing.T) {
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("go tool not on PATH")
+	}
+	const pkg = "github.com/fm-moe/fm/pkg/model"
+	out, err := exec.Command(goBin, "list", "-deps", pkg).CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list -deps %s: %v\n%s", pkg, err, out)
+	}
+	deps := strings.Fields(string(out))
+	if !slices.Contains(deps, "github.com/fm-moe/fm/pkg/backend") {
+		t.Errorf("%s does not depend on pkg/backend: is the test looking at the right package?", pkg)
+	}
+	for _, dep := range deps {
+		if strings.HasPrefix(dep, "github.com/fm-moe/fm/pkg/backend/") {
+			t.Errorf("%s depends on the backend implementation %s; it may use only the contract, pkg/backend", pkg, dep)
 		}
 	}
 }

@@ -1,57 +1,72 @@
-package model
+package cpu
 
 import (
+	"fmt"
 	"math"
 
-	"github.com/fm-moe/fm/pkg/backend/cpu"
+	"github.com/fm-moe/fm/pkg/backend"
 )
 
-// attention is the full-attention mixer (reference-math.md §3.4): q/k/v
-// projections, per-head q/k RMSNorm, partial NeoX RoPE, causal GQA softmax
-// attention over the KV cache, the optional per-head sigmoid output gate, o_proj.
-// x holds T normed rows at positions pos0…pos0+T−1; out receives T rows.
-func (m *Model) attention(l *layer, ls *layerState, ws *workspace, x, out []float32, T, pos0 int) {
-	c := &m.cfg
-	nH, nKV, D := c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim
-	kvDim, attnDim := m.kvDim, m.attnDim
-	qp := grow(&ws.qp, T*m.qRows)
-	kp := grow(&ws.kp, T*kvDim)
-	vp := grow(&ws.vp, T*kvDim)
-	m.pool.MatMul(qp, &l.q, x, T)
-	m.pool.MatMul(kp, &l.k, x, T)
-	m.pool.MatMul(vp, &l.v, x, T)
-
-	q := grow(&ws.attn, T*attnDim)
-	gate := grow(&ws.gate, T*attnDim)
-	half := m.rope.Dim / 2
-	cos, sin := make([]float32, half), make([]float32, half)
-	qStride := D // q_proj rows per head: [q_h | gate_h] when gated
-	if c.AttnOutputGate {
+// Attention implements backend.Device (reference-math.md §3.4): per-head q/k
+// RMSNorm, partial NeoX RoPE, the KV-cache append, then attendCausal.
+func (d *Device) Attention(out, q, k, v backend.Tensor, st backend.State, layer, pos int, p *backend.AttentionParams) {
+	ot, qt, kt, vt := data(out), data(q), data(k), data(v)
+	ls := layerOf(st, layer, true)
+	nH, nKV, D := p.Heads, p.KVHeads, p.HeadDim
+	T, kvDim, attnDim := qt.rows, nKV*D, nH*D
+	qStride := D // q_proj columns per head: [q_h | gate_h] when gated
+	if p.Gated {
 		qStride = 2 * D
 	}
+	sameShape("Attention q", T, nH*qStride, qt)
+	sameShape("Attention k/v", T, kvDim, kt, vt)
+	sameShape("Attention out", T, attnDim, ot)
+	if have := len(ls.k) / kvDim; have != pos {
+		panic(fmt.Sprintf("cpu: Attention at position %d, the layer %d cache holds %d", pos, layer, have))
+	}
+	qNorm, kNorm := data(p.QNorm).data, data(p.KNorm).data
+
+	qb, gb := d.buf.get(T*attnDim), d.buf.get(T*attnDim)
+	defer d.buf.put(qb)
+	defer d.buf.put(gb)
+	qs, gate := *qb, *gb
+	var rope *Rope
+	var cos, sin []float32
+	if p.RotaryDim > 0 {
+		rope = NewRope(p.RotaryDim, p.RopeTheta)
+		cos, sin = make([]float32, p.RotaryDim/2), make([]float32, p.RotaryDim/2)
+	}
 	for t := 0; t < T; t++ {
-		m.rope.Tables(cos, sin, pos0+t)
+		if rope != nil {
+			rope.Tables(cos, sin, pos+t)
+		}
+		qrow := qt.row(t)
 		for h := 0; h < nH; h++ {
-			src := qp[t*m.qRows+h*qStride:]
-			qh := q[t*attnDim+h*D : t*attnDim+(h+1)*D]
-			cpu.RMSNorm(qh, src[:D], l.qNorm, c.RMSNormEps)
-			m.rope.Apply(qh, cos, sin)
-			if c.AttnOutputGate {
+			src := qrow[h*qStride:]
+			qh := qs[t*attnDim+h*D : t*attnDim+(h+1)*D]
+			RMSNorm(qh, src[:D], qNorm, p.Eps)
+			if rope != nil {
+				rope.Apply(qh, cos, sin)
+			}
+			if p.Gated {
 				copy(gate[t*attnDim+h*D:t*attnDim+(h+1)*D], src[D:2*D])
 			}
 		}
+		krow := kt.row(t)
 		for g := 0; g < nKV; g++ {
-			kg := kp[t*kvDim+g*D : t*kvDim+(g+1)*D]
-			cpu.RMSNorm(kg, kg, l.kNorm, c.RMSNormEps)
-			m.rope.Apply(kg, cos, sin)
+			kg := krow[g*D : (g+1)*D]
+			RMSNorm(kg, kg, kNorm, p.Eps)
+			if rope != nil {
+				rope.Apply(kg, cos, sin)
+			}
 		}
 	}
-	ls.k = append(ls.k, kp...)
-	ls.v = append(ls.v, vp...)
-
-	o := grow(&ws.core, T*attnDim)
-	m.attendCausal(o, q, gate, ls.k, ls.v, T, pos0)
-	m.pool.MatMul(out, &l.o, o, T)
+	ls.k = append(ls.k, kt.data...)
+	ls.v = append(ls.v, vt.data...)
+	if !p.Gated {
+		gate = nil
+	}
+	d.attendCausal(ot.data, qs, gate, ls.k, ls.v, nH, nKV, D, T, pos)
 }
 
 // Block sizes of the blocked attention. A unit of work is queryBlock tokens ×
@@ -68,21 +83,21 @@ const (
 )
 
 // attendCausal computes o = softmax(q·kᵀ/√D, causal)·v per head, then the
-// optional sigmoid output gate, for T query rows at positions pos0…pos0+T−1
-// against the cache (keys, vals hold pos0+T positions of nKV·D floats).
+// sigmoid output gate when gate is not nil, for T query rows at positions
+// pos0…pos0+T−1 against the cache (keys, vals hold pos0+T positions of nKV·D
+// floats).
 //
 // Each query row gets its full score vector, then the two-pass softmax
 // (max subtracted, float32 exp, float64 sum), then Σ p·v over the keys in
 // order; this is the per-(token, head) loop it replaced, reorganized for the
 // caches, and agrees with it to float32 rounding (TestAttendCausalMatchesNaive).
-func (m *Model) attendCausal(o, q, gate, keys, vals []float32, T, pos0 int) {
-	c := &m.cfg
-	nH, nKV, D := c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim
-	kvDim, attnDim := m.kvDim, m.attnDim
+func (d *Device) attendCausal(o, q, gate, keys, vals []float32, nH, nKV, D, T, pos0 int) {
+	kvDim, attnDim := nKV*D, nH*D
 	scale := float32(1 / math.Sqrt(float64(D)))
 	group := nH / nKV
 	n := pos0 + T
 	kBlocks := (n + keyBlock - 1) / keyBlock
+	pool := d.pool
 
 	// keysT[g][b] is key block b of KV head g as [D × keyBlock]: a query's
 	// scores for the block are Σ_d q[d]·keysT[g][b][d], whole vectors of keys
@@ -90,14 +105,14 @@ func (m *Model) attendCausal(o, q, gate, keys, vals []float32, T, pos0 int) {
 	var keysT []float32
 	if T >= transposeMinTokens {
 		keysT = make([]float32, nKV*kBlocks*D*keyBlock)
-		m.pool.For(nKV*kBlocks, D*keyBlock, func(lo, hi int) {
+		pool.For(nKV*kBlocks, D*keyBlock, func(lo, hi int) {
 			for gb := lo; gb < hi; gb++ {
 				g, b := gb/kBlocks, gb%kBlocks
 				dst := keysT[gb*D*keyBlock : (gb+1)*D*keyBlock]
 				for j := 0; j < keyBlock && b*keyBlock+j < n; j++ {
 					s := b*keyBlock + j
-					for d, v := range keys[s*kvDim+g*D : s*kvDim+(g+1)*D] {
-						dst[d*keyBlock+j] = v
+					for dd, v := range keys[s*kvDim+g*D : s*kvDim+(g+1)*D] {
+						dst[dd*keyBlock+j] = v
 					}
 				}
 			}
@@ -116,7 +131,7 @@ func (m *Model) attendCausal(o, q, gate, keys, vals []float32, T, pos0 int) {
 		}
 		return qBlocks - 1 - i/2
 	}
-	m.pool.For(qBlocks*nKV, rows*n*D*2, func(lo, hi int) {
+	pool.For(qBlocks*nKV, rows*n*D*2, func(lo, hi int) {
 		scores := make([]float32, rows*n)
 		qs := make([]float32, D)
 		var four [4]float32
@@ -143,20 +158,20 @@ func (m *Model) attendCausal(o, q, gate, keys, vals []float32, T, pos0 int) {
 					for b := 0; b*keyBlock < len(sc); b++ {
 						blk := sc[b*keyBlock : min((b+1)*keyBlock, len(sc))]
 						clear(blk)
-						cpu.WeightedRowSum(blk, qs, keysT[(g*kBlocks+b)*D*keyBlock:], keyBlock)
+						WeightedRowSum(blk, qs, keysT[(g*kBlocks+b)*D*keyBlock:], keyBlock)
 					}
 				} else {
 					kg := keys[g*D:]
 					s := 0
 					for ; s+4 <= len(sc); s += 4 {
-						cpu.DotRows4(qs, kg[s*kvDim:], kvDim, &four)
+						DotRows4(qs, kg[s*kvDim:], kvDim, &four)
 						copy(sc[s:s+4], four[:])
 					}
 					for ; s < len(sc); s++ {
-						sc[s] = cpu.Dot(qs, kg[s*kvDim:s*kvDim+D])
+						sc[s] = Dot(qs, kg[s*kvDim:s*kvDim+D])
 					}
 				}
-				cpu.SoftmaxF32(sc)
+				SoftmaxF32(sc)
 				clear(o[lo:hi])
 			}
 			// P·V key block by key block, so a block of values serves every row.
@@ -168,15 +183,15 @@ func (m *Model) attendCausal(o, q, gate, keys, vals []float32, T, pos0 int) {
 						continue
 					}
 					lo, hi := head(r)
-					cpu.WeightedRowSum(o[lo:hi], scores[r*n+k0:r*n+k1], vg[k0*kvDim:], kvDim)
+					WeightedRowSum(o[lo:hi], scores[r*n+k0:r*n+k1], vg[k0*kvDim:], kvDim)
 				}
 			}
-			if c.AttnOutputGate {
+			if gate != nil {
 				for r := 0; r < nRows; r++ {
 					lo, hi := head(r)
 					oh, gh := o[lo:hi], gate[lo:hi]
 					for i := range oh {
-						oh[i] *= cpu.Sigmoid(gh[i])
+						oh[i] *= Sigmoid(gh[i])
 					}
 				}
 			}

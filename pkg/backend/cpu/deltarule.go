@@ -1,10 +1,6 @@
-package model
+package cpu
 
-import (
-	"math"
-
-	"github.com/fm-moe/fm/pkg/backend/cpu"
-)
+import "math"
 
 // deltaChunk is the chunk length of the chunked delta rule (HF's 64).
 const deltaChunk = 64
@@ -42,7 +38,7 @@ func recurrentDeltaRule(S []float32, h *deltaHead, o []float32) {
 		alpha := float32(math.Exp(float64(h.g[t])))
 		clear(mem)
 		for r := 0; r < dk; r++ {
-			cpu.DecayRead(S[r*dv:(r+1)*dv], mem, alpha, k[r])
+			DecayRead(S[r*dv:(r+1)*dv], mem, alpha, k[r])
 		}
 		for c := range delta {
 			delta[c] = (v[c] - mem[c]) * h.beta[t]
@@ -50,7 +46,7 @@ func recurrentDeltaRule(S []float32, h *deltaHead, o []float32) {
 		ot := o[t*dv : (t+1)*dv]
 		clear(ot)
 		for r := 0; r < dk; r++ {
-			cpu.UpdateRead(S[r*dv:(r+1)*dv], delta, ot, k[r], q[r])
+			UpdateRead(S[r*dv:(r+1)*dv], delta, ot, k[r], q[r])
 		}
 	}
 }
@@ -104,8 +100,8 @@ func chunkedDeltaRule(S []float32, h *deltaHead, o []float32) {
 			kkRow, qkRow := kk[:n], qk[t*C:t*C+n]
 			clear(kkRow)
 			clear(qkRow)
-			cpu.WeightedRowSum(kkRow, k[t*dk:(t+1)*dk], kTr, C)
-			cpu.WeightedRowSum(qkRow, q[t*dk:(t+1)*dk], kTr, C)
+			WeightedRowSum(kkRow, k[t*dk:(t+1)*dk], kTr, C)
+			WeightedRowSum(qkRow, q[t*dk:(t+1)*dk], kTr, C)
 			// Γ_ts = Π_{s<u≤t} α_u, built from the diagonal down: one multiply
 			// per entry instead of an exp, and no under/overflow of e^{±γ}.
 			decay := 1.0
@@ -129,7 +125,7 @@ func chunkedDeltaRule(S []float32, h *deltaHead, o []float32) {
 				ut[c] = beta[t] * x
 			}
 			if t > 0 {
-				cpu.WeightedRowSum(ut, negA[t*C:t*C+t], U, dv)
+				WeightedRowSum(ut, negA[t*C:t*C+t], U, dv)
 			}
 			// Row t of W scales as e^{γ_t}; below tinyDecay it is dropped
 			// whole (its share of V' is < 1e−30·‖S‖), which also keeps the
@@ -144,13 +140,13 @@ func chunkedDeltaRule(S []float32, h *deltaHead, o []float32) {
 				wt[r] = bg * x
 			}
 			if t > 0 {
-				cpu.WeightedRowSum(wt, negA[t*C:t*C+t], W, dk)
+				WeightedRowSum(wt, negA[t*C:t*C+t], W, dk)
 			}
 		}
 		// V' = U − W S, in place of U.
 		for t := 0; t < n; t++ {
 			clear(tmp)
-			cpu.WeightedRowSum(tmp, W[t*dk:(t+1)*dk], S, dv)
+			WeightedRowSum(tmp, W[t*dk:(t+1)*dk], S, dv)
 			ut := U[t*dv : (t+1)*dv]
 			for c := range ut {
 				ut[c] -= tmp[c]
@@ -160,12 +156,12 @@ func chunkedDeltaRule(S []float32, h *deltaHead, o []float32) {
 		for t := 0; t < n; t++ {
 			ot := o[(c0+t)*dv : (c0+t+1)*dv]
 			clear(ot)
-			cpu.WeightedRowSum(ot, q[t*dk:(t+1)*dk], S, dv)
+			WeightedRowSum(ot, q[t*dk:(t+1)*dk], S, dv)
 			eg := flushTiny(math.Exp(gam[t]))
 			for c := range ot {
 				ot[c] *= eg
 			}
-			cpu.WeightedRowSum(ot, qk[t*C:t*C+t+1], U, dv)
+			WeightedRowSum(ot, qk[t*C:t*C+t+1], U, dv)
 		}
 		// S ← e^{γ_C} S + Σ_s e^{γ_C − γ_s} k_s V'_sᵀ, row by row.
 		gC := gam[n-1]
@@ -181,42 +177,7 @@ func chunkedDeltaRule(S []float32, h *deltaHead, o []float32) {
 			for c := range row {
 				row[c] *= eC
 			}
-			cpu.WeightedRowSum(row, kt[r*C:r*C+n], U, dv)
+			WeightedRowSum(row, kt[r*C:r*C+n], U, dv)
 		}
 	}
-}
-
-// deltaNetChunked runs the delta rule of a GatedDeltaNet layer over T tokens
-// with chunkedDeltaRule, one value head per work item: it gathers the head's
-// q̂, k̂, v, β and g from the conv output (qkv, rows of cc) and the b, a
-// projections, updates the head's state in ls.rec, and writes the gated-normed
-// output rows into core (rows of vd).
-func (m *Model) deltaNetChunked(l *layer, ls *layerState, qkv, b, a, z, core []float32, T int) {
-	c := &m.cfg
-	nk, nv := c.LinearNumKeyHeads, c.LinearNumValueHeads
-	dk, dv := c.LinearKeyHeadDim, c.LinearValueHeadDim
-	cc, kd, vd := m.cc, m.kd, m.vd
-	r := nv / nk
-	m.pool.For(nv, T*dk*dv*4, func(lo, hi int) {
-		h := &deltaHead{dk: dk, dv: dv, q: make([]float32, T*dk), k: make([]float32, T*dk), v: make([]float32, T*dv),
-			beta: make([]float32, T), g: make([]float32, T)}
-		o := make([]float32, T*dv)
-		for j := lo; j < hi; j++ {
-			i := j / r // value head j reads key head j/r (grouped, not tiled)
-			for t := 0; t < T; t++ {
-				row := qkv[t*cc : (t+1)*cc]
-				copy(h.q[t*dk:(t+1)*dk], row[i*dk:(i+1)*dk])
-				copy(h.k[t*dk:(t+1)*dk], row[kd+i*dk:kd+(i+1)*dk])
-				copy(h.v[t*dv:(t+1)*dv], row[2*kd+j*dv:2*kd+(j+1)*dv])
-				h.beta[t] = cpu.Sigmoid(b[t*nv+j])
-				h.g[t] = l.negA[j] * cpu.Softplus(a[t*nv+j]+l.dtBias[j])
-			}
-			chunkedDeltaRule(ls.rec[j*dk*dv:(j+1)*dk*dv], h, o)
-			for t := 0; t < T; t++ {
-				ot := core[t*vd+j*dv : t*vd+(j+1)*dv]
-				copy(ot, o[t*dv:(t+1)*dv])
-				cpu.RMSNormGated(ot, z[t*vd+j*dv:t*vd+(j+1)*dv], l.gatedNorm, c.RMSNormEps)
-			}
-		}
-	})
 }

@@ -1,26 +1,21 @@
-package model
+package cpu
 
 import (
 	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
-
-	"github.com/fm-moe/fm/pkg/backend/cpu"
-	"github.com/fm-moe/fm/pkg/layout"
 )
 
 // attendNaive is the attention core as it was before blocking: one (token,
 // head) at a time, a Dot per key, the float64-exp softmax, an Axpy per value.
 // It is the reference attendCausal is compared with, parallel as it was.
-func (m *Model) attendNaive(o, q, gate, keys, vals []float32, T, pos0 int) {
-	c := &m.cfg
-	nH, nKV, D := c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim
-	kvDim, attnDim := m.kvDim, m.attnDim
+func (d *Device) attendNaive(o, q, gate, keys, vals []float32, nH, nKV, D, T, pos0 int) {
+	kvDim, attnDim := nKV*D, nH*D
 	scale := float32(1 / math.Sqrt(float64(D)))
 	group := nH / nKV
 	n := pos0 + T
-	m.pool.For(T*nH, n*D*2, func(lo, hi int) {
+	d.pool.For(T*nH, n*D*2, func(lo, hi int) {
 		scores := make([]float32, n)
 		for idx := lo; idx < hi; idx++ {
 			t, h := idx/nH, idx%nH
@@ -28,36 +23,36 @@ func (m *Model) attendNaive(o, q, gate, keys, vals []float32, T, pos0 int) {
 			qh := q[t*attnDim+h*D : t*attnDim+(h+1)*D]
 			sc := scores[:pos0+t+1]
 			for s := range sc {
-				sc[s] = cpu.Dot(qh, keys[s*kvDim+g*D:s*kvDim+(g+1)*D]) * scale
+				sc[s] = Dot(qh, keys[s*kvDim+g*D:s*kvDim+(g+1)*D]) * scale
 			}
-			cpu.Softmax(sc)
+			Softmax(sc)
 			oh := o[t*attnDim+h*D : t*attnDim+(h+1)*D]
 			clear(oh)
 			for s, p := range sc {
-				cpu.Axpy(oh, p, vals[s*kvDim+g*D:s*kvDim+(g+1)*D])
+				Axpy(oh, p, vals[s*kvDim+g*D:s*kvDim+(g+1)*D])
 			}
-			if c.AttnOutputGate {
+			if gate != nil {
 				gh := gate[t*attnDim+h*D : t*attnDim+(h+1)*D]
 				for i := range oh {
-					oh[i] *= cpu.Sigmoid(gh[i])
+					oh[i] *= Sigmoid(gh[i])
 				}
 			}
 		}
 	})
 }
 
-func attnTestModel(nH, nKV, D int, gated bool) *Model {
-	return &Model{
-		cfg:     layout.Config{NumAttentionHeads: nH, NumKeyValueHeads: nKV, HeadDim: D, AttnOutputGate: gated},
-		pool:    cpu.NewPool(0),
-		kvDim:   nKV * D,
-		attnDim: nH * D,
-	}
+// attnShape is an attention layer's geometry for the tests.
+type attnShape struct {
+	nH, nKV, D int
+	gated      bool
 }
+
+func (a attnShape) attnDim() int { return a.nH * a.D }
+func (a attnShape) kvDim() int   { return a.nKV * a.D }
 
 type attnInputs struct{ q, gate, keys, vals []float32 }
 
-func randAttnInputs(r *rand.Rand, m *Model, T, pos0 int) attnInputs {
+func randAttnInputs(r *rand.Rand, m attnShape, T, pos0 int) attnInputs {
 	f := func(n int, s float64) []float32 {
 		x := make([]float32, n)
 		for i := range x {
@@ -66,7 +61,11 @@ func randAttnInputs(r *rand.Rand, m *Model, T, pos0 int) attnInputs {
 		return x
 	}
 	// Larger q makes the softmax peaked, as after q/k RMSNorm in real models.
-	return attnInputs{f(T*m.attnDim, 3), f(T*m.attnDim, 1), f((pos0+T)*m.kvDim, 1), f((pos0+T)*m.kvDim, 1)}
+	in := attnInputs{f(T*m.attnDim(), 3), f(T*m.attnDim(), 1), f((pos0+T)*m.kvDim(), 1), f((pos0+T)*m.kvDim(), 1)}
+	if !m.gated {
+		in.gate = nil
+	}
+	return in
 }
 
 // TestAttendCausalMatchesNaive compares the blocked attention with the
@@ -88,12 +87,13 @@ func TestAttendCausalMatchesNaive(t *testing.T) {
 	} {
 		name := fmt.Sprintf("nH%d_nKV%d_D%d_T%d_pos%d", tc.nH, tc.nKV, tc.D, tc.T, tc.pos0)
 		t.Run(name, func(t *testing.T) {
-			m := attnTestModel(tc.nH, tc.nKV, tc.D, tc.gated)
+			m := attnShape{tc.nH, tc.nKV, tc.D, tc.gated}
+			d := NewDevice(0)
 			in := randAttnInputs(r, m, tc.T, tc.pos0)
-			got := make([]float32, tc.T*m.attnDim)
-			want := make([]float32, tc.T*m.attnDim)
-			m.attendCausal(got, in.q, in.gate, in.keys, in.vals, tc.T, tc.pos0)
-			m.attendNaive(want, in.q, in.gate, in.keys, in.vals, tc.T, tc.pos0)
+			got := make([]float32, tc.T*m.attnDim())
+			want := make([]float32, tc.T*m.attnDim())
+			d.attendCausal(got, in.q, in.gate, in.keys, in.vals, m.nH, m.nKV, m.D, tc.T, tc.pos0)
+			d.attendNaive(want, in.q, in.gate, in.keys, in.vals, m.nH, m.nKV, m.D, tc.T, tc.pos0)
 			var num, den float64
 			for i := range want {
 				d := float64(got[i] - want[i])
@@ -113,16 +113,17 @@ func TestAttendCausalMatchesNaive(t *testing.T) {
 // 2 KV heads, D 64) prefilling 2048 tokens, blocked and naive.
 func BenchmarkAttendCausal(b *testing.B) {
 	const T = 2048
-	m := attnTestModel(4, 2, 64, true)
+	m := attnShape{4, 2, 64, true}
+	d := NewDevice(0)
 	in := randAttnInputs(rand.New(rand.NewPCG(1, 2)), m, T, 0)
-	o := make([]float32, T*m.attnDim)
+	o := make([]float32, T*m.attnDim())
 	for _, bc := range []struct {
 		name string
-		fn   func(o, q, gate, keys, vals []float32, T, pos0 int)
-	}{{"blocked", m.attendCausal}, {"naive", m.attendNaive}} {
+		fn   func(o, q, gate, keys, vals []float32, nH, nKV, D, T, pos0 int)
+	}{{"blocked", d.attendCausal}, {"naive", d.attendNaive}} {
 		b.Run(bc.name, func(b *testing.B) {
 			for range b.N {
-				bc.fn(o, in.q, in.gate, in.keys, in.vals, T, 0)
+				bc.fn(o, in.q, in.gate, in.keys, in.vals, m.nH, m.nKV, m.D, T, 0)
 			}
 			b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/layer")
 		})

@@ -1,4 +1,4 @@
-package model
+package cpu
 
 import (
 	"fmt"
@@ -6,8 +6,6 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
-
-	"github.com/fm-moe/fm/pkg/backend/cpu"
 )
 
 // randDeltaHead draws a head's inputs the way the model produces them:
@@ -22,10 +20,10 @@ func randDeltaHead(r *rand.Rand, T, dk, dv int, decay float64) *deltaHead {
 		h.v[i] = float32(r.NormFloat64())
 	}
 	for t := 0; t < T; t++ {
-		cpu.L2Normalize(h.q[t*dk:(t+1)*dk], 1e-6, float32(1/math.Sqrt(float64(dk))))
-		cpu.L2Normalize(h.k[t*dk:(t+1)*dk], 1e-6, 1)
-		h.beta[t] = cpu.Sigmoid(float32(r.NormFloat64()))
-		h.g[t] = -float32(decay) * cpu.Softplus(float32(r.NormFloat64()))
+		L2Normalize(h.q[t*dk:(t+1)*dk], 1e-6, float32(1/math.Sqrt(float64(dk))))
+		L2Normalize(h.k[t*dk:(t+1)*dk], 1e-6, 1)
+		h.beta[t] = Sigmoid(float32(r.NormFloat64()))
+		h.g[t] = -float32(decay) * Softplus(float32(r.NormFloat64()))
 	}
 	return h
 }

@@ -1,0 +1,409 @@
+package cpu
+
+import (
+	"fmt"
+	"unsafe"
+
+	"github.com/fm-moe/fm/pkg/backend"
+)
+
+// Name is the registry name of the CPU backend.
+const Name = "cpu"
+
+func init() {
+	backend.Register(Name, func(o backend.Options) (backend.Device, error) { return NewDevice(o.Threads), nil })
+}
+
+// Device is the CPU implementation of backend.Device. "Device memory" is the
+// Go heap: tensors are []float32, dense weights are used in place in the
+// mapped file, experts in place in their buffers, and every operation runs to
+// completion before it returns, split over the Pool's goroutines. It holds no
+// mutable state besides recycled scratch buffers, so it is safe for
+// concurrent use.
+type Device struct {
+	pool *Pool
+	buf  scratch
+}
+
+// NewDevice returns a CPU device computing on the given number of goroutines
+// (<= 0: GOMAXPROCS).
+func NewDevice(threads int) *Device { return &Device{pool: NewPool(threads)} }
+
+// Pool is the device's worker pool.
+func (d *Device) Pool() *Pool { return d.pool }
+
+// Name implements backend.Device.
+func (d *Device) Name() string { return fmt.Sprintf("%s:%d threads", Name, d.pool.Workers()) }
+
+// Close implements backend.Device; there is nothing to release.
+func (d *Device) Close() error { return nil }
+
+// Tensor is the CPU's backend.Tensor: a row-major [rows × cols] float32 slice.
+type Tensor struct {
+	rows, cols int
+	data       []float32
+}
+
+// Rows implements backend.Tensor.
+func (t *Tensor) Rows() int { return t.rows }
+
+// Cols implements backend.Tensor.
+func (t *Tensor) Cols() int { return t.cols }
+
+// Slice implements backend.Tensor.
+func (t *Tensor) Slice(r0, r1 int) backend.Tensor {
+	if r0 < 0 || r1 > t.rows || r0 >= r1 {
+		panic(fmt.Sprintf("cpu: Slice(%d, %d) of a %d-row tensor", r0, r1, t.rows))
+	}
+	return &Tensor{rows: r1 - r0, cols: t.cols, data: t.data[r0*t.cols : r1*t.cols : r1*t.cols]}
+}
+
+// Release implements backend.Tensor; the garbage collector frees the memory.
+func (t *Tensor) Release() {}
+
+// Data is the tensor's memory (rows·cols floats, row-major).
+func (t *Tensor) Data() []float32 { return t.data }
+
+// row returns row r.
+func (t *Tensor) row(r int) []float32 { return t.data[r*t.cols : (r+1)*t.cols] }
+
+// data unwraps a tensor of this backend.
+func data(x backend.Tensor) *Tensor {
+	t, ok := x.(*Tensor)
+	if !ok {
+		panic(fmt.Sprintf("cpu: tensor of type %T is not from the CPU backend", x))
+	}
+	return t
+}
+
+// sameShape panics unless every tensor has the rows and columns given.
+func sameShape(op string, rows, cols int, ts ...*Tensor) {
+	for _, t := range ts {
+		if t.rows != rows || t.cols != cols {
+			panic(fmt.Sprintf("cpu: %s: tensor [%d × %d], want [%d × %d]", op, t.rows, t.cols, rows, cols))
+		}
+	}
+}
+
+// NewTensor implements backend.Device.
+func (d *Device) NewTensor(rows, cols int) (backend.Tensor, error) {
+	if rows <= 0 || cols <= 0 {
+		return nil, fmt.Errorf("cpu: tensor shape [%d × %d] is not positive", rows, cols)
+	}
+	return &Tensor{rows: rows, cols: cols, data: make([]float32, rows*cols)}, nil
+}
+
+// Upload implements backend.Device.
+func (d *Device) Upload(dst backend.Tensor, src []float32) {
+	t := data(dst)
+	if len(src) != len(t.data) {
+		panic(fmt.Sprintf("cpu: Upload of %d floats into a [%d × %d] tensor", len(src), t.rows, t.cols))
+	}
+	copy(t.data, src)
+}
+
+// Download implements backend.Device.
+func (d *Device) Download(dst []float32, src backend.Tensor) error {
+	t := data(src)
+	if len(dst) != len(t.data) {
+		panic(fmt.Sprintf("cpu: Download of a [%d × %d] tensor into %d floats", t.rows, t.cols, len(dst)))
+	}
+	copy(dst, t.data)
+	return nil
+}
+
+// Sync implements backend.Device; every operation has completed already.
+func (d *Device) Sync() error { return nil }
+
+// NonFinite implements backend.Device.
+func (d *Device) NonFinite(x backend.Tensor) (int, error) {
+	t := data(x)
+	for r := 0; r < t.rows; r++ {
+		// v−v is 0 for a finite v and NaN for ±Inf and NaN; the sum of a row
+		// of such terms is non-zero-or-NaN exactly when one of them is.
+		var acc float32
+		for _, v := range t.row(r) {
+			acc += v - v
+		}
+		if acc != 0 || acc != acc {
+			return r, nil
+		}
+	}
+	return -1, nil
+}
+
+// matrix is a bound weight: the kernels' view of the bytes plus its descriptor.
+type matrix struct {
+	m    Matrix
+	desc backend.MatrixDesc
+}
+
+func (m *matrix) Desc() backend.MatrixDesc { return m.desc }
+func (m *matrix) Release()                 {}
+
+func weight(w backend.Matrix) *Matrix {
+	m, ok := w.(*matrix)
+	if !ok {
+		panic(fmt.Sprintf("cpu: matrix of type %T is not from the CPU backend", w))
+	}
+	return &m.m
+}
+
+// kernelFormat maps a contract format to the kernels' one.
+func kernelFormat(f backend.Format) Format {
+	switch f {
+	case backend.F32:
+		return F32
+	case backend.BF16:
+		return BF16
+	case backend.F16:
+		return F16
+	case backend.Affine:
+		return Affine
+	}
+	return 0
+}
+
+// View returns the kernels' Matrix over the given bytes, checked.
+func View(desc backend.MatrixDesc, data, scales, biases []byte) (Matrix, error) {
+	if err := desc.CheckBytes(data, scales, biases); err != nil {
+		return Matrix{}, err
+	}
+	m := Matrix{Rows: desc.Rows, Cols: desc.Cols, Format: kernelFormat(desc.Format), Data: data}
+	if desc.Format == backend.Affine {
+		m.Bits, m.GroupSize, m.ScaleFormat = desc.Bits, desc.GroupSize, kernelFormat(desc.ScaleFormat)
+		m.Scales, m.Biases = scales, biases
+	}
+	return m, m.Validate()
+}
+
+// BindDense implements backend.Device: the matrix is used in place.
+func (d *Device) BindDense(desc backend.MatrixDesc, data, scales, biases []byte) (backend.Matrix, error) {
+	m, err := View(desc, data, scales, biases)
+	if err != nil {
+		return nil, err
+	}
+	return &matrix{m: m, desc: desc}, nil
+}
+
+// expertAlignment is the alignment of expert buffers (O_DIRECT reads).
+const expertAlignment = 4096
+
+// ExpertBuffer implements backend.Device: aligned Go memory.
+func (d *Device) ExpertBuffer(size int) ([]byte, error) {
+	if size < 0 {
+		return nil, fmt.Errorf("cpu: expert buffer of %d bytes", size)
+	}
+	b := make([]byte, size+expertAlignment)
+	skip := 0
+	if size > 0 {
+		skip = (expertAlignment - int(addr(b)%expertAlignment)) % expertAlignment
+	}
+	return b[skip : skip+size : skip+size], nil
+}
+
+// FreeExpertBuffer implements backend.Device; the garbage collector frees it.
+func (d *Device) FreeExpertBuffer([]byte) {}
+
+// expert is a bound routed expert: views into the caller's buffer.
+type expert struct{ gate, up, down Matrix }
+
+func (e *expert) Release() {}
+
+// BindExpert implements backend.Device: the matrices are used in place.
+func (d *Device) BindExpert(l *backend.ExpertLayout, buf []byte) (backend.Expert, error) {
+	if len(buf) < l.FileSize {
+		return nil, fmt.Errorf("cpu: expert buffer of %d bytes, the layout needs %d", len(buf), l.FileSize)
+	}
+	e := &expert{}
+	for _, c := range []struct {
+		dst *Matrix
+		src *backend.ExpertMatrix
+	}{{&e.gate, &l.Gate}, {&e.up, &l.Up}, {&e.down, &l.Down}} {
+		data, scales, biases := c.src.Bytes(buf)
+		m, err := View(c.src.Desc, data, scales, biases)
+		if err != nil {
+			return nil, err
+		}
+		*c.dst = m
+	}
+	return e, nil
+}
+
+// Embed implements backend.Device.
+func (d *Device) Embed(dst backend.Tensor, table backend.Matrix, ids []int) {
+	t, w := data(dst), weight(table)
+	sameShape("Embed", len(ids), w.Cols, t)
+	for i, id := range ids {
+		w.Row(t.row(i), id)
+	}
+}
+
+// MatMul implements backend.Device.
+func (d *Device) MatMul(y backend.Tensor, w backend.Matrix, x backend.Tensor) {
+	yt, m, xt := data(y), weight(w), data(x)
+	sameShape("MatMul x", xt.rows, m.Cols, xt)
+	sameShape("MatMul y", xt.rows, m.Rows, yt)
+	d.pool.MatMul(yt.data, m, xt.data, xt.rows)
+}
+
+// RMSNorm implements backend.Device.
+func (d *Device) RMSNorm(dst, x, w backend.Tensor, eps float64) {
+	dt, xt, wt := data(dst), data(x), data(w)
+	sameShape("RMSNorm", xt.rows, xt.cols, dt)
+	sameShape("RMSNorm weight", 1, xt.cols, wt)
+	for r := 0; r < xt.rows; r++ {
+		RMSNorm(dt.row(r), xt.row(r), wt.data, eps)
+	}
+}
+
+// Clear implements backend.Device.
+func (d *Device) Clear(x backend.Tensor) { clear(data(x).data) }
+
+// Add implements backend.Device.
+func (d *Device) Add(dst, x backend.Tensor) {
+	dt, xt := data(dst), data(x)
+	sameShape("Add", xt.rows, xt.cols, dt)
+	Add(dt.data, xt.data)
+}
+
+// AddSigmoidScaled implements backend.Device.
+func (d *Device) AddSigmoidScaled(dst, src, g backend.Tensor) {
+	dt, st, gt := data(dst), data(src), data(g)
+	sameShape("AddSigmoidScaled", st.rows, st.cols, dt)
+	sameShape("AddSigmoidScaled gate", st.rows, 1, gt)
+	for t := 0; t < st.rows; t++ {
+		Axpy(dt.row(t), Sigmoid(gt.data[t]), st.row(t))
+	}
+}
+
+// MLP implements backend.Device.
+func (d *Device) MLP(y, x backend.Tensor, gate, up, down backend.Matrix) {
+	yt, xt := data(y), data(x)
+	g, u, dn := weight(gate), weight(up), weight(down)
+	sameShape("MLP x", xt.rows, g.Cols, xt)
+	sameShape("MLP y", xt.rows, dn.Rows, yt)
+	d.mlp(yt.data, xt.data, g, u, dn, xt.rows)
+}
+
+// mlp computes y = down·(silu(gate·x) ⊙ up·x) for n rows.
+func (d *Device) mlp(y, x []float32, gate, up, down *Matrix, n int) {
+	I := gate.Rows
+	gb, ub := d.buf.get(n*I), d.buf.get(n*I)
+	defer d.buf.put(gb)
+	defer d.buf.put(ub)
+	g, u := *gb, *ub
+	d.pool.MatMul(g, gate, x, n)
+	d.pool.MatMul(u, up, x, n)
+	SwiGLU(g, u)
+	d.pool.MatMul(y, down, g, n)
+}
+
+// ExpertFFN implements backend.Device.
+func (d *Device) ExpertFFN(out, x backend.Tensor, e backend.Expert, rows []int, weights []float32) {
+	ot, xt := data(out), data(x)
+	ex, ok := e.(*expert)
+	if !ok {
+		panic(fmt.Sprintf("cpu: expert of type %T is not from the CPU backend", e))
+	}
+	H := ex.gate.Cols
+	sameShape("ExpertFFN x", xt.rows, H, xt, ot)
+	if len(rows) != len(weights) || len(rows) == 0 {
+		panic(fmt.Sprintf("cpu: ExpertFFN with %d rows and %d weights", len(rows), len(weights)))
+	}
+	n := len(rows)
+	var xs []float32
+	if n == 1 {
+		xs = xt.row(rows[0])
+	} else {
+		xb := d.buf.get(n * H)
+		defer d.buf.put(xb)
+		xs = *xb
+		for i, r := range rows {
+			copy(xs[i*H:(i+1)*H], xt.row(r))
+		}
+	}
+	yb := d.buf.get(n * H)
+	defer d.buf.put(yb)
+	y := *yb
+	d.mlp(y, xs, &ex.gate, &ex.up, &ex.down, n)
+	for i, r := range rows {
+		Axpy(ot.row(r), weights[i], y[i*H:(i+1)*H])
+	}
+}
+
+// state is the CPU's backend.State.
+type state struct {
+	specs  []backend.LayerSpec
+	layers []layerState
+}
+
+type layerState struct {
+	// Attention: keys after QK-norm and RoPE and values, [positions, KVHeads·HeadDim].
+	k, v []float32
+	// GatedDeltaNet: the last ConvKernel−1 pre-conv inputs, oldest first,
+	// [ConvKernel−1, Channels]; the recurrent state S_j of each value head,
+	// [ValueHeads, KeyDim, ValueDim].
+	conv, rec []float32
+}
+
+// NewState implements backend.Device.
+func (d *Device) NewState(specs []backend.LayerSpec) (backend.State, error) {
+	s := &state{specs: specs, layers: make([]layerState, len(specs))}
+	for i, sp := range specs {
+		if p := sp.DeltaNet; p != nil {
+			s.layers[i].conv = make([]float32, (p.ConvKernel-1)*p.Channels())
+			s.layers[i].rec = make([]float32, p.ValueHeads*p.KeyDim*p.ValueDim)
+		}
+	}
+	return s, nil
+}
+
+func (s *state) Reset() {
+	for i := range s.layers {
+		l := &s.layers[i]
+		l.k, l.v = l.k[:0], l.v[:0]
+		clear(l.conv)
+		clear(l.rec)
+	}
+}
+
+func (s *state) Clone() (backend.State, error) {
+	c := &state{specs: s.specs, layers: make([]layerState, len(s.layers))}
+	for i, l := range s.layers {
+		c.layers[i] = layerState{k: clone(l.k), v: clone(l.v), conv: clone(l.conv), rec: clone(l.rec)}
+	}
+	return c, nil
+}
+
+func clone(x []float32) []float32 {
+	if x == nil {
+		return nil
+	}
+	return append(make([]float32, 0, len(x)), x...)
+}
+
+func (s *state) Bytes() int64 {
+	var n int64
+	for _, l := range s.layers {
+		n += int64(cap(l.k)+cap(l.v)+len(l.conv)+len(l.rec)) * 4
+	}
+	return n
+}
+
+func (s *state) Release() {}
+
+// layer returns layer i's state, checking that the state came from this
+// backend and that the layer has the kind of state the operation needs.
+func layerOf(st backend.State, i int, attention bool) *layerState {
+	s, ok := st.(*state)
+	if !ok {
+		panic(fmt.Sprintf("cpu: state of type %T is not from the CPU backend", st))
+	}
+	if i < 0 || i >= len(s.layers) || (attention && s.specs[i].Attention == nil) || (!attention && s.specs[i].DeltaNet == nil) {
+		panic(fmt.Sprintf("cpu: layer %d of the state has no %s state", i, map[bool]string{true: "attention", false: "delta-net"}[attention]))
+	}
+	return &s.layers[i]
+}
+
+func addr(b []byte) uintptr { return uintptr(unsafe.Pointer(&b[0])) }
