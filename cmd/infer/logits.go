@@ -30,6 +30,7 @@ type engineFlags struct {
 	expertCacheMB   int
 	threads         int
 	noVerify        bool
+	vramCacheGB     float64
 }
 
 func (f *engineFlags) register(fs *pflag.FlagSet) {
@@ -42,7 +43,29 @@ func (f *engineFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.directIO, "direct-io", false, "read experts with O_DIRECT, bypassing the page cache (pair with --expert-cache-mb)")
 	fs.IntVar(&f.expertCacheMB, "expert-cache-mb", 0, "RAM budget in MiB for caching experts in the process (0: none; the OS page cache still helps unless --direct-io)")
 	fs.IntVar(&f.threads, "threads", 0, "compute goroutines (0: all CPUs)")
+	fs.Float64Var(&f.vramCacheGB, "vram-cache-gb", 0, "GPU backends: device memory in GiB for keeping routed experts between tokens (0: what is free after the dense weights, less a reserve)")
 	fs.BoolVar(&f.noVerify, "no-verify", false, "skip hashing model_weights.bin at start (sizes are still checked)")
+}
+
+// resolveBackend turns "auto" into the first registered backend that opens,
+// saying in one line on stderr why each accelerator before it did not (no
+// driver, no GPU), so a CPU fallback is never silent. Other names pass through.
+func resolveBackend(name string, stderr io.Writer) string {
+	if name != backend.Auto {
+		return name
+	}
+	for _, n := range backend.Names() {
+		if n == backend.Fallback {
+			return n
+		}
+		d, err := backend.Open(n, backend.Options{})
+		if err == nil {
+			d.Close()
+			return n
+		}
+		fmt.Fprintf(stderr, "note: --backend auto: %v; using the next backend\n", err)
+	}
+	return name
 }
 
 // open checks the flags and opens the engine; notes go to stderr.
@@ -63,13 +86,18 @@ func (f *engineFlags) open(ctx context.Context, stderr io.Writer) (*engine.Engin
 	if f.expertsPerToken < 0 {
 		return nil, fmt.Errorf("--experts-per-token %d: must be positive", f.expertsPerToken)
 	}
+	if f.vramCacheGB < 0 {
+		return nil, fmt.Errorf("--vram-cache-gb %g: must not be negative", f.vramCacheGB)
+	}
+	be := resolveBackend(f.backend, stderr)
 	e, err := engine.Open(ctx, engine.Options{
 		Dir:             f.model,
 		TwoBit:          f.twoBit,
 		ExpertsDir:      expertsDir,
 		ExpertsPerToken: f.expertsPerToken,
-		Backend:         f.backend,
+		Backend:         be,
 		Workers:         f.threads,
+		DeviceCache:     int64(f.vramCacheGB * (1 << 30)),
 		Store: experts.Options{
 			IOThreads:  f.ioThreads,
 			DirectIO:   f.directIO,

@@ -24,6 +24,7 @@ type gpu struct {
 	layouts  map[*backend.ExpertLayout]error
 	hostBufs map[*byte]bool
 	closed   bool
+	cache    *expertCache
 }
 
 type ropeKey struct {
@@ -31,12 +32,13 @@ type ropeKey struct {
 	theta float64
 }
 
-func openBackend(backend.Options) (backend.Device, error) {
+func openBackend(opts backend.Options) (backend.Device, error) {
 	d, err := Open()
 	if err != nil {
 		return nil, err
 	}
-	return &gpu{d: d, invFreq: map[ropeKey]Buffer{}, layouts: map[*backend.ExpertLayout]error{}, hostBufs: map[*byte]bool{}}, nil
+	return &gpu{d: d, invFreq: map[ropeKey]Buffer{}, layouts: map[*backend.ExpertLayout]error{}, hostBufs: map[*byte]bool{},
+		cache: newExpertCache(opts.ExpertCacheBytes)}, nil
 }
 
 func (g *gpu) Name() string { return "cuda:0 " + g.d.Info.Name }
@@ -57,6 +59,16 @@ func (g *gpu) Close() error {
 	for _, b := range g.invFreq {
 		g.d.Free(b)
 	}
+	g.cache.mu.Lock()
+	for e := g.cache.lru.Front(); e != nil; e = e.Next() {
+		if err := g.d.FreeExact(e.Value.(*slot).buf); err != nil && first == nil {
+			first = err
+		}
+	}
+	g.cache.lru.Init()
+	clear(g.cache.byKey)
+	g.cache.slots = 0
+	g.cache.mu.Unlock()
 	if err := g.d.Sync(); err != nil && first == nil {
 		first = err
 	}
@@ -315,16 +327,21 @@ func (e *expert) Release() {
 	})
 }
 
-func (g *gpu) BindExpert(l *backend.ExpertLayout, buf []byte) (backend.Expert, error) {
+// checkLayout validates a layout once per layout pointer.
+func (g *gpu) checkLayout(l *backend.ExpertLayout) error {
 	g.mu.Lock()
+	defer g.mu.Unlock()
 	verr, seen := g.layouts[l]
 	if !seen {
 		verr = l.Validate()
 		g.layouts[l] = verr
 	}
-	g.mu.Unlock()
-	if verr != nil {
-		return nil, verr
+	return verr
+}
+
+func (g *gpu) BindExpert(l *backend.ExpertLayout, buf []byte) (backend.Expert, error) {
+	if err := g.checkLayout(l); err != nil {
+		return nil, err
 	}
 	if len(buf) < l.FileSize {
 		return nil, fmt.Errorf("cuda: expert buffer of %d bytes, the layout needs %d", len(buf), l.FileSize)
@@ -445,13 +462,23 @@ func (g *gpu) MLP(y, x backend.Tensor, gate, up, down backend.Matrix) {
 
 func (g *gpu) ExpertFFN(out, x backend.Tensor, e backend.Expert, rows []int, weights []float32) {
 	to, tx := g.tt(out, "ExpertFFN output"), g.tt(x, "ExpertFFN input")
-	ex, ok := e.(*expert)
-	if !ok || ex.g.d != g.d {
+	var gate, up, down *Matrix
+	switch ex := e.(type) {
+	case *expert:
+		if ex.g.d == g.d {
+			gate, up, down = &ex.gate, &ex.up, &ex.down
+		}
+	case *cachedExpert:
+		if ex.g.d == g.d {
+			gate, up, down = &ex.s.gate, &ex.s.up, &ex.s.down
+		}
+	}
+	if gate == nil {
 		panic(fmt.Sprintf("cuda: ExpertFFN: expert is not of this device (%T)", e))
 	}
 	n := len(rows)
-	shapeCheck("ExpertFFN", n >= 1 && len(weights) == n && to.rows == tx.rows && to.cols == tx.cols && tx.cols == ex.gate.Cols,
-		"%d rows, %d weights, out [%d %d], x [%d %d], expert [%d %d]", n, len(weights), to.rows, to.cols, tx.rows, tx.cols, ex.gate.Rows, ex.gate.Cols)
+	shapeCheck("ExpertFFN", n >= 1 && len(weights) == n && to.rows == tx.rows && to.cols == tx.cols && tx.cols == gate.Cols,
+		"%d rows, %d weights, out [%d %d], x [%d %d], expert [%d %d]", n, len(weights), to.rows, to.cols, tx.rows, tx.cols, gate.Rows, gate.Cols)
 	// rows (int32) then weights (float32), one staging copy.
 	args := make([]int32, 2*n)
 	for i, r := range rows {
@@ -463,16 +490,16 @@ func (g *gpu) ExpertFFN(out, x backend.Tensor, e backend.Expert, rows []int, wei
 	if err != nil {
 		return
 	}
-	I := ex.gate.Rows
+	I := gate.Rows
 	h, err := g.d.Alloc(n * I * 4)
 	if err != nil {
 		return
 	}
 	defer g.d.Free(h)
-	if g.swiGLU(h, &ex.gate, &ex.up, tx.ptr, tx.cols, n, p) != nil {
+	if g.swiGLU(h, gate, up, tx.ptr, tx.cols, n, p) != nil {
 		return
 	}
-	g.d.MatMul(&MM{Y: to.ptr, LdY: to.cols, W: &ex.down, X: h.Ptr, LdX: I, T: n, YRows: p, YWt: p + uintptr(4*n), Mode: MMStore})
+	g.d.MatMul(&MM{Y: to.ptr, LdY: to.cols, W: down, X: h.Ptr, LdX: I, T: n, YRows: p, YWt: p + uintptr(4*n), Mode: MMStore})
 }
 
 // invFreqs returns the device array of RoPE inverse frequencies, computed as
@@ -558,3 +585,8 @@ func (g *gpu) DeltaNet(out, qkv, z, b, a backend.Tensor, st backend.State, layer
 		NegA: negA.ptr, DtBias: dt.ptr, NormW: norm.ptr, T: T, NK: nk, NV: nv, DK: dk, DV: dv,
 		LdQKV: cc, LdBA: nv, LdZ: vd, Eps: p.Eps})
 }
+
+var (
+	_ backend.Device      = (*gpu)(nil)
+	_ backend.ExpertCache = (*gpu)(nil)
+)

@@ -689,3 +689,109 @@ func TestDeltaNet(t *testing.T) {
 		st.Release()
 	}
 }
+
+// TestExpertCache checks residency, LRU eviction within the budget, that a
+// slot in use is never evicted, and that results match the uncached binding.
+func TestExpertCache(t *testing.T) {
+	r := rand.New(rand.NewPCG(13, 14))
+	const H, I, T = 128, 64, 2
+	desc := backend.MatrixDesc{Format: backend.Affine, Bits: 4, GroupSize: 64, ScaleFormat: backend.BF16}
+	gd, dd := desc, desc
+	gd.Rows, gd.Cols, dd.Rows, dd.Cols = I, H, H, I
+	l := &backend.ExpertLayout{}
+	off := 0
+	place := func(n int) backend.Part {
+		p := backend.Part{Offset: off, Size: n}
+		off += (n + 4095) &^ 4095
+		return p
+	}
+	for _, m := range []*backend.ExpertMatrix{&l.Gate, &l.Up, &l.Down} {
+		m.Desc = gd
+		if m == &l.Down {
+			m.Desc = dd
+		}
+		m.Data, m.Scales, m.Biases = place(m.Desc.DataBytes()), place(m.Desc.ScaleBytes()), place(m.Desc.ScaleBytes())
+	}
+	l.FileSize = off
+	files := make([][]byte, 4)
+	for i := range files {
+		files[i] = make([]byte, l.FileSize)
+		for j := range files[i] {
+			files[i][j] = byte(r.IntN(256))
+		}
+		for _, m := range []*backend.ExpertMatrix{&l.Gate, &l.Up, &l.Down} {
+			for _, p := range []backend.Part{m.Scales, m.Biases} {
+				for j := p.Offset; j < p.Offset+p.Size; j += 2 {
+					files[i][j+1] = 0x3c // bf16 scales and biases near 0.01
+				}
+			}
+		}
+	}
+	d, err := backend.Open("cuda", backend.Options{ExpertCacheBytes: int64(2 * l.FileSize)})
+	if err != nil {
+		t.Skipf("no CUDA device: %v", err)
+	}
+	defer d.Close()
+	g := d.(*gpu)
+	xv := randVec(r, T*H, 1)
+	x := upload(t, d, T, H, xv)
+	run := func(e backend.Expert) []float32 {
+		out, _ := d.NewTensor(T, H)
+		d.ExpertFFN(out, x, e, []int{0, 1}, []float32{1, 0.5})
+		return download(t, d, out)
+	}
+	want := make([][]float32, len(files))
+	for i, f := range files {
+		e, err := d.BindExpert(l, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[i] = run(e)
+		e.Release()
+	}
+	key := func(i int) backend.ExpertKey { return backend.ExpertKey{Owner: 7, Layer: 1, ID: i} }
+	same := func(what string, got, w []float32) {
+		t.Helper()
+		for j := range got {
+			if got[j] != w[j] {
+				t.Fatalf("%s: element %d = %v, uncached %v", what, j, got[j], w[j])
+			}
+		}
+	}
+	for i := 0; i < 2; i++ {
+		e, err := g.BindExpertCached(key(i), l, files[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		same(fmt.Sprintf("bind %d", i), run(e), want[i])
+		e.Release()
+	}
+	// Expert 0 is held while 2 and 3 are bound: 1 is evicted for 2, and 3
+	// (both slots then held or just used) must not take 0's slot.
+	e0, ok := g.CachedExpert(key(0))
+	if !ok {
+		t.Fatal("expert 0 not resident")
+	}
+	e2, err := g.BindExpertCached(key(2), l, files[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	e3, err := g.BindExpertCached(key(3), l, files[3])
+	if err != nil {
+		t.Fatal(err)
+	}
+	same("expert 0 held", run(e0), want[0])
+	same("expert 2", run(e2), want[2])
+	same("expert 3 (uncached: every slot held)", run(e3), want[3])
+	e0.Release()
+	e2.Release()
+	e3.Release()
+	if _, ok := g.CachedExpert(key(1)); ok {
+		t.Error("expert 1 still resident after its slot was taken")
+	}
+	st := g.CacheStats()
+	t.Log(st)
+	if st.Slots != 2 || st.Evictions != 1 {
+		t.Errorf("want 2 slots and 1 eviction, got %+v", st)
+	}
+}
