@@ -3,166 +3,178 @@ package main
 import (
 	"errors"
 	"fmt"
-	"io"
-	"runtime"
-	"sync"
+	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/fm-moe/fm/pkg/engine"
-	"github.com/fm-moe/fm/pkg/model"
-	"github.com/fm-moe/fm/pkg/sample"
-	"github.com/fm-moe/fm/pkg/tokenizer"
+	"github.com/fm-moe/fm/pkg/bench"
 )
 
 func newBenchCmd() *cobra.Command {
 	var (
 		ef           engineFlags
-		prompt       string
 		promptTokens int
 		genTokens    int
 		runs         int
+		synthetic    string
+		layers       int
+		bits         int
+		ramGB        float64
+		dir          string
+		ioOnly       bool
+		ioMB         int
+		asJSON       bool
 	)
 	cmd := &cobra.Command{
-		Use:   "bench --model OUT [flags]",
-		Short: "Measure prefill and decode speed against this machine's memory bandwidth",
+		Use:   "bench (--model OUT | --synthetic NAME --layers N | --io) [flags]",
+		Short: "Measure prefill and decode speed against this machine's ceilings, or predict a model's speed without it",
 		Long: `bench measures, in one run:
 
-  - the ceiling: memory copy bandwidth with every core (a 256 MiB copy);
-  - prefill: tok/s over --prompt (or --prompt-tokens synthetic ids), best of --runs;
-  - decode: tok/s generating --tokens tokens greedily (stop tokens ignored),
-    with the per-phase time per token, experts requested and bytes read from
-    expert files per token;
-  - the weight bytes one decode token touches (dense + routed experts), and the
-    bandwidth that implies, as a fraction of the copy ceiling;
-  - the peak resident memory.
+  - prefill tok/s over a --prompt-tokens synthetic prompt and decode tok/s over
+    --tokens greedy tokens, best of --runs;
+  - the decode time per token and layer, split into compute and the wait for
+    expert files, and the share of experts served from the RAM cache;
+  - the ceilings, measured in the same run: memory read bandwidth (every core)
+    and, for --synthetic or with --io-mb, the parallel O_DIRECT read bandwidth of
+    the disk holding the model; the ratios of decode to them.
 
-Expert reads come from the page cache when the files are cached (the second
-run onward on a machine with enough memory); use --direct-io to measure the
-disk instead.`,
+--synthetic NAME writes (into --dir, or a temporary directory removed at the
+end) a prepared directory with the first --layers layers of a named model: its
+real per-layer shapes, layer-type pattern, vocabulary, --bits quantization and
+file layout, with random weights. It then projects the whole model's decode
+speed at --ram-gb of memory and --experts-per-token K: layer time scales with
+the layer count, and the experts that do not fit in RAM are read at the
+measured disk bandwidth (docs/PERF.md explains the model). Names:
+  ` + strings.Join(bench.Names(), ", ") + `
+(qwen3.5-122b-a10b: its config.json was not available; head sizes are the
+Qwen3.5 family's.) Reuse a --dir between runs: it is regenerated only when the
+model, --layers or --bits change.
+
+--io measures only the ceilings (memory read, disk read under --dir).
+
+--json prints one JSON object (decode_tok_s, prefill_tok_s, bytes_per_token,
+memory_read_gbs, roofline_ratio, expert_hit_rate, disk_read_gbs,
+projected_tok_s, ...) instead of the text report.
+
+Expert reads come from the page cache when the files are cached; use
+--direct-io (with --expert-cache-mb) to measure the disk instead.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if genTokens < 1 || runs < 1 || (prompt == "" && promptTokens < 1) {
-				return errors.New("--tokens, --runs and --prompt-tokens must be positive")
-			}
-			out := cmd.OutOrStdout()
 			ctx := cmd.Context()
-			e, err := ef.open(ctx, cmd.ErrOrStderr())
+			out, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
+			if ioOnly {
+				d := dir
+				if d == "" {
+					d = ef.model
+				}
+				if d == "" {
+					d = bench.DefaultIODir()
+				}
+				return runIOBench(cmd, d, int64(ioMB)<<20, asJSON)
+			}
+			o := bench.Options{PromptTokens: promptTokens, DecodeTokens: genTokens, Runs: runs,
+				RAMBytes: int64(ramGB * (1 << 30)), Log: stderr}
+			if ioMB > 0 {
+				o.DiskBytes = int64(ioMB) << 20
+			}
+			switch {
+			case synthetic != "" && ef.model != "":
+				return errors.New("--synthetic and --model exclude each other")
+			case synthetic != "":
+				shape, err := bench.Lookup(synthetic)
+				if err != nil {
+					return err
+				}
+				if layers < 1 {
+					return fmt.Errorf("--layers %d: give the number of layers to run (1 to %d)", layers, shape.Config.NumLayers)
+				}
+				if ramGB < 0 {
+					return fmt.Errorf("--ram-gb %g: must not be negative", ramGB)
+				}
+				d := dir
+				if d == "" {
+					if d, err = os.MkdirTemp("", "fm-bench-"+shape.Name+"-"); err != nil {
+						return err
+					}
+					defer os.RemoveAll(d)
+				}
+				fmt.Fprintf(stderr, "writing %d of %d layers of %s (%s) at %d bits into %s\n", layers, shape.Config.NumLayers, shape.Name, shape.Params, bits, d)
+				start := time.Now()
+				res, err := bench.WriteSynthetic(ctx, d, bench.SynthOptions{Shape: shape, Layers: layers, Bits: bits})
+				if err != nil {
+					return err
+				}
+				if res.Reused {
+					fmt.Fprintf(stderr, "reusing the synthetic model already in %s\n", d)
+				} else {
+					el := time.Since(start)
+					fmt.Fprintf(stderr, "wrote %s in %v (%.2f GB/s, synced)\n", bench.FormatSize(res.Bytes), el.Round(time.Millisecond), float64(res.Bytes)/el.Seconds()/1e9)
+				}
+				ef.model, ef.noVerify = d, true
+				o.Shape, o.Bits, o.DiskDir = &shape, bits, d
+			case ef.model != "":
+				if ioMB > 0 {
+					o.DiskDir = ef.model
+				}
+			default:
+				return errors.New("give --model OUT, --synthetic NAME --layers N, or --io")
+			}
+			e, err := ef.open(ctx, stderr)
 			if err != nil {
 				return err
 			}
 			defer e.Close()
-			cfg := e.Model.Config()
-			ids := syntheticPrompt(promptTokens, cfg.VocabSize)
-			if prompt != "" {
-				tok, err := tokenizer.Load(ef.model)
-				if err != nil {
-					return err
-				}
-				if ids = tok.Encode(prompt); len(ids) == 0 {
-					return errors.New("--prompt encodes to no tokens")
-				}
+			r, err := bench.Measure(ctx, e, o)
+			if err != nil {
+				return err
 			}
-			fmt.Fprintf(out, "model: %s, %d layers, hidden %d, %d experts (K=%d), expert file %s\n", cfg.Arch, cfg.NumLayers,
-				cfg.HiddenSize, cfg.NumExperts, e.Model.ExpertsPerToken(), engine.FormatBytes(expertFileSize(e)))
-
-			var best *engine.Stats
-			for r := 0; r < runs; r++ {
-				res, err := e.Generate(ctx, e.Model.NewState(), ids, engine.GenerateOptions{
-					MaxTokens: genTokens + 1, Sampler: sample.New(sample.Params{}), History: ids})
-				if err != nil {
-					return err
-				}
-				s := res.Stats
-				fmt.Fprintf(out, "run %d: prefill %.1f tok/s, decode %.2f tok/s\n", r+1, s.PrefillTokensPerSecond(), s.DecodeTokensPerSecond())
-				if best == nil || s.DecodeTokensPerSecond() > best.DecodeTokensPerSecond() {
-					best = &s
-				}
+			if asJSON {
+				return bench.WriteJSON(out, r)
 			}
-			// The ceiling is measured after the runs so that its buffers do not
-			// count in the peak RSS the runs report.
-			ceiling := copyBandwidth()
-			fmt.Fprintf(out, "\nceiling: memory copy %.2f GB/s (%d goroutines, 256 MiB)", ceiling/1e9, runtime.GOMAXPROCS(0))
-			writeBench(out, e, best, ceiling)
+			bench.WriteText(out, r)
 			return nil
 		},
 	}
 	ef.register(cmd.Flags())
-	cmd.Flags().StringVar(&prompt, "prompt", "", "prompt text for the prefill (default: synthetic ids)")
-	cmd.Flags().IntVar(&promptTokens, "prompt-tokens", 128, "length of the synthetic prompt")
-	cmd.Flags().IntVar(&genTokens, "tokens", 64, "tokens to decode")
-	cmd.Flags().IntVar(&runs, "runs", 3, "repetitions; the best run is reported")
+	f := cmd.Flags()
+	f.IntVar(&promptTokens, "prompt-tokens", 128, "length of the synthetic prompt for the prefill")
+	f.IntVar(&genTokens, "tokens", 32, "tokens to decode per run")
+	f.IntVar(&runs, "runs", 3, "repetitions; the best prefill and the best decode are reported")
+	f.StringVar(&synthetic, "synthetic", "", "benchmark a named model's shapes with random weights: "+strings.Join(bench.Names(), ", "))
+	f.IntVar(&layers, "layers", 0, "with --synthetic: how many of the model's layers to write and run")
+	f.IntVar(&bits, "bits", 4, "with --synthetic: expert bits (2, 3, 4, 8; 16 keeps bf16); dense matrices use max(4, bits)")
+	f.Float64Var(&ramGB, "ram-gb", 0, "with --synthetic: memory budget of the projection in GiB (0: this machine's)")
+	f.StringVar(&dir, "dir", "", "with --synthetic: where to write (or reuse) the synthetic model; with --io: where to test the disk")
+	f.BoolVar(&ioOnly, "io", false, "only measure memory read bandwidth and parallel O_DIRECT disk read bandwidth")
+	f.IntVar(&ioMB, "io-mb", 0, "size of the disk test file in MiB (default 512; with --model it also turns the disk test on)")
+	f.BoolVar(&asJSON, "json", false, "print one JSON object instead of the text report")
 	return cmd
 }
 
-func expertFileSize(e *engine.Engine) int64 {
-	if e.Set == nil {
-		return 0
+// runIOBench measures the ceilings alone.
+func runIOBench(cmd *cobra.Command, dir string, size int64, asJSON bool) error {
+	if size <= 0 {
+		size = 512 << 20
 	}
-	return e.Set.FileSize
-}
-
-// syntheticPrompt is a fixed pseudo-random id sequence (the same every run).
-func syntheticPrompt(n, vocab int) []int {
-	ids := make([]int, n)
-	x := uint32(2463534242)
-	for i := range ids {
-		x ^= x << 13
-		x ^= x >> 17
-		x ^= x << 5
-		ids[i] = int(x % uint32(vocab))
+	mem := bench.MemoryReadBandwidth(256<<20, 5)
+	d, err := bench.DiskReadBandwidth(cmd.Context(), dir, size, 0, 0)
+	if err != nil {
+		return err
 	}
-	return ids
-}
-
-// copyBandwidth measures memory copy bandwidth with every core: the best of
-// three copies of 256 MiB, split across GOMAXPROCS goroutines. Bytes copied
-// per second (the traffic is twice that).
-func copyBandwidth() float64 {
-	const n = 256 << 20
-	src, dst := make([]byte, n), make([]byte, n)
-	for i := 0; i < n; i += 4096 {
-		src[i], dst[i] = 1, 1 // fault the pages in before timing
+	out := cmd.OutOrStdout()
+	if asJSON {
+		return bench.WriteJSON(out, &bench.Report{Model: filepath.Base(dir), MemoryReadGBs: mem / 1e9,
+			DiskReadGBs: d.BytesPerSecond / 1e9, DiskDirect: d.Direct})
 	}
-	workers := runtime.GOMAXPROCS(0)
-	best := time.Duration(1 << 62)
-	for rep := 0; rep < 3; rep++ {
-		start := time.Now()
-		var wg sync.WaitGroup
-		for w := 0; w < workers; w++ {
-			lo, hi := w*n/workers, (w+1)*n/workers
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				copy(dst[lo:hi], src[lo:hi])
-			}()
-		}
-		wg.Wait()
-		best = min(best, time.Since(start))
+	kind := "O_DIRECT"
+	if !d.Direct {
+		kind = "buffered after dropping the cache (the filesystem refused O_DIRECT)"
 	}
-	return n / best.Seconds()
-}
-
-func writeBench(w io.Writer, e *engine.Engine, s *engine.Stats, ceiling float64) {
-	fmt.Fprintf(w, "\nprefill: %d tokens in %v = %.1f tok/s\n", s.PromptTokens, s.Prefill.Round(time.Microsecond), s.PrefillTokensPerSecond())
-	tps := s.DecodeTokensPerSecond()
-	fmt.Fprintf(w, "decode:  %d tokens in %v = %.2f tok/s (%.3f ms/token)\n", s.DecodedTokens, s.Decode.Round(time.Microsecond), tps, 1e3/tps)
-	n := time.Duration(max(s.DecodedTokens, 1))
-	p := &s.DecodeProfile
-	fmt.Fprintf(w, "decode per token:")
-	for ph := model.Phase(0); ph < model.NumPhases; ph++ {
-		fmt.Fprintf(w, " %v %v,", ph, (p.PhaseTotal(ph) / n).Round(time.Microsecond))
-	}
-	fmt.Fprintf(w, " head %v\n", (p.Head / n).Round(time.Microsecond))
-	io := &s.DecodeIO
-	fmt.Fprintf(w, "experts per token: %.1f requested, %.1f read from files, %.2f MB read (%.1f%% served from the RAM cache or shared)\n",
-		float64(io.Experts)/float64(n), float64(io.Misses)/float64(n), s.DecodeBytesPerToken()/1e6, 100*io.HitRate())
-	dense, experts := e.Model.WeightBytesPerToken()
-	touched := float64(dense + experts)
-	bw := touched * tps
-	fmt.Fprintf(w, "weights touched per token: %.2f MB (dense %.2f MB + experts %.2f MB) → %.2f GB/s = %.1f%% of the copy ceiling\n",
-		touched/1e6, float64(dense)/1e6, float64(experts)/1e6, bw/1e9, 100*bw/ceiling)
-	fmt.Fprintf(w, "peak RSS %s (model_weights.bin %s, KV/state %s)\n", engine.FormatBytes(s.PeakRSS),
-		engine.FormatBytes(e.Dir.Manifest.Dense.Size), engine.FormatBytes(s.StateBytes))
+	fmt.Fprintf(out, "memory read: %.2f GB/s (256 MiB, every core)\n", mem/1e9)
+	fmt.Fprintf(out, "disk read:   %.2f GB/s (%s of %s, %d threads × %d KiB reads, %s)\n", d.BytesPerSecond/1e9,
+		bench.FormatSize(d.Bytes), dir, d.Threads, d.BlockSize>>10, kind)
+	return nil
 }

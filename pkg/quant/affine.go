@@ -56,44 +56,94 @@ func Quantize(src []float32, rows, cols, bits, groupSize int) (*Packed, error) {
 	if len(src) != rows*cols {
 		return nil, fmt.Errorf("quantize [%d, %d]: have %d values", rows, cols, len(src))
 	}
-	return quantizeRows(src, rows, cols, bits, groupSize, func(codes []uint8, w []float32) (float32, float32) {
-		return QuantizeGroup(codes, w, bits)
-	}), nil
+	p := &Packed{}
+	quantizeRowsInto(p, src, rows, cols, bits, groupSize, nil)
+	return p, nil
+}
+
+// QuantizeInto is Quantize into p, reusing p's slices when they are large
+// enough: a converter quantizing thousands of same-shaped matrices allocates
+// (and the garbage collector scans) nothing per matrix.
+func QuantizeInto(p *Packed, src []float32, rows, cols, bits, groupSize int) error {
+	if err := Check(cols, bits, groupSize); err != nil {
+		return err
+	}
+	if len(src) != rows*cols {
+		return fmt.Errorf("quantize [%d, %d]: have %d values", rows, cols, len(src))
+	}
+	quantizeRowsInto(p, src, rows, cols, bits, groupSize, nil)
+	return nil
 }
 
 // quantizeRows quantizes every group of a checked [rows, cols] matrix with
 // group (which writes the group's codes and returns its scale and bias) and
 // packs the codes.
 func quantizeRows(src []float32, rows, cols, bits, groupSize int, group func(codes []uint8, w []float32) (scale, bias float32)) *Packed {
+	p := &Packed{}
+	quantizeRowsInto(p, src, rows, cols, bits, groupSize, group)
+	return p
+}
+
+// quantizeRowsInto is quantizeRows into p's slices (grown when short); a nil
+// group is QuantizeGroup, called directly.
+func quantizeRowsInto(p *Packed, src []float32, rows, cols, bits, groupSize int, group func(codes []uint8, w []float32) (scale, bias float32)) {
 	groups := cols / groupSize
-	p := &Packed{
-		Bits: bits, GroupSize: groupSize, Rows: rows, Cols: cols,
-		Codes:  make([]uint32, rows*WordsPerRow(cols, bits)),
-		Scales: make([]float32, rows*groups),
-		Biases: make([]float32, rows*groups),
-	}
-	codes := make([]uint8, cols)
 	wpr := WordsPerRow(cols, bits)
+	*p = Packed{
+		Bits: bits, GroupSize: groupSize, Rows: rows, Cols: cols,
+		Codes:  resize(p.Codes, rows*wpr),
+		Scales: resize(p.Scales, rows*groups),
+		Biases: resize(p.Biases, rows*groups),
+	}
+	var stack [256]uint8
+	codes := stack[:]
+	if cols > len(stack) {
+		codes = make([]uint8, cols)
+	}
+	codes = codes[:cols]
 	for r := 0; r < rows; r++ {
 		row := src[r*cols : (r+1)*cols]
 		for g := 0; g < groups; g++ {
-			s, b := group(codes[g*groupSize:(g+1)*groupSize], row[g*groupSize:(g+1)*groupSize])
+			var s, b float32
+			if group == nil {
+				s, b = QuantizeGroup(codes[g*groupSize:(g+1)*groupSize], row[g*groupSize:(g+1)*groupSize], bits)
+			} else {
+				s, b = group(codes[g*groupSize:(g+1)*groupSize], row[g*groupSize:(g+1)*groupSize])
+			}
 			p.Scales[r*groups+g] = s
 			p.Biases[r*groups+g] = b
 		}
 		PackCodes(p.Codes[r*wpr:(r+1)*wpr], codes, bits)
 	}
-	return p
+}
+
+// resize returns s with length n, reusing its array when large enough.
+func resize[T any](s []T, n int) []T {
+	if cap(s) >= n {
+		return s[:n]
+	}
+	return make([]T, n)
 }
 
 // QuantizeGroup quantizes one group w into codes (len(w) of them) and returns its
 // float32 scale and bias, with the algorithm documented at Quantize.
+//
+// It is the converter's hot loop (one division per weight), written for
+// speed: plain comparisons instead of the NaN-aware min/max builtins, and
+// rounding by adding and subtracting 1.5·2^23, which rounds a float32 of
+// magnitude below 2^22 half to even exactly as rint does; the quotient is
+// first clamped to [−1, n+1], which cannot change the clamped code.
+// TestQuantizeGroupMatchesReference holds it to the plain formulation.
 func QuantizeGroup(codes []uint8, w []float32, bits int) (scale, bias float32) {
 	n := float32(int(1)<<bits - 1)
 	wmax, wmin := w[0], w[0]
 	for _, v := range w[1:] {
-		wmax = max(wmax, v)
-		wmin = min(wmin, v)
+		if v > wmax {
+			wmax = v
+		}
+		if v < wmin {
+			wmin = v
+		}
 	}
 	scale = max((wmax-wmin)/n, 1e-7)
 	edge := wmax
@@ -107,9 +157,25 @@ func QuantizeGroup(codes []uint8, w []float32, bits int) (scale, bias float32) {
 		scale = edge / q0
 		bias = edge
 	}
+	const magic = 12582912 // 1.5·2^23
+	hi := n + 1
+	codes = codes[:len(w)]
 	for i, v := range w {
-		q := rint((v - bias) / scale)
-		codes[i] = uint8(min(max(q, 0), n))
+		x := (v - bias) / scale
+		if x < -1 {
+			x = -1
+		}
+		if x > hi {
+			x = hi
+		}
+		x = (x + magic) - magic
+		if x < 0 {
+			x = 0
+		}
+		if x > n {
+			x = n
+		}
+		codes[i] = uint8(x)
 	}
 	return scale, bias
 }
@@ -122,6 +188,20 @@ func rint(x float32) float32 { return float32(math.RoundToEven(float64(x))) }
 // bit stream over little-endian uint32 words. dst must hold
 // ceil(len(codes)·bits/32) words; it is overwritten.
 func PackCodes(dst []uint32, codes []uint8, bits int) {
+	if 32%bits == 0 && len(codes)*bits%32 == 0 {
+		// Whole codes per word (2, 4, 8 bits): no code straddles two words.
+		per := 32 / bits
+		dst = dst[:len(codes)/per]
+		for i := range dst {
+			c := codes[i*per : (i+1)*per]
+			var w uint32
+			for j := len(c) - 1; j >= 0; j-- {
+				w = w<<bits | uint32(c[j])
+			}
+			dst[i] = w
+		}
+		return
+	}
 	clear(dst)
 	pos := 0
 	for _, c := range codes {

@@ -1,0 +1,250 @@
+package bench
+
+import (
+	"context"
+	"math"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fm-moe/fm/pkg/checkpoint"
+	"github.com/fm-moe/fm/pkg/engine"
+	"github.com/fm-moe/fm/pkg/layout"
+)
+
+// Expert file sizes of Qwen3.5-397B-A17B measured on the real mlx-community
+// files (docs/flash-moe-notes.md §1.2): the plan must lay experts out the same.
+func TestPlanMatchesKnownExpertSizes(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		bits int
+		want int64
+	}{
+		{"qwen3.5-397b-a17b", 4, 7077888},
+		{"qwen3.5-397b-a17b", 2, 3932160},
+		{"qwen3-30b-a3b", 4, 3 * (768*2048/2 + 2*768*2048/64*2)}, // codes + bf16 scales and biases, page aligned
+	} {
+		s, err := Lookup(tc.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _, set, err := checkpoint.PlanLayout(&s.Config, tc.bits, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if set.FileSize != tc.want {
+			t.Errorf("%s %d-bit: expert file %d bytes, want %d", tc.name, tc.bits, set.FileSize, tc.want)
+		}
+	}
+}
+
+func TestShapesAreValid(t *testing.T) {
+	for _, name := range Names() {
+		s, err := Lookup(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Config.Validate(); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+		c, err := Truncate(s.Config, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Validate(); err != nil {
+			t.Errorf("%s, 4 layers: %v", name, err)
+		}
+		if s.Config.Arch != layout.ArchQwen3MoE && c.LayerTypes[3] != layout.FullAttention {
+			t.Errorf("%s: layer 3 is %s, want full attention (every fourth)", name, c.LayerTypes[3])
+		}
+	}
+	if _, err := Lookup("qwen9-1t"); err == nil || !strings.Contains(err.Error(), "qwen3-30b-a3b") {
+		t.Errorf("unknown name: error %v should list the names", err)
+	}
+	s, _ := Lookup("qwen3-30b-a3b")
+	if _, err := Truncate(s.Config, 49); err == nil {
+		t.Error("49 of 48 layers accepted")
+	}
+}
+
+// tinyShapes are small models of each architecture, for tests that write
+// and run whole directories.
+func tinyShapes() []Shape {
+	moe := qwen3MoE(3, 128, 4, 2, 32, 8, 2, 64, 256, 4096, 1e6)
+	moe.VocabSize = 512
+	next := hybrid(layout.ArchQwen3Next, "qwen3_next", 512, 4, 128, 2, 1, 1, 2, 8, 2, 64, 64, 256, []int{1})
+	q35 := hybrid(layout.ArchQwen35MoE, "qwen3_5_moe_text", 512, 5, 128, 2, 1, 1, 2, 16, 4, 64, 64, 0, []int{1})
+	return []Shape{{Name: "tiny-moe", Config: moe}, {Name: "tiny-next", Config: next}, {Name: "tiny-35", Config: q35}}
+}
+
+func TestSyntheticVerifiesOpensAndRuns(t *testing.T) {
+	ctx := context.Background()
+	for _, s := range tinyShapes() {
+		for _, bits := range []int{4, 2, 16} {
+			dir := filepath.Join(t.TempDir(), "m")
+			o := SynthOptions{Shape: s, Layers: s.Config.NumLayers, Bits: bits}
+			res, err := WriteSynthetic(ctx, dir, o)
+			if err != nil {
+				t.Fatalf("%s %d-bit: %v", s.Name, bits, err)
+			}
+			if res.Reused {
+				t.Fatalf("%s: fresh directory reported as reused", s.Name)
+			}
+			problems, err := layout.Verify(ctx, dir, 2, nil)
+			if err != nil || len(problems) > 0 {
+				t.Fatalf("%s %d-bit: verify: %v %v", s.Name, bits, err, problems)
+			}
+			e, err := engine.Open(ctx, engine.Options{Dir: dir})
+			if err != nil {
+				t.Fatalf("%s %d-bit: open: %v", s.Name, bits, err)
+			}
+			logits, err := e.Logits(ctx, SyntheticPrompt(6, s.Config.VocabSize), false)
+			e.Close()
+			if err != nil {
+				t.Fatalf("%s %d-bit: forward: %v", s.Name, bits, err)
+			}
+			var maxAbs float64
+			for _, v := range logits {
+				if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+					t.Fatalf("%s %d-bit: non-finite logit", s.Name, bits)
+				}
+				maxAbs = max(maxAbs, math.Abs(float64(v)))
+			}
+			// Unit-variance weights keep logits of the order of sqrt(hidden), not 0
+			// (dead weights) and not huge (exploding activations).
+			if maxAbs < 0.1 || maxAbs > 1e3 {
+				t.Errorf("%s %d-bit: max |logit| %g, want a sane magnitude", s.Name, bits, maxAbs)
+			}
+			again, err := WriteSynthetic(ctx, dir, o)
+			if err != nil || !again.Reused {
+				t.Errorf("%s %d-bit: second write: reused %v, err %v; want reuse", s.Name, bits, again != nil && again.Reused, err)
+			}
+		}
+	}
+}
+
+func TestSyntheticRegeneratesOnChange(t *testing.T) {
+	ctx := context.Background()
+	s := tinyShapes()[0]
+	dir := t.TempDir()
+	if _, err := WriteSynthetic(ctx, dir, SynthOptions{Shape: s, Layers: 2, Bits: 4}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := WriteSynthetic(ctx, dir, SynthOptions{Shape: s, Layers: 3, Bits: 4})
+	if err != nil || res.Reused || res.Manifest.Config.NumLayers != 3 {
+		t.Fatalf("more layers: reused=%v err=%v", res != nil && res.Reused, err)
+	}
+	res, err = WriteSynthetic(ctx, dir, SynthOptions{Shape: s, Layers: 3, Bits: 8})
+	if err != nil || res.Reused || res.Manifest.Experts[0].Bits != 8 {
+		t.Fatalf("other bits: reused=%v err=%v", res != nil && res.Reused, err)
+	}
+	if problems, err := layout.Verify(ctx, dir, 2, nil); err != nil || len(problems) > 0 {
+		t.Fatalf("verify after regeneration: %v %v", err, problems)
+	}
+}
+
+func TestMeasureAndProjectTiny(t *testing.T) {
+	ctx := context.Background()
+	s := tinyShapes()[2]
+	dir := t.TempDir()
+	if _, err := WriteSynthetic(ctx, dir, SynthOptions{Shape: s, Layers: 4, Bits: 4}); err != nil {
+		t.Fatal(err)
+	}
+	e, err := engine.Open(ctx, engine.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	r, err := Measure(ctx, e, Options{PromptTokens: 8, DecodeTokens: 3, Runs: 1, Shape: &s, Bits: 4,
+		RAMBytes: 64 << 30, DiskDir: dir, DiskBytes: 8 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.DecodeTokS <= 0 || r.PrefillTokS <= 0 || r.MemoryReadGBs <= 0 || r.DiskReadGBs <= 0 || r.RooflineRatio <= 0 {
+		t.Errorf("missing measurements: %+v", r)
+	}
+	if len(r.PerLayer) != 4 || r.ModelLayers != 5 || r.Layers != 4 {
+		t.Errorf("layers: %d reported, model %d, run %d", len(r.PerLayer), r.ModelLayers, r.Layers)
+	}
+	if r.Projection == nil || r.ProjectedTokS <= 0 || r.Projection.CachedFraction != 1 {
+		t.Errorf("projection %+v", r.Projection)
+	}
+	d, x := BytesPerToken(e.Dir.Manifest, e.Set, 4)
+	if x != 4*4*e.Set.FileSize || d <= 0 || r.BytesPerToken != d+x {
+		t.Errorf("bytes per token: dense %d experts %d report %d", d, x, r.BytesPerToken)
+	}
+}
+
+func TestProjection(t *testing.T) {
+	s, _ := Lookup("qwen3-30b-a3b")
+	_, dense, set, err := checkpoint.PlanLayout(&s.Config, 4, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const file = 2654208 // 3 × (786432 codes + 2 × 49152 scales/biases)
+	if set.FileSize != file {
+		t.Fatalf("expert file %d, want %d", set.FileSize, file)
+	}
+	experts := int64(48 * 128 * file)
+	base := ProjectionInput{Config: &s.Config, Bits: 4, GroupSize: 64, K: 8,
+		Full: LayerCost{Compute: 1500 * time.Microsecond, ExpertIO: 500 * time.Microsecond},
+		Head: 4 * time.Millisecond, Reserve: 1 << 30, DiskBytesPerSecond: 1e9}
+	for _, tc := range []struct {
+		name   string
+		ram    int64
+		k      int
+		cached float64
+		miss   float64 // bytes per token
+		tokS   float64
+	}{
+		// 48 layers × 2 ms + 4 ms = 100 ms.
+		{"all in RAM", 1 << 40, 8, 1, 0, 10},
+		// Half the experts fit: 48 × 8 × 2654208 / 2 = 509607936 B at 1 GB/s.
+		{"half cached", dense + 1<<30 + experts/2, 8, 0.5, 509607936, 1 / (0.1 + 0.509607936)},
+		// Nothing fits beside the dense weights: every expert is read.
+		{"no room", dense, 8, 0, 1019215872, 1 / (0.1 + 1.019215872)},
+		// K = 4 halves the misses (the measured layer cost is taken as given).
+		{"K=4 no room", 1 << 30, 4, 0, 509607936, 1 / (0.1 + 0.509607936)},
+	} {
+		in := base
+		in.RAMBytes, in.K = tc.ram, tc.k
+		p, err := Project(in)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if math.Abs(p.CachedFraction-tc.cached) > 1e-9 || math.Abs(p.MissBytes-tc.miss) > 1 ||
+			math.Abs(p.TokensPerSecond-tc.tokS) > 1e-6*tc.tokS {
+			t.Errorf("%s: cached %g miss %g tok/s %g; want %g %g %g", tc.name, p.CachedFraction, p.MissBytes, p.TokensPerSecond, tc.cached, tc.miss, tc.tokS)
+		}
+		if p.ExpertBytes != experts || p.DenseBytes != dense {
+			t.Errorf("%s: expert bytes %d dense %d", tc.name, p.ExpertBytes, p.DenseBytes)
+		}
+	}
+
+	// A hybrid model measured without a full-attention layer: the GatedDeltaNet
+	// cost stands in, and the projection says so. Qwen3.5-35B: 40 layers.
+	h, _ := Lookup("qwen3.5-35b-a3b")
+	p, err := Project(ProjectionInput{Config: &h.Config, Bits: 4, K: 8, Linear: LayerCost{Compute: time.Millisecond},
+		RAMBytes: 1 << 40, Reserve: 1 << 30})
+	if err != nil || p.Note == "" || math.Abs(p.TokensPerSecond-25) > 1e-9 {
+		t.Errorf("hybrid without full layers: %g tok/s, note %q, err %v; want 25 and a note", p.TokensPerSecond, p.Note, err)
+	}
+	// Full 2 ms, linear 1 ms: 10 full + 30 linear = 50 ms.
+	p, _ = Project(ProjectionInput{Config: &h.Config, Bits: 4, K: 8, Full: LayerCost{Compute: 2 * time.Millisecond},
+		Linear: LayerCost{Compute: time.Millisecond}, RAMBytes: 1 << 40, Reserve: 1 << 30})
+	if math.Abs(p.TokensPerSecond-20) > 1e-9 || p.Note != "" {
+		t.Errorf("hybrid: %g tok/s (note %q), want 20", p.TokensPerSecond, p.Note)
+	}
+
+	for _, bad := range []ProjectionInput{
+		{Config: &s.Config, Bits: 4, K: 9999, Full: base.Full, RAMBytes: 1 << 40},
+		{Config: &s.Config, Bits: 4, K: 8, RAMBytes: 1 << 40},
+		{Config: &s.Config, Bits: 4, K: 8, Full: base.Full, RAMBytes: 1 << 30}, // misses, no disk bandwidth
+		{Config: &s.Config, Bits: 5, K: 8, Full: base.Full, RAMBytes: 1 << 40},
+	} {
+		if _, err := Project(bad); err == nil {
+			t.Errorf("Project(%+v) succeeded", bad)
+		}
+	}
+}

@@ -1,0 +1,192 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"github.com/fm-moe/fm/pkg/backend/cpu"
+	"github.com/fm-moe/fm/pkg/experts"
+	"github.com/fm-moe/fm/pkg/layout"
+)
+
+// MemoryReadBandwidth measures how fast every core together reads memory: the
+// best of reps passes over a buffer of size bytes (far larger than the
+// caches), each core summing its share with the SIMD dot kernel the matrix
+// products use. It is the ceiling of a decode step, which only reads weights.
+// Bytes per second.
+func MemoryReadBandwidth(size int, reps int) float64 {
+	buf := make([]float32, size/4)
+	for i := range buf {
+		buf[i] = float32(i & 7)
+	}
+	workers := runtime.GOMAXPROCS(0)
+	best := time.Duration(1 << 62)
+	sums := make([]float32, workers) // one slot per worker: no shared writes
+	for r := 0; r < max(1, reps); r++ {
+		start := time.Now()
+		var wg sync.WaitGroup
+		for w := 0; w < workers; w++ {
+			lo, hi := w*len(buf)/workers, (w+1)*len(buf)/workers
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				sums[w] += cpu.Dot(buf[lo:hi], buf[lo:hi])
+			}()
+		}
+		wg.Wait()
+		best = min(best, time.Since(start))
+	}
+	return float64(len(buf)*4) / best.Seconds()
+}
+
+// DiskResult is a measured parallel read bandwidth.
+type DiskResult struct {
+	BytesPerSecond float64
+	Direct         bool // O_DIRECT was used (false: the filesystem refused it)
+	Threads        int
+	BlockSize      int
+	Bytes          int64
+}
+
+// DiskReadBandwidth measures the parallel read bandwidth of the disk holding
+// dir: it writes a file of size bytes there (synced, so it is on the disk),
+// reads it back with threads parallel O_DIRECT preads of block bytes (the
+// page cache cannot serve them), and removes it. Where the filesystem refuses
+// O_DIRECT (tmpfs) the reads are buffered after dropping the file's cached
+// pages with posix_fadvise, and Direct is false.
+func DiskReadBandwidth(ctx context.Context, dir string, size int64, threads, block int) (DiskResult, error) {
+	if threads <= 0 {
+		threads = experts.DefaultIOThreads
+	}
+	if block <= 0 {
+		block = 4 << 20
+	}
+	size = max(int64(block), size/int64(block)*int64(block))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return DiskResult{}, err
+	}
+	if err := layout.CheckFreeSpace(dir, size+1<<20); err != nil {
+		return DiskResult{}, fmt.Errorf("disk bandwidth test: %w", err)
+	}
+	f, err := os.CreateTemp(dir, ".fm-bench-io-*")
+	if err != nil {
+		return DiskResult{}, fmt.Errorf("disk bandwidth test: %w", err)
+	}
+	path := f.Name()
+	defer os.Remove(path)
+	r := newRNG(uint64(time.Now().UnixNano()))
+	chunk := make([]byte, 8<<20)
+	for off := int64(0); off < size; off += int64(len(chunk)) {
+		if err := ctx.Err(); err != nil {
+			f.Close()
+			return DiskResult{}, err
+		}
+		r.fill(chunk)
+		n := min(int64(len(chunk)), size-off)
+		if _, err := f.Write(chunk[:n]); err != nil {
+			f.Close()
+			return DiskResult{}, fmt.Errorf("%s: %w", path, err)
+		}
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return DiskResult{}, fmt.Errorf("%s: %w", path, err)
+	}
+	f.Close()
+
+	res := DiskResult{Direct: true, Threads: threads, BlockSize: block, Bytes: size}
+	rf, err := experts.OS().Open(path, true)
+	if err != nil {
+		if !errors.Is(err, syscall.EINVAL) && !errors.Is(err, experts.ErrDirectIOUnsupported) {
+			return res, fmt.Errorf("%s: %w", path, err)
+		}
+		res.Direct = false
+		if rf, err = experts.OS().Open(path, false); err != nil {
+			return res, fmt.Errorf("%s: %w", path, err)
+		}
+		dropCache(rf)
+	}
+	defer rf.Close()
+	blocks := int(size / int64(block))
+	var (
+		mu    sync.Mutex
+		first error
+		wg    sync.WaitGroup
+		next  = make(chan int)
+	)
+	start := time.Now()
+	for range min(threads, blocks) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := alignedBuffer(block)
+			for b := range next {
+				off := int64(b) * int64(block)
+				for done := 0; done < block; {
+					n, err := rf.ReadAt(buf[done:], off+int64(done))
+					done += n
+					if err == io.EOF && done < block || err != nil && err != io.EOF || n == 0 && done < block {
+						if err == nil || err == io.EOF {
+							err = io.ErrUnexpectedEOF
+						}
+						mu.Lock()
+						if first == nil {
+							first = fmt.Errorf("%s: read at %d: %w", path, off, err)
+						}
+						mu.Unlock()
+						break
+					}
+				}
+			}
+		}()
+	}
+feed:
+	for b := 0; b < blocks; b++ {
+		select {
+		case next <- b:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	el := time.Since(start)
+	if first != nil {
+		return res, first
+	}
+	if err := ctx.Err(); err != nil {
+		return res, err
+	}
+	res.BytesPerSecond = float64(size) / el.Seconds()
+	return res, nil
+}
+
+// alignedBuffer returns n bytes at a 4096-aligned address (O_DIRECT needs it).
+func alignedBuffer(n int) []byte {
+	const align = 4096
+	b := make([]byte, n+align)
+	off := 0
+	if r := int(uintptr(unsafe.Pointer(&b[0])) % align); r != 0 {
+		off = align - r
+	}
+	return b[off : off+n : off+n]
+}
+
+// dropCache asks the kernel to drop a file's cached pages (best effort).
+func dropCache(f experts.File) {
+	if osf, ok := f.(*os.File); ok {
+		fadviseDontNeed(osf)
+	}
+}
+
+// DefaultIODir is where --io tests the disk when no directory is given.
+func DefaultIODir() string { return filepath.Join(os.TempDir(), "fm-bench") }

@@ -1,0 +1,246 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/fm-moe/fm/pkg/engine"
+	"github.com/fm-moe/fm/pkg/layout"
+	"github.com/fm-moe/fm/pkg/model"
+	"github.com/fm-moe/fm/pkg/sample"
+)
+
+// Options configure Measure.
+type Options struct {
+	PromptTokens int // synthetic prompt length for the prefill
+	DecodeTokens int // tokens decoded per run
+	Runs         int // repetitions; the best prefill and the best decode are reported
+	// Shape, when set, is the named model the directory is a truncation of:
+	// the report then projects the full model's speed.
+	Shape *Shape
+	// Bits and GroupSize of the synthetic model (for the projection).
+	Bits, GroupSize int
+	// RAMBytes is the memory budget of the projection (0: this machine's).
+	RAMBytes int64
+	// DiskDir is where the disk read test writes its file (the disk the
+	// experts are on); empty skips the disk test unless Shape is set.
+	DiskDir   string
+	DiskBytes int64 // size of the disk test file (0: 512 MiB)
+	// Log receives progress notes (nil: none).
+	Log io.Writer
+}
+
+// LayerReport is one layer's decode time per token.
+type LayerReport struct {
+	Layer      int     `json:"layer"`
+	Type       string  `json:"type"`
+	ComputeMs  float64 `json:"compute_ms"`
+	ExpertIOMs float64 `json:"expert_io_ms"`
+}
+
+// Report is the result of one bench run; its JSON form is `fm-infer bench --json`.
+type Report struct {
+	Model           string `json:"model"`
+	Arch            string `json:"arch"`
+	Layers          int    `json:"layers"`
+	ModelLayers     int    `json:"model_layers"`
+	Bits            int    `json:"bits,omitempty"`
+	ExpertsPerToken int    `json:"experts_per_token"`
+	ExpertFileBytes int64  `json:"expert_file_bytes"`
+	DirectIO        bool   `json:"direct_io"`
+	CacheBytes      int64  `json:"expert_cache_bytes"`
+
+	PromptTokens       int     `json:"prompt_tokens"`
+	DecodedTokens      int     `json:"decoded_tokens"`
+	PrefillTokS        float64 `json:"prefill_tok_s"`
+	DecodeTokS         float64 `json:"decode_tok_s"`
+	PrefillDecodeRatio float64 `json:"prefill_decode_ratio"`
+
+	// Weight bytes one decode token reads (dense + K experts per sparse layer).
+	BytesPerToken       int64 `json:"bytes_per_token"`
+	DenseBytesPerToken  int64 `json:"dense_bytes_per_token"`
+	ExpertBytesPerToken int64 `json:"expert_bytes_per_token"`
+	// Ceiling and ratio: weights read per second while decoding over memory
+	// read bandwidth measured in the same run.
+	MemoryReadGBs float64 `json:"memory_read_gbs"`
+	RooflineRatio float64 `json:"roofline_ratio"`
+
+	ExpertHitRate         float64       `json:"expert_hit_rate"`             // RAM cache or shared-buffer hits / experts requested
+	ExpertFileBytesPerTok float64       `json:"expert_read_bytes_per_token"` // read from expert files (page cache or disk)
+	DiskReadGBs           float64       `json:"disk_read_gbs"`               // parallel read bandwidth of the disk, same run (0: not measured)
+	DiskDirect            bool          `json:"disk_direct"`                 // the disk test used O_DIRECT
+	DiskIORatio           float64       `json:"disk_io_ratio"`               // expert file bytes per second while decoding / disk_read_gbs
+	LayerComputeMs        float64       `json:"layer_compute_ms"`            // per token, average layer
+	LayerExpertIOMs       float64       `json:"layer_expert_io_ms"`          // per token, average layer
+	HeadMs                float64       `json:"head_ms"`                     // per token: embedding, final norm, output projection
+	PerLayer              []LayerReport `json:"per_layer"`
+	PeakRSS               int64         `json:"peak_rss_bytes"`
+
+	// With --synthetic: the whole model at the RAM budget.
+	ProjectedTokS  float64     `json:"projected_tok_s"`
+	RAMBytes       int64       `json:"ram_bytes,omitempty"`
+	Projection     *Projection `json:"projection,omitempty"`
+	ProjectionNote string      `json:"projection_note,omitempty"`
+}
+
+// Measure runs prefill and decode on the opened engine, measures the
+// ceilings in the same run and, for a synthetic model, projects the full
+// model's speed.
+func Measure(ctx context.Context, e *engine.Engine, o Options) (*Report, error) {
+	if o.PromptTokens < 1 || o.DecodeTokens < 1 || o.Runs < 1 {
+		return nil, errors.New("bench: --prompt-tokens, --tokens and --runs must be positive")
+	}
+	logf := func(format string, a ...any) {
+		if o.Log != nil {
+			fmt.Fprintf(o.Log, format+"\n", a...)
+		}
+	}
+	cfg := e.Model.Config()
+	k := e.Model.ExpertsPerToken()
+	m := e.Dir.Manifest
+	r := &Report{Model: m.Source.Dir, Arch: cfg.Arch, Layers: cfg.NumLayers, ModelLayers: cfg.NumLayers,
+		ExpertsPerToken: k, Bits: o.Bits}
+	if e.Set != nil {
+		r.ExpertFileBytes = e.Set.FileSize
+		if r.Bits == 0 {
+			r.Bits = e.Set.Bits
+		}
+	}
+	if o.Shape != nil {
+		r.Model = o.Shape.Name
+		r.ModelLayers = o.Shape.Config.NumLayers
+	}
+	ids := SyntheticPrompt(o.PromptTokens, cfg.VocabSize)
+	var best *engine.Stats
+	bestPrefill := 0.0
+	for run := 0; run < o.Runs; run++ {
+		res, err := e.Generate(ctx, e.Model.NewState(), ids, engine.GenerateOptions{
+			MaxTokens: o.DecodeTokens + 1, Sampler: sample.New(sample.Params{}), History: ids})
+		if err != nil {
+			return nil, err
+		}
+		s := res.Stats
+		logf("run %d: prefill %.1f tok/s, decode %.2f tok/s", run+1, s.PrefillTokensPerSecond(), s.DecodeTokensPerSecond())
+		bestPrefill = max(bestPrefill, s.PrefillTokensPerSecond())
+		if best == nil || s.DecodeTokensPerSecond() > best.DecodeTokensPerSecond() {
+			best = &s
+		}
+	}
+	r.PromptTokens, r.DecodedTokens = best.PromptTokens, best.DecodedTokens
+	r.PrefillTokS, r.DecodeTokS = bestPrefill, best.DecodeTokensPerSecond()
+	if r.DecodeTokS > 0 {
+		r.PrefillDecodeRatio = r.PrefillTokS / r.DecodeTokS
+	}
+	r.PeakRSS = best.PeakRSS
+	r.DenseBytesPerToken, r.ExpertBytesPerToken = BytesPerToken(m, e.Set, k)
+	r.BytesPerToken = r.DenseBytesPerToken + r.ExpertBytesPerToken
+	r.ExpertHitRate = best.DecodeIO.HitRate()
+	r.ExpertFileBytesPerTok = best.DecodeBytesPerToken()
+
+	// Per-layer split of the decode time.
+	n := time.Duration(max(1, best.DecodedTokens))
+	p := &best.DecodeProfile
+	var full, lin LayerCost
+	var nFull, nLin time.Duration
+	var sumC, sumIO time.Duration
+	for i, l := range p.Layers {
+		var c LayerCost
+		for ph, d := range l {
+			if model.Phase(ph) == model.PhaseExpertIO {
+				c.ExpertIO += d
+			} else {
+				c.Compute += d
+			}
+		}
+		c.Compute /= n
+		c.ExpertIO /= n
+		typ := cfg.LayerTypes[i]
+		r.PerLayer = append(r.PerLayer, LayerReport{Layer: i, Type: typ, ComputeMs: ms(c.Compute), ExpertIOMs: ms(c.ExpertIO)})
+		sumC += c.Compute
+		sumIO += c.ExpertIO
+		if typ == layout.FullAttention {
+			full.Compute += c.Compute
+			full.ExpertIO += c.ExpertIO
+			nFull++
+		} else {
+			lin.Compute += c.Compute
+			lin.ExpertIO += c.ExpertIO
+			nLin++
+		}
+	}
+	if nl := time.Duration(len(p.Layers)); nl > 0 {
+		r.LayerComputeMs, r.LayerExpertIOMs = ms(sumC/nl), ms(sumIO/nl)
+	}
+	if nFull > 0 {
+		full.Compute, full.ExpertIO = full.Compute/nFull, full.ExpertIO/nFull
+	}
+	if nLin > 0 {
+		lin.Compute, lin.ExpertIO = lin.Compute/nLin, lin.ExpertIO/nLin
+	}
+	head := p.Head / n
+	r.HeadMs = ms(head)
+
+	// Ceilings, after the runs so that their buffers stay out of the peak RSS.
+	logf("measuring memory read bandwidth")
+	mem := MemoryReadBandwidth(256<<20, 5)
+	r.MemoryReadGBs = mem / 1e9
+	r.RooflineRatio = float64(r.BytesPerToken) * r.DecodeTokS / mem
+	if o.DiskDir != "" {
+		size := o.DiskBytes
+		if size <= 0 {
+			size = 512 << 20
+		}
+		logf("measuring parallel read bandwidth of the disk under %s (%s file)", o.DiskDir, layout.FormatBytes(size))
+		d, err := DiskReadBandwidth(ctx, o.DiskDir, size, 0, 0)
+		if err != nil {
+			return nil, err
+		}
+		r.DiskReadGBs, r.DiskDirect = d.BytesPerSecond/1e9, d.Direct
+		if d.BytesPerSecond > 0 {
+			r.DiskIORatio = r.ExpertFileBytesPerTok * r.DecodeTokS / d.BytesPerSecond
+		}
+	}
+
+	if o.Shape != nil {
+		ram := o.RAMBytes
+		if ram <= 0 {
+			if ram = TotalRAM(); ram <= 0 {
+				return nil, errors.New("bench: cannot read this machine's memory size; give --ram-gb")
+			}
+		}
+		r.RAMBytes = ram
+		whole := o.Shape.Config
+		proj, err := Project(ProjectionInput{Config: &whole, Bits: o.Bits, GroupSize: o.GroupSize, K: k,
+			Full: full, Linear: lin, Head: head,
+			RAMBytes: ram, Reserve: Reserve(ram), DiskBytesPerSecond: r.DiskReadGBs * 1e9})
+		if err != nil {
+			return nil, err
+		}
+		r.Projection = &proj
+		r.ProjectedTokS = proj.TokensPerSecond
+		r.ProjectionNote = proj.Note
+	}
+	return r, nil
+}
+
+func ms(d time.Duration) float64 { return float64(d) / 1e6 }
+
+// Reserve is the RAM the projection keeps for everything but weights: a
+// tenth of the budget (KV cache, expert buffers, the OS), at least 1 GiB.
+func Reserve(ram int64) int64 { return max(1<<30, ram/10) }
+
+// SyntheticPrompt is a fixed pseudo-random id sequence (the same every run).
+func SyntheticPrompt(n, vocab int) []int {
+	ids := make([]int, n)
+	x := uint32(2463534242)
+	for i := range ids {
+		x ^= x << 13
+		x ^= x >> 17
+		x ^= x << 5
+		ids[i] = int(x % uint32(vocab))
+	}
+	return ids
+}

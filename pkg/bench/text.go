@@ -1,0 +1,71 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"text/tabwriter"
+
+	"github.com/fm-moe/fm/pkg/layout"
+)
+
+// WriteJSON prints the report as one JSON object.
+func WriteJSON(w io.Writer, r *Report) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "%s\n", b)
+	return err
+}
+
+// WriteText prints the report for people.
+func WriteText(w io.Writer, r *Report) {
+	fmt.Fprintf(w, "model: %s (%s), %d of %d layers, %d-bit, K=%d, expert file %s\n", r.Model, r.Arch, r.Layers, r.ModelLayers,
+		r.Bits, r.ExpertsPerToken, layout.FormatBytes(r.ExpertFileBytes))
+	fmt.Fprintf(w, "prefill: %d tokens, %.1f tok/s (%.1f× decode)\n", r.PromptTokens, r.PrefillTokS, r.PrefillDecodeRatio)
+	fmt.Fprintf(w, "decode:  %.2f tok/s (%.2f ms/token), best of the runs\n", r.DecodeTokS, 1e3/r.DecodeTokS)
+	fmt.Fprintf(w, "\ndecode per token and layer (compute = all but the wait for expert files):\n")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "layer\ttype\tcompute ms\texpert I/O ms\t\n")
+	for _, l := range r.PerLayer {
+		fmt.Fprintf(tw, "%d\t%s\t%.3f\t%.3f\t\n", l.Layer, l.Type, l.ComputeMs, l.ExpertIOMs)
+	}
+	fmt.Fprintf(tw, "mean\t\t%.3f\t%.3f\t\n", r.LayerComputeMs, r.LayerExpertIOMs)
+	tw.Flush()
+	fmt.Fprintf(w, "embedding + final norm + lm_head: %.3f ms\n", r.HeadMs)
+	fmt.Fprintf(w, "\nexperts: %.1f%% served from the RAM cache, %.2f MB read from files per token\n",
+		100*r.ExpertHitRate, r.ExpertFileBytesPerTok/1e6)
+	fmt.Fprintf(w, "weights read per token: %.2f MB (dense %.2f + experts %.2f) → %.2f GB/s\n",
+		float64(r.BytesPerToken)/1e6, float64(r.DenseBytesPerToken)/1e6, float64(r.ExpertBytesPerToken)/1e6,
+		float64(r.BytesPerToken)*r.DecodeTokS/1e9)
+	fmt.Fprintf(w, "ceiling: memory read %.2f GB/s (same run) → roofline ratio %.2f\n", r.MemoryReadGBs, r.RooflineRatio)
+	if r.DiskReadGBs > 0 {
+		kind := "O_DIRECT"
+		if !r.DiskDirect {
+			kind = "buffered after dropping the cache (the filesystem refused O_DIRECT)"
+		}
+		fmt.Fprintf(w, "ceiling: disk parallel read %.2f GB/s (%s) → expert reads while decoding at %.2f of it\n",
+			r.DiskReadGBs, kind, r.DiskIORatio)
+	}
+	fmt.Fprintf(w, "peak RSS %s\n", layout.FormatBytes(r.PeakRSS))
+	if p := r.Projection; p != nil {
+		fmt.Fprintf(w, "\nprojection: the whole %s (%d layers) with %s of RAM, K=%d:\n", r.Model, r.ModelLayers, layout.FormatBytes(r.RAMBytes), r.ExpertsPerToken)
+		fmt.Fprintf(w, "  dense weights %s, experts %s (%s each); %.1f%% of the experts fit beside the dense weights and a %s reserve\n",
+			layout.FormatBytes(p.DenseBytes), layout.FormatBytes(p.ExpertBytes), layout.FormatBytes(p.ExpertFileSize),
+			100*p.CachedFraction, layout.FormatBytes(Reserve(r.RAMBytes)))
+		fmt.Fprintf(w, "  per token: compute %.1f ms (layers scaled from this run) + %.1f MB of expert misses at %.2f GB/s = %.1f ms\n",
+			ms(p.ComputeTime), p.MissBytes/1e6, r.DiskReadGBs, ms(p.IOTime))
+		fmt.Fprintf(w, "  projected decode: %.2f tok/s (compute-bound %.2f", p.TokensPerSecond, p.ComputeBoundTokS)
+		if p.DiskBoundTokS > 0 {
+			fmt.Fprintf(w, ", disk-bound %.2f", p.DiskBoundTokS)
+		}
+		fmt.Fprintf(w, "); uniform routing assumed, so a lower bound (see docs/PERF.md)\n")
+		if p.Note != "" {
+			fmt.Fprintf(w, "  note: %s\n", p.Note)
+		}
+	}
+}
+
+// FormatSize prints a byte count with a binary unit.
+func FormatSize(n int64) string { return layout.FormatBytes(n) }
