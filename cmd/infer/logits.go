@@ -31,6 +31,7 @@ type engineFlags struct {
 	threads         int
 	noVerify        bool
 	vramCacheGB     float64
+	prefillChunk    int
 }
 
 func (f *engineFlags) register(fs *pflag.FlagSet) {
@@ -43,6 +44,7 @@ func (f *engineFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.directIO, "direct-io", false, "read experts with O_DIRECT, bypassing the page cache (pair with --expert-cache-mb)")
 	fs.IntVar(&f.expertCacheMB, "expert-cache-mb", 0, "RAM budget in MiB for caching experts in the process (0: none; the OS page cache still helps unless --direct-io)")
 	fs.IntVar(&f.threads, "threads", 0, "compute goroutines (0: all CPUs)")
+	fs.IntVar(&f.prefillChunk, "prefill-chunk", 0, "most prompt tokens per batched prefill step (0: the model's default, 128); a GPU wants larger")
 	fs.Float64Var(&f.vramCacheGB, "vram-cache-gb", 0, "GPU backends: device memory in GiB for keeping routed experts between tokens (0: what is free after the dense weights, less a reserve)")
 	fs.BoolVar(&f.noVerify, "no-verify", false, "skip hashing model_weights.bin at start (sizes are still checked)")
 }
@@ -86,6 +88,9 @@ func (f *engineFlags) open(ctx context.Context, stderr io.Writer) (*engine.Engin
 	if f.expertsPerToken < 0 {
 		return nil, fmt.Errorf("--experts-per-token %d: must be positive", f.expertsPerToken)
 	}
+	if f.prefillChunk < 0 {
+		return nil, fmt.Errorf("--prefill-chunk %d: must not be negative", f.prefillChunk)
+	}
 	if f.vramCacheGB < 0 {
 		return nil, fmt.Errorf("--vram-cache-gb %g: must not be negative", f.vramCacheGB)
 	}
@@ -98,6 +103,7 @@ func (f *engineFlags) open(ctx context.Context, stderr io.Writer) (*engine.Engin
 		Backend:         be,
 		Workers:         f.threads,
 		DeviceCache:     int64(f.vramCacheGB * (1 << 30)),
+		PrefillChunk:    f.prefillChunk,
 		Store: experts.Options{
 			IOThreads:  f.ioThreads,
 			DirectIO:   f.directIO,

@@ -1,37 +1,26 @@
 // matmul.cu: y[t, r] (+)= Σ_c W[r, c]·x[t, c] for T tokens, with the weight's
-// dequantization fused into the product. At batch 1 this is memory-bound: each
-// warp streams one weight row in 32-element chunks (16-byte loads for 4-bit and
-// bf16, lanes on consecutive chunks so the warp's loads coalesce) and a decoded
-// chunk serves up to MM_TOK tokens, so a prefill chunk of T tokens reads the
-// weights ⌈T/MM_TOK⌉ times instead of T times.
+// dequantization fused into the product. At batch 1 this is memory-bound. One
+// warp streams one weight row in "units" (4-bit: one 32-bit word of 8 codes;
+// 8-bit: 8 bytes; bf16/f16: 16 bytes = 8 values; f32: 16 bytes; 2-bit: a word
+// of 16 codes; 3-bit: 3 words = 32 codes), lanes on consecutive units, so each
+// weight load instruction of the warp reads one contiguous span. A unit is
+// small on purpose: lane l needs the x values of its unit's columns, and with
+// 8 columns per unit the warp's x loads are 32-byte strided (8 cache lines per
+// instruction) instead of 128-byte strided (32 lines), which is what limited
+// the first version (one 32-column chunk per lane: 0.13 of the copy
+// bandwidth at 4 bits, docs/PERF.md). Several units per lane are loaded before
+// they are used, and a decoded unit serves up to MM_TOK tokens, so a prefill
+// chunk of T tokens reads the weights ⌈T/MM_TOK⌉ times instead of T times.
 //
-// Fast kernels need cols % 32 == 0, group size % 32 == 0 (a 32-element chunk
-// never straddles two groups), 16-byte aligned weight rows and x rows; the Go
-// side checks and otherwise launches mm_generic, which decodes element by element.
+// Fast kernels need cols % 32 == 0, group size % 32 == 0 (a unit never
+// straddles two groups), 16-byte aligned weight rows and x rows; the Go side
+// checks and otherwise launches mm_generic, which decodes element by element.
 
 #define MM_TOK 8
 #define MM_WARPS 4
 
 // Format number of affine matrices in the generic kernels (backend.Affine).
 #define FMT_AFFINE 4
-
-template <int BITS>
-__device__ __forceinline__ void load_words(const u8* __restrict__ p, u32* wd) {
-    if constexpr (BITS == 2) {
-        uint2 v = *(const uint2*)p;
-        wd[0] = v.x; wd[1] = v.y;
-    } else if constexpr (BITS == 4) {
-        uint4 v = *(const uint4*)p;
-        wd[0] = v.x; wd[1] = v.y; wd[2] = v.z; wd[3] = v.w;
-    } else if constexpr (BITS == 8) {
-        uint4 v = ((const uint4*)p)[0], u = ((const uint4*)p)[1];
-        wd[0] = v.x; wd[1] = v.y; wd[2] = v.z; wd[3] = v.w;
-        wd[4] = u.x; wd[5] = u.y; wd[6] = u.z; wd[7] = u.w;
-    } else {
-#pragma unroll
-        for (int i = 0; i < BITS; i++) wd[i] = ((const u32*)p)[i];
-    }
-}
 
 // code returns code i of a chunk's little-endian, LSB-first bit stream.
 template <int BITS>
@@ -42,33 +31,49 @@ __device__ __forceinline__ float code(const u32* wd, int i) {
     return (float)(v & ((1u << BITS) - 1u));
 }
 
-// load_row32 decodes float chunk ch (elements 32·ch … 32·ch+31) of a row.
-template <int FMT>
-__device__ __forceinline__ void load_row32(const u8* __restrict__ row, int ch, float* w) {
-    if constexpr (FMT == FMT_F32) {
-        const float4* p = (const float4*)(row + (long)ch * 128);
+// Unit<KIND>: UB bytes of a row hold UE elements; UNR units per lane are in
+// flight at once (UNR·UE = 32 decoded values in registers).
+template <int KIND> struct Unit;
+template <> struct Unit<FMT_F32> { static const int UE = 4, UNR = 8; };
+template <> struct Unit<FMT_BF16> { static const int UE = 8, UNR = 4; };
+template <> struct Unit<FMT_F16> { static const int UE = 8, UNR = 4; };
+template <> struct Unit<102> { static const int UE = 16, UNR = 2; };
+template <> struct Unit<103> { static const int UE = 32, UNR = 1; };
+template <> struct Unit<104> { static const int UE = 8, UNR = 4; };
+template <> struct Unit<108> { static const int UE = 8, UNR = 4; };
+
+// load_unit decodes unit u of a row into w[0 … UE).
+template <int KIND>
+__device__ __forceinline__ void load_unit(const u8* __restrict__ row, int u, float* w) {
+    if constexpr (KIND == FMT_F32) {
+        float4 v = ((const float4*)row)[u];
+        w[0] = v.x; w[1] = v.y; w[2] = v.z; w[3] = v.w;
+    } else if constexpr (KIND == FMT_BF16 || KIND == FMT_F16) {
+        uint4 v = ((const uint4*)row)[u];
+        u32 a[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
-        for (int k = 0; k < 8; k++) {
-            float4 v = p[k];
-            w[4 * k] = v.x; w[4 * k + 1] = v.y; w[4 * k + 2] = v.z; w[4 * k + 3] = v.w;
-        }
-    } else {
-        const uint4* p = (const uint4*)(row + (long)ch * 64);
-#pragma unroll
-        for (int k = 0; k < 4; k++) {
-            uint4 v = p[k];
-            u32 a[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-            for (int m = 0; m < 4; m++) {
-                if constexpr (FMT == FMT_BF16) {
-                    w[8 * k + 2 * m] = __uint_as_float(a[m] << 16);
-                    w[8 * k + 2 * m + 1] = __uint_as_float(a[m] & 0xffff0000u);
-                } else {
-                    w[8 * k + 2 * m] = f16_to_f32(a[m] & 0xffffu);
-                    w[8 * k + 2 * m + 1] = f16_to_f32(a[m] >> 16);
-                }
+        for (int m = 0; m < 4; m++) {
+            if constexpr (KIND == FMT_BF16) {
+                w[2 * m] = __uint_as_float(a[m] << 16);
+                w[2 * m + 1] = __uint_as_float(a[m] & 0xffff0000u);
+            } else {
+                w[2 * m] = f16_to_f32(a[m] & 0xffffu);
+                w[2 * m + 1] = f16_to_f32(a[m] >> 16);
             }
         }
+    } else {
+        constexpr int BITS = KIND - 100;
+        constexpr int WORDS = Unit<KIND>::UE * BITS / 32;
+        u32 wd[WORDS];
+        if constexpr (WORDS == 2) {
+            uint2 v = ((const uint2*)row)[u];
+            wd[0] = v.x; wd[1] = v.y;
+        } else {
+#pragma unroll
+            for (int i = 0; i < WORDS; i++) wd[i] = ((const u32*)row)[(long)u * WORDS + i];
+        }
+#pragma unroll
+        for (int i = 0; i < Unit<KIND>::UE; i++) w[i] = code<BITS>(wd, i);
     }
 }
 
@@ -82,50 +87,70 @@ __device__ __forceinline__ void load_row32(const u8* __restrict__ row, int ch, f
 #define MM_ACCUM 1
 #define MM_SWIGLU 2
 
+// RowArgs carries the rows and weights of a launch of at most MM_TOK tokens by
+// value (n > 0), so a decode step's expert products need no staging copy:
+// token t reads x row x[t] and adds w[t]·result to y row y[t].
+struct RowArgs {
+    int n;
+    int x[MM_TOK], y[MM_TOK];
+    float w[MM_TOK];
+};
+
 #define MM_PARAMS                                                                                              \
     float *y, const u8 *w, const u8 *sc, const u8 *bi, const u8 *w2, const u8 *sc2, const u8 *bi2, const float *x, \
         const int *xrows, const int *yrows, const float *ywt, int rows, int cols, int T, int ldx, int ldy, int gs,   \
-        int sfmt, int mode
-#define MM_ARGS y, w, sc, bi, w2, sc2, bi2, x, xrows, yrows, ywt, rows, cols, T, ldx, ldy, gs, sfmt, mode
+        int sfmt, int mode, RowArgs ra
+#define MM_ARGS y, w, sc, bi, w2, sc2, bi2, x, xrows, yrows, ywt, rows, cols, T, ldx, ldy, gs, sfmt, mode, ra
 
-// mm_chunk adds chunk ch of one weight row times the nt tokens' x to acc.
+// mm_units adds units u0, u0+32, … (UNR of them, those < nunits) of one
+// weight row times the nt tokens' x to acc: every unit's weights (and scale
+// and bias) are loaded before the first is used.
 template <int KIND>
-__device__ __forceinline__ void mm_chunk(const u8* __restrict__ row, const u8* __restrict__ sc,
-                                         const u8* __restrict__ bi, long gi, int sfmt, int ch,
+__device__ __forceinline__ void mm_units(const u8* __restrict__ row, const u8* __restrict__ sc,
+                                         const u8* __restrict__ bi, long g0, int gs, int sfmt, int u0, int nunits,
                                          const float* const* xr, int nt, float* acc) {
-    float wv[32];
-    float s = 1.f, b = 0.f;
-    if constexpr (KIND < 100) {
-        load_row32<KIND>(row, ch, wv);
-    } else {
-        constexpr int BITS = KIND - 100;
-        u32 wd[BITS];
-        load_words<BITS>(row + (long)ch * 4 * BITS, wd);
+    constexpr int UE = Unit<KIND>::UE, UNR = Unit<KIND>::UNR;
+    float wv[UNR][UE];
+    float s[UNR], b[UNR];
 #pragma unroll
-        for (int i = 0; i < 32; i++) wv[i] = code<BITS>(wd, i);
-        s = load_float(sc, gi, sfmt);
-        b = load_float(bi, gi, sfmt);
+    for (int j = 0; j < UNR; j++) {
+        const int u = u0 + 32 * j;
+        if (u < nunits) {
+            load_unit<KIND>(row, u, wv[j]);
+            if constexpr (KIND >= 100) {
+                const long gi = g0 + (u * UE) / gs;
+                s[j] = load_float(sc, gi, sfmt);
+                b[j] = load_float(bi, gi, sfmt);
+            }
+        }
     }
 #pragma unroll
-    for (int t = 0; t < MM_TOK; t++) {
-        if (t < nt) {
-            const float4* xp = (const float4*)(xr[t] + ch * 32);
-            float d = 0.f, sx = 0.f;
+    for (int j = 0; j < UNR; j++) {
+        const int u = u0 + 32 * j;
+        if (u < nunits) {
 #pragma unroll
-            for (int k = 0; k < 8; k++) {
-                float4 v = xp[k];
-                d += wv[4 * k] * v.x + wv[4 * k + 1] * v.y + wv[4 * k + 2] * v.z + wv[4 * k + 3] * v.w;
-                if constexpr (KIND >= 100) sx += (v.x + v.y) + (v.z + v.w);
+            for (int t = 0; t < MM_TOK; t++) {
+                if (t < nt) {
+                    const float4* xp = (const float4*)(xr[t] + u * UE);
+                    float d = 0.f, sx = 0.f;
+#pragma unroll
+                    for (int k = 0; k < UE / 4; k++) {
+                        float4 v = xp[k];
+                        d += wv[j][4 * k] * v.x + wv[j][4 * k + 1] * v.y + wv[j][4 * k + 2] * v.z + wv[j][4 * k + 3] * v.w;
+                        if constexpr (KIND >= 100) sx += (v.x + v.y) + (v.z + v.w);
+                    }
+                    if constexpr (KIND >= 100) acc[t] += s[j] * d + b[j] * sx;
+                    else acc[t] += d;
+                }
             }
-            if constexpr (KIND >= 100) acc[t] += s * d + b * sx;
-            else acc[t] += d;
         }
     }
 }
 
 // mm_out finishes a row: the warp's partial sums, then the epilogue.
 __device__ __forceinline__ void mm_out(float* acc, float* acc2, bool pair, float* y, const int* yrows,
-                                       const float* ywt, int t0, int nt, int r, int ldy, int mode) {
+                                       const float* ywt, int t0, int nt, int r, int ldy, int mode,
+                                       const RowArgs& ra) {
     const int lane = threadIdx.x & 31;
 #pragma unroll
     for (int t = 0; t < MM_TOK; t++) {
@@ -135,6 +160,8 @@ __device__ __forceinline__ void mm_out(float* acc, float* acc2, bool pair, float
             if (lane == 0) {
                 if (yrows) {
                     y[(long)yrows[t0 + t] * ldy + r] += ywt[t0 + t] * v;
+                } else if (ra.n > 0 && ra.y[t] >= 0) {
+                    y[(long)ra.y[t] * ldy + r] += ra.w[t] * v;
                 } else {
                     long o = (long)(t0 + t) * ldy + r;
                     y[o] = mode == MM_ACCUM ? y[o] + v : v;
@@ -156,7 +183,7 @@ __device__ __forceinline__ void mm_fast(MM_PARAMS) {
 #pragma unroll
     for (int t = 0; t < MM_TOK; t++) {
         const int tt = t < nt ? t0 + t : t0;
-        xr[t] = x + (long)(xrows ? xrows[tt] : tt) * ldx;
+        xr[t] = x + (long)(xrows ? xrows[tt] : ra.n > 0 ? ra.x[t] : tt) * ldx;
     }
     long rowBytes;
     if constexpr (KIND >= 100) rowBytes = (long)cols * (KIND - 100) / 8;
@@ -166,14 +193,14 @@ __device__ __forceinline__ void mm_fast(MM_PARAMS) {
     float acc[MM_TOK], acc2[MM_TOK];
 #pragma unroll
     for (int t = 0; t < MM_TOK; t++) acc[t] = acc2[t] = 0.f;
-    const int nch = cols >> 5;
-    const int groups = KIND >= 100 ? cols / gs : 1;
-    for (int ch = lane; ch < nch; ch += 32) {
-        const long gi = KIND >= 100 ? (long)r * groups + (ch * 32) / gs : 0;
-        mm_chunk<KIND>(row, sc, bi, gi, sfmt, ch, xr, nt, acc);
-        if (PAIR) mm_chunk<KIND>(row2, sc2, bi2, gi, sfmt, ch, xr, nt, acc2);
+    constexpr int UE = Unit<KIND>::UE, UNR = Unit<KIND>::UNR;
+    const int nunits = cols / UE;
+    const long g0 = KIND >= 100 ? (long)r * (cols / gs) : 0;
+    for (int u0 = lane; u0 < nunits; u0 += 32 * UNR) {
+        mm_units<KIND>(row, sc, bi, g0, gs, sfmt, u0, nunits, xr, nt, acc);
+        if (PAIR) mm_units<KIND>(row2, sc2, bi2, g0, gs, sfmt, u0, nunits, xr, nt, acc2);
     }
-    mm_out(acc, acc2, PAIR, y, yrows, ywt, t0, nt, r, ldy, mode);
+    mm_out(acc, acc2, PAIR, y, yrows, ywt, t0, nt, r, ldy, mode, ra);
 }
 
 #define MM_KERNEL(name, name2, KIND)                                                                \
@@ -223,7 +250,7 @@ extern "C" __global__ void __launch_bounds__(MM_WARPS * 32) mm_generic(MM_PARAMS
 #pragma unroll
     for (int t = 0; t < MM_TOK; t++) {
         const int tt = t < nt ? t0 + t : t0;
-        xr[t] = x + (long)(xrows ? xrows[tt] : tt) * ldx;
+        xr[t] = x + (long)(xrows ? xrows[tt] : ra.n > 0 ? ra.x[t] : tt) * ldx;
     }
     float acc[MM_TOK], acc2[MM_TOK];
 #pragma unroll
@@ -238,7 +265,7 @@ extern "C" __global__ void __launch_bounds__(MM_WARPS * 32) mm_generic(MM_PARAMS
                 acc2[t] += wv2 * xr[t][c];
             }
     }
-    mm_out(acc, acc2, pair, y, yrows, ywt, t0, nt, r, ldy, mode);
+    mm_out(acc, acc2, pair, y, yrows, ywt, t0, nt, r, ldy, mode, ra);
 }
 
 // embed_rows: dst row t = row ids[t] of a stored matrix, dequantized.

@@ -1,4 +1,4 @@
-//go:build cuda
+//go:build cuda && linux
 
 package cuda
 
@@ -479,16 +479,8 @@ func (g *gpu) ExpertFFN(out, x backend.Tensor, e backend.Expert, rows []int, wei
 	n := len(rows)
 	shapeCheck("ExpertFFN", n >= 1 && len(weights) == n && to.rows == tx.rows && to.cols == tx.cols && tx.cols == gate.Cols,
 		"%d rows, %d weights, out [%d %d], x [%d %d], expert [%d %d]", n, len(weights), to.rows, to.cols, tx.rows, tx.cols, gate.Rows, gate.Cols)
-	// rows (int32) then weights (float32), one staging copy.
-	args := make([]int32, 2*n)
 	for i, r := range rows {
 		shapeCheck("ExpertFFN", r >= 0 && r < tx.rows && (i == 0 || r > rows[i-1]), "rows must be distinct, increasing and < %d: %v", tx.rows, rows)
-		args[i] = int32(r)
-		args[n+i] = int32(math.Float32bits(weights[i]))
-	}
-	p, err := g.d.Stage(i32Bytes(args))
-	if err != nil {
-		return
 	}
 	I := gate.Rows
 	h, err := g.d.Alloc(n * I * 4)
@@ -496,10 +488,49 @@ func (g *gpu) ExpertFFN(out, x backend.Tensor, e backend.Expert, rows []int, wei
 		return
 	}
 	defer g.d.Free(h)
+	if n <= mmTok {
+		// Rows and weights by value: no staging copy (every decode step).
+		in, out := &RowArgs{N: int32(n)}, &RowArgs{N: int32(n)}
+		for i, r := range rows {
+			in.X[i], in.Y[i] = int32(r), -1
+			out.X[i], out.Y[i], out.W[i] = int32(i), int32(r), weights[i]
+		}
+		if sameFormat(gate, up) {
+			g.d.MatMul(&MM{Y: h.Ptr, LdY: I, W: gate, W2: up, X: tx.ptr, LdX: tx.cols, T: n, Rows: in, Mode: MMSwiGLU})
+		} else if g.swiGLUStaged(h, gate, up, tx, rows) != nil {
+			return
+		}
+		g.d.MatMul(&MM{Y: to.ptr, LdY: to.cols, W: down, X: h.Ptr, LdX: I, T: n, Rows: out, Mode: MMStore})
+		return
+	}
+	// rows (int32) then weights (float32), one staging copy.
+	args := make([]int32, 2*n)
+	for i, r := range rows {
+		args[i] = int32(r)
+		args[n+i] = int32(math.Float32bits(weights[i]))
+	}
+	p, err := g.d.Stage(i32Bytes(args))
+	if err != nil {
+		return
+	}
 	if g.swiGLU(h, gate, up, tx.ptr, tx.cols, n, p) != nil {
 		return
 	}
 	g.d.MatMul(&MM{Y: to.ptr, LdY: to.cols, W: down, X: h.Ptr, LdX: I, T: n, YRows: p, YWt: p + uintptr(4*n), Mode: MMStore})
+}
+
+// swiGLUStaged is swiGLU over rows of x staged to the device (gate and up of
+// different formats, few rows).
+func (g *gpu) swiGLUStaged(h Buffer, gate, up *Matrix, x *tensor, rows []int) error {
+	idx := make([]int32, len(rows))
+	for i, r := range rows {
+		idx[i] = int32(r)
+	}
+	p, err := g.d.Stage(i32Bytes(idx))
+	if err != nil {
+		return err
+	}
+	return g.swiGLU(h, gate, up, x.ptr, x.cols, len(rows), p)
 }
 
 // invFreqs returns the device array of RoPE inverse frequencies, computed as

@@ -1,4 +1,4 @@
-//go:build cuda
+//go:build cuda && linux
 
 package cuda
 
@@ -210,3 +210,6 @@ func (s CacheStats) String() string {
 	return fmt.Sprintf("VRAM expert cache: %d slots of %d bytes (budget %.1f GiB), hit rate %.3f (%d hits, %d misses, %d evictions), %.2f GiB uploaded",
 		s.Slots, s.SlotBytes, float64(s.Budget)/(1<<30), rate, s.Hits, s.Misses, s.Evictions, float64(s.UploadBytes)/(1<<30))
 }
+
+// CacheReport is the cache's counters as one line (fm-infer bench prints it).
+func (g *gpu) CacheReport() string { return g.CacheStats().String() }

@@ -1,4 +1,4 @@
-//go:build cuda
+//go:build cuda && linux
 
 package cuda
 
@@ -8,8 +8,11 @@ import (
 	"math"
 	"runtime"
 	"sync"
+	"syscall"
 	"time"
 	"unsafe"
+
+	"github.com/ebitengine/purego"
 
 	"github.com/fm-moe/fm/shaders"
 )
@@ -42,6 +45,7 @@ type Device struct {
 	pool               *memPool
 	hostAllocs         map[uintptr]int
 	ring               *stageRing
+	ctxThreads         map[int]bool // OS threads the context is current on
 	closed             bool
 
 	// Info describes the device for logs and reports.
@@ -67,6 +71,16 @@ type Info struct {
 type launchParams struct {
 	vals [maxKernelArgs]uint64
 	ptrs [maxKernelArgs]uintptr
+	rows RowArgs // the by-value struct argument of the matmul kernels
+}
+
+// RowArgs mirrors matmul.cu's struct RowArgs: up to mmTok tokens' x rows,
+// y rows and weights passed by value (N > 0).
+type RowArgs struct {
+	N int32
+	X [mmTok]int32
+	Y [mmTok]int32
+	W [mmTok]float32
 }
 
 const maxKernelArgs = 24
@@ -102,7 +116,7 @@ func open() (*Device, error) {
 	if err := drv.call("cuInit", drv.cuInit, 0); err != nil {
 		return nil, err
 	}
-	d := &Device{drv: drv, fns: map[string]uintptr{}, hostAllocs: map[uintptr]int{}}
+	d := &Device{drv: drv, fns: map[string]uintptr{}, hostAllocs: map[uintptr]int{}, ctxThreads: map[int]bool{}}
 	var count int32
 	if err := drv.call("cuDeviceGetCount", drv.cuDeviceGetCount, uintptr(unsafe.Pointer(&count))); err != nil {
 		return nil, err
@@ -226,16 +240,25 @@ func (d *Device) loadModule(cubin []byte) error {
 
 // enter makes the context current on this goroutine's (locked) thread and
 // holds the device; leave undoes it.
+//
+// The context stays current on a thread once set (this process uses one
+// context), so enter sets it only on threads it has not seen: a gettid
+// system call is cheaper than a driver call through purego.
 func (d *Device) enter() bool {
 	d.mu.Lock()
 	runtime.LockOSThread()
 	if d.err != nil || d.closed {
 		return false
 	}
+	tid := syscall.Gettid()
+	if d.ctxThreads[tid] {
+		return true
+	}
 	if err := d.drv.call("cuCtxSetCurrent", d.drv.cuCtxSetCurrent, d.ctx); err != nil {
 		d.err = err
 		return false
 	}
+	d.ctxThreads[tid] = true
 	return true
 }
 
@@ -556,6 +579,12 @@ func argL(v int64) uint64           { return uint64(v) }
 
 // launch queues kernel name on the compute stream (caller holds the device).
 func (d *Device) launch(name string, grid [3]int, block, smem int, args ...uint64) {
+	d.launchRows(name, grid, block, smem, -1, nil, args...)
+}
+
+// launchRows is launch with argument rowsAt (when ≥ 0) passed as the struct
+// ra by value; args[rowsAt] is a placeholder.
+func (d *Device) launchRows(name string, grid [3]int, block, smem int, rowsAt int, ra *RowArgs, args ...uint64) {
 	if d.err != nil {
 		return
 	}
@@ -574,9 +603,21 @@ func (d *Device) launch(name string, grid [3]int, block, smem int, args ...uint6
 		}
 	}
 	copy(d.params.vals[:], args)
-	d.fail(d.drv.call("cuLaunchKernel "+name, d.drv.cuLaunchKernel, fn,
+	if rowsAt >= 0 {
+		if ra != nil {
+			d.params.rows = *ra
+		} else {
+			d.params.rows = RowArgs{}
+		}
+		d.params.ptrs[rowsAt] = uintptr(unsafe.Pointer(&d.params.rows))
+		defer func() { d.params.ptrs[rowsAt] = uintptr(unsafe.Pointer(&d.params.vals[rowsAt])) }()
+	}
+	r, _, _ := purego.SyscallN(d.drv.cuLaunchKernel, fn,
 		uintptr(grid[0]), uintptr(grid[1]), uintptr(grid[2]), uintptr(block), 1, 1, uintptr(smem), d.stream,
-		uintptr(unsafe.Pointer(&d.params.ptrs[0])), 0))
+		uintptr(unsafe.Pointer(&d.params.ptrs[0])), 0)
+	if res := int32(r); res != 0 {
+		d.fail(d.drv.errorf("cuLaunchKernel "+name, res))
+	}
 }
 
 // Timer measures device time between two points of the compute stream.

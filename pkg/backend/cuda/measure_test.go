@@ -1,10 +1,11 @@
-//go:build cuda
+//go:build cuda && linux
 
 package cuda
 
 import (
 	"math/rand/v2"
 	"os"
+	"syscall"
 	"testing"
 	"time"
 
@@ -139,4 +140,22 @@ func TestMeasure(t *testing.T) {
 	bd.Sync()
 	all := time.Since(start)
 	t.Logf("LAUNCH host issue %.2f µs per op, %.2f µs per op until done (%d tiny adds)", issue.Seconds()/n*1e6, all.Seconds()/n*1e6, n)
+
+	// Where a launch's host time goes: the pieces alone.
+	per := func(f func()) float64 {
+		start := time.Now()
+		for i := 0; i < n; i++ {
+			f()
+		}
+		return time.Since(start).Seconds() / n * 1e6
+	}
+	ta, tb := a.(*tensor), b.(*tensor)
+	d.enter()
+	setCur := per(func() { d.drv.call("cuCtxSetCurrent", d.drv.cuCtxSetCurrent, d.ctx) })
+	gettid := per(func() { syscall.Gettid() })
+	rawLaunch := per(func() { d.launch("add", [3]int{1, 1, 1}, 256, 0, uint64(ta.ptr), uint64(tb.ptr), argL(32)) })
+	d.drv.call("cuStreamSynchronize", d.drv.cuStreamSynchronize, d.stream)
+	d.leave()
+	lockOnly := per(func() { d.enter(); d.leave() })
+	t.Logf("LAUNCH pieces: cuCtxSetCurrent %.2f µs, gettid %.2f µs, launch without lock %.2f µs, enter+leave %.2f µs", setCur, gettid, rawLaunch, lockOnly)
 }

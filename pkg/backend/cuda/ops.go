@@ -1,4 +1,4 @@
-//go:build cuda
+//go:build cuda && linux
 
 package cuda
 
@@ -88,6 +88,10 @@ type MM struct {
 	YRows  uintptr
 	YWt    uintptr
 	Mode   int
+	// Rows, when non-nil (T ≤ 8, XRows and YRows 0), gives the rows and
+	// weights by value: x row Rows.X[t]; with Rows.Y[t] ≥ 0 the result is
+	// added times Rows.W[t] to y row Rows.Y[t].
+	Rows *RowArgs
 }
 
 // Matrix-product modes (matmul.cu).
@@ -130,19 +134,24 @@ func (d *Device) matMul(a *MM) {
 	args := []uint64{uint64(a.Y), uint64(m.Data), uint64(m.Scales), uint64(m.Biases),
 		uint64(w2.Data), uint64(w2.Scales), uint64(w2.Biases), uint64(a.X),
 		uint64(a.XRows), uint64(a.YRows), uint64(a.YWt),
-		argI(m.Rows), argI(m.Cols), argI(a.T), argI(a.LdX), argI(a.LdY), argI(gs), argI(sfmt), argI(a.Mode)}
+		argI(m.Rows), argI(m.Cols), argI(a.T), argI(a.LdX), argI(a.LdY), argI(gs), argI(sfmt), argI(a.Mode), 0}
+	const rowsAt = 19 // index of the RowArgs struct argument
+	if a.Rows != nil && (a.T > mmTok || a.XRows != 0 || a.YRows != 0) {
+		d.fail(fmt.Errorf("cuda: MatMul: rows by value need T ≤ %d and no row arrays", mmTok))
+		return
+	}
 	if k := fastKernel(m, a.X, a.LdX); k != "" && (a.Mode != MMSwiGLU || w2.Data%16 == 0) {
 		if a.Mode == MMSwiGLU {
 			k = "mm2_" + k[len("mm_"):]
 		}
-		d.launch(k, grid, mmWarps*32, 0, args...)
+		d.launchRows(k, grid, mmWarps*32, 0, rowsAt, a.Rows, args...)
 		return
 	}
 	if m.Format == backend.Affine && (m.Bits < 1 || m.Bits > 8) {
 		d.fail(fmt.Errorf("cuda: MatMul: %d-bit affine weights are not supported", m.Bits))
 		return
 	}
-	d.launch("mm_generic", grid, mmWarps*32, 0, append(args, argI(int(m.Format)), argI(bits))...)
+	d.launchRows("mm_generic", grid, mmWarps*32, 0, rowsAt, a.Rows, append(args, argI(int(m.Format)), argI(bits))...)
 }
 
 // EmbedRows queues dst row t = row ids[t] of m, dequantized, for T rows (ids:
