@@ -28,6 +28,7 @@ RACE_PKGS := ./pkg/experts/ ./pkg/backend/cpu/ ./pkg/sample/
 
 test: vet
 	CGO_ENABLED=0 $(GO) test ./...
+	CGO_ENABLED=0 $(GO) test -tags noasm ./pkg/backend/... ./pkg/model/
 	@if command -v gcc >/dev/null 2>&1; then \
 		echo "CGO_ENABLED=1 $(GO) test -race $(RACE_PKGS)"; \
 		CGO_ENABLED=1 $(GO) test -race $(RACE_PKGS); \

@@ -125,8 +125,10 @@ type Device interface {
 	FreeExpertBuffer(buf []byte)
 	// BindExpert binds one expert from the file bytes buf (len ≥
 	// layout.FileSize), normally memory from ExpertBuffer; any other []byte
-	// must work too, possibly slower. buf must stay unchanged until the
-	// Expert's Release returns.
+	// must work too, possibly slower (an mmapped file, a test checkpoint in
+	// memory). The parts may start at any byte offset: fm's expert files
+	// align them to 4096, in-memory sources need not. buf must stay unchanged
+	// until the Expert's Release returns.
 	BindExpert(layout *ExpertLayout, buf []byte) (Expert, error)
 
 	// NewState allocates an empty state (every KV cache of length 0, conv and

@@ -115,15 +115,6 @@ func (c *Checkpoint) Close() error { return c.st.Close() }
 // File returns the shard path holding t, for messages.
 func (c *Checkpoint) File(t *safetensors.Tensor) string { return c.st.FileOf(t) }
 
-// SourceBytes returns the total size of the source tensors.
-func (c *Checkpoint) SourceBytes() int64 {
-	var n int64
-	for _, name := range c.st.Names() {
-		n += c.st.Tensor(name).Size
-	}
-	return n
-}
-
 func (c *Checkpoint) mapNames() error {
 	for _, name := range c.st.Names() {
 		t := c.st.Tensor(name)

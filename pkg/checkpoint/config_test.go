@@ -9,8 +9,6 @@ import (
 	"github.com/fm-moe/fm/pkg/layout"
 )
 
-func intp(v int) *int { return &v }
-
 func TestParseConfigGolden(t *testing.T) {
 	lin, full := layout.LinearAttention, layout.FullAttention
 	hybrid := []string{lin, lin, lin, full}

@@ -20,17 +20,6 @@ type denseItem struct {
 	encode   func(ctx context.Context, emit func(part int, b []byte) error) error
 }
 
-// DenseTensorNames returns the canonical dense tensor names a model with config
-// c has, in model_weights.bin order: embed_tokens, then each layer's tensors
-// sorted by name, then norm and (untied) lm_head.
-func DenseTensorNames(c *layout.Config) []string {
-	var names []string
-	for _, s := range denseShapes(c) {
-		names = append(names, s.name)
-	}
-	return names
-}
-
 // Kinds of dense tensors.
 const (
 	kindMatrix = iota // projection or embedding: quantized with --bits 4/8

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/fm-moe/fm/pkg/backend"
 	"github.com/fm-moe/fm/pkg/checkpoint"
 	"github.com/fm-moe/fm/pkg/internal/hfload"
 	"github.com/fm-moe/fm/pkg/layout"
@@ -121,28 +122,53 @@ func TestLogitsThroughPreparedDir(t *testing.T) {
 	for _, name := range []string{"qwen35moe-tiny", "qwen3next-tiny", "qwen3moe-tiny"} {
 		for _, src := range []struct{ dir, ref string }{{"hf", "reference.safetensors"}, {"mlx4", "reference-mlx4.safetensors"}} {
 			t.Run(name+"/"+src.dir, func(t *testing.T) {
-				e, err := Open(context.Background(), Options{Dir: prepared(t, name, src.dir)})
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer e.Close()
-				V := e.Model.Config().VocabSize
-				for p, pr := range readPrompts(t, name, src.ref) {
-					for _, decode := range []bool{false, true} {
-						got := logitsFile(t, e, pr.ids, decode)
-						for r := 0; r < len(pr.ids); r++ {
-							c := hfload.CompareRow(got[r*V:(r+1)*V], pr.logits[r*V:(r+1)*V])
-							if !c.OK(2e-3) {
-								t.Errorf("prompt %d decode=%v row %d: rel err %.3g, argmax %d want %d", p, decode, r, c.RelErr, c.GotArgmax, c.RefArgmax)
-							}
-						}
-					}
-				}
-				if st := e.Store.Stats(); st.Misses == 0 || st.Bytes == 0 {
-					t.Errorf("expert store stats %+v: no expert was read from its file", st)
-				}
+				dir := prepared(t, name, src.dir)
+				forEachBackend(t, func(t *testing.T, be string) {
+					testLogits(t, Options{Dir: dir, Backend: be}, name, src.ref)
+				})
 			})
 		}
+	}
+}
+
+// forEachBackend runs f once per registered backend, as a subtest named
+// after it; a backend that does not open on this machine is skipped with the
+// reason.
+func forEachBackend(t *testing.T, f func(t *testing.T, name string)) {
+	for _, name := range backend.Names() {
+		t.Run(name, func(t *testing.T) {
+			d, err := backend.Open(name, backend.Options{})
+			if err != nil {
+				t.Skipf("backend %s does not open here: %v", name, err)
+			}
+			d.Close()
+			f(t, name)
+		})
+	}
+}
+
+// testLogits compares fm-infer logits' output for every reference prompt,
+// prefill and decode, with transformers' logits.
+func testLogits(t *testing.T, opts Options, name, refFile string) {
+	e, err := Open(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	V := e.Model.Config().VocabSize
+	for p, pr := range readPrompts(t, name, refFile) {
+		for _, decode := range []bool{false, true} {
+			got := logitsFile(t, e, pr.ids, decode)
+			for r := 0; r < len(pr.ids); r++ {
+				c := hfload.CompareRow(got[r*V:(r+1)*V], pr.logits[r*V:(r+1)*V])
+				if !c.OK(2e-3) {
+					t.Errorf("prompt %d decode=%v row %d: rel err %.3g, argmax %d want %d", p, decode, r, c.RelErr, c.GotArgmax, c.RefArgmax)
+				}
+			}
+		}
+	}
+	if st := e.Store.Stats(); st.Misses == 0 || st.Bytes == 0 {
+		t.Errorf("expert store stats %+v: no expert was read from its file", st)
 	}
 }
 

@@ -108,7 +108,12 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 		if err := checkExpertFiles(ctx, opts.Dir, &m.Config, e.Set); err != nil {
 			return nil, err
 		}
-		if e.Store, err = experts.Open(opts.Dir, e.Set, opts.Store); err != nil {
+		storeOpts := opts.Store
+		if storeOpts.Buffers == nil {
+			// Read experts straight into memory the device binds without a copy.
+			storeOpts.Buffers = e.Device
+		}
+		if e.Store, err = experts.Open(opts.Dir, e.Set, storeOpts); err != nil {
 			return nil, err
 		}
 		source = storeExperts{e.Store, e.Set}

@@ -28,12 +28,22 @@ func isAligned(b []byte) bool {
 	return len(b) == 0 || uintptr(unsafe.Pointer(&b[0]))%Alignment == 0
 }
 
+// Allocator provides the memory expert files are read into. A
+// backend.Device is one: its ExpertBuffer memory is what its BindExpert reads
+// fastest (pinned host memory for a GPU). FreeExpertBuffer must accept any
+// buffer ExpertBuffer returned, and ignore others.
+type Allocator interface {
+	ExpertBuffer(size int) ([]byte, error)
+	FreeExpertBuffer(buf []byte)
+}
+
 // bufferPool recycles expert-sized buffers. Every buffer it hands out is
 // counted as live until it is dropped (pool full) so that Stats can report the
 // bytes of expert data the store keeps in RAM.
 type bufferPool struct {
 	size    int
 	maxIdle int
+	alloc   Allocator // nil: Go memory
 
 	mu   sync.Mutex
 	idle [][]byte
@@ -53,6 +63,13 @@ func (p *bufferPool) get() []byte {
 	p.live++
 	p.peak = max(p.peak, p.live)
 	p.mu.Unlock()
+	if p.alloc != nil {
+		// Memory the compute device reads fastest (pinned, for a GPU); if it
+		// runs out, plain memory still works, only slower.
+		if b, err := p.alloc.ExpertBuffer(p.size); err == nil && len(b) == p.size && isAligned(b) {
+			return b
+		}
+	}
 	return alignedBuffer(p.size)
 }
 
@@ -67,6 +84,9 @@ func (p *bufferPool) put(b []byte) {
 		return
 	}
 	p.live--
+	if p.alloc != nil {
+		p.alloc.FreeExpertBuffer(b)
+	}
 }
 
 func (p *bufferPool) counts() (live, peak int64) {

@@ -23,7 +23,7 @@ import (
 // changes). qwen35Trace is calibrated so that LRU hit rates match those
 // flash-moe measured per layer on Qwen3.5-397B (512 experts, K=4: 49 % at 16
 // entries per layer, 59 % at 32, 68 % at 64, 71 % at 128;
-// shared/docs/flash-moe-notes.md §7.4): it gives 50, 59 and 68 % at the first
+// docs/flash-moe-notes.md §7.4): it gives 50, 59 and 68 % at the first
 // three sizes and 78 % at 128, where flash-moe's short runs were still
 // paying first-use misses.
 type routingTrace struct {

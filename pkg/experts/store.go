@@ -17,7 +17,7 @@ import (
 
 // DefaultIOThreads is the default number of pread workers. An NVMe drive needs
 // a queue depth of 8–32 outstanding reads to reach its bandwidth, and the
-// development disk measured in shared/docs/libraries.md §3 stops improving at
+// development disk measured in docs/libraries.md §3 stops improving at
 // 8–16; the workers sleep in the kernel, so CPU count does not matter.
 const DefaultIOThreads = 16
 
@@ -38,6 +38,9 @@ type Options struct {
 	// process's descriptor limit (at least 64).
 	MaxOpenFiles int
 	FS           FS // nil means OS()
+	// Buffers, when set, allocates the expert buffers (normally the compute
+	// backend.Device, so that its BindExpert reads them without a copy).
+	Buffers Allocator
 }
 
 // Expert is one expert's file, read whole. Data is shared with the store and
@@ -144,7 +147,7 @@ func Open(dir string, set *layout.ExpertSet, opts Options) (*Store, error) {
 		files:  newFileTable(opts.FS, opts.MaxOpenFiles),
 		// Idle buffers cover one full round of reads: more would only pin memory
 		// after a burst.
-		pool:  &bufferPool{size: int(set.FileSize), maxIdle: max(8, 2*opts.IOThreads)},
+		pool:  &bufferPool{size: int(set.FileSize), maxIdle: max(8, 2*opts.IOThreads), alloc: opts.Buffers},
 		queue: newJobQueue(),
 		live:  map[key]*entry{},
 	}

@@ -10,7 +10,8 @@ import (
 // ([len(tokens)·vocab], row t after token t). Long inputs run in chunks of
 // Options.PrefillChunk tokens; a single token is the decode path. The returned
 // slice is owned by the caller. Non-finite activations stop it with a
-// *NonFiniteError naming the layer (and expert) where they appeared.
+// *NonFiniteError naming the layer (and expert) where they appeared. After
+// any error the state is unusable (Forward refuses it) until Reset.
 func (m *Model) Forward(ctx context.Context, st *State, tokens []int, all bool) ([]float32, error) {
 	if len(tokens) == 0 {
 		return nil, fmt.Errorf("forward: no tokens")
@@ -43,6 +44,9 @@ func (m *Model) Forward(ctx context.Context, st *State, tokens []int, all bool) 
 			dst = out
 		}
 		if err := m.step(ctx, st, tokens[start:end], dst); err != nil {
+			// Some layers' caches hold the step and others not: refuse to
+			// continue from it.
+			st.err = fmt.Errorf("forward: the state is unusable after a failed step (%w); Reset it", err)
 			return nil, err
 		}
 	}

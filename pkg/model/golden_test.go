@@ -30,7 +30,7 @@ func forEachBackend(t *testing.T, f func(t *testing.T, dev backend.Device)) {
 
 const goldenDir = "../../testdata/golden"
 
-// tolerance is the exactness gate of DESIGN.md §6.
+// tolerance is the exactness gate of docs/DESIGN.md §6.
 const tolerance = 2e-3
 
 var goldenCases = []string{"qwen35moe-tiny", "qwen3next-tiny", "qwen3moe-tiny"}

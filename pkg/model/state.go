@@ -16,7 +16,7 @@ type State struct {
 	m   *Model
 	pos int
 	st  backend.State // nil until the first Forward
-	err error         // a deferred allocation error (Clone), returned by Forward
+	err error         // returned by Forward until Reset: a failed Clone, or a step left half done
 	ws  workspace
 
 	// Profile, when non-nil, accumulates where Forward spends its time.
@@ -30,9 +30,13 @@ func (m *Model) NewState() *State { return &State{m: m} }
 // Len is the number of tokens the state has consumed (the next position).
 func (s *State) Len() int { return s.pos }
 
-// Reset empties the state for a new sequence, keeping its allocations.
+// Reset empties the state for a new sequence, keeping its allocations. It
+// also makes a state usable again after a failed Forward.
 func (s *State) Reset() {
 	s.pos = 0
+	if s.err != nil {
+		s.st, s.err = nil, nil // allocated afresh by the next Forward
+	}
 	if s.st != nil {
 		s.st.Reset()
 	}

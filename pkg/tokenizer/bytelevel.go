@@ -34,16 +34,6 @@ var runeToByte = func() (t [0x144]int16) {
 	return t
 }()
 
-// byteLevelString maps raw bytes to the byte-level alphabet (the form in which
-// tokenizer.json stores vocabulary entries).
-func byteLevelString(raw []byte) string {
-	out := make([]rune, len(raw))
-	for i, b := range raw {
-		out[i] = byteToRune[b]
-	}
-	return string(out)
-}
-
 // appendTokenBytes appends the bytes a token string decodes to, following HF's
 // ByteLevel decoder: when every character belongs to the byte-level alphabet
 // the token is the corresponding bytes; otherwise (an added token such as

@@ -394,13 +394,6 @@ func (s *scanner) array(elem func() error) error {
 	}
 }
 
-// str reads a string. Strings without escapes are returned as copies of the
-// input bytes; escapes are decoded as JSON specifies.
-func (s *scanner) str() (string, error) {
-	b, err := s.strBytes()
-	return string(b), err
-}
-
 // strBytes reads a string and returns its bytes, valid until the next call.
 func (s *scanner) strBytes() ([]byte, error) {
 	if err := s.expect('"'); err != nil {

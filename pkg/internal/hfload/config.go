@@ -12,8 +12,6 @@ import (
 // jsonObj is a decoded JSON object with typed getters.
 type jsonObj map[string]any
 
-func (o jsonObj) has(k string) bool { v, ok := o[k]; return ok && v != nil }
-
 func (o jsonObj) num(k string) (float64, bool) {
 	v, ok := o[k].(float64)
 	return v, ok

@@ -20,7 +20,7 @@ const tokenizerDir = "../../../testdata/golden/tokenizer-tiny"
 
 // Tolerances: max |Δlogit| over the row's max |logit|, and argmax equality
 // where the reference's top-2 margin exceeds 1e-3. The project's gate
-// (DESIGN.md §6) is 2e-3; here the runtime and the reference read the very same
+// (docs/DESIGN.md §6) is 2e-3; here the runtime and the reference read the very same
 // weights, so only float32 rounding separates them (measured ≤ 3e-5) and a
 // ten times tighter bound catches convention slips (an eps, a scale) that
 // would hide under 2e-3.
