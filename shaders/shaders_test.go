@@ -16,7 +16,7 @@ func TestCUDAOrderAndKernels(t *testing.T) {
 	// Every kernel the Go side launches must be in the source.
 	for _, k := range []string{"mm_generic", "embed_rows",
 		"rmsnorm", "qk_norm_rope", "l2norm_heads", "attend", "kv_store", "conv_silu", "delta_rule",
-		"swiglu", "add", "combine", "gate_add", "gather"} {
+		"swiglu", "add", "combine", "gate_add", "gather", "first_nonfinite"} {
 		if !strings.Contains(src, " "+k+"(") {
 			t.Errorf("kernel %s not found in the CUDA source", k)
 		}

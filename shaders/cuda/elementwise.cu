@@ -36,3 +36,11 @@ extern "C" __global__ void gather(float* dst, const float* src, const int* tok, 
     for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < H; c += gridDim.x * blockDim.x)
         dst[(long)i * H + c] = src[(long)tok[i] * H + c];
 }
+
+// first_nonfinite sets *out to the smallest row (of cols floats) of x that
+// holds a NaN or an infinity (exponent bits all ones); *out starts above any
+// row index.
+extern "C" __global__ void first_nonfinite(const float* x, long n, int cols, int* out) {
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
+        if ((__float_as_uint(x[i]) & 0x7f800000u) == 0x7f800000u) atomicMin(out, (int)(i / cols));
+}

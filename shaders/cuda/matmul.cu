@@ -219,6 +219,67 @@ MM_KERNEL(mm_q3, mm2_q3, 103)
 MM_KERNEL(mm_q4, mm2_q4, 104)
 MM_KERNEL(mm_q8, mm2_q8, 108)
 
+// ExpertJob is one routed expert of a batch (decode: up to MM_TOK rows each):
+// its gate, up and down matrices and the rows and weights routed to it.
+struct ExpertJob {
+    const u8 *gw, *gs, *gb, *uw, *us, *ub, *dw, *ds, *db;
+    int n;
+    int rows[MM_TOK];
+    float wt[MM_TOK];
+};
+
+// mm_experts runs one phase for every job of a batch, job = blockIdx.z:
+// phase 0: h_j = silu(gate·x[rows]) ⊙ (up·x[rows])   (h_j: MM_TOK rows of I)
+// phase 1: y_j = down·h_j                              (y_j: MM_TOK rows of H)
+// The weighted sum into the output is expert_combine, in job order, so the
+// result does not depend on which block finishes first.
+template <int KIND>
+__device__ __forceinline__ void mm_experts(const ExpertJob* jobs, float* h, const float* x, float* yout, int I, int H,
+                                           int gs, int sfmt, int phase) {
+    const ExpertJob& j = jobs[blockIdx.z];
+    RowArgs ra;
+    ra.n = j.n;
+#pragma unroll
+    for (int t = 0; t < MM_TOK; t++) {
+        ra.x[t] = phase == 0 ? j.rows[t] : t;
+        ra.y[t] = -1;
+        ra.w[t] = 0.f;
+    }
+    float* hj = h + (long)blockIdx.z * MM_TOK * I;
+    if (phase == 0)
+        mm_fast<KIND, true>(hj, j.gw, j.gs, j.gb, j.uw, j.us, j.ub, x, nullptr, nullptr, nullptr, I, H, j.n, H, I, gs,
+                            sfmt, MM_SWIGLU, ra);
+    else
+        mm_fast<KIND, false>(yout + (long)blockIdx.z * MM_TOK * H, j.dw, j.ds, j.db, nullptr, nullptr, nullptr, hj,
+                             nullptr, nullptr, nullptr, H, I, j.n, I, H, gs, sfmt, MM_STORE, ra);
+}
+
+#define MMX_KERNEL(name, KIND)                                                                                   \
+    extern "C" __global__ void __launch_bounds__(MM_WARPS * 32)                                                  \
+        name(const ExpertJob* jobs, float* h, const float* x, float* yout, int I, int H, int gs, int sfmt, int phase) { \
+        mm_experts<KIND>(jobs, h, x, yout, I, H, gs, sfmt, phase);                                               \
+    }
+
+MMX_KERNEL(mmx_f32, FMT_F32)
+MMX_KERNEL(mmx_bf16, FMT_BF16)
+MMX_KERNEL(mmx_f16, FMT_F16)
+MMX_KERNEL(mmx_q2, 102)
+MMX_KERNEL(mmx_q3, 103)
+MMX_KERNEL(mmx_q4, 104)
+MMX_KERNEL(mmx_q8, 108)
+
+// expert_combine: out[rows_j[t]] += wt_j[t]·y_j[t] for every job j in order
+// and its tokens; one thread per column, so no two threads touch one element.
+extern "C" __global__ void expert_combine(float* out, const float* yout, const ExpertJob* jobs, int njobs, int H) {
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= H) return;
+    for (int jb = 0; jb < njobs; jb++) {
+        const ExpertJob& j = jobs[jb];
+        for (int t = 0; t < j.n; t++)
+            out[(long)j.rows[t] * H + c] += j.wt[t] * yout[((long)jb * MM_TOK + t) * H + c];
+    }
+}
+
 // generic_elem decodes element c of row r of any stored matrix.
 __device__ __forceinline__ float generic_elem(const u8* w, const u8* sc, const u8* bi, int r, int c, int cols,
                                               int gs, int sfmt, int fmt, int bits) {

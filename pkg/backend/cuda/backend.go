@@ -25,6 +25,7 @@ type gpu struct {
 	hostBufs map[*byte]bool
 	closed   bool
 	cache    *expertCache
+	batch    expertBatch
 }
 
 type ropeKey struct {
@@ -44,6 +45,7 @@ func openBackend(opts backend.Options) (backend.Device, error) {
 func (g *gpu) Name() string { return "cuda:0 " + g.d.Info.Name }
 
 func (g *gpu) Close() error {
+	g.flushExperts()
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.closed {
@@ -108,6 +110,7 @@ func (t *tensor) Slice(r0, r1 int) backend.Tensor {
 }
 
 func (t *tensor) Release() {
+	t.g.flushExperts()
 	if t.own == nil {
 		return
 	}
@@ -138,6 +141,7 @@ func (g *gpu) newTensor(rows, cols int) (*tensor, error) {
 }
 
 func (g *gpu) NewTensor(rows, cols int) (backend.Tensor, error) {
+	g.flushExperts()
 	t, err := g.newTensor(rows, cols)
 	if err != nil {
 		return nil, err
@@ -179,6 +183,7 @@ func i32Bytes(v []int32) []byte {
 }
 
 func (g *gpu) Upload(dst backend.Tensor, src []float32) {
+	g.flushExperts()
 	t := g.tt(dst, "Upload destination")
 	shapeCheck("Upload", len(src) == t.n(), "%d floats for a [%d %d] tensor", len(src), t.rows, t.cols)
 	// An error here is also kept by the device and reported by the next
@@ -187,6 +192,7 @@ func (g *gpu) Upload(dst backend.Tensor, src []float32) {
 }
 
 func (g *gpu) Download(dst []float32, src backend.Tensor) error {
+	g.flushExperts()
 	t := g.tt(src, "Download source")
 	shapeCheck("Download", len(dst) == t.n(), "%d floats for a [%d %d] tensor", len(dst), t.rows, t.cols)
 	if err := g.d.Download(f32Bytes(dst), Buffer{Ptr: t.ptr, Size: t.n() * 4}, 0); err != nil {
@@ -195,20 +201,15 @@ func (g *gpu) Download(dst []float32, src backend.Tensor) error {
 	return g.d.Err()
 }
 
-func (g *gpu) Sync() error { return g.d.Sync() }
+func (g *gpu) Sync() error {
+	g.flushExperts()
+	return g.d.Sync()
+}
 
 func (g *gpu) NonFinite(x backend.Tensor) (int, error) {
+	g.flushExperts()
 	t := g.tt(x, "NonFinite input")
-	buf := make([]float32, t.n())
-	if err := g.Download(buf, x); err != nil {
-		return -1, err
-	}
-	for i, v := range buf {
-		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-			return i / t.cols, nil
-		}
-	}
-	return -1, nil
+	return g.d.FirstNonFinite(t.ptr, t.n(), t.cols)
 }
 
 // matrix is a dense weight matrix copied to device memory.
@@ -224,6 +225,7 @@ type matrix struct {
 func (m *matrix) Desc() backend.MatrixDesc { return m.desc }
 
 func (m *matrix) Release() {
+	m.g.flushExperts()
 	m.once.Do(func() {
 		m.cleanup.Stop()
 		m.g.d.FreeExact(m.b)
@@ -233,6 +235,7 @@ func (m *matrix) Release() {
 func align256(n int) int { return (n + 255) &^ 255 }
 
 func (g *gpu) BindDense(desc backend.MatrixDesc, data, scales, biases []byte) (backend.Matrix, error) {
+	g.flushExperts()
 	if err := desc.CheckBytes(data, scales, biases); err != nil {
 		return nil, err
 	}
@@ -320,6 +323,7 @@ type expert struct {
 }
 
 func (e *expert) Release() {
+	e.g.flushExperts()
 	e.once.Do(func() {
 		e.cleanup.Stop()
 		e.g.d.WaitEvent(e.copied)
@@ -340,6 +344,7 @@ func (g *gpu) checkLayout(l *backend.ExpertLayout) error {
 }
 
 func (g *gpu) BindExpert(l *backend.ExpertLayout, buf []byte) (backend.Expert, error) {
+	g.flushExperts()
 	if err := g.checkLayout(l); err != nil {
 		return nil, err
 	}
@@ -375,6 +380,7 @@ func (g *gpu) BindExpert(l *backend.ExpertLayout, buf []byte) (backend.Expert, e
 }
 
 func (g *gpu) Embed(dst backend.Tensor, table backend.Matrix, ids []int) {
+	g.flushExperts()
 	t := g.tt(dst, "Embed destination")
 	m := g.mat(table, "Embed table")
 	shapeCheck("Embed", t.rows == len(ids) && t.cols == m.Cols, "dst [%d %d] for %d ids of a [%d %d] table", t.rows, t.cols, len(ids), m.Rows, m.Cols)
@@ -391,6 +397,7 @@ func (g *gpu) Embed(dst backend.Tensor, table backend.Matrix, ids []int) {
 }
 
 func (g *gpu) MatMul(y backend.Tensor, w backend.Matrix, x backend.Tensor) {
+	g.flushExperts()
 	ty, tx := g.tt(y, "MatMul output"), g.tt(x, "MatMul input")
 	m := g.mat(w, "MatMul weight")
 	shapeCheck("MatMul", tx.cols == m.Cols && ty.cols == m.Rows && ty.rows == tx.rows,
@@ -399,6 +406,7 @@ func (g *gpu) MatMul(y backend.Tensor, w backend.Matrix, x backend.Tensor) {
 }
 
 func (g *gpu) RMSNorm(dst, x, w backend.Tensor, eps float64) {
+	g.flushExperts()
 	td, tx, tw := g.tt(dst, "RMSNorm output"), g.tt(x, "RMSNorm input"), g.tt(w, "RMSNorm weight")
 	shapeCheck("RMSNorm", td.rows == tx.rows && td.cols == tx.cols && tw.n() == tx.cols,
 		"dst [%d %d], x [%d %d], w [%d %d]", td.rows, td.cols, tx.rows, tx.cols, tw.rows, tw.cols)
@@ -406,17 +414,20 @@ func (g *gpu) RMSNorm(dst, x, w backend.Tensor, eps float64) {
 }
 
 func (g *gpu) Clear(x backend.Tensor) {
+	g.flushExperts()
 	t := g.tt(x, "Clear input")
 	g.d.Zero(Buffer{Ptr: t.ptr, Size: t.n() * 4}, 0, t.n()*4)
 }
 
 func (g *gpu) Add(dst, x backend.Tensor) {
+	g.flushExperts()
 	td, tx := g.tt(dst, "Add destination"), g.tt(x, "Add input")
 	shapeCheck("Add", td.rows == tx.rows && td.cols == tx.cols, "[%d %d] += [%d %d]", td.rows, td.cols, tx.rows, tx.cols)
 	g.d.Add(td.ptr, tx.ptr, td.n())
 }
 
 func (g *gpu) AddSigmoidScaled(dst, src, gate backend.Tensor) {
+	g.flushExperts()
 	td, ts, tg := g.tt(dst, "AddSigmoidScaled destination"), g.tt(src, "AddSigmoidScaled source"), g.tt(gate, "AddSigmoidScaled gate")
 	shapeCheck("AddSigmoidScaled", td.rows == ts.rows && td.cols == ts.cols && tg.rows == td.rows && tg.cols == 1,
 		"dst [%d %d], src [%d %d], g [%d %d]", td.rows, td.cols, ts.rows, ts.cols, tg.rows, tg.cols)
@@ -443,6 +454,7 @@ func (g *gpu) swiGLU(h Buffer, gate, up *Matrix, x uintptr, ldx, T int, xrows ui
 }
 
 func (g *gpu) MLP(y, x backend.Tensor, gate, up, down backend.Matrix) {
+	g.flushExperts()
 	ty, tx := g.tt(y, "MLP output"), g.tt(x, "MLP input")
 	mg, mu, md := g.mat(gate, "MLP gate"), g.mat(up, "MLP up"), g.mat(down, "MLP down")
 	shapeCheck("MLP", mg.Cols == tx.cols && mu.Rows == mg.Rows && mu.Cols == mg.Cols && md.Cols == mg.Rows &&
@@ -482,6 +494,13 @@ func (g *gpu) ExpertFFN(out, x backend.Tensor, e backend.Expert, rows []int, wei
 	for i, r := range rows {
 		shapeCheck("ExpertFFN", r >= 0 && r < tx.rows && (i == 0 || r > rows[i-1]), "rows must be distinct, increasing and < %d: %v", tx.rows, rows)
 	}
+	if n <= mmTok {
+		if kind := batchKind(gate, up, down, tx); kind != "" {
+			g.queueExpert(to, tx, kind, gate, up, down, rows, weights)
+			return
+		}
+	}
+	g.flushExperts()
 	I := gate.Rows
 	h, err := g.d.Alloc(n * I * 4)
 	if err != nil {
@@ -561,6 +580,7 @@ func (g *gpu) invFreqs(dim int, theta float64) (uintptr, error) {
 }
 
 func (g *gpu) Attention(out, q, k, v backend.Tensor, st backend.State, layer, pos int, p *backend.AttentionParams) {
+	g.flushExperts()
 	to, tq, tk, tv := g.tt(out, "Attention output"), g.tt(q, "Attention q"), g.tt(k, "Attention k"), g.tt(v, "Attention v")
 	s := g.state(st)
 	shapeCheck("Attention", layer >= 0 && layer < len(s.layers) && s.layers[layer].spec.Attention != nil, "layer %d has no KV cache", layer)
@@ -599,6 +619,7 @@ func (g *gpu) Attention(out, q, k, v backend.Tensor, st backend.State, layer, po
 }
 
 func (g *gpu) DeltaNet(out, qkv, z, b, a backend.Tensor, st backend.State, layer int, p *backend.DeltaNetParams) {
+	g.flushExperts()
 	to, tqkv, tz, tb, ta := g.tt(out, "DeltaNet output"), g.tt(qkv, "DeltaNet qkv"), g.tt(z, "DeltaNet z"), g.tt(b, "DeltaNet b"), g.tt(a, "DeltaNet a")
 	s := g.state(st)
 	shapeCheck("DeltaNet", layer >= 0 && layer < len(s.layers) && s.layers[layer].spec.DeltaNet != nil, "layer %d has no delta-net state", layer)

@@ -72,6 +72,7 @@ type cachedExpert struct {
 }
 
 func (e *cachedExpert) Release() {
+	e.g.flushExperts()
 	e.once.Do(func() {
 		e.g.d.WaitEvent(e.copied)
 		c := e.g.cache
@@ -98,6 +99,7 @@ func (g *gpu) CachedExpert(key backend.ExpertKey) (backend.Expert, bool) {
 
 // BindExpertCached implements backend.ExpertCache.
 func (g *gpu) BindExpertCached(key backend.ExpertKey, l *backend.ExpertLayout, buf []byte) (backend.Expert, error) {
+	g.flushExperts()
 	if err := g.checkLayout(l); err != nil {
 		return nil, err
 	}

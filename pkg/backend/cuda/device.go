@@ -46,6 +46,7 @@ type Device struct {
 	hostAllocs         map[uintptr]int
 	ring               *stageRing
 	ctxThreads         map[int]bool // OS threads the context is current on
+	flag               Buffer       // FirstNonFinite's result
 	closed             bool
 
 	// Info describes the device for logs and reports.
@@ -88,8 +89,9 @@ const maxKernelArgs = 24
 // kernelNames are the entry points of shaders/cuda.
 var kernelNames = []string{"mm_f32", "mm_bf16", "mm_f16", "mm_q2", "mm_q3", "mm_q4", "mm_q8", "mm_generic",
 	"mm2_f32", "mm2_bf16", "mm2_f16", "mm2_q2", "mm2_q3", "mm2_q4", "mm2_q8", "embed_rows",
+	"mmx_f32", "mmx_bf16", "mmx_f16", "mmx_q2", "mmx_q3", "mmx_q4", "mmx_q8", "expert_combine",
 	"rmsnorm", "qk_norm_rope", "l2norm_heads", "attend", "kv_store", "conv_silu", "delta_rule",
-	"swiglu", "add", "combine", "gate_add", "gather"}
+	"swiglu", "add", "combine", "gate_add", "gather", "first_nonfinite"}
 
 var (
 	openOnce   sync.Once
@@ -493,6 +495,39 @@ func (d *Device) Zero(b Buffer, off, n int) {
 		return
 	}
 	d.fail(d.drv.call("cuMemsetD8Async", d.drv.cuMemsetD8Async, b.Ptr+uintptr(off), 0, uintptr(n), d.stream))
+}
+
+// FirstNonFinite returns the first row (of cols floats) among the n floats at
+// x that holds a NaN or an infinity, or −1; it waits for the queued work. The
+// scan runs on the device, so only 4 bytes cross the bus.
+func (d *Device) FirstNonFinite(x uintptr, n, cols int) (int, error) {
+	if !d.enter() {
+		defer d.leave()
+		return -1, d.errOrClosed()
+	}
+	defer d.leave()
+	if d.flag.Ptr == 0 {
+		b, err := d.pool.get(d, 4)
+		if err != nil {
+			return -1, err
+		}
+		d.flag = b
+	}
+	// 0x7f in every byte: 2139062143, above any row index.
+	d.fail(d.drv.call("cuMemsetD8Async", d.drv.cuMemsetD8Async, d.flag.Ptr, 0x7f, 4, d.stream))
+	d.launch("first_nonfinite", [3]int{max(1, min((n+255)/256, d.Info.SMs*8)), 1, 1}, 256, 0, uint64(x), argL(int64(n)), argI(cols), uint64(d.flag.Ptr))
+	var row int32
+	if err := d.drv.call("cuMemcpyDtoHAsync", d.drv.cuMemcpyDtoHAsync, uintptr(unsafe.Pointer(&row)), d.flag.Ptr, 4, d.stream); err != nil {
+		d.fail(err)
+	}
+	d.fail(d.drv.call("cuStreamSynchronize", d.drv.cuStreamSynchronize, d.stream))
+	if d.err != nil {
+		return -1, d.err
+	}
+	if row == 0x7f7f7f7f {
+		return -1, nil
+	}
+	return int(row), nil
 }
 
 // HostAlloc returns n bytes of page-locked host memory (page-aligned, so

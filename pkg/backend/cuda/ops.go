@@ -378,3 +378,18 @@ func (d *Device) Gather(dst, src, tok uintptr, n, H int) {
 	defer d.leave()
 	d.launch("gather", [3]int{(H + 255) / 256, n, 1}, 256, 0, uint64(dst), uint64(src), uint64(tok), argI(H))
 }
+
+// ExpertBatch queues a batch of n expert jobs (device array jobs): phase 0
+// writes h, phase 1 y, then expert_combine adds them into out in job order.
+func (d *Device) ExpertBatch(kind string, jobs uintptr, n int, h, x, y, out uintptr, I, H, gs, sfmt int) {
+	if !d.enter() {
+		d.leave()
+		return
+	}
+	defer d.leave()
+	d.launch(kind, [3]int{(I + mmWarps - 1) / mmWarps, 1, n}, mmWarps*32, 0,
+		uint64(jobs), uint64(h), uint64(x), uint64(y), argI(I), argI(H), argI(gs), argI(sfmt), argI(0))
+	d.launch(kind, [3]int{(H + mmWarps - 1) / mmWarps, 1, n}, mmWarps*32, 0,
+		uint64(jobs), uint64(h), uint64(x), uint64(y), argI(I), argI(H), argI(gs), argI(sfmt), argI(1))
+	d.launch("expert_combine", [3]int{(H + 255) / 256, 1, 1}, 256, 0, uint64(out), uint64(y), uint64(jobs), argI(n), argI(H))
+}

@@ -46,6 +46,7 @@ func (g *gpu) state(st backend.State) *state {
 }
 
 func (g *gpu) NewState(specs []backend.LayerSpec) (backend.State, error) {
+	g.flushExperts()
 	s := &state{g: g, layers: make([]layerState, len(specs)), bufs: new([]Buffer)}
 	for i, sp := range specs {
 		ls := &s.layers[i]
@@ -132,6 +133,7 @@ func (s *state) reserve(ls *layerState, n int) error {
 }
 
 func (s *state) Clone() (backend.State, error) {
+	s.g.flushExperts()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	specs := make([]backend.LayerSpec, len(s.layers))
@@ -164,6 +166,7 @@ func (s *state) Clone() (backend.State, error) {
 }
 
 func (s *state) Reset() {
+	s.g.flushExperts()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i := range s.layers {
@@ -187,6 +190,7 @@ func (s *state) Bytes() int64 {
 }
 
 func (s *state) Release() {
+	s.g.flushExperts()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.freed {
