@@ -495,7 +495,7 @@ func (g *gpu) ExpertFFN(out, x backend.Tensor, e backend.Expert, rows []int, wei
 		shapeCheck("ExpertFFN", r >= 0 && r < tx.rows && (i == 0 || r > rows[i-1]), "rows must be distinct, increasing and < %d: %v", tx.rows, rows)
 	}
 	if n <= mmTok {
-		if kind := batchKind(gate, up, down, tx); kind != "" {
+		if kind := batchKind(gate, up, down, tx); kind != "" && !debugNoBatch {
 			g.queueExpert(to, tx, kind, gate, up, down, rows, weights)
 			return
 		}

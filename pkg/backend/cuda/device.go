@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -253,7 +255,7 @@ func (d *Device) enter() bool {
 		return false
 	}
 	tid := syscall.Gettid()
-	if d.ctxThreads[tid] {
+	if d.ctxThreads[tid] && !debugNoTid {
 		return true
 	}
 	if err := d.drv.call("cuCtxSetCurrent", d.drv.cuCtxSetCurrent, d.ctx); err != nil {
@@ -310,7 +312,7 @@ func (d *Device) Alloc(n int) (Buffer, error) {
 
 func (d *Device) errOrClosed() error {
 	if d.err != nil {
-		return d.err
+		return fmt.Errorf("cuda: an earlier operation failed: %w", d.err)
 	}
 	return errors.New("cuda: device closed")
 }
@@ -429,6 +431,7 @@ func (d *Device) Upload(dst Buffer, off int, src []byte) error {
 	pin.Pin(&src[0])
 	defer pin.Unpin()
 	if err := d.drv.call("cuMemcpyHtoDAsync", d.drv.cuMemcpyHtoDAsync, dst.Ptr+uintptr(off), uintptr(unsafe.Pointer(&src[0])), uintptr(len(src)), d.stream); err != nil {
+		err = fmt.Errorf("%w (%d bytes from host %p to device %#x+%d of a %d-byte buffer)", err, len(src), &src[0], dst.Ptr, off, dst.Size)
 		d.fail(err)
 		return err
 	}
@@ -603,6 +606,13 @@ func (d *Device) WaitCopies() {
 	d.fail(d.drv.call("cuStreamWaitEvent", d.drv.cuStreamWaitEvent, d.stream, ev, 0))
 	d.fail(d.drv.call("cuEventDestroy", d.drv.cuEventDestroy, ev))
 }
+
+// Debugging switches (environment, read once): FM_CUDA_DEBUG=notid sets the
+// context on every call, nobatch runs experts one by one.
+var (
+	debugNoTid   = strings.Contains(os.Getenv("FM_CUDA_DEBUG"), "notid")
+	debugNoBatch = strings.Contains(os.Getenv("FM_CUDA_DEBUG"), "nobatch")
+)
 
 // kernel arguments, each in one 8-byte slot of the parameter block (the
 // driver reads as many bytes as the kernel's parameter has).
@@ -813,5 +823,7 @@ func (d *Device) UploadAsync(dst Buffer, off int, src []byte) {
 		d.fail(fmt.Errorf("cuda: upload of %d bytes at offset %d into a %d-byte buffer", len(src), off, dst.Size))
 		return
 	}
-	d.fail(d.drv.call("cuMemcpyHtoDAsync", d.drv.cuMemcpyHtoDAsync, dst.Ptr+uintptr(off), uintptr(unsafe.Pointer(unsafe.SliceData(src))), uintptr(len(src)), d.stream))
+	if err := d.drv.call("cuMemcpyHtoDAsync (async)", d.drv.cuMemcpyHtoDAsync, dst.Ptr+uintptr(off), uintptr(unsafe.Pointer(unsafe.SliceData(src))), uintptr(len(src)), d.stream); err != nil {
+		d.fail(fmt.Errorf("%w (%d bytes from host %p to device %#x+%d of a %d-byte buffer)", err, len(src), unsafe.SliceData(src), dst.Ptr, off, dst.Size))
+	}
 }

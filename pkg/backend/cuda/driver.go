@@ -97,6 +97,16 @@ func loadDriver() (*driver, error) {
 
 // call invokes a driver entry point and turns a CUresult other than
 // CUDA_SUCCESS into an error naming the call.
+//
+// Callers pass out-parameters as uintptr(unsafe.Pointer(&v)). Without the
+// directive below, v could live on the goroutine's stack, which moves when it
+// grows: the driver would then write through a stale address (seen on the GPU
+// machine as a zero device pointer from cuMemAlloc, then
+// CUDA_ERROR_INVALID_VALUE from the next copy). uintptrescapes moves such
+// objects to the heap and keeps them alive for the call, as it does for
+// purego.SyscallN and syscall.Syscall.
+//
+//go:uintptrescapes
 func (d *driver) call(name string, fn uintptr, args ...uintptr) error {
 	r, _, _ := purego.SyscallN(fn, args...)
 	if res := int32(r); res != 0 {
