@@ -158,4 +158,29 @@ func TestMeasure(t *testing.T) {
 	d.leave()
 	lockOnly := per(func() { d.enter(); d.leave() })
 	t.Logf("LAUNCH pieces: cuCtxSetCurrent %.2f µs, gettid %.2f µs, launch without lock %.2f µs, enter+leave %.2f µs", setCur, gettid, rawLaunch, lockOnly)
+
+	// The model's synchronizing calls per layer: NonFinite of the hidden
+	// state (2 per layer) and the router logits' Download (1 per sparse
+	// layer), each after one queued kernel, as in a decode step.
+	h, _ := bd.NewTensor(1, 2048)
+	router, _ := bd.NewTensor(1, 128)
+	logits := make([]float32, 128)
+	const m = 2000
+	start = time.Now()
+	for i := 0; i < m; i++ {
+		bd.Add(a, b)
+		if _, err := bd.NonFinite(h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nf := time.Since(start).Seconds() / m * 1e6
+	start = time.Now()
+	for i := 0; i < m; i++ {
+		bd.Add(a, b)
+		if err := bd.Download(logits, router); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dl := time.Since(start).Seconds() / m * 1e6
+	t.Logf("SYNC one tiny kernel then NonFinite [1×2048]: %.1f µs; then Download of 128 floats: %.1f µs (launch %.1f µs of each)", nf, dl, issue.Seconds()/n*1e6)
 }
