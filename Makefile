@@ -14,8 +14,10 @@ build:
 	@for c in $(CMDS); do CGO_ENABLED=0 $(GO) build -o $(BIN)/fm-$$c ./cmd/$$c || exit 1; done
 
 # vet also cross-builds for the other supported platforms (macOS, arm64), so a
-# Linux-only call cannot slip in unnoticed.
+# Linux-only call cannot slip in unnoticed, and checks that go.mod and go.sum
+# are tidy (every direct dependency listed as one).
 vet:
+	$(GO) mod tidy -diff
 	$(GO) vet ./...
 	GOOS=darwin GOARCH=arm64 CGO_ENABLED=0 $(GO) build ./...
 	GOOS=linux GOARCH=arm64 CGO_ENABLED=0 $(GO) build ./...

@@ -72,7 +72,7 @@ row() {
 	shift 5
 	local t0 j
 	t0=$(date +%s.%N)
-	j=$("$BIN/fm-infer" eval --model "$dir" --text "$TEXT" --ctx $CTX --max-chunks "$CHUNKS" --compare "$REF" --json "$@" 2>"$OUT/eval.err") || {
+	j=$("$BIN/fm-infer" eval --model "$dir" --file "$TEXT" --ctx $CTX --max-chunks "$CHUNKS" --compare "$REF" --json "$@" 2>"$OUT/eval.err") || {
 		cat "$OUT/eval.err" >&2
 		exit 1
 	}
@@ -92,7 +92,7 @@ row() {
 # the first 16 chunks of 512 tokens.
 REFJSON=$(tr -d ' \n' <"$SRC/reference.json")
 TFPPL=$(sed -E 's/.*"ppl":([^,}]*).*/\1/' <<<"$REFJSON")
-j=$("$BIN/fm-infer" eval --model "$REF" --text "$TEXT" --ctx 512 --max-chunks 16 --json)
+j=$("$BIN/fm-infer" eval --model "$REF" --file "$TEXT" --ctx 512 --max-chunks 16 --json)
 FMPPL=$(field perplexity "$j")
 REPRO=$(awk -v a="$FMPPL" -v b="$TFPPL" -v s="$(field elapsed_s "$j")" 'BEGIN { printf "fm %.6f, transformers %.6f: relative difference %+.1e (the bar is 0.5%%); one 16-chunk evaluation took %.1f s", a, b, a/b-1, s }')
 echo "reproduction: $REPRO" >&2

@@ -72,9 +72,11 @@ expert files fm-repack wrote from the same checkpoint.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	cmd.Flags().IntVar(&bits, "bits", 0, "16 keeps float weights, 8 or 4 quantizes a bf16 source (default: the source's own format)")
-	cmd.Flags().IntVar(&groupSize, "group-size", 64, "quantization group size (32, 64 or 128)")
+	cli.NoDefault(cli.IntFunc(cmd.Flags(), &bits, "bits", "", 0, cli.OneOf(4, 8, 16),
+		"16 keeps float weights, 8 or 4 quantizes a bf16 source (default: the source's own format); fm-repack defaults to the same"))
+	cli.IntFunc(cmd.Flags(), &groupSize, "group-size", "", 64, cli.OneOf(32, 64, 128), "quantization group size: 32, 64 or 128")
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "no progress bar and no summary")
+	cli.SetVersion(cmd)
 	return cmd
 }
 

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/fm-moe/fm/pkg/cli/clitest"
 	"github.com/fm-moe/fm/pkg/layout"
 	"github.com/fm-moe/fm/pkg/tokenizer"
 )
@@ -74,4 +75,13 @@ func TestExtractCommandArgs(t *testing.T) {
 	if err := cmd.ExecuteContext(context.Background()); err == nil || err.Error() != "/no/such/checkpoint: no such checkpoint directory" {
 		t.Errorf("missing source: %v", err)
 	}
+}
+
+// TestVersion: --version names the build, the format and the architectures.
+func TestVersion(t *testing.T) { clitest.Version(t, newRootCmd()) }
+
+// TestNumericFlagRanges: out-of-range numbers are refused when the command
+// line is parsed, naming the flag (issue 9, defect 5).
+func TestNumericFlagRanges(t *testing.T) {
+	clitest.RefusedFlags(t, newRootCmd, [][2]string{{"--bits", "2"}, {"--bits", "x"}, {"--group-size", "48"}})
 }

@@ -11,11 +11,12 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/fm-moe/fm/pkg/bench"
+	"github.com/fm-moe/fm/pkg/policy"
 )
 
 func newBenchCmd() *cobra.Command {
 	var (
-		ef           engineFlags
+		ef           policy.EngineFlags
 		promptTokens int
 		genTokens    int
 		runs         int
@@ -68,7 +69,7 @@ Expert reads come from the page cache when the files are cached; use
 			if ioOnly {
 				d := dir
 				if d == "" {
-					d = ef.model
+					d = ef.Model
 				}
 				if d == "" {
 					d = bench.DefaultIODir()
@@ -81,7 +82,7 @@ Expert reads come from the page cache when the files are cached; use
 				o.DiskBytes = int64(ioMB) << 20
 			}
 			switch {
-			case synthetic != "" && ef.model != "":
+			case synthetic != "" && ef.Model != "":
 				return errors.New("--synthetic and --model exclude each other")
 			case synthetic != "":
 				shape, err := bench.Lookup(synthetic)
@@ -113,16 +114,16 @@ Expert reads come from the page cache when the files are cached; use
 					el := time.Since(start)
 					fmt.Fprintf(stderr, "wrote %s in %v (%.2f GB/s, synced)\n", bench.FormatSize(res.Bytes), el.Round(time.Millisecond), float64(res.Bytes)/el.Seconds()/1e9)
 				}
-				ef.model, ef.noVerify = d, true
+				ef.Model, ef.NoVerify = d, true
 				o.Shape, o.Bits, o.DiskDir = &shape, bits, d
-			case ef.model != "":
+			case ef.Model != "":
 				if ioMB > 0 {
-					o.DiskDir = ef.model
+					o.DiskDir = ef.Model
 				}
 			default:
 				return errors.New("give --model OUT, --synthetic NAME --layers N, or --io")
 			}
-			e, err := ef.open(ctx, stderr)
+			e, err := ef.Open(ctx, stderr)
 			if err != nil {
 				return err
 			}
@@ -143,7 +144,7 @@ Expert reads come from the page cache when the files are cached; use
 			return nil
 		},
 	}
-	ef.register(cmd.Flags())
+	ef.Register(cmd.Flags())
 	f := cmd.Flags()
 	f.IntVar(&promptTokens, "prompt-tokens", 128, "length of the synthetic prompt for the prefill")
 	f.IntVar(&genTokens, "tokens", 32, "tokens to decode per run")

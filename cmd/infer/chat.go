@@ -15,14 +15,16 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/fm-moe/fm/pkg/engine"
+	"github.com/fm-moe/fm/pkg/policy"
 	"github.com/fm-moe/fm/pkg/sample"
 	"github.com/fm-moe/fm/pkg/tokenizer"
 )
 
 func newChatCmd() *cobra.Command {
 	var (
-		ef      engineFlags
-		sf      samplingFlags
+		ef      policy.EngineFlags
+		sf      policy.SamplingFlags
+		tf      thinkFlags
 		system  string
 		maxToks int
 		timing  bool
@@ -39,33 +41,36 @@ terminal, or not at all with --hide-thinking; --no-think asks the model not to
 think. Earlier turns' thinking is dropped from the history, as the chat
 templates do.
 
-Commands: /reset starts a new conversation, /exit (or end of input) quits.
-On a terminal, Ctrl-C stops the reply being written (the conversation keeps what
-was said); at the prompt it quits.
-Sampling flags and defaults are those of 'fm-infer run'.`,
+Commands (as in ollama): /clear (or /reset) starts a new conversation, /help
+lists the commands, /bye (or /exit, or end of input) quits. On a terminal,
+Ctrl-C stops the reply being written (the conversation keeps what was said, and
+the next turn continues from it without processing it again); at the prompt it
+quits. Sampling flags and defaults are those of 'fm-infer run'; the model
+summary and the seed are printed on stderr at the start.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			thinking, err := sf.enableThinking()
+			thinking, err := tf.enableThinking()
 			if err != nil {
 				return err
 			}
 			ctx := cmd.Context()
 			stderr, out := cmd.ErrOrStderr(), cmd.OutOrStdout()
-			e, err := ef.open(ctx, stderr)
+			e, err := ef.Open(ctx, stderr)
 			if err != nil {
 				return err
 			}
 			defer e.Close()
-			tok, err := tokenizer.Load(ef.model)
+			tok, err := tokenizer.Load(ef.Model)
 			if err != nil {
 				return err
 			}
-			params, err := sf.params(ef.model, thinking)
+			params, err := policy.Resolve(ef.Model, thinking, sf.Sampling())
 			if err != nil {
 				return err
 			}
+			startLine(stderr, e, &ef, params)
 			sampler := sample.New(params)
-			stop := stopTokens(e, tok)
+			stop := policy.StopTokens(e.Dir.Manifest.Config.EOSTokenIDs, tok)
 			session := e.NewSession()
 			var msgs []tokenizer.Message
 			reset := func() {
@@ -92,7 +97,7 @@ Sampling flags and defaults are those of 'fm-infer run'.`,
 						intr.interrupt()
 					}
 				}()
-				fmt.Fprintln(stderr, "fm-infer chat: type a message; /reset starts over, /exit or Ctrl-D quits, Ctrl-C stops a reply.")
+				fmt.Fprintln(stderr, "fm-infer chat: type a message; /help lists the commands, /bye or Ctrl-D quits, Ctrl-C stops a reply.")
 			}
 			lines := readLines(cmd.InOrStdin())
 			for {
@@ -112,22 +117,36 @@ Sampling flags and defaults are those of 'fm-infer run'.`,
 				eof := errors.Is(in.err, io.EOF)
 				line := strings.TrimSpace(in.line)
 				switch {
-				case line == "/exit" || line == "/quit":
+				case line == "/bye" || line == "/exit" || line == "/quit":
 					return nil
-				case line == "/reset":
+				case line == "/clear" || line == "/reset":
 					reset()
 					fmt.Fprintln(stderr, "(new conversation)")
+					continue
+				case line == "/help" || line == "/?":
+					fmt.Fprint(stderr, chatHelp)
+					continue
+				case strings.HasPrefix(line, "/") && !strings.Contains(line, " ") && len(line) > 1:
+					fmt.Fprintf(stderr, "unknown command %s; /help lists the commands\n", line)
 					continue
 				case line != "":
 					msgs = append(msgs, tokenizer.Message{Role: "user", Content: line})
 					turnCtx, stopTurn := context.WithCancel(chatCtx)
 					intr.set(stopTurn)
-					reply, err := chatTurn(turnCtx, cmd, tok, session, msgs, turnOptions{thinking, sf.hideThinking, sampler, stop, maxToks, timing})
+					reply, err := chatTurn(turnCtx, cmd, tok, session, msgs, turnOptions{thinking, tf.hideThinking, sampler, stop, maxToks, timing})
 					intr.set(nil)
 					stopTurn()
 					if errors.Is(err, context.Canceled) && chatCtx.Err() == nil {
 						fmt.Fprintln(stderr, "(reply interrupted)")
 						err = nil
+					}
+					var full *engine.ContextError
+					if errors.As(err, &full) {
+						// The conversation outgrew the context: say so and let the
+						// user start over, rather than end the chat.
+						fmt.Fprintf(stderr, "(%v: /clear starts a new conversation, or restart with a larger -c/--ctx-size)\n", full)
+						msgs = msgs[:len(msgs)-1]
+						continue
 					}
 					if err != nil {
 						return err
@@ -140,13 +159,21 @@ Sampling flags and defaults are those of 'fm-infer run'.`,
 			}
 		},
 	}
-	ef.register(cmd.Flags())
-	sf.register(cmd.Flags())
+	ef.Register(cmd.Flags())
+	sf.Register(cmd.Flags())
+	tf.register(cmd.Flags())
 	cmd.Flags().StringVar(&system, "system", "", "system message that starts the conversation")
-	cmd.Flags().IntVar(&maxToks, "tokens", 2048, "the most tokens per reply")
+	registerMaxTokens(cmd.Flags(), &maxToks, 2048, "the most tokens per reply")
 	cmd.Flags().BoolVar(&timing, "timing", false, "print speed and memory after each reply on stderr")
 	return cmd
 }
+
+const chatHelp = `commands:
+  /clear   start a new conversation (also /reset)
+  /help    this list (also /?)
+  /bye     quit (also /exit, Ctrl-D)
+Ctrl-C stops the reply being written; at the prompt it quits.
+`
 
 type turnOptions struct {
 	thinking, hideThinking bool
@@ -171,7 +198,9 @@ func chatTurn(ctx context.Context, cmd *cobra.Command, tok *tokenizer.Tokenizer,
 		MaxTokens: o.maxTokens, Sampler: o.sampler, Stop: stop, Stream: stream,
 		OnText: func(t string) { io.WriteString(out, t) },
 	})
-	io.WriteString(out, stream.close()+"\n")
+	if res != nil { // nothing was written for a turn refused at once
+		io.WriteString(out, stream.close()+"\n")
+	}
 	if err != nil && !(errors.Is(err, context.Canceled) && res != nil) {
 		return tokenizer.Message{}, err
 	}
@@ -185,14 +214,9 @@ func chatTurn(ctx context.Context, cmd *cobra.Command, tok *tokenizer.Tokenizer,
 		gen = gen[:len(gen)-1]
 	}
 	reply := tok.Decode(gen)
-	// The generation prompt may have opened <think> already; the reply then
-	// holds only its end tag.
-	msg := tokenizer.Message{Role: "assistant", Content: reply}
-	if i := strings.Index(reply, "</think>"); i >= 0 {
-		msg.ReasoningContent = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(reply[:i]), "<think>"))
-		msg.Content = strings.TrimLeft(reply[i+len("</think>"):], "\n")
-	}
-	return msg, err
+	msg := tokenizer.Message{Role: "assistant"}
+	msg.ReasoningContent, msg.Content = policy.SplitReasoning(reply)
+	return msg, contextHint(err)
 }
 
 // interrupter routes Ctrl-C: to the running reply's cancel when there is one,

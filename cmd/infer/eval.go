@@ -8,20 +8,20 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"sort"
-	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
+	"github.com/fm-moe/fm/pkg/cli"
 	"github.com/fm-moe/fm/pkg/engine"
 	"github.com/fm-moe/fm/pkg/eval"
+	"github.com/fm-moe/fm/pkg/policy"
 	"github.com/fm-moe/fm/pkg/tokenizer"
 )
 
 func newEvalCmd() *cobra.Command {
 	var (
-		ef        engineFlags
+		ef        policy.EngineFlags
 		textFile  string
 		ctxLen    int
 		maxChunks int
@@ -30,7 +30,7 @@ func newEvalCmd() *cobra.Command {
 		decode    bool
 	)
 	cmd := &cobra.Command{
-		Use:   "eval --model OUT --text FILE [--ctx 512] [--max-chunks N] [--2bit] [--experts-per-token K] [--compare OTHER_OUT] [--json]",
+		Use:   "eval --model OUT --file FILE [--ctx 512] [--max-chunks N] [--2bit] [--experts-per-token K] [--compare OTHER_OUT] [--json]",
 		Short: "Measure perplexity, and KL divergence and top-1 agreement against another conversion",
 		Long: `eval measures what a conversion costs in quality on your own text.
 
@@ -49,29 +49,25 @@ over the same predictions, the mean KL divergence KL(compare || model) of the
 next-token distributions, in nats, and how often both pick the same most
 likely token (top-1 agreement).
 
---2bit / --3bit / --experts-per-token apply to --model only. --json prints one
+--experts (--2bit / --3bit) and --experts-per-token apply to --model only.
+--ctx is the chunk length; -c/--ctx-size is the engine's context limit, which
+a chunk must fit (its default, the model's max_position_embeddings, does). --json prints one
 JSON object instead of the table.`,
-		Example: `  fm-infer eval --model out-16 --text heldout.txt
-  fm-infer eval --model out-4 --text heldout.txt --2bit --compare out-16 --max-chunks 8 --json`,
+		Example: `  fm-infer eval --model out-16 --file heldout.txt
+  fm-infer eval --model out-4 --file heldout.txt --experts 2bit --compare out-16 --max-chunks 8 --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if textFile == "" {
-				return errors.New("--text is required")
+				return errors.New("--file (-f) is required: the text to evaluate on")
 			}
-			if ctxLen < 2 {
-				return fmt.Errorf("--ctx %d: need at least 2 tokens", ctxLen)
-			}
-			if maxChunks < 0 {
-				return fmt.Errorf("--max-chunks %d: must not be negative", maxChunks)
-			}
-			if ef.model == "" {
-				return errors.New("--model is required")
+			if ef.Model == "" {
+				return errors.New("--model (-m) is required")
 			}
 			text, err := os.ReadFile(textFile)
 			if err != nil {
 				return err
 			}
-			tok, err := tokenizer.Load(ef.model)
+			tok, err := tokenizer.Load(ef.Model)
 			if err != nil {
 				return err
 			}
@@ -81,7 +77,7 @@ JSON object instead of the table.`,
 			}
 			ctx := cmd.Context()
 			stderr := cmd.ErrOrStderr()
-			e, err := ef.open(ctx, stderr)
+			e, err := ef.Open(ctx, stderr)
 			if err != nil {
 				return err
 			}
@@ -90,8 +86,8 @@ JSON object instead of the table.`,
 			var ce *engine.Engine
 			if compare != "" {
 				cf := ef
-				cf.model, cf.twoBit, cf.threeBit, cf.expertsPerToken = compare, false, false, 0
-				if ce, err = cf.open(ctx, stderr); err != nil {
+				cf.Model, cf.Experts, cf.TwoBit, cf.ThreeBit, cf.ExpertsPerToken = compare, "", false, false, 0
+				if ce, err = cf.Open(ctx, stderr); err != nil {
 					return fmt.Errorf("--compare: %w", err)
 				}
 				defer ce.Close()
@@ -115,7 +111,7 @@ JSON object instead of the table.`,
 			if err != nil {
 				return err
 			}
-			rep := newEvalReport(res, e, ce, ef.model, compare, textFile, decode)
+			rep := newEvalReport(res, e, ce, ef.Model, compare, textFile, decode)
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				return enc.Encode(rep)
@@ -124,10 +120,13 @@ JSON object instead of the table.`,
 			return nil
 		},
 	}
-	ef.register(cmd.Flags())
+	ef.Register(cmd.Flags())
+	cmd.Flags().StringVarP(&textFile, "file", "f", "", "the text file to evaluate on")
+	// --text was this flag's old name; it named a file, unlike tokenize's --text.
 	cmd.Flags().StringVar(&textFile, "text", "", "the text file to evaluate on")
-	cmd.Flags().IntVar(&ctxLen, "ctx", eval.DefaultCtx, "tokens per chunk")
-	cmd.Flags().IntVar(&maxChunks, "max-chunks", 0, "evaluate only the first N chunks (0: all)")
+	cmd.Flags().MarkDeprecated("text", "use --file (-f)")
+	cli.Int(cmd.Flags(), &ctxLen, "ctx", "", eval.DefaultCtx, 2, math.MaxInt32, "tokens per chunk (at least 2)")
+	cli.Int(cmd.Flags(), &maxChunks, "max-chunks", "", 0, 0, math.MaxInt32, "evaluate only the first N chunks (0: all)")
 	cmd.Flags().StringVar(&compare, "compare", "", "another prepared directory of the same model to compare with (KL divergence, top-1 agreement)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object instead of a table")
 	cmd.Flags().BoolVar(&decode, "decode", false, "run --model one token at a time through the decode path instead of batched prefill (slower; the result must agree)")
@@ -162,7 +161,7 @@ type evalReport struct {
 
 func newEvalReport(r *eval.Result, e, ce *engine.Engine, model, compare, text string, decode bool) *evalReport {
 	rep := &evalReport{
-		Model: model, Dense: denseFormat(e), Text: text,
+		Model: model, Dense: policy.DenseFormat(e.Dir.Manifest), Text: text,
 		TextTokens: r.TextTokens, Ctx: r.Ctx, Chunks: r.Chunks, Tokens: r.Tokens, Predictions: r.Predictions,
 		Decode: decode, Perplexity: r.Perplexity, ChunkNLL: r.ChunkNLL, Seconds: r.Elapsed.Seconds(),
 	}
@@ -171,7 +170,7 @@ func newEvalReport(r *eval.Result, e, ce *engine.Engine, model, compare, text st
 		rep.ExpertsPerToken = e.Model.ExpertsPerToken()
 	}
 	if r.HasCompare {
-		rep.Compare, rep.CompareDense = compare, denseFormat(ce)
+		rep.Compare, rep.CompareDense = compare, policy.DenseFormat(ce.Dir.Manifest)
 		if ce.Set != nil {
 			rep.CompareExperts = fmt.Sprintf("%s (%d-bit, K=%d)", ce.Set.Dir, ce.Set.Bits, ce.Model.ExpertsPerToken())
 		}
@@ -179,37 +178,6 @@ func newEvalReport(r *eval.Result, e, ce *engine.Engine, model, compare, text st
 		rep.ComparePPL, rep.KL, rep.Top1 = &ppl, &kl, &top1
 	}
 	return rep
-}
-
-// denseFormat summarizes how the dense matrices are stored: the quantization
-// bits of the quantized ones (by count), else the float dtype of embed_tokens.
-func denseFormat(e *engine.Engine) string {
-	m := e.Dir.Manifest
-	byBits := map[int]int{}
-	for _, t := range m.Tensors {
-		if t.Quant != nil {
-			byBits[t.Quant.Bits]++
-		}
-	}
-	if len(byBits) == 0 {
-		if t := m.Tensor("embed_tokens"); t != nil {
-			return strings.ToLower(t.Data.DType)
-		}
-		return "float"
-	}
-	var bits []int
-	for b := range byBits {
-		bits = append(bits, b)
-	}
-	// Most common first: MLX files keep router gates at 8 bits next to 4-bit matrices.
-	sort.Slice(bits, func(i, j int) bool {
-		return byBits[bits[i]] > byBits[bits[j]] || byBits[bits[i]] == byBits[bits[j]] && bits[i] < bits[j]
-	})
-	parts := make([]string, len(bits))
-	for i, b := range bits {
-		parts[i] = fmt.Sprintf("%d-bit", b)
-	}
-	return strings.Join(parts, "+")
 }
 
 func (r *evalReport) writeTable(w io.Writer) {

@@ -41,7 +41,7 @@ func TestEvalCommand(t *testing.T) {
 	if err := os.WriteFile(text, []byte(evalText), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	base := []string{"--model", dir, "--text", text, "--ctx", "16", "--no-verify"}
+	base := []string{"--model", dir, "--file", text, "--ctx", "16", "--no-verify"}
 
 	out, _, err := execute(t, newEvalCmd(), "", append(base, "--compare", dir)...)
 	if err != nil {
@@ -99,14 +99,14 @@ func TestEvalCommandErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--model", dir}, "--text is required"},
-		{[]string{"--text", short}, "--model is required"},
-		{[]string{"--model", dir, "--text", short}, "fewer than one chunk of 512"},
-		{[]string{"--model", dir, "--text", short, "--ctx", "1"}, "--ctx 1"},
-		{[]string{"--model", dir, "--text", short, "--ctx", "2", "--2bit"}, "fm-requant2bit"},
-		{[]string{"--model", dir, "--text", short, "--ctx", "2", "--2bit", "--3bit"}, "exclude each other"},
-		{[]string{"--model", dir, "--text", short, "--ctx", "2", "--compare", t.TempDir()}, "--compare"},
-		{[]string{"--model", dir, "--text", filepath.Join(dir, "missing.txt")}, "missing.txt"},
+		{[]string{"--model", dir}, "--file (-f) is required"},
+		{[]string{"--file", short}, "--model (-m) is required"},
+		{[]string{"--model", dir, "--file", short}, "fewer than one chunk of 512"},
+		{[]string{"--model", dir, "--file", short, "--ctx", "1"}, `"1" for "--ctx" flag: want an integer ≥ 2`},
+		{[]string{"--model", dir, "--file", short, "--ctx", "2", "--2bit"}, "fm-requant2bit"},
+		{[]string{"--model", dir, "--file", short, "--ctx", "2", "--2bit", "--3bit"}, "exclude each other"},
+		{[]string{"--model", dir, "--file", short, "--ctx", "2", "--compare", t.TempDir()}, "--compare"},
+		{[]string{"--model", dir, "--file", filepath.Join(dir, "missing.txt")}, "missing.txt"},
 	} {
 		if _, _, err := execute(t, newEvalCmd(), "", c.args...); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%v: error %v, want %q", c.args, err, c.want)

@@ -1,134 +1,23 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"io"
-	"slices"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 
-	"github.com/fm-moe/fm/pkg/backend"
 	"github.com/fm-moe/fm/pkg/engine"
-	"github.com/fm-moe/fm/pkg/experts"
 	"github.com/fm-moe/fm/pkg/layout"
+	"github.com/fm-moe/fm/pkg/policy"
 )
-
-// engineFlags are the flags every model-running command shares.
-type engineFlags struct {
-	model           string
-	twoBit          bool
-	threeBit        bool
-	expertsPerToken int
-	backend         string
-	ioThreads       int
-	directIO        bool
-	expertCacheMB   int
-	threads         int
-	noVerify        bool
-	vramCacheGB     float64
-	prefillChunk    int
-}
-
-func (f *engineFlags) register(fs *pflag.FlagSet) {
-	fs.StringVar(&f.model, "model", "", "prepared model directory (fm-extract + fm-repack output)")
-	fs.BoolVar(&f.twoBit, "2bit", false, "use the 2-bit experts written by fm-requant2bit")
-	fs.BoolVar(&f.threeBit, "3bit", false, "use the 3-bit experts written by fm-requant2bit --bits 3")
-	fs.IntVar(&f.expertsPerToken, "experts-per-token", 0, "route each token to only K experts instead of the model's num_experts_per_tok (faster, but changes the model's output)")
-	fs.StringVar(&f.backend, "backend", backend.Auto, "compute backend: auto (the best available), "+strings.Join(backend.Names(), ", "))
-	fs.IntVar(&f.ioThreads, "io-threads", 0, fmt.Sprintf("parallel expert reads (0: %d)", experts.DefaultIOThreads))
-	fs.BoolVar(&f.directIO, "direct-io", false, "read experts with O_DIRECT, bypassing the page cache (pair with --expert-cache-mb)")
-	fs.IntVar(&f.expertCacheMB, "expert-cache-mb", 0, "RAM budget in MiB for caching experts in the process (0: none; the OS page cache still helps unless --direct-io)")
-	fs.IntVar(&f.threads, "threads", 0, "compute goroutines (0: all CPUs)")
-	fs.IntVar(&f.prefillChunk, "prefill-chunk", 0, "most prompt tokens per batched prefill step (0: the model's default, 128); a GPU wants larger")
-	fs.Float64Var(&f.vramCacheGB, "vram-cache-gb", 0, "GPU backends: device memory in GiB for keeping routed experts between tokens (0: what is free after the dense weights, less a reserve)")
-	fs.BoolVar(&f.noVerify, "no-verify", false, "skip hashing model_weights.bin at start (sizes are still checked)")
-}
-
-// resolveBackend turns "auto" into the first registered backend that opens,
-// saying in one line on stderr why each accelerator before it did not (no
-// driver, no GPU), so a CPU fallback is never silent. Other names pass through.
-func resolveBackend(name string, stderr io.Writer) string {
-	if name != backend.Auto {
-		return name
-	}
-	for _, n := range backend.Names() {
-		if n == backend.Fallback {
-			return n
-		}
-		d, err := backend.Open(n, backend.Options{})
-		if err == nil {
-			d.Close()
-			return n
-		}
-		fmt.Fprintf(stderr, "note: --backend auto: %v; using the next backend\n", err)
-	}
-	return name
-}
-
-// open checks the flags and opens the engine; notes go to stderr.
-func (f *engineFlags) open(ctx context.Context, stderr io.Writer) (*engine.Engine, error) {
-	if f.model == "" {
-		return nil, errors.New("--model is required")
-	}
-	if names := backend.Names(); f.backend != backend.Auto && !slices.Contains(names, f.backend) {
-		return nil, fmt.Errorf("--backend %s: not available in this build (available: %s, %s)", f.backend, backend.Auto, strings.Join(names, ", "))
-	}
-	expertsDir := ""
-	if f.threeBit {
-		if f.twoBit {
-			return nil, errors.New("--2bit and --3bit exclude each other")
-		}
-		expertsDir = layout.Experts3BitDir
-	}
-	if f.expertsPerToken < 0 {
-		return nil, fmt.Errorf("--experts-per-token %d: must be positive", f.expertsPerToken)
-	}
-	if f.prefillChunk < 0 {
-		return nil, fmt.Errorf("--prefill-chunk %d: must not be negative", f.prefillChunk)
-	}
-	if f.vramCacheGB < 0 {
-		return nil, fmt.Errorf("--vram-cache-gb %g: must not be negative", f.vramCacheGB)
-	}
-	be := resolveBackend(f.backend, stderr)
-	e, err := engine.Open(ctx, engine.Options{
-		Dir:             f.model,
-		TwoBit:          f.twoBit,
-		ExpertsDir:      expertsDir,
-		ExpertsPerToken: f.expertsPerToken,
-		Backend:         be,
-		Workers:         f.threads,
-		DeviceCache:     int64(f.vramCacheGB * (1 << 30)),
-		PrefillChunk:    f.prefillChunk,
-		Store: experts.Options{
-			IOThreads:  f.ioThreads,
-			DirectIO:   f.directIO,
-			CacheBytes: int64(f.expertCacheMB) << 20,
-		},
-		SkipDenseChecksum: f.noVerify,
-	})
-	if err != nil {
-		return nil, err
-	}
-	if k := f.expertsPerToken; k > 0 {
-		fmt.Fprintf(stderr, "note: --experts-per-token %d routes each token to %d of the model's %d experts per token; this changes the model's output\n",
-			k, k, e.Model.Config().NumExpertsPerTok)
-	}
-	if e.Store != nil {
-		for _, w := range e.Store.Warnings() {
-			fmt.Fprintln(stderr, "note:", w)
-		}
-	}
-	return e, nil
-}
 
 func newLogitsCmd() *cobra.Command {
 	var (
-		ef     engineFlags
+		ef     policy.EngineFlags
 		tokens string
 		out    string
 		decode bool
@@ -149,11 +38,11 @@ Both must agree with the reference implementation (transformers).`,
 			if err != nil {
 				return err
 			}
-			if out == "" {
-				return errors.New("--out is required")
+			if err := checkOutFile(out, ef.Model); err != nil {
+				return err
 			}
 			ctx := cmd.Context()
-			e, err := ef.open(ctx, cmd.ErrOrStderr())
+			e, err := ef.Open(ctx, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
@@ -166,12 +55,12 @@ Both must agree with the reference implementation (transformers).`,
 			}
 			logits, err := e.Logits(ctx, ids, decode)
 			if err != nil {
-				return err
+				return contextHint(err)
 			}
 			return engine.WriteLogits(out, logits, len(ids), V)
 		},
 	}
-	ef.register(cmd.Flags())
+	ef.Register(cmd.Flags())
 	cmd.Flags().StringVar(&tokens, "tokens", "", "comma-separated token ids")
 	cmd.Flags().StringVar(&out, "out", "", "output safetensors file")
 	cmd.Flags().BoolVar(&decode, "decode", false, "feed tokens one at a time through the decode path")
@@ -193,4 +82,35 @@ func parseIDs(s string) ([]int, error) {
 		ids = append(ids, v)
 	}
 	return ids, nil
+}
+
+// checkOutFile refuses an --out that is a directory or one of the files a
+// prepared directory consists of (the logits would replace the manifest, a
+// weight file or the tokenizer).
+func checkOutFile(out, model string) error {
+	if out == "" {
+		return errors.New("--out is required")
+	}
+	if st, err := os.Stat(out); err == nil && st.IsDir() {
+		return fmt.Errorf("--out %s is a directory; give a file name such as %s", out, filepath.Join(out, "logits.safetensors"))
+	}
+	if model == "" {
+		return nil
+	}
+	absOut, err1 := filepath.Abs(out)
+	absModel, err2 := filepath.Abs(model)
+	if err1 != nil || err2 != nil {
+		return nil
+	}
+	rel, err := filepath.Rel(absModel, absOut)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		return nil // outside the model directory
+	}
+	top := strings.SplitN(filepath.ToSlash(rel), "/", 2)[0]
+	switch {
+	case top == layout.ManifestName, top == layout.DenseName, top == policy.GenerationConfigName,
+		top == "config.json", strings.HasPrefix(top, "tokenizer"), strings.HasPrefix(top, layout.ExpertsDir):
+		return fmt.Errorf("--out %s would overwrite %s of the model directory %s; write the logits elsewhere", out, top, model)
+	}
+	return nil
 }

@@ -28,12 +28,16 @@ func TestLogitsCommandErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--tokens", "1", "--out", out}, "--model is required"},
+		{[]string{"--tokens", "1", "--out", out}, "--model (-m) is required"},
 		{[]string{"--model", dir, "--tokens", "1,x", "--out", out}, `"x" is not a token id`},
 		{[]string{"--model", dir, "--tokens", "", "--out", out}, "no token ids"},
 		{[]string{"--model", dir, "--tokens", "1"}, "--out is required"},
 		{[]string{"--model", dir, "--tokens", "1", "--out", out, "--backend", "cuda"}, "not available in this build"},
-		{[]string{"--model", dir, "--tokens", "1", "--out", out}, "model_weights.json"},
+		{[]string{"--model", dir, "--tokens", "1", "--out", out}, "not a prepared model directory"},
+		// Defect 7 of issue 9: --out must not replace the model's own files.
+		{[]string{"--model", dir, "--tokens", "1", "--out", filepath.Join(dir, "model_weights.json")}, "would overwrite model_weights.json"},
+		{[]string{"--model", dir, "--tokens", "1", "--out", filepath.Join(dir, "packed_experts", "x.bin")}, "would overwrite packed_experts"},
+		{[]string{"--model", dir, "--tokens", "1", "--out", dir}, "is a directory"},
 	} {
 		if _, err := runLogitsCmd(t, tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: error %v, want it to mention %q", tc.args, err, tc.want)

@@ -11,9 +11,20 @@ import (
 	"os/signal"
 
 	"github.com/spf13/cobra"
+
+	"github.com/fm-moe/fm/pkg/cli"
 )
 
 func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := newRootCmd().ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "fm-infer:", err)
+		os.Exit(1)
+	}
+}
+
+func newRootCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "fm-infer",
 		Short: "Run Mixture-of-Experts models whose experts stream from disk",
@@ -28,12 +39,8 @@ mapped in memory; each token reads only the experts its router picks.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	cli.SetVersion(root)
 	root.AddCommand(newRunCmd(), newChatCmd(), newLogitsCmd(), newTokenizeCmd(),
 		newVerifyCmd(), newEvalCmd(), newBenchCmd())
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
-	if err := root.ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "fm-infer:", err)
-		os.Exit(1)
-	}
+	return root
 }

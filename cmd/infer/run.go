@@ -1,191 +1,133 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
-	"slices"
-	"time"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
+	"github.com/fm-moe/fm/pkg/cli"
 	"github.com/fm-moe/fm/pkg/engine"
+	"github.com/fm-moe/fm/pkg/policy"
 	"github.com/fm-moe/fm/pkg/sample"
 	"github.com/fm-moe/fm/pkg/tokenizer"
 )
 
-// samplingFlags are the sampling and chat flags of run and chat. Unset flags
-// take the model's generation_config.json values, then Qwen's published
-// recommendations (see defaults).
-type samplingFlags struct {
-	temperature, topP, minP, repeatPenalty float32
-	topK, repeatLastN                      int
-	seed                                   int64
-	think, noThink, hideThinking           bool
-	fs                                     *pflag.FlagSet
+// thinkFlags are run's and chat's flags about the model's reasoning.
+type thinkFlags struct {
+	think, noThink, hideThinking bool
 }
 
-func (f *samplingFlags) register(fs *pflag.FlagSet) {
-	f.fs = fs
-	fs.Float32Var(&f.temperature, "temperature", 0.7, "sampling temperature; 0 is greedy (default: generation_config.json, else 0.7, or 0.6 when thinking)")
-	fs.IntVar(&f.topK, "top-k", 20, "keep only the K most likely tokens; 0 disables (default: generation_config.json, else 20)")
-	fs.Float32Var(&f.topP, "top-p", 0.8, "nucleus sampling mass; 1 disables (default: generation_config.json, else 0.8, or 0.95 when thinking)")
-	fs.Float32Var(&f.minP, "min-p", 0, "drop tokens less likely than P times the most likely; 0 disables")
-	fs.Float32Var(&f.repeatPenalty, "repeat-penalty", 1.1, "penalize tokens among the last --repeat-last-n (transformers style); 1 disables (default: generation_config.json, else 1.1)")
-	fs.IntVar(&f.repeatLastN, "repeat-last-n", 64, "how many recent tokens the repeat penalty looks at; 0 means the whole context")
-	fs.Int64Var(&f.seed, "seed", -1, "random seed; -1 picks one from the clock")
+func (f *thinkFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.think, "think", false, "let the model think before answering (the chat template's default)")
 	fs.BoolVar(&f.noThink, "no-think", false, "ask the model to answer without thinking (enable_thinking=false)")
 	fs.BoolVar(&f.hideThinking, "hide-thinking", false, "do not print the model's thinking (it is shown dimmed on a terminal)")
 }
 
 // enableThinking resolves --think / --no-think: the templates' default is on.
-func (f *samplingFlags) enableThinking() (bool, error) {
+func (f *thinkFlags) enableThinking() (bool, error) {
 	if f.think && f.noThink {
 		return false, errors.New("--think and --no-think exclude each other")
 	}
 	return !f.noThink, nil
 }
 
-// generationConfig holds the sampling keys of generation_config.json.
-type generationConfig struct {
-	DoSample          *bool    `json:"do_sample"`
-	Temperature       *float32 `json:"temperature"`
-	TopK              *int     `json:"top_k"`
-	TopP              *float32 `json:"top_p"`
-	MinP              *float32 `json:"min_p"`
-	RepetitionPenalty *float32 `json:"repetition_penalty"`
+// registerMaxTokens defines --tokens and its llama.cpp spellings -n and
+// --n-predict: a positive count, or -1 for "until a stop token or the end of
+// the context".
+func registerMaxTokens(fs *pflag.FlagSet, p *int, def int, what string) {
+	check := func(n int) error {
+		if n == 0 || n < -1 {
+			return errors.New("want a positive count, or -1 for until the end of the reply or context")
+		}
+		return nil
+	}
+	usage := what + "; -1: until a stop token or the context is full"
+	cli.IntFunc(fs, p, "n-predict", "n", def, check, usage)
+	cli.IntFunc(fs, p, "tokens", "", def, check, "same as --n-predict")
 }
 
-// params resolves the sampling settings: explicit flags, then the prepared
-// directory's generation_config.json, then Qwen's recommended settings
-// (non-thinking: T 0.7, top-p 0.8, top-k 20; thinking: T 0.6, top-p 0.95) with
-// a mild repetition penalty (1.1 over the last 64 tokens), which keeps small
-// models out of the loops they otherwise fall into (measured on tiny-code).
-func (f *samplingFlags) params(modelDir string, thinking bool) (sample.Params, error) {
-	p := sample.Params{Temperature: 0.7, TopK: 20, TopP: 0.8, RepeatPenalty: 1.1}
-	if thinking {
-		p.Temperature, p.TopP = 0.6, 0.95
-	}
-	if b, err := os.ReadFile(filepath.Join(modelDir, "generation_config.json")); err == nil {
-		var g generationConfig
-		if err := json.Unmarshal(b, &g); err != nil {
-			return p, fmt.Errorf("%s: %w", filepath.Join(modelDir, "generation_config.json"), err)
-		}
-		if g.Temperature != nil {
-			p.Temperature = *g.Temperature
-		}
-		if g.TopK != nil {
-			p.TopK = *g.TopK
-		}
-		if g.TopP != nil {
-			p.TopP = *g.TopP
-		}
-		if g.MinP != nil {
-			p.MinP = *g.MinP
-		}
-		if g.RepetitionPenalty != nil {
-			p.RepeatPenalty = *g.RepetitionPenalty
-		}
-		if g.DoSample != nil && !*g.DoSample {
-			p.Temperature = 0
-		}
-	}
-	changed := func(name string) bool { return f.fs != nil && f.fs.Changed(name) }
-	if changed("temperature") {
-		p.Temperature = f.temperature
-	}
-	if changed("top-k") {
-		p.TopK = f.topK
-	}
-	if changed("top-p") {
-		p.TopP = f.topP
-	}
-	if changed("min-p") {
-		p.MinP = f.minP
-	}
-	if changed("repeat-penalty") {
-		p.RepeatPenalty = f.repeatPenalty
-	}
-	p.RepeatLastN = f.repeatLastN
-	if p.Temperature < 0 || p.TopK < 0 || p.TopP < 0 || p.MinP < 0 || p.RepeatPenalty < 0 {
-		return p, errors.New("sampling settings must not be negative")
-	}
-	if f.seed >= 0 {
-		p.Seed = uint64(f.seed)
-	} else {
-		p.Seed = uint64(time.Now().UnixNano())
-	}
-	return p, nil
+// startLine prints the model summary and the sampling settings, the seed
+// included, so that a run can be repeated.
+func startLine(w io.Writer, e *engine.Engine, ef *policy.EngineFlags, p sample.Params) {
+	fmt.Fprintf(w, "model: %s\n", policy.Summary(e, ef))
+	fmt.Fprintf(w, "sampling: temperature %g, top-k %d, top-p %g, min-p %g, repeat-penalty %g over %d, seed %d\n",
+		p.Temperature, p.TopK, p.TopP, p.MinP, p.RepeatPenalty, p.RepeatLastN, p.Seed)
 }
 
-// stopTokens are the config's eos ids plus the tokenizer's chat end tokens.
-func stopTokens(e *engine.Engine, tok *tokenizer.Tokenizer) []int {
-	stop := slices.Clone(e.Model.Config().EOSTokenIDs)
-	for _, id := range tok.StopTokens() {
-		if !slices.Contains(stop, id) {
-			stop = append(stop, id)
-		}
+// contextHint adds the flag to change to a prompt that does not fit.
+func contextHint(err error) error {
+	var ce *engine.ContextError
+	if errors.As(err, &ce) {
+		return fmt.Errorf("%w (raise -c/--ctx-size up to the model's limit, or shorten the prompt)", err)
 	}
-	return stop
+	return err
 }
 
 func newRunCmd() *cobra.Command {
 	var (
-		ef      engineFlags
-		sf      samplingFlags
+		ef      policy.EngineFlags
+		sf      policy.SamplingFlags
+		tf      thinkFlags
 		prompt  string
+		file    string
 		maxToks int
 		timing  bool
 		noChat  bool
 	)
 	cmd := &cobra.Command{
-		Use:   "run --model OUT --prompt TEXT [flags]",
+		Use:   "run -m OUT [-p] PROMPT [flags]",
 		Short: "Generate text from a prompt, streaming it as it is produced",
-		Long: `run generates a continuation of --prompt and streams it to stdout.
+		Long: `run generates a continuation of the prompt and streams it to stdout. The prompt
+is -p/--prompt, the positional argument, or the contents of -f/--file (- reads
+standard input).
 
 The prompt is wrapped in the model's chat template as one user message (with the
 assistant turn opened) unless --no-chat is given, in which case it is tokenized
 as is. Generation stops at the config's end-of-sequence ids, at the chat end
-tokens, or after --tokens tokens.
+tokens, after -n tokens, or when the context (-c) is full. A prompt longer than
+the context is an error.
 
 Sampling defaults come from the model's generation_config.json when it sets
 them, otherwise from Qwen's recommendations: temperature 0.7, top-p 0.8, top-k 20
 (thinking: temperature 0.6, top-p 0.95), plus a repetition penalty of 1.1 over
 the last 64 tokens. --temperature 0 is greedy decoding (the penalty still
-applies unless --repeat-penalty 1).
+applies unless --repeat-penalty 1). The model summary and the sampling settings,
+with the seed used, are printed on stderr at the start.
 
 --timing prints, on stderr, prefill and decode speed, a per-layer breakdown of
 where the time went (attention/delta-net, routing, expert I/O, expert compute,
 other), expert bytes read per token and the peak memory.`,
-		Args: cobra.NoArgs,
+		Example: `  fm-infer run -m out/q35 "Write a haiku about disks"
+  fm-infer run -m out/q35 -f prompt.txt -n -1 --temp 0 -s 42`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if prompt == "" {
-				return errors.New("--prompt is required")
+			text, err := promptText(cmd, prompt, file, args)
+			if err != nil {
+				return err
 			}
-			thinking, err := sf.enableThinking()
+			thinking, err := tf.enableThinking()
 			if err != nil {
 				return err
 			}
 			ctx := cmd.Context()
 			stderr := cmd.ErrOrStderr()
-			e, err := ef.open(ctx, stderr)
+			e, err := ef.Open(ctx, stderr)
 			if err != nil {
 				return err
 			}
 			defer e.Close()
-			tok, err := tokenizer.Load(ef.model)
+			tok, err := tokenizer.Load(ef.Model)
 			if err != nil {
 				return err
 			}
-			text := prompt
 			if !noChat {
-				text, err = tok.FormatChat([]tokenizer.Message{{Role: "user", Content: prompt}},
+				text, err = tok.FormatChat([]tokenizer.Message{{Role: "user", Content: text}},
 					tokenizer.ChatOptions{AddGenerationPrompt: true, EnableThinking: thinking})
 				if err != nil {
 					return err
@@ -193,18 +135,19 @@ other), expert bytes read per token and the peak memory.`,
 			}
 			ids := tok.Encode(text)
 			if len(ids) == 0 {
-				return errors.New("--prompt encodes to no tokens")
+				return errors.New("the prompt encodes to no tokens")
 			}
-			params, err := sf.params(ef.model, thinking && !noChat)
+			params, err := policy.Resolve(ef.Model, thinking && !noChat, sf.Sampling())
 			if err != nil {
 				return err
 			}
+			startLine(stderr, e, &ef, params)
 			out := cmd.OutOrStdout()
-			stream := newThinkStream(tok, ids, sf.hideThinking, isTerminal(out))
+			stream := newThinkStream(tok, ids, tf.hideThinking, isTerminal(out))
 			res, err := e.Generate(ctx, e.Model.NewState(), ids, engine.GenerateOptions{
 				MaxTokens: maxToks,
 				Sampler:   sample.New(params),
-				Stop:      stopTokens(e, tok),
+				Stop:      policy.StopTokens(e.Dir.Manifest.Config.EOSTokenIDs, tok),
 				Stream:    stream,
 				OnText:    func(s string) { io.WriteString(out, s) },
 				History:   ids,
@@ -213,16 +156,55 @@ other), expert bytes read per token and the peak memory.`,
 			if res != nil && timing {
 				e.WriteTiming(stderr, &res.Stats)
 			}
-			return err
+			if err == nil && res.StopReason == engine.StopContext {
+				fmt.Fprintf(stderr, "note: stopped because the context of %d tokens is full (-c/--ctx-size)\n", e.ContextSize())
+			}
+			return contextHint(err)
 		},
 	}
-	ef.register(cmd.Flags())
-	sf.register(cmd.Flags())
-	cmd.Flags().StringVar(&prompt, "prompt", "", "the prompt text")
-	cmd.Flags().IntVar(&maxToks, "tokens", 256, "the most tokens to generate")
+	ef.Register(cmd.Flags())
+	sf.Register(cmd.Flags())
+	tf.register(cmd.Flags())
+	cmd.Flags().StringVarP(&prompt, "prompt", "p", "", "the prompt text (or give it as the argument)")
+	cmd.Flags().StringVarP(&file, "file", "f", "", "read the prompt from this file (- for standard input)")
+	registerMaxTokens(cmd.Flags(), &maxToks, 256, "the most tokens to generate")
 	cmd.Flags().BoolVar(&timing, "timing", false, "print speed, a per-layer time breakdown, I/O per token and peak memory on stderr")
 	cmd.Flags().BoolVar(&noChat, "no-chat", false, "use the prompt as raw text, without the chat template")
 	return cmd
+}
+
+// promptText returns the one prompt given by --prompt, --file or the argument.
+func promptText(cmd *cobra.Command, prompt, file string, args []string) (string, error) {
+	given := 0
+	for _, set := range []bool{cmd.Flags().Changed("prompt"), file != "", len(args) > 0} {
+		if set {
+			given++
+		}
+	}
+	switch {
+	case given == 0:
+		return "", errors.New("no prompt: give it as the argument, with -p/--prompt, or with -f/--file")
+	case given > 1:
+		return "", errors.New("give the prompt once: as the argument, with -p/--prompt, or with -f/--file")
+	case len(args) > 0:
+		prompt = args[0]
+	case file == "-":
+		b, err := io.ReadAll(cmd.InOrStdin())
+		if err != nil {
+			return "", fmt.Errorf("--file -: reading standard input: %w", err)
+		}
+		prompt = string(b)
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("--file: %w", err)
+		}
+		prompt = string(b)
+	}
+	if strings.TrimSpace(prompt) == "" {
+		return "", errors.New("the prompt is empty")
+	}
+	return prompt, nil
 }
 
 func isTerminal(w io.Writer) bool {
@@ -236,73 +218,52 @@ const (
 	dimOff = "\x1b[22m"
 )
 
-// thinkStream decodes generated ids to text and presents the reasoning between
-// <think> and </think>: dimmed on a terminal, hidden with --hide-thinking.
+// thinkStream presents a reply on a terminal or in a pipe: the reasoning
+// (with its tags) dimmed on a terminal, hidden with --hide-thinking. It is the
+// engine.TextStream of run and chat.
 type thinkStream struct {
-	dec          *tokenizer.StreamDecoder
-	open, close_ int // ids of <think> / </think>, -1 when absent
-	inside       bool
-	hide, dim    bool
-	dimmed       bool
+	split     *policy.ThinkSplitter
+	hide, dim bool
+	dimmed    bool
+	buf       strings.Builder
 }
 
 func newThinkStream(tok *tokenizer.Tokenizer, prompt []int, hide, dim bool) *thinkStream {
-	s := &thinkStream{dec: tok.NewStreamDecoder(), open: -1, close_: -1, hide: hide, dim: dim}
-	if id, ok := tok.TokenID("<think>"); ok {
-		s.open = id
-	}
-	if id, ok := tok.TokenID("</think>"); ok {
-		s.close_ = id
-	}
-	// A generation prompt may already open the thinking block (Qwen3.5,
-	// thinking models): then the model starts inside it.
-	for _, id := range prompt {
-		switch id {
-		case s.open:
-			s.inside = true
-		case s.close_:
-			s.inside = false
-		}
-	}
-	return s
+	return &thinkStream{split: policy.NewThinkSplitter(tok, prompt), hide: hide, dim: dim}
 }
 
 // Add implements engine.TextStream.
-func (s *thinkStream) Add(id int) string {
-	switch {
-	case id == s.open && s.open >= 0:
-		prev := s.dec.Flush()
-		s.inside = true
-		return prev + s.show(s.dec.Add(id))
-	case id == s.close_ && s.close_ >= 0:
-		t := s.show(s.dec.Add(id) + s.dec.Flush())
-		s.inside = false
-		if s.dimmed {
-			s.dimmed = false
-			t += dimOff
-		}
-		return t
-	}
-	return s.show(s.dec.Add(id))
-}
-
-// show applies the presentation of the current block to text.
-func (s *thinkStream) show(text string) string {
-	if !s.inside || text == "" {
-		return text
-	}
-	if s.hide {
-		return ""
-	}
-	if s.dim && !s.dimmed {
-		s.dimmed = true
-		return dimOn + text
-	}
-	return text
-}
+func (s *thinkStream) Add(id int) string { return s.show(s.split.Add(id)) }
 
 // Flush implements engine.TextStream.
-func (s *thinkStream) Flush() string { return s.show(s.dec.Flush()) }
+func (s *thinkStream) Flush() string { return s.show(s.split.Flush()) }
+
+func (s *thinkStream) show(parts []policy.Part) string {
+	s.buf.Reset()
+	for _, p := range parts {
+		if p.Kind == policy.Answer {
+			if s.dimmed {
+				s.buf.WriteString(dimOff)
+				s.dimmed = false
+			}
+			s.buf.WriteString(p.Text)
+			continue
+		}
+		if s.hide {
+			continue
+		}
+		if s.dim && !s.dimmed {
+			s.buf.WriteString(dimOn)
+			s.dimmed = true
+		}
+		s.buf.WriteString(p.Text)
+		if p.Kind == policy.CloseTag && s.dimmed {
+			s.buf.WriteString(dimOff)
+			s.dimmed = false
+		}
+	}
+	return s.buf.String()
+}
 
 // close ends any open dimming.
 func (s *thinkStream) close() string {

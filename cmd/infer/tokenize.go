@@ -75,7 +75,7 @@ printed byte for byte, without an added newline.`,
 			return err
 		},
 	}
-	cmd.Flags().StringVar(&model, "model", "", "prepared model directory, checkpoint directory, or tokenizer.json/tokenizer.bin file (required)")
+	cmd.Flags().StringVarP(&model, "model", "m", "", "prepared model directory, checkpoint directory, or tokenizer.json/tokenizer.bin file (required)")
 	cmd.Flags().StringVar(&text, "text", "", "text to tokenize (default: read standard input)")
 	cmd.Flags().BoolVar(&decode, "decode", false, "read a JSON array of ids and print their text")
 	_ = cmd.MarkFlagRequired("model")

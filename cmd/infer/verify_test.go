@@ -2,9 +2,12 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -117,5 +120,134 @@ func TestVerifyIncomplete(t *testing.T) {
 	empty := t.TempDir()
 	if _, err := runVerify(empty); err == nil || !strings.Contains(err.Error(), "not a prepared directory") {
 		t.Fatalf("no manifest: %v", err)
+	}
+}
+
+// rewriteManifest edits the manifest and writes it back with a valid
+// manifest_checksum, as a buggy writer (not a hand edit) would.
+func rewriteManifest(t *testing.T, dir string, edit func(m *layout.Manifest)) {
+	t.Helper()
+	m, err := layout.ReadManifest(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edit(m)
+	b, err := json.MarshalIndent(m, "", " ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Written without layout.WriteManifest's validation, as a foreign tool
+	// might; the checksum is made to match so only the semantic checks can
+	// catch it.
+	var c layout.Manifest
+	json.Unmarshal(b, &c)
+	c.ManifestChecksum = ""
+	if c.ManifestChecksum, err = c.Digest(); err != nil {
+		t.Fatal(err)
+	}
+	b, _ = json.MarshalIndent(&c, "", " ")
+	if err := os.WriteFile(filepath.Join(dir, layout.ManifestName), append(b, '\n'), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestVerifyProvesItRuns is defect 2 of issue 9: verify passed manifests that
+// run rejects or runs wrongly. Each damage here leaves every file's checksum
+// intact; verify must still fail, naming what is wrong, and so must run.
+func TestVerifyProvesItRuns(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		edit func(t *testing.T, dir string)
+		want string
+	}{
+		{"hand-edited manifest", func(t *testing.T, dir string) {
+			p := filepath.Join(dir, layout.ManifestName)
+			b, _ := os.ReadFile(p)
+			i := strings.Index(string(b), `"rms_norm_eps": `)
+			j := i + strings.IndexByte(string(b[i:]), ',')
+			os.WriteFile(p, []byte(string(b[:i])+`"rms_norm_eps": -1`+string(b[j:])), 0o644)
+		}, "manifest checksum mismatch"},
+		{"rms_norm_eps -1", func(t *testing.T, dir string) {
+			rewriteManifest(t, dir, func(m *layout.Manifest) { m.Config.RMSNormEps = -1 })
+		}, "rms_norm_eps -1"},
+		{"dense tensor entry deleted", func(t *testing.T, dir string) {
+			rewriteManifest(t, dir, func(m *layout.Manifest) {
+				for i, tt := range m.Tensors {
+					if tt.Name == "layers.1.post_attention_layernorm" {
+						m.Tensors = append(m.Tensors[:i], m.Tensors[i+1:]...)
+						return
+					}
+				}
+				t.Fatal("no tensor to delete")
+			})
+		}, "layers.1.post_attention_layernorm"},
+		{"vocab_size disagrees with the embedding", func(t *testing.T, dir string) {
+			rewriteManifest(t, dir, func(m *layout.Manifest) { m.Config.VocabSize -= 16 })
+		}, "embed_tokens"},
+		{"expert component offset moved", func(t *testing.T, dir string) {
+			rewriteManifest(t, dir, func(m *layout.Manifest) { m.Experts[0].Components[0].Data.Offset = 4096 })
+		}, "overlaps"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := prepareForVerify(t, true)
+			tc.edit(t, dir)
+			stderr, err := runVerify(dir)
+			if err == nil || !strings.Contains(err.Error()+stderr, tc.want) {
+				t.Fatalf("verify: %v\n%s\nwant %q", err, stderr, tc.want)
+			}
+			_, _, err = execute(t, newRunCmd(), "", "-m", dir, "-p", "x", "-n", "2", "--no-verify")
+			if err == nil {
+				t.Fatalf("run accepted the directory verify refuses")
+			}
+		})
+	}
+}
+
+// TestVerifyQuick: --quick skips hashing (a flipped byte passes) but not
+// sizes or the open-and-run check.
+func TestVerifyQuick(t *testing.T) {
+	dir := prepareForVerify(t, true)
+	m, err := layout.ReadManifest(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := m.ExpertSet(layout.ExpertsDir)
+	// A flipped byte in the dense file's alignment padding: only hashing can
+	// see it.
+	var parts []layout.Part
+	for _, tt := range m.Tensors {
+		for _, p := range tt.Parts() {
+			parts = append(parts, *p)
+		}
+	}
+	slices.SortFunc(parts, func(a, b layout.Part) int { return cmp.Compare(a.Offset, b.Offset) })
+	gap := int64(-1)
+	for i := 1; i < len(parts) && gap < 0; i++ {
+		if end := parts[i-1].Offset + parts[i-1].Size; end < parts[i].Offset {
+			gap = end
+		}
+	}
+	if gap < 0 {
+		t.Fatal("the dense file has no padding to damage")
+	}
+	flipByte(t, filepath.Join(dir, layout.DenseName), int(gap))
+	quick := func() (string, error) {
+		cmd := newVerifyCmd()
+		var e bytes.Buffer
+		cmd.SetOut(&e)
+		cmd.SetErr(&e)
+		cmd.SetArgs([]string{"-m", dir, "--quick"})
+		err := cmd.ExecuteContext(context.Background())
+		return e.String(), err
+	}
+	if stderr, err := quick(); err != nil || !strings.Contains(stderr, "--quick") {
+		t.Fatalf("--quick on a flipped padding byte: %v\n%s", err, stderr)
+	}
+	if _, err := runVerify(dir); err == nil {
+		t.Fatal("full verify missed the flipped byte")
+	}
+	os.Truncate(set.Path(dir, 1, 5), 4096)
+	if stderr, err := quick(); err == nil || !strings.Contains(stderr, "size 4096") {
+		t.Fatalf("--quick on a truncated file: %v\n%s", err, stderr)
 	}
 }

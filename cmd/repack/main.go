@@ -32,7 +32,12 @@ Each expert file holds gate_proj, up_proj and down_proj (codes, scales, biases
 when quantized) at 4096-aligned offsets recorded once in OUT/model_weights.json,
 with an XXH3-128 checksum per file. From a bf16 source --bits 16 copies the
 weights and --bits 8, 4 or 2 quantizes them (MLX affine, --group-size); an MLX
-source is copied bit-exactly and only accepts its own --bits.
+source is copied bit-exactly and only accepts its own --bits. Without --bits,
+the experts get the precision fm-extract was given (it is recorded in the
+manifest), and fm-repack says so.
+
+Only one writer works on OUT at a time: a second fm-extract, fm-repack or
+fm-requant2bit on the same OUT fails at once.
 
 Interrupted runs resume: a rerun skips expert files that already verify and says
 how many. Free space is checked before writing; files are written under
@@ -59,10 +64,13 @@ when every file is written, so fm-infer verify fails until then.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	cmd.Flags().IntVar(&bits, "bits", 0, "16 copies float experts, 8, 4 or 2 quantizes a bf16 source (default: the source's own format)")
-	cmd.Flags().IntVar(&groupSize, "group-size", 64, "quantization group size (32, 64 or 128)")
-	cmd.Flags().IntVarP(&jobs, "jobs", "j", checkpoint.DefaultJobs, "parallel expert workers")
+	cli.NoDefault(cli.IntFunc(cmd.Flags(), &bits, "bits", "", 0, cli.OneOf(2, 4, 8, 16),
+		"16 copies float experts, 8, 4 or 2 quantizes a bf16 source (default: what fm-extract recorded, else the source's own format)"))
+	cli.NoDefault(cli.IntFunc(cmd.Flags(), &groupSize, "group-size", "", 0, cli.OneOf(32, 64, 128),
+		"quantization group size: 32, 64 or 128 (default: what fm-extract recorded, else 64)"))
+	cli.Int(cmd.Flags(), &jobs, "jobs", "j", checkpoint.DefaultJobs, 1, 4096, "parallel expert workers")
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "no progress bar and no summary")
+	cli.SetVersion(cmd)
 	return cmd
 }
 

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/fm-moe/fm/pkg/checkpoint"
+	"github.com/fm-moe/fm/pkg/cli/clitest"
 	"github.com/fm-moe/fm/pkg/layout"
 )
 
@@ -42,4 +43,13 @@ func TestRepackCommand(t *testing.T) {
 	if err := run(src); err == nil || !strings.Contains(err.Error(), "want two arguments, SRC") {
 		t.Fatalf("one argument: %v", err)
 	}
+}
+
+// TestVersion: --version names the build, the format and the architectures.
+func TestVersion(t *testing.T) { clitest.Version(t, newRootCmd()) }
+
+// TestNumericFlagRanges: out-of-range numbers are refused when the command
+// line is parsed, naming the flag (issue 9, defect 5).
+func TestNumericFlagRanges(t *testing.T) {
+	clitest.RefusedFlags(t, newRootCmd, [][2]string{{"--bits", "3"}, {"--group-size", "48"}, {"--jobs", "0"}, {"--jobs", "-1"}})
 }

@@ -60,9 +60,10 @@ checked first; source files are checked against their checksums.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	cmd.Flags().IntVar(&bits, "bits", 2, "bits of the new expert set: 2, or 3 (written to packed_experts_3bit)")
-	cmd.Flags().IntVarP(&jobs, "jobs", "j", runtime.NumCPU(), "experts requantized in parallel")
+	cli.IntFunc(cmd.Flags(), &bits, "bits", "", 2, cli.OneOf(2, 3), "bits of the new expert set: 2, or 3 (written to packed_experts_3bit)")
+	cli.Int(cmd.Flags(), &jobs, "jobs", "j", runtime.NumCPU(), 1, 4096, "experts requantized in parallel")
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "no progress bar and no summary")
+	cli.SetVersion(cmd)
 	cmd.Flags().BoolVar(&leastSquares, "no-gain-correction", false, "keep the plain least-squares scale and bias (for comparisons; the default corrects its shrinkage, see docs/QUALITY.md)")
 	return cmd
 }

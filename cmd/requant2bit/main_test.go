@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/fm-moe/fm/pkg/checkpoint"
+	"github.com/fm-moe/fm/pkg/cli/clitest"
 	"github.com/fm-moe/fm/pkg/layout"
 )
 
@@ -37,7 +38,7 @@ func TestCommand(t *testing.T) {
 		want string
 	}{
 		{nil, "accepts 1 arg"},
-		{[]string{dir, "--bits", "4"}, "--bits 4"},
+		{[]string{dir, "--bits", "4"}, `"4" for "--bits" flag: want one of [2 3]`},
 		{[]string{filepath.Join(dir, "nope")}, "run fm-extract and fm-repack first"},
 	} {
 		if err := run(c.args...); err == nil || !strings.Contains(err.Error(), c.want) {
@@ -59,4 +60,13 @@ func TestCommand(t *testing.T) {
 			t.Errorf("manifest set %s: %+v", dirName, s)
 		}
 	}
+}
+
+// TestVersion: --version names the build, the format and the architectures.
+func TestVersion(t *testing.T) { clitest.Version(t, newRootCmd()) }
+
+// TestNumericFlagRanges: out-of-range numbers are refused when the command
+// line is parsed, naming the flag (issue 9, defect 5).
+func TestNumericFlagRanges(t *testing.T) {
+	clitest.RefusedFlags(t, newRootCmd, [][2]string{{"--bits", "4"}, {"--jobs", "0"}})
 }

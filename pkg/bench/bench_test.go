@@ -73,6 +73,7 @@ func TestShapesAreValid(t *testing.T) {
 func tinyShapes() []Shape {
 	moe := qwen3MoE(3, 128, 4, 2, 32, 8, 2, 64, 256, 4096, 1e6)
 	moe.VocabSize = 512
+	moe.EOSTokenIDs = []int{1} // the real model's ids are outside a 512-token vocabulary
 	next := hybrid(layout.ArchQwen3Next, "qwen3_next", 512, 4, 128, 2, 1, 1, 2, 8, 2, 64, 64, 256, []int{1})
 	q35 := hybrid(layout.ArchQwen35MoE, "qwen3_5_moe_text", 512, 5, 128, 2, 1, 1, 2, 16, 4, 64, 64, 0, []int{1})
 	return []Shape{{Name: "tiny-moe", Config: moe}, {Name: "tiny-next", Config: next}, {Name: "tiny-35", Config: q35}}

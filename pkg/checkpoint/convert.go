@@ -5,27 +5,11 @@ import (
 	"io"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/fm-moe/fm/pkg/layout"
+	"github.com/fm-moe/fm/pkg/progress"
 )
-
-// Progress receives progress reports. Start announces a phase and its total
-// bytes; Add reports bytes done (called from one goroutine at a time); Done ends
-// the phase. A phase that completed has reported exactly its total; one that
-// failed or was cancelled has reported less.
-type Progress interface {
-	Start(phase string, total int64)
-	Add(n int64)
-	Done()
-}
-
-type noProgress struct{}
-
-func (noProgress) Start(string, int64) {}
-func (noProgress) Add(int64)           {}
-func (noProgress) Done()               {}
 
 // TokenizerWriter is what Extract needs of a loaded tokenizer (package
 // tokenizer's *Tokenizer).
@@ -45,7 +29,7 @@ type Options struct {
 	// Jobs is the number of parallel expert workers of Repack (default 8).
 	Jobs int
 	// Progress receives progress reports (nil: none).
-	Progress Progress
+	Progress progress.Reporter
 	// Log receives one-line notes (resume counts, removed leftovers); nil: none.
 	Log io.Writer
 	// LoadTokenizer loads tokenizer.json for tokenizer.bin and vocab.bin (its
@@ -56,12 +40,7 @@ type Options struct {
 	Write layout.WriteOptions
 }
 
-func (o *Options) progress() Progress {
-	if o.Progress == nil {
-		return noProgress{}
-	}
-	return o.Progress
-}
+func (o *Options) progress() progress.Reporter { return progress.OrNop(o.Progress) }
 
 func (o *Options) logf(format string, args ...any) {
 	if o.Log != nil {
@@ -110,20 +89,6 @@ func (s *Summary) String() string {
 	}
 	return b.String()
 }
-
-// syncProgress serializes Add calls of parallel workers.
-type syncProgress struct {
-	mu sync.Mutex
-	p  Progress
-}
-
-func (s *syncProgress) Start(phase string, total int64) { s.p.Start(phase, total) }
-func (s *syncProgress) Add(n int64) {
-	s.mu.Lock()
-	s.p.Add(n)
-	s.mu.Unlock()
-}
-func (s *syncProgress) Done() { s.p.Done() }
 
 // plural writes "1 file", "2 files".
 func plural(n int, noun string) string {

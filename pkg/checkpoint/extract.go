@@ -25,6 +25,19 @@ const (
 	VocabBinName     = "vocab.bin"
 )
 
+// requestedBits is the precision a conversion asked for, with the default
+// resolved: the MLX source's own bits, or 16 for a float source. fm-extract
+// records it so that fm-repack can default to it.
+func (c *Checkpoint) requestedBits(bits int) int {
+	switch {
+	case bits != 0:
+		return bits
+	case c.Format == FormatMLX && c.Quant != nil:
+		return c.Quant.Bits
+	}
+	return 16
+}
+
 // target resolves the requested bits against the source format.
 func (c *Checkpoint) target(bits, groupSize int, allowed ...int) (matrixTarget, error) {
 	if groupSize == 0 {
@@ -128,6 +141,11 @@ func Extract(ctx context.Context, srcDir, outDir string, opts Options) (*Summary
 	if err := os.MkdirAll(outDir, 0o755); err != nil {
 		return nil, fmt.Errorf("%s: cannot create the output directory: %w", outDir, err)
 	}
+	unlock, err := layout.Lock(outDir, "fm-extract")
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	// tokenizer.bin and vocab.bin are smaller than tokenizer.json; count it three times.
 	if err := layout.CheckFreeSpace(outDir, denseSize+3*tokBytes+1<<20); err != nil {
 		return nil, err
@@ -229,7 +247,7 @@ func Extract(ctx context.Context, srcDir, outDir string, opts Options) (*Summary
 	m := &layout.Manifest{
 		Format:            layout.FormatVersion,
 		Config:            c.Config,
-		Source:            layout.Source{Dir: filepath.Base(abs), Format: c.Format, ConfigSHA256: c.ConfigSHA256},
+		Source:            layout.Source{Dir: filepath.Base(abs), Format: c.Format, ConfigSHA256: c.ConfigSHA256, Bits: c.requestedBits(opts.Bits), GroupSize: t.GroupSize},
 		ChecksumAlgorithm: layout.ChecksumXXH3,
 		Dense:             dense,
 		Tensors:           tensors,

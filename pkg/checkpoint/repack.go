@@ -5,9 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -17,6 +15,7 @@ import (
 
 	"github.com/fm-moe/fm/pkg/internal/workpool"
 	"github.com/fm-moe/fm/pkg/layout"
+	"github.com/fm-moe/fm/pkg/progress"
 )
 
 // DefaultJobs is Repack's default number of parallel expert workers: enough
@@ -29,20 +28,26 @@ const DefaultJobs = 8
 // written. Expert files that already verify against the manifest or the
 // resume journal of an interrupted run of the same source and layout are kept;
 // Summary.Resumed counts them.
+//
+// Bits and GroupSize left at 0 take what fm-extract recorded in the manifest
+// (so that "fm-extract SRC OUT --bits 4; fm-repack SRC OUT" writes 4-bit
+// experts); the choice is logged. The directory's writer lock is held
+// throughout; a derived set (fm-requant2bit's) made stale by new experts is
+// removed from the manifest and from the disk.
 func Repack(ctx context.Context, srcDir, outDir string, opts Options) (*Summary, error) {
 	start := time.Now()
-	m, err := layout.ReadManifest(outDir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%s: not found: run fm-extract first", filepath.Join(outDir, layout.ManifestName))
-	}
-	if err != nil {
-		return nil, err
-	}
+	// The source first: a wrong SRC is named as such, not as a problem of OUT.
 	c, err := Open(srcDir)
 	if err != nil {
 		return nil, err
 	}
 	defer c.Close()
+	m, unlock, err := layout.LockManifest(outDir, "fm-repack", "run fm-extract first")
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	opts.Bits, opts.GroupSize = recordedPrecision(m, opts.Bits, opts.GroupSize, opts.logf)
 	if !reflect.DeepEqual(m.Config, c.Config) {
 		return nil, fmt.Errorf("%s: made from a different model than %s (normalized configs differ); run fm-extract with this checkpoint first", filepath.Join(outDir, layout.ManifestName), filepath.Join(srcDir, "config.json"))
 	}
@@ -62,84 +67,34 @@ func Repack(ctx context.Context, srcDir, outDir string, opts Options) (*Summary,
 	}
 
 	dir := filepath.Join(outDir, set.Dir)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("%s: cannot create the expert directory: %w", dir, err)
-	}
-	if n, err := layout.RemoveTemps(dir); err != nil {
-		return nil, err
-	} else if n > 0 {
-		opts.logf("removed %d temporary files of an interrupted run", n)
-	}
-
 	// What earlier runs recorded: the manifest (a finished run) and the journal
 	// (an interrupted one), both only for this source and this exact layout.
 	layoutKey, err := journalKey(&set)
 	if err != nil {
 		return nil, err
 	}
-	journal, recorded, err := layout.OpenJournal(filepath.Join(dir, layout.JournalName), layoutKey)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", dir, err)
-	}
-	defer journal.Close()
-	if old := m.ExpertSet(set.Dir); old != nil && sameLayout(old, &set) {
-		for l, sums := range old.Checksums {
-			for e, s := range sums {
-				if s != "" {
-					recorded[layout.ExpertKey{Layer: l, Expert: e}] = s
-				}
-			}
-		}
-	}
-
-	var todo []layout.ExpertKey
-	var check []layout.VerifyTarget
-	var checkKeys []layout.ExpertKey
+	var keys []layout.ExpertKey
 	for _, l := range plan.layers {
 		for e := range E {
-			k := layout.ExpertKey{Layer: l, Expert: e}
-			if sum, ok := recorded[k]; ok {
-				check = append(check, layout.VerifyTarget{Path: set.Path(outDir, l, e), Size: set.FileSize, Checksum: sum})
-				checkKeys = append(checkKeys, k)
-			} else {
-				todo = append(todo, k)
-			}
+			keys = append(keys, layout.ExpertKey{Layer: l, Expert: e})
 		}
 	}
 	jobs := opts.Jobs
 	if jobs <= 0 {
 		jobs = DefaultJobs
 	}
-	prog := &syncProgress{p: opts.progress()}
-	sum := &Summary{Skipped: c.Skipped}
-	if len(check) > 0 {
-		prog.Start("verify existing expert files", int64(len(check))*set.FileSize)
-		results := make([]error, len(check))
-		err := workpool.Run(ctx, jobs, len(check), func(ctx context.Context, i int) error {
-			var read int64
-			results[i] = layout.VerifyFile(ctx, check[i], func(n int64) { read += n; prog.Add(n) })
-			if ctx.Err() == nil {
-				// A short or missing file is checked all the same: count it whole,
-				// so the phase ends at its total.
-				prog.Add(max(0, check[i].Size-read))
-			}
-			return ctx.Err()
-		})
-		prog.Done()
-		if err != nil {
-			return nil, err
-		}
-		for i, r := range results {
-			k := checkKeys[i]
-			if r == nil {
-				set.Checksums[k.Layer][k.Expert] = check[i].Checksum
-				sum.Resumed++
-			} else {
-				todo = append(todo, k)
-			}
-		}
-		opts.logf("resuming: %d of %d expert files already valid, %d to write", sum.Resumed, len(plan.layers)*E, len(todo))
+	prog := progress.Sync(opts.Progress)
+	res, err := layout.ResumeExpertSet(ctx, layout.ResumeOptions{
+		Dir: outDir, Set: &set, Listed: m.ExpertSet(set.Dir), Keys: keys,
+		JournalName: layout.JournalName, JournalKey: layoutKey,
+		Jobs: jobs, Progress: prog, Logf: opts.logf,
+	})
+	if err != nil {
+		return nil, err
 	}
+	journal, todo := res.Journal, res.Todo
+	defer journal.Close()
+	sum := &Summary{Skipped: c.Skipped, Resumed: res.Kept}
 
 	need := int64(len(todo)) * set.FileSize
 	// Besides the expert files: the journal lines, and the new manifest, which
@@ -186,14 +141,22 @@ func Repack(ctx context.Context, srcDir, outDir string, opts Options) (*Summary,
 	if err != nil {
 		return nil, err
 	}
+	var stale []string
 	err = layout.CommitExpertSet(outDir, dir, opts.Write, func(m *layout.Manifest) error {
-		m.Experts = replaceExpertSet(m.Experts, set, opts.logf)
+		m.Experts, stale = replaceExpertSet(m.Experts, set, opts.logf)
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
 	journal.Remove()
+	// The manifest no longer lists them: their files are dead weight on disk
+	// (and would look like a usable set to a reader of the directory).
+	for _, d := range stale {
+		if err := os.RemoveAll(filepath.Join(outDir, d)); err != nil {
+			return nil, fmt.Errorf("%s: removing the stale expert set: %w", filepath.Join(outDir, d), err)
+		}
+	}
 
 	sum.Experts = len(todo)
 	sum.Files = len(todo) + 1
@@ -219,17 +182,13 @@ func journalKey(s *layout.ExpertSet) (string, error) {
 	return "fm-repack-journal/1 " + hex.EncodeToString(h[:]), nil
 }
 
-func sameLayout(a, b *layout.ExpertSet) bool {
-	return a.SourceKey == b.SourceKey && a.Bits == b.Bits && a.GroupSize == b.GroupSize && a.NameFormat == b.NameFormat &&
-		a.FileSize == b.FileSize && reflect.DeepEqual(a.Components, b.Components)
-}
-
 // replaceExpertSet puts set in place of the listed set of the same directory.
 // When that changes the experts' contents, the sets derived from the old ones
 // (fm-requant2bit's packed_experts_2bit/, ...) no longer describe this model:
 // they are dropped from the manifest, so that --2bit cannot silently run stale
-// experts, and the user is told to requantize again.
-func replaceExpertSet(sets []layout.ExpertSet, set layout.ExpertSet, logf func(string, ...any)) []layout.ExpertSet {
+// experts, returned as stale (for their files to be removed), and the user is
+// told to requantize again.
+func replaceExpertSet(sets []layout.ExpertSet, set layout.ExpertSet, logf func(string, ...any)) (out []layout.ExpertSet, stale []string) {
 	var old *layout.ExpertSet
 	for i := range sets {
 		if sets[i].Dir == set.Dir {
@@ -238,20 +197,46 @@ func replaceExpertSet(sets []layout.ExpertSet, set layout.ExpertSet, logf func(s
 	}
 	if old != nil && sameExperts(old, &set) {
 		*old = set
-		return sets
+		return sets, nil
 	}
-	out := []layout.ExpertSet{set}
+	out = []layout.ExpertSet{set}
 	for _, s := range sets {
 		if s.Dir == set.Dir {
 			continue
 		}
 		if old != nil {
-			logf("dropped %s/ from the manifest: it was derived from the previous %s/ (run fm-requant2bit again)", s.Dir, set.Dir)
+			logf("removed %s/: it was derived from the previous %s/ (run fm-requant2bit again)", s.Dir, set.Dir)
+			stale = append(stale, s.Dir)
 			continue
 		}
 		out = append(out, s)
 	}
-	return out
+	return out, stale
+}
+
+// recordedPrecision resolves Repack's bits and group size: explicit values
+// win (a bits value other than the one fm-extract recorded is noted: dense
+// and experts then differ in precision); zero values take the recorded ones.
+func recordedPrecision(m *layout.Manifest, bits, groupSize int, logf func(string, ...any)) (int, int) {
+	rb, rg := m.Source.Bits, m.Source.GroupSize
+	switch {
+	case bits == 0 && rb != 0:
+		bits = rb
+		if groupSize == 0 && rg != 0 {
+			groupSize = rg
+		}
+		if groupSize != 0 && bits < 16 {
+			logf("experts at %d bits, group size %d, as fm-extract recorded (--bits/--group-size to choose otherwise)", bits, groupSize)
+		} else {
+			logf("experts at %d bits, as fm-extract recorded (--bits to choose otherwise)", bits)
+		}
+	case bits != 0 && rb != 0 && bits != rb:
+		logf("note: --bits %d differs from the %d bits fm-extract used for the dense weights; the experts will be %d-bit", bits, rb, bits)
+	}
+	if groupSize == 0 && rg != 0 && bits < 16 {
+		groupSize = rg
+	}
+	return bits, groupSize
 }
 
 // sameExperts reports whether two sets hold byte-identical expert files.

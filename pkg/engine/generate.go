@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"time"
 
@@ -25,7 +26,9 @@ type TextStream interface {
 
 // GenerateOptions control one generation.
 type GenerateOptions struct {
-	// MaxTokens is the most tokens to generate.
+	// MaxTokens is the most tokens to generate; a negative value means until
+	// a stop token or the end of the context (llama.cpp's -n -1). 0 is an
+	// error: a request for nothing is a mistake, not an empty reply.
 	MaxTokens int
 	// Sampler picks tokens.
 	Sampler Sampler
@@ -46,28 +49,41 @@ type GenerateOptions struct {
 
 // Stop reasons.
 const (
-	StopToken  = "stop token"
-	StopLength = "length"
+	StopToken   = "stop token"
+	StopLength  = "length"
+	StopContext = "context full"
 )
 
 // Result is the outcome of Generate.
 type Result struct {
 	// Tokens are the generated ids, including a final stop token.
 	Tokens []int
-	// StopReason is StopToken or StopLength.
+	// StopReason is StopToken, StopLength or StopContext.
 	StopReason string
 	Stats      Stats
 }
 
 // Generate feeds prompt into st (which may already hold earlier turns) and
 // samples up to MaxTokens tokens. Cancelling ctx stops it between tokens with
-// ctx's error; the tokens produced so far are still returned.
+// ctx's error; the tokens produced so far are still returned. A prompt that
+// does not fit the context is a *ContextError before any work; logits with a
+// NaN or an infinity stop generation with a *NonFiniteError.
 func (e *Engine) Generate(ctx context.Context, st *model.State, prompt []int, opts GenerateOptions) (*Result, error) {
 	if opts.Sampler == nil {
 		return nil, errors.New("generate: no sampler")
 	}
 	if len(prompt) == 0 {
 		return nil, errors.New("generate: empty prompt")
+	}
+	if opts.MaxTokens == 0 {
+		return nil, errors.New("generate: MaxTokens 0 asks for no tokens")
+	}
+	if e.ctx > 0 && st.Len()+len(prompt) > e.ctx {
+		return nil, &ContextError{Used: st.Len(), Prompt: len(prompt), Size: e.ctx}
+	}
+	limit := opts.MaxTokens
+	if limit < 0 {
+		limit = math.MaxInt
 	}
 	res := &Result{}
 	s := &res.Stats
@@ -97,6 +113,9 @@ func (e *Engine) Generate(ctx context.Context, st *model.State, prompt []int, op
 	logits, err := e.Model.Forward(ctx, st, prompt, false)
 	s.Prefill = time.Since(t0)
 	s.PrefillIO = e.storeStats().Sub(io0)
+	if err == nil {
+		err = checkFinite(logits, st.Len()-1)
+	}
 	if err != nil {
 		return res, err
 	}
@@ -111,7 +130,7 @@ func (e *Engine) Generate(ctx context.Context, st *model.State, prompt []int, op
 		s.Decode = time.Since(t1)
 		s.DecodeIO = e.storeStats().Sub(io1)
 	}()
-	for len(res.Tokens) < opts.MaxTokens {
+	for len(res.Tokens) < limit {
 		id := opts.Sampler.Sample(logits, history)
 		res.Tokens = append(res.Tokens, id)
 		history = append(history, id)
@@ -120,13 +139,20 @@ func (e *Engine) Generate(ctx context.Context, st *model.State, prompt []int, op
 			return res, nil
 		}
 		emit(id)
-		if len(res.Tokens) == opts.MaxTokens {
+		if len(res.Tokens) == limit {
 			break
+		}
+		if e.ctx > 0 && st.Len() >= e.ctx {
+			res.StopReason = StopContext
+			return res, nil
 		}
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
 		if logits, err = e.Model.Forward(ctx, st, []int{id}, false); err != nil {
+			return res, err
+		}
+		if err := checkFinite(logits, st.Len()-1); err != nil {
 			return res, err
 		}
 		s.DecodedTokens++

@@ -45,6 +45,15 @@ type Options struct {
 	// SkipDenseChecksum skips hashing model_weights.bin at open (sizes are
 	// still checked). Hashing reads the whole file once.
 	SkipDenseChecksum bool
+	// SkipExpertChecksums turns off the run-time check of expert files
+	// against their manifest checksums. By default each expert file is hashed
+	// (XXH3-128) the first time the process reads it, so a damaged file stops
+	// generation with an error naming it instead of producing garbage.
+	SkipExpertChecksums bool
+	// ContextSize is the most tokens a sequence may hold (prompt plus
+	// generated); 0 means the model's max_position_embeddings. Generate refuses
+	// a prompt that does not fit and stops when the context is full.
+	ContextSize int
 }
 
 // Engine is an opened model ready to run.
@@ -55,6 +64,7 @@ type Engine struct {
 	Store  *experts.Store
 	Set    *layout.ExpertSet
 	opts   Options
+	ctx    int // context size in tokens
 }
 
 // Open verifies and opens a prepared directory. It checks the manifest's
@@ -75,6 +85,9 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 		}
 	}()
 	m := d.Manifest
+	if e.ctx, err = contextSize(&m.Config, opts.ContextSize); err != nil {
+		return nil, err
+	}
 	if !opts.SkipDenseChecksum {
 		path := filepath.Join(opts.Dir, m.Dense.File)
 		sum, _, err := layout.ChecksumFile(ctx, path, nil)
@@ -113,6 +126,7 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 			// Read experts straight into memory the device binds without a copy.
 			storeOpts.Buffers = e.Device
 		}
+		storeOpts.VerifyChecksums = storeOpts.VerifyChecksums || !opts.SkipExpertChecksums
 		if e.Store, err = experts.Open(opts.Dir, e.Set, storeOpts); err != nil {
 			return nil, err
 		}
@@ -236,15 +250,33 @@ func (a storeExperts) FetchExperts(ctx context.Context, layer int, ids []int) ([
 // Logits runs ids from an empty state and returns every row of next-token
 // logits ([len(ids)·vocab]): through the batched prefill path, or with decode
 // set one token at a time through the decode path.
+// Every row is checked: a NaN or an infinity is a *NonFiniteError naming the
+// first position, never a file of garbage.
 func (e *Engine) Logits(ctx context.Context, ids []int, decode bool) ([]float32, error) {
-	st := e.Model.NewState()
-	if !decode {
-		return e.Model.Forward(ctx, st, ids, true)
+	if e.ctx > 0 && len(ids) > e.ctx {
+		return nil, &ContextError{Prompt: len(ids), Size: e.ctx}
 	}
-	out := make([]float32, 0, len(ids)*e.Model.Config().VocabSize)
-	for _, id := range ids {
+	st := e.Model.NewState()
+	V := e.Model.Config().VocabSize
+	if !decode {
+		out, err := e.Model.Forward(ctx, st, ids, true)
+		if err != nil {
+			return nil, err
+		}
+		for t := range len(ids) {
+			if err := checkFinite(out[t*V:(t+1)*V], t); err != nil {
+				return nil, err
+			}
+		}
+		return out, nil
+	}
+	out := make([]float32, 0, len(ids)*V)
+	for t, id := range ids {
 		row, err := e.Model.Forward(ctx, st, []int{id}, false)
 		if err != nil {
+			return nil, err
+		}
+		if err := checkFinite(row, t); err != nil {
 			return nil, err
 		}
 		out = append(out, row...)

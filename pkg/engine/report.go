@@ -56,6 +56,10 @@ func (e *Engine) WriteTiming(w io.Writer, s *Stats) {
 	fmt.Fprintf(w, "\nmemory: peak RSS %s = dense weights touched (≤ %s mapped) + KV/state %s + expert buffers (peak %s, cache budget %s) + runtime\n",
 		FormatBytes(s.PeakRSS), FormatBytes(e.Dir.Manifest.Dense.Size), FormatBytes(s.StateBytes),
 		FormatBytes(e.storeStats().PeakBufferBytes), FormatBytes(e.opts.Store.CacheBytes))
+	if st := e.storeStats(); st.VerifiedBytes > 0 {
+		fmt.Fprintf(w, "expert checksums: %s hashed on first read in %v (%.2f GB/s, summed over I/O workers; --no-verify-experts skips it)\n",
+			FormatBytes(st.VerifiedBytes), st.VerifyTime.Round(time.Microsecond), float64(st.VerifiedBytes)/st.VerifyTime.Seconds()/1e9)
+	}
 }
 
 func writeProfile(w io.Writer, p *model.Profile, per int, m *model.Model) {

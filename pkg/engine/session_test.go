@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 )
@@ -49,4 +50,36 @@ func TestSessionReusesState(t *testing.T) {
 	turn(p3, len(p2))
 	// Something unrelated starts over.
 	turn([]int{40, 41, 42}, 0)
+}
+
+// TestSessionKeepsPrefixAfterInterrupt: a reply cut short (Ctrl-C in chat)
+// keeps what the session had consumed up to the prompt; the next turn does
+// not process the conversation again from the start.
+func TestSessionKeepsPrefixAfterInterrupt(t *testing.T) {
+	e, err := Open(context.Background(), Options{Dir: prepared(t, "qwen3next-tiny", "hf")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	s := e.NewSession()
+	p1 := []int{11, 12, 13, 14, 15, 16}
+	ctx, cancel := context.WithCancel(context.Background())
+	n := 0
+	res, err := s.Generate(ctx, p1, GenerateOptions{MaxTokens: 50, Sampler: samplerFunc(func(l []float32, h []int) int {
+		if n++; n == 3 {
+			cancel()
+		}
+		return greedy{}.Sample(l, h)
+	})})
+	if !errors.Is(err, context.Canceled) || res == nil || len(res.Tokens) != 3 {
+		t.Fatalf("interrupted turn: %v, %v", res, err)
+	}
+	// The next turn holds the conversation so far (the partial reply included).
+	p2 := append(append(append([]int{}, p1...), res.Tokens...), 21, 22)
+	if _, err := s.Generate(context.Background(), p2, GenerateOptions{MaxTokens: 2, Sampler: greedy{}}); err != nil {
+		t.Fatal(err)
+	}
+	if s.Reused < len(p1) {
+		t.Errorf("after an interrupted reply the next turn reused %d tokens, want at least the %d of the previous prompt", s.Reused, len(p1))
+	}
 }

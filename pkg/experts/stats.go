@@ -32,6 +32,11 @@ type Stats struct {
 	// handed out and not yet released, being read, or idle for reuse.
 	BufferBytes     int64
 	PeakBufferBytes int64 // highest BufferBytes since Open or ResetStats
+	// VerifiedBytes and VerifyTime are the bytes hashed by checksum
+	// verification since Open and the time spent hashing them (summed over
+	// workers); not reset: each expert is hashed once per process.
+	VerifiedBytes int64
+	VerifyTime    time.Duration
 }
 
 // Sub returns the counters of s minus those of prev (the activity between two

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -31,8 +30,10 @@ type Options struct {
 	// CacheBytes / set.FileSize of them.
 	CacheBytes  int64
 	CachePolicy Policy // "" means DefaultPolicy
-	// VerifyChecksums hashes every expert read from disk (XXH3-128) and fails
-	// on a mismatch with the manifest; costs ~0.4 ms per 7 MB expert.
+	// VerifyChecksums hashes each expert file (XXH3-128) the first time the
+	// process reads it and fails that read on a mismatch with the manifest;
+	// later reads of the same expert are not hashed again. The cost is in
+	// docs/PERF.md ("Run-time expert verification").
 	VerifyChecksums bool
 	// MaxOpenFiles bounds the expert files kept open; 0 means half the
 	// process's descriptor limit (at least 64).
@@ -59,7 +60,8 @@ type Store struct {
 	dir     string
 	set     *layout.ExpertSet
 	size    int
-	verify  bool
+	verify  bool      // Options.VerifyChecksums
+	checker *verifier // nil unless verify: each expert hashed on its first read
 	files   *fileTable
 	pool    *bufferPool
 	queue   *jobQueue
@@ -124,8 +126,12 @@ func Open(dir string, set *layout.ExpertSet, opts Options) (*Store, error) {
 	if opts.DirectIO && set.FileSize%Alignment != 0 {
 		return nil, fmt.Errorf("%s: expert file size %d is not a multiple of %d, as direct I/O needs (re-run fm-repack)", set.Dir, set.FileSize, Alignment)
 	}
-	if opts.VerifyChecksums && len(set.Checksums) == 0 {
-		return nil, fmt.Errorf("%s: checksum verification asked for, but the manifest has no expert checksums", set.Dir)
+	var checker *verifier
+	if opts.VerifyChecksums {
+		var err error
+		if checker, err = newVerifier(set); err != nil {
+			return nil, err
+		}
 	}
 	if opts.IOThreads <= 0 {
 		opts.IOThreads = DefaultIOThreads
@@ -140,11 +146,12 @@ func Open(dir string, set *layout.ExpertSet, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("experts: negative cache budget %d", opts.CacheBytes)
 	}
 	s := &Store{
-		dir:    dir,
-		set:    set,
-		size:   int(set.FileSize),
-		verify: opts.VerifyChecksums,
-		files:  newFileTable(opts.FS, opts.MaxOpenFiles),
+		dir:     dir,
+		set:     set,
+		size:    int(set.FileSize),
+		verify:  opts.VerifyChecksums,
+		checker: checker,
+		files:   newFileTable(opts.FS, opts.MaxOpenFiles),
 		// Idle buffers cover one full round of reads: more would only pin memory
 		// after a burst.
 		pool:  &bufferPool{size: int(set.FileSize), maxIdle: max(8, 2*opts.IOThreads), alloc: opts.Buffers},
@@ -436,13 +443,7 @@ func (s *Store) read(ctx context.Context, k key, buf []byte) error {
 		default:
 			return fmt.Errorf("%s: read at offset %d: %w", path, n, stripPath(err, path))
 		}
-		if s.verify {
-			want := s.set.Checksums[k.layer][k.id]
-			if got := layout.Checksum(buf); !strings.EqualFold(got, want) {
-				return fmt.Errorf("%s: checksum %s, manifest says %s (re-run fm-repack)", path, got, want)
-			}
-		}
-		return nil
+		return s.checker.check(path, k.layer, k.id, buf)
 	}
 }
 
@@ -511,6 +512,9 @@ func (s *Store) Stats() Stats {
 	}
 	s.mu.Unlock()
 	st.CachedBytes = st.CachedExperts * int64(s.size)
+	if s.checker != nil {
+		st.VerifiedBytes, st.VerifyTime = s.checker.hashed.Load(), time.Duration(s.checker.hashNanos.Load())
+	}
 	live, peak := s.pool.counts()
 	st.BufferBytes, st.PeakBufferBytes = live*int64(s.size), peak*int64(s.size)
 	return st

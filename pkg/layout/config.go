@@ -1,6 +1,9 @@
 package layout
 
-import "fmt"
+import (
+	"fmt"
+	"math"
+)
 
 // Layer mixer kinds in Config.LayerTypes.
 const (
@@ -86,6 +89,9 @@ func (c *Config) Validate() error {
 			return err
 		}
 	}
+	if err := c.checkRanges(); err != nil {
+		return err
+	}
 	if len(c.LayerTypes) != c.NumLayers {
 		return fmt.Errorf("config: layer_types has %d entries, num_hidden_layers is %d", len(c.LayerTypes), c.NumLayers)
 	}
@@ -107,6 +113,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	if hasFull {
+		if !(c.RopeTheta > 0) || math.IsInf(c.RopeTheta, 0) {
+			return fmt.Errorf("config: rope_theta %v must be a positive finite number", c.RopeTheta)
+		}
 		for _, kv := range []struct {
 			n string
 			v int
@@ -134,6 +143,38 @@ func (c *Config) Validate() error {
 		}
 		if c.LinearNumValueHeads%c.LinearNumKeyHeads != 0 {
 			return fmt.Errorf("config: linear_num_value_heads %d is not a multiple of linear_num_key_heads %d", c.LinearNumValueHeads, c.LinearNumKeyHeads)
+		}
+	}
+	return nil
+}
+
+// checkRanges refuses values a model cannot run with, which would otherwise
+// turn into NaN or nonsense at run time (a negative rms_norm_eps, say).
+func (c *Config) checkRanges() error {
+	if !(c.RMSNormEps > 0 && c.RMSNormEps < 1) {
+		return fmt.Errorf("config: rms_norm_eps %v must be in (0, 1)", c.RMSNormEps)
+	}
+	if !(c.PartialRotaryFactor >= 0 && c.PartialRotaryFactor <= 1) {
+		return fmt.Errorf("config: partial_rotary_factor %v must be in [0, 1]", c.PartialRotaryFactor)
+	}
+	for _, kv := range []struct {
+		n string
+		v int
+	}{{"max_position_embeddings", c.MaxPositionEmbeddings}, {"intermediate_size", c.IntermediateSize},
+		{"shared_expert_intermediate_size", c.SharedExpertIntermediateSize}, {"rotary_dim", c.RotaryDim}} {
+		if kv.v < 0 {
+			return fmt.Errorf("config: %s %d must not be negative", kv.n, kv.v)
+		}
+	}
+	ids := append([]int(nil), c.EOSTokenIDs...)
+	for _, p := range []*int{c.BOSTokenID, c.PadTokenID} {
+		if p != nil {
+			ids = append(ids, *p)
+		}
+	}
+	for _, id := range ids {
+		if id < 0 || id >= c.VocabSize {
+			return fmt.Errorf("config: token id %d (eos/bos/pad) is outside the vocabulary [0, %d)", id, c.VocabSize)
 		}
 	}
 	return nil

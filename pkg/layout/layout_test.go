@@ -20,7 +20,7 @@ func tinyConfig() Config {
 }
 
 // writeTiny makes a complete prepared directory with the writers.
-func writeTiny(t *testing.T) (string, *Manifest) {
+func writeTiny(t testing.TB) (string, *Manifest) {
 	t.Helper()
 	dir := t.TempDir()
 	tensors := []Tensor{
@@ -182,6 +182,11 @@ func FuzzParseManifest(f *testing.F) {
 		return b
 	}()
 	f.Add(good)
+	if dir, _ := writeTiny(f); dir != "" {
+		if b, err := os.ReadFile(filepath.Join(dir, ManifestName)); err == nil {
+			f.Add(b) // with experts and a manifest checksum
+		}
+	}
 	f.Add([]byte(`{"format":"fm/1"}`))
 	f.Add([]byte(`{"format":"fm/1","config":{"num_hidden_layers":1},"experts":[{"checksums":[]}]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -204,6 +209,19 @@ func FuzzParseManifest(f *testing.F) {
 						t.Fatalf("component part outside the expert file: %+v", p)
 					}
 				}
+			}
+		}
+		// Whatever parses has runnable config values and no two arrays on
+		// the same bytes.
+		if !(m.Config.RMSNormEps > 0 && m.Config.RMSNormEps < 1) {
+			t.Fatalf("accepted rms_norm_eps %v", m.Config.RMSNormEps)
+		}
+		if err := checkOverlap(m.Tensors); err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range m.Experts {
+			if err := checkOverlap(s.Components); err != nil {
+				t.Fatal(err)
 			}
 		}
 		// Whatever parses names files inside the prepared directory only.
@@ -264,6 +282,12 @@ func TestManifestValidation(t *testing.T) {
 		{"checksum hex", func(m *Manifest) { m.Experts[0].Checksums[0][1] = "../x" }, "hex digits"},
 		{"tokenizer path", func(m *Manifest) { m.Tokenizer = []string{"../tokenizer.json"} }, "tokenizer_files"},
 		{"set twice", func(m *Manifest) { m.Experts = append(m.Experts, m.Experts[0]) }, "listed twice"},
+		// Issue 9, defects 1 and 2: values that parse but cannot run.
+		{"rms_norm_eps", func(m *Manifest) { m.Config.RMSNormEps = -1 }, "rms_norm_eps -1"},
+		{"rope_theta", func(m *Manifest) { m.Config.RopeTheta = 0 }, "rope_theta"},
+		{"eos outside vocab", func(m *Manifest) { m.Config.EOSTokenIDs = []int{8} }, "outside the vocabulary"},
+		{"component offset moved", func(m *Manifest) { m.Experts[0].Components[0].Data.Offset = 4096 }, "overlaps"},
+		{"dense tensors overlap", func(m *Manifest) { m.Tensors[1].Data.Offset = 0 }, "overlaps"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			b, _ := json.Marshal(good)
@@ -276,5 +300,39 @@ func TestManifestValidation(t *testing.T) {
 				t.Fatalf("err = %v, want %q", err, c.want)
 			}
 		})
+	}
+}
+
+// TestManifestChecksum is defect 2 of issue 9: the manifest carries its own
+// checksum, so a hand edit or a damaged byte is refused by every reader, while
+// a manifest from before the checksum existed still reads.
+func TestManifestChecksum(t *testing.T) {
+	dir, _ := writeTiny(t)
+	path := filepath.Join(dir, ManifestName)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := ReadManifest(dir)
+	if err != nil || len(m.ManifestChecksum) != 32 {
+		t.Fatalf("written manifest: checksum %q, %v", m.ManifestChecksum, err)
+	}
+	edited := strings.Replace(string(b), `"rms_norm_eps": 0.000001`, `"rms_norm_eps": 0.00001`, 1)
+	if edited == string(b) {
+		t.Fatal("test edit did not apply")
+	}
+	if _, err := ParseManifest([]byte(edited)); !errors.Is(err, ErrManifestChecksum) {
+		t.Fatalf("edited manifest: %v", err)
+	}
+	// White space is not content.
+	if _, err := ParseManifest([]byte(strings.ReplaceAll(string(b), "\n", "\n  "))); err != nil {
+		t.Fatalf("re-indented manifest: %v", err)
+	}
+	var old Manifest
+	json.Unmarshal(b, &old)
+	old.ManifestChecksum = ""
+	ob, _ := json.Marshal(&old)
+	if _, err := ParseManifest(ob); err != nil {
+		t.Fatalf("manifest without a checksum: %v", err)
 	}
 }

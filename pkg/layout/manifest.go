@@ -2,6 +2,7 @@ package layout
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -24,7 +25,12 @@ const (
 
 // Manifest is model_weights.json.
 type Manifest struct {
-	Format            string      `json:"format"` // FormatVersion
+	Format string `json:"format"` // FormatVersion
+	// ManifestChecksum is the XXH3-128 of the manifest itself (see Digest);
+	// WriteManifest sets it and ParseManifest checks it, so a damaged or
+	// hand-edited manifest is refused. Empty in manifests written before it
+	// existed.
+	ManifestChecksum  string      `json:"manifest_checksum,omitempty"`
 	Config            Config      `json:"config"`
 	Source            Source      `json:"source"`
 	ChecksumAlgorithm string      `json:"checksum_algorithm"` // ChecksumXXH3
@@ -39,6 +45,12 @@ type Source struct {
 	Dir          string `json:"dir"`           // base name of the checkpoint directory
 	Format       string `json:"format"`        // "hf" or "mlx"
 	ConfigSHA256 string `json:"config_sha256"` // of the source config.json
+	// Bits and GroupSize are what fm-extract was asked for (Bits 16: float
+	// weights kept; an MLX source's own bits; GroupSize 0 when nothing was
+	// quantized). fm-repack and fm-requant2bit default to them. Zero in
+	// manifests written before they were recorded.
+	Bits      int `json:"bits,omitempty"`
+	GroupSize int `json:"group_size,omitempty"`
 }
 
 // DenseFile describes model_weights.bin.
@@ -147,7 +159,28 @@ func ReadManifest(dir string) (*Manifest, error) {
 	return m, nil
 }
 
-// ParseManifest decodes and validates a manifest.
+// ErrManifestChecksum is the cause of a manifest whose contents do not match
+// its manifest_checksum.
+var ErrManifestChecksum = errors.New("manifest checksum mismatch")
+
+// Digest is the manifest's own checksum: XXH3-128 of its canonical encoding
+// (json.MarshalIndent with one-space indent, manifest_checksum empty, plus a
+// newline) — the bytes WriteManifest writes before it adds the checksum. It is
+// computed over the decoded values, so it ignores white space but catches any
+// changed value.
+func (m *Manifest) Digest() (string, error) {
+	c := *m
+	c.ManifestChecksum = ""
+	b, err := json.MarshalIndent(&c, "", " ")
+	if err != nil {
+		return "", err
+	}
+	return Checksum(append(b, '\n')), nil
+}
+
+// ParseManifest decodes and validates a manifest: its own checksum (when it
+// records one), the format, the config's values and ranges, and every part's
+// place in its file.
 func ParseManifest(b []byte) (*Manifest, error) {
 	var m Manifest
 	if err := json.Unmarshal(b, &m); err != nil {
@@ -155,6 +188,15 @@ func ParseManifest(b []byte) (*Manifest, error) {
 	}
 	if m.Format != FormatVersion {
 		return nil, fmt.Errorf("format %q, this fm reads %q", m.Format, FormatVersion)
+	}
+	if m.ManifestChecksum != "" {
+		sum, err := m.Digest()
+		if err != nil {
+			return nil, err
+		}
+		if sum != m.ManifestChecksum {
+			return nil, fmt.Errorf("%w: the contents hash to %s, manifest_checksum says %s (the manifest was edited or damaged after it was written; re-run the conversion that wrote it)", ErrManifestChecksum, sum, m.ManifestChecksum)
+		}
 	}
 	if err := m.Config.Validate(); err != nil {
 		return nil, err

@@ -1,9 +1,11 @@
 package layout
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/fm-moe/fm/pkg/safetensors"
@@ -136,6 +138,9 @@ func (m *Manifest) validate() error {
 			return fmt.Errorf("%s: %w", m.Dense.File, err)
 		}
 	}
+	if err := checkOverlap(m.Tensors); err != nil {
+		return fmt.Errorf("%s: %w", m.Dense.File, err)
+	}
 	dirs := map[string]bool{}
 	for i := range m.Experts {
 		s := &m.Experts[i]
@@ -179,6 +184,34 @@ func (m *Manifest) validate() error {
 			if err := c.Check(s.FileSize); err != nil {
 				return fmt.Errorf("%s: %w", s.Dir, err)
 			}
+		}
+		if err := checkOverlap(s.Components); err != nil {
+			return fmt.Errorf("%s: expert file: %w", s.Dir, err)
+		}
+	}
+	return nil
+}
+
+// checkOverlap refuses parts that share bytes: the writers never place two
+// arrays on the same bytes, so an overlap is a damaged or edited offset, and
+// reading it would feed one array's bytes to another.
+func checkOverlap(ts []Tensor) error {
+	type span struct {
+		lo, hi int64
+		what   string
+	}
+	var spans []span
+	for i := range ts {
+		for j, p := range ts[i].Parts() {
+			if p.Size > 0 {
+				spans = append(spans, span{p.Offset, p.Offset + p.Size, fmt.Sprintf("%q %s", ts[i].Name, [...]string{"data", "scales", "biases"}[j])})
+			}
+		}
+	}
+	slices.SortFunc(spans, func(a, b span) int { return cmp.Compare(a.lo, b.lo) })
+	for i := 1; i < len(spans); i++ {
+		if a, b := spans[i-1], spans[i]; b.lo < a.hi {
+			return fmt.Errorf("tensor %s at [%d, %d) overlaps tensor %s at [%d, %d)", b.what, b.lo, b.hi, a.what, a.lo, a.hi)
 		}
 	}
 	return nil

@@ -68,15 +68,8 @@ func (m *Manifest) VerifyTargets(dir string) []VerifyTarget {
 // (missing, wrong size, wrong content, unreadable) is a *Problem; only context
 // cancellation is returned as a plain error.
 func VerifyFile(ctx context.Context, t VerifyTarget, progress func(n int64)) error {
-	st, err := os.Stat(t.Path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return &Problem{t.Path, ErrMissing}
-	}
-	if err != nil {
-		return &Problem{t.Path, err}
-	}
-	if st.Size() != t.Size {
-		return &Problem{t.Path, fmt.Errorf("size %d, manifest says %d", st.Size(), t.Size)}
+	if err := checkSize(t); err != nil {
+		return err
 	}
 	if t.Checksum == "" {
 		return &Problem{t.Path, errors.New("manifest records no checksum")}
@@ -97,6 +90,27 @@ func VerifyFile(ctx context.Context, t VerifyTarget, progress func(n int64)) err
 	return nil
 }
 
+// checkSize reports a missing file or one whose size is not the manifest's.
+func checkSize(t VerifyTarget) error {
+	st, err := os.Stat(t.Path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return &Problem{t.Path, ErrMissing}
+	}
+	if err != nil {
+		return &Problem{t.Path, err}
+	}
+	if st.Size() != t.Size {
+		return &Problem{t.Path, fmt.Errorf("size %d, manifest says %d", st.Size(), t.Size)}
+	}
+	return nil
+}
+
+// VerifyQuick is Verify without hashing: every file is checked for presence
+// and size only (fm-infer verify --quick).
+func VerifyQuick(ctx context.Context, dir string, jobs int) ([]Problem, error) {
+	return verify(ctx, dir, jobs, nil, func(_ context.Context, t VerifyTarget, _ func(int64)) error { return checkSize(t) })
+}
+
 // Verify checks every file of the prepared directory dir against its manifest:
 // model_weights.bin and every expert file of every expert set, size and XXH3-128
 // checksum, hashing with jobs parallel readers (jobs ≤ 0: one per CPU, at least
@@ -109,6 +123,10 @@ func VerifyFile(ctx context.Context, t VerifyTarget, progress func(n int64)) err
 // goroutines, serialized) with every chunk's byte count; the total is the sum
 // of the targets' sizes.
 func Verify(ctx context.Context, dir string, jobs int, progress func(n int64)) ([]Problem, error) {
+	return verify(ctx, dir, jobs, progress, VerifyFile)
+}
+
+func verify(ctx context.Context, dir string, jobs int, progress func(n int64), check func(context.Context, VerifyTarget, func(int64)) error) ([]Problem, error) {
 	m, err := ReadManifest(dir)
 	if err != nil {
 		return nil, err
@@ -128,7 +146,7 @@ func Verify(ctx context.Context, dir string, jobs int, progress func(n int64)) (
 	// Every file is checked (no early stop): a bad file is a Problem, not an error.
 	results := make([]error, len(targets))
 	err = workpool.Run(ctx, jobs, len(targets), func(ctx context.Context, i int) error {
-		results[i] = VerifyFile(ctx, targets[i], report)
+		results[i] = check(ctx, targets[i], report)
 		return nil
 	})
 	if err != nil {

@@ -268,9 +268,15 @@ func (d *DenseWriter) Finish() (DenseFile, error) {
 func (d *DenseWriter) Abort() { d.a.Abort() }
 
 // WriteManifest checks m (it must parse back) and writes dir/model_weights.json
-// atomically.
+// atomically, with its own checksum (Digest) in manifest_checksum. m itself is
+// not modified.
 func WriteManifest(dir string, m *Manifest, opts WriteOptions) error {
-	b, err := json.MarshalIndent(m, "", " ")
+	c := *m
+	var err error
+	if c.ManifestChecksum, err = c.Digest(); err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(&c, "", " ")
 	if err != nil {
 		return err
 	}

@@ -5,14 +5,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
-	"reflect"
 	"runtime"
 	"strings"
 	"sync"
@@ -20,6 +17,7 @@ import (
 
 	"github.com/fm-moe/fm/pkg/internal/workpool"
 	"github.com/fm-moe/fm/pkg/layout"
+	"github.com/fm-moe/fm/pkg/progress"
 	"github.com/fm-moe/fm/pkg/quant"
 )
 
@@ -48,33 +46,6 @@ const scaleDType = "BF16"
 // components are the matrices of an expert file, in file order.
 var components = [3]string{"gate_proj", "up_proj", "down_proj"}
 
-// Progress receives progress reports; Add is called from several workers (the
-// calls are serialized).
-type Progress interface {
-	Start(phase string, total int64)
-	Add(n int64)
-	Done()
-}
-
-type noProgress struct{}
-
-func (noProgress) Start(string, int64) {}
-func (noProgress) Add(int64)           {}
-func (noProgress) Done()               {}
-
-type syncProgress struct {
-	mu sync.Mutex
-	p  Progress
-}
-
-func (s *syncProgress) Start(phase string, total int64) { s.p.Start(phase, total) }
-func (s *syncProgress) Done()                           { s.p.Done() }
-func (s *syncProgress) Add(n int64) {
-	s.mu.Lock()
-	s.p.Add(n)
-	s.mu.Unlock()
-}
-
 // Options configure Requantize.
 type Options struct {
 	// Bits of the new set: 2 (default) or 3.
@@ -88,7 +59,7 @@ type Options struct {
 	// CPU; the work is compute-bound).
 	Jobs int
 	// Progress receives progress reports (nil: none).
-	Progress Progress
+	Progress progress.Reporter
 	// Log receives one-line notes (resume counts, removed leftovers); nil: none.
 	Log io.Writer
 	// Write adjusts output file writing (fault injection in tests).
@@ -159,23 +130,29 @@ func Requantize(ctx context.Context, dir string, opts Options) (*Summary, error)
 	if opts.Bits == 0 {
 		opts.Bits = 2
 	}
-	if opts.GroupSize == 0 {
-		opts.GroupSize = 64
-	}
 	if opts.Bits != 2 && opts.Bits != 3 {
 		return nil, fmt.Errorf("--bits %d: fm-requant2bit writes 2- or 3-bit experts", opts.Bits)
 	}
 	manifestPath := filepath.Join(dir, layout.ManifestName)
-	m, err := layout.ReadManifest(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%s: not found: run fm-extract and fm-repack first", manifestPath)
-	}
+	m, unlock, err := layout.LockManifest(dir, "fm-requant2bit", "run fm-extract and fm-repack first")
 	if err != nil {
 		return nil, err
 	}
+	defer unlock()
 	src := m.ExpertSet(layout.ExpertsDir)
 	if src == nil {
 		return nil, fmt.Errorf("%s: lists no expert set %q: run fm-repack first", manifestPath, layout.ExpertsDir)
+	}
+	if opts.GroupSize == 0 {
+		// The group size the conversion chose (fm-extract recorded it; the
+		// source set carries it), else MLX's usual 64.
+		opts.GroupSize = 64
+		for _, g := range []int{m.Source.GroupSize, src.GroupSize} {
+			if g > 0 {
+				opts.GroupSize = g
+			}
+		}
+		opts.logf("group size %d, as the source set uses", opts.GroupSize)
 	}
 	if src.Bits <= opts.Bits {
 		return nil, fmt.Errorf("%s: the %s set is %d-bit; requantizing needs a source with more than %d bits (re-run fm-repack with --bits 4, 8 or 16)", manifestPath, src.Dir, src.Bits, opts.Bits)
@@ -191,72 +168,24 @@ func Requantize(ctx context.Context, dir string, opts Options) (*Summary, error)
 	set := plan.set
 
 	outDir := filepath.Join(dir, set.Dir)
-	if err := os.MkdirAll(outDir, 0o755); err != nil {
-		return nil, fmt.Errorf("%s: cannot create the expert directory: %w", outDir, err)
-	}
-	if n, err := layout.RemoveTemps(outDir); err != nil {
-		return nil, err
-	} else if n > 0 {
-		opts.logf("removed %d temporary files of an interrupted run", n)
-	}
-
-	// What earlier runs recorded for this source and layout: the manifest (a
-	// finished run) and the journal (an interrupted one).
-	journal, recorded, err := layout.OpenJournal(filepath.Join(outDir, JournalName), "fm-requant-journal/1 "+set.SourceKey)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", outDir, err)
-	}
-	defer journal.Close()
-	if old := m.ExpertSet(set.Dir); old != nil && sameLayout(old, &set) {
-		for l, sums := range old.Checksums {
-			for e, s := range sums {
-				if s != "" {
-					recorded[layout.ExpertKey{Layer: l, Expert: e}] = s
-				}
-			}
-		}
-	}
-
-	var todo, checkKeys []layout.ExpertKey
-	var check []layout.VerifyTarget
-	for _, k := range plan.experts {
-		if sum, ok := recorded[k]; ok {
-			check = append(check, layout.VerifyTarget{Path: set.Path(dir, k.Layer, k.Expert), Size: set.FileSize, Checksum: sum})
-			checkKeys = append(checkKeys, k)
-		} else {
-			todo = append(todo, k)
-		}
-	}
 	jobs := opts.Jobs
 	if jobs <= 0 {
 		jobs = runtime.NumCPU()
 	}
-	var prog Progress = noProgress{}
-	if opts.Progress != nil {
-		prog = &syncProgress{p: opts.Progress}
+	prog := progress.Sync(opts.Progress)
+	// What earlier runs recorded for this source and layout: the manifest (a
+	// finished run) and the journal (an interrupted one).
+	res, err := layout.ResumeExpertSet(ctx, layout.ResumeOptions{
+		Dir: dir, Set: &set, Listed: m.ExpertSet(set.Dir), Keys: plan.experts,
+		JournalName: JournalName, JournalKey: "fm-requant-journal/1 " + set.SourceKey,
+		Jobs: max(jobs, 4), Progress: prog, Logf: opts.logf,
+	})
+	if err != nil {
+		return nil, err
 	}
-	sum := &Summary{SourceDir: src.Dir, SourceBits: src.Bits, Dir: set.Dir, Bits: set.Bits, Objective: obj}
-	if len(check) > 0 {
-		prog.Start("verify existing expert files", int64(len(check))*set.FileSize)
-		results := make([]error, len(check))
-		err := workpool.Run(ctx, max(jobs, 4), len(check), func(ctx context.Context, i int) error {
-			results[i] = layout.VerifyFile(ctx, check[i], prog.Add)
-			return ctx.Err()
-		})
-		prog.Done()
-		if err != nil {
-			return nil, err
-		}
-		for i, r := range results {
-			if k := checkKeys[i]; r == nil {
-				set.Checksums[k.Layer][k.Expert] = check[i].Checksum
-				sum.Resumed++
-			} else {
-				todo = append(todo, k)
-			}
-		}
-		opts.logf("resuming: %d of %d expert files already valid, %d to write", sum.Resumed, len(plan.experts), len(todo))
-	}
+	journal, todo := res.Journal, res.Todo
+	defer journal.Close()
+	sum := &Summary{SourceDir: src.Dir, SourceBits: src.Bits, Dir: set.Dir, Bits: set.Bits, Objective: obj, Resumed: res.Kept}
 
 	need := int64(len(todo)) * set.FileSize
 	if err := layout.CheckFreeSpace(outDir, need); err != nil {
@@ -403,11 +332,6 @@ func sourceKey(src *layout.ExpertSet, bits, groupSize int, obj quant.Objective) 
 	}{algorithm, obj.String(), bits, groupSize, src})
 	h := sha256.Sum256(b)
 	return hex.EncodeToString(h[:])
-}
-
-func sameLayout(a, b *layout.ExpertSet) bool {
-	return a.SourceKey == b.SourceKey && a.Bits == b.Bits && a.GroupSize == b.GroupSize && a.NameFormat == b.NameFormat &&
-		a.FileSize == b.FileSize && reflect.DeepEqual(a.Components, b.Components)
 }
 
 // worker holds one goroutine's buffers and optimizer.
