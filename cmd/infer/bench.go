@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/fm-moe/fm/pkg/bench"
+	"github.com/fm-moe/fm/pkg/cli"
 	"github.com/fm-moe/fm/pkg/policy"
 )
 
@@ -23,7 +25,7 @@ func newBenchCmd() *cobra.Command {
 		synthetic    string
 		layers       int
 		bits         int
-		ramGB        float64
+		ramGB        float32
 		dir          string
 		ioOnly       bool
 		ioMB         int
@@ -77,7 +79,7 @@ Expert reads come from the page cache when the files are cached; use
 				return runIOBench(cmd, d, int64(ioMB)<<20, asJSON)
 			}
 			o := bench.Options{PromptTokens: promptTokens, DecodeTokens: genTokens, Runs: runs,
-				RAMBytes: int64(ramGB * (1 << 30)), Log: stderr}
+				RAMBytes: int64(float64(ramGB) * (1 << 30)), Log: stderr}
 			if ioMB > 0 {
 				o.DiskBytes = int64(ioMB) << 20
 			}
@@ -146,16 +148,21 @@ Expert reads come from the page cache when the files are cached; use
 	}
 	ef.Register(cmd.Flags())
 	f := cmd.Flags()
-	f.IntVar(&promptTokens, "prompt-tokens", 128, "length of the synthetic prompt for the prefill")
-	f.IntVar(&genTokens, "tokens", 32, "tokens to decode per run")
-	f.IntVar(&runs, "runs", 3, "repetitions; the best prefill and the best decode are reported")
+	cli.Int(f, &promptTokens, "prompt-tokens", "", 128, 1, math.MaxInt32, "length of the synthetic prompt for the prefill")
+	cli.Int(f, &genTokens, "tokens", "", 32, 1, math.MaxInt32, "tokens to decode per run")
+	cli.Int(f, &runs, "runs", "", 3, 1, math.MaxInt32, "repetitions; the best prefill and the best decode are reported")
 	f.StringVar(&synthetic, "synthetic", "", "benchmark a named model's shapes with random weights: "+strings.Join(bench.Names(), ", "))
-	f.IntVar(&layers, "layers", 0, "with --synthetic: how many of the model's layers to write and run")
-	f.IntVar(&bits, "bits", 4, "with --synthetic: expert bits (2, 3, 4, 8; 16 keeps bf16); dense matrices use max(4, bits)")
-	f.Float64Var(&ramGB, "ram-gb", 0, "with --synthetic: memory budget of the projection in GiB (0: this machine's)")
+	cli.Int(f, &layers, "layers", "", 0, 0, math.MaxInt32, "with --synthetic: how many of the model's layers to write and run")
+	cli.IntFunc(f, &bits, "bits", "", 4, func(b int) error {
+		if b != 2 && b != 3 && b != 4 && b != 8 && b != 16 {
+			return errors.New("want 2, 3, 4, 8 or 16")
+		}
+		return nil
+	}, "with --synthetic: expert bits (2, 3, 4, 8; 16 keeps bf16); dense matrices use max(4, bits)")
+	cli.Float32(f, &ramGB, "ram-gb", "", 0, 0, math.MaxFloat32, "with --synthetic: memory budget of the projection in GiB (0: this machine's)")
 	f.StringVar(&dir, "dir", "", "with --synthetic: where to write (or reuse) the synthetic model; with --io: where to test the disk")
 	f.BoolVar(&ioOnly, "io", false, "only measure memory read bandwidth and parallel O_DIRECT disk read bandwidth")
-	f.IntVar(&ioMB, "io-mb", 0, "size of the disk test file in MiB (default 512; with --model it also turns the disk test on)")
+	cli.Int(f, &ioMB, "io-mb", "", 0, 0, math.MaxInt32, "size of the disk test file in MiB (default 512; with --model it also turns the disk test on)")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object instead of the text report")
 	return cmd
 }

@@ -32,13 +32,19 @@ var numericFlags = map[string]struct{ bad, good []string }{
 	"ctx":               {[]string{"1", "0", "-3"}, []string{"2", "512"}},
 	"max-chunks":        {[]string{"-1"}, []string{"0", "8"}},
 	"jobs":              {[]string{"-1"}, []string{"0", "4"}},
+	"prefill-chunk":     {[]string{"-1"}, []string{"0", "512"}},
+	"bits":              {[]string{"5", "-1"}, []string{"4", "16"}},
+	"layers":            {[]string{"-1"}, []string{"0", "4"}},
+	"io-mb":             {[]string{"-1"}, []string{"0", "512"}},
+	"ram-gb":            {[]string{"-1", "NaN"}, []string{"0", "64"}},
+	"vram-cache-gb":     {[]string{"-1", "NaN"}, []string{"0", "6"}},
 	// bench's own flags are checked when it runs (before opening a model).
 	"prompt-tokens": {[]string{"0", "-1"}, nil},
 	"runs":          {[]string{"0", "-1"}, nil},
 }
 
 // benchTokens: bench's --tokens counts decode steps and has no -1.
-var benchTokens = struct{ bad []string }{[]string{"0", "-1"}}
+var benchTokens = struct{ bad, good []string }{[]string{"0", "-1"}, []string{"1", "300"}}
 
 func TestNumericFlagRanges(t *testing.T) {
 	for _, sub := range newRootCmd().Commands() {
@@ -53,9 +59,9 @@ func TestNumericFlagRanges(t *testing.T) {
 				t.Errorf("%s (%s) has no range test: add it to numericFlags", name, typ)
 				return
 			}
-			bad := tc.bad
+			bad, good := tc.bad, tc.good
 			if sub.Name() == "bench" && f.Name == "tokens" {
-				bad = benchTokens.bad
+				bad, good = benchTokens.bad, benchTokens.good
 			}
 			for _, v := range bad {
 				cmd := findSub(t, sub.Name())
@@ -64,7 +70,7 @@ func TestNumericFlagRanges(t *testing.T) {
 					t.Errorf("%s %s: error %v, want one naming the flag", name, v, err)
 				}
 			}
-			for _, v := range tc.good {
+			for _, v := range good {
 				cmd := findSub(t, sub.Name())
 				if err := cmd.ParseFlags([]string{"--" + f.Name + "=" + v}); err != nil {
 					t.Errorf("%s %s refused: %v", name, v, err)

@@ -47,7 +47,7 @@ type EngineFlags struct {
 	// model's default); VRAMCacheGB the device memory a GPU backend keeps
 	// routed experts in (0: its default).
 	PrefillChunk int
-	VRAMCacheGB  float64
+	VRAMCacheGB  float32
 }
 
 // maxThreads bounds --threads and --io-threads: far above any machine, low
@@ -64,7 +64,7 @@ func (f *EngineFlags) Register(fs *pflag.FlagSet) {
 		"route each token to only K experts instead of the model's num_experts_per_tok (faster, but changes the model's output; 0: the model's K)")
 	fs.StringVar(&f.Backend, "backend", backend.Auto, "compute backend: auto (the best available), "+strings.Join(backend.Names(), ", "))
 	cli.Int(fs, &f.PrefillChunk, "prefill-chunk", "", 0, 0, math.MaxInt32, "most prompt tokens per batched prefill step (0: the model's default, 128); a GPU wants larger")
-	fs.Float64Var(&f.VRAMCacheGB, "vram-cache-gb", 0, "GPU backends: device memory in GiB for keeping routed experts between tokens (0: what is free at the first expert, less a reserve)")
+	cli.Float32(fs, &f.VRAMCacheGB, "vram-cache-gb", "", 0, 0, math.MaxFloat32, "GPU backends: device memory in GiB for keeping routed experts between tokens (0: what is free at the first expert, less a reserve)")
 	cli.Int(fs, &f.IOThreads, "io-threads", "", 0, 0, maxThreads, fmt.Sprintf("parallel expert reads (0: %d)", experts.DefaultIOThreads))
 	fs.BoolVar(&f.DirectIO, "direct-io", false, "read experts with O_DIRECT, bypassing the page cache (pair with --expert-cache-mb)")
 	cli.Int(fs, &f.ExpertCacheMiB, "expert-cache-mb", "", 0, 0, math.MaxInt32, "RAM budget in MiB for caching experts in the process (0: none; the OS page cache still helps unless --direct-io)")
@@ -122,9 +122,6 @@ func (f *EngineFlags) Open(ctx context.Context, notes io.Writer) (*engine.Engine
 	if names := backend.Names(); f.Backend != backend.Auto && !slices.Contains(names, f.Backend) {
 		return nil, fmt.Errorf("--backend %s: not available in this build (available: %s, %s)", f.Backend, backend.Auto, strings.Join(names, ", "))
 	}
-	if f.VRAMCacheGB < 0 {
-		return nil, fmt.Errorf("--vram-cache-gb %g: must not be negative", f.VRAMCacheGB)
-	}
 	m, err := layout.ReadManifest(f.Model)
 	if err != nil {
 		return nil, preparedHint(f.Model, err)
@@ -145,7 +142,7 @@ func (f *EngineFlags) Open(ctx context.Context, notes io.Writer) (*engine.Engine
 		ExpertsDir:      dir,
 		ExpertsPerToken: f.ExpertsPerToken,
 		Backend:         ResolveBackend(f.Backend, notes),
-		DeviceCache:     int64(f.VRAMCacheGB * (1 << 30)),
+		DeviceCache:     int64(float64(f.VRAMCacheGB) * (1 << 30)),
 		PrefillChunk:    f.PrefillChunk,
 		Workers:         f.Threads,
 		Store: experts.Options{
@@ -252,7 +249,11 @@ func Summary(e *engine.Engine, f *EngineFlags) string {
 	if threads == 0 {
 		threads = runtime.GOMAXPROCS(0)
 	}
-	fmt.Fprintf(&b, ", backend %s (%d threads)", f.Backend, threads)
+	name := f.Backend
+	if e.Device != nil {
+		name, _, _ = strings.Cut(e.Device.Name(), ":")
+	}
+	fmt.Fprintf(&b, ", backend %s (%d threads)", name, threads)
 	if e.Set != nil {
 		io := f.IOThreads
 		if io == 0 {
