@@ -19,8 +19,8 @@ import (
 	"github.com/fm-moe/fm/shaders"
 )
 
-// Device is one CUDA GPU with its primary context, a compute stream, a copy
-// stream and the compiled kernels.
+// Device is one CUDA GPU with its primary context, one stream (kernels and
+// copies, in issue order) and the compiled kernels.
 //
 // Threading: a CUDA context is current per OS thread. Every method locks the
 // device's mutex, locks the calling goroutine to its OS thread and makes the
@@ -36,20 +36,20 @@ type Device struct {
 	mu  sync.Mutex
 	drv *driver
 
-	dev                int32
-	ctx                uintptr
-	stream, copyStream uintptr
-	mod                uintptr
-	fns                map[string]uintptr
-	err                error // first asynchronous failure (sticky)
-	params             *launchParams
-	pin                runtime.Pinner
-	pool               *memPool
-	hostAllocs         map[uintptr]int
-	ring               *stageRing
-	ctxThreads         map[int]bool // OS threads the context is current on
-	flag               Buffer       // FirstNonFinite's result
-	closed             bool
+	dev        int32
+	ctx        uintptr
+	stream     uintptr
+	mod        uintptr
+	fns        map[string]uintptr
+	err        error // first asynchronous failure (sticky)
+	params     *launchParams
+	pin        runtime.Pinner
+	pool       *memPool
+	hostAllocs map[uintptr]int
+	ring       *stageRing
+	ctxThreads map[int]bool // OS threads the context is current on
+	flag       Buffer       // FirstNonFinite's result
+	closed     bool
 
 	// Info describes the device for logs and reports.
 	Info Info
@@ -166,10 +166,8 @@ func open() (*Device, error) {
 	if err := drv.call("cuCtxSetCurrent", drv.cuCtxSetCurrent, d.ctx); err != nil {
 		return nil, err
 	}
-	for _, s := range []*uintptr{&d.stream, &d.copyStream} {
-		if err := drv.call("cuStreamCreate", drv.cuStreamCreate, uintptr(unsafe.Pointer(s)), streamNonBlocking); err != nil {
-			return nil, err
-		}
+	if err := drv.call("cuStreamCreate", drv.cuStreamCreate, uintptr(unsafe.Pointer(&d.stream)), streamNonBlocking); err != nil {
+		return nil, err
 	}
 	if err := d.loadKernels(); err != nil {
 		return nil, err
@@ -569,42 +567,6 @@ func (d *Device) FreeHost(b []byte) error {
 	}
 	delete(d.hostAllocs, uintptr(p))
 	return d.drv.call("cuMemFreeHost", d.drv.cuMemFreeHost, uintptr(p))
-}
-
-// UploadPinnedAsync queues a copy from pinned host memory (HostAlloc) to
-// dst+off on the copy stream; it overlaps compute. WaitCopies orders the
-// compute stream after every copy queued so far.
-func (d *Device) UploadPinnedAsync(dst Buffer, off int, src []byte) {
-	if len(src) == 0 {
-		return
-	}
-	if !d.enter() {
-		d.leave()
-		return
-	}
-	defer d.leave()
-	if off < 0 || off+len(src) > dst.Size {
-		d.fail(fmt.Errorf("cuda: upload of %d bytes at offset %d into a %d-byte buffer", len(src), off, dst.Size))
-		return
-	}
-	d.fail(d.drv.call("cuMemcpyHtoDAsync (copy stream)", d.drv.cuMemcpyHtoDAsync, dst.Ptr+uintptr(off), uintptr(unsafe.Pointer(unsafe.SliceData(src))), uintptr(len(src)), d.copyStream))
-}
-
-// WaitCopies makes later compute wait for the copies queued so far.
-func (d *Device) WaitCopies() {
-	if !d.enter() {
-		d.leave()
-		return
-	}
-	defer d.leave()
-	var ev uintptr
-	if err := d.drv.call("cuEventCreate", d.drv.cuEventCreate, uintptr(unsafe.Pointer(&ev)), 2 /* CU_EVENT_DISABLE_TIMING */); err != nil {
-		d.fail(err)
-		return
-	}
-	d.fail(d.drv.call("cuEventRecord", d.drv.cuEventRecord, ev, d.copyStream))
-	d.fail(d.drv.call("cuStreamWaitEvent", d.drv.cuStreamWaitEvent, d.stream, ev, 0))
-	d.fail(d.drv.call("cuEventDestroy", d.drv.cuEventDestroy, ev))
 }
 
 // Debugging switches (environment, read once): FM_CUDA_DEBUG=notid sets the

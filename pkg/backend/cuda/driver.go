@@ -47,18 +47,9 @@ const (
 var libcudaNames = []string{"libcuda.so.1", "libcuda.so"}
 
 func loadDriver() (*driver, error) {
-	var lib uintptr
-	var errs []string
-	for _, n := range libcudaNames {
-		h, err := purego.Dlopen(n, purego.RTLD_NOW|purego.RTLD_GLOBAL)
-		if err == nil {
-			lib = h
-			break
-		}
-		errs = append(errs, err.Error())
-	}
-	if lib == 0 {
-		return nil, fmt.Errorf("no NVIDIA driver library (%s)", strings.Join(errs, "; "))
+	lib, err := dlopenFirst(libcudaNames, "no NVIDIA driver library")
+	if err != nil {
+		return nil, err
 	}
 	d := &driver{lib: lib}
 	syms := []struct {
@@ -93,6 +84,20 @@ func loadDriver() (*driver, error) {
 		*s.p = p
 	}
 	return d, nil
+}
+
+// dlopenFirst opens the first library of names that loads; the error says
+// what is missing and lists why each name failed.
+func dlopenFirst(names []string, missing string) (uintptr, error) {
+	var errs []string
+	for _, n := range names {
+		h, err := purego.Dlopen(n, purego.RTLD_NOW|purego.RTLD_GLOBAL)
+		if err == nil {
+			return h, nil
+		}
+		errs = append(errs, err.Error())
+	}
+	return 0, fmt.Errorf("%s (%s)", missing, strings.Join(errs, "; "))
 }
 
 // call invokes a driver entry point and turns a CUresult other than

@@ -26,18 +26,9 @@ type nvrtc struct {
 }
 
 func loadNVRTC() (*nvrtc, error) {
-	var lib uintptr
-	var errs []string
-	for _, n := range libnvrtcNames {
-		h, err := purego.Dlopen(n, purego.RTLD_NOW|purego.RTLD_GLOBAL)
-		if err == nil {
-			lib = h
-			break
-		}
-		errs = append(errs, err.Error())
-	}
-	if lib == 0 {
-		return nil, fmt.Errorf("no NVRTC library to compile the kernels (%s)", strings.Join(errs, "; "))
+	lib, err := dlopenFirst(libnvrtcNames, "no NVRTC library to compile the kernels")
+	if err != nil {
+		return nil, err
 	}
 	n := &nvrtc{}
 	var version uintptr
