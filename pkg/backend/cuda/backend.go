@@ -19,13 +19,14 @@ func init() { backend.Register("cuda", openBackend) }
 type gpu struct {
 	d *Device
 
-	mu       sync.Mutex
-	invFreq  map[ropeKey]Buffer
-	layouts  map[*backend.ExpertLayout]error
-	hostBufs map[*byte]bool
-	closed   bool
-	cache    *expertCache
-	batch    expertBatch
+	mu         sync.Mutex
+	invFreq    map[ropeKey]Buffer
+	layouts    map[*backend.ExpertLayout]error
+	placements map[*backend.ExpertLayout]*placement
+	hostBufs   map[*byte]bool
+	closed     bool
+	cache      *expertCache
+	batch      expertBatch
 }
 
 type ropeKey struct {
@@ -38,7 +39,7 @@ func openBackend(opts backend.Options) (backend.Device, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &gpu{d: d, invFreq: map[ropeKey]Buffer{}, layouts: map[*backend.ExpertLayout]error{}, hostBufs: map[*byte]bool{},
+	return &gpu{d: d, invFreq: map[ropeKey]Buffer{}, layouts: map[*backend.ExpertLayout]error{}, placements: map[*backend.ExpertLayout]*placement{}, hostBufs: map[*byte]bool{},
 		cache: newExpertCache(opts.ExpertCacheBytes)}, nil
 }
 
@@ -331,6 +332,18 @@ func (e *expert) Release() {
 	})
 }
 
+// placement returns (and remembers) where a layout's parts go on the device.
+func (g *gpu) placement(l *backend.ExpertLayout) *placement {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	p, ok := g.placements[l]
+	if !ok {
+		p = placeExpert(l)
+		g.placements[l] = p
+	}
+	return p
+}
+
 // checkLayout validates a layout once per layout pointer.
 func (g *gpu) checkLayout(l *backend.ExpertLayout) error {
 	g.mu.Lock()
@@ -351,20 +364,19 @@ func (g *gpu) BindExpert(l *backend.ExpertLayout, buf []byte) (backend.Expert, e
 	if len(buf) < l.FileSize {
 		return nil, fmt.Errorf("cuda: expert buffer of %d bytes, the layout needs %d", len(buf), l.FileSize)
 	}
-	slab, err := g.d.Alloc(l.FileSize)
+	pl := g.placement(l)
+	slab, err := g.d.Alloc(pl.size)
 	if err != nil {
 		return nil, fmt.Errorf("cuda: expert slab: %w", err)
 	}
-	g.d.UploadAsync(slab, 0, buf[:l.FileSize])
+	pl.upload(g.d, slab, buf, l.FileSize)
 	ev, err := g.d.Record()
 	if err != nil {
 		g.d.Free(slab)
 		return nil, err
 	}
-	at := func(m *backend.ExpertMatrix) Matrix {
-		return deviceMatrix(m.Desc, slab.Ptr+uintptr(m.Data.Offset), slab.Ptr+uintptr(m.Scales.Offset), slab.Ptr+uintptr(m.Biases.Offset))
-	}
-	e := &expert{g: g, slab: slab, gate: at(&l.Gate), up: at(&l.Up), down: at(&l.Down), copied: ev}
+	e := &expert{g: g, slab: slab, copied: ev}
+	e.gate, e.up, e.down = pl.matrices(l, slab.Ptr)
 	d := g.d
 	e.cleanup = runtime.AddCleanup(e, func(x struct {
 		b  Buffer

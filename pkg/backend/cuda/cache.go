@@ -106,6 +106,7 @@ func (g *gpu) BindExpertCached(key backend.ExpertKey, l *backend.ExpertLayout, b
 	if len(buf) < l.FileSize {
 		return nil, fmt.Errorf("cuda: expert buffer of %d bytes, the layout needs %d", len(buf), l.FileSize)
 	}
+	pl := g.placement(l) // before c.mu: Close takes g.mu, then c.mu
 	c := g.cache
 	c.mu.Lock()
 	if s, ok := c.byKey[key]; ok {
@@ -117,7 +118,7 @@ func (g *gpu) BindExpertCached(key backend.ExpertKey, l *backend.ExpertLayout, b
 	}
 	c.misses++
 	c.uploadBytes += int64(l.FileSize)
-	s, err := c.takeSlot(g, l.FileSize)
+	s, err := c.takeSlot(g, pl.size)
 	if err != nil || s == nil {
 		c.mu.Unlock()
 		if err != nil {
@@ -134,15 +135,11 @@ func (g *gpu) BindExpertCached(key backend.ExpertKey, l *backend.ExpertLayout, b
 	c.lru.MoveToFront(s.elem)
 	s.key = key
 	c.byKey[key] = s
-	at := func(m *backend.ExpertMatrix) Matrix {
-		p := s.buf.Ptr
-		return deviceMatrix(m.Desc, p+uintptr(m.Data.Offset), p+uintptr(m.Scales.Offset), p+uintptr(m.Biases.Offset))
-	}
-	s.gate, s.up, s.down = at(&l.Gate), at(&l.Up), at(&l.Down)
+	s.gate, s.up, s.down = pl.matrices(l, s.buf.Ptr)
 	s.refs++
 	c.mu.Unlock()
 
-	g.d.UploadAsync(s.buf, 0, buf[:l.FileSize])
+	pl.upload(g.d, s.buf, buf, l.FileSize)
 	ev, err := g.d.Record()
 	if err != nil {
 		// The slot's contents are unknown: forget the key.

@@ -357,71 +357,78 @@ func TestMLPAndExpertFFN(t *testing.T) {
 		}
 		t.Logf("%v MLP: relative error %.3g", base, compare(t, fmt.Sprintf("MLP %v", base), download(t, d, y), want, 3e-5))
 
-		// The same matrices as one expert file: parts at 4096-byte offsets.
-		l := &backend.ExpertLayout{}
-		off := 0
-		place := func(n int) backend.Part {
-			p := backend.Part{Offset: off, Size: n}
-			off += (n + 4095) &^ 4095
-			return p
-		}
-		var file []byte
-		parts := []struct {
-			m *backend.ExpertMatrix
-			s *stored
-		}{{&l.Gate, gate}, {&l.Up, up}, {&l.Down, down}}
-		for _, p := range parts {
-			p.m.Desc = p.s.desc
-			p.m.Data = place(len(p.s.data))
-			if p.s.desc.Format == backend.Affine {
-				p.m.Scales = place(len(p.s.scales))
-				p.m.Biases = place(len(p.s.biases))
-			}
-		}
-		l.FileSize = off
-		for _, pinned := range []bool{true, false} {
-			if pinned {
-				var err error
-				if file, err = d.ExpertBuffer(l.FileSize); err != nil {
-					t.Fatal(err)
+		// The same matrices as one expert file: parts at 4096-byte offsets
+		// as fm writes them, then at odd offsets (the contract allows any).
+		for _, odd := range []bool{false, true} {
+			l := &backend.ExpertLayout{}
+			off := 0
+			place := func(n int) backend.Part {
+				p := backend.Part{Offset: off, Size: n}
+				if odd {
+					off += n + 3
+				} else {
+					off += (n + 4095) &^ 4095
 				}
-			} else {
-				file = make([]byte, l.FileSize)
+				return p
 			}
+			var file []byte
+			parts := []struct {
+				m *backend.ExpertMatrix
+				s *stored
+			}{{&l.Gate, gate}, {&l.Up, up}, {&l.Down, down}}
 			for _, p := range parts {
-				copy(file[p.m.Data.Offset:], p.s.data)
+				p.m.Desc = p.s.desc
+				p.m.Data = place(len(p.s.data))
 				if p.s.desc.Format == backend.Affine {
-					copy(file[p.m.Scales.Offset:], p.s.scales)
-					copy(file[p.m.Biases.Offset:], p.s.biases)
+					p.m.Scales = place(len(p.s.scales))
+					p.m.Biases = place(len(p.s.biases))
 				}
 			}
-			e, err := d.BindExpert(l, file)
-			if err != nil {
-				t.Fatal(err)
-			}
-			// 3 rows go by value, 11 through the staging ring.
-			for _, rows := range [][]int{{0, 2, 5}, {0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11}} {
-				out, _ := d.NewTensor(T, H)
-				ov := randVec(r, T*H, 1)
-				d.Upload(out, ov)
-				wts := randVec(r, len(rows), 1)
-				d.ExpertFFN(out, x, e, rows, wts)
-				ref := make([]float64, T*H)
-				for i, v := range ov {
-					ref[i] = float64(v)
+			l.FileSize = off
+			for _, pinned := range []bool{true, false} {
+				if pinned {
+					var err error
+					if file, err = d.ExpertBuffer(l.FileSize); err != nil {
+						t.Fatal(err)
+					}
+				} else {
+					file = make([]byte, l.FileSize)
 				}
-				for i, row := range rows {
-					y := ffnRef(gate, up, down, xv[row*H:(row+1)*H])
-					for c := range y {
-						ref[row*H+c] += float64(wts[i]) * y[c]
+				for _, p := range parts {
+					copy(file[p.m.Data.Offset:], p.s.data)
+					if p.s.desc.Format == backend.Affine {
+						copy(file[p.m.Scales.Offset:], p.s.scales)
+						copy(file[p.m.Biases.Offset:], p.s.biases)
 					}
 				}
-				t.Logf("%v ExpertFFN (pinned %v, %d rows): relative error %.3g", base, pinned, len(rows),
-					compare(t, fmt.Sprintf("ExpertFFN %v pinned=%v rows=%d", base, pinned, len(rows)), download(t, d, out), ref, 3e-5))
-			}
-			e.Release()
-			if pinned {
-				d.FreeExpertBuffer(file)
+				e, err := d.BindExpert(l, file)
+				if err != nil {
+					t.Fatal(err)
+				}
+				// 3 rows go by value, 11 through the staging ring.
+				for _, rows := range [][]int{{0, 2, 5}, {0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11}} {
+					out, _ := d.NewTensor(T, H)
+					ov := randVec(r, T*H, 1)
+					d.Upload(out, ov)
+					wts := randVec(r, len(rows), 1)
+					d.ExpertFFN(out, x, e, rows, wts)
+					ref := make([]float64, T*H)
+					for i, v := range ov {
+						ref[i] = float64(v)
+					}
+					for i, row := range rows {
+						y := ffnRef(gate, up, down, xv[row*H:(row+1)*H])
+						for c := range y {
+							ref[row*H+c] += float64(wts[i]) * y[c]
+						}
+					}
+					t.Logf("%v ExpertFFN (pinned %v, odd offsets %v, %d rows): relative error %.3g", base, pinned, odd, len(rows),
+						compare(t, fmt.Sprintf("ExpertFFN %v pinned=%v odd=%v rows=%d", base, pinned, odd, len(rows)), download(t, d, out), ref, 3e-5))
+				}
+				e.Release()
+				if pinned {
+					d.FreeExpertBuffer(file)
+				}
 			}
 		}
 	}
