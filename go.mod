@@ -3,6 +3,7 @@ module github.com/fm-moe/fm
 go 1.26.8
 
 require (
+	github.com/ebitengine/purego v0.11.3
 	github.com/nlpodyssey/safetensors v0.0.0-20250209183917-bfb01cc25f7c
 	github.com/openai/openai-go/v3 v3.103.0
 	github.com/schollz/progressbar/v3 v3.19.1

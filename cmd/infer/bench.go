@@ -137,6 +137,11 @@ Expert reads come from the page cache when the files are cached; use
 				return bench.WriteJSON(out, r)
 			}
 			bench.WriteText(out, r)
+			// A device that keeps experts resident reports its cache (hit
+			// rate, bytes uploaded).
+			if c, ok := e.Device.(interface{ CacheReport() string }); ok {
+				fmt.Fprintln(out, c.CacheReport())
+			}
 			return nil
 		},
 	}

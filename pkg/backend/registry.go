@@ -14,6 +14,10 @@ type Options struct {
 	// GOMAXPROCS). The CPU backend splits its loops over that many
 	// goroutines; a GPU backend may ignore it.
 	Threads int
+	// ExpertCacheBytes is the device memory a backend that implements
+	// ExpertCache may keep routed experts in (0: the backend's default,
+	// negative: none).
+	ExpertCacheBytes int64
 }
 
 // OpenFunc opens a backend's Device. It returns an error (never panics) when

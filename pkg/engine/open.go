@@ -32,6 +32,10 @@ type Options struct {
 	// Backend names the compute backend (see pkg/backend): "cpu", another
 	// registered one, or "" / "auto" for the best one available.
 	Backend string
+	// DeviceCache is the device memory for keeping routed experts between
+	// steps, on backends that do (backend.ExpertCache; 0: the backend's
+	// default).
+	DeviceCache int64
 	// Workers is the compute goroutines (0: GOMAXPROCS).
 	Workers int
 	// PrefillChunk is the most prompt tokens per batched step (0: the model's default).
@@ -94,7 +98,7 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 			return nil, fmt.Errorf("%s: checksum %s, manifest says %s (the file is damaged or from another conversion; re-run fm-extract)", path, sum, m.Dense.Checksum)
 		}
 	}
-	if e.Device, err = backend.Open(opts.Backend, backend.Options{Threads: opts.Workers}); err != nil {
+	if e.Device, err = backend.Open(opts.Backend, backend.Options{Threads: opts.Workers, ExpertCacheBytes: opts.DeviceCache}); err != nil {
 		return nil, err
 	}
 	var source model.Experts

@@ -51,6 +51,8 @@ type Model struct {
 	specs     []backend.LayerSpec // per-layer state, for Device.NewState
 
 	expertLayout *backend.ExpertLayout
+	// cacheOwner keys this model's experts in a device's expert cache.
+	cacheOwner uint64
 
 	// Derived dimensions.
 	qRows, kvDim, attnDim int // full attention: q_proj rows, nKV·D, nH·D
@@ -129,7 +131,7 @@ func New(cfg *layout.Config, w Weights, experts Experts, opts Options) (*Model, 
 	default:
 		return nil, fmt.Errorf("config: unsupported architecture %q", cfg.Arch)
 	}
-	m := &Model{cfg: *cfg, opts: opts, dev: opts.Device, experts: experts}
+	m := &Model{cfg: *cfg, opts: opts, dev: opts.Device, experts: experts, cacheOwner: backend.NewCacheOwner()}
 	if m.opts.PrefillChunk <= 0 {
 		m.opts.PrefillChunk = 128
 	}

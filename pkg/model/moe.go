@@ -193,20 +193,45 @@ func (m *Model) moe(ctx context.Context, l *layer, st *State, x *tensors, clk *c
 	if clk.p != nil {
 		clk.p.ExpertsFetched += int64(len(rt.union))
 	}
-	f := m.fetch(ctx, l.index, rt.union)
+	// Experts the device keeps resident (backend.ExpertCache) are not read.
+	cache, _ := d.(backend.ExpertCache)
+	resident := map[int]backend.Expert{}
+	misses := rt.union
+	if cache != nil {
+		misses = nil
+		for _, e := range rt.union {
+			if ex, ok := cache.CachedExpert(m.expertKey(l.index, e)); ok {
+				resident[e] = ex
+			} else {
+				misses = append(misses, e)
+			}
+		}
+	}
+	defer func() {
+		for _, ex := range resident {
+			ex.Release()
+		}
+	}()
+	f := m.fetch(ctx, l.index, misses)
 
 	d.Clear(x.mix)
 	if l.hasShared {
 		m.sharedExpert(l, x, x.mix)
 	}
 	clk.lap(l.index, PhaseExpertCompute)
-	for i, e := range rt.union {
-		buf, release, err := f.next(i)
+	next := 0
+	for _, e := range rt.union {
+		if ex, ok := resident[e]; ok {
+			d.ExpertFFN(x.mix, x.xn, ex, rt.rows[e], rt.weights[e])
+			continue
+		}
+		buf, release, err := f.next(next)
+		next++
 		clk.lap(l.index, PhaseExpertIO)
 		if err != nil {
 			return err
 		}
-		err = m.expertFFN(x.mix, x.xn, buf, rt.rows[e], rt.weights[e])
+		err = m.expertFFN(x.mix, x.xn, buf, rt.rows[e], rt.weights[e], m.expertKey(l.index, e))
 		release()
 		if err != nil {
 			f.drain()
@@ -217,10 +242,21 @@ func (m *Model) moe(ctx context.Context, l *layer, st *State, x *tensors, clk *c
 	return nil
 }
 
+// expertKey names expert e of layer for a device's expert cache.
+func (m *Model) expertKey(layer, e int) backend.ExpertKey {
+	return backend.ExpertKey{Owner: m.cacheOwner, Layer: layer, ID: e}
+}
+
 // expertFFN adds Σ w·down(silu(gate x_t) ⊙ up x_t) over the rows routed to
 // one expert whose file is buf.
-func (m *Model) expertFFN(out, x backend.Tensor, buf []byte, rows []int, weights []float32) error {
-	e, err := m.dev.BindExpert(m.expertLayout, buf)
+func (m *Model) expertFFN(out, x backend.Tensor, buf []byte, rows []int, weights []float32, key backend.ExpertKey) error {
+	var e backend.Expert
+	var err error
+	if cache, ok := m.dev.(backend.ExpertCache); ok {
+		e, err = cache.BindExpertCached(key, m.expertLayout, buf)
+	} else {
+		e, err = m.dev.BindExpert(m.expertLayout, buf)
+	}
 	if err != nil {
 		return err
 	}

@@ -94,7 +94,7 @@ func (m *Model) diagnoseMoE(ctx context.Context, l *layer, st *State, x *tensors
 			return nf
 		}
 		d.Clear(scratch)
-		err = m.expertFFN(scratch, x.xn, buf, rt.rows[e], rt.weights[e])
+		err = m.expertFFN(scratch, x.xn, buf, rt.rows[e], rt.weights[e], m.expertKey(l.index, e))
 		release()
 		if err == nil && check("routed expert", e) {
 			f.drain()

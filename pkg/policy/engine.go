@@ -43,6 +43,11 @@ type EngineFlags struct {
 	// CtxSize is the context in tokens; 0 means the model's
 	// max_position_embeddings, capped by what memory allows (see Context).
 	CtxSize int
+	// PrefillChunk is the most prompt tokens per batched step (0: the
+	// model's default); VRAMCacheGB the device memory a GPU backend keeps
+	// routed experts in (0: its default).
+	PrefillChunk int
+	VRAMCacheGB  float32
 }
 
 // maxThreads bounds --threads and --io-threads: far above any machine, low
@@ -58,6 +63,8 @@ func (f *EngineFlags) Register(fs *pflag.FlagSet) {
 	cli.Int(fs, &f.ExpertsPerToken, "experts-per-token", "", 0, 0, math.MaxInt32,
 		"route each token to only K experts instead of the model's num_experts_per_tok (faster, but changes the model's output; 0: the model's K)")
 	fs.StringVar(&f.Backend, "backend", backend.Auto, "compute backend: auto (the best available), "+strings.Join(backend.Names(), ", "))
+	cli.Int(fs, &f.PrefillChunk, "prefill-chunk", "", 0, 0, math.MaxInt32, "most prompt tokens per batched prefill step (0: the model's default, 128); a GPU wants larger")
+	cli.Float32(fs, &f.VRAMCacheGB, "vram-cache-gb", "", 0, 0, math.MaxFloat32, "GPU backends: device memory in GiB for keeping routed experts between tokens (0: what is free at the first expert, less a reserve)")
 	cli.Int(fs, &f.IOThreads, "io-threads", "", 0, 0, maxThreads, fmt.Sprintf("parallel expert reads (0: %d)", experts.DefaultIOThreads))
 	fs.BoolVar(&f.DirectIO, "direct-io", false, "read experts with O_DIRECT, bypassing the page cache (pair with --expert-cache-mb)")
 	fs.BoolVar(&f.Mmap, "mmap", false, "map the expert files and compute on the page cache's pages instead of copying each routed expert (not with --direct-io or --expert-cache-mb)")
@@ -135,7 +142,9 @@ func (f *EngineFlags) Open(ctx context.Context, notes io.Writer) (*engine.Engine
 		Dir:             f.Model,
 		ExpertsDir:      dir,
 		ExpertsPerToken: f.ExpertsPerToken,
-		Backend:         f.Backend,
+		Backend:         ResolveBackend(f.Backend, notes),
+		DeviceCache:     int64(float64(f.VRAMCacheGB) * (1 << 30)),
+		PrefillChunk:    f.PrefillChunk,
 		Workers:         f.Threads,
 		Store: experts.Options{
 			IOThreads:  f.IOThreads,
@@ -160,6 +169,28 @@ func (f *EngineFlags) Open(ctx context.Context, notes io.Writer) (*engine.Engine
 		}
 	}
 	return e, nil
+}
+
+// ResolveBackend turns "auto" into the first registered backend that opens,
+// saying in one line on notes why each accelerator before it did not (no
+// driver, no GPU), so a CPU fallback is never silent. Other names pass
+// through.
+func ResolveBackend(name string, notes io.Writer) string {
+	if name != backend.Auto {
+		return name
+	}
+	for _, n := range backend.Names() {
+		if n == backend.Fallback {
+			return n
+		}
+		d, err := backend.Open(n, backend.Options{})
+		if err == nil {
+			d.Close()
+			return n
+		}
+		fmt.Fprintf(notes, "note: --backend auto: %v; using the next backend\n", err)
+	}
+	return name
 }
 
 // preparedHint turns a missing manifest into a line that says what the

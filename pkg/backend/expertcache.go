@@ -1,0 +1,34 @@
+package backend
+
+import "sync/atomic"
+
+// ExpertKey names one routed expert of one loaded model: Owner is a number
+// unique to the model instance in this process (NewCacheOwner), so two models
+// on one device — or a model and its successor at the same address — never
+// share entries; Layer and ID say which expert.
+type ExpertKey struct {
+	Owner     uint64
+	Layer, ID int
+}
+
+var cacheOwners atomic.Uint64
+
+// NewCacheOwner returns a number no earlier call returned, for ExpertKey.Owner.
+func NewCacheOwner() uint64 { return cacheOwners.Add(1) }
+
+// ExpertCache is an optional interface of a Device that keeps routed experts
+// in its own memory between steps (a GPU's VRAM: re-uploading each token's
+// experts over PCIe costs more than computing with them). The model uses it
+// when its Device implements it: it asks CachedExpert before fetching an
+// expert's file, fetches only the misses, and binds them with
+// BindExpertCached, so a resident expert is never read from the store again.
+// The budget is Options.ExpertCacheBytes.
+type ExpertCache interface {
+	// CachedExpert returns the expert resident under key, or false. Its
+	// Release ends this use; the copy stays resident.
+	CachedExpert(key ExpertKey) (Expert, bool)
+	// BindExpertCached binds like BindExpert, and keeps the device copy under
+	// key for later CachedExpert calls when the budget allows (evicting
+	// others). The rules for buf are BindExpert's.
+	BindExpertCached(key ExpertKey, layout *ExpertLayout, buf []byte) (Expert, error)
+}

@@ -1,0 +1,46 @@
+// elementwise.cu: SwiGLU, residual adds and the MoE combine.
+
+// swiglu: g[i] = silu(g[i]) · u[i].
+extern "C" __global__ void swiglu(float* g, const float* u, long n) {
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
+        g[i] = silu_f(g[i]) * u[i];
+}
+
+// add: y[i] += x[i].
+extern "C" __global__ void add(float* y, const float* x, long n) {
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) y[i] += x[i];
+}
+
+// combine: out[tok[i]] += wt[i] · y[i] for n rows of H (one expert's tokens,
+// each at most once, so rows never collide).
+extern "C" __global__ void combine(float* out, const float* y, const int* tok, const float* wt, int n, int H) {
+    const int i = blockIdx.y;
+    if (i >= n) return;
+    float* o = out + (long)tok[i] * H;
+    const float* yr = y + (long)i * H;
+    const float w = wt[i];
+    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < H; c += gridDim.x * blockDim.x) o[c] += w * yr[c];
+}
+
+// gate_add: out[t] += σ(s[t]) · d[t] over T rows of H (the shared expert's gate).
+extern "C" __global__ void gate_add(float* out, const float* d, const float* s, int H) {
+    const int t = blockIdx.y;
+    const float w = sigmoid_f(s[t]);
+    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < H; c += gridDim.x * blockDim.x)
+        out[(long)t * H + c] += w * d[(long)t * H + c];
+}
+
+// gather: dst[i] = src[tok[i]] for n rows of H.
+extern "C" __global__ void gather(float* dst, const float* src, const int* tok, int H) {
+    const int i = blockIdx.y;
+    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < H; c += gridDim.x * blockDim.x)
+        dst[(long)i * H + c] = src[(long)tok[i] * H + c];
+}
+
+// first_nonfinite sets *out to the smallest row (of cols floats) of x that
+// holds a NaN or an infinity (exponent bits all ones); *out starts above any
+// row index.
+extern "C" __global__ void first_nonfinite(const float* x, long n, int cols, int* out) {
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
+        if ((__float_as_uint(x[i]) & 0x7f800000u) == 0x7f800000u) atomicMin(out, (int)(i / cols));
+}

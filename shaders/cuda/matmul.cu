@@ -1,0 +1,339 @@
+// matmul.cu: y[t, r] (+)= Σ_c W[r, c]·x[t, c] for T tokens, with the weight's
+// dequantization fused into the product. At batch 1 this is memory-bound. One
+// warp streams one weight row in "units" (4-bit: one 32-bit word of 8 codes;
+// 8-bit: 8 bytes; bf16/f16: 16 bytes = 8 values; f32: 16 bytes; 2-bit: a word
+// of 16 codes; 3-bit: 3 words = 32 codes), lanes on consecutive units, so each
+// weight load instruction of the warp reads one contiguous span. A unit is
+// small on purpose: lane l needs the x values of its unit's columns, and with
+// 8 columns per unit the warp's x loads are 32-byte strided (8 cache lines per
+// instruction) instead of 128-byte strided (32 lines), which is what limited
+// the first version (one 32-column chunk per lane: 0.13 of the copy
+// bandwidth at 4 bits, docs/PERF.md). Several units per lane are loaded before
+// they are used, and a decoded unit serves up to MM_TOK tokens, so a prefill
+// chunk of T tokens reads the weights ⌈T/MM_TOK⌉ times instead of T times.
+//
+// Fast kernels need cols % 32 == 0, group size % 32 == 0 (a unit never
+// straddles two groups), 16-byte aligned weight rows and x rows; the Go side
+// checks and otherwise launches mm_generic, which decodes element by element.
+
+#define MM_TOK 8
+#define MM_WARPS 4
+
+// Format number of affine matrices in the generic kernels (backend.Affine).
+#define FMT_AFFINE 4
+
+// code returns code i of a chunk's little-endian, LSB-first bit stream.
+template <int BITS>
+__device__ __forceinline__ float code(const u32* wd, int i) {
+    const int bit = i * BITS, w = bit >> 5, sh = bit & 31;
+    u32 v = wd[w] >> sh;
+    if (sh + BITS > 32) v |= wd[w + 1] << (32 - sh);
+    return (float)(v & ((1u << BITS) - 1u));
+}
+
+// Unit<KIND>: UB bytes of a row hold UE elements; UNR units per lane are in
+// flight at once (UNR·UE = 32 decoded values in registers).
+template <int KIND> struct Unit;
+template <> struct Unit<FMT_F32> { static const int UE = 4, UNR = 8; };
+template <> struct Unit<FMT_BF16> { static const int UE = 8, UNR = 4; };
+template <> struct Unit<FMT_F16> { static const int UE = 8, UNR = 4; };
+template <> struct Unit<102> { static const int UE = 16, UNR = 2; };
+template <> struct Unit<103> { static const int UE = 32, UNR = 1; };
+template <> struct Unit<104> { static const int UE = 8, UNR = 4; };
+template <> struct Unit<108> { static const int UE = 8, UNR = 4; };
+
+// load_unit decodes unit u of a row into w[0 … UE).
+template <int KIND>
+__device__ __forceinline__ void load_unit(const u8* __restrict__ row, int u, float* w) {
+    if constexpr (KIND == FMT_F32) {
+        float4 v = ((const float4*)row)[u];
+        w[0] = v.x; w[1] = v.y; w[2] = v.z; w[3] = v.w;
+    } else if constexpr (KIND == FMT_BF16 || KIND == FMT_F16) {
+        uint4 v = ((const uint4*)row)[u];
+        u32 a[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+        for (int m = 0; m < 4; m++) {
+            if constexpr (KIND == FMT_BF16) {
+                w[2 * m] = __uint_as_float(a[m] << 16);
+                w[2 * m + 1] = __uint_as_float(a[m] & 0xffff0000u);
+            } else {
+                w[2 * m] = f16_to_f32(a[m] & 0xffffu);
+                w[2 * m + 1] = f16_to_f32(a[m] >> 16);
+            }
+        }
+    } else {
+        constexpr int BITS = KIND - 100;
+        constexpr int WORDS = Unit<KIND>::UE * BITS / 32;
+        u32 wd[WORDS];
+        if constexpr (WORDS == 2) {
+            uint2 v = ((const uint2*)row)[u];
+            wd[0] = v.x; wd[1] = v.y;
+        } else {
+#pragma unroll
+            for (int i = 0; i < WORDS; i++) wd[i] = ((const u32*)row)[(long)u * WORDS + i];
+        }
+#pragma unroll
+        for (int i = 0; i < Unit<KIND>::UE; i++) w[i] = code<BITS>(wd, i);
+    }
+}
+
+// MMArgs is every matmul kernel's argument list. Token t of the launch reads
+// x row xrows[t] (row t when xrows is null). Modes: MM_STORE y = W·x, MM_ACCUM
+// y += W·x, MM_SWIGLU y = silu(W·x) ⊙ (W2·x) with a second matrix of the same
+// format (gate and up in one pass over x). With yrows, row t of the result is
+// added, times ywt[t], to y row yrows[t] (the MoE combine as the epilogue of
+// the expert's down projection).
+#define MM_STORE 0
+#define MM_ACCUM 1
+#define MM_SWIGLU 2
+
+// RowArgs carries the rows and weights of a launch of at most MM_TOK tokens by
+// value (n > 0), so a decode step's expert products need no staging copy:
+// token t reads x row x[t] and adds w[t]·result to y row y[t].
+struct RowArgs {
+    int n;
+    int x[MM_TOK], y[MM_TOK];
+    float w[MM_TOK];
+};
+
+#define MM_PARAMS                                                                                              \
+    float *y, const u8 *w, const u8 *sc, const u8 *bi, const u8 *w2, const u8 *sc2, const u8 *bi2, const float *x, \
+        const int *xrows, const int *yrows, const float *ywt, int rows, int cols, int T, int ldx, int ldy, int gs,   \
+        int sfmt, int mode, RowArgs ra
+#define MM_ARGS y, w, sc, bi, w2, sc2, bi2, x, xrows, yrows, ywt, rows, cols, T, ldx, ldy, gs, sfmt, mode, ra
+
+// mm_units adds units u0, u0+32, … (UNR of them, those < nunits) of one
+// weight row times the nt tokens' x to acc: every unit's weights (and scale
+// and bias) are loaded before the first is used.
+template <int KIND>
+__device__ __forceinline__ void mm_units(const u8* __restrict__ row, const u8* __restrict__ sc,
+                                         const u8* __restrict__ bi, long g0, int gs, int sfmt, int u0, int nunits,
+                                         const float* const* xr, int nt, float* acc) {
+    constexpr int UE = Unit<KIND>::UE, UNR = Unit<KIND>::UNR;
+    float wv[UNR][UE];
+    float s[UNR], b[UNR];
+#pragma unroll
+    for (int j = 0; j < UNR; j++) {
+        const int u = u0 + 32 * j;
+        if (u < nunits) {
+            load_unit<KIND>(row, u, wv[j]);
+            if constexpr (KIND >= 100) {
+                const long gi = g0 + (u * UE) / gs;
+                s[j] = load_float(sc, gi, sfmt);
+                b[j] = load_float(bi, gi, sfmt);
+            }
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < UNR; j++) {
+        const int u = u0 + 32 * j;
+        if (u < nunits) {
+#pragma unroll
+            for (int t = 0; t < MM_TOK; t++) {
+                if (t < nt) {
+                    const float4* xp = (const float4*)(xr[t] + u * UE);
+                    float d = 0.f, sx = 0.f;
+#pragma unroll
+                    for (int k = 0; k < UE / 4; k++) {
+                        float4 v = xp[k];
+                        d += wv[j][4 * k] * v.x + wv[j][4 * k + 1] * v.y + wv[j][4 * k + 2] * v.z + wv[j][4 * k + 3] * v.w;
+                        if constexpr (KIND >= 100) sx += (v.x + v.y) + (v.z + v.w);
+                    }
+                    if constexpr (KIND >= 100) acc[t] += s[j] * d + b[j] * sx;
+                    else acc[t] += d;
+                }
+            }
+        }
+    }
+}
+
+// mm_out finishes a row: the warp's partial sums, then the epilogue.
+__device__ __forceinline__ void mm_out(float* acc, float* acc2, bool pair, float* y, const int* yrows,
+                                       const float* ywt, int t0, int nt, int r, int ldy, int mode,
+                                       const RowArgs& ra) {
+    const int lane = threadIdx.x & 31;
+#pragma unroll
+    for (int t = 0; t < MM_TOK; t++) {
+        if (t < nt) {
+            float v = warp_sum(acc[t]);
+            if (pair) v = silu_f(v) * warp_sum(acc2[t]);
+            if (lane == 0) {
+                if (yrows) {
+                    y[(long)yrows[t0 + t] * ldy + r] += ywt[t0 + t] * v;
+                } else if (ra.n > 0 && ra.y[t] >= 0) {
+                    y[(long)ra.y[t] * ldy + r] += ra.w[t] * v;
+                } else {
+                    long o = (long)(t0 + t) * ldy + r;
+                    y[o] = mode == MM_ACCUM ? y[o] + v : v;
+                }
+            }
+        }
+    }
+}
+
+// KIND: FMT_F32, FMT_BF16, FMT_F16 for float rows; 100+bits for affine rows.
+template <int KIND, bool PAIR>
+__device__ __forceinline__ void mm_fast(MM_PARAMS) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int r = blockIdx.x * MM_WARPS + warp;
+    if (r >= rows) return;
+    const int t0 = blockIdx.y * MM_TOK;
+    const int nt = min(MM_TOK, T - t0);
+    const float* xr[MM_TOK];
+#pragma unroll
+    for (int t = 0; t < MM_TOK; t++) {
+        const int tt = t < nt ? t0 + t : t0;
+        xr[t] = x + (long)(xrows ? xrows[tt] : ra.n > 0 ? ra.x[t] : tt) * ldx;
+    }
+    long rowBytes;
+    if constexpr (KIND >= 100) rowBytes = (long)cols * (KIND - 100) / 8;
+    else rowBytes = (long)cols * (KIND == FMT_F32 ? 4 : 2);
+    const u8* row = w + (long)r * rowBytes;
+    const u8* row2 = PAIR ? w2 + (long)r * rowBytes : row;
+    float acc[MM_TOK], acc2[MM_TOK];
+#pragma unroll
+    for (int t = 0; t < MM_TOK; t++) acc[t] = acc2[t] = 0.f;
+    constexpr int UE = Unit<KIND>::UE, UNR = Unit<KIND>::UNR;
+    const int nunits = cols / UE;
+    const long g0 = KIND >= 100 ? (long)r * (cols / gs) : 0;
+    for (int u0 = lane; u0 < nunits; u0 += 32 * UNR) {
+        mm_units<KIND>(row, sc, bi, g0, gs, sfmt, u0, nunits, xr, nt, acc);
+        if (PAIR) mm_units<KIND>(row2, sc2, bi2, g0, gs, sfmt, u0, nunits, xr, nt, acc2);
+    }
+    mm_out(acc, acc2, PAIR, y, yrows, ywt, t0, nt, r, ldy, mode, ra);
+}
+
+#define MM_KERNEL(name, name2, KIND)                                                                \
+    extern "C" __global__ void __launch_bounds__(MM_WARPS * 32) name(MM_PARAMS) {                  \
+        mm_fast<KIND, false>(MM_ARGS);                                                              \
+    }                                                                                               \
+    extern "C" __global__ void __launch_bounds__(MM_WARPS * 32) name2(MM_PARAMS) {                 \
+        mm_fast<KIND, true>(MM_ARGS);                                                               \
+    }
+
+MM_KERNEL(mm_f32, mm2_f32, FMT_F32)
+MM_KERNEL(mm_bf16, mm2_bf16, FMT_BF16)
+MM_KERNEL(mm_f16, mm2_f16, FMT_F16)
+MM_KERNEL(mm_q2, mm2_q2, 102)
+MM_KERNEL(mm_q3, mm2_q3, 103)
+MM_KERNEL(mm_q4, mm2_q4, 104)
+MM_KERNEL(mm_q8, mm2_q8, 108)
+
+// ExpertJob is one routed expert of a batch (decode: up to MM_TOK rows each):
+// its gate, up and down matrices and the rows and weights routed to it.
+struct ExpertJob {
+    const u8 *gw, *gs, *gb, *uw, *us, *ub, *dw, *ds, *db;
+    int n;
+    int rows[MM_TOK];
+    float wt[MM_TOK];
+};
+
+// mm_experts runs one phase for every job of a batch, job = blockIdx.z:
+// phase 0: h_j = silu(gate·x[rows]) ⊙ (up·x[rows])   (h_j: MM_TOK rows of I)
+// phase 1: y_j = down·h_j                              (y_j: MM_TOK rows of H)
+// The weighted sum into the output is expert_combine, in job order, so the
+// result does not depend on which block finishes first.
+template <int KIND>
+__device__ __forceinline__ void mm_experts(const ExpertJob* jobs, float* h, const float* x, float* yout, int I, int H,
+                                           int gs, int sfmt, int phase) {
+    const ExpertJob& j = jobs[blockIdx.z];
+    RowArgs ra;
+    ra.n = j.n;
+#pragma unroll
+    for (int t = 0; t < MM_TOK; t++) {
+        ra.x[t] = phase == 0 ? j.rows[t] : t;
+        ra.y[t] = -1;
+        ra.w[t] = 0.f;
+    }
+    float* hj = h + (long)blockIdx.z * MM_TOK * I;
+    if (phase == 0)
+        mm_fast<KIND, true>(hj, j.gw, j.gs, j.gb, j.uw, j.us, j.ub, x, nullptr, nullptr, nullptr, I, H, j.n, H, I, gs,
+                            sfmt, MM_SWIGLU, ra);
+    else
+        mm_fast<KIND, false>(yout + (long)blockIdx.z * MM_TOK * H, j.dw, j.ds, j.db, nullptr, nullptr, nullptr, hj,
+                             nullptr, nullptr, nullptr, H, I, j.n, I, H, gs, sfmt, MM_STORE, ra);
+}
+
+#define MMX_KERNEL(name, KIND)                                                                                   \
+    extern "C" __global__ void __launch_bounds__(MM_WARPS * 32)                                                  \
+        name(const ExpertJob* jobs, float* h, const float* x, float* yout, int I, int H, int gs, int sfmt, int phase) { \
+        mm_experts<KIND>(jobs, h, x, yout, I, H, gs, sfmt, phase);                                               \
+    }
+
+MMX_KERNEL(mmx_f32, FMT_F32)
+MMX_KERNEL(mmx_bf16, FMT_BF16)
+MMX_KERNEL(mmx_f16, FMT_F16)
+MMX_KERNEL(mmx_q2, 102)
+MMX_KERNEL(mmx_q3, 103)
+MMX_KERNEL(mmx_q4, 104)
+MMX_KERNEL(mmx_q8, 108)
+
+// expert_combine: out[rows_j[t]] += wt_j[t]·y_j[t] for every job j in order
+// and its tokens; one thread per column, so no two threads touch one element.
+extern "C" __global__ void expert_combine(float* out, const float* yout, const ExpertJob* jobs, int njobs, int H) {
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= H) return;
+    for (int jb = 0; jb < njobs; jb++) {
+        const ExpertJob& j = jobs[jb];
+        for (int t = 0; t < j.n; t++)
+            out[(long)j.rows[t] * H + c] += j.wt[t] * yout[((long)jb * MM_TOK + t) * H + c];
+    }
+}
+
+// generic_elem decodes element c of row r of any stored matrix.
+__device__ __forceinline__ float generic_elem(const u8* w, const u8* sc, const u8* bi, int r, int c, int cols,
+                                              int gs, int sfmt, int fmt, int bits) {
+    if (fmt == FMT_AFFINE) {
+        const u8* row = w + (long)r * ((long)cols * bits / 8);
+        long bit = (long)c * bits;
+        long by = bit >> 3;
+        int sh = (int)(bit & 7);
+        u32 v = row[by];
+        if (sh + bits > 8) v |= (u32)row[by + 1] << 8;
+        float q = (float)((v >> sh) & ((1u << bits) - 1u));
+        long gi = (long)r * (cols / gs) + c / gs;
+        return load_float(sc, gi, sfmt) * q + load_float(bi, gi, sfmt);
+    }
+    const u8* row = w + (long)r * ((long)cols * (fmt == FMT_F32 ? 4 : 2));
+    return load_float(row, c, fmt);
+}
+
+// mm_generic is the any-shape fallback: one element at a time, any bits 1…8,
+// any group size, no alignment needs. Same grid and modes as the fast kernels.
+extern "C" __global__ void __launch_bounds__(MM_WARPS * 32) mm_generic(MM_PARAMS, int fmt, int bits) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int r = blockIdx.x * MM_WARPS + warp;
+    if (r >= rows) return;
+    const int t0 = blockIdx.y * MM_TOK;
+    const int nt = min(MM_TOK, T - t0);
+    const bool pair = mode == MM_SWIGLU;
+    const float* xr[MM_TOK];
+#pragma unroll
+    for (int t = 0; t < MM_TOK; t++) {
+        const int tt = t < nt ? t0 + t : t0;
+        xr[t] = x + (long)(xrows ? xrows[tt] : ra.n > 0 ? ra.x[t] : tt) * ldx;
+    }
+    float acc[MM_TOK], acc2[MM_TOK];
+#pragma unroll
+    for (int t = 0; t < MM_TOK; t++) acc[t] = acc2[t] = 0.f;
+    for (int c = lane; c < cols; c += 32) {
+        const float wv = generic_elem(w, sc, bi, r, c, cols, gs, sfmt, fmt, bits);
+        const float wv2 = pair ? generic_elem(w2, sc2, bi2, r, c, cols, gs, sfmt, fmt, bits) : 0.f;
+#pragma unroll
+        for (int t = 0; t < MM_TOK; t++)
+            if (t < nt) {
+                acc[t] += wv * xr[t][c];
+                acc2[t] += wv2 * xr[t][c];
+            }
+    }
+    mm_out(acc, acc2, pair, y, yrows, ywt, t0, nt, r, ldy, mode, ra);
+}
+
+// embed_rows: dst row t = row ids[t] of a stored matrix, dequantized.
+extern "C" __global__ void embed_rows(float* dst, const u8* w, const u8* sc, const u8* bi, const int* ids, int cols,
+                                      int gs, int sfmt, int fmt, int bits) {
+    const int t = blockIdx.y;
+    const int r = ids[t];
+    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < cols; c += gridDim.x * blockDim.x)
+        dst[(long)t * cols + c] = generic_elem(w, sc, bi, r, c, cols, gs, sfmt, fmt, bits);
+}
