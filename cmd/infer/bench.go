@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -30,6 +31,7 @@ func newBenchCmd() *cobra.Command {
 		ioOnly       bool
 		ioMB         int
 		asJSON       bool
+		cpuProfile   string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench (--model OUT | --synthetic NAME --layers N | --io) [flags]",
@@ -129,6 +131,13 @@ Expert reads come from the page cache when the files are cached; use
 				return err
 			}
 			defer e.Close()
+			if cpuProfile != "" {
+				stop, err := startCPUProfile(cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer stop()
+			}
 			r, err := bench.Measure(ctx, e, o)
 			if err != nil {
 				return err
@@ -158,7 +167,25 @@ Expert reads come from the page cache when the files are cached; use
 	f.BoolVar(&ioOnly, "io", false, "only measure memory read bandwidth and parallel O_DIRECT disk read bandwidth")
 	cli.Int(f, &ioMB, "io-mb", "", 0, 0, math.MaxInt32, "size of the disk test file in MiB (default 512; with --model it also turns the disk test on)")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object instead of the text report")
+	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the measured runs (prefill, decode and the ceilings) to this file, for go tool pprof; --prompt-tokens 1 leaves mostly decode")
 	return cmd
+}
+
+// startCPUProfile starts Go's CPU profiler writing to path; the returned
+// function stops it and closes the file.
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("--cpuprofile %s: %w", path, err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
 
 // runIOBench measures the ceilings alone.

@@ -235,6 +235,10 @@ type storeExperts struct {
 
 func (a storeExperts) ExpertSet() *layout.ExpertSet { return a.set }
 
+// FetchesInstantly implements model.InstantExperts: mapped files are handed
+// out without a read.
+func (a storeExperts) FetchesInstantly() bool { return a.s.Mapped() }
+
 func (a storeExperts) FetchExperts(ctx context.Context, layer int, ids []int) ([][]byte, func(), error) {
 	ex, err := a.s.Fetch(ctx, layer, ids)
 	if err != nil {

@@ -525,6 +525,10 @@ func (s *Store) Warnings() []string {
 	return append([]string(nil), s.warnings...)
 }
 
+// Mapped reports whether the store hands out mappings of the files
+// (Options.Mmap) rather than reading them.
+func (s *Store) Mapped() bool { return s.mmap }
+
 // DirectIO reports whether reads currently bypass the page cache: false when
 // not asked for or after a fallback.
 func (s *Store) DirectIO() bool { return s.direct.Load() }

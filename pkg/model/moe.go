@@ -124,12 +124,13 @@ type fetcher struct {
 	ctx      context.Context
 	layer    int
 	ids      []int
+	window   int // reads in flight or held at once
 	inflight []chan fetchResult
 }
 
-func (m *Model) fetch(ctx context.Context, layer int, ids []int) *fetcher {
-	f := &fetcher{m: m, ctx: ctx, layer: layer, ids: ids, inflight: make([]chan fetchResult, len(ids))}
-	for i := 0; i < min(len(ids), m.opts.ExpertBatch); i++ {
+func (m *Model) fetch(ctx context.Context, layer int, ids []int, window int) *fetcher {
+	f := &fetcher{m: m, ctx: ctx, layer: layer, ids: ids, window: window, inflight: make([]chan fetchResult, len(ids))}
+	for i := 0; i < min(len(ids), window); i++ {
 		f.start(i)
 	}
 	return f
@@ -157,10 +158,16 @@ func (f *fetcher) next(i int) ([]byte, func(), error) {
 		f.drain()
 		return nil, nil, fmt.Errorf("layer %d expert %d: %w", f.layer, f.ids[i], res.err)
 	}
-	if n := i + f.m.opts.ExpertBatch; n < len(f.ids) {
+	if n := i + f.window; n < len(f.ids) {
 		f.start(n)
 	}
 	return res.data[0], res.release, nil
+}
+
+// ready reports whether expert i's file is in (next(i) would not wait).
+func (f *fetcher) ready(i int) bool {
+	ch := f.inflight[i]
+	return ch != nil && len(ch) > 0
 }
 
 // drain gives back whatever is still arriving (after an error).
@@ -212,7 +219,11 @@ func (m *Model) moe(ctx context.Context, l *layer, st *State, x *tensors, clk *c
 			ex.Release()
 		}
 	}()
-	f := m.fetch(ctx, l.index, misses)
+	batcher, _ := d.(backend.ExpertBatcher)
+	if batcher != nil && cache == nil {
+		return m.moeBatched(ctx, l, st, x, rt, batcher, clk)
+	}
+	f := m.fetch(ctx, l.index, misses, m.opts.ExpertBatch)
 
 	d.Clear(x.mix)
 	if l.hasShared {
@@ -239,6 +250,127 @@ func (m *Model) moe(ctx context.Context, l *layer, st *State, x *tensors, clk *c
 		}
 		clk.lap(l.index, PhaseExpertCompute)
 	}
+	return nil
+}
+
+// expertGroup is the experts moeBatched hands to the device at once, with
+// what each needs; its slices are reused from step to step.
+type expertGroup struct {
+	ids      []int
+	experts  []backend.Expert
+	releases []func()
+	rows     [][]int
+	weights  [][]float32
+}
+
+// flush runs the group's experts (in the order added) and releases them.
+func (g *expertGroup) flush(b backend.ExpertBatcher, out, x backend.Tensor) {
+	if len(g.experts) > 0 {
+		b.ExpertFFNs(out, x, g.experts, g.rows, g.weights)
+	}
+	g.release()
+}
+
+// add appends expert e, bound as ex, whose file release gives back (nil:
+// nothing to give back).
+func (g *expertGroup) add(e int, ex backend.Expert, release func(), rt *routing) {
+	g.ids = append(g.ids, e)
+	g.experts = append(g.experts, ex)
+	g.releases = append(g.releases, release)
+	g.rows = append(g.rows, rt.rows[e])
+	g.weights = append(g.weights, rt.weights[e])
+}
+
+// release unbinds the group's experts, then gives back their files, and
+// empties the group.
+func (g *expertGroup) release() {
+	for _, e := range g.experts {
+		e.Release()
+	}
+	for _, rel := range g.releases {
+		if rel != nil {
+			rel()
+		}
+	}
+	clear(g.experts)
+	clear(g.releases)
+	g.ids, g.experts, g.releases, g.rows, g.weights = g.ids[:0], g.experts[:0], g.releases[:0], g.rows[:0], g.weights[:0]
+}
+
+// moeBatched is moe's expert loop for a device that runs several experts as
+// one operation (backend.ExpertBatcher): the experts whose files are in when
+// one is awaited go to the device together, at most half the ExpertBatch
+// window at a time (the other half being read meanwhile), in union order. With
+// mapped files every expert of a decode step is in at once, so the device can
+// spread the layer's experts over its workers; with slow reads the groups
+// shrink to single experts and this is moe's one-at-a-time overlap.
+func (m *Model) moeBatched(ctx context.Context, l *layer, st *State, x *tensors, rt *routing, b backend.ExpertBatcher, clk *clock) error {
+	d := m.dev
+	g := &st.ws.group
+	if ie, ok := m.experts.(InstantExperts); ok && ie.FetchesInstantly() {
+		return m.moeInstant(ctx, l, x, rt, b, g, clk)
+	}
+	window := max(1, m.opts.ExpertBatch/2)
+	f := m.fetch(ctx, l.index, rt.union, window)
+	d.Clear(x.mix)
+	if l.hasShared {
+		m.sharedExpert(l, x, x.mix)
+	}
+	clk.lap(l.index, PhaseExpertCompute)
+	for i, e := range rt.union {
+		buf, release, err := f.next(i)
+		clk.lap(l.index, PhaseExpertIO)
+		if err != nil {
+			g.release()
+			return err
+		}
+		ex, err := d.BindExpert(m.expertLayout, buf)
+		if err != nil {
+			release()
+			g.release()
+			f.drain()
+			return fmt.Errorf("layer %d expert %d: %w", l.index, e, err)
+		}
+		g.add(e, ex, release, rt)
+		if i+1 == len(rt.union) || len(g.experts) >= window || !f.ready(i+1) {
+			g.flush(b, x.mix, x.xn)
+			clk.lap(l.index, PhaseExpertCompute)
+		}
+	}
+	return nil
+}
+
+// moeInstant is moeBatched for experts that need no read
+// (InstantExperts): one fetch of the whole union, on the calling goroutine,
+// and one ExpertFFNs.
+func (m *Model) moeInstant(ctx context.Context, l *layer, x *tensors, rt *routing, b backend.ExpertBatcher, g *expertGroup, clk *clock) error {
+	d := m.dev
+	data, release, err := m.experts.FetchExperts(ctx, l.index, rt.union)
+	clk.lap(l.index, PhaseExpertIO)
+	if err != nil {
+		return fmt.Errorf("layer %d experts %v: %w", l.index, rt.union, err)
+	}
+	defer release()
+	if len(data) != len(rt.union) {
+		return fmt.Errorf("layer %d: got %d expert files for %d experts", l.index, len(data), len(rt.union))
+	}
+	defer g.release() // before the files' release above
+	for i, e := range rt.union {
+		if len(data[i]) < m.expertLayout.FileSize {
+			return fmt.Errorf("layer %d expert %d: file of %d bytes, the expert file layout needs %d", l.index, e, len(data[i]), m.expertLayout.FileSize)
+		}
+		ex, err := d.BindExpert(m.expertLayout, data[i])
+		if err != nil {
+			return fmt.Errorf("layer %d expert %d: %w", l.index, e, err)
+		}
+		g.add(e, ex, nil, rt)
+	}
+	d.Clear(x.mix)
+	if l.hasShared {
+		m.sharedExpert(l, x, x.mix)
+	}
+	b.ExpertFFNs(x.mix, x.xn, g.experts, g.rows, g.weights)
+	clk.lap(l.index, PhaseExpertCompute)
 	return nil
 }
 

@@ -87,7 +87,7 @@ func (m *Model) diagnoseMoE(ctx context.Context, l *layer, st *State, x *tensors
 		}
 	}
 	rt := st.ws.routing
-	f := m.fetch(ctx, l.index, rt.union)
+	f := m.fetch(ctx, l.index, rt.union, m.opts.ExpertBatch)
 	for i, e := range rt.union {
 		buf, release, err := f.next(i)
 		if err != nil {

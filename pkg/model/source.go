@@ -28,6 +28,15 @@ type Experts interface {
 	FetchExperts(ctx context.Context, layer int, ids []int) (data [][]byte, release func(), err error)
 }
 
+// InstantExperts is an optional Experts interface. FetchesInstantly reports
+// whether FetchExperts returns without waiting for a read (the files are
+// mapped, or in memory): the model then fetches a layer's experts in one
+// call and hands them to the device together (backend.ExpertBatcher), as
+// there is no I/O for their compute to overlap.
+type InstantExperts interface {
+	FetchesInstantly() bool
+}
+
 // DirWeights adapts an opened prepared directory to Weights.
 func DirWeights(d *layout.Dir) Weights { return dirWeights{d} }
 

@@ -181,6 +181,7 @@ type workspace struct {
 
 	router  []float32 // host copy of the router logits
 	routing *routing  // the last sparse layer's routing
+	group   expertGroup
 }
 
 // logitsView returns n rows of the logits tensor, growing it when needed.

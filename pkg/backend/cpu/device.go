@@ -3,6 +3,7 @@ package cpu
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/fm-moe/fm/pkg/backend"
@@ -22,9 +23,12 @@ func init() {
 // mutable state besides recycled scratch buffers, so it is safe for
 // concurrent use.
 type Device struct {
-	pool  *Pool
-	buf   scratch
-	ropes sync.Map // ropeKey → *Rope: the inverse frequencies, computed once
+	pool *Pool
+	// serial runs products on the calling goroutine (one worker), for
+	// ExpertFFNs, which spreads whole experts over pool's workers.
+	serial *Pool
+	buf    scratch
+	ropes  sync.Map // ropeKey → *Rope: the inverse frequencies, computed once
 }
 
 type ropeKey struct {
@@ -44,7 +48,10 @@ func (d *Device) rope(dim int, theta float64) *Rope {
 
 // NewDevice returns a CPU device computing on the given number of goroutines
 // (<= 0: GOMAXPROCS).
-func NewDevice(threads int) *Device { return &Device{pool: NewPool(threads)} }
+func NewDevice(threads int) *Device {
+	p := NewPool(threads)
+	return &Device{pool: p, serial: newPool(1, p.level)}
+}
 
 // Pool is the device's worker pool.
 func (d *Device) Pool() *Pool { return d.pool }
@@ -285,53 +292,134 @@ func (d *Device) MLP(y, x backend.Tensor, gate, up, down backend.Matrix) {
 	g, u, dn := weight(gate), weight(up), weight(down)
 	sameShape("MLP x", xt.rows, g.Cols, xt)
 	sameShape("MLP y", xt.rows, dn.Rows, yt)
-	d.mlp(yt.data, xt.data, g, u, dn, xt.rows)
+	d.mlp(d.pool, yt.data, xt.data, g, u, dn, xt.rows)
 }
 
-// mlp computes y = down·(silu(gate·x) ⊙ up·x) for n rows.
-func (d *Device) mlp(y, x []float32, gate, up, down *Matrix, n int) {
+// mlp computes y = down·(silu(gate·x) ⊙ up·x) for n rows on pool p.
+func (d *Device) mlp(p *Pool, y, x []float32, gate, up, down *Matrix, n int) {
 	I := gate.Rows
 	gb, ub := d.buf.get(n*I), d.buf.get(n*I)
 	defer d.buf.put(gb)
 	defer d.buf.put(ub)
 	g, u := *gb, *ub
-	d.pool.MatMul(g, gate, x, n)
-	d.pool.MatMul(u, up, x, n)
+	p.MatMul(g, gate, x, n)
+	p.MatMul(u, up, x, n)
 	SwiGLU(g, u)
-	d.pool.MatMul(y, down, g, n)
+	p.MatMul(y, down, g, n)
 }
 
 // ExpertFFN implements backend.Device.
 func (d *Device) ExpertFFN(out, x backend.Tensor, e backend.Expert, rows []int, weights []float32) {
 	ot, xt := data(out), data(x)
+	j := d.newJob(xt, ot, e, rows, weights)
+	d.expertJob(d.pool, &j, xt)
+	d.finishJob(ot, &j)
+}
+
+// newJob checks one expert's arguments.
+func (d *Device) newJob(xt, ot *Tensor, e backend.Expert, rows []int, weights []float32) expertJob {
 	ex, ok := e.(*expert)
 	if !ok {
 		panic(fmt.Sprintf("cpu: expert of type %T is not from the CPU backend", e))
 	}
-	H := ex.gate.Cols
-	sameShape("ExpertFFN x", xt.rows, H, xt, ot)
+	sameShape("ExpertFFN x", xt.rows, ex.gate.Cols, xt, ot)
 	if len(rows) != len(weights) || len(rows) == 0 {
 		panic(fmt.Sprintf("cpu: ExpertFFN with %d rows and %d weights", len(rows), len(weights)))
 	}
-	n := len(rows)
+	return expertJob{ex: ex, rows: rows, weights: weights}
+}
+
+// finishJob adds the job's weighted outputs to out and gives back its
+// scratch.
+func (d *Device) finishJob(ot *Tensor, j *expertJob) {
+	H := j.ex.gate.Cols
+	for k, r := range j.rows {
+		Axpy(ot.row(r), j.weights[k], j.y[k*H:(k+1)*H])
+	}
+	if j.xb != nil {
+		d.buf.put(j.xb)
+	}
+	d.buf.put(j.yb)
+	*j = expertJob{}
+}
+
+// ExpertFFNs implements backend.ExpertBatcher. With fewer experts than
+// workers each product is split over the workers (rows); otherwise the
+// workers take whole experts from a shared counter, each expert's products
+// running on one worker, so a layer pays one hand-off instead of three per
+// expert. A row's product is computed by the same kernel either way, and the
+// weighted sums are added in the order given, so the result does not depend
+// on the split.
+func (d *Device) ExpertFFNs(out, x backend.Tensor, es []backend.Expert, rows [][]int, weights [][]float32) {
+	ot, xt := data(out), data(x)
+	if len(rows) != len(es) || len(weights) != len(es) {
+		panic(fmt.Sprintf("cpu: ExpertFFNs with %d experts, %d row lists and %d weight lists", len(es), len(rows), len(weights)))
+	}
+	if len(es) < d.pool.Workers() {
+		for i, e := range es {
+			d.ExpertFFN(out, x, e, rows[i], weights[i])
+		}
+		return
+	}
+	b := expertBatches.Get().(*expertBatch)
+	for i, e := range es {
+		b.jobs = append(b.jobs, d.newJob(xt, ot, e, rows[i], weights[i]))
+	}
+	b.d, b.xt = d, xt
+	b.next.Store(0)
+	w := d.pool.Workers()
+	d.pool.forRanger(w, minWorkPerGoroutine, b)
+	for i := range b.jobs {
+		d.finishJob(ot, &b.jobs[i])
+	}
+	b.jobs, b.d, b.xt = b.jobs[:0], nil, nil
+	expertBatches.Put(b)
+}
+
+// expertBatch is one ExpertFFNs call's work list, recycled so that a call
+// allocates nothing; each worker's part takes experts from next until none
+// is left.
+type expertBatch struct {
+	d    *Device
+	xt   *Tensor
+	jobs []expertJob
+	next atomic.Int64
+}
+
+var expertBatches = sync.Pool{New: func() any { return new(expertBatch) }}
+
+func (b *expertBatch) run(int, int) {
+	for i := b.next.Add(1) - 1; i < int64(len(b.jobs)); i = b.next.Add(1) - 1 {
+		b.d.expertJob(b.d.serial, &b.jobs[i], b.xt)
+	}
+}
+
+// expertJob is one expert of ExpertFFNs: its rows and, once computed, the
+// unweighted outputs y [len(rows) × H].
+type expertJob struct {
+	ex      *expert
+	rows    []int
+	weights []float32
+	y       []float32
+	xb, yb  *[]float32
+}
+
+// expertJob computes j.y on pool p.
+func (d *Device) expertJob(p *Pool, j *expertJob, xt *Tensor) {
+	H, n := j.ex.gate.Cols, len(j.rows)
 	var xs []float32
 	if n == 1 {
-		xs = xt.row(rows[0])
+		xs = xt.row(j.rows[0])
 	} else {
-		xb := d.buf.get(n * H)
-		defer d.buf.put(xb)
-		xs = *xb
-		for i, r := range rows {
+		j.xb = d.buf.get(n * H)
+		xs = *j.xb
+		for i, r := range j.rows {
 			copy(xs[i*H:(i+1)*H], xt.row(r))
 		}
 	}
-	yb := d.buf.get(n * H)
-	defer d.buf.put(yb)
-	y := *yb
-	d.mlp(y, xs, &ex.gate, &ex.up, &ex.down, n)
-	for i, r := range rows {
-		Axpy(ot.row(r), weights[i], y[i*H:(i+1)*H])
-	}
+	j.yb = d.buf.get(n * H)
+	j.y = *j.yb
+	d.mlp(p, j.y, xs, &j.ex.gate, &j.ex.up, &j.ex.down, n)
 }
 
 // state is the CPU's backend.State.

@@ -50,6 +50,9 @@ func (c *Checkpoint) TensorNames() []string {
 // ExpertSet describes the in-memory expert files.
 func (c *Checkpoint) ExpertSet() *layout.ExpertSet { return c.set }
 
+// FetchesInstantly implements model.InstantExperts: the files are in memory.
+func (c *Checkpoint) FetchesInstantly() bool { return true }
+
 // FetchExperts returns the expert files of one layer.
 func (c *Checkpoint) FetchExperts(ctx context.Context, layer int, ids []int) ([][]byte, func(), error) {
 	if err := ctx.Err(); err != nil {

@@ -1,0 +1,155 @@
+package cpu
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/fm-moe/fm/pkg/backend"
+)
+
+// randomExpert lays out one expert file of random codes (or bf16 values) with
+// scales of about 1/sqrt(cols), as the synthetic models do, and binds it.
+func randomExpert(tb testing.TB, d *Device, r *rand.Rand, H, I, bits int) backend.Expert {
+	tb.Helper()
+	desc := func(rows, cols int) backend.MatrixDesc {
+		if bits == 16 {
+			return backend.MatrixDesc{Rows: rows, Cols: cols, Format: backend.BF16}
+		}
+		return backend.MatrixDesc{Rows: rows, Cols: cols, Format: backend.Affine, Bits: bits, GroupSize: 64, ScaleFormat: backend.BF16}
+	}
+	l := &backend.ExpertLayout{}
+	var file []byte
+	put := func(n int, bf16 float32) backend.Part {
+		p := backend.Part{Offset: len(file), Size: n}
+		for i := 0; i < n; i += 2 {
+			if bf16 != 0 {
+				v := bf16 * float32(r.NormFloat64())
+				u := uint16(f32bits(v) >> 16)
+				file = append(file, byte(u), byte(u>>8))
+			} else {
+				file = append(file, byte(r.Uint32()), byte(r.Uint32()))
+			}
+		}
+		return p
+	}
+	for _, m := range []struct {
+		dst        *backend.ExpertMatrix
+		rows, cols int
+	}{{&l.Gate, I, H}, {&l.Up, I, H}, {&l.Down, H, I}} {
+		dd := desc(m.rows, m.cols)
+		s := float32(1 / float64(m.cols))
+		em := backend.ExpertMatrix{Desc: dd}
+		if bits == 16 {
+			em.Data = put(dd.DataBytes(), s*8)
+		} else {
+			em.Data = put(dd.DataBytes(), 0)
+			em.Scales = put(dd.ScaleBytes(), s)
+			em.Biases = put(dd.ScaleBytes(), s)
+		}
+		*m.dst = em
+	}
+	file = append(file, make([]byte, 64)...)
+	l.FileSize = len(file)
+	e, err := d.BindExpert(l, file)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return e
+}
+
+func f32bits(v float32) uint32 { return math.Float32bits(v) }
+
+// TestExpertFFNsMatchesSequential: ExpertFFNs leaves out bit for bit as the
+// same experts' ExpertFFN calls in order (the contract of
+// backend.ExpertBatcher), whether whole experts go to workers or products
+// are split, for decode (one row) and prefill-like row sets.
+func TestExpertFFNsMatchesSequential(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, tc := range []struct {
+		bits, workers, experts, T int
+	}{
+		{4, 2, 8, 1}, {4, 2, 1, 1}, {4, 3, 5, 1}, {4, 2, 7, 6}, {2, 2, 4, 3}, {3, 2, 4, 1}, {8, 2, 3, 1}, {16, 2, 4, 5},
+	} {
+		t.Run(fmt.Sprintf("bits=%d/workers=%d/experts=%d/T=%d", tc.bits, tc.workers, tc.experts, tc.T), func(t *testing.T) {
+			d := NewDevice(tc.workers)
+			H, I := 256, 192
+			x, _ := d.NewTensor(tc.T, H)
+			d.Upload(x, randVec(r, tc.T*H))
+			init := randVec(r, tc.T*H)
+			var es []backend.Expert
+			var rows [][]int
+			var weights [][]float32
+			for i := 0; i < tc.experts; i++ {
+				es = append(es, randomExpert(t, d, r, H, I, tc.bits))
+				var rs []int
+				var ws []float32
+				for t0 := 0; t0 < tc.T; t0++ {
+					if t0 == 0 || r.IntN(2) == 0 {
+						rs, ws = append(rs, t0), append(ws, r.Float32())
+					}
+				}
+				rows, weights = append(rows, rs), append(weights, ws)
+			}
+			seq, _ := d.NewTensor(tc.T, H)
+			d.Upload(seq, init)
+			for i, e := range es {
+				d.ExpertFFN(seq, x, e, rows[i], weights[i])
+			}
+			bat, _ := d.NewTensor(tc.T, H)
+			d.Upload(bat, init)
+			d.ExpertFFNs(bat, x, es, rows, weights)
+			if !slices.Equal(data(seq).data, data(bat).data) {
+				t.Fatal("ExpertFFNs differs from the sequential ExpertFFN calls")
+			}
+		})
+	}
+}
+
+func randVec(r *rand.Rand, n int) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(r.NormFloat64())
+	}
+	return v
+}
+
+// BenchmarkExpertFFNs: one decode step's 8 experts of Qwen3-30B-A3B's shape
+// (H 2048, I 768, 4-bit, 2.65 MB each), taken from 128 experts (340 MB,
+// beyond the caches), through K ExpertFFN calls (each product split over the
+// workers) and through one ExpertFFNs (whole experts per worker), the two
+// alternating in one loop. GB/s counts the experts' bytes.
+func BenchmarkExpertFFNs(b *testing.B) {
+	const H, I, K, N = 2048, 768, 8, 128
+	d := NewDevice(0)
+	r := rand.New(rand.NewPCG(1, 2))
+	es := make([]backend.Expert, N)
+	for i := range es {
+		es[i] = randomExpert(b, d, r, H, I, 4)
+	}
+	bytes := float64(K) * float64(3*H*I/2+3*H*I/64*4)
+	x, _ := d.NewTensor(1, H)
+	d.Upload(x, randVec(r, H))
+	out, _ := d.NewTensor(1, H)
+	rows, weights := make([][]int, K), make([][]float32, K)
+	for i := range rows {
+		rows[i], weights[i] = []int{0}, []float32{0.125}
+	}
+	for _, mode := range []string{"sequential", "batched"} {
+		b.Run(mode, func(b *testing.B) {
+			for i := 0; b.Loop(); i++ {
+				step := es[(i*K)%N : (i*K)%N+K]
+				if mode == "batched" {
+					d.ExpertFFNs(out, x, step, rows, weights)
+				} else {
+					for k, e := range step {
+						d.ExpertFFN(out, x, e, rows[k], weights[k])
+					}
+				}
+			}
+			b.ReportMetric(bytes*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+		})
+	}
+}
