@@ -154,7 +154,9 @@ func (e *Engine) Generate(ctx context.Context, st *model.State, prompt []int, op
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
-		if logits, err = e.Model.Forward(ctx, st, []int{id}, false); err != nil {
+		// The sampler is done with logits: the step writes the next ones
+		// into the same slice (no allocation per token).
+		if err := e.Model.Decode(ctx, st, id, logits); err != nil {
 			return res, err
 		}
 		s.DecodedTokens++

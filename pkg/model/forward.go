@@ -53,6 +53,31 @@ func (m *Model) Forward(ctx context.Context, st *State, tokens []int, all bool) 
 	return out, nil
 }
 
+// Decode appends one token to the sequence in st and writes its next-token
+// logits into logits ([vocab] floats): Forward's decode path without the
+// returned slice, so that a generation loop allocates nothing per token. Its
+// errors are Forward's.
+func (m *Model) Decode(ctx context.Context, st *State, token int, logits []float32) error {
+	if st.m != m {
+		return fmt.Errorf("decode: the state belongs to another model")
+	}
+	if V := m.cfg.VocabSize; token < 0 || token >= V {
+		return fmt.Errorf("decode: token %d outside the vocabulary [0, %d)", token, V)
+	}
+	if len(logits) != m.cfg.VocabSize {
+		return fmt.Errorf("decode: logits of %d floats, want the vocabulary's %d", len(logits), m.cfg.VocabSize)
+	}
+	if err := st.ready(); err != nil {
+		return err
+	}
+	st.one[0] = token
+	if err := m.step(ctx, st, st.one[:], logits); err != nil {
+		st.err = fmt.Errorf("decode: the state is unusable after a failed step (%w); Reset it", err)
+		return err
+	}
+	return nil
+}
+
 // step runs one chunk of T tokens through every layer (reference-math.md §3:
 // embedding, then per layer h += mixer(norm(h)); h += ffn(norm(h)), then the
 // final norm and the output head). logits receives the logits of every row
@@ -126,7 +151,10 @@ func (m *Model) head(st *State, x *tensors, logits []float32) error {
 	V := m.cfg.VocabSize
 	n := len(logits) / V
 	T := x.h.Rows()
-	h, hn := x.h.Slice(T-n, T), x.xn.Slice(T-n, T)
+	h, hn := x.h, x.xn
+	if n != T {
+		h, hn = x.h.Slice(T-n, T), x.xn.Slice(T-n, T)
+	}
 	m.dev.RMSNorm(hn, h, m.finalNorm, m.cfg.RMSNormEps)
 	out, err := st.ws.logitsView(m, n)
 	if err != nil {

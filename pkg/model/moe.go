@@ -65,12 +65,16 @@ func (m *Model) renormalizes() bool {
 }
 
 // routing is one step's routing of a sparse layer: the experts the tokens
-// chose, in increasing id, and for each the rows routed to it with their
-// weights.
+// chose, in increasing id, and for each (indexed by expert id) the rows
+// routed to it with their weights. A State keeps one and reuses its slices
+// from layer to layer, so routing allocates nothing once they have grown.
 type routing struct {
 	union   []int
-	rows    map[int][]int
-	weights map[int][]float32
+	rows    [][]int     // [NumExperts]: rows of the step routed to the expert
+	weights [][]float32 // [NumExperts]: their routing weights
+	ids     []int       // [T·K] every token's experts
+	w       []float32   // [T·K] and weights
+	perTok  [][]int     // [T] OnRoute's view of ids
 }
 
 // routeStep downloads the router logits of the step's T tokens and picks
@@ -86,26 +90,35 @@ func (m *Model) routeStep(l *layer, st *State, x *tensors) (*routing, error) {
 	if r := firstNonFinite(logits, E); r >= 0 {
 		return nil, &NonFiniteError{Layer: l.index, Block: "router", Expert: -1, Position: st.pos + r}
 	}
-	ids := make([]int, T*K)
-	weights := make([]float32, T*K)
-	rt := &routing{rows: map[int][]int{}, weights: map[int][]float32{}}
+	rt := &st.ws.rt
+	if len(rt.rows) != E {
+		rt.rows, rt.weights = make([][]int, E), make([][]float32, E)
+	}
+	for _, e := range rt.union { // the previous layer's
+		rt.rows[e], rt.weights[e] = rt.rows[e][:0], rt.weights[e][:0]
+	}
+	rt.union = rt.union[:0]
+	if cap(rt.ids) < T*K {
+		rt.ids, rt.w = make([]int, T*K), make([]float32, T*K)
+	}
+	ids, weights := rt.ids[:T*K], rt.w[:T*K]
 	for t := 0; t < T; t++ {
 		route(logits[t*E:(t+1)*E], K, m.renormalizes(), ids[t*K:(t+1)*K], weights[t*K:(t+1)*K])
 		for s := 0; s < K; s++ {
 			e := ids[t*K+s]
+			if len(rt.rows[e]) == 0 {
+				rt.union = append(rt.union, e)
+			}
 			rt.rows[e] = append(rt.rows[e], t)
 			rt.weights[e] = append(rt.weights[e], weights[t*K+s])
 		}
 	}
 	if m.opts.OnRoute != nil {
-		rows := make([][]int, T)
-		for t := range rows {
-			rows[t] = ids[t*K : (t+1)*K]
+		rt.perTok = rt.perTok[:0]
+		for t := 0; t < T; t++ {
+			rt.perTok = append(rt.perTok, ids[t*K:(t+1)*K])
 		}
-		m.opts.OnRoute(l.index, rows)
-	}
-	for e := range rt.rows {
-		rt.union = append(rt.union, e)
+		m.opts.OnRoute(l.index, rt.perTok)
 	}
 	slices.Sort(rt.union)
 	return rt, nil

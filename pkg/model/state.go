@@ -18,6 +18,7 @@ type State struct {
 	st  backend.State // nil until the first Forward
 	err error         // returned by Forward until Reset: a failed Clone, or a step left half done
 	ws  workspace
+	one [1]int // Decode's token, so that its slice is not allocated
 
 	// Profile, when non-nil, accumulates where Forward spends its time.
 	Profile *Profile
@@ -179,9 +180,14 @@ type workspace struct {
 	logits     backend.Tensor
 	logitsRows int
 
-	router  []float32 // host copy of the router logits
-	routing *routing  // the last sparse layer's routing
-	group   expertGroup
+	router    []float32 // host copy of the router logits
+	routing   *routing  // the last sparse layer's routing
+	rt        routing   // routeStep's, reused
+	views     tensors   // views of the first viewRows rows of the tensors above
+	viewRows  int
+	lview     backend.Tensor // the logits' first lviewRows rows
+	lviewRows int
+	group     expertGroup
 }
 
 // logitsView returns n rows of the logits tensor, growing it when needed.
@@ -196,8 +202,12 @@ func (ws *workspace) logitsView(m *Model, n int) (backend.Tensor, error) {
 			return nil, fmt.Errorf("logits for %d tokens: %w", n, err)
 		}
 		ws.logits, ws.logitsRows = t, n
+		ws.lview, ws.lviewRows = nil, 0
 	}
-	return ws.logits.Slice(0, n), nil
+	if n != ws.lviewRows { // kept: a decode step makes no view
+		ws.lview, ws.lviewRows = ws.logits.Slice(0, n), n
+	}
+	return ws.lview, nil
 }
 
 // tensors are the activations of one step, each [T × the width in brackets].
@@ -255,12 +265,19 @@ func (ws *workspace) step(m *Model, T int) (*tensors, error) {
 			*fields[i] = t
 		}
 		ws.rows = T
+		ws.viewRows = 0
 	}
-	v := &tensors{}
-	for i, f := range v.all() {
-		if t := *fields[i]; t != nil {
-			*f = t.Slice(0, T)
+	// The views of the last T are kept: a decode step (T = 1 every time)
+	// makes none.
+	v := &ws.views
+	if ws.viewRows != T {
+		for i, f := range v.all() {
+			*f = nil
+			if t := *fields[i]; t != nil {
+				*f = t.Slice(0, T)
+			}
 		}
+		ws.viewRows = T
 	}
 	return v, nil
 }
@@ -272,7 +289,9 @@ func (ws *workspace) release() {
 			*f = nil
 		}
 	}
-	ws.rows, ws.logitsRows = 0, 0
+	ws.rows, ws.logitsRows, ws.viewRows = 0, 0, 0
+	ws.lview, ws.lviewRows = nil, 0
+	ws.views = tensors{}
 }
 
 // grow returns (*buf)[:n], reallocating when too small.

@@ -67,8 +67,10 @@ func (d *Device) DeltaNet(out, qkv, z, b, a backend.Tensor, st backend.State, la
 		return
 	}
 	d.pool.For(nv, T*dk*dv*4, func(lo, hi int) {
-		mem := make([]float32, dv)
-		delta := make([]float32, dv)
+		mb, db := d.buf.get(dv), d.buf.get(dv)
+		defer d.buf.put(mb)
+		defer d.buf.put(db)
+		mem, delta := (*mb)[:dv], (*db)[:dv]
 		for j := lo; j < hi; j++ {
 			i := j / r // value head j reads key head j/r (grouped, not tiled)
 			S := ls.rec[j*dk*dv : (j+1)*dk*dv]

@@ -29,6 +29,9 @@ type Device struct {
 	serial *Pool
 	buf    scratch
 	ropes  sync.Map // ropeKey → *Rope: the inverse frequencies, computed once
+
+	freeMu sync.Mutex
+	free   []*expert // released experts, for reuse
 }
 
 type ropeKey struct {
@@ -215,27 +218,50 @@ func (d *Device) ExpertBuffer(size int) ([]byte, error) {
 func (d *Device) FreeExpertBuffer([]byte) {}
 
 // expert is a bound routed expert: views into the caller's buffer.
-type expert struct{ gate, up, down Matrix }
+// Released experts are kept on a free list of their device, so that binding
+// one (K per sparse layer and token) allocates nothing.
+type expert struct {
+	gate, up, down Matrix
+	d              *Device
+}
 
-func (e *expert) Release() {}
+func (e *expert) Release() {
+	d := e.d
+	*e = expert{}
+	d.freeMu.Lock()
+	d.free = append(d.free, e)
+	d.freeMu.Unlock()
+}
+
+// newExpert takes an expert from the free list or allocates one.
+func (d *Device) newExpert() *expert {
+	d.freeMu.Lock()
+	defer d.freeMu.Unlock()
+	if n := len(d.free); n > 0 {
+		e := d.free[n-1]
+		d.free = d.free[:n-1]
+		e.d = d
+		return e
+	}
+	return &expert{d: d}
+}
 
 // BindExpert implements backend.Device: the matrices are used in place.
 func (d *Device) BindExpert(l *backend.ExpertLayout, buf []byte) (backend.Expert, error) {
 	if len(buf) < l.FileSize {
 		return nil, fmt.Errorf("cpu: expert buffer of %d bytes, the layout needs %d", len(buf), l.FileSize)
 	}
-	e := &expert{}
-	for _, c := range []struct {
-		dst *Matrix
-		src *backend.ExpertMatrix
-	}{{&e.gate, &l.Gate}, {&e.up, &l.Up}, {&e.down, &l.Down}} {
-		data, scales, biases := c.src.Bytes(buf)
-		m, err := View(c.src.Desc, data, scales, biases)
+	var ms [3]Matrix
+	for i, src := range [3]*backend.ExpertMatrix{&l.Gate, &l.Up, &l.Down} {
+		data, scales, biases := src.Bytes(buf)
+		m, err := View(src.Desc, data, scales, biases)
 		if err != nil {
 			return nil, err
 		}
-		*c.dst = m
+		ms[i] = m
 	}
+	e := d.newExpert()
+	e.gate, e.up, e.down = ms[0], ms[1], ms[2]
 	return e, nil
 }
 
