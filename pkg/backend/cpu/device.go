@@ -387,20 +387,31 @@ func (d *Device) ExpertFFNs(out, x backend.Tensor, es []backend.Expert, rows [][
 		}
 		return
 	}
+	// Windows of a few experts per worker bound the scratch held for the
+	// in-order sum (a prefill chunk routes to every expert).
 	b := expertBatches.Get().(*expertBatch)
-	for i, e := range es {
-		b.jobs = append(b.jobs, d.newJob(xt, ot, e, rows[i], weights[i]))
-	}
 	b.d, b.xt = d, xt
-	b.next.Store(0)
 	w := d.pool.Workers()
-	d.pool.forRanger(w, minWorkPerGoroutine, b)
-	for i := range b.jobs {
-		d.finishJob(ot, &b.jobs[i])
+	for lo := 0; lo < len(es); lo += expertWindow * w {
+		hi := min(lo+expertWindow*w, len(es))
+		for i := lo; i < hi; i++ {
+			b.jobs = append(b.jobs, d.newJob(xt, ot, es[i], rows[i], weights[i]))
+		}
+		b.next.Store(0)
+		d.pool.forRanger(w, minWorkPerGoroutine, b)
+		for i := range b.jobs {
+			d.finishJob(ot, &b.jobs[i])
+		}
+		b.jobs = b.jobs[:0]
 	}
-	b.jobs, b.d, b.xt = b.jobs[:0], nil, nil
+	b.d, b.xt = nil, nil
 	expertBatches.Put(b)
 }
+
+// expertWindow is how many experts per worker ExpertFFNs computes before it
+// adds their outputs (a decode step's K = 8 experts on 2 workers is one
+// window).
+const expertWindow = 4
 
 // expertBatch is one ExpertFFNs call's work list, recycled so that a call
 // allocates nothing; each worker's part takes experts from next until none
