@@ -15,7 +15,12 @@
 //
 // Forward processes a chunk of tokens at once (prefill: every weight matrix is
 // read once per chunk, and each layer fetches the union of the experts the
-// chunk routes to once); a one-token Forward is the decode path. Both follow
+// chunk routes to once); a one-token Forward is the decode path, and Decode
+// is the same step writing into the caller's logits (a decode step then
+// allocates next to nothing: routing, bindings and views reuse the State's
+// memory). A Device that implements backend.ExpertBatcher gets a layer's
+// experts in groups (all at once when the Experts source fetches without
+// I/O, InstantExperts), so it can spread them over its workers. Both follow
 // transformers' float32 numerics (the backends' conformance suite,
 // pkg/backend/backendtest, holds every operation to a float64 reference).
 // Non-finite activations stop Forward with a NonFiniteError naming the layer,

@@ -269,7 +269,6 @@ func (m *Model) moe(ctx context.Context, l *layer, st *State, x *tensors, clk *c
 // expertGroup is the experts moeBatched hands to the device at once, with
 // what each needs; its slices are reused from step to step.
 type expertGroup struct {
-	ids      []int
 	experts  []backend.Expert
 	releases []func()
 	rows     [][]int
@@ -287,7 +286,6 @@ func (g *expertGroup) flush(b backend.ExpertBatcher, out, x backend.Tensor) {
 // add appends expert e, bound as ex, whose file release gives back (nil:
 // nothing to give back).
 func (g *expertGroup) add(e int, ex backend.Expert, release func(), rt *routing) {
-	g.ids = append(g.ids, e)
 	g.experts = append(g.experts, ex)
 	g.releases = append(g.releases, release)
 	g.rows = append(g.rows, rt.rows[e])
@@ -307,7 +305,7 @@ func (g *expertGroup) release() {
 	}
 	clear(g.experts)
 	clear(g.releases)
-	g.ids, g.experts, g.releases, g.rows, g.weights = g.ids[:0], g.experts[:0], g.releases[:0], g.rows[:0], g.weights[:0]
+	g.experts, g.releases, g.rows, g.weights = g.experts[:0], g.releases[:0], g.rows[:0], g.weights[:0]
 }
 
 // moeBatched is moe's expert loop for a device that runs several experts as
