@@ -72,6 +72,7 @@ summary and the seed are printed on stderr at the start.`,
 			sampler := sample.New(params)
 			stop := policy.StopTokens(e.Dir.Manifest.Config.EOSTokenIDs, tok)
 			session := e.NewSession()
+			defer session.Close()
 			var msgs []tokenizer.Message
 			reset := func() {
 				msgs = msgs[:0]
