@@ -86,6 +86,8 @@ finish for --shutdown-grace (then stops their generations), and exits.`,
 			if err != nil {
 				return err
 			}
+			cache := e.NewPrefixCache(int64(cacheMiB) << 20)
+			defer cache.Clear() // the snapshots' device memory, before the engine closes
 			if name == "" {
 				name = filepath.Base(filepath.Clean(ef.Model))
 			}
@@ -93,7 +95,7 @@ finish for --shutdown-grace (then stops their generations), and exits.`,
 				Model:        name,
 				ModelDir:     ef.Model,
 				Tokenizer:    tok,
-				Generator:    e.NewPrefixCache(int64(cacheMiB) << 20),
+				Generator:    cache,
 				StopTokens:   policy.StopTokens(e.Dir.Manifest.Config.EOSTokenIDs, tok),
 				Sampling:     sf.Sampling(),
 				ChatFormat:   tokenizer.ChatFormat(chatFormat),

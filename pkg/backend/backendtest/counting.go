@@ -105,18 +105,22 @@ type countedState struct {
 	released bool
 }
 
-// use records a use of a released state.
-func (s *countedState) use(op string) {
+// use records a use of a released state and reports whether it was one
+// (the wrapped state is then not touched where that can be avoided).
+func (s *countedState) use(op string) (released bool) {
 	s.c.mu.Lock()
-	released := s.released
+	released = s.released
 	s.c.mu.Unlock()
 	if released {
 		s.c.misused("state #%d: %s after Release", s.id, op)
 	}
+	return released
 }
 
 func (s *countedState) Clone() (backend.State, error) {
-	s.use("Clone")
+	if s.use("Clone") {
+		return nil, errors.New("backendtest: Clone of a released state")
+	}
 	s.c.mu.Lock()
 	err := s.c.cloneErr
 	s.c.mu.Unlock()
@@ -131,12 +135,15 @@ func (s *countedState) Clone() (backend.State, error) {
 }
 
 func (s *countedState) Reset() {
-	s.use("Reset")
-	s.st.Reset()
+	if !s.use("Reset") {
+		s.st.Reset()
+	}
 }
 
 func (s *countedState) Bytes() int64 {
-	s.use("Bytes")
+	if s.use("Bytes") {
+		return 0
+	}
 	return s.st.Bytes()
 }
 
