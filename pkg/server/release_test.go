@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"net/http"
@@ -89,18 +88,7 @@ func TestServerReleasesStates(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				br := bufio.NewReader(resp.Body)
-				for events := 0; events < 3; {
-					line, err := br.ReadString('\n')
-					if err != nil {
-						t.Fatal(err)
-					}
-					if strings.HasPrefix(line, "data: {") {
-						events++
-					}
-				}
-				cancel()
-				resp.Body.Close()
+				hangUp(t, resp, 3, cancel)
 			} else if code, body := post(t, ts.URL+path, c.body, nil); code != c.want {
 				t.Errorf("status %d, want %d: %s", code, c.want, body)
 			}
