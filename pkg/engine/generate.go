@@ -50,6 +50,11 @@ type GenerateOptions struct {
 	// boundaries inside the prompt.
 	marks  []int
 	onMark func(*model.State)
+	// finishStep lets a decode step that a cancellation interrupts run to
+	// its end, so the state stays usable (Session continues from it);
+	// otherwise the step stops at the next layer and the state is left
+	// half done, which Forward refuses until Reset.
+	finishStep bool
 }
 
 // Stop reasons.
@@ -154,9 +159,13 @@ func (e *Engine) Generate(ctx context.Context, st *model.State, prompt []int, op
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
+		stepCtx := ctx
+		if opts.finishStep {
+			stepCtx = context.WithoutCancel(ctx)
+		}
 		// The sampler is done with logits: the step writes the next ones
 		// into the same slice (no allocation per token).
-		if err := e.Model.Decode(ctx, st, id, logits); err != nil {
+		if err := e.Model.Decode(stepCtx, st, id, logits); err != nil {
 			return res, err
 		}
 		s.DecodedTokens++
