@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	"github.com/fm-moe/fm/pkg/layout"
-	"github.com/fm-moe/fm/pkg/model"
 )
 
 // TestDecodeAllocations: a decode step (one token through every layer,
@@ -21,12 +20,8 @@ func TestDecodeAllocations(t *testing.T) {
 	if testing.Short() {
 		t.Skip("loads the tiny-code model")
 	}
-	m := loadHF(t, "../../testdata/models/tiny-code", model.Options{})
+	m, st := tinyCodeAfterPrompt(t)
 	ctx := context.Background()
-	st := m.NewState()
-	if _, err := m.Forward(ctx, st, []int{1, 2, 3, 4, 5, 6, 7, 8}, false); err != nil {
-		t.Fatal(err)
-	}
 	logits := make([]float32, m.Config().VocabSize)
 	tok := 100
 	step := func() {
@@ -53,13 +48,11 @@ func TestDecodeAllocations(t *testing.T) {
 	}
 }
 
+// BenchmarkDecodeAllocs is Decode on tiny-code with allocations reported
+// (go test -bench DecodeAllocs -memprofile shows where they come from).
 func BenchmarkDecodeAllocs(b *testing.B) {
-	m := loadHF(b, "../../testdata/models/tiny-code", model.Options{})
+	m, st := tinyCodeAfterPrompt(b)
 	ctx := context.Background()
-	st := m.NewState()
-	if _, err := m.Forward(ctx, st, []int{1, 2, 3, 4, 5, 6, 7, 8}, false); err != nil {
-		b.Fatal(err)
-	}
 	logits := make([]float32, m.Config().VocabSize)
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {

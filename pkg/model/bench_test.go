@@ -11,12 +11,8 @@ import (
 // BenchmarkTinyCodeDecode measures single-token decode of the trained model
 // with experts in memory (no I/O): the compute cost per token.
 func BenchmarkTinyCodeDecode(b *testing.B) {
-	m := loadHF(b, "../../testdata/models/tiny-code", model.Options{})
+	m, st := tinyCodeAfterPrompt(b)
 	ctx := context.Background()
-	st := m.NewState()
-	if _, err := m.Forward(ctx, st, []int{1, 2, 3, 4, 5, 6, 7, 8}, false); err != nil {
-		b.Fatal(err)
-	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		if _, err := m.Forward(ctx, st, []int{100 + i%50}, false); err != nil {
@@ -47,4 +43,16 @@ func BenchmarkTinyCodePrefill(b *testing.B) {
 			b.ReportMetric(float64(b.N*len(ids))/b.Elapsed().Seconds(), "tok/s")
 		})
 	}
+}
+
+// tinyCodeAfterPrompt loads the trained model and a state that has read an
+// 8-token prompt, ready for decode steps.
+func tinyCodeAfterPrompt(tb testing.TB) (*model.Model, *model.State) {
+	tb.Helper()
+	m := loadHF(tb, "../../testdata/models/tiny-code", model.Options{})
+	st := m.NewState()
+	if _, err := m.Forward(context.Background(), st, []int{1, 2, 3, 4, 5, 6, 7, 8}, false); err != nil {
+		tb.Fatal(err)
+	}
+	return m, st
 }

@@ -78,8 +78,8 @@ func TestExpertFFNsMatchesSequential(t *testing.T) {
 			d := NewDevice(tc.workers)
 			H, I := 256, 192
 			x, _ := d.NewTensor(tc.T, H)
-			d.Upload(x, randVec(r, tc.T*H))
-			init := randVec(r, tc.T*H)
+			d.Upload(x, attnRandFloats(r, tc.T*H))
+			init := attnRandFloats(r, tc.T*H)
 			var es []backend.Expert
 			var rows [][]int
 			var weights [][]float32
@@ -109,14 +109,6 @@ func TestExpertFFNsMatchesSequential(t *testing.T) {
 	}
 }
 
-func randVec(r *rand.Rand, n int) []float32 {
-	v := make([]float32, n)
-	for i := range v {
-		v[i] = float32(r.NormFloat64())
-	}
-	return v
-}
-
 // BenchmarkExpertFFNs: one decode step's 8 experts of Qwen3-30B-A3B's shape
 // (H 2048, I 768, 4-bit, 2.65 MB each), taken from 128 experts (340 MB,
 // beyond the caches), through K ExpertFFN calls (each product split over the
@@ -135,7 +127,7 @@ func BenchmarkExpertFFNs(b *testing.B) {
 	}
 	bytes := float64(K) * float64(3*H*I/2+3*H*I/64*4)
 	x, _ := d.NewTensor(1, H)
-	d.Upload(x, randVec(r, H))
+	d.Upload(x, attnRandFloats(r, H))
 	out, _ := d.NewTensor(1, H)
 	rows, weights := make([][]int, K), make([][]float32, K)
 	for i := range rows {
