@@ -47,8 +47,9 @@ type Device struct {
 	pool       *memPool
 	hostAllocs map[uintptr]int
 	ring       *stageRing
-	ctxThreads map[int]bool // OS threads the context is current on
-	flag       Buffer       // FirstNonFinite's result
+	ctxThreads map[int]bool      // OS threads the context is current on
+	flag       Buffer            // FirstNonFinite's result
+	marks      map[*MarkSet]bool // sets marked since their last copy to the host (flushMarks)
 	closed     bool
 
 	// Info describes the device for logs and reports.
@@ -285,6 +286,7 @@ func (d *Device) Err() error {
 // Sync waits for all queued work and returns the first failure.
 func (d *Device) Sync() error {
 	if d.enter() {
+		d.flushMarks()
 		d.fail(d.drv.call("cuStreamSynchronize", d.drv.cuStreamSynchronize, d.stream))
 	}
 	defer d.leave()
@@ -434,6 +436,7 @@ func (d *Device) Upload(dst Buffer, off int, src []byte) error {
 		return err
 	}
 	// Pageable source: the copy must finish before the pin is released.
+	d.flushMarks()
 	err := d.drv.call("cuStreamSynchronize", d.drv.cuStreamSynchronize, d.stream)
 	d.fail(err)
 	return err
@@ -459,6 +462,7 @@ func (d *Device) Download(dst []byte, src Buffer, off int) error {
 		d.fail(err)
 		return err
 	}
+	d.flushMarks()
 	err := d.drv.call("cuStreamSynchronize", d.drv.cuStreamSynchronize, d.stream)
 	d.fail(err)
 	return err
@@ -521,6 +525,7 @@ func (d *Device) FirstNonFinite(x uintptr, n, cols int) (int, error) {
 	if err := d.drv.call("cuMemcpyDtoHAsync", d.drv.cuMemcpyDtoHAsync, uintptr(unsafe.Pointer(&row)), d.flag.Ptr, 4, d.stream); err != nil {
 		d.fail(err)
 	}
+	d.flushMarks()
 	d.fail(d.drv.call("cuStreamSynchronize", d.drv.cuStreamSynchronize, d.stream))
 	if d.err != nil {
 		return -1, d.err
@@ -752,6 +757,7 @@ func (d *Device) stage(b []byte) (uintptr, error) {
 		return 0, fmt.Errorf("cuda: %d bytes of step arguments exceed the %d-byte staging ring", len(b), stageRingSize)
 	}
 	if r.off+n > stageRingSize {
+		d.flushMarks()
 		if err := d.drv.call("cuStreamSynchronize", d.drv.cuStreamSynchronize, d.stream); err != nil {
 			d.fail(err)
 			return 0, err
