@@ -94,7 +94,8 @@ var kernelNames = []string{"mm_f32", "mm_bf16", "mm_f16", "mm_q2", "mm_q3", "mm_
 	"mm2_f32", "mm2_bf16", "mm2_f16", "mm2_q2", "mm2_q3", "mm2_q4", "mm2_q8", "embed_rows",
 	"mmx_f32", "mmx_bf16", "mmx_f16", "mmx_q2", "mmx_q3", "mmx_q4", "mmx_q8", "expert_combine",
 	"rmsnorm", "qk_norm_rope", "l2norm_heads", "attend", "kv_store", "conv_silu", "delta_rule",
-	"swiglu", "add", "combine", "gate_add", "gather", "first_nonfinite"}
+	"swiglu", "add", "combine", "gate_add", "gather", "first_nonfinite",
+	"mv_q4", "mv2_q4", "mv_q8", "mv2_q8", "mvx_q4", "mvx_q8"}
 
 var (
 	openOnce   sync.Once
@@ -575,10 +576,12 @@ func (d *Device) FreeHost(b []byte) error {
 }
 
 // Debugging switches (environment, read once): FM_CUDA_DEBUG=notid sets the
-// context on every call, nobatch runs experts one by one.
+// context on every call, nobatch runs experts one by one, nogemv uses the
+// general matmul kernels for one token too (the A/B of the GEMV kernels).
 var (
 	debugNoTid   = strings.Contains(os.Getenv("FM_CUDA_DEBUG"), "notid")
 	debugNoBatch = strings.Contains(os.Getenv("FM_CUDA_DEBUG"), "nobatch")
+	debugNoGemv  = strings.Contains(os.Getenv("FM_CUDA_DEBUG"), "nogemv")
 )
 
 // kernel arguments, each in one 8-byte slot of the parameter block (the
