@@ -49,6 +49,9 @@ const (
 	mvRows2   = 2 // MV_R2, gate+up pairs
 	mvWarps   = 4 // MV_WARPS
 	mvMaxCols = 2048
+	// mvBlocksPerSM: the blocks of mvWarps warps that fit a multiprocessor
+	// at the kernels' ~128 registers a thread (65536 registers), plus one.
+	mvBlocksPerSM = 4
 )
 
 // gemvFits reports whether the one-token kernels mv_q4/mv_q8 take m (a
@@ -161,7 +164,11 @@ func (d *Device) matMul(a *MM) {
 			if a.Mode == MMSwiGLU {
 				k, rpb = "mv2_"+k[len("mv_"):], mvWarps*mvRows2
 			}
-			d.launchRows(k, [3]int{(m.Rows + rpb - 1) / rpb, 1, 1}, mvWarps*32, 0, rowsAt, a.Rows, args...)
+			// Blocks loop over row groups: at most mvBlocksPerSM a
+			// multiprocessor, so a tall matrix stages x a few times, not
+			// once every rpb rows.
+			blocks := min((m.Rows+rpb-1)/rpb, d.Info.SMs*mvBlocksPerSM)
+			d.launchRows(k, [3]int{blocks, 1, 1}, mvWarps*32, 0, rowsAt, a.Rows, args...)
 			return
 		}
 		if a.Mode == MMSwiGLU {
