@@ -201,14 +201,42 @@ func TestMeasureLayer(t *testing.T) {
 	}()
 	ceiling := float64(512<<20) / copyEl.Seconds() / 1e9
 	t.Logf("LAYER ceiling: device copy of 256 MiB = %.0f GB/s (read+write)", ceiling)
+	// Busy work as a kernel (an add over 2 × 256 MiB): a queued copy would
+	// make later copies wait on the host (probed below).
+	busyKernel := func() {
+		if d.enter() {
+			d.launch("add", [3]int{d.Info.SMs * 8, 1, 1}, 256, 0, uint64(busy.Ptr), uint64(busy.Ptr)+256<<20, argL(64<<20))
+		}
+		d.leave()
+	}
+	small, _ := d.AllocExact(4096)
+	defer d.FreeExact(small)
+	for _, behind := range []string{"kernel", "copy"} {
+		var host []float64
+		for rep := 0; rep < 5; rep++ {
+			if behind == "kernel" {
+				busyKernel()
+			} else {
+				d.Copy(busy, 256<<20, busy, 0, 256<<20)
+			}
+			start := time.Now()
+			d.Copy(small, 0, busy, 0, 4096)
+			host = append(host, float64(time.Since(start).Microseconds()))
+			if err := d.Sync(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		sort.Float64s(host)
+		t.Logf("LAYER probe: host time of a 4 KiB device copy queued behind a ~150 µs %s: %.0f µs", behind, host[2])
+	}
 	var devSum, hostSum float64
 	for _, op := range ops {
 		var dev, host []float64
 		for rep := 0; rep < 9; rep++ {
 			li := rep % NL
-			// Keep the queue busy (~120 µs of copying) so the events time
-			// the operation's kernels, not the host's issue latency.
-			d.Copy(busy, 256<<20, busy, 0, 256<<20)
+			// Keep the queue busy (a ~200 µs kernel) so the events time the
+			// operation's kernels, not the host's issue latency.
+			busyKernel()
 			tm, err := d.StartTimer()
 			if err != nil {
 				t.Fatal(err)

@@ -49,9 +49,6 @@ const (
 	mvRows2   = 2 // MV_R2, gate+up pairs
 	mvWarps   = 4 // MV_WARPS
 	mvMaxCols = 2048
-	// mvBlocksPerSM: the blocks of mvWarps warps that fit a multiprocessor
-	// at the kernels' ~128 registers a thread (65536 registers), plus one.
-	mvBlocksPerSM = 4
 )
 
 // gemvFits reports whether the one-token kernels mv_q4/mv_q8 take m (a
@@ -164,11 +161,12 @@ func (d *Device) matMul(a *MM) {
 			if a.Mode == MMSwiGLU {
 				k, rpb = "mv2_"+k[len("mv_"):], mvWarps*mvRows2
 			}
-			// Blocks loop over row groups: at most mvBlocksPerSM a
-			// multiprocessor, so a tall matrix stages x a few times, not
-			// once every rpb rows.
-			blocks := min((m.Rows+rpb-1)/rpb, d.Info.SMs*mvBlocksPerSM)
-			d.launchRows(k, [3]int{blocks, 1, 1}, mvWarps*32, 0, rowsAt, a.Rows, args...)
+			// One block a row group. The kernel can loop over groups (a
+			// grid capped at 4 blocks a multiprocessor staged x less often)
+			// but measured 0.17 of the copy ceiling against 0.28 for one
+			// group a block, whose many resident blocks overlap one
+			// another's load latencies (docs/PERF.md).
+			d.launchRows(k, [3]int{(m.Rows + rpb - 1) / rpb, 1, 1}, mvWarps*32, 0, rowsAt, a.Rows, args...)
 			return
 		}
 		if a.Mode == MMSwiGLU {
@@ -263,7 +261,21 @@ type AttendArgs struct {
 
 // MaxAttendPositions is the longest context the attention kernel's shared
 // score row holds.
-func (d *Device) MaxAttendPositions(D int) int { return (d.Info.MaxSharedOptin-4096)/4 - D - 1 }
+func (d *Device) MaxAttendPositions(D int) int {
+	_, np := attendBlock(D)
+	return (d.Info.MaxSharedOptin-4096)/4 - D - np*D - 1
+}
+
+// attendBlock returns the attend kernel's threads per block and the number
+// np of thread groups of D that split the positions of Σ p·v: up to four
+// groups (and as many times the warps for the scores) in at most 512 threads
+// (the kernel's launch bound), else 128 threads.
+func attendBlock(D int) (threads, np int) {
+	if np := min(4, 512/max(D, 1)); np >= 2 && (np*D)%32 == 0 {
+		return np * D, np
+	}
+	return 128, max(1, 128/D)
+}
 
 // Attend queues causal softmax attention of T query rows at pos0… against
 // the caches (which must already hold the T new rows).
@@ -282,7 +294,8 @@ func (d *Device) Attend(a *AttendArgs) {
 	if a.Gated {
 		gated = 1
 	}
-	d.launch("attend", [3]int{a.NH, a.T, 1}, 128, (a.D+n)*4,
+	threads, np := attendBlock(a.D)
+	d.launch("attend", [3]int{a.NH, a.T, 1}, threads, (a.D+n+np*a.D)*4,
 		uint64(a.O), uint64(a.Q), uint64(a.Gate), uint64(a.KC), uint64(a.VC), argI(a.NH), argI(a.NKV), argI(a.D),
 		argI(a.Pos0), argI(a.LdQ), argI(a.LdKV), argF(a.Scale), argI(gated))
 }
