@@ -419,8 +419,7 @@ __device__ __forceinline__ void mv_load(MVRegs<BITS, PAIR, R>& g, const u8* __re
 
 // mv_fast: one token (x row xrow) times the rows of w, in groups of
 // MV_WARPS·R rows (a warp R of them): group blockIdx.x, then every gridDim.x-th
-// after it, so a block stages x once for many rows. The first group's weight
-// loads are issued before x is staged, so both latencies overlap.
+// after it (the Go side launches one block a group: see ops.go).
 template <int BITS, bool PAIR, int R>
 __device__ __forceinline__ void mv_fast(float* y, const u8* w, const u8* sc, const u8* bi, const u8* w2, const u8* sc2,
                                         const u8* bi2, const float* xrow, int rows, int cols, int gs, int sfmt,
@@ -430,8 +429,6 @@ __device__ __forceinline__ void mv_fast(float* y, const u8* w, const u8* sc, con
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nch = cols / CC;
     const int ngroups = (rows + GR - 1) / GR;
     int grp = blockIdx.x;
-    MVRegs<BITS, PAIR, R> g;
-    mv_load<BITS, PAIR, R>(g, w, sc, bi, w2, sc2, bi2, grp * GR + warp * R, rows, cols, gs, sfmt);
     for (int c = threadIdx.x; c < cols; c += blockDim.x) xs[(c / CC) * PAD + c % CC] = xrow[c];
     __syncthreads();
     float xv[MAXC][CC], xsum[MAXC];
@@ -448,6 +445,11 @@ __device__ __forceinline__ void mv_fast(float* y, const u8* w, const u8* sc, con
             }
         }
     }
+    // The weights' loads come after x is in registers: issuing the first
+    // group's loads before staging x measured slower (0.23 of the copy
+    // ceiling against 0.28, docs/PERF.md).
+    MVRegs<BITS, PAIR, R> g;
+    mv_load<BITS, PAIR, R>(g, w, sc, bi, w2, sc2, bi2, grp * GR + warp * R, rows, cols, gs, sfmt);
     for (;;) {
         const int r0 = grp * GR + warp * R;
         float acc[R], acc2[R];

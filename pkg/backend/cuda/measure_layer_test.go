@@ -164,15 +164,20 @@ func TestMeasureLayer(t *testing.T) {
 		}},
 		{"clear", func(int) { bd.Clear(mix) }},
 		{"8 experts (batched)", func(li int) {
+			// As pkg/model does: every use released after the last
+			// ExpertFFN (a Release flushes the batch).
+			var held []backend.Expert
 			for _, key := range layers[li].experts {
 				ex, ok := g.CachedExpert(key)
 				if !ok {
 					t.Fatalf("expert %v not resident", key)
 				}
 				bd.ExpertFFN(mix, xn, ex, []int{0}, wts[:1])
+				held = append(held, ex)
+			}
+			for _, ex := range held {
 				ex.Release()
 			}
-			g.flushExperts()
 		}},
 		{"add", func(int) { bd.Add(h, mix) }},
 		{"mark", func(li int) { mk.Mark(2*li+1, h) }},
