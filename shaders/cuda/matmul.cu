@@ -346,9 +346,8 @@ extern "C" __global__ void embed_rows(float* dst, const u8* w, const u8* sc, con
 // Here a block first stages x in shared memory (coalesced, padded so that the
 // lanes' 16-byte reads below hit distinct banks), each lane then keeps the x
 // values of its 16-byte weight chunks (32 columns at 4 bits, 16 at 8) in
-// registers, and each warp streams MV_R rows at a time with every row's chunks
-// (16-byte loads) and scales issued before the first is used, the next rows'
-// loads before the current ones' results are written. Codes become floats by
+// registers, and each warp streams MV_R rows with every row's chunks (16-byte
+// loads) and scales issued before the first is used. Codes become floats by
 // the exponent trick (0x4b000000 | q is 2^23 + q), two integer ops and a
 // subtraction instead of a conversion. Same arguments and epilogues as
 // mm_fast with T = 1.
@@ -380,22 +379,18 @@ __device__ __forceinline__ float mv_dot(uint4 v, const float* xv) {
     return d0 + d1;
 }
 
-// MVRegs holds one warp's rows in flight: every chunk (and scale and bias)
-// of R rows, of both matrices when PAIR.
-template <int BITS, bool PAIR, int R> struct MVRegs {
-    uint4 w[R][MV<BITS>::MAXC], w2[PAIR ? R : 1][MV<BITS>::MAXC];
-    float s[R][MV<BITS>::MAXC], b[R][MV<BITS>::MAXC], s2[PAIR ? R : 1][MV<BITS>::MAXC], b2[PAIR ? R : 1][MV<BITS>::MAXC];
-};
-
-// mv_load issues the loads of rows r0 … r0+R−1 (those < rows).
+// mv_rows: rows r0 … r0+R−1 of w (and of w2 when PAIR) times the lane's x
+// chunks; acc[i] (acc2[i]) gets the lane's partial sums.
 template <int BITS, bool PAIR, int R>
-__device__ __forceinline__ void mv_load(MVRegs<BITS, PAIR, R>& g, const u8* __restrict__ w, const u8* __restrict__ sc,
-                                        const u8* __restrict__ bi, const u8* __restrict__ w2,
-                                        const u8* __restrict__ sc2, const u8* __restrict__ bi2, int r0, int rows,
-                                        int cols, int gs, int sfmt) {
+__device__ __forceinline__ void mv_rows(const u8* __restrict__ w, const u8* __restrict__ sc, const u8* __restrict__ bi,
+                                        const u8* __restrict__ w2, const u8* __restrict__ sc2,
+                                        const u8* __restrict__ bi2, int r0, int rows, int cols, int gs, int sfmt,
+                                        const float (*xv)[MV<BITS>::CC], const float* xsum, float* acc, float* acc2) {
     constexpr int CC = MV<BITS>::CC, MAXC = MV<BITS>::MAXC;
     const int lane = threadIdx.x & 31, nch = cols / CC, ngr = cols / gs;
     const long rowBytes = (long)cols * BITS / 8;
+    uint4 wv[R][MAXC], wv2[PAIR ? R : 1][MAXC];
+    float s[R][MAXC], b[R][MAXC], s2[PAIR ? R : 1][MAXC], b2[PAIR ? R : 1][MAXC];
 #pragma unroll
     for (int i = 0; i < R; i++) {
         const int r = r0 + i;
@@ -404,33 +399,47 @@ __device__ __forceinline__ void mv_load(MVRegs<BITS, PAIR, R>& g, const u8* __re
             const int ch = lane + 32 * j;
             if (r < rows && ch < nch) {
                 const long gi = (long)r * ngr + (ch * CC) / gs;
-                g.w[i][j] = ((const uint4*)(w + (long)r * rowBytes))[ch];
-                g.s[i][j] = load_float(sc, gi, sfmt);
-                g.b[i][j] = load_float(bi, gi, sfmt);
+                wv[i][j] = ((const uint4*)(w + (long)r * rowBytes))[ch];
+                s[i][j] = load_float(sc, gi, sfmt);
+                b[i][j] = load_float(bi, gi, sfmt);
                 if constexpr (PAIR) {
-                    g.w2[i][j] = ((const uint4*)(w2 + (long)r * rowBytes))[ch];
-                    g.s2[i][j] = load_float(sc2, gi, sfmt);
-                    g.b2[i][j] = load_float(bi2, gi, sfmt);
+                    wv2[i][j] = ((const uint4*)(w2 + (long)r * rowBytes))[ch];
+                    s2[i][j] = load_float(sc2, gi, sfmt);
+                    b2[i][j] = load_float(bi2, gi, sfmt);
                 }
+            }
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < R; i++) {
+        acc[i] = 0.f;
+        if constexpr (PAIR) acc2[i] = 0.f;
+#pragma unroll
+        for (int j = 0; j < MAXC; j++) {
+            const int ch = lane + 32 * j;
+            if (r0 + i < rows && ch < nch) {
+                acc[i] += s[i][j] * mv_dot<BITS>(wv[i][j], xv[j]) + b[i][j] * xsum[j];
+                if constexpr (PAIR) acc2[i] += s2[i][j] * mv_dot<BITS>(wv2[i][j], xv[j]) + b2[i][j] * xsum[j];
             }
         }
     }
 }
 
-// mv_fast: one token (x row xrow) times the rows of w, in groups of
-// MV_WARPS·R rows (a warp R of them): group blockIdx.x, then every gridDim.x-th
-// after it (the Go side launches one block a group: see ops.go).
+// mv_fast: the block's MV_WARPS·R rows from row0 on, one token (x row xrow).
+// (Variants that looped over row groups with the registers carried across, or
+// issued the weight loads before staging x, measured slower: docs/PERF.md.)
 template <int BITS, bool PAIR, int R>
 __device__ __forceinline__ void mv_fast(float* y, const u8* w, const u8* sc, const u8* bi, const u8* w2, const u8* sc2,
                                         const u8* bi2, const float* xrow, int rows, int cols, int gs, int sfmt,
-                                        const int* yrows, const float* ywt, int ldy, int mode, const RowArgs& ra) {
-    constexpr int CC = MV<BITS>::CC, MAXC = MV<BITS>::MAXC, PAD = MV<BITS>::PAD, GR = MV_WARPS * R;
+                                        const int* yrows, const float* ywt, int ldy, int mode, const RowArgs& ra,
+                                        int row0) {
+    constexpr int CC = MV<BITS>::CC, MAXC = MV<BITS>::MAXC, PAD = MV<BITS>::PAD;
     __shared__ __align__(16) float xs[MV_MAXCOLS / CC * PAD];
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nch = cols / CC;
-    const int ngroups = (rows + GR - 1) / GR;
-    int grp = blockIdx.x;
     for (int c = threadIdx.x; c < cols; c += blockDim.x) xs[(c / CC) * PAD + c % CC] = xrow[c];
     __syncthreads();
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nch = cols / CC;
+    const int r0 = row0 + warp * R;
+    if (r0 >= rows) return;
     float xv[MAXC][CC], xsum[MAXC];
 #pragma unroll
     for (int j = 0; j < MAXC; j++) {
@@ -445,40 +454,15 @@ __device__ __forceinline__ void mv_fast(float* y, const u8* w, const u8* sc, con
             }
         }
     }
-    // The weights' loads come after x is in registers: issuing the first
-    // group's loads before staging x measured slower (0.23 of the copy
-    // ceiling against 0.28, docs/PERF.md).
-    MVRegs<BITS, PAIR, R> g;
-    mv_load<BITS, PAIR, R>(g, w, sc, bi, w2, sc2, bi2, grp * GR + warp * R, rows, cols, gs, sfmt);
-    for (;;) {
-        const int r0 = grp * GR + warp * R;
-        float acc[R], acc2[R];
+    float acc[R], acc2[R];
+    mv_rows<BITS, PAIR, R>(w, sc, bi, w2, sc2, bi2, r0, rows, cols, gs, sfmt, xv, xsum, acc, acc2);
 #pragma unroll
-        for (int i = 0; i < R; i++) {
-            acc[i] = 0.f;
-            acc2[i] = 0.f;
-#pragma unroll
-            for (int j = 0; j < MAXC; j++) {
-                const int ch = lane + 32 * j;
-                if (r0 + i < rows && ch < nch) {
-                    acc[i] += g.s[i][j] * mv_dot<BITS>(g.w[i][j], xv[j]) + g.b[i][j] * xsum[j];
-                    if constexpr (PAIR)
-                        acc2[i] += g.s2[i][j] * mv_dot<BITS>(g.w2[i][j], xv[j]) + g.b2[i][j] * xsum[j];
-                }
-            }
-        }
-        grp += gridDim.x;
-        if (grp < ngroups) mv_load<BITS, PAIR, R>(g, w, sc, bi, w2, sc2, bi2, grp * GR + warp * R, rows, cols, gs, sfmt);
-#pragma unroll
-        for (int i = 0; i < R; i++) {
-            if (r0 + i < rows) {
-                float a[MM_TOK], a2[MM_TOK];
-                a[0] = acc[i];
-                a2[0] = acc2[i];
-                mm_out(a, a2, PAIR, y, yrows, ywt, 0, 1, r0 + i, ldy, mode, ra);
-            }
-        }
-        if (grp >= ngroups) break;
+    for (int i = 0; i < R; i++) {
+        if (r0 + i >= rows) break;
+        float a[MM_TOK], a2[MM_TOK];
+        a[0] = acc[i];
+        a2[0] = PAIR ? acc2[i] : 0.f;
+        mm_out(a, a2, PAIR, y, yrows, ywt, 0, 1, r0 + i, ldy, mode, ra);
     }
 }
 
@@ -489,11 +473,13 @@ __device__ __forceinline__ void mv_fast(float* y, const u8* w, const u8* sc, con
 #define MV_KERNEL(name, name2, BITS)                                                                          \
     extern "C" __global__ void __launch_bounds__(MV_WARPS * 32) name(MM_PARAMS) {                            \
         const float* xr = x + (long)(xrows ? xrows[0] : ra.n > 0 ? ra.x[0] : 0) * ldx;                         \
-        mv_fast<BITS, false, MV_R>(y, w, sc, bi, w2, sc2, bi2, xr, rows, cols, gs, sfmt, yrows, ywt, ldy, mode, ra); \
+        mv_fast<BITS, false, MV_R>(y, w, sc, bi, w2, sc2, bi2, xr, rows, cols, gs, sfmt, yrows, ywt, ldy, mode, ra, \
+                                   blockIdx.x * MV_WARPS * MV_R);                                              \
     }                                                                                                         \
     extern "C" __global__ void __launch_bounds__(MV_WARPS * 32) name2(MM_PARAMS) {                           \
         const float* xr = x + (long)(xrows ? xrows[0] : ra.n > 0 ? ra.x[0] : 0) * ldx;                         \
-        mv_fast<BITS, true, MV_R2>(y, w, sc, bi, w2, sc2, bi2, xr, rows, cols, gs, sfmt, yrows, ywt, ldy, mode, ra); \
+        mv_fast<BITS, true, MV_R2>(y, w, sc, bi, w2, sc2, bi2, xr, rows, cols, gs, sfmt, yrows, ywt, ldy, mode, ra, \
+                                   blockIdx.x * MV_WARPS * MV_R2);                                             \
     }
 
 MV_KERNEL(mv_q4, mv2_q4, 4)
@@ -511,10 +497,11 @@ __device__ __forceinline__ void mv_experts(const ExpertJob* jobs, float* h, cons
     float* hj = h + (long)blockIdx.z * MM_TOK * I;
     if (phase == 0)
         mv_fast<BITS, true, MV_R2>(hj, j.gw, j.gs, j.gb, j.uw, j.us, j.ub, x + (long)j.rows[0] * H, I, H, gs, sfmt,
-                                   nullptr, nullptr, I, MM_SWIGLU, ra);
+                                   nullptr, nullptr, I, MM_SWIGLU, ra, blockIdx.x * MV_WARPS * MV_R2);
     else
         mv_fast<BITS, false, MV_R>(yout + (long)blockIdx.z * MM_TOK * H, j.dw, j.ds, j.db, nullptr, nullptr, nullptr,
-                                   hj, H, I, gs, sfmt, nullptr, nullptr, H, MM_STORE, ra);
+                                   hj, H, I, gs, sfmt, nullptr, nullptr, H, MM_STORE, ra,
+                                   blockIdx.x * MV_WARPS * MV_R);
 }
 
 #define MVX_KERNEL(name, BITS)                                                                                   \

@@ -161,11 +161,12 @@ func (d *Device) matMul(a *MM) {
 			if a.Mode == MMSwiGLU {
 				k, rpb = "mv2_"+k[len("mv_"):], mvWarps*mvRows2
 			}
-			// One block a row group. The kernel can loop over groups (a
-			// grid capped at 4 blocks a multiprocessor staged x less often)
-			// but measured 0.17 of the copy ceiling against 0.28 for one
-			// group a block, whose many resident blocks overlap one
-			// another's load latencies (docs/PERF.md).
+			// One block a row group, many resident blocks overlapping one
+			// another's latencies: 0.28 of the copy ceiling. Measured
+			// worse: blocks looping over groups on a grid of 4 a
+			// multiprocessor (x staged less often) 0.17, and the same loop
+			// on one block a group with the first loads before x is staged
+			// 0.22 (docs/PERF.md).
 			d.launchRows(k, [3]int{(m.Rows + rpb - 1) / rpb, 1, 1}, mvWarps*32, 0, rowsAt, a.Rows, args...)
 			return
 		}
