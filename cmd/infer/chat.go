@@ -43,9 +43,9 @@ templates do.
 
 Commands (as in ollama): /clear (or /reset) starts a new conversation, /help
 lists the commands, /bye (or /exit, or end of input) quits. On a terminal,
-Ctrl-C stops the reply being written (the conversation keeps what was said, and
-the next turn continues from it without processing it again); at the prompt it
-quits. Sampling flags and defaults are those of 'fm-infer run'; the model
+Ctrl-C stops the reply being written once the token in progress is done (the
+conversation keeps what was said, and the next turn continues from it without
+processing it again); at the prompt it quits. Sampling flags and defaults are those of 'fm-infer run'; the model
 summary and the seed are printed on stderr at the start.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -72,6 +72,7 @@ summary and the seed are printed on stderr at the start.`,
 			sampler := sample.New(params)
 			stop := policy.StopTokens(e.Dir.Manifest.Config.EOSTokenIDs, tok)
 			session := e.NewSession()
+			defer session.Close()
 			var msgs []tokenizer.Message
 			reset := func() {
 				msgs = msgs[:0]

@@ -37,6 +37,7 @@ var numericFlags = map[string]struct{ bad, good []string }{
 	"max-body-kb":       {[]string{"0", "-1"}, []string{"1", "4096"}},
 	"prompt-cache-mb":   {[]string{"-1"}, []string{"0", "1024"}},
 	"timeout":           {[]string{"0s", "-1s", "x"}, []string{"30s", "10m"}},
+	"shutdown-grace":    {[]string{"-1s", "25h", "x", "5"}, []string{"0s", "30s", "2m"}},
 	"prefill-chunk":     {[]string{"-1"}, []string{"0", "512"}},
 	"vram-cache-gb":     {[]string{"-1", "NaN"}, []string{"0", "6"}},
 	// bench's own flags are checked when it runs (before opening a model).

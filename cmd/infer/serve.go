@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -33,6 +34,7 @@ func newServeCmd() *cobra.Command {
 		maxBodyKiB int
 		cacheMiB   int
 		timeout    time.Duration
+		grace      time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "serve -m OUT [--addr 127.0.0.1:8080] [--api-key KEY] [flags]",
@@ -59,16 +61,13 @@ tokens it skipped); --prompt-cache-mb bounds the memory those states take.
 At most --parallel generations run at once, the others wait in arrival order
 (at most --queue of them). A client that disconnects stops its generation at
 the next token. Ctrl-C or SIGTERM stops accepting, lets running requests
-finish (up to 30 s), and exits.`,
+finish for --shutdown-grace (then stops their generations), and exits.`,
 		Example: `  fm-infer serve -m out/q35
   curl http://127.0.0.1:8080/v1/chat/completions -H 'Content-Type: application/json' \
     -d '{"messages": [{"role": "user", "content": "Hello"}]}'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			stderr := cmd.ErrOrStderr()
-			if timeout <= 0 {
-				return fmt.Errorf("--timeout %v: must be positive", timeout)
-			}
 			if apiKey == "" {
 				apiKey = os.Getenv("FM_API_KEY")
 			}
@@ -87,6 +86,8 @@ finish (up to 30 s), and exits.`,
 			if err != nil {
 				return err
 			}
+			cache := e.NewPrefixCache(int64(cacheMiB) << 20)
+			defer cache.Clear() // the snapshots' device memory, before the engine closes
 			if name == "" {
 				name = filepath.Base(filepath.Clean(ef.Model))
 			}
@@ -94,7 +95,7 @@ finish (up to 30 s), and exits.`,
 				Model:        name,
 				ModelDir:     ef.Model,
 				Tokenizer:    tok,
-				Generator:    e.NewPrefixCache(int64(cacheMiB) << 20),
+				Generator:    cache,
 				StopTokens:   policy.StopTokens(e.Dir.Manifest.Config.EOSTokenIDs, tok),
 				Sampling:     sf.Sampling(),
 				ChatFormat:   tokenizer.ChatFormat(chatFormat),
@@ -103,8 +104,10 @@ finish (up to 30 s), and exits.`,
 				MaxQueue:     queue,
 				MaxBodyBytes: int64(maxBodyKiB) << 10,
 				Timeout:      timeout,
-				APIKey:       apiKey,
-				Log:          stderr,
+				// The server reads 0 as its default; the flag's 0 means none.
+				ShutdownGrace: cmp.Or(grace, -1),
+				APIKey:        apiKey,
+				Log:           stderr,
 			})
 			if err != nil {
 				return err
@@ -137,6 +140,8 @@ finish (up to 30 s), and exits.`,
 	cli.Int(fs, &queue, "queue", "", 64, 1, 1<<20, "requests that may wait for a free slot; more get 503")
 	cli.Int(fs, &maxBodyKiB, "max-body-kb", "", 4096, 1, math.MaxInt32>>10, "largest request body in KiB")
 	cli.Int(fs, &cacheMiB, "prompt-cache-mb", "", 1024, 0, math.MaxInt32>>1, "memory in MiB for model states kept for prefix reuse (0: no reuse)")
-	fs.DurationVar(&timeout, "timeout", 10*time.Minute, "longest a request may take, waiting included")
+	cli.Duration(fs, &timeout, "timeout", "", 10*time.Minute, time.Millisecond, math.MaxInt64, "longest a request may take, waiting included")
+	cli.Duration(fs, &grace, "shutdown-grace", "", 30*time.Second, 0, 24*time.Hour,
+		"on Ctrl-C or SIGTERM, how long running requests may finish before their generations stop (0: stop at once)")
 	return cmd
 }

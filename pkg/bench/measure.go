@@ -128,8 +128,10 @@ func Measure(ctx context.Context, e *engine.Engine, o Options) (*Report, error) 
 	var best *engine.Stats
 	bestPrefill := 0.0
 	for run := 0; run < o.Runs; run++ {
-		res, err := e.Generate(ctx, e.Model.NewState(), ids, engine.GenerateOptions{
+		st := e.Model.NewState()
+		res, err := e.Generate(ctx, st, ids, engine.GenerateOptions{
 			MaxTokens: o.DecodeTokens + 1, Sampler: sample.New(params), History: ids})
+		st.Release() // a GPU's memory for the next run, not at the next GC
 		if err != nil {
 			return nil, err
 		}

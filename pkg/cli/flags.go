@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"time"
 
 	"github.com/spf13/pflag"
 )
@@ -17,7 +18,7 @@ import (
 // instead of a silently clamped (or silently random) setting.
 
 // checked is a numeric flag value with a validity check.
-type checked[T int | int64 | float32] struct {
+type checked[T int | int64 | float32 | time.Duration] struct {
 	p      *T
 	typ    string
 	parse  func(string) (T, error)
@@ -112,6 +113,29 @@ func Float32(fs *pflag.FlagSet, p *float32, name, short string, def float32, lo,
 		}
 		return nil
 	}, usage)
+}
+
+// Duration defines a duration flag (Go syntax: 30s, 2m, 1h30m) whose values
+// must lie in [lo, hi]; hi = math.MaxInt64 means no upper bound.
+func Duration(fs *pflag.FlagSet, p *time.Duration, name, short string, def, lo, hi time.Duration, usage string) *pflag.Flag {
+	*p = def
+	parse := func(s string) (time.Duration, error) {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return 0, errors.New("want a duration such as 30s or 2m")
+		}
+		return d, nil
+	}
+	check := func(d time.Duration) error {
+		switch {
+		case (d < lo || d > hi) && hi == math.MaxInt64:
+			return fmt.Errorf("want a duration ≥ %v", lo)
+		case d < lo || d > hi:
+			return fmt.Errorf("want a duration in [%v, %v]", lo, hi)
+		}
+		return nil
+	}
+	return fs.VarPF(&checked[time.Duration]{p, "duration", parse, time.Duration.String, check}, name, short, usage)
 }
 
 // OneOf accepts only the listed values.

@@ -50,6 +50,11 @@ type GenerateOptions struct {
 	// boundaries inside the prompt.
 	marks  []int
 	onMark func(*model.State)
+	// finishStep lets a decode step that a cancellation interrupts run to
+	// its end, so the state stays usable (Session continues from it);
+	// otherwise the step stops at the next layer and the state is left
+	// half done, which Forward refuses until Reset.
+	finishStep bool
 }
 
 // Stop reasons.
@@ -154,7 +159,11 @@ func (e *Engine) Generate(ctx context.Context, st *model.State, prompt []int, op
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
-		if logits, err = e.Model.Forward(ctx, st, []int{id}, false); err != nil {
+		stepCtx := ctx
+		if opts.finishStep {
+			stepCtx = context.WithoutCancel(ctx)
+		}
+		if logits, err = e.Model.Forward(stepCtx, st, []int{id}, false); err != nil {
 			return res, err
 		}
 		s.DecodedTokens++

@@ -32,6 +32,10 @@ type Options struct {
 	// Backend names the compute backend (see pkg/backend): "cpu", another
 	// registered one, or "" / "auto" for the best one available.
 	Backend string
+	// Device, when set, is used instead of opening Backend; the engine owns
+	// it from then on (Close closes it). Tests pass a wrapped backend, e.g.
+	// pkg/backend/backendtest's Counting.
+	Device backend.Device
 	// DeviceCache is the device memory for keeping routed experts between
 	// steps, on backends that do (backend.ExpertCache; 0: the backend's
 	// default).
@@ -98,8 +102,10 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 			return nil, fmt.Errorf("%s: checksum %s, manifest says %s (the file is damaged or from another conversion; re-run fm-extract)", path, sum, m.Dense.Checksum)
 		}
 	}
-	if e.Device, err = backend.Open(opts.Backend, backend.Options{Threads: opts.Workers, ExpertCacheBytes: opts.DeviceCache}); err != nil {
-		return nil, err
+	if e.Device = opts.Device; e.Device == nil {
+		if e.Device, err = backend.Open(opts.Backend, backend.Options{Threads: opts.Workers, ExpertCacheBytes: opts.DeviceCache}); err != nil {
+			return nil, err
+		}
 	}
 	var source model.Experts
 	if anySparse(&m.Config) {
@@ -257,6 +263,7 @@ func (e *Engine) Logits(ctx context.Context, ids []int, decode bool) ([]float32,
 		return nil, &ContextError{Prompt: len(ids), Size: e.ctx}
 	}
 	st := e.Model.NewState()
+	defer st.Release()
 	V := e.Model.Config().VocabSize
 	if !decode {
 		return e.Model.Forward(ctx, st, ids, true)

@@ -22,6 +22,11 @@ import (
 // continues from a private copy. Memory is bounded: the least recently used
 // snapshots are dropped once their total size passes the budget.
 //
+// Every state the cache makes is released (pkg/backend: on a GPU it is
+// device memory): a request's private copy when the request ends, unless
+// the cache keeps it as a snapshot; a snapshot when it is evicted, declined,
+// or the cache is cleared.
+//
 // It is safe for concurrent use; the model's forward pass must then be safe
 // for concurrent use on distinct states, as the CPU model is.
 type PrefixCache struct {
@@ -61,6 +66,16 @@ func (c *PrefixCache) Stats() CacheStats {
 	return CacheStats{Entries: len(c.entries), Bytes: c.bytes, Hits: c.hits}
 }
 
+// Clear releases every snapshot; the cache stays usable.
+func (c *PrefixCache) Clear() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, e := range c.entries {
+		e.st.Release()
+	}
+	c.entries, c.bytes = nil, 0
+}
+
 // Generate runs ids (the whole conversation, rendered and tokenized) like
 // Engine.Generate on a fresh state, but starts from the longest cached
 // snapshot whose tokens are a proper prefix of ids; Result.CachedTokens says
@@ -97,13 +112,15 @@ func (c *PrefixCache) Generate(ctx context.Context, ids []int, marks []int, opts
 		// handed over, nobody else holds it.
 		fed := append(slices.Clone(ids), res.Tokens[:len(res.Tokens)-1]...)
 		c.store(fed, st)
+	} else {
+		st.Release()
 	}
 	return res, err
 }
 
 // lookup returns a private copy of the longest snapshot whose tokens are a
 // proper prefix of ids (at least one token must remain to produce logits),
-// and its length; nil, 0 when there is none.
+// and its length; nil, 0 when there is none or the copy cannot be made.
 func (c *PrefixCache) lookup(ids []int) (*model.State, int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -119,9 +136,16 @@ func (c *PrefixCache) lookup(ids []int) (*model.State, int) {
 	}
 	e := c.entries[best]
 	c.touch(best)
-	// Cloning under the lock keeps it simple; a clone is a memory copy,
-	// small next to the prefill it saves.
-	return e.st.Clone(), len(e.ids)
+	// Cloning under the lock keeps it simple (an eviction cannot release
+	// the snapshot meanwhile); a clone is a memory copy, small next to the
+	// prefill it saves.
+	st := e.st.Clone()
+	if st.Err() != nil {
+		// The device could not make the copy: prefill from scratch instead.
+		st.Release()
+		return nil, 0
+	}
+	return st, len(e.ids)
 }
 
 // touch moves entry i to the most recently used end.
@@ -130,26 +154,37 @@ func (c *PrefixCache) touch(i int) {
 	c.entries = append(slices.Delete(c.entries, i, i+1), e)
 }
 
-// store keeps st as the state after ids, evicting the least recently used
-// snapshots beyond the budget. A snapshot larger than the whole budget is
-// not kept.
+// store keeps st, which it owns from now on, as the state after ids,
+// evicting and releasing the least recently used snapshots beyond the
+// budget. It releases st instead of keeping it when the same tokens are
+// cached already, when st is larger than the whole budget, or when st is
+// unusable (a failed Clone).
 func (c *PrefixCache) store(ids []int, st *model.State) {
+	if st.Err() != nil {
+		st.Release()
+		return
+	}
+	st.Shrink() // an idle snapshot needs no step workspace
 	n := st.Bytes()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for i, e := range c.entries {
 		if slices.Equal(e.ids, ids) {
 			c.touch(i)
+			st.Release()
 			return
 		}
 	}
 	if n > c.maxBytes {
+		st.Release()
 		return
 	}
 	c.entries = append(c.entries, &prefixEntry{ids: slices.Clone(ids), st: st, bytes: n})
 	c.bytes += n
 	for c.bytes > c.maxBytes {
-		c.bytes -= c.entries[0].bytes
+		old := c.entries[0]
+		c.bytes -= old.bytes
 		c.entries = slices.Delete(c.entries, 0, 1)
+		old.st.Release()
 	}
 }

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"math"
 	"slices"
 	"testing"
@@ -124,5 +125,105 @@ func TestPrefixCacheBudget(t *testing.T) {
 		if res.CachedTokens != 0 {
 			t.Errorf("disabled cache reused %d tokens", res.CachedTokens)
 		}
+	}
+}
+
+// TestPrefixCacheReleasesStates: every state the cache makes — a request's
+// copy of a snapshot or its fresh state, each snapshot taken — is released
+// exactly once, whatever ends the request (success, a prompt refused for
+// the context, cancellation inside the prefill or between tokens, a device
+// that cannot copy a state) and whatever happens to the snapshot (kept,
+// declined as a duplicate or too large, evicted). Between requests the only
+// live states are the cache's snapshots; after Clear, none.
+func TestPrefixCacheReleasesStates(t *testing.T) {
+	e, dev := countingEngine(t, prepared(t, "qwen3next-tiny", "hf"), Options{ContextSize: 64})
+	ctx := context.Background()
+	probe := e.Model.NewState()
+	if _, err := e.Model.Forward(ctx, probe, []int{1, 2, 3, 4, 5, 6, 7, 8}, false); err != nil {
+		t.Fatal(err)
+	}
+	// Room for about three snapshots of these lengths: evictions happen.
+	c := e.NewPrefixCache(3 * probe.Bytes())
+	small := e.NewPrefixCache(probe.Bytes() / 2)
+	probe.Release()
+	errNoMemory := errors.New("out of device memory")
+	base := []int{11, 12, 13, 14, 15, 16, 17, 18}
+	steps := []struct {
+		name    string
+		ids     []int
+		marks   []int
+		ctx     func() context.Context // nil: background
+		cancel  int                    // cancel after this many sampled tokens (0: never)
+		noClone bool                   // every Clone fails
+		small   bool                   // through a cache too small for any snapshot
+		wantErr bool
+	}{
+		{name: "fresh, with a mark", ids: base, marks: []int{4}},
+		{name: "continued (hit)", ids: slices.Concat(base, []int{21, 22})},
+		{name: "same again (duplicate snapshots)", ids: slices.Concat(base, []int{21, 22})},
+		{name: "refused: does not fit the context", ids: slices.Concat(base, []int{21, 22}, make([]int, 64)), wantErr: true},
+		{name: "cancelled between tokens", ids: slices.Concat(base, []int{31}), cancel: 2, wantErr: true},
+		{name: "cancelled inside the prefill", ids: slices.Concat(base, []int{41, 42, 43}), wantErr: true,
+			ctx: func() context.Context { c := &flipCtx{Context: ctx}; c.arm(1); return c }},
+		{name: "clones fail", ids: slices.Concat(base, []int{51, 52}), marks: []int{9}, noClone: true},
+		{name: "others evict", ids: []int{61, 62, 63, 64, 65, 66, 67, 68, 69}},
+		{name: "others evict 2", ids: []int{71, 72, 73, 74, 75, 76, 77, 78, 79}},
+		{name: "others evict 3", ids: []int{81, 82, 83, 84, 85, 86, 87, 88, 89}},
+		{name: "too large for the budget", ids: slices.Concat(base, []int{91}), small: true},
+	}
+	for _, s := range steps {
+		dev.SetCloneError(nil)
+		if s.noClone {
+			dev.SetCloneError(errNoMemory)
+		}
+		rctx, cancel := context.WithCancel(ctx)
+		if s.ctx != nil {
+			// (A context derived from it would not ask its Err.)
+			rctx = s.ctx()
+		}
+		n := 0
+		cache := c
+		if s.small {
+			cache = small
+		}
+		_, err := cache.Generate(rctx, s.ids, s.marks, GenerateOptions{MaxTokens: 4, Sampler: samplerFunc(func(l []float32, h []int) int {
+			if n++; n == s.cancel {
+				cancel()
+			}
+			return greedy{}.Sample(l, h)
+		})})
+		cancel()
+		if (err != nil) != s.wantErr {
+			t.Errorf("%s: error %v, want an error %v", s.name, err, s.wantErr)
+		}
+		st := c.Stats()
+		if live := dev.Live(); live != st.Entries {
+			t.Errorf("%s: %d states alive, the cache holds %d snapshots", s.name, live, st.Entries)
+		}
+		if st.Bytes > c.maxBytes {
+			t.Errorf("%s: the cache holds %d bytes, budget %d", s.name, st.Bytes, c.maxBytes)
+		}
+		t.Logf("%s: %d snapshots (%d of %d bytes), %d states made so far", s.name, st.Entries, st.Bytes, c.maxBytes, dev.Made())
+	}
+	if s := c.Stats(); s.Hits < 2 {
+		t.Errorf("%d generations started from a snapshot, want at least 2", s.Hits)
+	}
+	if s := small.Stats(); s.Entries != 0 {
+		t.Errorf("a cache smaller than any snapshot holds %d", s.Entries)
+	}
+	c.Clear()
+	if live, s := dev.Live(), c.Stats(); live != 0 || s.Entries != 0 || s.Bytes != 0 {
+		t.Errorf("after Clear: %d states alive, stats %+v", live, s)
+	}
+	if err := dev.Misuse(); err != nil {
+		t.Error(err)
+	}
+	// The cache still works after Clear.
+	if _, err := c.Generate(ctx, base, nil, GenerateOptions{MaxTokens: 2, Sampler: greedy{}}); err != nil {
+		t.Fatal(err)
+	}
+	c.Clear()
+	if live := dev.Live(); live != 0 {
+		t.Errorf("%d states alive", live)
 	}
 }

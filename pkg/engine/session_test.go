@@ -4,7 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sync/atomic"
 	"testing"
+
+	"github.com/fm-moe/fm/pkg/backend"
+	"github.com/fm-moe/fm/pkg/backend/backendtest"
 )
 
 // TestSessionReusesState: each turn continues from the longest consumed prefix
@@ -52,34 +57,127 @@ func TestSessionReusesState(t *testing.T) {
 	turn([]int{40, 41, 42}, 0)
 }
 
-// TestSessionKeepsPrefixAfterInterrupt: a reply cut short (Ctrl-C in chat)
-// keeps what the session had consumed up to the prompt; the next turn does
-// not process the conversation again from the start.
-func TestSessionKeepsPrefixAfterInterrupt(t *testing.T) {
-	e, err := Open(context.Background(), Options{Dir: prepared(t, "qwen3next-tiny", "hf")})
+// flipCtx is a context that is never done but whose Err reports Canceled
+// once armed and asked `left` more times: a cancellation that arrives at a
+// chosen check (between tokens, or inside a step's layers) deterministically.
+type flipCtx struct {
+	context.Context
+	armed atomic.Bool
+	left  atomic.Int32
+}
+
+func (c *flipCtx) arm(left int32) { c.left.Store(left); c.armed.Store(true) }
+
+func (c *flipCtx) Err() error {
+	if !c.armed.Load() || c.left.Add(-1) >= 0 {
+		return nil
+	}
+	return context.Canceled
+}
+
+// countingEngine opens dir on the CPU backend wrapped to count its states.
+func countingEngine(t *testing.T, dir string, opts Options) (*Engine, *backendtest.Counting) {
+	t.Helper()
+	dev, err := backend.Open("cpu", backend.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer e.Close()
-	s := e.NewSession()
-	p1 := []int{11, 12, 13, 14, 15, 16}
-	ctx, cancel := context.WithCancel(context.Background())
-	n := 0
-	res, err := s.Generate(ctx, p1, GenerateOptions{MaxTokens: 50, Sampler: samplerFunc(func(l []float32, h []int) int {
-		if n++; n == 3 {
-			cancel()
-		}
-		return greedy{}.Sample(l, h)
-	})})
-	if !errors.Is(err, context.Canceled) || res == nil || len(res.Tokens) != 3 {
-		t.Fatalf("interrupted turn: %v, %v", res, err)
-	}
-	// The next turn holds the conversation so far (the partial reply included).
-	p2 := append(append(append([]int{}, p1...), res.Tokens...), 21, 22)
-	if _, err := s.Generate(context.Background(), p2, GenerateOptions{MaxTokens: 2, Sampler: greedy{}}); err != nil {
+	c := backendtest.NewCounting(dev)
+	opts.Dir, opts.Device = dir, c
+	e, err := Open(context.Background(), opts)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Reused < len(p1) {
-		t.Errorf("after an interrupted reply the next turn reused %d tokens, want at least the %d of the previous prompt", s.Reused, len(p1))
+	t.Cleanup(func() { e.Close() })
+	return e, c
+}
+
+// TestSessionKeepsReplyAfterInterrupt: a reply cut short (Ctrl-C in chat)
+// keeps what the state consumed — the prompt and the partial reply — when
+// the cancellation arrives between tokens or inside a decode step (which
+// runs to its end), so the next turn, which carries the partial reply, only
+// processes its new tokens, and generates what a fresh run generates. A
+// cancellation inside the prefill leaves the state half done: the session
+// falls back to the snapshot after the previous prompt. Every state the
+// session made is released by Close.
+func TestSessionKeepsReplyAfterInterrupt(t *testing.T) {
+	e, dev := countingEngine(t, prepared(t, "qwen3next-tiny", "hf"), Options{})
+	fresh := func(ids []int) []int {
+		st := e.Model.NewState()
+		defer st.Release()
+		res, err := e.Generate(context.Background(), st, ids, GenerateOptions{MaxTokens: 5, Sampler: greedy{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Tokens
+	}
+	p0 := []int{11, 12, 13, 14, 15, 16}
+	for _, c := range []struct {
+		name string
+		// after is the generated token after which the context is
+		// cancelled (0: before the turn); checks is how many ctx.Err
+		// calls still pass after that.
+		after      int
+		checks     int32
+		wantTokens int
+		// wantReused is the next turn's reuse, given the interrupted
+		// turn's prompt and tokens.
+		wantReused func(p1, gen []int) int
+	}{
+		{"between tokens", 3, 0, 3, func(p1, gen []int) int { return len(p1) + len(gen) - 1 }},
+		// The engine's check between tokens passes; the step's first layer
+		// would see the cancellation, but the step finishes.
+		{"inside a decode step", 3, 1, 4, func(p1, gen []int) int { return len(p1) + len(gen) - 1 }},
+		// The prefill's first layer passes, the cancellation stops it after.
+		{"inside the prefill", 0, 1, 0, func([]int, []int) int { return len(p0) }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := e.NewSession()
+			defer func() {
+				s.Close()
+				if n := dev.Live(); n != 0 {
+					t.Errorf("%d states alive after the session closed", n)
+				}
+			}()
+			res, err := s.Generate(context.Background(), p0, GenerateOptions{MaxTokens: 5, Sampler: greedy{}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			p1 := slices.Concat(p0, res.Tokens[:len(res.Tokens)-1], []int{21, 22, 23})
+			ctx := &flipCtx{Context: context.Background()}
+			if c.after == 0 {
+				ctx.arm(c.checks)
+			}
+			n := 0
+			res, err = s.Generate(ctx, p1, GenerateOptions{MaxTokens: 50, Sampler: samplerFunc(func(l []float32, h []int) int {
+				if n++; n == c.after {
+					ctx.arm(c.checks)
+				}
+				return greedy{}.Sample(l, h)
+			})})
+			if !errors.Is(err, context.Canceled) || res == nil || len(res.Tokens) != c.wantTokens {
+				var got []int
+				if res != nil {
+					got = res.Tokens
+				}
+				t.Fatalf("interrupted turn: tokens %v, error %v; want %d tokens and context.Canceled", got, err, c.wantTokens)
+			}
+			// The next turn holds the conversation so far, the partial reply
+			// included.
+			p2 := slices.Concat(p1, res.Tokens, []int{31, 32})
+			next, err := s.Generate(context.Background(), p2, GenerateOptions{MaxTokens: 5, Sampler: greedy{}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := c.wantReused(p1, res.Tokens); s.Reused != want {
+				t.Errorf("after the interrupted reply the next turn reused %d tokens, want %d", s.Reused, want)
+			}
+			if want := fresh(p2); !slices.Equal(next.Tokens, want) {
+				t.Errorf("next turn generated %v, a fresh run %v", next.Tokens, want)
+			}
+			if err := dev.Misuse(); err != nil {
+				t.Error(err)
+			}
+		})
 	}
 }

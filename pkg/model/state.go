@@ -1,6 +1,7 @@
 package model
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -16,7 +17,7 @@ type State struct {
 	m   *Model
 	pos int
 	st  backend.State // nil until the first Forward
-	err error         // returned by Forward until Reset: a failed Clone, or a step left half done
+	err error         // returned by Forward until Reset: a failed Clone, a step left half done, Release
 	ws  workspace
 
 	// Profile, when non-nil, accumulates where Forward spends its time.
@@ -35,7 +36,12 @@ func (s *State) Len() int { return s.pos }
 func (s *State) Reset() {
 	s.pos = 0
 	if s.err != nil {
-		s.st, s.err = nil, nil // allocated afresh by the next Forward
+		// A step that failed may have left the device state anywhere:
+		// free it; the next Forward allocates a new one.
+		if s.st != nil {
+			s.st.Release()
+		}
+		s.st, s.err = nil, nil
 	}
 	if s.st != nil {
 		s.st.Reset()
@@ -61,8 +67,18 @@ func (s *State) Bytes() int64 {
 	return s.st.Bytes()
 }
 
+// Err says why Forward refuses the state (a failed Clone, a step left half
+// done by an error or a cancellation, Release), or nil when the state holds
+// exactly its Len tokens and can continue.
+func (s *State) Err() error { return s.err }
+
+// errReleased makes a released state fail loudly if it is used again: a
+// fresh allocation behind a position > 0 would compute from an empty cache.
+var errReleased = errors.New("forward: the state was released")
+
 // Release frees the state's device memory now rather than when it becomes
-// unreachable; the state must not be used afterwards.
+// unreachable; the state must not be used afterwards (Forward and Clone
+// refuse it). Releasing twice does nothing more.
 func (s *State) Release() {
 	if s.st != nil {
 		s.st.Release()
@@ -73,7 +89,13 @@ func (s *State) Release() {
 		s.ws.marks.Release()
 		s.ws.marks, s.ws.marked = nil, false
 	}
+	s.err = errReleased
 }
+
+// Shrink frees the step workspace (the activations of the largest step so
+// far, which Bytes does not count) and keeps the sequence; the next Forward
+// allocates the workspace again. For states kept idle, such as snapshots.
+func (s *State) Shrink() { s.ws.release() }
 
 // ready allocates the backend state on first use.
 func (s *State) ready() error {

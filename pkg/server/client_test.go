@@ -203,8 +203,16 @@ func TestToolCallRoundTrip(t *testing.T) {
 			// Streamed: the call arrives as a delta.
 			stream := client.Chat.Completions.NewStreaming(ctx, params)
 			var acc openai.ChatCompletionAccumulator
+			callChunks := 0
 			for stream.Next() {
 				acc.AddChunk(stream.Current())
+				if ch := stream.Current().Choices; len(ch) > 0 && len(ch[0].Delta.ToolCalls) > 0 {
+					callChunks++
+				}
+			}
+			// Hermes calls stream their arguments in pieces; XML calls come whole.
+			if hermes := c.format == tokenizer.ChatQwen3Instruct; (callChunks > 2) != hermes {
+				t.Errorf("the call came in %d chunks (hermes format: %v)", callChunks, hermes)
 			}
 			if err := stream.Err(); err != nil {
 				t.Fatal(err)

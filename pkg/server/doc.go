@@ -9,6 +9,9 @@
 // </think> becomes reasoning_content, <tool_call> blocks in either Qwen
 // format (hermes JSON or <function=…><parameter=…> XML) become tool_calls,
 // and a malformed call is reported as such, never passed on as a valid one.
+// Streamed, a hermes call's arguments go out as deltas while they are
+// generated, all but their closing brace, which follows once the whole call
+// has parsed (toolstream.go).
 //
 // It is safe by default: generations run at most Options.Parallel at a time
 // with the rest queued first come, first served; request bodies, prompt and

@@ -232,6 +232,10 @@ func (o *reply) part(p replyPart) {
 		d.Content = &p.Content
 	case p.Reasoning != "":
 		d.ReasoningContent = &p.Reasoning
+	case p.CallDelta != nil:
+		d.ToolCalls = []toolCall{*p.CallDelta}
+	case p.Call != nil && p.Streamed:
+		return // every piece went out as a CallDelta
 	case p.Call != nil:
 		d.ToolCalls = []toolCall{*p.Call}
 	case p.CallError != "":

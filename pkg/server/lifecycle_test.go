@@ -142,12 +142,16 @@ func TestTimeout(t *testing.T) {
 
 // TestGracefulShutdown: when Serve's context ends, a running request may
 // finish within the grace period; one that does not is stopped, and Serve
-// returns.
+// returns. A negative grace period stops it at once.
 func TestGracefulShutdown(t *testing.T) {
-	for _, finish := range []bool{true, false} {
+	for _, c := range []struct {
+		finish bool
+		grace  time.Duration
+	}{{true, 300 * time.Millisecond}, {false, 300 * time.Millisecond}, {false, -1}} {
+		finish := c.finish
 		gen := newBlocking()
 		s, err := New(Options{Model: modelName, ModelDir: tinyDir, Tokenizer: tinyTok, Generator: gen,
-			CtxSize: 4096, ShutdownGrace: 300 * time.Millisecond})
+			CtxSize: 4096, ShutdownGrace: c.grace})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -169,6 +173,7 @@ func TestGracefulShutdown(t *testing.T) {
 			status <- resp.StatusCode
 		}()
 		<-gen.started
+		stopped := time.Now()
 		stop()
 		if finish {
 			time.Sleep(50 * time.Millisecond)
@@ -181,6 +186,9 @@ func TestGracefulShutdown(t *testing.T) {
 			}
 		case <-time.After(10 * time.Second):
 			t.Fatalf("finish=%v: Serve did not return", finish)
+		}
+		if c.grace < 0 && time.Since(stopped) > 5*time.Second { // not the 30 s default
+			t.Errorf("grace %v: Serve took %v to stop a running request", c.grace, time.Since(stopped))
 		}
 		ended := <-gen.ended
 		code := <-status

@@ -32,8 +32,10 @@ type replyParser struct {
 	// emit receives each part as it is decided.
 	emit func(replyPart)
 
-	calls   int
-	stopped bool // a stop sequence was generated
+	calls   int        // valid calls
+	indexes int        // call indexes given out (announced or valid calls)
+	cs      callStream // the open call's streaming
+	stopped bool       // a stop sequence was generated
 }
 
 type replyMode int
@@ -44,11 +46,18 @@ const (
 	modeDone              // a stop sequence ended the reply
 )
 
-// replyPart is one decided piece of the reply; exactly one field is set.
+// replyPart is one decided piece of the reply; exactly one field is set
+// (Streamed goes with Call).
 type replyPart struct {
 	Reasoning string
 	Content   string
+	// CallDelta is a piece of a call being generated, for streams only: the
+	// announcement (index, id, name) or an argument fragment (index and
+	// arguments). The call ends with its Call (Streamed set: every piece of
+	// it was sent as deltas) or with a CallError.
+	CallDelta *toolCall
 	Call      *toolCall
+	Streamed  bool
 	CallError string
 }
 
@@ -135,27 +144,62 @@ func (p *replyParser) step(final bool) bool {
 				p.out(replyPart{CallError: "unterminated <tool_call> (the generation ended before </tool_call>)"})
 				p.out(replyPart{Content: toolCallOpen + p.buf})
 				p.buf = ""
+				p.cs = callStream{}
+			} else {
+				p.streamCall()
 			}
 			return false
 		}
 		body := p.buf[:i]
 		p.buf = strings.TrimLeft(p.buf[i+len(toolCallClose):], " \t\r\n")
 		p.mode, p.afterCall = modeContent, p.buf == ""
+		announced, sent := p.cs.call, p.cs.sent.String()
+		p.cs = callStream{}
 		name, args, err := parseToolCall(body, p.specs)
+		if err == nil && announced != nil && (name != announced.Function.Name || !strings.HasPrefix(args, sent)) {
+			// The streamed start does not fit the whole (a second "name"
+			// key, say): the call is not trustworthy.
+			err = fmt.Errorf("tool call %q: the body contradicts its streamed start", announced.Function.Name)
+		}
 		if err != nil {
 			p.out(replyPart{CallError: err.Error()})
 			p.out(replyPart{Content: toolCallOpen + body + toolCallClose})
 			return true
 		}
-		c := &toolCall{ID: fmt.Sprintf("call_%s_%d", randomID(), p.calls), Type: "function"}
-		idx := p.calls
-		c.Index = &idx
-		c.Function.Name, c.Function.Arguments = name, args
+		c := announced
+		if c == nil {
+			idx := p.indexes
+			p.indexes++
+			c = &toolCall{Index: &idx, ID: "call_" + randomID(), Type: "function"}
+		} else {
+			// The rest of the arguments: at least the held closing brace.
+			d := &toolCall{Index: c.Index}
+			d.Function.Arguments = args[len(sent):]
+			p.out(replyPart{CallDelta: d})
+		}
+		whole := *c
+		whole.Function.Name, whole.Function.Arguments = name, args
 		p.calls++
-		p.out(replyPart{Call: c})
+		p.out(replyPart{Call: &whole, Streamed: announced != nil})
 		return true
 	}
 	return false
+}
+
+// streamCall sends what is certain of the open call: its announcement and
+// argument fragments (see callStream).
+func (p *replyParser) streamCall() {
+	next := func() int { p.indexes++; return p.indexes - 1 }
+	announce, args := p.cs.advance(p.buf, p.specs, next)
+	if announce != nil {
+		a := *announce
+		p.out(replyPart{CallDelta: &a})
+	}
+	if args != "" {
+		d := &toolCall{Index: p.cs.call.Index}
+		d.Function.Arguments = args
+		p.out(replyPart{CallDelta: d})
+	}
 }
 
 // content handles modeContent: find the earliest stop sequence or tool-call
@@ -204,7 +248,7 @@ func (p *replyParser) content(final bool) bool {
 }
 
 func (p *replyParser) out(r replyPart) {
-	if r.Reasoning == "" && r.Content == "" && r.Call == nil && r.CallError == "" {
+	if r.Reasoning == "" && r.Content == "" && r.Call == nil && r.CallDelta == nil && r.CallError == "" {
 		return
 	}
 	p.emit(r)

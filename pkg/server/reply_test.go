@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/json"
 	"fmt"
 	"reflect"
 	"strings"
@@ -128,5 +129,107 @@ func TestReplyParserStreamsEarly(t *testing.T) {
 	}
 	if want := "Hello| wor|ld"; strings.Join(got, "|") != want {
 		t.Errorf("streamed %q, want %q (only the possible marker start and the space before it held back)", strings.Join(got, "|"), want)
+	}
+}
+
+// TestToolCallStreaming: a hermes tool call is announced (index, id, name)
+// as soon as its name is complete and its arguments have begun, and its
+// arguments follow as fragments that add up to the finished call's compact
+// arguments. A call that turns out malformed after it was announced never
+// gets its closing brace — the fragments a client holds are not a JSON
+// object — and is reported in tool_call_errors; unknown functions, the XML
+// format and bodies that do not start with the name are sent whole.
+func TestToolCallStreaming(t *testing.T) {
+	specs := map[string]toolSpec{"get_weather": {name: "get_weather"}, "f": {name: "f"}}
+	for _, c := range []struct {
+		name     string
+		body     string // inside <tool_call>…</tool_call>
+		open     bool   // the generation ends inside the block
+		wantArgs string // the finished call's arguments ("": no valid call)
+		streamed bool   // announced before the end
+	}{
+		{name: "hermes", body: "\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"days\": 2}}\n",
+			wantArgs: `{"city":"Paris","days":2}`, streamed: true},
+		{name: "nested, braces in strings", body: `{"name":"f","arguments":{ "q": "a } \" {", "n": [1, {"x": null}], "t": true }}`,
+			wantArgs: `{"q":"a } \" {","n":[1,{"x":null}],"t":true}`, streamed: true},
+		{name: "empty arguments", body: `{"name": "f", "arguments": {}}`, wantArgs: `{}`, streamed: true},
+		{name: "malformed arguments", body: `{"name": "f", "arguments": {oops}}`, streamed: true},
+		{name: "text after the object", body: `{"name": "f", "arguments": {"a": 1}} extra`, streamed: true},
+		{name: "cut off", body: `{"name": "f", "arguments": {"a": [1, 2`, open: true, streamed: true},
+		{name: "unknown function", body: `{"name": "rm", "arguments": {"path": "/"}}`},
+		{name: "name after arguments", body: `{"arguments": {"a": 1}, "name": "f"}`, wantArgs: `{"a":1}`},
+		{name: "xml", body: "\n<function=f>\n<parameter=a>\n1\n</parameter>\n</function>\n", wantArgs: `{"a":1}`},
+	} {
+		for _, step := range []int{1, 3, 1 << 20} {
+			t.Run(fmt.Sprintf("%s/step%d", c.name, step), func(t *testing.T) {
+				text := "Checking." + toolCallOpen + c.body
+				if !c.open {
+					text += toolCallClose
+				}
+				var (
+					deltas   []toolCall
+					final    []replyPart
+					errs     []string
+					finished bool // a Call or CallError came
+				)
+				p := newReplyParser(true, specs, nil, func(r replyPart) {
+					switch {
+					case r.CallDelta != nil:
+						if finished {
+							t.Errorf("a delta after the call ended: %+v", *r.CallDelta)
+						}
+						deltas = append(deltas, *r.CallDelta)
+					case r.Call != nil:
+						final, finished = append(final, r), true
+					case r.CallError != "":
+						errs, finished = append(errs, r.CallError), true
+					}
+				})
+				for s := text; s != ""; {
+					n := min(step, len(s))
+					p.Write(s[:n])
+					s = s[n:]
+				}
+				p.Close()
+				var args strings.Builder
+				for i, d := range deltas {
+					if d.Index == nil || *d.Index != 0 {
+						t.Fatalf("delta %d without index 0: %+v", i, d)
+					}
+					if (i == 0) != (d.ID != "") || (i == 0) != (d.Function.Name != "") {
+						t.Errorf("delta %d: id %q, name %q (only the first names the call)", i, d.ID, d.Function.Name)
+					}
+					args.WriteString(d.Function.Arguments)
+				}
+				streamed := len(deltas) > 0 && (len(final) == 0 || final[0].Streamed)
+				if step == 1 && streamed != c.streamed {
+					t.Errorf("streamed %v, want %v (%d deltas)", streamed, c.streamed, len(deltas))
+				}
+				if c.wantArgs == "" {
+					if len(final) != 0 || len(errs) != 1 {
+						t.Fatalf("malformed call: calls %+v, errors %q", final, errs)
+					}
+					if json.Valid([]byte(args.String())) {
+						t.Errorf("the fragments of a malformed call add up to valid JSON %s", args.String())
+					}
+					return
+				}
+				if len(final) != 1 || len(errs) != 0 {
+					t.Fatalf("calls %+v, errors %q", final, errs)
+				}
+				call := final[0].Call
+				if call.Function.Arguments != c.wantArgs || call.Function.Name == "" || call.ID == "" {
+					t.Errorf("call %+v, want arguments %s", *call, c.wantArgs)
+				}
+				if final[0].Streamed {
+					if args.String() != call.Function.Arguments || deltas[0].ID != call.ID || deltas[0].Function.Name != call.Function.Name {
+						t.Errorf("deltas %+v add up to %s, the call is %+v", deltas, args.String(), *call)
+					}
+					if step == 1 && len(deltas) < 3 {
+						t.Errorf("%d deltas: the arguments were not streamed", len(deltas))
+					}
+				}
+			})
+		}
 	}
 }

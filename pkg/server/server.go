@@ -58,7 +58,8 @@ type Options struct {
 	// included (0: 10 minutes).
 	Timeout time.Duration
 	// ShutdownGrace is how long Serve lets running requests finish after its
-	// context ends before it stops their generations (0: 30 s).
+	// context ends before it stops their generations (0: 30 s; negative:
+	// none, they stop at once).
 	ShutdownGrace time.Duration
 	// APIKey, when set, is required as "Authorization: Bearer KEY" on /v1.
 	APIKey string

@@ -316,9 +316,24 @@ func TestDisconnectStopsGeneration(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-rec.started
-	// Read five events of the stream, then hang up.
+	hangUp(t, resp, 5, cancel)
+	out := <-rec.done
+	if out.err == nil || !strings.Contains(out.err.Error(), "context canceled") {
+		t.Errorf("generation ended with %v, want context canceled", out.err)
+	}
+	if n := len(out.res.Tokens); n >= max || n < 5 {
+		t.Errorf("generated all %d tokens after the client left", n)
+	} else {
+		t.Logf("stopped after %d of %d tokens", n, max)
+	}
+}
+
+// hangUp reads n events of a streamed response, then disconnects (cancel
+// ends the request's context).
+func hangUp(t *testing.T, resp *http.Response, n int, cancel context.CancelFunc) {
+	t.Helper()
 	br := bufio.NewReader(resp.Body)
-	for events := 0; events < 5; {
+	for events := 0; events < n; {
 		line, err := br.ReadString('\n')
 		if err != nil {
 			t.Fatal(err)
@@ -329,13 +344,4 @@ func TestDisconnectStopsGeneration(t *testing.T) {
 	}
 	cancel()
 	resp.Body.Close()
-	out := <-rec.done
-	if out.err == nil || !strings.Contains(out.err.Error(), "context canceled") {
-		t.Errorf("generation ended with %v, want context canceled", out.err)
-	}
-	if n := len(out.res.Tokens); n >= max || n < 5 {
-		t.Errorf("generated all %d tokens after the client left", n)
-	} else {
-		t.Logf("stopped after %d of %d tokens", n, max)
-	}
 }
