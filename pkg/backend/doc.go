@@ -25,7 +25,15 @@
 //     so the upload is a DMA; plain aligned memory for the CPU), then the model
 //     binds it (BindExpert);
 //   - the non-finite diagnosis: NonFinite reduces on the device and returns
-//     one row index.
+//     one row index. The model checks the residual stream after every block;
+//     a Device that also implements NonFiniteMarker gets those checks as
+//     Marks, queued like operations and read at the synchronizing calls a
+//     step makes anyway (a sparse layer's router logits, the final logits,
+//     or one Read at the end of a chunk without logits), so a GPU does not
+//     drain its queue two more times per layer. The error is the same: the
+//     model reports the first block (in the order they ran) whose check
+//     found a NaN or an infinity, and for a MoE block re-runs that layer's
+//     experts one by one on the block's kept input to name the culprit.
 //
 // On the device (every Device method below that takes a Tensor): embedding
 // lookup, RMSNorm, every matrix product with fused dequantization, full
@@ -90,7 +98,8 @@
 // # Asynchrony and concurrency
 //
 // Operations may run asynchronously: they are issued, and a backend may return
-// before the device has finished. Download, NonFinite and Sync synchronize:
+// before the device has finished. Download, NonFinite and Sync synchronize
+// (and so does Marks.Read when scans were marked after the last of them):
 // when they return, every operation issued before the call began (in the
 // happens-before sense) has completed. Upload copies its source before it
 // returns, so the caller may reuse it at once.

@@ -90,6 +90,10 @@ func (m *Model) step(ctx context.Context, st *State, tokens []int, logits []floa
 		return err
 	}
 	clk := newClock(st.Profile, len(m.layers))
+	pos := st.pos
+	if err := m.startChecks(st); err != nil {
+		return err
+	}
 
 	d.Embed(x.h, m.embed, tokens)
 	clk.lap(-1, PhaseOther)
@@ -107,13 +111,13 @@ func (m *Model) step(ctx context.Context, st *State, tokens []int, logits []floa
 		}
 		clk.lap(l.index, PhaseMixer)
 		d.Add(x.h, x.mix)
-		if err := m.checkFinite(x.h, l, l.kind.String(), st.pos); err != nil {
+		if err := m.check(ctx, st, x, l, slotMixer, pos); err != nil {
 			return err
 		}
 		d.RMSNorm(x.xn, x.h, l.postNorm, eps)
 		clk.lap(l.index, PhaseOther)
 		if l.sparse {
-			if err := m.moe(ctx, l, st, x, &clk); err != nil {
+			if err := m.moe(ctx, l, st, x, pos, &clk); err != nil {
 				return err
 			}
 		} else {
@@ -122,12 +126,12 @@ func (m *Model) step(ctx context.Context, st *State, tokens []int, logits []floa
 		}
 		d.Add(x.h, x.mix)
 		if l.sparse {
-			if r, err := d.NonFinite(x.h); err != nil {
-				return fmt.Errorf("%s: layer %d MoE: %w", d.Name(), l.index, err)
-			} else if r >= 0 {
-				return m.diagnoseMoE(ctx, l, st, x, r)
-			}
-		} else if err := m.checkFinite(x.h, l, "dense MLP", st.pos); err != nil {
+			// Keep this layer's MoE input and output for a diagnosis that
+			// the deferred check may ask for after the next layers ran.
+			x.xn, x.xnAlt = x.xnAlt, x.xn
+			x.mix, x.mixAlt = x.mixAlt, x.mix
+		}
+		if err := m.check(ctx, st, x, l, slotFFN, pos); err != nil {
 			return err
 		}
 		clk.lap(l.index, PhaseOther)
@@ -137,17 +141,20 @@ func (m *Model) step(ctx context.Context, st *State, tokens []int, logits []floa
 		st.Profile.Tokens += T
 	}
 	if logits != nil {
-		if err := m.head(st, x, logits); err != nil {
+		if err := m.head(ctx, st, x, pos, logits); err != nil {
 			return err
 		}
+	} else if err := m.readChecks(ctx, st, x, pos); err != nil {
+		return err
 	}
 	clk.lap(-1, PhaseOther)
 	return nil
 }
 
 // head computes logits = lm_head(norm(h)) of every row of the step or of the
-// last one only (as len(logits) says) and downloads them.
-func (m *Model) head(st *State, x *tensors, logits []float32) error {
+// last one only (as len(logits) says) and downloads them, then reads the
+// step's deferred non-finite checks (the download synchronized them).
+func (m *Model) head(ctx context.Context, st *State, x *tensors, pos int, logits []float32) error {
 	V := m.cfg.VocabSize
 	n := len(logits) / V
 	T := x.h.Rows()
@@ -163,6 +170,9 @@ func (m *Model) head(st *State, x *tensors, logits []float32) error {
 	m.dev.MatMul(out, m.lmHead, hn)
 	if err := m.dev.Download(logits, out); err != nil {
 		return fmt.Errorf("%s: logits: %w", m.dev.Name(), err)
+	}
+	if err := m.readChecks(ctx, st, x, pos); err != nil {
+		return err
 	}
 	if r := firstNonFinite(logits, V); r >= 0 {
 		return &NonFiniteError{Layer: -1, Block: "final norm and lm_head", Expert: -1, Position: st.pos - n + r}

@@ -79,13 +79,18 @@ type routing struct {
 
 // routeStep downloads the router logits of the step's T tokens and picks
 // every token's experts on the host.
-func (m *Model) routeStep(l *layer, st *State, x *tensors) (*routing, error) {
+// The download synchronizes the device, so the deferred non-finite checks of
+// the blocks before are read here too (before st.ws.routing is replaced).
+func (m *Model) routeStep(ctx context.Context, l *layer, st *State, x *tensors, pos int) (*routing, error) {
 	E, K := m.cfg.NumExperts, m.k
 	T := x.xn.Rows()
 	m.dev.MatMul(x.router, l.router, x.xn)
 	logits := grow(&st.ws.router, T*E)
 	if err := m.dev.Download(logits, x.router); err != nil {
 		return nil, fmt.Errorf("layer %d: router logits: %w", l.index, err)
+	}
+	if err := m.readChecks(ctx, st, x, pos); err != nil {
+		return nil, err
 	}
 	if r := firstNonFinite(logits, E); r >= 0 {
 		return nil, &NonFiniteError{Layer: l.index, Block: "router", Expert: -1, Position: st.pos + r}
@@ -202,9 +207,9 @@ func (f *fetcher) drain() {
 // it is in — in union order, so the sum is the same whatever the I/O timing —
 // while the following ones are still being read. The shared expert runs while
 // the first reads are in flight. It reads x.xn and writes x.mix.
-func (m *Model) moe(ctx context.Context, l *layer, st *State, x *tensors, clk *clock) error {
+func (m *Model) moe(ctx context.Context, l *layer, st *State, x *tensors, pos int, clk *clock) error {
 	d := m.dev
-	rt, err := m.routeStep(l, st, x)
+	rt, err := m.routeStep(ctx, l, st, x, pos)
 	if err != nil {
 		return err
 	}
@@ -240,7 +245,7 @@ func (m *Model) moe(ctx context.Context, l *layer, st *State, x *tensors, clk *c
 
 	d.Clear(x.mix)
 	if l.hasShared {
-		m.sharedExpert(l, x, x.mix)
+		m.sharedExpert(l, x, x.xn, x.mix)
 	}
 	clk.lap(l.index, PhaseExpertCompute)
 	next := 0
@@ -325,7 +330,7 @@ func (m *Model) moeBatched(ctx context.Context, l *layer, st *State, x *tensors,
 	f := m.fetch(ctx, l.index, rt.union, window)
 	d.Clear(x.mix)
 	if l.hasShared {
-		m.sharedExpert(l, x, x.mix)
+		m.sharedExpert(l, x, x.xn, x.mix)
 	}
 	clk.lap(l.index, PhaseExpertCompute)
 	for i, e := range rt.union {
@@ -378,7 +383,7 @@ func (m *Model) moeInstant(ctx context.Context, l *layer, x *tensors, rt *routin
 	}
 	d.Clear(x.mix)
 	if l.hasShared {
-		m.sharedExpert(l, x, x.mix)
+		m.sharedExpert(l, x, x.xn, x.mix)
 	}
 	b.ExpertFFNs(x.mix, x.xn, g.experts, g.rows, g.weights)
 	clk.lap(l.index, PhaseExpertCompute)
@@ -408,10 +413,11 @@ func (m *Model) expertFFN(out, x backend.Tensor, buf []byte, rows []int, weights
 	return nil
 }
 
-// sharedExpert adds sigmoid(w_sg·x)·SwiGLU_shared(x) to out for every token.
-func (m *Model) sharedExpert(l *layer, x *tensors, out backend.Tensor) {
+// sharedExpert adds sigmoid(w_sg·in)·SwiGLU_shared(in) to out for every
+// token (x.shared and x.sharedGate are its scratch).
+func (m *Model) sharedExpert(l *layer, x *tensors, in, out backend.Tensor) {
 	d := m.dev
-	d.MLP(x.shared, x.xn, l.sgProj, l.suProj, l.sdProj)
-	d.MatMul(x.sharedGate, l.sharedGate, x.xn)
+	d.MLP(x.shared, in, l.sgProj, l.suProj, l.sdProj)
+	d.MatMul(x.sharedGate, l.sharedGate, in)
 	d.AddSigmoidScaled(out, x.shared, x.sharedGate)
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/fm-moe/fm/pkg/backend"
 	"github.com/fm-moe/fm/pkg/internal/hfload"
 	"github.com/fm-moe/fm/pkg/layout"
 	"github.com/fm-moe/fm/pkg/model"
@@ -57,11 +58,66 @@ func (e damagedExperts) FetchExperts(ctx context.Context, layer int, ids []int) 
 	return data, release, nil
 }
 
+// deferringDevice gives a device without backend.NonFiniteMarker one made of
+// its NonFinite, so the model's deferred checks run on the CPU too.
+type deferringDevice struct{ backend.Device }
+
+func (d deferringDevice) NewMarks(n int) (backend.Marks, error) {
+	m := &hostMarks{d: d.Device, rows: make([]int, n)}
+	m.reset()
+	return m, nil
+}
+
+type hostMarks struct {
+	d    backend.Device
+	rows []int
+	err  error
+}
+
+func (m *hostMarks) reset() {
+	for i := range m.rows {
+		m.rows[i] = -1
+	}
+}
+
+func (m *hostMarks) Mark(i int, x backend.Tensor) {
+	r, err := m.d.NonFinite(x)
+	if err != nil && m.err == nil {
+		m.err = err
+	}
+	if r >= 0 && (m.rows[i] < 0 || r < m.rows[i]) {
+		m.rows[i] = r
+	}
+}
+
+func (m *hostMarks) Read(dst []int) error {
+	copy(dst, m.rows)
+	m.reset()
+	return m.err
+}
+
+func (m *hostMarks) Release() {}
+
 // TestNonFiniteStops: damaged weights that turn activations into NaN stop
 // Forward with a NonFiniteError naming the layer and block — and the routed
 // expert, when one is to blame — on the prefill and the decode paths, for a
-// float and a quantized checkpoint.
+// float and a quantized checkpoint, with the checks made at once and deferred
+// (backend.NonFiniteMarker).
 func TestNonFiniteStops(t *testing.T) {
+	cpu, err := backend.Open("cpu", backend.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cpu.Close()
+	for _, dev := range []struct {
+		name string
+		d    backend.Device
+	}{{"auto", nil}, {"deferred", deferringDevice{cpu}}} {
+		t.Run(dev.name, func(t *testing.T) { testNonFiniteStops(t, dev.d) })
+	}
+}
+
+func testNonFiniteStops(t *testing.T, dev backend.Device) {
 	ids := []int{17, 400, 3, 999, 2500}
 	for _, src := range []string{"hf", "mlx4"} {
 		ck, err := hfload.Load(filepath.Join(goldenDir, "qwen35moe-tiny", src))
@@ -74,12 +130,19 @@ func TestNonFiniteStops(t *testing.T) {
 		if attnLayer < 0 || deltaLayer < 0 {
 			t.Fatalf("%s: want both kinds of layer, have %v", src, cfg.LayerTypes)
 		}
-		// The expert that the first token routes to in the last layer.
+		// The experts that the first token routes to in the first and the
+		// last layer (a first layer's check is read after the second ran).
 		last := cfg.NumLayers - 1
-		var routed int
-		probe, err := model.New(cfg, ck, ck, model.Options{OnRoute: func(layer int, ids [][]int) {
-			if layer == last {
+		if !cfg.SparseLayers[0] || !cfg.SparseLayers[last] {
+			t.Fatalf("%s: want sparse first and last layers", src)
+		}
+		var routed, routed0 int
+		probe, err := model.New(cfg, ck, ck, model.Options{Device: dev, OnRoute: func(layer int, ids [][]int) {
+			switch layer {
+			case last:
 				routed = ids[0][0]
+			case 0:
+				routed0 = ids[0][0]
 			}
 		}})
 		if err != nil {
@@ -109,11 +172,13 @@ func TestNonFiniteStops(t *testing.T) {
 				model.NonFiniteError{Layer: last, Block: "shared expert", Expert: -1}},
 			{"routed expert", ck, damagedExperts{ck, last, routed},
 				model.NonFiniteError{Layer: last, Block: "routed expert", Expert: routed}},
+			{"routed expert of layer 0", ck, damagedExperts{ck, 0, routed0},
+				model.NonFiniteError{Layer: 0, Block: "routed expert", Expert: routed0}},
 			{"lm_head", damagedWeights{ck, scalesOr("lm_head")}, ck,
 				model.NonFiniteError{Layer: -1, Block: "final norm and lm_head", Expert: -1}},
 		} {
 			t.Run(src+"/"+tc.name, func(t *testing.T) {
-				m, err := model.New(cfg, tc.weights, tc.experts, model.Options{})
+				m, err := model.New(cfg, tc.weights, tc.experts, model.Options{Device: dev})
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -86,6 +86,10 @@ func (s *State) Release() {
 		s.st = nil
 	}
 	s.ws.release()
+	if s.ws.marks != nil {
+		s.ws.marks.Release()
+		s.ws.marks, s.ws.marked = nil, false
+	}
 	s.err = errReleased
 }
 
@@ -202,14 +206,24 @@ type workspace struct {
 	logits     backend.Tensor
 	logitsRows int
 
-	router    []float32 // host copy of the router logits
-	routing   *routing  // the last sparse layer's routing
-	rt        routing   // routeStep's, reused
-	views     tensors   // views of the first viewRows rows of the tensors above
+	router  []float32 // host copy of the router logits
+	routing *routing  // the last sparse layer's routing
+	rt      routing   // routeStep's, reused
+
+	// views are the tensors' first viewRows rows (kept while T does not
+	// change), lview the logits' first lviewRows rows.
+	views     tensors
 	viewRows  int
-	lview     backend.Tensor // the logits' first lviewRows rows
+	lview     backend.Tensor
 	lviewRows int
-	group     expertGroup
+	group     expertGroup // moeBatched's experts in flight
+
+	// marks are the deferred non-finite checks of a backend.NonFiniteMarker
+	// (nil: checked at once), markRows what Read gives, marked whether a
+	// Mark was issued since the last Read.
+	marks    backend.Marks
+	markRows []int
+	marked   bool
 }
 
 // logitsView returns n rows of the logits tensor, growing it when needed.
@@ -234,19 +248,24 @@ func (ws *workspace) logitsView(m *Model, n int) (backend.Tensor, error) {
 
 // tensors are the activations of one step, each [T × the width in brackets].
 type tensors struct {
-	h, xn, mix   backend.Tensor // [H]: residual stream, its norm, a block's output
-	qp, kp, vp   backend.Tensor // attention projections [qRows], [kvDim], [kvDim]
-	attn         backend.Tensor // attention output before o_proj [attnDim]
-	qkv, z, b, a backend.Tensor // delta-net projections [cc], [vd], [nv], [nv]
-	core         backend.Tensor // delta-net output before out_proj [vd]
-	router       backend.Tensor // router logits [E]
-	shared       backend.Tensor // shared expert output [H]
-	sharedGate   backend.Tensor // shared expert gate logit [1]
+	h, xn, mix backend.Tensor // [H]: residual stream, its norm, a block's output
+	// xnAlt and mixAlt [H] trade places with xn and mix after every sparse
+	// layer, so that they hold the last sparse layer's MoE input and output
+	// until the next one ends: a deferred non-finite check found after later
+	// layers ran can still re-run that layer's experts one by one.
+	xnAlt, mixAlt backend.Tensor
+	qp, kp, vp    backend.Tensor // attention projections [qRows], [kvDim], [kvDim]
+	attn          backend.Tensor // attention output before o_proj [attnDim]
+	qkv, z, b, a  backend.Tensor // delta-net projections [cc], [vd], [nv], [nv]
+	core          backend.Tensor // delta-net output before out_proj [vd]
+	router        backend.Tensor // router logits [E]
+	shared        backend.Tensor // shared expert output [H]
+	sharedGate    backend.Tensor // shared expert gate logit [1]
 }
 
 // all lists the tensor fields, for allocation, slicing and release.
 func (t *tensors) all() []*backend.Tensor {
-	return []*backend.Tensor{&t.h, &t.xn, &t.mix, &t.qp, &t.kp, &t.vp, &t.attn, &t.qkv, &t.z, &t.b, &t.a,
+	return []*backend.Tensor{&t.h, &t.xn, &t.mix, &t.xnAlt, &t.mixAlt, &t.qp, &t.kp, &t.vp, &t.attn, &t.qkv, &t.z, &t.b, &t.a,
 		&t.core, &t.router, &t.shared, &t.sharedGate}
 }
 
@@ -264,7 +283,7 @@ func (m *Model) widths() []int {
 	att, dn := m.hasAttention, m.hasDeltaNet
 	nv := c.LinearNumValueHeads
 	shared := m.hasSparse && c.SharedExpertIntermediateSize > 0
-	return []int{H, H, H, on(att, m.qRows), on(att, m.kvDim), on(att, m.kvDim), on(att, m.attnDim),
+	return []int{H, H, H, on(m.hasSparse, H), on(m.hasSparse, H), on(att, m.qRows), on(att, m.kvDim), on(att, m.kvDim), on(att, m.attnDim),
 		on(dn, m.cc), on(dn, m.vd), on(dn, nv), on(dn, nv), on(dn, m.vd),
 		on(m.hasSparse, c.NumExperts), on(shared, H), on(shared, 1)}
 }

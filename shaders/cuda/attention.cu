@@ -2,11 +2,12 @@
 
 // attend: block (h, t): query row t (position pos0 + t) of head h against keys
 // and values 0 … pos0+t of KV head h / (nH/nKV). Scores q·k·scale go to shared
-// memory (dynamic: (D + pos0 + T) floats), then the two-pass softmax (max
+// memory (dynamic: (D + pos0 + T + np·D) floats, np = blockDim.x / D), then the
+// two-pass softmax (max
 // subtracted, float32 exp, float64 sum, probabilities rounded to float32 as
 // cpu.SoftmaxF32 does), then Σ p·v, then the optional sigmoid output gate.
 // q, gate and o are [T, ldq]; kc, vc are [positions, ldkv].
-extern "C" __global__ void attend(float* o, const float* q, const float* gate, const float* kc, const float* vc, int nH,
+extern "C" __global__ void __launch_bounds__(512) attend(float* o, const float* q, const float* gate, const float* kc, const float* vc, int nH,
                                   int nKV, int D, int pos0, int ldq, int ldkv, float scale, int gated) {
     extern __shared__ float sm[];
     __shared__ double scratchd[32];
@@ -41,10 +42,24 @@ extern "C" __global__ void attend(float* o, const float* q, const float* gate, c
     const float inv = (float)(1.0 / sum);
     for (int s = threadIdx.x; s < n; s += blockDim.x) sc[s] *= inv;
     __syncthreads();
-    for (int i = threadIdx.x; i < D; i += blockDim.x) {
+    // Σ p·v: the block's threads are np = blockDim.x / D groups of D, group
+    // j summing positions j, j+np, …; the groups' partial sums are then added
+    // in group order (a fixed order: the result does not depend on timing).
+    // One thread a dimension walking all n positions alone was latency-bound
+    // at decode (docs/PERF.md).
+    const int np = max(1, (int)blockDim.x / D);
+    float* part = sc + n;
+    for (int id = threadIdx.x; id < np * D; id += blockDim.x) {
+        const int i = id % D, j = id / D;
         const float* vr = vc + (long)g * D + i;
         float acc = 0.f;
-        for (int s = 0; s < n; s++) acc += sc[s] * vr[(long)s * ldkv];
+        for (int s = j; s < n; s += np) acc += sc[s] * vr[(long)s * ldkv];
+        part[j * D + i] = acc;
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < D; i += blockDim.x) {
+        float acc = part[i];
+        for (int j = 1; j < np; j++) acc += part[j * D + i];
         if (gated) acc *= sigmoid_f(gate[(long)t * ldq + (long)h * D + i]);
         o[(long)t * ldq + (long)h * D + i] = acc;
     }

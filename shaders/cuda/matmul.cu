@@ -337,3 +337,178 @@ extern "C" __global__ void embed_rows(float* dst, const u8* w, const u8* sc, con
     for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < cols; c += gridDim.x * blockDim.x)
         dst[(long)t * cols + c] = generic_elem(w, sc, bi, r, c, cols, gs, sfmt, fmt, bits);
 }
+
+// ---------------------------------------------------------------------------
+// Decode GEMV (one token) for 4- and 8-bit affine rows of at most MV_MAXCOLS
+// columns. mm_fast gives each lane 4- or 8-byte units and reads x from global
+// memory per unit: at T = 1 that kept too few weight bytes in flight and spent
+// the load units on x (0.11 of the copy bandwidth at 4 bits, docs/PERF.md).
+// Here a block first stages x in shared memory (coalesced, padded so that the
+// lanes' 16-byte reads below hit distinct banks), each lane then keeps the x
+// values of its 16-byte weight chunks (32 columns at 4 bits, 16 at 8) in
+// registers, and each warp streams MV_R rows with every row's chunks (16-byte
+// loads) and scales issued before the first is used. Codes become floats by
+// the exponent trick (0x4b000000 | q is 2^23 + q), two integer ops and a
+// subtraction instead of a conversion. Same arguments and epilogues as
+// mm_fast with T = 1.
+
+#define MV_WARPS 4
+#define MV_MAXCOLS 2048
+
+template <int BITS> struct MV {
+    static const int CC = 128 / BITS;          // columns per 16-byte chunk
+    static const int MAXC = MV_MAXCOLS / (32 * CC); // chunks per lane at most
+    static const int PAD = CC + 4;             // shared-memory floats per chunk
+};
+
+// mv_dot returns Σ_i q_i·x_i over one 16-byte chunk of codes.
+template <int BITS>
+__device__ __forceinline__ float mv_dot(uint4 v, const float* xv) {
+    const u32 wd[4] = {v.x, v.y, v.z, v.w};
+    constexpr int PER = 32 / BITS, MASK = (1 << BITS) - 1;
+    float d0 = 0.f, d1 = 0.f;
+#pragma unroll
+    for (int m = 0; m < 4; m++) {
+#pragma unroll
+        for (int k = 0; k < PER; k++) {
+            const float q = __uint_as_float(0x4b000000u | ((wd[m] >> (BITS * k)) & MASK)) - 8388608.f;
+            if (k & 1) d1 = fmaf(q, xv[m * PER + k], d1);
+            else d0 = fmaf(q, xv[m * PER + k], d0);
+        }
+    }
+    return d0 + d1;
+}
+
+// mv_rows: rows r0 … r0+R−1 of w (and of w2 when PAIR) times the lane's x
+// chunks; acc[i] (acc2[i]) gets the lane's partial sums.
+template <int BITS, bool PAIR, int R>
+__device__ __forceinline__ void mv_rows(const u8* __restrict__ w, const u8* __restrict__ sc, const u8* __restrict__ bi,
+                                        const u8* __restrict__ w2, const u8* __restrict__ sc2,
+                                        const u8* __restrict__ bi2, int r0, int rows, int cols, int gs, int sfmt,
+                                        const float (*xv)[MV<BITS>::CC], const float* xsum, float* acc, float* acc2) {
+    constexpr int CC = MV<BITS>::CC, MAXC = MV<BITS>::MAXC;
+    const int lane = threadIdx.x & 31, nch = cols / CC, ngr = cols / gs;
+    const long rowBytes = (long)cols * BITS / 8;
+    uint4 wv[R][MAXC], wv2[PAIR ? R : 1][MAXC];
+    float s[R][MAXC], b[R][MAXC], s2[PAIR ? R : 1][MAXC], b2[PAIR ? R : 1][MAXC];
+#pragma unroll
+    for (int i = 0; i < R; i++) {
+        const int r = r0 + i;
+#pragma unroll
+        for (int j = 0; j < MAXC; j++) {
+            const int ch = lane + 32 * j;
+            if (r < rows && ch < nch) {
+                const long gi = (long)r * ngr + (ch * CC) / gs;
+                wv[i][j] = ((const uint4*)(w + (long)r * rowBytes))[ch];
+                s[i][j] = load_float(sc, gi, sfmt);
+                b[i][j] = load_float(bi, gi, sfmt);
+                if constexpr (PAIR) {
+                    wv2[i][j] = ((const uint4*)(w2 + (long)r * rowBytes))[ch];
+                    s2[i][j] = load_float(sc2, gi, sfmt);
+                    b2[i][j] = load_float(bi2, gi, sfmt);
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < R; i++) {
+        acc[i] = 0.f;
+        if constexpr (PAIR) acc2[i] = 0.f;
+#pragma unroll
+        for (int j = 0; j < MAXC; j++) {
+            const int ch = lane + 32 * j;
+            if (r0 + i < rows && ch < nch) {
+                acc[i] += s[i][j] * mv_dot<BITS>(wv[i][j], xv[j]) + b[i][j] * xsum[j];
+                if constexpr (PAIR) acc2[i] += s2[i][j] * mv_dot<BITS>(wv2[i][j], xv[j]) + b2[i][j] * xsum[j];
+            }
+        }
+    }
+}
+
+// mv_fast: the block's MV_WARPS·R rows from row0 on, one token (x row xrow).
+// (Variants that looped over row groups with the registers carried across, or
+// issued the weight loads before staging x, measured slower: docs/PERF.md.)
+template <int BITS, bool PAIR, int R>
+__device__ __forceinline__ void mv_fast(float* y, const u8* w, const u8* sc, const u8* bi, const u8* w2, const u8* sc2,
+                                        const u8* bi2, const float* xrow, int rows, int cols, int gs, int sfmt,
+                                        const int* yrows, const float* ywt, int ldy, int mode, const RowArgs& ra,
+                                        int row0) {
+    constexpr int CC = MV<BITS>::CC, MAXC = MV<BITS>::MAXC, PAD = MV<BITS>::PAD;
+    __shared__ __align__(16) float xs[MV_MAXCOLS / CC * PAD];
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) xs[(c / CC) * PAD + c % CC] = xrow[c];
+    __syncthreads();
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nch = cols / CC;
+    const int r0 = row0 + warp * R;
+    if (r0 >= rows) return;
+    float xv[MAXC][CC], xsum[MAXC];
+#pragma unroll
+    for (int j = 0; j < MAXC; j++) {
+        const int ch = lane + 32 * j;
+        xsum[j] = 0.f;
+        if (ch < nch) {
+#pragma unroll
+            for (int k = 0; k < CC / 4; k++) {
+                const float4 v = ((const float4*)(xs + ch * PAD))[k];
+                xv[j][4 * k] = v.x; xv[j][4 * k + 1] = v.y; xv[j][4 * k + 2] = v.z; xv[j][4 * k + 3] = v.w;
+                xsum[j] += (v.x + v.y) + (v.z + v.w);
+            }
+        }
+    }
+    float acc[R], acc2[R];
+    mv_rows<BITS, PAIR, R>(w, sc, bi, w2, sc2, bi2, r0, rows, cols, gs, sfmt, xv, xsum, acc, acc2);
+#pragma unroll
+    for (int i = 0; i < R; i++) {
+        if (r0 + i >= rows) break;
+        float a[MM_TOK], a2[MM_TOK];
+        a[0] = acc[i];
+        a2[0] = PAIR ? acc2[i] : 0.f;
+        mm_out(a, a2, PAIR, y, yrows, ywt, 0, 1, r0 + i, ldy, mode, ra);
+    }
+}
+
+// Rows per warp: 4, or 2 for gate+up pairs (twice the registers a row).
+#define MV_R 4
+#define MV_R2 2
+
+#define MV_KERNEL(name, name2, BITS)                                                                          \
+    extern "C" __global__ void __launch_bounds__(MV_WARPS * 32) name(MM_PARAMS) {                            \
+        const float* xr = x + (long)(xrows ? xrows[0] : ra.n > 0 ? ra.x[0] : 0) * ldx;                         \
+        mv_fast<BITS, false, MV_R>(y, w, sc, bi, w2, sc2, bi2, xr, rows, cols, gs, sfmt, yrows, ywt, ldy, mode, ra, \
+                                   blockIdx.x * MV_WARPS * MV_R);                                              \
+    }                                                                                                         \
+    extern "C" __global__ void __launch_bounds__(MV_WARPS * 32) name2(MM_PARAMS) {                           \
+        const float* xr = x + (long)(xrows ? xrows[0] : ra.n > 0 ? ra.x[0] : 0) * ldx;                         \
+        mv_fast<BITS, true, MV_R2>(y, w, sc, bi, w2, sc2, bi2, xr, rows, cols, gs, sfmt, yrows, ywt, ldy, mode, ra, \
+                                   blockIdx.x * MV_WARPS * MV_R2);                                             \
+    }
+
+MV_KERNEL(mv_q4, mv2_q4, 4)
+MV_KERNEL(mv_q8, mv2_q8, 8)
+
+// mvx: mm_experts for a batch whose every job has one token: phase 0 (gate
+// and up, MV_R2 rows a warp) or phase 1 (down, MV_R rows a warp) of job
+// blockIdx.z, in the layout mm_experts uses (h_j and y_j at MM_TOK rows a job).
+template <int BITS>
+__device__ __forceinline__ void mv_experts(const ExpertJob* jobs, float* h, const float* x, float* yout, int I, int H,
+                                           int gs, int sfmt, int phase) {
+    const ExpertJob& j = jobs[blockIdx.z];
+    RowArgs ra;
+    ra.n = 0;
+    float* hj = h + (long)blockIdx.z * MM_TOK * I;
+    if (phase == 0)
+        mv_fast<BITS, true, MV_R2>(hj, j.gw, j.gs, j.gb, j.uw, j.us, j.ub, x + (long)j.rows[0] * H, I, H, gs, sfmt,
+                                   nullptr, nullptr, I, MM_SWIGLU, ra, blockIdx.x * MV_WARPS * MV_R2);
+    else
+        mv_fast<BITS, false, MV_R>(yout + (long)blockIdx.z * MM_TOK * H, j.dw, j.ds, j.db, nullptr, nullptr, nullptr,
+                                   hj, H, I, gs, sfmt, nullptr, nullptr, H, MM_STORE, ra,
+                                   blockIdx.x * MV_WARPS * MV_R);
+}
+
+#define MVX_KERNEL(name, BITS)                                                                                   \
+    extern "C" __global__ void __launch_bounds__(MV_WARPS * 32)                                                  \
+        name(const ExpertJob* jobs, float* h, const float* x, float* yout, int I, int H, int gs, int sfmt, int phase) { \
+        mv_experts<BITS>(jobs, h, x, yout, I, H, gs, sfmt, phase);                                               \
+    }
+
+MVX_KERNEL(mvx_q4, 4)
+MVX_KERNEL(mvx_q8, 8)

@@ -188,6 +188,49 @@ func testNonFinite(t *testing.T, d backend.Device) {
 	check("-Inf in row 1, NaN in row 2", x, 1)
 	check("view from row 2", x.Slice(2, 4), 0)
 	check("view of row 3", x.Slice(3, 4), -1)
+	if mk, ok := d.(backend.NonFiniteMarker); ok {
+		testMarks(t, d, mk, x)
+	}
+}
+
+// testMarks checks the optional deferred form of NonFinite: x has -Inf in
+// row 1 and NaN in row 2.
+func testMarks(t *testing.T, d backend.Device, mk backend.NonFiniteMarker, x backend.Tensor) {
+	m, err := mk.NewMarks(5)
+	if err != nil {
+		t.Fatalf("NewMarks: %v", err)
+	}
+	defer m.Release()
+	got := make([]int, 5)
+	read := func(what string, want []int) {
+		t.Helper()
+		if err := m.Read(got); err != nil {
+			t.Fatalf("Marks.Read: %v", err)
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: Marks.Read = %v, want %v", what, got, want)
+		}
+	}
+	read("fresh", []int{-1, -1, -1, -1, -1})
+	m.Mark(0, x.Slice(3, 4))
+	m.Mark(1, x.Slice(2, 4))
+	m.Mark(3, x)
+	m.Mark(3, x.Slice(3, 4)) // a finite tensor does not clear the slot
+	m.Mark(4, x.Slice(2, 4))
+	m.Mark(4, x) // row 1 of x comes after row 0 of the view: the smaller stays
+	read("no synchronizing call before Read", []int{-1, 0, -1, 1, 0})
+	read("reset by Read", []int{-1, -1, -1, -1, -1})
+	m.Mark(2, x)
+	if err := d.Sync(); err != nil {
+		t.Fatalf("Sync: %v", err)
+	}
+	read("read after Sync", []int{-1, -1, 1, -1, -1})
+	m.Mark(0, x.Slice(2, 3))
+	dl := make([]float32, 33)
+	if err := d.Download(dl, x.Slice(0, 1)); err != nil {
+		t.Fatalf("Download: %v", err)
+	}
+	read("read after Download", []int{0, -1, -1, -1, -1})
 }
 
 func testMatMul(t *testing.T, d backend.Device) {

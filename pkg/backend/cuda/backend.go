@@ -624,7 +624,9 @@ func (g *gpu) Attention(out, q, k, v backend.Tensor, st backend.State, layer, po
 	g.d.QKNormRoPE(&QKNormRoPEArgs{QOut: qn.Ptr, GateOut: gate, KOut: ls.k.Ptr + uintptr(pos*kvDim*4), QP: tq.ptr, KP: tk.ptr,
 		QNorm: qnw.ptr, KNorm: knw.ptr, InvFreq: inv, NH: nH, NKV: nKV, D: D, RotDim: p.RotaryDim, Gated: p.Gated,
 		LdQP: tq.cols, LdKP: tk.cols, LdQ: attnDim, LdK: kvDim, Pos0: pos, T: T, Eps: p.Eps})
-	g.d.Copy(ls.v, pos*kvDim*4, Buffer{Ptr: tv.ptr, Size: T * kvDim * 4}, 0, T*kvDim*4)
+	// The values go in by kernel, not by an asynchronous device copy: in the
+	// layer measurement the host blocked in copies queued behind others.
+	g.d.KVStore(ls.v.Ptr, ls.v.Ptr, tv.ptr, tv.ptr, T, kvDim, tv.cols, kvDim, pos)
 	g.d.Attend(&AttendArgs{O: to.ptr, Q: qn.Ptr, Gate: gate, KC: ls.k.Ptr, VC: ls.v.Ptr, NH: nH, NKV: nKV, D: D,
 		Pos0: pos, T: T, LdQ: attnDim, LdKV: kvDim, Scale: float32(1 / math.Sqrt(float64(D))), Gated: p.Gated})
 	ls.length = pos + T

@@ -106,5 +106,9 @@ func (g *gpu) flushLocked() {
 		return
 	}
 	defer g.d.Free(y)
-	g.d.ExpertBatch(b.kind, jobs, n, h.Ptr, b.x.ptr, y.Ptr, b.out.ptr, b.I, b.H, b.gs, b.sf)
+	oneTok := true
+	for i := range b.jobs {
+		oneTok = oneTok && b.jobs[i].N == 1
+	}
+	g.d.ExpertBatch(b.kind, jobs, n, h.Ptr, b.x.ptr, y.Ptr, b.out.ptr, b.I, b.H, b.gs, b.sf, oneTok)
 }

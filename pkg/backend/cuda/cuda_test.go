@@ -709,21 +709,7 @@ func TestExpertCache(t *testing.T) {
 	desc := backend.MatrixDesc{Format: backend.Affine, Bits: 4, GroupSize: 64, ScaleFormat: backend.BF16}
 	gd, dd := desc, desc
 	gd.Rows, gd.Cols, dd.Rows, dd.Cols = I, H, H, I
-	l := &backend.ExpertLayout{}
-	off := 0
-	place := func(n int) backend.Part {
-		p := backend.Part{Offset: off, Size: n}
-		off += (n + 4095) &^ 4095
-		return p
-	}
-	for _, m := range []*backend.ExpertMatrix{&l.Gate, &l.Up, &l.Down} {
-		m.Desc = gd
-		if m == &l.Down {
-			m.Desc = dd
-		}
-		m.Data, m.Scales, m.Biases = place(m.Desc.DataBytes()), place(m.Desc.ScaleBytes()), place(m.Desc.ScaleBytes())
-	}
-	l.FileSize = off
+	l := alignedLayout(gd, gd, dd)
 	files := make([][]byte, 4)
 	for i := range files {
 		files[i] = make([]byte, l.FileSize)
@@ -805,4 +791,25 @@ func TestExpertCache(t *testing.T) {
 	if st.Slots != 2 || st.Evictions != 1 {
 		t.Errorf("want 2 slots and 1 eviction, got %+v", st)
 	}
+}
+
+// alignedLayout is an expert file of three affine matrices whose parts start
+// at 4096-byte offsets, as fm writes them.
+func alignedLayout(gate, up, down backend.MatrixDesc) *backend.ExpertLayout {
+	l := &backend.ExpertLayout{}
+	off := 0
+	place := func(n int) backend.Part {
+		p := backend.Part{Offset: off, Size: n}
+		off += (n + 4095) &^ 4095
+		return p
+	}
+	for _, m := range []struct {
+		m    *backend.ExpertMatrix
+		desc backend.MatrixDesc
+	}{{&l.Gate, gate}, {&l.Up, up}, {&l.Down, down}} {
+		m.m.Desc = m.desc
+		m.m.Data, m.m.Scales, m.m.Biases = place(m.desc.DataBytes()), place(m.desc.ScaleBytes()), place(m.desc.ScaleBytes())
+	}
+	l.FileSize = off
+	return l
 }

@@ -47,8 +47,9 @@ type Device struct {
 	pool       *memPool
 	hostAllocs map[uintptr]int
 	ring       *stageRing
-	ctxThreads map[int]bool // OS threads the context is current on
-	flag       Buffer       // FirstNonFinite's result
+	ctxThreads map[int]bool      // OS threads the context is current on
+	flag       Buffer            // FirstNonFinite's result
+	marks      map[*MarkSet]bool // sets marked since their last copy to the host (flushMarks)
 	closed     bool
 
 	// Info describes the device for logs and reports.
@@ -93,7 +94,8 @@ var kernelNames = []string{"mm_f32", "mm_bf16", "mm_f16", "mm_q2", "mm_q3", "mm_
 	"mm2_f32", "mm2_bf16", "mm2_f16", "mm2_q2", "mm2_q3", "mm2_q4", "mm2_q8", "embed_rows",
 	"mmx_f32", "mmx_bf16", "mmx_f16", "mmx_q2", "mmx_q3", "mmx_q4", "mmx_q8", "expert_combine",
 	"rmsnorm", "qk_norm_rope", "l2norm_heads", "attend", "kv_store", "conv_silu", "delta_rule",
-	"swiglu", "add", "combine", "gate_add", "gather", "first_nonfinite"}
+	"swiglu", "add", "combine", "gate_add", "gather", "first_nonfinite",
+	"mv_q4", "mv2_q4", "mv_q8", "mv2_q8", "mvx_q4", "mvx_q8"}
 
 var (
 	openOnce   sync.Once
@@ -285,6 +287,7 @@ func (d *Device) Err() error {
 // Sync waits for all queued work and returns the first failure.
 func (d *Device) Sync() error {
 	if d.enter() {
+		d.flushMarks()
 		d.fail(d.drv.call("cuStreamSynchronize", d.drv.cuStreamSynchronize, d.stream))
 	}
 	defer d.leave()
@@ -434,6 +437,7 @@ func (d *Device) Upload(dst Buffer, off int, src []byte) error {
 		return err
 	}
 	// Pageable source: the copy must finish before the pin is released.
+	d.flushMarks()
 	err := d.drv.call("cuStreamSynchronize", d.drv.cuStreamSynchronize, d.stream)
 	d.fail(err)
 	return err
@@ -459,6 +463,7 @@ func (d *Device) Download(dst []byte, src Buffer, off int) error {
 		d.fail(err)
 		return err
 	}
+	d.flushMarks()
 	err := d.drv.call("cuStreamSynchronize", d.drv.cuStreamSynchronize, d.stream)
 	d.fail(err)
 	return err
@@ -521,6 +526,7 @@ func (d *Device) FirstNonFinite(x uintptr, n, cols int) (int, error) {
 	if err := d.drv.call("cuMemcpyDtoHAsync", d.drv.cuMemcpyDtoHAsync, uintptr(unsafe.Pointer(&row)), d.flag.Ptr, 4, d.stream); err != nil {
 		d.fail(err)
 	}
+	d.flushMarks()
 	d.fail(d.drv.call("cuStreamSynchronize", d.drv.cuStreamSynchronize, d.stream))
 	if d.err != nil {
 		return -1, d.err
@@ -570,10 +576,12 @@ func (d *Device) FreeHost(b []byte) error {
 }
 
 // Debugging switches (environment, read once): FM_CUDA_DEBUG=notid sets the
-// context on every call, nobatch runs experts one by one.
+// context on every call, nobatch runs experts one by one, nogemv uses the
+// general matmul kernels for one token too (the A/B of the GEMV kernels).
 var (
 	debugNoTid   = strings.Contains(os.Getenv("FM_CUDA_DEBUG"), "notid")
 	debugNoBatch = strings.Contains(os.Getenv("FM_CUDA_DEBUG"), "nobatch")
+	debugNoGemv  = strings.Contains(os.Getenv("FM_CUDA_DEBUG"), "nogemv")
 )
 
 // kernel arguments, each in one 8-byte slot of the parameter block (the
@@ -752,6 +760,7 @@ func (d *Device) stage(b []byte) (uintptr, error) {
 		return 0, fmt.Errorf("cuda: %d bytes of step arguments exceed the %d-byte staging ring", len(b), stageRingSize)
 	}
 	if r.off+n > stageRingSize {
+		d.flushMarks()
 		if err := d.drv.call("cuStreamSynchronize", d.drv.cuStreamSynchronize, d.stream); err != nil {
 			d.fail(err)
 			return 0, err

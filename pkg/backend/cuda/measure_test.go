@@ -5,6 +5,7 @@ package cuda
 import (
 	"math/rand/v2"
 	"os"
+	"sort"
 	"syscall"
 	"testing"
 	"time"
@@ -19,12 +20,7 @@ import (
 // host cost of one launch through the backend. Device times come from CUDA
 // events, the median of several runs after a warm-up.
 func TestMeasure(t *testing.T) {
-	if os.Getenv("FM_CUDA_MEASURE") == "" {
-		t.Skip("set FM_CUDA_MEASURE=1 to measure")
-	}
-	bd := openGPU(t)
-	g := bd.(*gpu)
-	d := g.d
+	bd, _, d := openMeasured(t)
 	median := func(n int, f func()) time.Duration {
 		f() // warm-up
 		var ts []time.Duration
@@ -183,4 +179,264 @@ func TestMeasure(t *testing.T) {
 	}
 	dl := time.Since(start).Seconds() / m * 1e6
 	t.Logf("SYNC one tiny kernel then NonFinite [1×2048]: %.1f µs; then Download of 128 floats: %.1f µs (launch %.1f µs of each)", nf, dl, issue.Seconds()/n*1e6)
+}
+
+// TestMeasureLayer breaks a Qwen3-30B-A3B-shaped decode layer (4-bit, groups
+// of 64, bf16 scales; hidden 2048, 32 query and 4 KV heads of 128, 128
+// experts of 768, K = 8, all experts resident) into its operations as
+// pkg/model issues them (FM_CUDA_MEASURE=1): each operation's device time
+// (CUDA events, with the queue kept busy before so that launch latency is not
+// counted), its host time per call, and the wall time per layer of the whole
+// sequence over 8 layers of distinct weights (256 MiB, beyond the L2), next to
+// the device-to-device copy ceiling of the same run.
+func TestMeasureLayer(t *testing.T) {
+	bd, g, d := openMeasured(t)
+	const H, nH, nKV, D, E, K, I, NL, P = 2048, 32, 4, 128, 128, 8, 768, 8, 512
+	r := rand.New(rand.NewPCG(3, 4))
+	q4 := func(rows, cols int) backend.MatrixDesc {
+		return backend.MatrixDesc{Rows: rows, Cols: cols, Format: backend.Affine, Bits: 4, GroupSize: 64, ScaleFormat: backend.BF16}
+	}
+	fill := func(desc backend.MatrixDesc) (data, sc, bi []byte) {
+		data = make([]byte, desc.DataBytes())
+		for i := range data {
+			data[i] = byte(r.Uint32())
+		}
+		sc, bi = make([]byte, desc.ScaleBytes()), make([]byte, desc.ScaleBytes())
+		for i := 0; i+1 < len(sc); i += 2 {
+			sc[i+1], bi[i+1] = 0x3c, 0xbc // bf16 ±~0.01: activations stay finite
+		}
+		return
+	}
+	bind := func(rows, cols int) backend.Matrix {
+		desc := q4(rows, cols)
+		data, sc, bi := fill(desc)
+		m, err := bd.BindDense(desc, data, sc, bi)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	l := alignedLayout(q4(I, H), q4(I, H), q4(H, I))
+	type layerW struct {
+		q, k, v, o, router backend.Matrix
+		experts            []backend.ExpertKey
+	}
+	norm := upload(t, bd, 1, H, randVec(r, H, 1))
+	qn, kn := upload(t, bd, 1, D, randVec(r, D, 1)), upload(t, bd, 1, D, randVec(r, D, 1))
+	ap := &backend.AttentionParams{Heads: nH, KVHeads: nKV, HeadDim: D, RotaryDim: D, RopeTheta: 1e6, QNorm: qn, KNorm: kn, Eps: 1e-6}
+	var layers []layerW
+	specs := make([]backend.LayerSpec, NL)
+	for li := 0; li < NL; li++ {
+		lw := layerW{q: bind(nH*D, H), k: bind(nKV*D, H), v: bind(nKV*D, H), o: bind(H, nH*D), router: bind(E, H)}
+		for e := 0; e < K; e++ {
+			buf, err := bd.ExpertBuffer(l.FileSize)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range []*backend.ExpertMatrix{&l.Gate, &l.Up, &l.Down} {
+				data, sc, bi := fill(m.Desc)
+				copy(buf[m.Data.Offset:], data)
+				copy(buf[m.Scales.Offset:], sc)
+				copy(buf[m.Biases.Offset:], bi)
+			}
+			key := backend.ExpertKey{Owner: 1, Layer: li, ID: e}
+			ex, err := g.BindExpertCached(key, l, buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ex.Release()
+			bd.FreeExpertBuffer(buf)
+			lw.experts = append(lw.experts, key)
+		}
+		layers = append(layers, lw)
+		specs[li] = backend.LayerSpec{Attention: ap}
+	}
+	st, err := bd.NewState(specs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A P-token prompt in every layer's KV cache.
+	{
+		qp, _ := bd.NewTensor(P, nH*D)
+		kp, _ := bd.NewTensor(P, nKV*D)
+		vp, _ := bd.NewTensor(P, nKV*D)
+		out, _ := bd.NewTensor(P, nH*D)
+		bd.Upload(qp, randVec(r, P*nH*D, 1))
+		bd.Upload(kp, randVec(r, P*nKV*D, 1))
+		bd.Upload(vp, randVec(r, P*nKV*D, 1))
+		for li := 0; li < NL; li++ {
+			bd.Attention(out, qp, kp, vp, st, li, 0, ap)
+		}
+	}
+	h := upload(t, bd, 1, H, randVec(r, H, 1))
+	xn, _ := bd.NewTensor(1, H)
+	mix, _ := bd.NewTensor(1, H)
+	q, _ := bd.NewTensor(1, nH*D)
+	k, _ := bd.NewTensor(1, nKV*D)
+	v, _ := bd.NewTensor(1, nKV*D)
+	attn, _ := bd.NewTensor(1, nH*D)
+	router, _ := bd.NewTensor(1, E)
+	logits := make([]float32, E)
+	mk, err := g.NewMarks(2 * NL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mk.Release()
+	rows := make([]int, 2*NL)
+	wts := make([]float32, K)
+	for i := range wts {
+		wts[i] = 1.0 / K
+	}
+	ops := []struct {
+		name string
+		f    func(li int)
+	}{
+		{"rmsnorm", func(int) { bd.RMSNorm(xn, h, norm, 1e-6) }},
+		{"q_proj 4096x2048", func(li int) { bd.MatMul(q, layers[li].q, xn) }},
+		{"k_proj 512x2048", func(li int) { bd.MatMul(k, layers[li].k, xn) }},
+		{"v_proj 512x2048", func(li int) { bd.MatMul(v, layers[li].v, xn) }},
+		{"attention (pos 512)", nil},
+		{"o_proj 2048x4096", func(li int) { bd.MatMul(mix, layers[li].o, attn) }},
+		{"add", func(int) { bd.Add(h, mix) }},
+		{"mark", func(li int) { mk.Mark(2*li, h) }},
+		{"rmsnorm", func(int) { bd.RMSNorm(xn, h, norm, 1e-6) }},
+		{"router 128x2048", func(li int) { bd.MatMul(router, layers[li].router, xn) }},
+		{"download router (sync)", func(int) {
+			if err := bd.Download(logits, router); err != nil {
+				t.Fatal(err)
+			}
+			if err := mk.Read(rows); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"clear", func(int) { bd.Clear(mix) }},
+		{"8 experts (batched)", func(li int) {
+			// As pkg/model does: every use released after the last
+			// ExpertFFN (a Release flushes the batch).
+			var held []backend.Expert
+			for _, key := range layers[li].experts {
+				ex, ok := g.CachedExpert(key)
+				if !ok {
+					t.Fatalf("expert %v not resident", key)
+				}
+				bd.ExpertFFN(mix, xn, ex, []int{0}, wts[:1])
+				held = append(held, ex)
+			}
+			for _, ex := range held {
+				ex.Release()
+			}
+		}},
+		{"add", func(int) { bd.Add(h, mix) }},
+		{"mark", func(li int) { mk.Mark(2*li+1, h) }},
+	}
+	// The attention appends to the layer's cache: each call is at the next
+	// position of its layer.
+	lpos := make([]int, NL)
+	for i := range lpos {
+		lpos[i] = P
+	}
+	for i, op := range ops {
+		if op.name == "attention (pos 512)" {
+			ops[i].f = func(li int) { bd.Attention(attn, q, k, v, st, li, lpos[li], ap); lpos[li]++ }
+		}
+	}
+	busy, err := d.AllocExact(512 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.FreeExact(busy)
+	copyEl := func() time.Duration {
+		tm, _ := d.StartTimer()
+		d.Copy(busy, 256<<20, busy, 0, 256<<20)
+		el, _ := d.StopTimer(tm)
+		return el
+	}()
+	ceiling := float64(512<<20) / copyEl.Seconds() / 1e9
+	t.Logf("LAYER ceiling: device copy of 256 MiB = %.0f GB/s (read+write)", ceiling)
+	// Busy work as a kernel (an add over 2 × 256 MiB): a queued copy would
+	// make later copies wait on the host (probed below).
+	busyKernel := func() {
+		if d.enter() {
+			d.launch("add", [3]int{d.Info.SMs * 8, 1, 1}, 256, 0, uint64(busy.Ptr), uint64(busy.Ptr)+256<<20, argL(64<<20))
+		}
+		d.leave()
+	}
+	small, _ := d.AllocExact(4096)
+	defer d.FreeExact(small)
+	for _, behind := range []string{"kernel", "copy"} {
+		var host []float64
+		for rep := 0; rep < 5; rep++ {
+			if behind == "kernel" {
+				busyKernel()
+			} else {
+				d.Copy(busy, 256<<20, busy, 0, 256<<20)
+			}
+			start := time.Now()
+			d.Copy(small, 0, busy, 0, 4096)
+			host = append(host, float64(time.Since(start).Microseconds()))
+			if err := d.Sync(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		sort.Float64s(host)
+		t.Logf("LAYER probe: host time of a 4 KiB device copy queued behind a ~150 µs %s: %.0f µs", behind, host[2])
+	}
+	var devSum, hostSum float64
+	for _, op := range ops {
+		var dev, host []float64
+		for rep := 0; rep < 9; rep++ {
+			li := rep % NL
+			// Keep the queue busy (a ~200 µs kernel) so the events time the
+			// operation's kernels, not the host's issue latency.
+			busyKernel()
+			tm, err := d.StartTimer()
+			if err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			op.f(li)
+			host = append(host, float64(time.Since(start).Microseconds()))
+			el, err := d.StopTimer(tm)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dev = append(dev, el.Seconds()*1e6)
+		}
+		sort.Float64s(dev)
+		sort.Float64s(host)
+		devSum += dev[4]
+		hostSum += host[4]
+		t.Logf("LAYER op %-24s device %7.1f µs  host %6.1f µs", op.name, dev[4], host[4])
+	}
+	t.Logf("LAYER sum of the operations: device %.1f µs, host %.1f µs (the download's host time includes its wait)", devSum, hostSum)
+	if err := bd.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	// The whole sequence, layer after layer, as a decode step issues it.
+	const reps = 20
+	start := time.Now()
+	for rep := 0; rep < reps; rep++ {
+		for li := 0; li < NL; li++ {
+			for _, op := range ops {
+				op.f(li)
+			}
+		}
+	}
+	if err := bd.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	per := time.Since(start).Seconds() / (reps * NL) * 1e6
+	t.Logf("LAYER sequence: %.1f µs a layer wall clock (%d layers × %d), %.0f µs for 48 layers = %.0f tok/s without the head",
+		per, NL, reps, per*48, 1e6/(per*48))
+}
+
+// openMeasured opens the device for a measurement, which runs only with
+// FM_CUDA_MEASURE set (it takes seconds and prints numbers, not checks).
+func openMeasured(t *testing.T) (backend.Device, *gpu, *Device) {
+	if os.Getenv("FM_CUDA_MEASURE") == "" {
+		t.Skip("set FM_CUDA_MEASURE=1 to measure")
+	}
+	bd := openGPU(t)
+	g := bd.(*gpu)
+	return bd, g, g.d
 }

@@ -42,6 +42,21 @@ const (
 	mmTok   = 8 // tokens per pass (MM_TOK)
 )
 
+// The decode GEMV kernels (matmul.cu, MV_*): rows per warp, warps per block,
+// the widest row they take.
+const (
+	mvRows    = 4 // MV_R
+	mvRows2   = 2 // MV_R2, gate+up pairs
+	mvWarps   = 4 // MV_WARPS
+	mvMaxCols = 2048
+)
+
+// gemvFits reports whether the one-token kernels mv_q4/mv_q8 take m (a
+// matrix fastKernel accepts): 4- or 8-bit, at most mvMaxCols columns.
+func gemvFits(m *Matrix) bool {
+	return m.Format == backend.Affine && (m.Bits == 4 || m.Bits == 8) && m.Cols <= mvMaxCols
+}
+
 // fastKernel picks the vectorized matmul kernel for m, or "" when only the
 // generic one applies (shape, group size or alignment).
 func fastKernel(m *Matrix, x uintptr, ldx int) string {
@@ -141,6 +156,20 @@ func (d *Device) matMul(a *MM) {
 		return
 	}
 	if k := fastKernel(m, a.X, a.LdX); k != "" && (a.Mode != MMSwiGLU || w2.Data%16 == 0) {
+		if a.T == 1 && gemvFits(m) && !debugNoGemv {
+			k, rpb := "mv_"+k[len("mm_"):], mvWarps*mvRows
+			if a.Mode == MMSwiGLU {
+				k, rpb = "mv2_"+k[len("mv_"):], mvWarps*mvRows2
+			}
+			// One block a row group, many resident blocks overlapping one
+			// another's latencies: 0.28 of the copy ceiling. Measured
+			// worse: blocks looping over groups on a grid of 4 a
+			// multiprocessor (x staged less often) 0.17, and the same loop
+			// on one block a group with the first loads before x is staged
+			// 0.22 (docs/PERF.md).
+			d.launchRows(k, [3]int{(m.Rows + rpb - 1) / rpb, 1, 1}, mvWarps*32, 0, rowsAt, a.Rows, args...)
+			return
+		}
 		if a.Mode == MMSwiGLU {
 			k = "mm2_" + k[len("mm_"):]
 		}
@@ -233,7 +262,21 @@ type AttendArgs struct {
 
 // MaxAttendPositions is the longest context the attention kernel's shared
 // score row holds.
-func (d *Device) MaxAttendPositions(D int) int { return (d.Info.MaxSharedOptin-4096)/4 - D - 1 }
+func (d *Device) MaxAttendPositions(D int) int {
+	_, np := attendBlock(D)
+	return (d.Info.MaxSharedOptin-4096)/4 - D - np*D - 1
+}
+
+// attendBlock returns the attend kernel's threads per block and the number
+// np of thread groups of D that split the positions of Σ p·v: up to four
+// groups (and as many times the warps for the scores) in at most 512 threads
+// (the kernel's launch bound), else 128 threads.
+func attendBlock(D int) (threads, np int) {
+	if np := min(4, 512/max(D, 1)); np >= 2 && (np*D)%32 == 0 {
+		return np * D, np
+	}
+	return 128, max(1, 128/D)
+}
 
 // Attend queues causal softmax attention of T query rows at pos0… against
 // the caches (which must already hold the T new rows).
@@ -252,7 +295,8 @@ func (d *Device) Attend(a *AttendArgs) {
 	if a.Gated {
 		gated = 1
 	}
-	d.launch("attend", [3]int{a.NH, a.T, 1}, 128, (a.D+n)*4,
+	threads, np := attendBlock(a.D)
+	d.launch("attend", [3]int{a.NH, a.T, 1}, threads, (a.D+n+np*a.D)*4,
 		uint64(a.O), uint64(a.Q), uint64(a.Gate), uint64(a.KC), uint64(a.VC), argI(a.NH), argI(a.NKV), argI(a.D),
 		argI(a.Pos0), argI(a.LdQ), argI(a.LdKV), argF(a.Scale), argI(gated))
 }
@@ -381,12 +425,21 @@ func (d *Device) Gather(dst, src, tok uintptr, n, H int) {
 
 // ExpertBatch queues a batch of n expert jobs (device array jobs): phase 0
 // writes h, phase 1 y, then expert_combine adds them into out in job order.
-func (d *Device) ExpertBatch(kind string, jobs uintptr, n int, h, x, y, out uintptr, I, H, gs, sfmt int) {
+func (d *Device) ExpertBatch(kind string, jobs uintptr, n int, h, x, y, out uintptr, I, H, gs, sfmt int, oneTok bool) {
 	if !d.enter() {
 		d.leave()
 		return
 	}
 	defer d.leave()
+	if oneTok && (kind == "mmx_q4" || kind == "mmx_q8") && I <= mvMaxCols && H <= mvMaxCols && !debugNoGemv {
+		k := "mvx_" + kind[len("mmx_"):]
+		d.launch(k, [3]int{(I + mvWarps*mvRows2 - 1) / (mvWarps * mvRows2), 1, n}, mvWarps*32, 0,
+			uint64(jobs), uint64(h), uint64(x), uint64(y), argI(I), argI(H), argI(gs), argI(sfmt), argI(0))
+		d.launch(k, [3]int{(H + mvWarps*mvRows - 1) / (mvWarps * mvRows), 1, n}, mvWarps*32, 0,
+			uint64(jobs), uint64(h), uint64(x), uint64(y), argI(I), argI(H), argI(gs), argI(sfmt), argI(1))
+		d.launch("expert_combine", [3]int{(H + 255) / 256, 1, 1}, 256, 0, uint64(out), uint64(y), uint64(jobs), argI(n), argI(H))
+		return
+	}
 	d.launch(kind, [3]int{(I + mmWarps - 1) / mmWarps, 1, n}, mmWarps*32, 0,
 		uint64(jobs), uint64(h), uint64(x), uint64(y), argI(I), argI(H), argI(gs), argI(sfmt), argI(0))
 	d.launch(kind, [3]int{(H + mmWarps - 1) / mmWarps, 1, n}, mmWarps*32, 0,

@@ -1,0 +1,155 @@
+//go:build cuda && linux
+
+package cuda
+
+import (
+	"fmt"
+	"unsafe"
+
+	"github.com/fm-moe/fm/pkg/backend"
+)
+
+// MarkSet is n deferred non-finite flags in device memory (one int32 a slot,
+// the first non-finite row found, 0x7f7f7f7f for none) with a pinned host
+// mirror. Marking launches the scan into a slot; the next synchronizing call
+// of the device (Download, Sync, FirstNonFinite, Upload) queues the copy of
+// every set marked since to its mirror before it waits, so reading after
+// such a call costs no round trip: this is what replaces the model's two
+// synchronizing non-finite checks per layer.
+type MarkSet struct {
+	d       *Device
+	dev     Buffer
+	host    []int32 // pinned; written by the copies queued in flushMarks
+	pending bool    // marked since the last copy was queued
+	dirty   bool    // the device slots hold marks since the last reset
+}
+
+const noRow = 0x7f7f7f7f // 0x7f in every byte: above any row index
+
+// NewMarkSet allocates n slots, all unset.
+func (d *Device) NewMarkSet(n int) (*MarkSet, error) {
+	if n <= 0 {
+		return nil, fmt.Errorf("cuda: a mark set of %d slots", n)
+	}
+	hb, err := d.HostAlloc(4 * n)
+	if err != nil {
+		return nil, err
+	}
+	b, err := d.AllocExact(4 * n)
+	if err != nil {
+		_ = d.FreeHost(hb)
+		return nil, err
+	}
+	m := &MarkSet{d: d, dev: b, host: unsafe.Slice((*int32)(unsafe.Pointer(&hb[0])), n)}
+	for i := range m.host {
+		m.host[i] = noRow
+	}
+	if !d.enter() {
+		defer d.leave()
+		return nil, d.errOrClosed()
+	}
+	defer d.leave()
+	d.fail(d.drv.call("cuMemsetD8Async", d.drv.cuMemsetD8Async, b.Ptr, 0x7f, uintptr(4*n), d.stream))
+	return m, d.err
+}
+
+// Mark queues the scan of the n floats at x (rows of cols) into slot i.
+func (m *MarkSet) Mark(i int, x uintptr, n, cols int) {
+	d := m.d
+	if i < 0 || i >= len(m.host) {
+		panic(fmt.Sprintf("cuda: mark slot %d of %d", i, len(m.host)))
+	}
+	if !d.enter() {
+		d.leave()
+		return
+	}
+	defer d.leave()
+	d.launch("first_nonfinite", [3]int{max(1, min((n+255)/256, d.Info.SMs*8)), 1, 1}, 256, 0, uint64(x), argL(int64(n)), argI(cols), uint64(m.dev.Ptr)+4*uint64(i))
+	m.pending, m.dirty = true, true
+	if d.marks == nil {
+		d.marks = map[*MarkSet]bool{}
+	}
+	d.marks[m] = true
+}
+
+// flushMarks queues the copy of every set marked since its last copy to its
+// host mirror (caller holds the device, before it synchronizes the stream).
+func (d *Device) flushMarks() {
+	for m := range d.marks {
+		d.fail(d.drv.call("cuMemcpyDtoHAsync", d.drv.cuMemcpyDtoHAsync, uintptr(unsafe.Pointer(&m.host[0])), m.dev.Ptr, uintptr(4*len(m.host)), d.stream))
+		m.pending = false
+	}
+	clear(d.marks)
+}
+
+// Read sets dst[i] to slot i's row (−1: none) and resets the slots; it
+// synchronizes only when marks were queued after the last synchronizing call.
+func (m *MarkSet) Read(dst []int) error {
+	d := m.d
+	if len(dst) != len(m.host) {
+		panic(fmt.Sprintf("cuda: reading %d mark slots into %d", len(m.host), len(dst)))
+	}
+	if !d.enter() {
+		defer d.leave()
+		return d.errOrClosed()
+	}
+	defer d.leave()
+	if m.pending {
+		d.flushMarks()
+		d.fail(d.drv.call("cuStreamSynchronize", d.drv.cuStreamSynchronize, d.stream))
+	}
+	if d.err != nil {
+		return d.err
+	}
+	for i, r := range m.host {
+		dst[i] = -1
+		if r != noRow {
+			dst[i] = int(r)
+		}
+		m.host[i] = noRow
+	}
+	if m.dirty {
+		d.fail(d.drv.call("cuMemsetD8Async", d.drv.cuMemsetD8Async, m.dev.Ptr, 0x7f, uintptr(4*len(m.host)), d.stream))
+		m.dirty = false
+	}
+	return d.err
+}
+
+// Free releases the set.
+func (m *MarkSet) Free() {
+	d := m.d
+	d.mu.Lock()
+	delete(d.marks, m)
+	d.mu.Unlock()
+	// The scans queued into it finish before the memory is reused: FreeExact
+	// synchronizes (cuMemFree).
+	_ = d.FreeExact(m.dev)
+	_ = d.FreeHost(unsafe.Slice((*byte)(unsafe.Pointer(&m.host[0])), 4*len(m.host)))
+}
+
+// NewMarks implements backend.NonFiniteMarker.
+func (g *gpu) NewMarks(n int) (backend.Marks, error) {
+	m, err := g.d.NewMarkSet(n)
+	if err != nil {
+		return nil, err
+	}
+	return &marks{g: g, m: m}, nil
+}
+
+type marks struct {
+	g *gpu
+	m *MarkSet
+}
+
+func (k *marks) Mark(i int, x backend.Tensor) {
+	k.g.flushExperts() // the scan must see the batched experts' output
+	t := k.g.tt(x, "Marks.Mark input")
+	k.m.Mark(i, t.ptr, t.n(), t.cols)
+}
+
+func (k *marks) Read(dst []int) error {
+	k.g.flushExperts()
+	return k.m.Read(dst)
+}
+
+func (k *marks) Release() { k.m.Free() }
