@@ -9,9 +9,14 @@ DEMO_OUT := out/tiny-code-4bit
 
 all: build
 
+# The revision is also stamped by hand: --version must name it even where the
+# go command records no VCS information (GOFLAGS=-buildvcs=false).
+REVISION := $(shell git describe --always --dirty 2>/dev/null)
+LDFLAGS := -X github.com/fm-moe/fm/pkg/cli.buildRevision=$(REVISION)
+
 build:
 	@mkdir -p $(BIN)
-	@for c in $(CMDS); do CGO_ENABLED=0 $(GO) build -o $(BIN)/fm-$$c ./cmd/$$c || exit 1; done
+	@for c in $(CMDS); do CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/fm-$$c ./cmd/$$c || exit 1; done
 
 # vet also cross-builds for the other supported platforms (macOS, arm64), so a
 # Linux-only call cannot slip in unnoticed, and checks that go.mod and go.sum

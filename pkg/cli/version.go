@@ -14,11 +14,19 @@ import (
 // config.json model_type values, as the manifest records them).
 var Architectures = []string{layout.ArchQwen3MoE, layout.ArchQwen3Next, layout.ArchQwen35MoE}
 
+// buildRevision is the VCS revision stamped by the Makefile with -ldflags -X,
+// for builds where the go command records none (GOFLAGS=-buildvcs=false, or a
+// checkout it cannot read). The go command's own vcs.revision wins.
+var buildRevision string
+
 // Version describes this build: the module version, the VCS revision it was
 // built from (with "+dirty" for uncommitted changes), the Go version, and the
 // prepared-directory format and architectures it supports.
 func Version() string {
 	mod, rev, goVersion := "(devel)", "unknown", "unknown"
+	if buildRevision != "" {
+		rev = buildRevision
+	}
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		goVersion = bi.GoVersion
 		if bi.Main.Version != "" {
