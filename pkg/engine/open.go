@@ -245,16 +245,22 @@ func (a storeExperts) ExpertSet() *layout.ExpertSet { return a.set }
 // out without a read.
 func (a storeExperts) FetchesInstantly() bool { return a.s.Mapped() }
 
-func (a storeExperts) FetchExperts(ctx context.Context, layer int, ids []int) ([][]byte, func(), error) {
+func (a storeExperts) FetchExperts(ctx context.Context, layer int, ids []int, data [][]byte) (func(), error) {
+	if len(data) != len(ids) {
+		return nil, fmt.Errorf("layer %d: %d destinations for %d experts", layer, len(data), len(ids))
+	}
 	ex, err := a.s.Fetch(ctx, layer, ids)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	data := make([][]byte, len(ex))
+	if len(ex) != len(ids) {
+		a.s.Release(ex)
+		return nil, fmt.Errorf("layer %d: the store returned %d experts for %d", layer, len(ex), len(ids))
+	}
 	for i, x := range ex {
 		data[i] = x.Data
 	}
-	return data, func() { a.s.Release(ex) }, nil
+	return func() { a.s.Release(ex) }, nil
 }
 
 // Logits runs ids from an empty state and returns every row of next-token

@@ -3,19 +3,19 @@ package model_test
 import (
 	"context"
 	"testing"
-
-	"github.com/fm-moe/fm/pkg/layout"
 )
 
 // TestDecodeAllocations: a decode step (one token through every layer,
-// routing, the experts, the head) allocates nothing that grows with the
-// experts, K or the vocabulary once the state's workspace exists: routing,
-// expert binding, tensor views and the logits reuse the state's and the
-// device's memory. What is left, and allowed here, is per layer: the
-// closures the CPU backend hands its worker pool (2 per GatedDeltaNet layer,
-// at most 5 per attention layer) and the [][]byte that an Experts source
-// returns from FetchExperts (1 per sparse layer) — tens of bytes each, ~30
-// objects per token on tiny-code against 227 before.
+// routing, the experts, the head) allocates nothing once the state's
+// workspace exists: routing, expert binding, tensor views and the logits
+// reuse the state's and the device's memory, the CPU backend hands its
+// worker pool recycled task structs rather than closures, and FetchExperts
+// fills a slice the model owns. (From 227 objects per token on tiny-code, then
+// ~30 — closures and fetch slices — to none.) What still allocates is
+// amortized, not per token: the KV cache and the attention scores grow
+// geometrically with the context, a few reallocations over these 50 steps,
+// which AllocsPerRun's whole-number average rounds to 0; a per-token
+// allocation anywhere makes it at least 1.
 func TestDecodeAllocations(t *testing.T) {
 	if testing.Short() {
 		t.Skip("loads the tiny-code model")
@@ -31,20 +31,8 @@ func TestDecodeAllocations(t *testing.T) {
 		tok = 100 + (tok+7)%50
 	}
 	step() // first use of the decode-sized workspace
-	cfg := m.Config()
-	allowed := 0
-	for i, typ := range cfg.LayerTypes {
-		if typ == layout.FullAttention {
-			allowed += 5
-		} else {
-			allowed += 2
-		}
-		if cfg.SparseLayers[i] {
-			allowed++
-		}
-	}
-	if n := testing.AllocsPerRun(50, step); n > float64(allowed) {
-		t.Errorf("decode step: %.1f allocations, want at most %d", n, allowed)
+	if n := testing.AllocsPerRun(50, step); n != 0 {
+		t.Errorf("decode step: %.1f allocations, want 0 (go test -bench DecodeAllocs -memprofile mem.out -memprofilerate 1 shows where)", n)
 	}
 }
 

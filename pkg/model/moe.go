@@ -75,6 +75,7 @@ type routing struct {
 	ids     []int       // [T·K] every token's experts
 	w       []float32   // [T·K] and weights
 	perTok  [][]int     // [T] OnRoute's view of ids
+	files   [][]byte    // [len(union)] FetchExperts' destination, reused
 }
 
 // routeStep downloads the router logits of the step's T tokens and picks
@@ -98,6 +99,12 @@ func (m *Model) routeStep(ctx context.Context, l *layer, st *State, x *tensors, 
 	rt := &st.ws.rt
 	if len(rt.rows) != E {
 		rt.rows, rt.weights = make([][]int, E), make([][]float32, E)
+		// One row of capacity per expert up front: a decode step (one row
+		// each) then never allocates for an expert it meets the first time.
+		rows, ws := make([]int, E), make([]float32, E)
+		for e := range E {
+			rt.rows[e], rt.weights[e] = rows[e:e:e+1], ws[e:e:e+1]
+		}
 	}
 	for _, e := range rt.union { // the previous layer's
 		rt.rows[e], rt.weights[e] = rt.rows[e][:0], rt.weights[e][:0]
@@ -158,7 +165,8 @@ func (f *fetcher) start(i int) {
 	ch := make(chan fetchResult, 1)
 	f.inflight[i] = ch
 	go func() {
-		data, release, err := f.m.experts.FetchExperts(f.ctx, f.layer, []int{f.ids[i]})
+		data := make([][]byte, 1)
+		release, err := f.m.experts.FetchExperts(f.ctx, f.layer, f.ids[i:i+1], data)
 		ch <- fetchResult{data, release, err}
 	}()
 }
@@ -361,15 +369,18 @@ func (m *Model) moeBatched(ctx context.Context, l *layer, st *State, x *tensors,
 // and one ExpertFFNs.
 func (m *Model) moeInstant(ctx context.Context, l *layer, x *tensors, rt *routing, b backend.ExpertBatcher, g *expertGroup, clk *clock) error {
 	d := m.dev
-	data, release, err := m.experts.FetchExperts(ctx, l.index, rt.union)
+	if cap(rt.files) < len(rt.union) {
+		rt.files = make([][]byte, len(rt.union), m.cfg.NumExperts)
+	}
+	data := rt.files[:len(rt.union)]
+	clear(data)
+	release, err := m.experts.FetchExperts(ctx, l.index, rt.union, data)
 	clk.lap(l.index, PhaseExpertIO)
 	if err != nil {
 		return fmt.Errorf("layer %d experts %v: %w", l.index, rt.union, err)
 	}
 	defer release()
-	if len(data) != len(rt.union) {
-		return fmt.Errorf("layer %d: got %d expert files for %d experts", l.index, len(data), len(rt.union))
-	}
+	defer clear(data) // do not keep the files reachable past their release
 	defer g.release() // before the files' release above
 	for i, e := range rt.union {
 		if len(data[i]) < m.expertLayout.FileSize {

@@ -38,10 +38,10 @@ type damagedExperts struct {
 	layer, id int
 }
 
-func (e damagedExperts) FetchExperts(ctx context.Context, layer int, ids []int) ([][]byte, func(), error) {
-	data, release, err := e.Experts.FetchExperts(ctx, layer, ids)
+func (e damagedExperts) FetchExperts(ctx context.Context, layer int, ids []int, data [][]byte) (func(), error) {
+	release, err := e.Experts.FetchExperts(ctx, layer, ids, data)
 	if err != nil || layer != e.layer {
-		return data, release, err
+		return release, err
 	}
 	for i, id := range ids {
 		if id == e.id {
@@ -55,7 +55,7 @@ func (e damagedExperts) FetchExperts(ctx context.Context, layer int, ids []int) 
 			data[i] = buf
 		}
 	}
-	return data, release, nil
+	return release, nil
 }
 
 // deferringDevice gives a device without backend.NonFiniteMarker one made of

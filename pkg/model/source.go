@@ -22,10 +22,12 @@ type Weights interface {
 type Experts interface {
 	// ExpertSet describes the layout of one expert file.
 	ExpertSet() *layout.ExpertSet
-	// FetchExperts returns the whole file of each listed expert of one layer;
-	// data[i] belongs to ids[i]. release gives the buffers back once the caller
-	// is done computing with them.
-	FetchExperts(ctx context.Context, layer int, ids []int) (data [][]byte, release func(), err error)
+	// FetchExperts stores the whole file of each listed expert of one layer
+	// in data[i] (ids[i]'s; len(data) == len(ids)). data is the caller's, so
+	// that a decode step's fetch allocates nothing; the source must not keep
+	// it. release gives the buffers back once the caller is done computing
+	// with them; it is not nil when err is nil.
+	FetchExperts(ctx context.Context, layer int, ids []int, data [][]byte) (release func(), err error)
 }
 
 // InstantExperts is an optional Experts interface. FetchesInstantly reports

@@ -195,18 +195,18 @@ type failingExperts struct {
 	fetched, released atomic.Int64
 }
 
-func (f *failingExperts) FetchExperts(ctx context.Context, layer int, ids []int) ([][]byte, func(), error) {
+func (f *failingExperts) FetchExperts(ctx context.Context, layer int, ids []int, data [][]byte) (func(), error) {
 	for _, id := range ids {
 		if layer == f.layer && id == f.expert {
-			return nil, nil, fmt.Errorf("read layer_%02d_expert_%04d.bin: input/output error", layer, id)
+			return nil, fmt.Errorf("read layer_%02d_expert_%04d.bin: input/output error", layer, id)
 		}
 	}
-	data, release, err := f.Experts.FetchExperts(ctx, layer, ids)
+	release, err := f.Experts.FetchExperts(ctx, layer, ids, data)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	f.fetched.Add(1)
-	return data, func() { f.released.Add(1); release() }, nil
+	return func() { f.released.Add(1); release() }, nil
 }
 
 // TestExpertReadError: a failed expert read fails Forward with an error naming

@@ -3,6 +3,7 @@ package cpu
 import (
 	"fmt"
 	"math"
+	"sync"
 
 	"github.com/fm-moe/fm/pkg/backend"
 )
@@ -92,7 +93,7 @@ const (
 // order; this is the per-(token, head) loop it replaced, reorganized for the
 // caches, and agrees with it to float32 rounding (TestAttendCausalMatchesNaive).
 func (d *Device) attendCausal(o, q, gate, keys, vals []float32, nH, nKV, D, T, pos0 int) {
-	kvDim, attnDim := nKV*D, nH*D
+	kvDim := nKV * D
 	scale := float32(1 / math.Sqrt(float64(D)))
 	group := nH / nKV
 	n := pos0 + T
@@ -124,77 +125,106 @@ func (d *Device) attendCausal(o, q, gate, keys, vals []float32, nH, nKV, D, T, p
 	// The causal mask makes late query blocks costlier; units are visited
 	// early, late, early, late… so that the contiguous ranges pool.For hands
 	// out carry similar work.
-	unitBlock := func(u int) int {
-		i := u / nKV
-		if i%2 == 0 {
-			return i / 2
-		}
-		return qBlocks - 1 - i/2
-	}
-	pool.For(qBlocks*nKV, rows*n*D*2, func(lo, hi int) {
-		scores := make([]float32, rows*n)
-		qs := make([]float32, D)
-		var four [4]float32
-		for u := lo; u < hi; u++ {
-			qb, g := unitBlock(u), u%nKV
-			t0, t1 := qb*queryBlock, min((qb+1)*queryBlock, T)
-			// Row r of the unit is token t0 + r/group of head g·group + r%group;
-			// it sees keys 0…pos0+t.
-			nRows := (t1 - t0) * group
-			head := func(r int) (lo, hi int) {
-				t, h := t0+r/group, g*group+r%group
-				return t*attnDim + h*D, t*attnDim + (h+1)*D
-			}
-			span := func(r int) int { return pos0 + t0 + r/group + 1 }
-			maxSpan := span(nRows - 1)
+	t := attnTasks.Get().(*attnTask)
+	*t = attnTask{d: d, o: o, q: q, gate: gate, keys: keys, vals: vals, keysT: keysT,
+		nH: nH, nKV: nKV, D: D, T: T, pos0: pos0, kBlocks: kBlocks, qBlocks: qBlocks, rows: rows, scale: scale}
+	pool.forRanger(qBlocks*nKV, rows*n*D*2, t)
+	*t = attnTask{}
+	attnTasks.Put(t)
+}
 
+// attnTask is attendCausal's loop body over a range of work units (a query
+// block × one KV group), recycled rather than a closure so that a decode step
+// allocates nothing; its score rows come from the device's scratch buffers.
+type attnTask struct {
+	d                                     *Device
+	o, q, gate, keys, vals, keysT         []float32
+	nH, nKV, D, T, pos0, kBlocks, qBlocks int
+	rows                                  int
+	scale                                 float32
+}
+
+var attnTasks = sync.Pool{New: func() any { return new(attnTask) }}
+
+// unitBlock is the query block of unit u. The causal mask makes late query
+// blocks costlier; units are visited early, late, early, late… so that the
+// contiguous ranges the pool hands out carry similar work.
+func (t *attnTask) unitBlock(u int) int {
+	i := u / t.nKV
+	if i%2 == 0 {
+		return i / 2
+	}
+	return t.qBlocks - 1 - i/2
+}
+
+func (t *attnTask) run(lo, hi int) {
+	o, q, gate, keys, vals, keysT := t.o, t.q, t.gate, t.keys, t.vals, t.keysT
+	nH, nKV, D, T, pos0, kBlocks, rows, scale := t.nH, t.nKV, t.D, t.T, t.pos0, t.kBlocks, t.rows, t.scale
+	kvDim, attnDim, group, n := nKV*D, nH*D, nH/nKV, pos0+T
+	sb, qsb := t.d.buf.get(rows*n), t.d.buf.get(D)
+	defer t.d.buf.put(sb)
+	defer t.d.buf.put(qsb)
+	scores, qs := *sb, *qsb
+	var four [4]float32
+	for u := lo; u < hi; u++ {
+		qb, g := t.unitBlock(u), u%nKV
+		t0, t1 := qb*queryBlock, min((qb+1)*queryBlock, T)
+		// Row r of the unit is token t0 + r/group of head g·group + r%group;
+		// it sees keys 0…pos0+t.
+		nRows := (t1 - t0) * group
+		head := func(r int) (lo, hi int) {
+			t, h := t0+r/group, g*group+r%group
+			return t*attnDim + h*D, t*attnDim + (h+1)*D
+		}
+		span := func(r int) int { return pos0 + t0 + r/group + 1 }
+		maxSpan := span(nRows - 1)
+
+		for r := 0; r < nRows; r++ {
+			lo, hi := head(r)
+			for i, v := range q[lo:hi] {
+				qs[i] = v * scale
+			}
+			sc := scores[r*n : r*n+span(r)]
+			if keysT != nil {
+				for b := 0; b*keyBlock < len(sc); b++ {
+					blk := sc[b*keyBlock : min((b+1)*keyBlock, len(sc))]
+					clear(blk)
+					WeightedRowSum(blk, qs, keysT[(g*kBlocks+b)*D*keyBlock:], keyBlock)
+				}
+			} else {
+				kg := keys[g*D:]
+				s := 0
+				for ; s+4 <= len(sc); s += 4 {
+					DotRows4(qs, kg[s*kvDim:], kvDim, &four)
+					copy(sc[s:s+4], four[:])
+				}
+				for ; s < len(sc); s++ {
+					sc[s] = Dot(qs, kg[s*kvDim:s*kvDim+D])
+				}
+			}
+			SoftmaxF32(sc)
+			clear(o[lo:hi])
+		}
+		// P·V key block by key block, so a block of values serves every row.
+		vg := vals[g*D:]
+		for k0 := 0; k0 < maxSpan; k0 += keyBlock {
+			for r := 0; r < nRows; r++ {
+				k1 := min(k0+keyBlock, span(r))
+				if k1 <= k0 {
+					continue
+				}
+				lo, hi := head(r)
+				WeightedRowSum(o[lo:hi], scores[r*n+k0:r*n+k1], vg[k0*kvDim:], kvDim)
+			}
+		}
+		if gate != nil {
 			for r := 0; r < nRows; r++ {
 				lo, hi := head(r)
-				for i, v := range q[lo:hi] {
-					qs[i] = v * scale
-				}
-				sc := scores[r*n : r*n+span(r)]
-				if keysT != nil {
-					for b := 0; b*keyBlock < len(sc); b++ {
-						blk := sc[b*keyBlock : min((b+1)*keyBlock, len(sc))]
-						clear(blk)
-						WeightedRowSum(blk, qs, keysT[(g*kBlocks+b)*D*keyBlock:], keyBlock)
-					}
-				} else {
-					kg := keys[g*D:]
-					s := 0
-					for ; s+4 <= len(sc); s += 4 {
-						DotRows4(qs, kg[s*kvDim:], kvDim, &four)
-						copy(sc[s:s+4], four[:])
-					}
-					for ; s < len(sc); s++ {
-						sc[s] = Dot(qs, kg[s*kvDim:s*kvDim+D])
-					}
-				}
-				SoftmaxF32(sc)
-				clear(o[lo:hi])
-			}
-			// P·V key block by key block, so a block of values serves every row.
-			vg := vals[g*D:]
-			for k0 := 0; k0 < maxSpan; k0 += keyBlock {
-				for r := 0; r < nRows; r++ {
-					k1 := min(k0+keyBlock, span(r))
-					if k1 <= k0 {
-						continue
-					}
-					lo, hi := head(r)
-					WeightedRowSum(o[lo:hi], scores[r*n+k0:r*n+k1], vg[k0*kvDim:], kvDim)
-				}
-			}
-			if gate != nil {
-				for r := 0; r < nRows; r++ {
-					lo, hi := head(r)
-					oh, gh := o[lo:hi], gate[lo:hi]
-					for i := range oh {
-						oh[i] *= Sigmoid(gh[i])
-					}
+				oh, gh := o[lo:hi], gate[lo:hi]
+				for i := range oh {
+					oh[i] *= Sigmoid(gh[i])
 				}
 			}
 		}
-	})
+	}
 }

@@ -3,6 +3,7 @@ package cpu
 import (
 	"fmt"
 	"math"
+	"sync"
 
 	"github.com/fm-moe/fm/pkg/backend"
 )
@@ -34,19 +35,13 @@ func (d *Device) DeltaNet(out, qkv, z, b, a backend.Tensor, st backend.State, la
 	defer d.buf.put(ub)
 	u := *ub
 	state := ls.conv
+	ct := convTasks.Get().(*convTask)
+	*ct = convTask{conv: conv, state: state, u: u, cc: cc, kc: kc}
+	defer func() { *ct = convTask{}; convTasks.Put(ct) }()
 	for t := 0; t < T; t++ {
 		x := xt.row(t)
-		d.pool.For(cc, kc, func(lo, hi int) {
-			for ch := lo; ch < hi; ch++ {
-				w := conv[ch*kc : (ch+1)*kc]
-				var acc float32
-				for j := 0; j < kc-1; j++ {
-					acc += w[j] * state[j*cc+ch]
-				}
-				acc += w[kc-1] * x[ch]
-				u[ch] = SiLU(acc)
-			}
-		})
+		ct.x = x
+		d.pool.forRanger(cc, kc, ct)
 		if kc > 1 {
 			copy(state, state[cc:])
 			copy(state[(kc-2)*cc:], x)
@@ -61,45 +56,91 @@ func (d *Device) DeltaNet(out, qkv, z, b, a backend.Tensor, st backend.State, la
 	}
 
 	qkvs, bs, as, zs, core := xt.data, bt.data, at.data, zt.data, ot.data
-	r := nv / nk
 	if T >= deltaChunk {
 		d.deltaNetChunked(p, ls, qkvs, bs, as, zs, core, negA, dtBias, norm, T)
 		return
 	}
-	d.pool.For(nv, T*dk*dv*4, func(lo, hi int) {
-		mb, db := d.buf.get(dv), d.buf.get(dv)
-		defer d.buf.put(mb)
-		defer d.buf.put(db)
-		mem, delta := (*mb)[:dv], (*db)[:dv]
-		for j := lo; j < hi; j++ {
-			i := j / r // value head j reads key head j/r (grouped, not tiled)
-			S := ls.rec[j*dk*dv : (j+1)*dk*dv]
-			for t := 0; t < T; t++ {
-				row := qkvs[t*cc : (t+1)*cc]
-				q := row[i*dk : (i+1)*dk]
-				k := row[kd+i*dk : kd+(i+1)*dk]
-				v := row[2*kd+j*dv : 2*kd+(j+1)*dv]
-				beta := Sigmoid(bs[t*nv+j])
-				g := negA[j] * Softplus(as[t*nv+j]+dtBias[j])
-				alpha := float32(math.Exp(float64(g)))
-				// Decay, then read the memory at k: mem = (αS)ᵀk.
-				clear(mem)
-				for rr := 0; rr < dk; rr++ {
-					DecayRead(S[rr*dv:(rr+1)*dv], mem, alpha, k[rr])
-				}
-				for cI := range delta {
-					delta[cI] = (v[cI] - mem[cI]) * beta
-				}
-				// Delta-rule update S += k δᵀ, then read out o = Sᵀq.
-				o := core[t*vd+j*dv : t*vd+(j+1)*dv]
-				clear(o)
-				for rr := 0; rr < dk; rr++ {
-					UpdateRead(S[rr*dv:(rr+1)*dv], delta, o, k[rr], q[rr])
-				}
-				RMSNormGated(o, zs[t*vd+j*dv:t*vd+(j+1)*dv], norm, p.Eps)
-			}
+	rt := recurTasks.Get().(*recurTask)
+	*rt = recurTask{d: d, p: p, ls: ls, qkvs: qkvs, bs: bs, as: as, zs: zs, core: core, negA: negA, dtBias: dtBias, norm: norm, T: T}
+	d.pool.forRanger(nv, T*dk*dv*4, rt)
+	*rt = recurTask{}
+	recurTasks.Put(rt)
+}
+
+// convTask is the causal conv of one token over a range of channels: the
+// loop body DeltaNet hands its pool, recycled rather than a closure so that a
+// decode step allocates nothing.
+type convTask struct {
+	conv, state, x, u []float32
+	cc, kc            int
+}
+
+var convTasks = sync.Pool{New: func() any { return new(convTask) }}
+
+func (c *convTask) run(lo, hi int) {
+	conv, state, x, u, cc, kc := c.conv, c.state, c.x, c.u, c.cc, c.kc
+	for ch := lo; ch < hi; ch++ {
+		w := conv[ch*kc : (ch+1)*kc]
+		var acc float32
+		for j := 0; j < kc-1; j++ {
+			acc += w[j] * state[j*cc+ch]
 		}
-	})
+		acc += w[kc-1] * x[ch]
+		u[ch] = SiLU(acc)
+	}
+}
+
+// recurTask is the token-by-token delta rule over a range of value heads,
+// recycled like convTask.
+type recurTask struct {
+	d                                          *Device
+	p                                          *backend.DeltaNetParams
+	ls                                         *layerState
+	qkvs, bs, as, zs, core, negA, dtBias, norm []float32
+	T                                          int
+}
+
+var recurTasks = sync.Pool{New: func() any { return new(recurTask) }}
+
+func (rt *recurTask) run(lo, hi int) {
+	d, p, ls, T := rt.d, rt.p, rt.ls, rt.T
+	qkvs, bs, as, zs, core, negA, dtBias, norm := rt.qkvs, rt.bs, rt.as, rt.zs, rt.core, rt.negA, rt.dtBias, rt.norm
+	nk, nv := p.KeyHeads, p.ValueHeads
+	dk, dv := p.KeyDim, p.ValueDim
+	cc, kd, vd := p.Channels(), nk*dk, nv*dv
+	r := nv / nk
+	mb, db := d.buf.get(dv), d.buf.get(dv)
+	defer d.buf.put(mb)
+	defer d.buf.put(db)
+	mem, delta := (*mb)[:dv], (*db)[:dv]
+	for j := lo; j < hi; j++ {
+		i := j / r // value head j reads key head j/r (grouped, not tiled)
+		S := ls.rec[j*dk*dv : (j+1)*dk*dv]
+		for t := 0; t < T; t++ {
+			row := qkvs[t*cc : (t+1)*cc]
+			q := row[i*dk : (i+1)*dk]
+			k := row[kd+i*dk : kd+(i+1)*dk]
+			v := row[2*kd+j*dv : 2*kd+(j+1)*dv]
+			beta := Sigmoid(bs[t*nv+j])
+			g := negA[j] * Softplus(as[t*nv+j]+dtBias[j])
+			alpha := float32(math.Exp(float64(g)))
+			// Decay, then read the memory at k: mem = (αS)ᵀk.
+			clear(mem)
+			for rr := 0; rr < dk; rr++ {
+				DecayRead(S[rr*dv:(rr+1)*dv], mem, alpha, k[rr])
+			}
+			for cI := range delta {
+				delta[cI] = (v[cI] - mem[cI]) * beta
+			}
+			// Delta-rule update S += k δᵀ, then read out o = Sᵀq.
+			o := core[t*vd+j*dv : t*vd+(j+1)*dv]
+			clear(o)
+			for rr := 0; rr < dk; rr++ {
+				UpdateRead(S[rr*dv:(rr+1)*dv], delta, o, k[rr], q[rr])
+			}
+			RMSNormGated(o, zs[t*vd+j*dv:t*vd+(j+1)*dv], norm, p.Eps)
+		}
+	}
 }
 
 // deltaNetChunked runs the delta rule of a GatedDeltaNet layer over T tokens

@@ -18,7 +18,9 @@ func (s *scratch) get(n int) *[]float32 {
 		b = new([]float32)
 	}
 	if cap(*b) < n {
-		*b = make([]float32, n)
+		// Grow geometrically: a buffer that follows the context (attention
+		// scores) is then reallocated O(log n) times, not once per token.
+		*b = make([]float32, n, max(n, 2*cap(*b)))
 	}
 	*b = (*b)[:n]
 	return b

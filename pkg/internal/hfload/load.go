@@ -53,23 +53,28 @@ func (c *Checkpoint) ExpertSet() *layout.ExpertSet { return c.set }
 // FetchesInstantly implements model.InstantExperts: the files are in memory.
 func (c *Checkpoint) FetchesInstantly() bool { return true }
 
-// FetchExperts returns the expert files of one layer.
-func (c *Checkpoint) FetchExperts(ctx context.Context, layer int, ids []int) ([][]byte, func(), error) {
+// FetchExperts stores the expert files of one layer in data (model.Experts).
+func (c *Checkpoint) FetchExperts(ctx context.Context, layer int, ids []int, data [][]byte) (func(), error) {
 	if err := ctx.Err(); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if layer < 0 || layer >= len(c.experts) || c.experts[layer] == nil {
-		return nil, nil, fmt.Errorf("layer %d has no routed experts", layer)
+		return nil, fmt.Errorf("layer %d has no routed experts", layer)
 	}
-	out := make([][]byte, len(ids))
+	if len(data) != len(ids) {
+		return nil, fmt.Errorf("layer %d: %d destinations for %d experts", layer, len(data), len(ids))
+	}
 	for i, id := range ids {
 		if id < 0 || id >= len(c.experts[layer]) {
-			return nil, nil, fmt.Errorf("layer %d: expert %d out of range", layer, id)
+			return nil, fmt.Errorf("layer %d: expert %d out of range", layer, id)
 		}
-		out[i] = c.experts[layer][id]
+		data[i] = c.experts[layer][id]
 	}
-	return out, func() {}, nil
+	return noRelease, nil
 }
+
+// noRelease is the release of files that live as long as the checkpoint.
+func noRelease() {}
 
 // module is one weight: a plain tensor, or an MLX quantized triple.
 type module struct {
