@@ -2,7 +2,7 @@ GO ?= go
 BIN := bin
 CMDS := extract repack requant2bit infer
 
-.PHONY: all build test vet demo quality clean
+.PHONY: all build build-cuda test vet demo quality clean
 
 DEMO_SRC := testdata/models/tiny-code
 DEMO_OUT := out/tiny-code-4bit
@@ -18,6 +18,12 @@ build:
 	@mkdir -p $(BIN)
 	@for c in $(CMDS); do CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/fm-$$c ./cmd/$$c || exit 1; done
 
+# build-cuda: fm-infer with the NVIDIA backend (build tag cuda; purego, no cgo,
+# so still CGO_ENABLED=0, but dynamically linked). docs/BACKENDS.md explains it.
+build-cuda:
+	@mkdir -p $(BIN)
+	CGO_ENABLED=0 $(GO) build -tags cuda -ldflags "$(LDFLAGS)" -o $(BIN)/fm-infer-cuda ./cmd/infer
+
 # vet also cross-builds for the other supported platforms (macOS, arm64), so a
 # Linux-only call cannot slip in unnoticed, and checks that go.mod and go.sum
 # are tidy (every direct dependency listed as one).
@@ -26,6 +32,7 @@ vet:
 	$(GO) vet ./...
 	GOOS=darwin GOARCH=arm64 CGO_ENABLED=0 $(GO) build ./...
 	GOOS=linux GOARCH=arm64 CGO_ENABLED=0 $(GO) build ./...
+	GOOS=linux GOARCH=amd64 CGO_ENABLED=0 $(GO) vet -tags cuda ./pkg/backend/cuda/ ./cmd/infer/
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1)
 
 # The suite runs with CGO_ENABLED=0 (the binaries are pure Go); the concurrent

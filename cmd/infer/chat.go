@@ -55,15 +55,11 @@ summary and the seed are printed on stderr at the start.`,
 			}
 			ctx := cmd.Context()
 			stderr, out := cmd.ErrOrStderr(), cmd.OutOrStdout()
-			e, err := ef.Open(ctx, stderr)
+			e, tok, err := ef.OpenWithTokenizer(ctx, stderr)
 			if err != nil {
 				return err
 			}
 			defer e.Close()
-			tok, err := tokenizer.Load(ef.Model)
-			if err != nil {
-				return err
-			}
 			params, err := policy.Resolve(ef.Model, thinking, sf.Sampling())
 			if err != nil {
 				return err

@@ -117,15 +117,11 @@ other), expert bytes read per token and the peak memory.`,
 			}
 			ctx := cmd.Context()
 			stderr := cmd.ErrOrStderr()
-			e, err := ef.Open(ctx, stderr)
+			e, tok, err := ef.OpenWithTokenizer(ctx, stderr)
 			if err != nil {
 				return err
 			}
 			defer e.Close()
-			tok, err := tokenizer.Load(ef.Model)
-			if err != nil {
-				return err
-			}
 			if !noChat {
 				text, err = tok.FormatChat([]tokenizer.Message{{Role: "user", Content: text}},
 					tokenizer.ChatOptions{AddGenerationPrompt: true, EnableThinking: thinking})

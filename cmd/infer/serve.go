@@ -77,15 +77,11 @@ finish for --shutdown-grace (then stops their generations), and exits.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			e, err := ef.Open(ctx, stderr)
+			e, tok, err := ef.OpenWithTokenizer(ctx, stderr)
 			if err != nil {
 				return err
 			}
 			defer e.Close()
-			tok, err := tokenizer.Load(ef.Model)
-			if err != nil {
-				return err
-			}
 			cache := e.NewPrefixCache(int64(cacheMiB) << 20)
 			defer cache.Clear() // the snapshots' device memory, before the engine closes
 			if name == "" {

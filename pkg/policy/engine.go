@@ -18,6 +18,7 @@ import (
 	"github.com/fm-moe/fm/pkg/engine"
 	"github.com/fm-moe/fm/pkg/experts"
 	"github.com/fm-moe/fm/pkg/layout"
+	"github.com/fm-moe/fm/pkg/tokenizer"
 )
 
 // EngineFlags are the settings that open a model, with the command-line
@@ -300,4 +301,20 @@ func DenseFormat(m *layout.Manifest) string {
 		parts[i] = fmt.Sprintf("%d-bit", b)
 	}
 	return strings.Join(parts, "+")
+}
+
+// OpenWithTokenizer opens the engine and the model directory's tokenizer, the
+// pair every text-generating command needs; the engine is closed again when the
+// tokenizer cannot be loaded.
+func (f *EngineFlags) OpenWithTokenizer(ctx context.Context, notes io.Writer) (*engine.Engine, *tokenizer.Tokenizer, error) {
+	e, err := f.Open(ctx, notes)
+	if err != nil {
+		return nil, nil, err
+	}
+	tok, err := tokenizer.Load(f.Model)
+	if err != nil {
+		e.Close()
+		return nil, nil, err
+	}
+	return e, tok, nil
 }
