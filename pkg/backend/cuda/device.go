@@ -586,11 +586,10 @@ var (
 
 // kernel arguments, each in one 8-byte slot of the parameter block (the
 // driver reads as many bytes as the kernel's parameter has).
-func argI(v int) uint64             { return uint64(uint32(int32(v))) }
-func argF(v float32) uint64         { return uint64(math.Float32bits(v)) }
-func argD(v float64) uint64         { return math.Float64bits(v) }
-func argP(b Buffer, off int) uint64 { return uint64(b.Ptr + uintptr(off)) }
-func argL(v int64) uint64           { return uint64(v) }
+func argI(v int) uint64     { return uint64(uint32(int32(v))) }
+func argF(v float32) uint64 { return uint64(math.Float32bits(v)) }
+func argD(v float64) uint64 { return math.Float64bits(v) }
+func argL(v int64) uint64   { return uint64(v) }
 
 // launch queues kernel name on the compute stream (caller holds the device).
 func (d *Device) launch(name string, grid [3]int, block, smem int, args ...uint64) {
