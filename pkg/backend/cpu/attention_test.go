@@ -25,7 +25,7 @@ func (d *Device) attendNaive(o, q, gate, keys, vals []float32, nH, nKV, D, T, po
 			for s := range sc {
 				sc[s] = Dot(qh, keys[s*kvDim+g*D:s*kvDim+(g+1)*D]) * scale
 			}
-			Softmax(sc)
+			softmaxRef(sc)
 			oh := o[t*attnDim+h*D : t*attnDim+(h+1)*D]
 			clear(oh)
 			for s, p := range sc {

@@ -60,7 +60,7 @@ func BenchmarkAttnSoftmax(b *testing.B) {
 	for _, bc := range []struct {
 		name string
 		fn   func([]float32)
-	}{{"Softmax", Softmax}, {"SoftmaxF32", SoftmaxF32}} {
+	}{{"Softmax", softmaxRef}, {"SoftmaxF32", SoftmaxF32}} {
 		b.Run(bc.name, func(b *testing.B) {
 			for range b.N {
 				copy(buf, x)

@@ -130,29 +130,6 @@ func SwiGLU(gate, up []float32) {
 	}
 }
 
-// Softmax normalizes x in place: exp(x − max) / Σ, the sum in float64.
-func Softmax(x []float32) {
-	if len(x) == 0 {
-		return
-	}
-	mx := x[0]
-	for _, v := range x[1:] {
-		if v > mx {
-			mx = v
-		}
-	}
-	var sum float64
-	for i, v := range x {
-		e := math.Exp(float64(v - mx))
-		x[i] = float32(e)
-		sum += e
-	}
-	inv := 1 / sum
-	for i := range x {
-		x[i] = float32(float64(x[i]) * inv)
-	}
-}
-
 // Rope holds the inverse frequencies of a rotary embedding over the first Dim
 // dimensions of a head, paired NeoX style (i with i+Dim/2).
 type Rope struct {

@@ -143,3 +143,27 @@ func randomVector(rng *rand.Rand, n int) []float32 {
 	}
 	return x
 }
+
+// softmaxRef normalizes x in place: exp(x − max) / Σ, the sum in float64 — the
+// reference twin of SoftmaxF32 and of the attention kernels' softmax.
+func softmaxRef(x []float32) {
+	if len(x) == 0 {
+		return
+	}
+	mx := x[0]
+	for _, v := range x[1:] {
+		if v > mx {
+			mx = v
+		}
+	}
+	var sum float64
+	for i, v := range x {
+		e := math.Exp(float64(v - mx))
+		x[i] = float32(e)
+		sum += e
+	}
+	inv := 1 / sum
+	for i := range x {
+		x[i] = float32(float64(x[i]) * inv)
+	}
+}

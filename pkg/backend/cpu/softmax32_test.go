@@ -31,7 +31,7 @@ func TestSoftmaxF32(t *testing.T) {
 			x[i] = float32(r.NormFloat64() * tc.spread)
 		}
 		want := append([]float32(nil), x...)
-		Softmax(want)
+		softmaxRef(want)
 		got := append([]float32(nil), x...)
 		SoftmaxF32(got)
 		twin := append([]float32(nil), x...)
