@@ -428,19 +428,10 @@ func (d *Device) Upload(dst Buffer, off int, src []byte) error {
 		return d.errOrClosed()
 	}
 	defer d.leave()
-	var pin runtime.Pinner
-	pin.Pin(&src[0])
-	defer pin.Unpin()
-	if err := d.drv.call("cuMemcpyHtoDAsync", d.drv.cuMemcpyHtoDAsync, dst.Ptr+uintptr(off), uintptr(unsafe.Pointer(&src[0])), uintptr(len(src)), d.stream); err != nil {
-		err = fmt.Errorf("%w (%d bytes from host %p to device %#x+%d of a %d-byte buffer)", err, len(src), &src[0], dst.Ptr, off, dst.Size)
-		d.fail(err)
-		return err
-	}
-	// Pageable source: the copy must finish before the pin is released.
-	d.flushMarks()
-	err := d.drv.call("cuStreamSynchronize", d.drv.cuStreamSynchronize, d.stream)
-	d.fail(err)
-	return err
+	return d.hostCopySync("cuMemcpyHtoDAsync", d.drv.cuMemcpyHtoDAsync, dst.Ptr+uintptr(off), src, true,
+		func() string {
+			return fmt.Sprintf("%d bytes from host %p to device %#x+%d of a %d-byte buffer", len(src), &src[0], dst.Ptr, off, dst.Size)
+		})
 }
 
 // Download waits for the queued work, then copies src+off into dst.
@@ -456,10 +447,27 @@ func (d *Device) Download(dst []byte, src Buffer, off int) error {
 		return d.errOrClosed()
 	}
 	defer d.leave()
+	return d.hostCopySync("cuMemcpyDtoHAsync", d.drv.cuMemcpyDtoHAsync, src.Ptr+uintptr(off), dst, false, nil)
+}
+
+// hostCopySync queues one copy between Go memory host and device memory dev
+// (host → dev when toDevice, else dev → host) on the compute stream and waits
+// for it, with the marks' flush that every synchronizing call does. host is
+// pageable Go memory: its address is taken only once it is pinned, and it stays
+// pinned until the copy has finished. detail, when set, describes the copy in
+// an error. The caller holds the device.
+func (d *Device) hostCopySync(name string, fn, dev uintptr, host []byte, toDevice bool, detail func() string) error {
 	var pin runtime.Pinner
-	pin.Pin(&dst[0])
+	pin.Pin(&host[0])
 	defer pin.Unpin()
-	if err := d.drv.call("cuMemcpyDtoHAsync", d.drv.cuMemcpyDtoHAsync, uintptr(unsafe.Pointer(&dst[0])), src.Ptr+uintptr(off), uintptr(len(dst)), d.stream); err != nil {
+	dst, src := uintptr(unsafe.Pointer(&host[0])), dev
+	if toDevice {
+		dst, src = src, dst
+	}
+	if err := d.drv.call(name, fn, dst, src, uintptr(len(host)), d.stream); err != nil {
+		if detail != nil {
+			err = fmt.Errorf("%w (%s)", err, detail())
+		}
 		d.fail(err)
 		return err
 	}
