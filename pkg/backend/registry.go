@@ -18,6 +18,37 @@ type Options struct {
 	// ExpertCache may keep routed experts in (0: the backend's default,
 	// negative: none).
 	ExpertCacheBytes int64
+	// Matmul is the numerics of the quantized matrix products: MatmulExact
+	// ("" means the same) or MatmulInt8. A backend that cannot honor the
+	// mode refuses to open rather than silently computing the other one.
+	Matmul Matmul
+}
+
+// Matmul selects how a backend computes products with quantized weights.
+type Matmul string
+
+const (
+	// MatmulExact computes with float32 activations: the result is the
+	// float32 rounding of the exact product (the default, and what the
+	// golden tests gate).
+	MatmulExact Matmul = "exact"
+	// MatmulInt8 quantizes the activation vector to int8 per weight group
+	// (symmetric, a float32 scale per group, the group's exact float sum
+	// kept for the affine bias) and uses integer dot products: faster, but
+	// each activation carries a rounding error of up to 1/254 of its
+	// group's largest magnitude.
+	MatmulInt8 Matmul = "int8"
+)
+
+// ParseMatmul accepts "exact", "int8" and "" (exact).
+func ParseMatmul(s string) (Matmul, error) {
+	switch Matmul(s) {
+	case "", MatmulExact:
+		return MatmulExact, nil
+	case MatmulInt8:
+		return MatmulInt8, nil
+	}
+	return "", fmt.Errorf("matmul mode %q: want exact or int8", s)
 }
 
 // OpenFunc opens a backend's Device. It returns an error (never panics) when

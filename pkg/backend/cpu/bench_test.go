@@ -123,14 +123,47 @@ func BenchmarkMatVec(b *testing.B) {
 	}
 }
 
+// BenchmarkMatVecInt8 is BenchmarkMatVec's affine products in int8 mode
+// (--matmul int8): x quantized per group, integer dot products.
+func BenchmarkMatVecInt8(b *testing.B) {
+	for _, workers := range []int{1, 0} {
+		p := NewPool(workers)
+		p.int8 = true
+		for _, sh := range benchShapes {
+			for _, f := range []struct {
+				name string
+				bits int
+			}{{"q8", 8}, {"q4", 4}, {"q3", 3}, {"q2", 2}} {
+				m := benchMatrix(sh.rows, sh.cols, Affine, f.bits)
+				x := randomVector(rand.New(rand.NewPCG(2, 2)), sh.cols)
+				y := make([]float32, sh.rows)
+				b.Run(fmt.Sprintf("%s/%dx%d/w%d", f.name, sh.rows, sh.cols, p.Workers()), func(b *testing.B) {
+					bytes := int64(len(m.Data) + len(m.Scales) + len(m.Biases))
+					pairedRatio(b, p, bytes, func() { p.MatVec(y, m, x) })
+				})
+			}
+		}
+	}
+}
+
 func BenchmarkMatMul(b *testing.B) {
-	p := NewPool(0)
+	for _, mode := range []string{"exact", "int8"} {
+		p := NewPool(0)
+		p.int8 = mode == "int8"
+		b.Run(mode, func(b *testing.B) { benchMatMul(b, p) })
+	}
+}
+
+func benchMatMul(b *testing.B, p *Pool) {
 	for _, n := range []int{16, 64} {
 		for _, f := range []struct {
 			name string
 			f    Format
 			bits int
 		}{{"bf16", BF16, 0}, {"q8", Affine, 8}, {"q4", Affine, 4}, {"q3", Affine, 3}, {"q2", Affine, 2}} {
+			if p.int8 && f.f != Affine {
+				continue
+			}
 			m := benchMatrix(2048, 2048, f.f, f.bits)
 			x := randomVector(rand.New(rand.NewPCG(2, 2)), n*2048)
 			y := make([]float32, n*2048)

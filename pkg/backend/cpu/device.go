@@ -13,7 +13,7 @@ import (
 const Name = "cpu"
 
 func init() {
-	backend.Register(Name, func(o backend.Options) (backend.Device, error) { return NewDevice(o.Threads), nil })
+	backend.Register(Name, func(o backend.Options) (backend.Device, error) { return OpenDevice(o) })
 }
 
 // Device is the CPU implementation of backend.Device. "Device memory" is the
@@ -54,6 +54,21 @@ func (d *Device) rope(dim int, theta float64) *Rope {
 func NewDevice(threads int) *Device {
 	p := NewPool(threads)
 	return &Device{pool: p, serial: newPool(1, p.level)}
+}
+
+// OpenDevice returns a CPU device configured by o: o.Threads goroutines and
+// o.Matmul's numerics for quantized products (MatmulInt8: int8 activations,
+// see int8.go).
+func OpenDevice(o backend.Options) (*Device, error) {
+	mode, err := backend.ParseMatmul(string(o.Matmul))
+	if err != nil {
+		return nil, fmt.Errorf("cpu: %w", err)
+	}
+	d := NewDevice(o.Threads)
+	if mode == backend.MatmulInt8 {
+		d.pool.int8, d.serial.int8 = true, true
+	}
+	return d, nil
 }
 
 // Pool is the device's worker pool.

@@ -22,6 +22,8 @@ var (
 	haveAVX2   = simdLevel >= levelAVX2
 	haveAVX512 = simdLevel >= levelAVX512
 	haveVBMI   = haveAVX512 && cpu.X86.HasAVX512VBMI
+	// haveVNNI gates the int8-activation kernels (int8_amd64.s, VPDPBUSD).
+	haveVNNI = haveAVX512 && cpu.X86.HasAVX512VNNI
 )
 
 func detectSIMD(limit string) int {

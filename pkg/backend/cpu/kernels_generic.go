@@ -10,7 +10,12 @@ const (
 	haveAVX2   = false
 	haveAVX512 = false
 	haveVBMI   = false
+	haveVNNI   = false
 )
+
+func affineRowsInt8(bits int, raw []byte, xq []int8, sx, scales, biases, gsum, y []float32, gs int) {
+	panic("cpu: no SIMD kernels in this build")
+}
 
 func dotF32SIMD(a, b []float32) float32                  { return dotF32(a, b) }
 func dotBF16SIMD(w []uint16, x []float32) float32        { return dotBF16(w, x) }

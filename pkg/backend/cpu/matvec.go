@@ -22,6 +22,10 @@ type matTask struct {
 	// affine
 	xp, gsum, gsum4 []float32
 	blocks          int
+
+	// int8 mode (int8.go): quantized x and its per-group scales
+	xq []int8
+	sx []float32
 }
 
 func (t *matTask) run(lo, hi int) { t.body(t, lo, hi) }
@@ -41,6 +45,8 @@ func (p *Pool) MatMul(y []float32, m *Matrix, x []float32, n int) {
 	case m.Format != Affine:
 		t.body = (*matTask).floatRows
 		p.forRanger(rows, cols*n, t)
+	case p.int8:
+		p.affineMatMulInt8(t)
 	case p.level >= levelAVX512 && wideAffine(m.Bits, m.GroupSize):
 		p.affineMatMulWide(t)
 	default:
@@ -226,15 +232,7 @@ func (t *matTask) wideRows(lo, hi int) {
 	defer t.p.buf.put(sbBuf)
 	for c := lo; c < hi; c += wideChunk {
 		ce := min(c+wideChunk, hi)
-		nr := ce - c
-		scales, biases := (*sbBuf)[:nr*g], (*sbBuf)[wideChunk*g:wideChunk*g+nr*g]
-		if m.ScaleFormat == BF16 {
-			cvtBF16SIMD(scales, u16s(m.Scales)[c*g:ce*g])
-			cvtBF16SIMD(biases, u16s(m.Biases)[c*g:ce*g])
-		} else {
-			decodeFloats(scales, m.Scales, m.ScaleFormat, c*g)
-			decodeFloats(biases, m.Biases, m.ScaleFormat, c*g)
-		}
+		scales, biases := chunkScales(m, *sbBuf, c, ce)
 		// The 3-bit kernels read 8 bytes past each row: the matrix's last row
 		// runs in Go.
 		last := ce

@@ -45,8 +45,11 @@ type Pool struct {
 	// level selects the kernels: levelGeneric runs the pure-Go ones, higher
 	// levels the assembly ones up to what the CPU has (the tests compare them).
 	level int
-	buf   scratch
-	team  *team // nil for one worker
+	// int8 selects int8-activation products for affine matrices (int8.go);
+	// false computes them exactly in float32.
+	int8 bool
+	buf  scratch
+	team *team // nil for one worker
 }
 
 // NewPool returns a pool of the given width; workers <= 0 means GOMAXPROCS.

@@ -35,6 +35,9 @@ type ropeKey struct {
 }
 
 func openBackend(opts backend.Options) (backend.Device, error) {
+	if opts.Matmul != "" && opts.Matmul != backend.MatmulExact {
+		return nil, fmt.Errorf("cuda: matmul mode %s is not implemented on this backend (it computes exact float products only); use --matmul exact", opts.Matmul)
+	}
 	d, err := Open()
 	if err != nil {
 		return nil, err

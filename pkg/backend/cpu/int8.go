@@ -1,0 +1,181 @@
+package cpu
+
+import (
+	"math"
+	"unsafe"
+)
+
+// Int8-activation products (the opt-in numerics mode backend.MatmulInt8,
+// `--matmul int8`). For an affine matrix, x is quantized once per product to
+// int8 in blocks of one weight group: sx_g = max|x_g|/127, xq = round(x/sx_g),
+// and the group's exact float32 sum Σx_g is kept, so that
+//
+//	y = Σ_g s_g·sx_g·(Σ q·xq)_g + b_g·Σx_g
+//
+// where the inner sum is an exact integer dot product of the unsigned codes q
+// with the signed xq. Only x is approximated (each element's error is at most
+// sx_g/2, 1/254 of its group's largest magnitude); the bias term is exact. The
+// VNNI kernels (int8_amd64.s) do the integer part with VPDPBUSD, 64 products
+// per instruction, and convert each group's int32 partial sums to float once,
+// per lane, so there is no horizontal reduction per group; the Go twin below
+// computes the same integers in natural order.
+
+// int8Wide reports whether the AVX-512 VNNI kernels handle an affine matrix
+// of this bit width and group size.
+func int8Wide(bits, gs int) bool {
+	return haveVNNI && gs%64 == 0 && (bits == 2 || bits == 4 || bits == 8)
+}
+
+// int8Pos is the position of element e of a 64-element block in the byte
+// order the VNNI kernels read (permBits 0: natural). 4-bit: the 32 low nibbles
+// of a block's 32 bytes (even elements) come first, then the high ones; 2-bit:
+// quarter k holds code k of each of the 16 bytes.
+func int8Pos(e, permBits int) int {
+	switch permBits {
+	case 4:
+		return e&^63 | (e&1)<<5 | (e&63)>>1
+	case 2:
+		return e&^63 | (e&3)<<4 | (e&63)>>2
+	}
+	return e
+}
+
+// quantizeX quantizes x per group of gs elements: sx[j] = max|x| of group j
+// over 127, xq = x/sx[j] rounded to nearest (ties to even) in [−127, 127],
+// placed at int8Pos(·, permBits), and gsum[j] = Σx of group j in float32. A
+// NaN or ±Inf in x makes its group's sum (hence the products that use it)
+// non-finite too.
+func quantizeX(xq []int8, sx, gsum, x []float32, gs, permBits int) {
+	const magic = 12582912 // 1.5·2^23: adding it rounds a float32 below 2^22 to an integer
+	for j := range sx {
+		xg := x[j*gs : (j+1)*gs]
+		var amax, sum float32
+		for _, v := range xg {
+			sum += v
+			if a := float32(math.Abs(float64(v))); a > amax {
+				amax = a
+			}
+		}
+		gsum[j] = sum
+		var inv float32
+		sx[j] = amax / 127
+		if amax > 0 {
+			inv = 127 / amax
+		}
+		for i, v := range xg {
+			f := float32(v * inv) // the conversion keeps the product from fusing into the add
+			q := int32(f+magic) - magic
+			q = max(-127, min(127, q))
+			xq[int8Pos(j*gs+i, permBits)] = int8(q)
+		}
+	}
+}
+
+// dotI8 is the exact Σ q·xq over one group's codes (LSB-first bit stream of
+// bits-wide codes) and its int8 activations in natural order.
+func dotI8(bits int, codes []byte, xq []int8) int32 {
+	var s int32
+	switch bits {
+	case 8:
+		xq = xq[:len(codes)]
+		for i, c := range codes {
+			s += int32(c) * int32(xq[i])
+		}
+	case 4:
+		xq = xq[:2*len(codes)]
+		for i, c := range codes {
+			s += int32(c&15)*int32(xq[2*i]) + int32(c>>4)*int32(xq[2*i+1])
+		}
+	case 2:
+		xq = xq[:4*len(codes)]
+		for i, c := range codes {
+			p := (*[4]int8)(xq[4*i:])
+			s += int32(c&3)*int32(p[0]) + int32(c>>2&3)*int32(p[1]) + int32(c>>4&3)*int32(p[2]) + int32(c>>6)*int32(p[3])
+		}
+	default:
+		for i, v := range xq {
+			s += int32(bitCode(codes, i, bits)) * int32(v)
+		}
+	}
+	return s
+}
+
+// affineRowInt8 is the Go twin of the VNNI row kernels: one affine row (codes,
+// float32 scales and biases) against x quantized by quantizeX in natural
+// order.
+func affineRowInt8(bits, gs int, raw []byte, xq []int8, sx, scales, biases, gsum []float32) float32 {
+	gb := gs * bits / 8
+	var acc, bacc float32
+	for j := range scales {
+		d := dotI8(bits, raw[j*gb:(j+1)*gb], xq[j*gs:(j+1)*gs])
+		acc += float32(d) * sx[j] * scales[j]
+		bacc += biases[j] * gsum[j]
+	}
+	return acc + bacc
+}
+
+// affineMatMulInt8 is MatMul for affine matrices in int8 mode: x is quantized
+// once per token (in the VNNI kernels' byte order where they apply), then the
+// rows are split over the workers.
+func (p *Pool) affineMatMulInt8(t *matTask) {
+	m, x, n := t.m, t.x, t.n
+	cols, gs, g := m.Cols, m.GroupSize, m.Groups()
+	t.simd = p.level >= levelAVX512 && int8Wide(m.Bits, gs)
+	perm := 0
+	if t.simd {
+		perm = m.Bits
+	}
+	qBuf := p.buf.get((n*cols + 3) / 4)
+	defer p.buf.put(qBuf)
+	fBuf := p.buf.get(2 * n * g)
+	defer p.buf.put(fBuf)
+	t.xq = unsafe.Slice((*int8)(unsafe.Pointer(&(*qBuf)[0])), n*cols)
+	t.sx, t.gsum = (*fBuf)[:n*g], (*fBuf)[n*g:]
+	for k := 0; k < n; k++ {
+		quantizeX(t.xq[k*cols:(k+1)*cols], t.sx[k*g:(k+1)*g], t.gsum[k*g:(k+1)*g], x[k*cols:(k+1)*cols], gs, perm)
+	}
+	t.body = (*matTask).int8Rows
+	p.forRanger(m.Rows, cols*n, t)
+}
+
+// int8Rows is affineMatMulInt8's body: scales of wideChunk rows at a time
+// (as wideRows), then one multi-row kernel call per token, or the Go twin.
+func (t *matTask) int8Rows(lo, hi int) {
+	m, y, n := t.m, t.y, t.n
+	rows, cols, gs, g, bits := m.Rows, m.Cols, m.GroupSize, m.Groups(), m.Bits
+	rb := m.RowBytes()
+	sbBuf := t.p.buf.get(2 * wideChunk * g)
+	defer t.p.buf.put(sbBuf)
+	for c := lo; c < hi; c += wideChunk {
+		ce := min(c+wideChunk, hi)
+		scales, biases := chunkScales(m, *sbBuf, c, ce)
+		for k := 0; k < n; k++ {
+			xq, sx, gsum := t.xq[k*cols:(k+1)*cols], t.sx[k*g:(k+1)*g], t.gsum[k*g:(k+1)*g]
+			yk := y[k*rows+c : k*rows+ce]
+			if t.simd {
+				affineRowsInt8(bits, m.Data[c*rb:ce*rb], xq, sx, scales, biases, gsum, yk, gs)
+				continue
+			}
+			for i := range yk {
+				r := c + i
+				yk[i] = affineRowInt8(bits, gs, m.Data[r*rb:(r+1)*rb], xq, sx, scales[i*g:(i+1)*g], biases[i*g:(i+1)*g], gsum)
+			}
+		}
+	}
+}
+
+// chunkScales converts the scales and biases of rows [c, ce) to float32 in
+// buf (room for 2·wideChunk rows of groups): scales first, biases from
+// wideChunk·groups on.
+func chunkScales(m *Matrix, buf []float32, c, ce int) (scales, biases []float32) {
+	g, nr := m.Groups(), ce-c
+	scales, biases = buf[:nr*g], buf[wideChunk*g:wideChunk*g+nr*g]
+	if m.ScaleFormat == BF16 {
+		cvtBF16SIMD(scales, u16s(m.Scales)[c*g:ce*g])
+		cvtBF16SIMD(biases, u16s(m.Biases)[c*g:ce*g])
+	} else {
+		decodeFloats(scales, m.Scales, m.ScaleFormat, c*g)
+		decodeFloats(biases, m.Biases, m.ScaleFormat, c*g)
+	}
+	return scales, biases
+}

@@ -1,0 +1,42 @@
+//go:build !noasm
+
+package cpu
+
+import "unsafe"
+
+// The int8-activation kernels of int8_amd64.s (AVX512BW + AVX512-VNNI). Each
+// walks `rows` consecutive affine rows (codes, float32 scales and biases
+// contiguous) against x quantized by quantizeX in int8Pos order and stores
+// one result per row.
+
+//go:noescape
+func q4RowsVNNI(packed *byte, xq, sx, scales, biases, gsum, y unsafe.Pointer, rows, groups, reps int)
+
+//go:noescape
+func q2RowsVNNI(packed *byte, xq, sx, scales, biases, gsum, y unsafe.Pointer, rows, groups, reps int)
+
+//go:noescape
+func q8RowsVNNI(packed *byte, xq, sx, scales, biases, gsum, y unsafe.Pointer, rows, groups, reps int)
+
+// affineRowsInt8 computes y[r] for len(y) consecutive rows whose codes start
+// at raw; the caller checks int8Wide(bits, gs).
+func affineRowsInt8(bits int, raw []byte, xq []int8, sx, scales, biases, gsum, y []float32, gs int) {
+	rows := len(y)
+	g := len(sx)
+	_ = raw[rows*g*gs*bits/8-1]
+	_ = xq[g*gs-1]
+	_ = gsum[g-1]
+	_ = scales[rows*g-1]
+	_ = biases[rows*g-1]
+	args := [...]unsafe.Pointer{unsafe.Pointer(&xq[0]), unsafe.Pointer(&sx[0]), unsafe.Pointer(&scales[0]), unsafe.Pointer(&biases[0]), unsafe.Pointer(&gsum[0]), unsafe.Pointer(&y[0])}
+	switch bits {
+	case 4:
+		q4RowsVNNI(&raw[0], args[0], args[1], args[2], args[3], args[4], args[5], rows, g, gs/64)
+	case 2:
+		q2RowsVNNI(&raw[0], args[0], args[1], args[2], args[3], args[4], args[5], rows, g, gs/64)
+	case 8:
+		q8RowsVNNI(&raw[0], args[0], args[1], args[2], args[3], args[4], args[5], rows, g, gs/64)
+	default:
+		panic("cpu: no VNNI kernel for this bit width")
+	}
+}
