@@ -194,3 +194,24 @@ func BenchmarkSmallMatVec(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkMatVecCompute is one worker on a matrix that stays in L2
+// (512×2048), no ceiling pass in between: the kernels' compute rate, exact
+// and int8 mode, in GB/s of weights.
+func BenchmarkMatVecCompute(b *testing.B) {
+	for _, mode := range []string{"exact", "int8"} {
+		p := NewPool(1)
+		p.int8 = mode == "int8"
+		for _, bits := range []int{8, 4, 3, 2} {
+			m := benchMatrix(512, 2048, Affine, bits)
+			x := randomVector(rand.New(rand.NewPCG(2, 2)), 2048)
+			y := make([]float32, 512)
+			b.Run(fmt.Sprintf("%s/q%d", mode, bits), func(b *testing.B) {
+				b.SetBytes(int64(len(m.Data) + len(m.Scales) + len(m.Biases)))
+				for i := 0; i < b.N; i++ {
+					p.MatVec(y, m, x)
+				}
+			})
+		}
+	}
+}

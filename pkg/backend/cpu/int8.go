@@ -18,37 +18,33 @@ import (
 // VNNI kernels (int8_amd64.s) do the integer part with VPDPBUSD, 64 products
 // per instruction, and convert each group's int32 partial sums to float once,
 // per lane, so there is no horizontal reduction per group; the Go twin below
-// computes the same integers in natural order.
+// computes the same integers.
 
 // int8Wide reports whether the AVX-512 VNNI kernels handle an affine matrix
 // of this bit width and group size.
 func int8Wide(bits, gs int) bool {
-	return haveVNNI && gs%64 == 0 && (bits == 2 || bits == 4 || bits == 8)
-}
-
-// int8Pos is the position of element e of a 64-element block in the byte
-// order the VNNI kernels read (permBits 0: natural). 4-bit: the 32 low nibbles
-// of a block's 32 bytes (even elements) come first, then the high ones; 2-bit:
-// quarter k holds code k of each of the 16 bytes.
-func int8Pos(e, permBits int) int {
-	switch permBits {
-	case 4:
-		return e&^63 | (e&1)<<5 | (e&63)>>1
-	case 2:
-		return e&^63 | (e&3)<<4 | (e&63)>>2
+	if !haveVNNI || gs%64 != 0 {
+		return false
 	}
-	return e
+	switch bits {
+	case 2, 4, 8:
+		return true
+	case 3:
+		return haveVBMI
+	}
+	return false
 }
 
 // quantizeX quantizes x per group of gs elements: sx[j] = max|x| of group j
-// over 127, xq = x/sx[j] rounded to nearest (ties to even) in [−127, 127],
-// placed at int8Pos(·, permBits), and gsum[j] = Σx of group j in float32. A
-// NaN or ±Inf in x makes its group's sum (hence the products that use it)
-// non-finite too.
-func quantizeX(xq []int8, sx, gsum, x []float32, gs, permBits int) {
+// over 127, xq = x/sx[j] rounded to nearest (ties to even) in [−127, 127], and
+// gsum[j] = Σx of group j in float32. A NaN or ±Inf in x makes its group's
+// sum (hence every product that uses it) non-finite too. quantizeWide is its
+// AVX-512 twin.
+func quantizeX(xq []int8, sx, gsum, x []float32, gs int) {
 	const magic = 12582912 // 1.5·2^23: adding it rounds a float32 below 2^22 to an integer
 	for j := range sx {
 		xg := x[j*gs : (j+1)*gs]
+		qg := xq[j*gs : (j+1)*gs]
 		var amax, sum float32
 		for _, v := range xg {
 			sum += v
@@ -65,8 +61,7 @@ func quantizeX(xq []int8, sx, gsum, x []float32, gs, permBits int) {
 		for i, v := range xg {
 			f := float32(v * inv) // the conversion keeps the product from fusing into the add
 			q := int32(f+magic) - magic
-			q = max(-127, min(127, q))
-			xq[int8Pos(j*gs+i, permBits)] = int8(q)
+			qg[i] = int8(max(-127, min(127, q)))
 		}
 	}
 }
@@ -93,8 +88,22 @@ func dotI8(bits int, codes []byte, xq []int8) int32 {
 			s += int32(c&3)*int32(p[0]) + int32(c>>2&3)*int32(p[1]) + int32(c>>4&3)*int32(p[2]) + int32(c>>6)*int32(p[3])
 		}
 	default:
-		for i, v := range xq {
-			s += int32(bitCode(codes, i, bits)) * int32(v)
+		// Every 8 codes fill exactly `bits` bytes.
+		mask := uint64(1)<<uint(bits) - 1
+		i := 0
+		for ; i+8 <= len(xq); i += 8 {
+			off := i * bits / 8
+			var v uint64
+			for k := bits - 1; k >= 0; k-- {
+				v = v<<8 | uint64(codes[off+k])
+			}
+			p := (*[8]int8)(xq[i:])
+			for k := range p {
+				s += int32(v>>uint(k*bits)&mask) * int32(p[k])
+			}
+		}
+		for ; i < len(xq); i++ {
+			s += int32(bitCode(codes, i, bits)) * int32(xq[i])
 		}
 	}
 	return s
@@ -115,16 +124,12 @@ func affineRowInt8(bits, gs int, raw []byte, xq []int8, sx, scales, biases, gsum
 }
 
 // affineMatMulInt8 is MatMul for affine matrices in int8 mode: x is quantized
-// once per token (in the VNNI kernels' byte order where they apply), then the
-// rows are split over the workers.
+// once per token, then the rows are split over the workers.
 func (p *Pool) affineMatMulInt8(t *matTask) {
 	m, x, n := t.m, t.x, t.n
 	cols, gs, g := m.Cols, m.GroupSize, m.Groups()
 	t.simd = p.level >= levelAVX512 && int8Wide(m.Bits, gs)
-	perm := 0
-	if t.simd {
-		perm = m.Bits
-	}
+	wideQ := p.level >= levelAVX512 && gs%16 == 0
 	qBuf := p.buf.get((n*cols + 3) / 4)
 	defer p.buf.put(qBuf)
 	fBuf := p.buf.get(2 * n * g)
@@ -132,7 +137,12 @@ func (p *Pool) affineMatMulInt8(t *matTask) {
 	t.xq = unsafe.Slice((*int8)(unsafe.Pointer(&(*qBuf)[0])), n*cols)
 	t.sx, t.gsum = (*fBuf)[:n*g], (*fBuf)[n*g:]
 	for k := 0; k < n; k++ {
-		quantizeX(t.xq[k*cols:(k+1)*cols], t.sx[k*g:(k+1)*g], t.gsum[k*g:(k+1)*g], x[k*cols:(k+1)*cols], gs, perm)
+		xq, sx, gsum, xk := t.xq[k*cols:(k+1)*cols], t.sx[k*g:(k+1)*g], t.gsum[k*g:(k+1)*g], x[k*cols:(k+1)*cols]
+		if wideQ {
+			quantizeWide(xq, sx, gsum, xk, gs)
+		} else {
+			quantizeX(xq, sx, gsum, xk, gs)
+		}
 	}
 	t.body = (*matTask).int8Rows
 	p.forRanger(m.Rows, cols*n, t)

@@ -6,14 +6,16 @@ import "unsafe"
 
 // The int8-activation kernels of int8_amd64.s (AVX512BW + AVX512-VNNI). Each
 // walks `rows` consecutive affine rows (codes, float32 scales and biases
-// contiguous) against x quantized by quantizeX in int8Pos order and stores
-// one result per row.
+// contiguous) against x quantized by quantizeX and store one result per row.
 
 //go:noescape
 func q4RowsVNNI(packed *byte, xq, sx, scales, biases, gsum, y unsafe.Pointer, rows, groups, reps int)
 
 //go:noescape
 func q2RowsVNNI(packed *byte, xq, sx, scales, biases, gsum, y unsafe.Pointer, rows, groups, reps int)
+
+//go:noescape
+func q3RowsVNNI(packed *byte, xq, sx, scales, biases, gsum, y unsafe.Pointer, rows, groups, reps int)
 
 //go:noescape
 func q8RowsVNNI(packed *byte, xq, sx, scales, biases, gsum, y unsafe.Pointer, rows, groups, reps int)
@@ -34,9 +36,27 @@ func affineRowsInt8(bits int, raw []byte, xq []int8, sx, scales, biases, gsum, y
 		q4RowsVNNI(&raw[0], args[0], args[1], args[2], args[3], args[4], args[5], rows, g, gs/64)
 	case 2:
 		q2RowsVNNI(&raw[0], args[0], args[1], args[2], args[3], args[4], args[5], rows, g, gs/64)
+	case 3:
+		q3RowsVNNI(&raw[0], args[0], args[1], args[2], args[3], args[4], args[5], rows, g, gs/64)
 	case 8:
 		q8RowsVNNI(&raw[0], args[0], args[1], args[2], args[3], args[4], args[5], rows, g, gs/64)
 	default:
 		panic("cpu: no VNNI kernel for this bit width")
 	}
+}
+
+//go:noescape
+func quantizeI8AVX512(x *float32, xq *int8, sx, gsum *float32, groups, gs16 int)
+
+// quantizeWide is quantizeX with AVX-512 (the caller checks haveAVX512 and
+// gs%16 == 0): the same codes and scales, the group sums added lane by lane.
+func quantizeWide(xq []int8, sx, gsum, x []float32, gs int) {
+	g := len(sx)
+	if g == 0 {
+		return
+	}
+	_ = x[g*gs-1]
+	_ = xq[g*gs-1]
+	_ = gsum[g-1]
+	quantizeI8AVX512(&x[0], &xq[0], &sx[0], &gsum[0], g, gs/16)
 }

@@ -2,19 +2,20 @@
 
 #include "textflag.h"
 
-// Int8-activation kernels (AVX512BW + AVX512-VNNI): the affine codes are
-// unsigned bytes, x is quantized to signed bytes per group (quantizeX, in
-// int8Pos order), and VPDPBUSD adds four u8·s8 products into each int32 lane,
-// 64 products per instruction. A group's 16 int32 lanes are converted to
-// float once and scaled by sx_g·s_g into a float accumulator (two, for
-// alternate groups), so nothing is reduced across lanes until the row ends;
-// the bias term Σ b_g·Σx_g is a float dot product of the row's biases with the
-// group sums, 16 groups at a time (masked tail).
+// Int8-activation kernels (AVX512BW + AVX512-VNNI; the 3-bit one also
+// AVX512-VBMI). The affine codes are widened to unsigned bytes in element
+// order, x is quantized to signed bytes per group in element order
+// (quantizeI8AVX512, or quantizeX in Go), and VPDPBUSD adds four u8·s8
+// products into each int32 lane, 64 products per instruction. A group's 16
+// int32 lanes are converted to float once and scaled by sx_g·s_g into a float
+// accumulator (two, for alternate groups), so nothing is reduced across lanes
+// until the row ends; the bias term Σ b_g·Σx_g is a float dot product of the
+// row's biases with the group sums, 16 groups at a time (masked tail).
 //
 // Registers: SI codes, DI xq, R10 sx, R8 scales, R9 biases, BX gsum, DX y,
 // R13 rows left, R11 groups left, R12 reps (GroupSize/64), CX, AX scratch;
-// Z15 shift counts, Z14 the code mask, Z0/Z1 float accumulators, Z2/Z7 int32
-// group sums, Z3 codes, Z4..Z6 the bias dot.
+// Z12..Z15 per-kernel constants, Z0/Z1 float accumulators, Z2/Z7 int32
+// group sums, Z3/Z4 codes, Z5/Z6 the bias dot.
 
 #define I8_PROLOGUE \
 	MOVQ packed+0(FP), SI \
@@ -49,33 +50,33 @@ l: \
 // I8_ROW_END adds Σ b_g·gsum_g, reduces Z0 + Z1 to the row's result, stores
 // it and loops to label row while rows remain.
 #define I8_ROW_END(b16, btail, bdone, row) \
-	MOVQ         gsum+40(FP), BX \
-	MOVQ         groups+64(FP), R11 \
-	VPXORD       Z4, Z4, Z4 \
+	MOVQ          gsum+40(FP), BX \
+	MOVQ          groups+64(FP), R11 \
+	VPXORD        Z5, Z5, Z5 \
 b16: \
-	CMPQ         R11, $16 \
-	JLT          btail \
-	VMOVUPS      (R9), Z5 \
-	VFMADD231PS  (BX), Z5, Z4 \
-	ADDQ         $64, R9 \
-	ADDQ         $64, BX \
-	SUBQ         $16, R11 \
-	JMP          b16 \
+	CMPQ          R11, $16 \
+	JLT           btail \
+	VMOVUPS       (R9), Z6 \
+	VFMADD231PS   (BX), Z6, Z5 \
+	ADDQ          $64, R9 \
+	ADDQ          $64, BX \
+	SUBQ          $16, R11 \
+	JMP           b16 \
 btail: \
-	TESTQ        R11, R11 \
-	JZ           bdone \
-	MOVQ         R11, CX \
-	MOVL         $1, AX \
-	SHLL         CX, AX \
-	DECL         AX \
-	KMOVW        AX, K1 \
-	VMOVUPS.Z    (R9), K1, Z5 \
-	VMOVUPS.Z    (BX), K1, Z6 \
-	VFMADD231PS  Z6, Z5, Z4 \
-	LEAQ         (R9)(R11*4), R9 \
+	TESTQ         R11, R11 \
+	JZ            bdone \
+	MOVQ          R11, CX \
+	MOVL          $1, AX \
+	SHLL          CX, AX \
+	DECL          AX \
+	KMOVW         AX, K1 \
+	VMOVUPS.Z     (R9), K1, Z6 \
+	VMOVUPS.Z     (BX), K1, Z4 \
+	VFMADD231PS   Z4, Z6, Z5 \
+	LEAQ          (R9)(R11*4), R9 \
 bdone: \
 	VADDPS        Z1, Z0, Z0 \
-	VADDPS        Z4, Z0, Z0 \
+	VADDPS        Z5, Z0, Z0 \
 	VEXTRACTF64X4 $1, Z0, Y1 \
 	VADDPS        Y1, Y0, Y0 \
 	VEXTRACTF128  $1, Y0, X1 \
@@ -89,46 +90,42 @@ bdone: \
 	VZEROUPPER \
 	RET
 
-DATA i8q4shift<>+0(SB)/8, $0x0000000000000000
-DATA i8q4shift<>+8(SB)/8, $0x0000000000000000
-DATA i8q4shift<>+16(SB)/8, $0x0000000000000000
-DATA i8q4shift<>+24(SB)/8, $0x0000000000000000
-DATA i8q4shift<>+32(SB)/8, $0x0004000400040004
-DATA i8q4shift<>+40(SB)/8, $0x0004000400040004
-DATA i8q4shift<>+48(SB)/8, $0x0004000400040004
-DATA i8q4shift<>+56(SB)/8, $0x0004000400040004
-GLOBL i8q4shift<>(SB), RODATA|NOPTR, $64
+DATA i8gather3<>+0(SB)/8, $0x0706050403020100
+DATA i8gather3<>+8(SB)/8, $0x0a09080706050403
+DATA i8gather3<>+16(SB)/8, $0x0d0c0b0a09080706
+DATA i8gather3<>+24(SB)/8, $0x100f0e0d0c0b0a09
+DATA i8gather3<>+32(SB)/8, $0x131211100f0e0d0c
+DATA i8gather3<>+40(SB)/8, $0x161514131211100f
+DATA i8gather3<>+48(SB)/8, $0x1918171615141312
+DATA i8gather3<>+56(SB)/8, $0x1c1b1a1918171615
+GLOBL i8gather3<>(SB), RODATA|NOPTR, $64
 
-DATA i8q2shift<>+0(SB)/8, $0x0000000000000000
-DATA i8q2shift<>+8(SB)/8, $0x0000000000000000
-DATA i8q2shift<>+16(SB)/8, $0x0002000200020002
-DATA i8q2shift<>+24(SB)/8, $0x0002000200020002
-DATA i8q2shift<>+32(SB)/8, $0x0004000400040004
-DATA i8q2shift<>+40(SB)/8, $0x0004000400040004
-DATA i8q2shift<>+48(SB)/8, $0x0006000600060006
-DATA i8q2shift<>+56(SB)/8, $0x0006000600060006
-GLOBL i8q2shift<>(SB), RODATA|NOPTR, $64
-
-// 4-bit: 32 bytes of codes (64 codes) broadcast to both halves; the upper
-// half shifted right by 4 (VPSRLVW, per-word counts) and both masked to a
-// nibble: bytes 0..31 are the even elements, 32..63 the odd ones.
-#define I8_Q4_CONST \
-	VMOVDQU16    i8q4shift<>(SB), Z15 \
-	MOVL         $0x0f0f0f0f, AX \
-	VPBROADCASTD AX, Z14
-
-#define I8_STEP(acc) \
-	VBROADCASTI64X4 (SI), Z3 \
-	VPSRLVW         Z15, Z3, Z3 \
-	VPANDD          Z14, Z3, Z3 \
-	VPDPBUSD        (DI), Z3, acc \
-	ADDQ            $32, SI \
-	ADDQ            $64, DI
+DATA i8ctrl3<>+0(SB)/8, $0x15120f0c09060300
+DATA i8ctrl3<>+8(SB)/8, $0x15120f0c09060300
+DATA i8ctrl3<>+16(SB)/8, $0x15120f0c09060300
+DATA i8ctrl3<>+24(SB)/8, $0x15120f0c09060300
+DATA i8ctrl3<>+32(SB)/8, $0x15120f0c09060300
+DATA i8ctrl3<>+40(SB)/8, $0x15120f0c09060300
+DATA i8ctrl3<>+48(SB)/8, $0x15120f0c09060300
+DATA i8ctrl3<>+56(SB)/8, $0x15120f0c09060300
+GLOBL i8ctrl3<>(SB), RODATA|NOPTR, $64
 
 // func q4RowsVNNI(packed *byte, xq, sx, scales, biases, gsum, y unsafe.Pointer, rows, groups, reps int)
+// 4-bit: the 32 bytes of 64 codes widen to words (VPMOVZXBW); w | w<<4
+// masked by 0x0f0f puts the low nibble (element 2i) in byte 2i and the high
+// one in byte 2i+1.
+#define I8_STEP(acc) \
+	VPMOVZXBW  (SI), Z3 \
+	VPSLLW     $4, Z3, Z4 \
+	VPTERNLOGD $0xa8, Z14, Z4, Z3 \
+	VPDPBUSD   (DI), Z3, acc \
+	ADDQ       $32, SI \
+	ADDQ       $64, DI
+
 TEXT ·q4RowsVNNI(SB), NOSPLIT, $0-80
 	I8_PROLOGUE
-	I8_Q4_CONST
+	MOVL         $0x0f0f0f0f, AX
+	VPBROADCASTD AX, Z14
 
 i4row:
 	I8_ROW_START
@@ -149,22 +146,23 @@ i4single:
 i4bias:
 	I8_ROW_END(i4b16, i4btail, i4bdone, i4row)
 
-// 2-bit: 16 bytes of codes broadcast to the four quarters, quarter k shifted
-// right by 2k and masked to two bits: quarter k holds code k of each byte.
-
 #undef I8_STEP
-#define I8_STEP(acc) \
-	VBROADCASTI32X4 (SI), Z3 \
-	VPSRLVW         Z15, Z3, Z3 \
-	VPANDD          Z14, Z3, Z3 \
-	VPDPBUSD        (DI), Z3, acc \
-	ADDQ            $16, SI \
-	ADDQ            $64, DI
 
 // func q2RowsVNNI(packed *byte, xq, sx, scales, biases, gsum, y unsafe.Pointer, rows, groups, reps int)
+// 2-bit: the 16 bytes of 64 codes widen to dwords; b | b<<6 | b<<12 | b<<18
+// masked by 0x03030303 puts code k of byte i in byte 4i+k.
+#define I8_STEP(acc) \
+	VPMOVZXBD  (SI), Z3 \
+	VPSLLD     $6, Z3, Z4 \
+	VPORD      Z4, Z3, Z3 \
+	VPSLLD     $12, Z3, Z4 \
+	VPTERNLOGD $0xa8, Z14, Z4, Z3 \
+	VPDPBUSD   (DI), Z3, acc \
+	ADDQ       $16, SI \
+	ADDQ       $64, DI
+
 TEXT ·q2RowsVNNI(SB), NOSPLIT, $0-80
 	I8_PROLOGUE
-	VMOVDQU16    i8q2shift<>(SB), Z15
 	MOVL         $0x03030303, AX
 	VPBROADCASTD AX, Z14
 
@@ -187,16 +185,59 @@ i2single:
 i2bias:
 	I8_ROW_END(i2b16, i2btail, i2bdone, i2row)
 
-// 8-bit: 64 byte codes in natural order.
+#undef I8_STEP
+
+// func q3RowsVNNI(packed *byte, xq, sx, scales, biases, gsum, y unsafe.Pointer, rows, groups, reps int)
+// 3-bit: the 24 bytes of 64 codes (a masked load: nothing past them is
+// read); VPERMB gives qword m the bytes 3m..3m+7, which hold codes 8m..8m+7,
+// and VPMULTISHIFTQB picks byte j of it at bit 3j; masked to 3 bits.
+#define I8_STEP(acc) \
+	VMOVDQU8.Z     (SI), K2, Z3 \
+	VPERMB         Z3, Z13, Z3 \
+	VPMULTISHIFTQB Z3, Z12, Z3 \
+	VPANDD         Z14, Z3, Z3 \
+	VPDPBUSD       (DI), Z3, acc \
+	ADDQ           $24, SI \
+	ADDQ           $64, DI
+
+TEXT ·q3RowsVNNI(SB), NOSPLIT, $0-80
+	I8_PROLOGUE
+	MOVL         $0x07070707, AX
+	VPBROADCASTD AX, Z14
+	VMOVDQU64    i8gather3<>(SB), Z13
+	VMOVDQU64    i8ctrl3<>(SB), Z12
+	MOVL         $0xffffff, AX
+	KMOVQ        AX, K2
+
+i3row:
+	I8_ROW_START
+
+i3pair:
+	CMPQ R11, $2
+	JLT  i3single
+	I8_GROUP(Z2, Z0, i3a)
+	I8_GROUP(Z7, Z1, i3b)
+	SUBQ $2, R11
+	JMP  i3pair
+
+i3single:
+	TESTQ R11, R11
+	JZ    i3bias
+	I8_GROUP(Z2, Z0, i3c)
+
+i3bias:
+	I8_ROW_END(i3b16, i3btail, i3bdone, i3row)
 
 #undef I8_STEP
+
+// func q8RowsVNNI(packed *byte, xq, sx, scales, biases, gsum, y unsafe.Pointer, rows, groups, reps int)
+// 8-bit: 64 byte codes.
 #define I8_STEP(acc) \
 	VMOVDQU8 (SI), Z3 \
 	VPDPBUSD (DI), Z3, acc \
 	ADDQ     $64, SI \
 	ADDQ     $64, DI
 
-// func q8RowsVNNI(packed *byte, xq, sx, scales, biases, gsum, y unsafe.Pointer, rows, groups, reps int)
 TEXT ·q8RowsVNNI(SB), NOSPLIT, $0-80
 	I8_PROLOGUE
 
@@ -218,3 +259,77 @@ i8single:
 
 i8bias:
 	I8_ROW_END(i8b16, i8btail, i8bdone, i8row)
+
+#undef I8_STEP
+
+// func quantizeI8AVX512(x *float32, xq *int8, sx, gsum *float32, groups, gs16 int)
+// quantizeX for groups of 16·gs16 elements: per group, Σx and max|x| (lane
+// by lane, then reduced), sx = max/127, inv = 127/max (0 when max is not
+// positive), and xq = x·inv rounded to nearest even (VCVTPS2DQ) and narrowed
+// with signed saturation (VPMOVSDB).
+TEXT ·quantizeI8AVX512(SB), NOSPLIT, $0-48
+	MOVQ         x+0(FP), SI
+	MOVQ         xq+8(FP), DI
+	MOVQ         sx+16(FP), R8
+	MOVQ         gsum+24(FP), R9
+	MOVQ         groups+32(FP), R11
+	MOVQ         gs16+40(FP), R12
+	MOVL         $0x7fffffff, AX
+	VPBROADCASTD AX, Z15
+	MOVL         $0x42fe0000, AX
+	VMOVD        AX, X14
+
+qgroup:
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	MOVQ   SI, BX
+	MOVQ   R12, CX
+
+qpass1:
+	VMOVUPS (BX), Z2
+	VADDPS  Z2, Z1, Z1
+	VPANDD  Z15, Z2, Z2
+	VMAXPS  Z2, Z0, Z0
+	ADDQ    $64, BX
+	DECQ    CX
+	JNZ     qpass1
+	VEXTRACTF64X4 $1, Z1, Y2
+	VADDPS        Y2, Y1, Y1
+	VEXTRACTF128  $1, Y1, X2
+	VADDPS        X2, X1, X1
+	VHADDPS       X1, X1, X1
+	VHADDPS       X1, X1, X1
+	VMOVSS        X1, (R9)
+	VEXTRACTF64X4 $1, Z0, Y2
+	VMAXPS        Y2, Y0, Y0
+	VEXTRACTF128  $1, Y0, X2
+	VMAXPS        X2, X0, X0
+	VPERMILPS     $0x4e, X0, X2
+	VMAXPS        X2, X0, X0
+	VPERMILPS     $0xb1, X0, X2
+	VMAXPS        X2, X0, X0
+	VDIVSS        X14, X0, X3
+	VMOVSS        X3, (R8)
+	VXORPS        X5, X5, X5
+	VUCOMISS      X5, X0
+	JBE           qzero
+	VDIVSS        X0, X14, X5
+
+qzero:
+	VBROADCASTSS X5, Z5
+	MOVQ         R12, CX
+
+qpass2:
+	VMULPS    (SI), Z5, Z2
+	VCVTPS2DQ Z2, Z2
+	VPMOVSDB  Z2, (DI)
+	ADDQ      $64, SI
+	ADDQ      $16, DI
+	DECQ      CX
+	JNZ       qpass2
+	ADDQ      $4, R8
+	ADDQ      $4, R9
+	DECQ      R11
+	JNZ       qgroup
+	VZEROUPPER
+	RET

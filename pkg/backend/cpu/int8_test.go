@@ -28,7 +28,7 @@ func refInt8(m *Matrix, x []float32) (y, mag, bound []float64) {
 	g, gs := m.Groups(), m.GroupSize
 	xq := make([]int8, m.Cols)
 	sx, gsum := make([]float32, g), make([]float32, g)
-	quantizeX(xq, sx, gsum, x, gs, 0)
+	quantizeX(xq, sx, gsum, x, gs)
 	y, mag, bound = make([]float64, m.Rows), make([]float64, m.Rows), make([]float64, m.Rows)
 	for r := 0; r < m.Rows; r++ {
 		for j := 0; j < g; j++ {
@@ -107,8 +107,8 @@ func TestInt8MatchesReference(t *testing.T) {
 
 // TestQuantizeX: the scale is the group's max|x|/127, every element is
 // within half a step of x, codes stay in [−127, 127], the group sums are x's,
-// int8Pos permutes each 64-element block, and a non-finite x makes the
-// product non-finite.
+// the AVX-512 quantizer agrees, and a non-finite x makes the product
+// non-finite.
 func TestQuantizeX(t *testing.T) {
 	rng := rand.New(rand.NewPCG(23, 24))
 	for _, gs := range []int{32, 64, 128} {
@@ -119,7 +119,7 @@ func TestQuantizeX(t *testing.T) {
 		}
 		xq := make([]int8, len(x))
 		sx, gsum := make([]float32, 3), make([]float32, 3)
-		quantizeX(xq, sx, gsum, x, gs, 0)
+		quantizeX(xq, sx, gsum, x, gs)
 		for j := 0; j < 3; j++ {
 			var amax, sum float32
 			for _, v := range x[j*gs : (j+1)*gs] {
@@ -136,14 +136,33 @@ func TestQuantizeX(t *testing.T) {
 			}
 		}
 	}
-	for _, bits := range []int{2, 4, 8} {
-		var seen [128]bool
-		for e := 0; e < 128; e++ {
-			p := int8Pos(e, bits)
-			if p/64 != e/64 || seen[p] {
-				t.Fatalf("int8Pos(%d, %d) = %d: not a permutation of the block", e, bits, p)
+	// The AVX-512 quantizer gives the same codes and scales, and sums within
+	// float32 rounding of Σ|x|.
+	if haveAVX512 {
+		for _, gs := range []int{16, 32, 64, 128} {
+			for _, groups := range []int{1, 3, 17} {
+				x := randomVector(rng, gs*groups)
+				x[1] = 0
+				for i := range gs {
+					x[gs*(groups-1)+i] *= 1e-3
+				}
+				q1, q2 := make([]int8, len(x)), make([]int8, len(x))
+				s1, s2, g1, g2 := make([]float32, groups), make([]float32, groups), make([]float32, groups), make([]float32, groups)
+				quantizeX(q1, s1, g1, x, gs)
+				quantizeWide(q2, s2, g2, x, gs)
+				if !slices.Equal(q1, q2) || !slices.Equal(s1, s2) {
+					t.Fatalf("gs %d groups %d: AVX-512 codes/scales differ from quantizeX", gs, groups)
+				}
+				for j := range g1 {
+					var abs float64
+					for _, v := range x[j*gs : (j+1)*gs] {
+						abs += math.Abs(float64(v))
+					}
+					if d := math.Abs(float64(g1[j] - g2[j])); d > 1e-6*abs {
+						t.Fatalf("gs %d group %d: sum %g, quantizeX %g", gs, j, g2[j], g1[j])
+					}
+				}
 			}
-			seen[p] = true
 		}
 	}
 	for _, level := range testLevels() {

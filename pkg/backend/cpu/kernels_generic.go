@@ -13,6 +13,10 @@ const (
 	haveVNNI   = false
 )
 
+func quantizeWide(xq []int8, sx, gsum, x []float32, gs int) {
+	panic("cpu: no SIMD kernels in this build")
+}
+
 func affineRowsInt8(bits int, raw []byte, xq []int8, sx, scales, biases, gsum, y []float32, gs int) {
 	panic("cpu: no SIMD kernels in this build")
 }
