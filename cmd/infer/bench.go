@@ -82,7 +82,7 @@ Expert reads come from the page cache when the files are cached; use
 			}
 			o := bench.Options{PromptTokens: promptTokens, DecodeTokens: genTokens, Runs: runs,
 				RAMBytes: int64(float64(ramGB) * (1 << 30)), Log: stderr,
-				DirectIO: ef.DirectIO, CacheBytes: int64(ef.ExpertCacheMiB) << 20}
+				DirectIO: ef.DirectIO, CacheBytes: int64(ef.ExpertCacheMiB) << 20, Matmul: string(ef.Matmul)}
 			if ioMB > 0 {
 				o.DiskBytes = int64(ioMB) << 20
 			}

@@ -32,6 +32,9 @@ type Options struct {
 	// DirectIO and CacheBytes are the expert store's settings, for the report.
 	DirectIO   bool
 	CacheBytes int64
+	// Matmul is the backend's numerics for quantized products (--matmul),
+	// for the report.
+	Matmul string
 	// Log receives progress notes (nil: none).
 	Log io.Writer
 }
@@ -55,6 +58,7 @@ type Report struct {
 	ExpertFileBytes int64  `json:"expert_file_bytes"`
 	DirectIO        bool   `json:"direct_io"`
 	CacheBytes      int64  `json:"expert_cache_bytes"`
+	Matmul          string `json:"matmul"`
 
 	PromptTokens       int     `json:"prompt_tokens"`
 	DecodedTokens      int     `json:"decoded_tokens"`
@@ -105,7 +109,7 @@ func Measure(ctx context.Context, e *engine.Engine, o Options) (*Report, error) 
 	k := e.Model.ExpertsPerToken()
 	m := e.Dir.Manifest
 	r := &Report{Model: m.Source.Dir, Arch: cfg.Arch, Layers: cfg.NumLayers, ModelLayers: cfg.NumLayers,
-		ExpertsPerToken: k, Bits: o.Bits, DirectIO: o.DirectIO, CacheBytes: o.CacheBytes}
+		ExpertsPerToken: k, Bits: o.Bits, DirectIO: o.DirectIO, CacheBytes: o.CacheBytes, Matmul: o.Matmul}
 	if e.Set != nil {
 		r.ExpertFileBytes = e.Set.FileSize
 		if r.Bits == 0 {

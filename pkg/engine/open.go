@@ -42,6 +42,9 @@ type Options struct {
 	DeviceCache int64
 	// Workers is the compute goroutines (0: GOMAXPROCS).
 	Workers int
+	// Matmul is the backend's numerics for quantized products ("" or
+	// backend.MatmulExact: exact; backend.MatmulInt8: int8 activations).
+	Matmul backend.Matmul
 	// PrefillChunk is the most prompt tokens per batched step (0: the model's default).
 	PrefillChunk int
 	// Store configures the expert store (I/O threads, O_DIRECT, RAM cache).
@@ -103,7 +106,7 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 		}
 	}
 	if e.Device = opts.Device; e.Device == nil {
-		if e.Device, err = backend.Open(opts.Backend, backend.Options{Threads: opts.Workers, ExpertCacheBytes: opts.DeviceCache}); err != nil {
+		if e.Device, err = backend.Open(opts.Backend, backend.Options{Threads: opts.Workers, ExpertCacheBytes: opts.DeviceCache, Matmul: opts.Matmul}); err != nil {
 			return nil, err
 		}
 	}

@@ -1,12 +1,16 @@
 package policy
 
 import (
+	"io"
 	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/spf13/pflag"
+
+	"github.com/fm-moe/fm/pkg/backend"
 	"github.com/fm-moe/fm/pkg/layout"
 	"github.com/fm-moe/fm/pkg/sample"
 	"github.com/fm-moe/fm/pkg/tokenizer"
@@ -252,6 +256,34 @@ func TestExpertsSelector(t *testing.T) {
 		}
 		if err != nil || got != tc.want {
 			t.Errorf("%+v: %q, %v; want %q", tc.f, got, err, tc.want)
+		}
+	}
+}
+
+func TestMatmulFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want backend.Matmul
+		err  string
+	}{
+		{nil, backend.MatmulExact, ""},
+		{[]string{"--matmul", "exact"}, backend.MatmulExact, ""},
+		{[]string{"--matmul", "int8"}, backend.MatmulInt8, ""},
+		{[]string{"--matmul", "fast"}, "", `"--matmul"`},
+	} {
+		var f EngineFlags
+		fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		f.Register(fs)
+		err := fs.Parse(tc.args)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%v: error %v, want one naming %s", tc.args, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || f.Matmul != tc.want {
+			t.Errorf("%v: %q, %v; want %q", tc.args, f.Matmul, err, tc.want)
 		}
 	}
 }
