@@ -66,6 +66,32 @@ func quantizeX(xq []int8, sx, gsum, x []float32, gs int) {
 	}
 }
 
+// int8Paired reports whether the VNNI kernel for this matrix reads x in
+// int8PairLayout order (4-bit codes in groups of 64: q4PairsVNNI) rather than
+// element order.
+func int8Paired(bits, gs int) bool { return bits == 4 && gs == 64 }
+
+// int8PairLayout copies quantized x (element order, groups of 64) into the
+// order q4PairsVNNI reads: per pair of groups (128 elements, a 64-byte block
+// of codes whose dwords it interleaves), the elements meeting low nibbles,
+// then those meeting high nibbles, each as dword i of the first group then
+// dword i of the second; an odd last group stays in element order.
+func int8PairLayout(dst, src []int8) {
+	n := len(src) &^ 127
+	for b := 0; b < n; b += 128 {
+		s, d := (*[128]int8)(src[b:]), (*[128]int8)(dst[b:])
+		for i := 0; i < 8; i++ {
+			for k := 0; k < 4; k++ {
+				d[8*i+k] = s[8*i+2*k]
+				d[8*i+4+k] = s[64+8*i+2*k]
+				d[64+8*i+k] = s[8*i+2*k+1]
+				d[64+8*i+4+k] = s[64+8*i+2*k+1]
+			}
+		}
+	}
+	copy(dst[n:], src[n:])
+}
+
 // dotI8 is the exact Σ q·xq over one group's codes (LSB-first bit stream of
 // bits-wide codes) and its int8 activations in natural order.
 func dotI8(bits int, codes []byte, xq []int8) int32 {
@@ -130,18 +156,30 @@ func (p *Pool) affineMatMulInt8(t *matTask) {
 	cols, gs, g := m.Cols, m.GroupSize, m.Groups()
 	t.simd = p.level >= levelAVX512 && int8Wide(m.Bits, gs)
 	wideQ := p.level >= levelAVX512 && gs%16 == 0
-	qBuf := p.buf.get((n*cols + 3) / 4)
+	paired := t.simd && int8Paired(m.Bits, gs)
+	qn := (n*cols + 3) / 4 // floats holding n·cols bytes
+	if paired {
+		qn += (cols + 3) / 4 // room to quantize one token before the layout
+	}
+	qBuf := p.buf.get(qn)
 	defer p.buf.put(qBuf)
 	fBuf := p.buf.get(2 * n * g)
 	defer p.buf.put(fBuf)
-	t.xq = unsafe.Slice((*int8)(unsafe.Pointer(&(*qBuf)[0])), n*cols)
+	all := unsafe.Slice((*int8)(unsafe.Pointer(&(*qBuf)[0])), 4*qn)
+	t.xq = all[:n*cols]
 	t.sx, t.gsum = (*fBuf)[:n*g], (*fBuf)[n*g:]
 	for k := 0; k < n; k++ {
 		xq, sx, gsum, xk := t.xq[k*cols:(k+1)*cols], t.sx[k*g:(k+1)*g], t.gsum[k*g:(k+1)*g], x[k*cols:(k+1)*cols]
+		if paired {
+			xq = all[n*cols : (n+1)*cols]
+		}
 		if wideQ {
 			quantizeWide(xq, sx, gsum, xk, gs)
 		} else {
 			quantizeX(xq, sx, gsum, xk, gs)
+		}
+		if paired {
+			int8PairLayout(t.xq[k*cols:(k+1)*cols], xq)
 		}
 	}
 	t.body = (*matTask).int8Rows

@@ -12,6 +12,9 @@ import "unsafe"
 func q4RowsVNNI(packed *byte, xq, sx, scales, biases, gsum, y unsafe.Pointer, rows, groups, reps int)
 
 //go:noescape
+func q4PairsVNNI(packed *byte, xq, sx, scales, biases, gsum, y unsafe.Pointer, rows, groups, reps int)
+
+//go:noescape
 func q2RowsVNNI(packed *byte, xq, sx, scales, biases, gsum, y unsafe.Pointer, rows, groups, reps int)
 
 //go:noescape
@@ -21,7 +24,8 @@ func q3RowsVNNI(packed *byte, xq, sx, scales, biases, gsum, y unsafe.Pointer, ro
 func q8RowsVNNI(packed *byte, xq, sx, scales, biases, gsum, y unsafe.Pointer, rows, groups, reps int)
 
 // affineRowsInt8 computes y[r] for len(y) consecutive rows whose codes start
-// at raw; the caller checks int8Wide(bits, gs).
+// at raw; the caller checks int8Wide(bits, gs) and lays x out as
+// int8Layout says.
 func affineRowsInt8(bits int, raw []byte, xq []int8, sx, scales, biases, gsum, y []float32, gs int) {
 	rows := len(y)
 	g := len(sx)
@@ -33,6 +37,10 @@ func affineRowsInt8(bits int, raw []byte, xq []int8, sx, scales, biases, gsum, y
 	args := [...]unsafe.Pointer{unsafe.Pointer(&xq[0]), unsafe.Pointer(&sx[0]), unsafe.Pointer(&scales[0]), unsafe.Pointer(&biases[0]), unsafe.Pointer(&gsum[0]), unsafe.Pointer(&y[0])}
 	switch bits {
 	case 4:
+		if gs == 64 {
+			q4PairsVNNI(&raw[0], args[0], args[1], args[2], args[3], args[4], args[5], rows, g, 1)
+			return
+		}
 		q4RowsVNNI(&raw[0], args[0], args[1], args[2], args[3], args[4], args[5], rows, g, gs/64)
 	case 2:
 		q2RowsVNNI(&raw[0], args[0], args[1], args[2], args[3], args[4], args[5], rows, g, gs/64)

@@ -333,3 +333,81 @@ qpass2:
 	JNZ       qgroup
 	VZEROUPPER
 	RET
+
+DATA i8pairidx<>+0(SB)/8, $0x0000000800000000
+DATA i8pairidx<>+8(SB)/8, $0x0000000900000001
+DATA i8pairidx<>+16(SB)/8, $0x0000000a00000002
+DATA i8pairidx<>+24(SB)/8, $0x0000000b00000003
+DATA i8pairidx<>+32(SB)/8, $0x0000000c00000004
+DATA i8pairidx<>+40(SB)/8, $0x0000000d00000005
+DATA i8pairidx<>+48(SB)/8, $0x0000000e00000006
+DATA i8pairidx<>+56(SB)/8, $0x0000000f00000007
+GLOBL i8pairidx<>(SB), RODATA|NOPTR, $64
+
+// Q4_PAIR: groups 2k and 2k+1 of a 4-bit row with GroupSize 64 (64 bytes of
+// codes) in one register: VPERMD interleaves their dwords (even lanes group
+// 2k, odd lanes group 2k+1), the low and high nibbles are masked apart, and
+// two VPDPBUSD against x in int8PairLayout order give both groups' int32 sums
+// in alternate lanes, scaled by the (sx, s) pairs broadcast as qwords.
+#define Q4_PAIR(acc, c, lo, hi, t, facc) \
+	VPERMD       (SI), Z13, lo \
+	VPSRLW       $4, lo, hi \
+	VPANDD       Z14, lo, lo \
+	VPANDD       Z14, hi, hi \
+	VPXORD       acc, acc, acc \
+	VPDPBUSD     (DI), lo, acc \
+	VPDPBUSD     64(DI), hi, acc \
+	VCVTDQ2PS    acc, acc \
+	VPBROADCASTQ (R10), c \
+	VPBROADCASTQ (R8), t \
+	VMULPS       t, c, c \
+	VFMADD231PS  c, acc, facc \
+	ADDQ         $64, SI \
+	ADDQ         $128, DI \
+	ADDQ         $8, R10 \
+	ADDQ         $8, R8
+
+#define I8_STEP(acc) \
+	VPMOVZXBW  (SI), Z3 \
+	VPSLLW     $4, Z3, Z4 \
+	VPTERNLOGD $0xa8, Z14, Z4, Z3 \
+	VPDPBUSD   (DI), Z3, acc \
+	ADDQ       $32, SI \
+	ADDQ       $64, DI
+
+// func q4PairsVNNI(packed *byte, xq, sx, scales, biases, gsum, y unsafe.Pointer, rows, groups, reps int)
+// 4-bit rows of GroupSize 64 (reps is 1): pairs of groups as Q4_PAIR, four
+// groups per iteration into two accumulators; an odd last group as
+// q4RowsVNNI (x in element order there).
+TEXT ·q4PairsVNNI(SB), NOSPLIT, $0-80
+	I8_PROLOGUE
+	MOVL         $0x0f0f0f0f, AX
+	VPBROADCASTD AX, Z14
+	VMOVDQU32    i8pairidx<>(SB), Z13
+
+p4row:
+	I8_ROW_START
+
+p4quad:
+	CMPQ R11, $4
+	JLT  p4pair
+	Q4_PAIR(Z2, Z5, Z3, Z4, Z6, Z0)
+	Q4_PAIR(Z7, Z8, Z9, Z10, Z11, Z1)
+	SUBQ $4, R11
+	JMP  p4quad
+
+p4pair:
+	CMPQ R11, $2
+	JLT  p4single
+	Q4_PAIR(Z2, Z5, Z3, Z4, Z6, Z0)
+	SUBQ $2, R11
+
+p4single:
+	TESTQ R11, R11
+	JZ    p4bias
+	I8_GROUP(Z2, Z0, p4c)
+
+p4bias:
+	I8_ROW_END(p4b16, p4btail, p4bdone, p4row)
+
+#undef I8_STEP
