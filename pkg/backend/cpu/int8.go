@@ -194,12 +194,21 @@ func (t *matTask) int8Rows(lo, hi int) {
 	rb := m.RowBytes()
 	sbBuf := t.p.buf.get(2 * wideChunk * g)
 	defer t.p.buf.put(sbBuf)
+	// The paired 4-bit kernel reads bf16 scales and biases in place.
+	inPlace := t.simd && int8Paired(bits, gs) && m.ScaleFormat == BF16
 	for c := lo; c < hi; c += wideChunk {
 		ce := min(c+wideChunk, hi)
-		scales, biases := chunkScales(m, *sbBuf, c, ce)
+		var scales, biases []float32
+		if !inPlace {
+			scales, biases = chunkScales(m, *sbBuf, c, ce)
+		}
 		for k := 0; k < n; k++ {
 			xq, sx, gsum := t.xq[k*cols:(k+1)*cols], t.sx[k*g:(k+1)*g], t.gsum[k*g:(k+1)*g]
 			yk := y[k*rows+c : k*rows+ce]
+			if inPlace {
+				q4PairsBF16(m.Data[c*rb:ce*rb], xq, sx, u16s(m.Scales)[c*g:ce*g], u16s(m.Biases)[c*g:ce*g], gsum, yk)
+				continue
+			}
 			if t.simd {
 				affineRowsInt8(bits, m.Data[c*rb:ce*rb], xq, sx, scales, biases, gsum, yk, gs)
 				continue

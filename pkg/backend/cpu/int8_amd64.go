@@ -68,3 +68,19 @@ func quantizeWide(xq []int8, sx, gsum, x []float32, gs int) {
 	_ = gsum[g-1]
 	quantizeI8AVX512(&x[0], &xq[0], &sx[0], &gsum[0], g, gs/16)
 }
+
+//go:noescape
+func q4PairsVNNIBF16(packed *byte, xq, sx, scales, biases, gsum, y unsafe.Pointer, rows, groups, reps int)
+
+// q4PairsBF16 is affineRowsInt8 for 4-bit rows of GroupSize 64 whose bf16
+// scales and biases the kernel reads in place (x in int8PairLayout order).
+func q4PairsBF16(raw []byte, xq []int8, sx []float32, scales, biases []uint16, gsum, y []float32) {
+	rows, g := len(y), len(sx)
+	_ = raw[rows*g*32-1]
+	_ = xq[g*64-1]
+	_ = gsum[g-1]
+	_ = scales[rows*g-1]
+	_ = biases[rows*g-1]
+	q4PairsVNNIBF16(&raw[0], unsafe.Pointer(&xq[0]), unsafe.Pointer(&sx[0]), unsafe.Pointer(&scales[0]), unsafe.Pointer(&biases[0]),
+		unsafe.Pointer(&gsum[0]), unsafe.Pointer(&y[0]), rows, g, 1)
+}

@@ -411,3 +411,128 @@ p4bias:
 	I8_ROW_END(p4b16, p4btail, p4bdone, p4row)
 
 #undef I8_STEP
+
+DATA i8bf16pair<>+0(SB)/8, $0x0000000000000010
+DATA i8bf16pair<>+8(SB)/8, $0x0000000000000010
+DATA i8bf16pair<>+16(SB)/8, $0x0000000000000010
+DATA i8bf16pair<>+24(SB)/8, $0x0000000000000010
+DATA i8bf16pair<>+32(SB)/8, $0x0000000000000010
+DATA i8bf16pair<>+40(SB)/8, $0x0000000000000010
+DATA i8bf16pair<>+48(SB)/8, $0x0000000000000010
+DATA i8bf16pair<>+56(SB)/8, $0x0000000000000010
+GLOBL i8bf16pair<>(SB), RODATA|NOPTR, $64
+
+// The bf16 variant of q4PairsVNNI reads the row's bf16 scales and biases in
+// place (no float32 copy): a scale pair is one dword, s_{2k} in its low half,
+// s_{2k+1} in its high half; broadcast, shifted left by 16 in even lanes
+// and masked to the high half, it is the two float32 scales in alternate
+// lanes. Z12 holds the shift counts (16, 0, …), Z11 the mask 0xffff0000.
+#define Q4_PAIR_BF16(acc, c, lo, hi, t, facc) \
+	VPERMD       (SI), Z13, lo \
+	VPSRLW       $4, lo, hi \
+	VPANDD       Z14, lo, lo \
+	VPANDD       Z14, hi, hi \
+	VPXORD       acc, acc, acc \
+	VPDPBUSD     (DI), lo, acc \
+	VPDPBUSD     64(DI), hi, acc \
+	VCVTDQ2PS    acc, acc \
+	VPBROADCASTD (R8), t \
+	VPSLLVD      Z12, t, t \
+	VPANDD       Z11, t, t \
+	VPBROADCASTQ (R10), c \
+	VMULPS       t, c, c \
+	VFMADD231PS  c, acc, facc \
+	ADDQ         $64, SI \
+	ADDQ         $128, DI \
+	ADDQ         $8, R10 \
+	ADDQ         $4, R8
+
+// func q4PairsVNNIBF16(packed *byte, xq, sx, scales, biases, gsum, y unsafe.Pointer, rows, groups, reps int)
+// q4PairsVNNI with bf16 scales and biases.
+TEXT ·q4PairsVNNIBF16(SB), NOSPLIT, $0-80
+	I8_PROLOGUE
+	MOVL         $0x0f0f0f0f, AX
+	VPBROADCASTD AX, Z14
+	VMOVDQU32    i8pairidx<>(SB), Z13
+	VMOVDQU32    i8bf16pair<>(SB), Z12
+	MOVL         $0xffff0000, AX
+	VPBROADCASTD AX, Z11
+
+b4row:
+	I8_ROW_START
+
+b4quad:
+	CMPQ R11, $4
+	JLT  b4pair
+	Q4_PAIR_BF16(Z2, Z5, Z3, Z4, Z6, Z0)
+	Q4_PAIR_BF16(Z7, Z8, Z9, Z10, Z16, Z1)
+	SUBQ $4, R11
+	JMP  b4quad
+
+b4pair:
+	CMPQ R11, $2
+	JLT  b4single
+	Q4_PAIR_BF16(Z2, Z5, Z3, Z4, Z6, Z0)
+	SUBQ $2, R11
+
+b4single:
+	TESTQ R11, R11
+	JZ    b4bias
+	VPMOVZXBW      (SI), Z3
+	VPSLLW         $4, Z3, Z4
+	VPTERNLOGD     $0xa8, Z14, Z4, Z3
+	VPXORD         Z2, Z2, Z2
+	VPDPBUSD       (DI), Z3, Z2
+	VCVTDQ2PS      Z2, Z2
+	VMULPS.BCST    (R10), Z2, Z2
+	VPBROADCASTW   (R8), Z6
+	VPSLLD         $16, Z6, Z6
+	VFMADD231PS    Z6, Z2, Z0
+	ADDQ           $32, SI
+	ADDQ           $2, R8
+
+b4bias:
+	MOVQ          gsum+40(FP), BX
+	MOVQ          groups+64(FP), R11
+	VPXORD        Z5, Z5, Z5
+
+b4b16:
+	CMPQ          R11, $16
+	JLT           b4btail
+	VPMOVZXWD     (R9), Z6
+	VPSLLD        $16, Z6, Z6
+	VFMADD231PS   (BX), Z6, Z5
+	ADDQ          $32, R9
+	ADDQ          $64, BX
+	SUBQ          $16, R11
+	JMP           b4b16
+
+b4btail:
+	TESTQ         R11, R11
+	JZ            b4bdone
+	MOVQ          R11, CX
+	MOVL          $1, AX
+	SHLL          CX, AX
+	DECL          AX
+	KMOVW         AX, K1
+	VPMOVZXWD.Z   (R9), K1, Z6
+	VPSLLD        $16, Z6, Z6
+	VMOVUPS.Z     (BX), K1, Z4
+	VFMADD231PS   Z4, Z6, Z5
+	LEAQ          (R9)(R11*2), R9
+
+b4bdone:
+	VADDPS        Z1, Z0, Z0
+	VADDPS        Z5, Z0, Z0
+	VEXTRACTF64X4 $1, Z0, Y1
+	VADDPS        Y1, Y0, Y0
+	VEXTRACTF128  $1, Y0, X1
+	VADDPS        X1, X0, X0
+	VHADDPS       X0, X0, X0
+	VHADDPS       X0, X0, X0
+	VMOVSS        X0, (DX)
+	ADDQ          $4, DX
+	DECQ          R13
+	JNZ           b4row
+	VZEROUPPER
+	RET

@@ -17,6 +17,10 @@ func quantizeWide(xq []int8, sx, gsum, x []float32, gs int) {
 	panic("cpu: no SIMD kernels in this build")
 }
 
+func q4PairsBF16(raw []byte, xq []int8, sx []float32, scales, biases []uint16, gsum, y []float32) {
+	panic("cpu: no SIMD kernels in this build")
+}
+
 func affineRowsInt8(bits int, raw []byte, xq []int8, sx, scales, biases, gsum, y []float32, gs int) {
 	panic("cpu: no SIMD kernels in this build")
 }
