@@ -92,6 +92,25 @@ func int8PairLayout(dst, src []int8) {
 	copy(dst[n:], src[n:])
 }
 
+// int8Block4 interleaves four tokens' int8PairLayout x (cols bytes each,
+// xq[t·cols:]) and scales (g each, sx[t·g:]) for q4Pairs4BF16: per pair of
+// groups, the four tokens' 128 bytes and (sx, sx) pairs; an odd last group's
+// 64 bytes and scale per token after them.
+func int8Block4(x4 []int8, sx4 []float32, xq []int8, sx []float32, cols, g int) {
+	pairs := g / 2
+	for t := 0; t < 4; t++ {
+		xt, st := xq[t*cols:(t+1)*cols], sx[t*g:(t+1)*g]
+		for p := 0; p < pairs; p++ {
+			copy(x4[p*512+t*128:p*512+(t+1)*128], xt[p*128:(p+1)*128])
+			sx4[p*8+2*t], sx4[p*8+2*t+1] = st[2*p], st[2*p+1]
+		}
+		if g%2 == 1 {
+			copy(x4[pairs*512+t*64:pairs*512+(t+1)*64], xt[pairs*128:])
+			sx4[pairs*8+t] = st[g-1]
+		}
+	}
+}
+
 // dotI8 is the exact Σ q·xq over one group's codes (LSB-first bit stream of
 // bits-wide codes) and its int8 activations in natural order.
 func dotI8(bits int, codes []byte, xq []int8) int32 {
@@ -182,6 +201,19 @@ func (p *Pool) affineMatMulInt8(t *matTask) {
 			int8PairLayout(t.xq[k*cols:(k+1)*cols], xq)
 		}
 	}
+	// Blocks of four tokens go through the 4-token kernel where one exists.
+	if paired && m.ScaleFormat == BF16 && n >= 4 {
+		t.blocks = n / 4
+		x4Buf := p.buf.get(t.blocks * cols)
+		defer p.buf.put(x4Buf)
+		s4Buf := p.buf.get(t.blocks * 4 * g)
+		defer p.buf.put(s4Buf)
+		x4 := unsafe.Slice((*int8)(unsafe.Pointer(&(*x4Buf)[0])), 4*t.blocks*cols)
+		for b := 0; b < t.blocks; b++ {
+			int8Block4(x4[4*b*cols:4*(b+1)*cols], (*s4Buf)[4*b*g:4*(b+1)*g], t.xq[4*b*cols:], t.sx[4*b*g:], cols, g)
+		}
+		t.x4, t.sx4 = x4, *s4Buf
+	}
 	t.body = (*matTask).int8Rows
 	p.forRanger(m.Rows, cols*n, t)
 }
@@ -202,7 +234,12 @@ func (t *matTask) int8Rows(lo, hi int) {
 		if !inPlace {
 			scales, biases = chunkScales(m, *sbBuf, c, ce)
 		}
-		for k := 0; k < n; k++ {
+		for b := 0; b < t.blocks; b++ {
+			k := 4 * b
+			q4Pairs4BF16(m.Data[c*rb:ce*rb], t.x4[k*cols:(k+4)*cols], t.sx4[k*g:(k+4)*g], u16s(m.Scales)[c*g:ce*g], u16s(m.Biases)[c*g:ce*g],
+				t.gsum[k*g:(k+4)*g], y[k*rows+c:], ce-c, rows)
+		}
+		for k := 4 * t.blocks; k < n; k++ {
 			xq, sx, gsum := t.xq[k*cols:(k+1)*cols], t.sx[k*g:(k+1)*g], t.gsum[k*g:(k+1)*g]
 			yk := y[k*rows+c : k*rows+ce]
 			if inPlace {

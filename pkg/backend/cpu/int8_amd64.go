@@ -84,3 +84,21 @@ func q4PairsBF16(raw []byte, xq []int8, sx []float32, scales, biases []uint16, g
 	q4PairsVNNIBF16(&raw[0], unsafe.Pointer(&xq[0]), unsafe.Pointer(&sx[0]), unsafe.Pointer(&scales[0]), unsafe.Pointer(&biases[0]),
 		unsafe.Pointer(&gsum[0]), unsafe.Pointer(&y[0]), rows, g, 1)
 }
+
+//go:noescape
+func q4Pairs4VNNIBF16(packed *byte, x4, sx4, scales, biases, gsum, y unsafe.Pointer, rows, groups, gstride, ystride int)
+
+// q4Pairs4BF16 is q4PairsBF16 against four tokens: x4 and sx4 as
+// int8Block4 lays them out, token t's group sums at gsum[t·g:] and its
+// results at y[t·ystride:][:rows].
+func q4Pairs4BF16(raw []byte, x4 []int8, sx4 []float32, scales, biases []uint16, gsum, y []float32, rows, ystride int) {
+	g := len(sx4) / 4
+	_ = raw[rows*g*32-1]
+	_ = x4[g*256-1]
+	_ = gsum[4*g-1]
+	_ = scales[rows*g-1]
+	_ = biases[rows*g-1]
+	_ = y[3*ystride+rows-1]
+	q4Pairs4VNNIBF16(&raw[0], unsafe.Pointer(&x4[0]), unsafe.Pointer(&sx4[0]), unsafe.Pointer(&scales[0]), unsafe.Pointer(&biases[0]),
+		unsafe.Pointer(&gsum[0]), unsafe.Pointer(&y[0]), rows, g, 4*g, 4*ystride)
+}

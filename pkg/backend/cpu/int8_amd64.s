@@ -536,3 +536,190 @@ b4bdone:
 	JNZ           b4row
 	VZEROUPPER
 	RET
+
+// func q4Pairs4VNNIBF16(packed *byte, x4, sx4, scales, biases, gsum, y unsafe.Pointer, rows, groups, gstride, ystride int)
+// q4PairsVNNIBF16 against four tokens at once: each pair of groups is
+// decoded once and meets the four tokens' x. x4 holds, per pair of groups,
+// the four tokens' 128 bytes (int8PairLayout) one after another (an odd
+// last group: 64 bytes per token), sx4 per pair the four tokens' (sx, sx)
+// pairs (an odd last group: one per token); token t's group sums are at
+// gsum + t·gstride bytes and its results at y + t·ystride bytes.
+TEXT ·q4Pairs4VNNIBF16(SB), NOSPLIT, $0-88
+	MOVQ         packed+0(FP), SI
+	MOVQ         scales+24(FP), R8
+	MOVQ         biases+32(FP), R9
+	MOVQ         y+48(FP), DX
+	MOVQ         rows+56(FP), R13
+	MOVQ         ystride+80(FP), CX
+	MOVL         $0x0f0f0f0f, AX
+	VPBROADCASTD AX, Z14
+	VMOVDQU32    i8pairidx<>(SB), Z13
+	VMOVDQU32    i8bf16pair<>(SB), Z12
+	MOVL         $0xffff0000, AX
+	VPBROADCASTD AX, Z11
+	// K1 masks the bias dot's tail of groups mod 16.
+	MOVQ         groups+64(FP), AX
+	ANDQ         $15, AX
+	MOVQ         CX, R11
+	MOVQ         AX, CX
+	MOVL         $1, AX
+	SHLL         CX, AX
+	DECL         AX
+	KMOVW        AX, K1
+	MOVQ         R11, CX
+
+q44row:
+	MOVQ   x4+8(FP), DI
+	MOVQ   sx4+16(FP), R10
+	MOVQ   groups+64(FP), R11
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+
+q44pair:
+	CMPQ         R11, $2
+	JLT          q44single
+	VPERMD       (SI), Z13, Z20
+	VPSRLW       $4, Z20, Z21
+	VPANDD       Z14, Z20, Z20
+	VPANDD       Z14, Z21, Z21
+	VPBROADCASTD (R8), Z22
+	VPSLLVD      Z12, Z22, Z22
+	VPANDD       Z11, Z22, Z22
+	VPXORD       Z24, Z24, Z24
+	VPDPBUSD     0(DI), Z20, Z24
+	VPDPBUSD     64(DI), Z21, Z24
+	VCVTDQ2PS    Z24, Z24
+	VPBROADCASTQ 0(R10), Z28
+	VMULPS       Z22, Z28, Z28
+	VFMADD231PS  Z28, Z24, Z0
+	VPXORD       Z25, Z25, Z25
+	VPDPBUSD     128(DI), Z20, Z25
+	VPDPBUSD     192(DI), Z21, Z25
+	VCVTDQ2PS    Z25, Z25
+	VPBROADCASTQ 8(R10), Z29
+	VMULPS       Z22, Z29, Z29
+	VFMADD231PS  Z29, Z25, Z1
+	VPXORD       Z26, Z26, Z26
+	VPDPBUSD     256(DI), Z20, Z26
+	VPDPBUSD     320(DI), Z21, Z26
+	VCVTDQ2PS    Z26, Z26
+	VPBROADCASTQ 16(R10), Z30
+	VMULPS       Z22, Z30, Z30
+	VFMADD231PS  Z30, Z26, Z2
+	VPXORD       Z27, Z27, Z27
+	VPDPBUSD     384(DI), Z20, Z27
+	VPDPBUSD     448(DI), Z21, Z27
+	VCVTDQ2PS    Z27, Z27
+	VPBROADCASTQ 24(R10), Z31
+	VMULPS       Z22, Z31, Z31
+	VFMADD231PS  Z31, Z27, Z3
+	ADDQ         $64, SI
+	ADDQ         $512, DI
+	ADDQ         $32, R10
+	ADDQ         $4, R8
+	SUBQ         $2, R11
+	JMP          q44pair
+
+q44single:
+	TESTQ        R11, R11
+	JZ           q44bias
+	VPMOVZXBW    (SI), Z20
+	VPSLLW       $4, Z20, Z21
+	VPTERNLOGD   $0xa8, Z14, Z21, Z20
+	VPBROADCASTW (R8), Z22
+	VPSLLD       $16, Z22, Z22
+	VPXORD       Z24, Z24, Z24
+	VPDPBUSD     0(DI), Z20, Z24
+	VCVTDQ2PS    Z24, Z24
+	VMULPS.BCST  0(R10), Z24, Z24
+	VFMADD231PS  Z22, Z24, Z0
+	VPXORD       Z25, Z25, Z25
+	VPDPBUSD     64(DI), Z20, Z25
+	VCVTDQ2PS    Z25, Z25
+	VMULPS.BCST  4(R10), Z25, Z25
+	VFMADD231PS  Z22, Z25, Z1
+	VPXORD       Z26, Z26, Z26
+	VPDPBUSD     128(DI), Z20, Z26
+	VCVTDQ2PS    Z26, Z26
+	VMULPS.BCST  8(R10), Z26, Z26
+	VFMADD231PS  Z22, Z26, Z2
+	VPXORD       Z27, Z27, Z27
+	VPDPBUSD     192(DI), Z20, Z27
+	VCVTDQ2PS    Z27, Z27
+	VMULPS.BCST  12(R10), Z27, Z27
+	VFMADD231PS  Z22, Z27, Z3
+	ADDQ         $32, SI
+	ADDQ         $2, R8
+
+q44bias:
+	MOVQ gsum+40(FP), BX
+	MOVQ gstride+72(FP), AX
+	LEAQ (BX)(AX*1), R14
+	LEAQ (R14)(AX*1), R15
+	LEAQ (R15)(AX*1), R12
+	MOVQ groups+64(FP), R11
+
+q44b16:
+	CMPQ        R11, $16
+	JLT         q44btail
+	VPMOVZXWD   (R9), Z22
+	VPSLLD      $16, Z22, Z22
+	VFMADD231PS (BX), Z22, Z0
+	VFMADD231PS (R14), Z22, Z1
+	VFMADD231PS (R15), Z22, Z2
+	VFMADD231PS (R12), Z22, Z3
+	ADDQ        $32, R9
+	ADDQ        $64, BX
+	ADDQ        $64, R14
+	ADDQ        $64, R15
+	ADDQ        $64, R12
+	SUBQ        $16, R11
+	JMP         q44b16
+
+q44btail:
+	TESTQ       R11, R11
+	JZ          q44bdone
+	VPMOVZXWD.Z (R9), K1, Z22
+	VPSLLD      $16, Z22, Z22
+	VMOVUPS.Z   (BX), K1, Z24
+	VFMADD231PS Z24, Z22, Z0
+	VMOVUPS.Z   (R14), K1, Z25
+	VFMADD231PS Z25, Z22, Z1
+	VMOVUPS.Z   (R15), K1, Z26
+	VFMADD231PS Z26, Z22, Z2
+	VMOVUPS.Z   (R12), K1, Z27
+	VFMADD231PS Z27, Z22, Z3
+	LEAQ        (R9)(R11*2), R9
+
+q44bdone:
+	VEXTRACTF64X4 $1, Z0, Y8
+	VADDPS        Y8, Y0, Y0
+	VEXTRACTF64X4 $1, Z1, Y8
+	VADDPS        Y8, Y1, Y1
+	VEXTRACTF64X4 $1, Z2, Y8
+	VADDPS        Y8, Y2, Y2
+	VEXTRACTF64X4 $1, Z3, Y8
+	VADDPS        Y8, Y3, Y3
+	VEXTRACTF128  $1, Y0, X8
+	VADDPS        X8, X0, X0
+	VEXTRACTF128  $1, Y1, X8
+	VADDPS        X8, X1, X1
+	VEXTRACTF128  $1, Y2, X8
+	VADDPS        X8, X2, X2
+	VEXTRACTF128  $1, Y3, X8
+	VADDPS        X8, X3, X3
+	VHADDPS       X1, X0, X0
+	VHADDPS       X3, X2, X2
+	VHADDPS       X2, X0, X0
+	LEAQ          (DX)(CX*2), AX
+	VMOVSS        X0, (DX)
+	VEXTRACTPS    $1, X0, (DX)(CX*1)
+	VEXTRACTPS    $2, X0, (AX)
+	VEXTRACTPS    $3, X0, (AX)(CX*1)
+	ADDQ          $4, DX
+	DECQ          R13
+	JNZ           q44row
+	VZEROUPPER
+	RET

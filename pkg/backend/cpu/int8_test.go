@@ -80,7 +80,7 @@ func TestInt8MatchesReference(t *testing.T) {
 	}
 	for _, c := range int8Cases() {
 		m := randomMatrix(rng, c.rows, c.cols, c.f, c.bits, c.gs, c.sf)
-		for _, n := range []int{1, 2, 5} {
+		for _, n := range []int{1, 2, 4, 9} {
 			x := randomVector(rng, n*c.cols)
 			for _, p := range pools {
 				y := make([]float32, n*c.rows)

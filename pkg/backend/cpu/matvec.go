@@ -26,6 +26,9 @@ type matTask struct {
 	// int8 mode (int8.go): quantized x and its per-group scales
 	xq []int8
 	sx []float32
+	// four-token blocks of xq and sx (int8Block4), blocks of them
+	x4  []int8
+	sx4 []float32
 }
 
 func (t *matTask) run(lo, hi int) { t.body(t, lo, hi) }

@@ -17,16 +17,19 @@ func TestKernelsAllocateNothing(t *testing.T) {
 	}
 	rng := rand.New(rand.NewPCG(9, 9))
 	for _, level := range testLevels() {
-		for _, workers := range []int{1, 2} {
-			p := newPool(workers, level)
+		for _, workers := range []int{1, 2, -2} { // −2: two workers in int8 mode
+			p := newPool(max(workers, -workers), level)
+			p.int8 = workers < 0
 			for _, c := range []matCase{
 				{rows: 256, cols: 512, f: BF16}, {rows: 256, cols: 512, f: F32}, {rows: 256, cols: 512, f: F16},
 				{rows: 256, cols: 512, f: Affine, bits: 4, gs: 64, sf: BF16},
 				{rows: 256, cols: 512, f: Affine, bits: 3, gs: 64, sf: BF16},
 				{rows: 256, cols: 512, f: Affine, bits: 8, gs: 32, sf: F16},
+				{rows: 256, cols: 576, f: Affine, bits: 4, gs: 64, sf: BF16}, // an odd number of groups
+				{rows: 256, cols: 512, f: Affine, bits: 2, gs: 64, sf: F32},
 			} {
 				m := randomMatrix(rng, c.rows, c.cols, c.f, c.bits, c.gs, c.sf)
-				for _, n := range []int{1, 5} {
+				for _, n := range []int{1, 5, 8} {
 					x := randomVector(rng, n*c.cols)
 					y := make([]float32, n*c.rows)
 					p.MatMul(y, m, x, n) // warm the scratch pools
