@@ -71,6 +71,32 @@ func quantizeX(xq []int8, sx, gsum, x []float32, gs int) {
 // element order.
 func int8Paired(bits, gs int) bool { return bits == 4 && gs == 64 }
 
+// int8Quads reports whether the VNNI kernel for this matrix reads x in
+// int8QuadLayout order (2-bit codes in groups of 64 with bf16 scales:
+// q2QuadsVNNIBF16).
+func int8Quads(bits, gs int, sf Format) bool { return bits == 2 && gs == 64 && sf == BF16 }
+
+// int8QuadLayout copies quantized x (element order, groups of 64) into the
+// order q2QuadsVNNIBF16 reads: per four groups (256 elements, a 64-byte block
+// of 2-bit codes whose dword lane L it takes from group L mod 4), field k of
+// every byte meets the 64 bytes at 64k, byte 4L+b of which is element
+// 16·(L/4) + 4b + k of group L mod 4; the last groups mod 4 stay in element
+// order.
+func int8QuadLayout(dst, src []int8) {
+	n := len(src) &^ 255
+	for blk := 0; blk < n; blk += 256 {
+		s, d := (*[256]int8)(src[blk:]), (*[256]int8)(dst[blk:])
+		for k := 0; k < 4; k++ {
+			for L := 0; L < 16; L++ {
+				for b := 0; b < 4; b++ {
+					d[64*k+4*L+b] = s[64*(L%4)+16*(L/4)+4*b+k]
+				}
+			}
+		}
+	}
+	copy(dst[n:], src[n:])
+}
+
 // int8PairLayout copies quantized x (element order, groups of 64) into the
 // order q4PairsVNNI reads: per pair of groups (128 elements, a 64-byte block
 // of codes whose dwords it interleaves), the elements meeting low nibbles,
@@ -176,8 +202,9 @@ func (p *Pool) affineMatMulInt8(t *matTask) {
 	t.simd = p.level >= levelAVX512 && int8Wide(m.Bits, gs)
 	wideQ := p.level >= levelAVX512 && gs%16 == 0
 	paired := t.simd && int8Paired(m.Bits, gs)
+	quads := t.simd && int8Quads(m.Bits, gs, m.ScaleFormat)
 	qn := (n*cols + 3) / 4 // floats holding n·cols bytes
-	if paired {
+	if paired || quads {
 		qn += (cols + 3) / 4 // room to quantize one token before the layout
 	}
 	qBuf := p.buf.get(qn)
@@ -189,7 +216,7 @@ func (p *Pool) affineMatMulInt8(t *matTask) {
 	t.sx, t.gsum = (*fBuf)[:n*g], (*fBuf)[n*g:]
 	for k := 0; k < n; k++ {
 		xq, sx, gsum, xk := t.xq[k*cols:(k+1)*cols], t.sx[k*g:(k+1)*g], t.gsum[k*g:(k+1)*g], x[k*cols:(k+1)*cols]
-		if paired {
+		if paired || quads {
 			xq = all[n*cols : (n+1)*cols]
 		}
 		if wideQ {
@@ -197,8 +224,11 @@ func (p *Pool) affineMatMulInt8(t *matTask) {
 		} else {
 			quantizeX(xq, sx, gsum, xk, gs)
 		}
-		if paired {
+		switch {
+		case paired:
 			int8PairLayout(t.xq[k*cols:(k+1)*cols], xq)
+		case quads:
+			int8QuadLayout(t.xq[k*cols:(k+1)*cols], xq)
 		}
 	}
 	// Blocks of four tokens go through the 4-token kernel where one exists.
@@ -226,8 +256,9 @@ func (t *matTask) int8Rows(lo, hi int) {
 	rb := m.RowBytes()
 	sbBuf := t.p.buf.get(2 * wideChunk * g)
 	defer t.p.buf.put(sbBuf)
-	// The paired 4-bit kernel reads bf16 scales and biases in place.
-	inPlace := t.simd && int8Paired(bits, gs) && m.ScaleFormat == BF16
+	// The paired 4-bit and the 2-bit quad kernels read bf16 scales and
+	// biases in place.
+	inPlace := t.simd && (int8Paired(bits, gs) || int8Quads(bits, gs, m.ScaleFormat)) && m.ScaleFormat == BF16
 	for c := lo; c < hi; c += wideChunk {
 		ce := min(c+wideChunk, hi)
 		var scales, biases []float32
@@ -242,6 +273,10 @@ func (t *matTask) int8Rows(lo, hi int) {
 		for k := 4 * t.blocks; k < n; k++ {
 			xq, sx, gsum := t.xq[k*cols:(k+1)*cols], t.sx[k*g:(k+1)*g], t.gsum[k*g:(k+1)*g]
 			yk := y[k*rows+c : k*rows+ce]
+			if inPlace && bits == 2 {
+				q2QuadsBF16(m.Data[c*rb:ce*rb], xq, sx, u16s(m.Scales)[c*g:ce*g], u16s(m.Biases)[c*g:ce*g], gsum, yk)
+				continue
+			}
 			if inPlace {
 				q4PairsBF16(m.Data[c*rb:ce*rb], xq, sx, u16s(m.Scales)[c*g:ce*g], u16s(m.Biases)[c*g:ce*g], gsum, yk)
 				continue

@@ -102,3 +102,19 @@ func q4Pairs4BF16(raw []byte, x4 []int8, sx4 []float32, scales, biases []uint16,
 	q4Pairs4VNNIBF16(&raw[0], unsafe.Pointer(&x4[0]), unsafe.Pointer(&sx4[0]), unsafe.Pointer(&scales[0]), unsafe.Pointer(&biases[0]),
 		unsafe.Pointer(&gsum[0]), unsafe.Pointer(&y[0]), rows, g, 4*g, 4*ystride)
 }
+
+//go:noescape
+func q2QuadsVNNIBF16(packed *byte, xq, sx, scales, biases, gsum, y unsafe.Pointer, rows, groups, reps int)
+
+// q2QuadsBF16 is affineRowsInt8 for 2-bit rows of GroupSize 64 whose bf16
+// scales and biases the kernel reads in place (x in int8QuadLayout order).
+func q2QuadsBF16(raw []byte, xq []int8, sx []float32, scales, biases []uint16, gsum, y []float32) {
+	rows, g := len(y), len(sx)
+	_ = raw[rows*g*16-1]
+	_ = xq[g*64-1]
+	_ = gsum[g-1]
+	_ = scales[rows*g-1]
+	_ = biases[rows*g-1]
+	q2QuadsVNNIBF16(&raw[0], unsafe.Pointer(&xq[0]), unsafe.Pointer(&sx[0]), unsafe.Pointer(&scales[0]), unsafe.Pointer(&biases[0]),
+		unsafe.Pointer(&gsum[0]), unsafe.Pointer(&y[0]), rows, g, 1)
+}

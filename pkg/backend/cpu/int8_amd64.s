@@ -723,3 +723,134 @@ q44bdone:
 	JNZ           q44row
 	VZEROUPPER
 	RET
+
+DATA i8quadidx<>+0(SB)/8, $0x0000000400000000
+DATA i8quadidx<>+8(SB)/8, $0x0000000c00000008
+DATA i8quadidx<>+16(SB)/8, $0x0000000500000001
+DATA i8quadidx<>+24(SB)/8, $0x0000000d00000009
+DATA i8quadidx<>+32(SB)/8, $0x0000000600000002
+DATA i8quadidx<>+40(SB)/8, $0x0000000e0000000a
+DATA i8quadidx<>+48(SB)/8, $0x0000000700000003
+DATA i8quadidx<>+56(SB)/8, $0x0000000f0000000b
+GLOBL i8quadidx<>(SB), RODATA|NOPTR, $64
+
+
+// I8_BIAS_BF16_END is I8_ROW_END with bf16 biases.
+#define I8_BIAS_BF16_END(b16, btail, bdone, row) \
+	MOVQ          gsum+40(FP), BX \
+	MOVQ          groups+64(FP), R11 \
+	VPXORD        Z5, Z5, Z5 \
+b16: \
+	CMPQ          R11, $16 \
+	JLT           btail \
+	VPMOVZXWD     (R9), Z6 \
+	VPSLLD        $16, Z6, Z6 \
+	VFMADD231PS   (BX), Z6, Z5 \
+	ADDQ          $32, R9 \
+	ADDQ          $64, BX \
+	SUBQ          $16, R11 \
+	JMP           b16 \
+btail: \
+	TESTQ         R11, R11 \
+	JZ            bdone \
+	MOVQ          R11, CX \
+	MOVL          $1, AX \
+	SHLL          CX, AX \
+	DECL          AX \
+	KMOVW         AX, K1 \
+	VPMOVZXWD.Z   (R9), K1, Z6 \
+	VPSLLD        $16, Z6, Z6 \
+	VMOVUPS.Z     (BX), K1, Z4 \
+	VFMADD231PS   Z4, Z6, Z5 \
+	LEAQ          (R9)(R11*2), R9 \
+bdone: \
+	VADDPS        Z1, Z0, Z0 \
+	VADDPS        Z5, Z0, Z0 \
+	VEXTRACTF64X4 $1, Z0, Y1 \
+	VADDPS        Y1, Y0, Y0 \
+	VEXTRACTF128  $1, Y0, X1 \
+	VADDPS        X1, X0, X0 \
+	VHADDPS       X0, X0, X0 \
+	VHADDPS       X0, X0, X0 \
+	VMOVSS        X0, (DX) \
+	ADDQ          $4, DX \
+	DECQ          R13 \
+	JNZ           row \
+	VZEROUPPER \
+	RET
+
+// Q2_QUAD: groups 4k..4k+3 of a 2-bit row with GroupSize 64 (64 bytes of
+// codes) in one register: VPERMD interleaves their dwords (lane L from
+// group L mod 4), and the four 2-bit fields of each byte, shifted down and
+// masked, meet x in int8QuadLayout order in four VPDPBUSD; the four groups'
+// bf16 scales widen to one 128-bit lane repeated, times their sx.
+#define Q2_QUAD(acc, c0, c1, c2, c3, t, xt, facc) \
+	VPERMD           (SI), Z13, c0 \
+	VPSRLW           $2, c0, c1 \
+	VPSRLW           $4, c0, c2 \
+	VPSRLW           $6, c0, c3 \
+	VPANDD           Z14, c0, c0 \
+	VPANDD           Z14, c1, c1 \
+	VPANDD           Z14, c2, c2 \
+	VPANDD           Z14, c3, c3 \
+	VPXORD           acc, acc, acc \
+	VPDPBUSD         (DI), c0, acc \
+	VPDPBUSD         64(DI), c1, acc \
+	VPDPBUSD         128(DI), c2, acc \
+	VPDPBUSD         192(DI), c3, acc \
+	VCVTDQ2PS        acc, acc \
+	VPMOVZXWD        (R8), xt \
+	VPSLLD           $16, xt, xt \
+	VSHUFI32X4       $0, t, t, t \
+	VBROADCASTF32X4  (R10), c0 \
+	VMULPS           c0, t, t \
+	VFMADD231PS      t, acc, facc \
+	ADDQ             $64, SI \
+	ADDQ             $256, DI \
+	ADDQ             $16, R10 \
+	ADDQ             $8, R8
+
+// func q2QuadsVNNIBF16(packed *byte, xq, sx, scales, biases, gsum, y unsafe.Pointer, rows, groups, reps int)
+// 2-bit rows of GroupSize 64 with bf16 scales and biases read in place:
+// quads of groups as Q2_QUAD; the last groups mod 4 as q2RowsVNNI (x in
+// element order there).
+TEXT ·q2QuadsVNNIBF16(SB), NOSPLIT, $0-80
+	I8_PROLOGUE
+	MOVL         $0x03030303, AX
+	VPBROADCASTD AX, Z14
+	VMOVDQU32    i8quadidx<>(SB), Z13
+
+q2qrow:
+	I8_ROW_START
+
+q2qquad:
+	CMPQ R11, $4
+	JLT  q2qsingle
+	Q2_QUAD(Z2, Z3, Z4, Z5, Z7, Z6, X6, Z0)
+	SUBQ $4, R11
+	JMP  q2qquad
+
+q2qsingle:
+	TESTQ        R11, R11
+	JZ           q2qbias
+	VPMOVZXBD    (SI), Z3
+	VPSLLD       $6, Z3, Z4
+	VPORD        Z4, Z3, Z3
+	VPSLLD       $12, Z3, Z4
+	VPTERNLOGD   $0xa8, Z14, Z4, Z3
+	VPXORD       Z2, Z2, Z2
+	VPDPBUSD     (DI), Z3, Z2
+	VCVTDQ2PS    Z2, Z2
+	VMULPS.BCST  (R10), Z2, Z2
+	VPBROADCASTW (R8), Z6
+	VPSLLD       $16, Z6, Z6
+	VFMADD231PS  Z6, Z2, Z0
+	ADDQ         $16, SI
+	ADDQ         $64, DI
+	ADDQ         $4, R10
+	ADDQ         $2, R8
+	DECQ         R11
+	JMP          q2qsingle
+
+q2qbias:
+	I8_BIAS_BF16_END(q2qb16, q2qbtail, q2qbdone, q2qrow)

@@ -55,7 +55,7 @@ func int8Cases() []matCase {
 	for _, bits := range []int{2, 3, 4, 5, 6, 8} {
 		for _, gs := range []int{32, 64, 128} {
 			for _, rows := range []int{1, 3, 33, 70} {
-				for _, groups := range []int{1, 2, 3, 17} {
+				for _, groups := range []int{1, 2, 3, 6, 17} {
 					cs = append(cs, matCase{rows: rows, cols: gs * groups, f: Affine, bits: bits, gs: gs, sf: []Format{BF16, F16, F32}[(rows+groups)%3]})
 				}
 			}

@@ -25,6 +25,10 @@ func q4Pairs4BF16(raw []byte, x4 []int8, sx4 []float32, scales, biases []uint16,
 	panic("cpu: no SIMD kernels in this build")
 }
 
+func q2QuadsBF16(raw []byte, xq []int8, sx []float32, scales, biases []uint16, gsum, y []float32) {
+	panic("cpu: no SIMD kernels in this build")
+}
+
 func affineRowsInt8(bits int, raw []byte, xq []int8, sx, scales, biases, gsum, y []float32, gs int) {
 	panic("cpu: no SIMD kernels in this build")
 }
