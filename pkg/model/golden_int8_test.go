@@ -17,10 +17,10 @@ import (
 // bf16 weights and from their MLX 4-bit quantization, differ by a median row
 // error of 0.27–0.47 of the largest logit and agree on the top token in only
 // 32–56 % of the rows. int8 activations perturb far less than 4-bit weights
-// (measured on amd64, AVX-512 VNNI | the Go twin: median 0.05–0.11, worst
-// row qwen3moe 0.29 | 0.29, qwen35moe 0.49 | 0.59, qwen3next 1.26 | 1.23;
-// top-1 agreement 75–92 %; no disagreement where the reference's margin
-// exceeds 0.56), so the
+// (measured on amd64 with AVX-512 VNNI | the Go twin | arm64 under qemu:
+// median 0.05–0.11, worst row qwen3moe 0.29 | 0.29 | 0.30, qwen35moe 0.49 |
+// 0.59 | 0.53, qwen3next 1.26 | 1.23 | 1.21; top-1 agreement 75–93 %; no
+// disagreement where the reference's margin exceeds 0.56), so the
 // gates ask for clearly less than what weight quantization does, and a wrong
 // kernel (agreement near 1/vocab, errors ≫ 1) fails all of them. The trained
 // model's perplexity in both modes is in docs/PERF.md.

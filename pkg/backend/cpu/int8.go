@@ -281,11 +281,20 @@ func (t *matTask) int8Rows(lo, hi int) {
 				q4PairsBF16(m.Data[c*rb:ce*rb], xq, sx, u16s(m.Scales)[c*g:ce*g], u16s(m.Biases)[c*g:ce*g], gsum, yk)
 				continue
 			}
+			first := 0
 			if t.simd {
-				affineRowsInt8(bits, m.Data[c*rb:ce*rb], xq, sx, scales, biases, gsum, yk, gs)
-				continue
+				// The 3-bit kernel reads 8 bytes past each block: the
+				// matrix's last row runs in Go.
+				last := ce
+				if bits == 3 && ce == rows {
+					last--
+				}
+				if last > c {
+					affineRowsInt8(bits, m.Data[c*rb:last*rb], xq, sx, scales[:(last-c)*g], biases[:(last-c)*g], gsum, yk[:last-c], gs)
+				}
+				first = last - c
 			}
-			for i := range yk {
+			for i := first; i < len(yk); i++ {
 				r := c + i
 				yk[i] = affineRowInt8(bits, gs, m.Data[r*rb:(r+1)*rb], xq, sx, scales[i*g:(i+1)*g], biases[i*g:(i+1)*g], gsum)
 			}
