@@ -200,6 +200,11 @@ func (p *Pool) affineMatMulInt8(t *matTask) {
 	m, x, n := t.m, t.x, t.n
 	cols, gs, g := m.Cols, m.GroupSize, m.Groups()
 	t.simd = p.level >= levelAVX512 && int8Wide(m.Bits, gs)
+	// level marks the AVX2 kernels' turn (levelAVX2), else the Go twin.
+	t.level = levelGeneric
+	if !t.simd && p.level >= levelAVX2 && gs%32 == 0 && (m.Bits == 4 || m.Bits == 8) {
+		t.level = levelAVX2
+	}
 	wideQ := p.level >= levelAVX512 && gs%16 == 0
 	paired := t.simd && int8Paired(m.Bits, gs)
 	quads := t.simd && int8Quads(m.Bits, gs, m.ScaleFormat)
@@ -293,6 +298,9 @@ func (t *matTask) int8Rows(lo, hi int) {
 					affineRowsInt8(bits, m.Data[c*rb:last*rb], xq, sx, scales[:(last-c)*g], biases[:(last-c)*g], gsum, yk[:last-c], gs)
 				}
 				first = last - c
+			} else if t.level == levelAVX2 {
+				affineRowsInt8AVX2(bits, m.Data[c*rb:ce*rb], xq, sx, scales, biases, gsum, yk, gs)
+				first = len(yk)
 			}
 			for i := first; i < len(yk); i++ {
 				r := c + i

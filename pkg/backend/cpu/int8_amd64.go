@@ -118,3 +118,30 @@ func q2QuadsBF16(raw []byte, xq []int8, sx []float32, scales, biases []uint16, g
 	q2QuadsVNNIBF16(&raw[0], unsafe.Pointer(&xq[0]), unsafe.Pointer(&sx[0]), unsafe.Pointer(&scales[0]), unsafe.Pointer(&biases[0]),
 		unsafe.Pointer(&gsum[0]), unsafe.Pointer(&y[0]), rows, g, 1)
 }
+
+//go:noescape
+func q4RowsI8AVX2(packed *byte, xq, sx, scales, biases, gsum, y unsafe.Pointer, rows, groups, reps int)
+
+//go:noescape
+func q8RowsI8AVX2(packed *byte, xq, sx, scales, biases, gsum, y unsafe.Pointer, rows, groups, reps int)
+
+// affineRowsInt8AVX2 is affineRowsInt8 on the AVX2 kernels (int8avx2_amd64.s):
+// 4- and 8-bit codes, GroupSize a multiple of 32, x in element order.
+func affineRowsInt8AVX2(bits int, raw []byte, xq []int8, sx, scales, biases, gsum, y []float32, gs int) {
+	rows := len(y)
+	g := len(sx)
+	_ = raw[rows*g*gs*bits/8-1]
+	_ = xq[g*gs-1]
+	_ = gsum[g-1]
+	_ = scales[rows*g-1]
+	_ = biases[rows*g-1]
+	args := [...]unsafe.Pointer{unsafe.Pointer(&xq[0]), unsafe.Pointer(&sx[0]), unsafe.Pointer(&scales[0]), unsafe.Pointer(&biases[0]), unsafe.Pointer(&gsum[0]), unsafe.Pointer(&y[0])}
+	switch bits {
+	case 4:
+		q4RowsI8AVX2(&raw[0], args[0], args[1], args[2], args[3], args[4], args[5], rows, g, gs/32)
+	case 8:
+		q8RowsI8AVX2(&raw[0], args[0], args[1], args[2], args[3], args[4], args[5], rows, g, gs/16)
+	default:
+		panic("cpu: no AVX2 int8 kernel for this bit width")
+	}
+}

@@ -29,6 +29,10 @@ func q2QuadsBF16(raw []byte, xq []int8, sx []float32, scales, biases []uint16, g
 	panic("cpu: no SIMD kernels in this build")
 }
 
+func affineRowsInt8AVX2(bits int, raw []byte, xq []int8, sx, scales, biases, gsum, y []float32, gs int) {
+	panic("cpu: no SIMD kernels in this build")
+}
+
 func affineRowsInt8(bits int, raw []byte, xq []int8, sx, scales, biases, gsum, y []float32, gs int) {
 	panic("cpu: no SIMD kernels in this build")
 }
