@@ -49,6 +49,12 @@ type EngineFlags struct {
 	// routed experts in (0: its default).
 	PrefillChunk int
 	VRAMCacheGB  float32
+	// OnBlock is not a flag: fm-infer compare sets it to see the residual
+	// stream after every block (engine.Options.OnBlock).
+	OnBlock func(layer int, block string, h []float32)
+	// Device is not a flag either: when set, the engine computes on it
+	// instead of opening Backend (tests inject wrapped backends).
+	Device backend.Device
 }
 
 // maxThreads bounds --threads and --io-threads: far above any machine, low
@@ -156,6 +162,8 @@ func (f *EngineFlags) Open(ctx context.Context, notes io.Writer) (*engine.Engine
 		SkipDenseChecksum:   f.NoVerify,
 		SkipExpertChecksums: f.NoVerifyExperts,
 		ContextSize:         ctxSize,
+		OnBlock:             f.OnBlock,
+		Device:              f.Device,
 	})
 	if err != nil {
 		return nil, err
