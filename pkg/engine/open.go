@@ -106,7 +106,7 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 		}
 	}
 	if e.Device = opts.Device; e.Device == nil {
-		if e.Device, err = backend.Open(opts.Backend, backend.Options{Threads: opts.Workers, ExpertCacheBytes: opts.DeviceCache}); err != nil {
+		if e.Device, err = backend.Open(opts.Backend, backend.Options{Threads: opts.Workers, ExpertCacheBytes: opts.DeviceCache, ExpertCachePolicy: string(opts.Store.CachePolicy)}); err != nil {
 			return nil, err
 		}
 	}
