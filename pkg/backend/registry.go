@@ -18,6 +18,9 @@ type Options struct {
 	// ExpertCache may keep routed experts in (0: the backend's default,
 	// negative: none).
 	ExpertCacheBytes int64
+	// ExpertCachePolicy names the replacement policy of that cache (one of
+	// pkg/experts' Policies: "lru", "lfuda", "arc"; "" for its default).
+	ExpertCachePolicy string
 	// Matmul is the numerics of the quantized matrix products: MatmulExact
 	// ("" means the same) or MatmulInt8. A backend that cannot honor the
 	// mode refuses to open rather than silently computing the other one.
