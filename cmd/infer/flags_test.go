@@ -40,6 +40,7 @@ var numericFlags = map[string]struct{ bad, good []string }{
 	"shutdown-grace":    {[]string{"-1s", "25h", "x", "5"}, []string{"0s", "30s", "2m"}},
 	"prefill-chunk":     {[]string{"-1"}, []string{"0", "512"}},
 	"vram-cache-gb":     {[]string{"-1", "NaN"}, []string{"0", "6"}},
+	"matmul":            {[]string{"fast", "INT8", "int4"}, []string{"exact", "int8"}},
 	// bench's own flags are checked when it runs (before opening a model).
 	"prompt-tokens": {[]string{"0", "-1"}, []string{"1", "512"}},
 	"runs":          {[]string{"0", "-1"}, []string{"1", "3"}},
