@@ -22,18 +22,7 @@ import (
 
 // int8Wide reports whether the AVX-512 VNNI kernels handle an affine matrix
 // of this bit width and group size.
-func int8Wide(bits, gs int) bool {
-	if !haveVNNI || gs%64 != 0 {
-		return false
-	}
-	switch bits {
-	case 2, 4, 8:
-		return true
-	case 3:
-		return haveVBMI
-	}
-	return false
-}
+func int8Wide(bits, gs int) bool { return haveVNNI && wideAffine(bits, gs) }
 
 // quantizeX quantizes x per group of gs elements: sx[j] = max|x| of group j
 // over 127, xq = x/sx[j] rounded to nearest (ties to even) in [−127, 127], and

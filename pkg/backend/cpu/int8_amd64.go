@@ -27,6 +27,31 @@ func q8RowsVNNI(packed *byte, xq, sx, scales, biases, gsum, y unsafe.Pointer, ro
 // at raw; the caller checks int8Wide(bits, gs) and lays x out as
 // int8Layout says.
 func affineRowsInt8(bits int, raw []byte, xq []int8, sx, scales, biases, gsum, y []float32, gs int) {
+	var k i8Kernel
+	switch bits {
+	case 4:
+		k = q4RowsVNNI
+		if gs == 64 {
+			k = q4PairsVNNI
+		}
+	case 2:
+		k = q2RowsVNNI
+	case 3:
+		k = q3RowsVNNI
+	case 8:
+		k = q8RowsVNNI
+	default:
+		panic("cpu: no VNNI kernel for this bit width")
+	}
+	callI8(k, bits, raw, xq, sx, scales, biases, gsum, y, gs, gs/64)
+}
+
+// i8Kernel is the signature every int8 row kernel shares.
+type i8Kernel func(packed *byte, xq, sx, scales, biases, gsum, y unsafe.Pointer, rows, groups, reps int)
+
+// callI8 checks that the rows, x and scales are in range and runs k over
+// len(y) rows.
+func callI8(k i8Kernel, bits int, raw []byte, xq []int8, sx, scales, biases, gsum, y []float32, gs, reps int) {
 	rows := len(y)
 	g := len(sx)
 	_ = raw[rows*g*gs*bits/8-1]
@@ -34,23 +59,8 @@ func affineRowsInt8(bits int, raw []byte, xq []int8, sx, scales, biases, gsum, y
 	_ = gsum[g-1]
 	_ = scales[rows*g-1]
 	_ = biases[rows*g-1]
-	args := [...]unsafe.Pointer{unsafe.Pointer(&xq[0]), unsafe.Pointer(&sx[0]), unsafe.Pointer(&scales[0]), unsafe.Pointer(&biases[0]), unsafe.Pointer(&gsum[0]), unsafe.Pointer(&y[0])}
-	switch bits {
-	case 4:
-		if gs == 64 {
-			q4PairsVNNI(&raw[0], args[0], args[1], args[2], args[3], args[4], args[5], rows, g, 1)
-			return
-		}
-		q4RowsVNNI(&raw[0], args[0], args[1], args[2], args[3], args[4], args[5], rows, g, gs/64)
-	case 2:
-		q2RowsVNNI(&raw[0], args[0], args[1], args[2], args[3], args[4], args[5], rows, g, gs/64)
-	case 3:
-		q3RowsVNNI(&raw[0], args[0], args[1], args[2], args[3], args[4], args[5], rows, g, gs/64)
-	case 8:
-		q8RowsVNNI(&raw[0], args[0], args[1], args[2], args[3], args[4], args[5], rows, g, gs/64)
-	default:
-		panic("cpu: no VNNI kernel for this bit width")
-	}
+	k(&raw[0], unsafe.Pointer(&xq[0]), unsafe.Pointer(&sx[0]), unsafe.Pointer(&scales[0]), unsafe.Pointer(&biases[0]),
+		unsafe.Pointer(&gsum[0]), unsafe.Pointer(&y[0]), rows, g, reps)
 }
 
 //go:noescape
@@ -75,13 +85,19 @@ func q4PairsVNNIBF16(packed *byte, xq, sx, scales, biases, gsum, y unsafe.Pointe
 // q4PairsBF16 is affineRowsInt8 for 4-bit rows of GroupSize 64 whose bf16
 // scales and biases the kernel reads in place (x in int8PairLayout order).
 func q4PairsBF16(raw []byte, xq []int8, sx []float32, scales, biases []uint16, gsum, y []float32) {
+	callI8BF16(q4PairsVNNIBF16, 4, raw, xq, sx, scales, biases, gsum, y)
+}
+
+// callI8BF16 is callI8 for the kernels that read bf16 scales and biases in
+// place (group size 64).
+func callI8BF16(k i8Kernel, bits int, raw []byte, xq []int8, sx []float32, scales, biases []uint16, gsum, y []float32) {
 	rows, g := len(y), len(sx)
-	_ = raw[rows*g*32-1]
+	_ = raw[rows*g*8*bits-1]
 	_ = xq[g*64-1]
 	_ = gsum[g-1]
 	_ = scales[rows*g-1]
 	_ = biases[rows*g-1]
-	q4PairsVNNIBF16(&raw[0], unsafe.Pointer(&xq[0]), unsafe.Pointer(&sx[0]), unsafe.Pointer(&scales[0]), unsafe.Pointer(&biases[0]),
+	k(&raw[0], unsafe.Pointer(&xq[0]), unsafe.Pointer(&sx[0]), unsafe.Pointer(&scales[0]), unsafe.Pointer(&biases[0]),
 		unsafe.Pointer(&gsum[0]), unsafe.Pointer(&y[0]), rows, g, 1)
 }
 
@@ -109,14 +125,7 @@ func q2QuadsVNNIBF16(packed *byte, xq, sx, scales, biases, gsum, y unsafe.Pointe
 // q2QuadsBF16 is affineRowsInt8 for 2-bit rows of GroupSize 64 whose bf16
 // scales and biases the kernel reads in place (x in int8QuadLayout order).
 func q2QuadsBF16(raw []byte, xq []int8, sx []float32, scales, biases []uint16, gsum, y []float32) {
-	rows, g := len(y), len(sx)
-	_ = raw[rows*g*16-1]
-	_ = xq[g*64-1]
-	_ = gsum[g-1]
-	_ = scales[rows*g-1]
-	_ = biases[rows*g-1]
-	q2QuadsVNNIBF16(&raw[0], unsafe.Pointer(&xq[0]), unsafe.Pointer(&sx[0]), unsafe.Pointer(&scales[0]), unsafe.Pointer(&biases[0]),
-		unsafe.Pointer(&gsum[0]), unsafe.Pointer(&y[0]), rows, g, 1)
+	callI8BF16(q2QuadsVNNIBF16, 2, raw, xq, sx, scales, biases, gsum, y)
 }
 
 //go:noescape
@@ -128,19 +137,11 @@ func q8RowsI8AVX2(packed *byte, xq, sx, scales, biases, gsum, y unsafe.Pointer, 
 // affineRowsInt8AVX2 is affineRowsInt8 on the AVX2 kernels (int8avx2_amd64.s):
 // 4- and 8-bit codes, GroupSize a multiple of 32, x in element order.
 func affineRowsInt8AVX2(bits int, raw []byte, xq []int8, sx, scales, biases, gsum, y []float32, gs int) {
-	rows := len(y)
-	g := len(sx)
-	_ = raw[rows*g*gs*bits/8-1]
-	_ = xq[g*gs-1]
-	_ = gsum[g-1]
-	_ = scales[rows*g-1]
-	_ = biases[rows*g-1]
-	args := [...]unsafe.Pointer{unsafe.Pointer(&xq[0]), unsafe.Pointer(&sx[0]), unsafe.Pointer(&scales[0]), unsafe.Pointer(&biases[0]), unsafe.Pointer(&gsum[0]), unsafe.Pointer(&y[0])}
 	switch bits {
 	case 4:
-		q4RowsI8AVX2(&raw[0], args[0], args[1], args[2], args[3], args[4], args[5], rows, g, gs/32)
+		callI8(q4RowsI8AVX2, bits, raw, xq, sx, scales, biases, gsum, y, gs, gs/32)
 	case 8:
-		q8RowsI8AVX2(&raw[0], args[0], args[1], args[2], args[3], args[4], args[5], rows, g, gs/16)
+		callI8(q8RowsI8AVX2, bits, raw, xq, sx, scales, biases, gsum, y, gs, gs/16)
 	default:
 		panic("cpu: no AVX2 int8 kernel for this bit width")
 	}

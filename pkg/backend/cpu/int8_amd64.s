@@ -412,6 +412,50 @@ p4bias:
 
 #undef I8_STEP
 
+// I8_BIAS_BF16_END is I8_ROW_END with bf16 biases.
+#define I8_BIAS_BF16_END(b16, btail, bdone, row) \
+	MOVQ          gsum+40(FP), BX \
+	MOVQ          groups+64(FP), R11 \
+	VPXORD        Z5, Z5, Z5 \
+b16: \
+	CMPQ          R11, $16 \
+	JLT           btail \
+	VPMOVZXWD     (R9), Z6 \
+	VPSLLD        $16, Z6, Z6 \
+	VFMADD231PS   (BX), Z6, Z5 \
+	ADDQ          $32, R9 \
+	ADDQ          $64, BX \
+	SUBQ          $16, R11 \
+	JMP           b16 \
+btail: \
+	TESTQ         R11, R11 \
+	JZ            bdone \
+	MOVQ          R11, CX \
+	MOVL          $1, AX \
+	SHLL          CX, AX \
+	DECL          AX \
+	KMOVW         AX, K1 \
+	VPMOVZXWD.Z   (R9), K1, Z6 \
+	VPSLLD        $16, Z6, Z6 \
+	VMOVUPS.Z     (BX), K1, Z4 \
+	VFMADD231PS   Z4, Z6, Z5 \
+	LEAQ          (R9)(R11*2), R9 \
+bdone: \
+	VADDPS        Z1, Z0, Z0 \
+	VADDPS        Z5, Z0, Z0 \
+	VEXTRACTF64X4 $1, Z0, Y1 \
+	VADDPS        Y1, Y0, Y0 \
+	VEXTRACTF128  $1, Y0, X1 \
+	VADDPS        X1, X0, X0 \
+	VHADDPS       X0, X0, X0 \
+	VHADDPS       X0, X0, X0 \
+	VMOVSS        X0, (DX) \
+	ADDQ          $4, DX \
+	DECQ          R13 \
+	JNZ           row \
+	VZEROUPPER \
+	RET
+
 DATA i8bf16pair<>+0(SB)/8, $0x0000000000000010
 DATA i8bf16pair<>+8(SB)/8, $0x0000000000000010
 DATA i8bf16pair<>+16(SB)/8, $0x0000000000000010
@@ -492,50 +536,7 @@ b4single:
 	ADDQ           $2, R8
 
 b4bias:
-	MOVQ          gsum+40(FP), BX
-	MOVQ          groups+64(FP), R11
-	VPXORD        Z5, Z5, Z5
-
-b4b16:
-	CMPQ          R11, $16
-	JLT           b4btail
-	VPMOVZXWD     (R9), Z6
-	VPSLLD        $16, Z6, Z6
-	VFMADD231PS   (BX), Z6, Z5
-	ADDQ          $32, R9
-	ADDQ          $64, BX
-	SUBQ          $16, R11
-	JMP           b4b16
-
-b4btail:
-	TESTQ         R11, R11
-	JZ            b4bdone
-	MOVQ          R11, CX
-	MOVL          $1, AX
-	SHLL          CX, AX
-	DECL          AX
-	KMOVW         AX, K1
-	VPMOVZXWD.Z   (R9), K1, Z6
-	VPSLLD        $16, Z6, Z6
-	VMOVUPS.Z     (BX), K1, Z4
-	VFMADD231PS   Z4, Z6, Z5
-	LEAQ          (R9)(R11*2), R9
-
-b4bdone:
-	VADDPS        Z1, Z0, Z0
-	VADDPS        Z5, Z0, Z0
-	VEXTRACTF64X4 $1, Z0, Y1
-	VADDPS        Y1, Y0, Y0
-	VEXTRACTF128  $1, Y0, X1
-	VADDPS        X1, X0, X0
-	VHADDPS       X0, X0, X0
-	VHADDPS       X0, X0, X0
-	VMOVSS        X0, (DX)
-	ADDQ          $4, DX
-	DECQ          R13
-	JNZ           b4row
-	VZEROUPPER
-	RET
+	I8_BIAS_BF16_END(b4b16, b4btail, b4bdone, b4row)
 
 // func q4Pairs4VNNIBF16(packed *byte, x4, sx4, scales, biases, gsum, y unsafe.Pointer, rows, groups, gstride, ystride int)
 // q4PairsVNNIBF16 against four tokens at once: each pair of groups is
@@ -733,51 +734,6 @@ DATA i8quadidx<>+40(SB)/8, $0x0000000e0000000a
 DATA i8quadidx<>+48(SB)/8, $0x0000000700000003
 DATA i8quadidx<>+56(SB)/8, $0x0000000f0000000b
 GLOBL i8quadidx<>(SB), RODATA|NOPTR, $64
-
-
-// I8_BIAS_BF16_END is I8_ROW_END with bf16 biases.
-#define I8_BIAS_BF16_END(b16, btail, bdone, row) \
-	MOVQ          gsum+40(FP), BX \
-	MOVQ          groups+64(FP), R11 \
-	VPXORD        Z5, Z5, Z5 \
-b16: \
-	CMPQ          R11, $16 \
-	JLT           btail \
-	VPMOVZXWD     (R9), Z6 \
-	VPSLLD        $16, Z6, Z6 \
-	VFMADD231PS   (BX), Z6, Z5 \
-	ADDQ          $32, R9 \
-	ADDQ          $64, BX \
-	SUBQ          $16, R11 \
-	JMP           b16 \
-btail: \
-	TESTQ         R11, R11 \
-	JZ            bdone \
-	MOVQ          R11, CX \
-	MOVL          $1, AX \
-	SHLL          CX, AX \
-	DECL          AX \
-	KMOVW         AX, K1 \
-	VPMOVZXWD.Z   (R9), K1, Z6 \
-	VPSLLD        $16, Z6, Z6 \
-	VMOVUPS.Z     (BX), K1, Z4 \
-	VFMADD231PS   Z4, Z6, Z5 \
-	LEAQ          (R9)(R11*2), R9 \
-bdone: \
-	VADDPS        Z1, Z0, Z0 \
-	VADDPS        Z5, Z0, Z0 \
-	VEXTRACTF64X4 $1, Z0, Y1 \
-	VADDPS        Y1, Y0, Y0 \
-	VEXTRACTF128  $1, Y0, X1 \
-	VADDPS        X1, X0, X0 \
-	VHADDPS       X0, X0, X0 \
-	VHADDPS       X0, X0, X0 \
-	VMOVSS        X0, (DX) \
-	ADDQ          $4, DX \
-	DECQ          R13 \
-	JNZ           row \
-	VZEROUPPER \
-	RET
 
 // Q2_QUAD: groups 4k..4k+3 of a 2-bit row with GroupSize 64 (64 bytes of
 // codes) in one register: VPERMD interleaves their dwords (lane L from
