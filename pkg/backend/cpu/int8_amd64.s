@@ -47,6 +47,24 @@ l: \
 	ADDQ             $4, R10 \
 	ADDQ             $4, R8
 
+// I8_FINISH adds Z1 and the bias dot in Z5 to Z0, reduces it to the row's
+// result, stores it and loops to label row while rows remain.
+#define I8_FINISH(row) \
+	VADDPS        Z1, Z0, Z0 \
+	VADDPS        Z5, Z0, Z0 \
+	VEXTRACTF64X4 $1, Z0, Y1 \
+	VADDPS        Y1, Y0, Y0 \
+	VEXTRACTF128  $1, Y0, X1 \
+	VADDPS        X1, X0, X0 \
+	VHADDPS       X0, X0, X0 \
+	VHADDPS       X0, X0, X0 \
+	VMOVSS        X0, (DX) \
+	ADDQ          $4, DX \
+	DECQ          R13 \
+	JNZ           row \
+	VZEROUPPER \
+	RET
+
 // I8_ROW_END adds Σ b_g·gsum_g, reduces Z0 + Z1 to the row's result, stores
 // it and loops to label row while rows remain.
 #define I8_ROW_END(b16, btail, bdone, row) \
@@ -75,20 +93,7 @@ btail: \
 	VFMADD231PS   Z4, Z6, Z5 \
 	LEAQ          (R9)(R11*4), R9 \
 bdone: \
-	VADDPS        Z1, Z0, Z0 \
-	VADDPS        Z5, Z0, Z0 \
-	VEXTRACTF64X4 $1, Z0, Y1 \
-	VADDPS        Y1, Y0, Y0 \
-	VEXTRACTF128  $1, Y0, X1 \
-	VADDPS        X1, X0, X0 \
-	VHADDPS       X0, X0, X0 \
-	VHADDPS       X0, X0, X0 \
-	VMOVSS        X0, (DX) \
-	ADDQ          $4, DX \
-	DECQ          R13 \
-	JNZ           row \
-	VZEROUPPER \
-	RET
+	I8_FINISH(row)
 
 DATA i8gather3<>+0(SB)/8, $0x0706050403020100
 DATA i8gather3<>+8(SB)/8, $0x0a09080706050403
@@ -441,20 +446,7 @@ btail: \
 	VFMADD231PS   Z4, Z6, Z5 \
 	LEAQ          (R9)(R11*2), R9 \
 bdone: \
-	VADDPS        Z1, Z0, Z0 \
-	VADDPS        Z5, Z0, Z0 \
-	VEXTRACTF64X4 $1, Z0, Y1 \
-	VADDPS        Y1, Y0, Y0 \
-	VEXTRACTF128  $1, Y0, X1 \
-	VADDPS        X1, X0, X0 \
-	VHADDPS       X0, X0, X0 \
-	VHADDPS       X0, X0, X0 \
-	VMOVSS        X0, (DX) \
-	ADDQ          $4, DX \
-	DECQ          R13 \
-	JNZ           row \
-	VZEROUPPER \
-	RET
+	I8_FINISH(row)
 
 DATA i8bf16pair<>+0(SB)/8, $0x0000000000000010
 DATA i8bf16pair<>+8(SB)/8, $0x0000000000000010
