@@ -82,13 +82,19 @@ func TestInt8MatchesReference(t *testing.T) {
 		m := randomMatrix(rng, c.rows, c.cols, c.f, c.bits, c.gs, c.sf)
 		for _, n := range []int{1, 2, 4, 9} {
 			x := randomVector(rng, n*c.cols)
+			type refs struct{ ref, mag, bound, exact, emag []float64 }
+			want := make([]refs, n)
+			for tok := range want {
+				xt := x[tok*c.cols : (tok+1)*c.cols]
+				w := &want[tok]
+				w.ref, w.mag, w.bound = refInt8(m, xt)
+				w.exact, w.emag = refMatVec(m, xt)
+			}
 			for _, p := range pools {
 				y := make([]float32, n*c.rows)
 				p.MatMul(y, m, x, n)
 				for tok := 0; tok < n; tok++ {
-					xt := x[tok*c.cols : (tok+1)*c.cols]
-					ref, mag, bound := refInt8(m, xt)
-					exact, emag := refMatVec(m, xt)
+					ref, mag, bound, exact, emag := want[tok].ref, want[tok].mag, want[tok].bound, want[tok].exact, want[tok].emag
 					for r := range ref {
 						got := float64(y[tok*c.rows+r])
 						what := fmt.Sprintf("%v n=%d token %d row %d workers %d level %d", c, n, tok, r, p.Workers(), p.level)
