@@ -154,3 +154,45 @@ func BenchmarkExpertFFNs(b *testing.B) {
 	b.ReportMetric(bytes/bestBat.Seconds()/1e9, "GB/s-batched-best")
 	b.ReportMetric(ratios[len(ratios)/2], "ratio")
 }
+
+// BenchmarkExpertFFNsInt8 alternates one layer step (8 of 128 4-bit experts,
+// as BenchmarkExpertFFNs, through ExpertFFNs) in exact and int8 mode on the
+// same device: "ratio" is the median of exact time / int8 time over the
+// pairs, with the best of each in GB/s of expert bytes.
+func BenchmarkExpertFFNsInt8(b *testing.B) {
+	const H, I, K, N = 2048, 768, 8, 128
+	d := NewDevice(0)
+	r := rand.New(rand.NewPCG(1, 2))
+	es := make([]backend.Expert, N)
+	for i := range es {
+		es[i] = randomExpert(b, d, r, H, I, 4)
+	}
+	bytes := float64(K) * float64(3*H*I/2+3*H*I/64*4)
+	x, _ := d.NewTensor(1, H)
+	d.Upload(x, attnRandFloats(r, H))
+	out, _ := d.NewTensor(1, H)
+	rows, weights := make([][]int, K), make([][]float32, K)
+	for i := range rows {
+		rows[i], weights[i] = []int{0}, []float32{0.125}
+	}
+	mode := func(int8 bool) { d.pool.int8, d.serial.int8 = int8, int8 }
+	defer mode(false)
+	var ratios []float64
+	bestExact, bestInt8 := time.Duration(1<<62), time.Duration(1<<62)
+	for i := 0; b.Loop(); i++ {
+		mode(false)
+		t0 := time.Now()
+		d.ExpertFFNs(out, x, es[(2*i*K)%N:(2*i*K)%N+K], rows, weights)
+		exact := time.Since(t0)
+		mode(true)
+		t0 = time.Now()
+		d.ExpertFFNs(out, x, es[((2*i+1)*K)%N:((2*i+1)*K)%N+K], rows, weights)
+		int8 := time.Since(t0)
+		bestExact, bestInt8 = min(bestExact, exact), min(bestInt8, int8)
+		ratios = append(ratios, float64(exact)/float64(int8))
+	}
+	slices.Sort(ratios)
+	b.ReportMetric(bytes/bestExact.Seconds()/1e9, "GB/s-exact-best")
+	b.ReportMetric(bytes/bestInt8.Seconds()/1e9, "GB/s-int8-best")
+	b.ReportMetric(ratios[len(ratios)/2], "ratio")
+}
