@@ -118,21 +118,9 @@ func TestExpertFFNsMatchesSequential(t *testing.T) {
 // the median of the per-pair time ratios sequential/batched (>1: batched is
 // faster).
 func BenchmarkExpertFFNs(b *testing.B) {
-	const H, I, K, N = 2048, 768, 8, 128
-	d := NewDevice(0)
-	r := rand.New(rand.NewPCG(1, 2))
-	es := make([]backend.Expert, N)
-	for i := range es {
-		es[i] = randomExpert(b, d, r, H, I, 4)
-	}
-	bytes := float64(K) * float64(3*H*I/2+3*H*I/64*4)
-	x, _ := d.NewTensor(1, H)
-	d.Upload(x, attnRandFloats(r, H))
-	out, _ := d.NewTensor(1, H)
-	rows, weights := make([][]int, K), make([][]float32, K)
-	for i := range rows {
-		rows[i], weights[i] = []int{0}, []float32{0.125}
-	}
+	st := newExpertStep(b)
+	d, es, x, out, rows, weights, bytes := st.d, st.es, st.x, st.out, st.rows, st.weights, st.bytes
+	const K, N = expertStepK, expertStepN
 	var ratios []float64
 	bestSeq, bestBat := time.Duration(1<<62), time.Duration(1<<62)
 	for i := 0; b.Loop(); i++ {
@@ -160,21 +148,9 @@ func BenchmarkExpertFFNs(b *testing.B) {
 // same device: "ratio" is the median of exact time / int8 time over the
 // pairs, with the best of each in GB/s of expert bytes.
 func BenchmarkExpertFFNsInt8(b *testing.B) {
-	const H, I, K, N = 2048, 768, 8, 128
-	d := NewDevice(0)
-	r := rand.New(rand.NewPCG(1, 2))
-	es := make([]backend.Expert, N)
-	for i := range es {
-		es[i] = randomExpert(b, d, r, H, I, 4)
-	}
-	bytes := float64(K) * float64(3*H*I/2+3*H*I/64*4)
-	x, _ := d.NewTensor(1, H)
-	d.Upload(x, attnRandFloats(r, H))
-	out, _ := d.NewTensor(1, H)
-	rows, weights := make([][]int, K), make([][]float32, K)
-	for i := range rows {
-		rows[i], weights[i] = []int{0}, []float32{0.125}
-	}
+	st := newExpertStep(b)
+	d, es, x, out, rows, weights, bytes := st.d, st.es, st.x, st.out, st.rows, st.weights, st.bytes
+	const K, N = expertStepK, expertStepN
 	mode := func(int8 bool) { d.pool.int8, d.serial.int8 = int8, int8 }
 	defer mode(false)
 	var ratios []float64
@@ -195,4 +171,36 @@ func BenchmarkExpertFFNsInt8(b *testing.B) {
 	b.ReportMetric(bytes/bestExact.Seconds()/1e9, "GB/s-exact-best")
 	b.ReportMetric(bytes/bestInt8.Seconds()/1e9, "GB/s-int8-best")
 	b.ReportMetric(ratios[len(ratios)/2], "ratio")
+}
+
+// expertStep is the setup the ExpertFFNs benchmarks share: N 4-bit experts of
+// Qwen3-30B-A3B's shape (2048 → 768 → 2048) on one device, one token of x,
+// and K routed rows of weight 1/8 (a layer step).
+type expertStep struct {
+	d       *Device
+	es      []backend.Expert
+	x, out  backend.Tensor
+	rows    [][]int
+	weights [][]float32
+	bytes   float64 // expert bytes a step of K experts reads
+}
+
+const expertStepK, expertStepN = 8, 128
+
+func newExpertStep(b *testing.B) *expertStep {
+	const H, I = 2048, 768
+	st := &expertStep{d: NewDevice(0), es: make([]backend.Expert, expertStepN)}
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range st.es {
+		st.es[i] = randomExpert(b, st.d, r, H, I, 4)
+	}
+	st.bytes = float64(expertStepK) * float64(3*H*I/2+3*H*I/64*4)
+	st.x, _ = st.d.NewTensor(1, H)
+	st.d.Upload(st.x, attnRandFloats(r, H))
+	st.out, _ = st.d.NewTensor(1, H)
+	st.rows, st.weights = make([][]int, expertStepK), make([][]float32, expertStepK)
+	for i := range st.rows {
+		st.rows[i], st.weights[i] = []int{0}, []float32{0.125}
+	}
+	return st
 }

@@ -530,6 +530,26 @@ b4single:
 b4bias:
 	I8_BIAS_BF16_END(b4b16, b4btail, b4bdone, b4row)
 
+// Q4_TOK: one token's share of a pair of groups (codes in Z20/Z21, the bf16
+// scale pair in Z22): its x at xlo/xhi, its (sx, sx) pair at sx.
+#define Q4_TOK(xlo, xhi, sx, acc, c, f) \
+	VPXORD       acc, acc, acc \
+	VPDPBUSD     xlo, Z20, acc \
+	VPDPBUSD     xhi, Z21, acc \
+	VCVTDQ2PS    acc, acc \
+	VPBROADCASTQ sx, c \
+	VMULPS       Z22, c, c \
+	VFMADD231PS  c, acc, f
+
+// Q4_TOK1: one token's share of an odd last group (codes in Z20, scale in
+// Z22).
+#define Q4_TOK1(x, sx, acc, f) \
+	VPXORD       acc, acc, acc \
+	VPDPBUSD     x, Z20, acc \
+	VCVTDQ2PS    acc, acc \
+	VMULPS.BCST  sx, acc, acc \
+	VFMADD231PS  Z22, acc, f
+
 // func q4Pairs4VNNIBF16(packed *byte, x4, sx4, scales, biases, gsum, y unsafe.Pointer, rows, groups, gstride, ystride int)
 // q4PairsVNNIBF16 against four tokens at once: each pair of groups is
 // decoded once and meets the four tokens' x. x4 holds, per pair of groups,
@@ -580,34 +600,10 @@ q44pair:
 	VPBROADCASTD (R8), Z22
 	VPSLLVD      Z12, Z22, Z22
 	VPANDD       Z11, Z22, Z22
-	VPXORD       Z24, Z24, Z24
-	VPDPBUSD     0(DI), Z20, Z24
-	VPDPBUSD     64(DI), Z21, Z24
-	VCVTDQ2PS    Z24, Z24
-	VPBROADCASTQ 0(R10), Z28
-	VMULPS       Z22, Z28, Z28
-	VFMADD231PS  Z28, Z24, Z0
-	VPXORD       Z25, Z25, Z25
-	VPDPBUSD     128(DI), Z20, Z25
-	VPDPBUSD     192(DI), Z21, Z25
-	VCVTDQ2PS    Z25, Z25
-	VPBROADCASTQ 8(R10), Z29
-	VMULPS       Z22, Z29, Z29
-	VFMADD231PS  Z29, Z25, Z1
-	VPXORD       Z26, Z26, Z26
-	VPDPBUSD     256(DI), Z20, Z26
-	VPDPBUSD     320(DI), Z21, Z26
-	VCVTDQ2PS    Z26, Z26
-	VPBROADCASTQ 16(R10), Z30
-	VMULPS       Z22, Z30, Z30
-	VFMADD231PS  Z30, Z26, Z2
-	VPXORD       Z27, Z27, Z27
-	VPDPBUSD     384(DI), Z20, Z27
-	VPDPBUSD     448(DI), Z21, Z27
-	VCVTDQ2PS    Z27, Z27
-	VPBROADCASTQ 24(R10), Z31
-	VMULPS       Z22, Z31, Z31
-	VFMADD231PS  Z31, Z27, Z3
+	Q4_TOK(0(DI), 64(DI), 0(R10), Z24, Z28, Z0)
+	Q4_TOK(128(DI), 192(DI), 8(R10), Z25, Z29, Z1)
+	Q4_TOK(256(DI), 320(DI), 16(R10), Z26, Z30, Z2)
+	Q4_TOK(384(DI), 448(DI), 24(R10), Z27, Z31, Z3)
 	ADDQ         $64, SI
 	ADDQ         $512, DI
 	ADDQ         $32, R10
@@ -623,26 +619,10 @@ q44single:
 	VPTERNLOGD   $0xa8, Z14, Z21, Z20
 	VPBROADCASTW (R8), Z22
 	VPSLLD       $16, Z22, Z22
-	VPXORD       Z24, Z24, Z24
-	VPDPBUSD     0(DI), Z20, Z24
-	VCVTDQ2PS    Z24, Z24
-	VMULPS.BCST  0(R10), Z24, Z24
-	VFMADD231PS  Z22, Z24, Z0
-	VPXORD       Z25, Z25, Z25
-	VPDPBUSD     64(DI), Z20, Z25
-	VCVTDQ2PS    Z25, Z25
-	VMULPS.BCST  4(R10), Z25, Z25
-	VFMADD231PS  Z22, Z25, Z1
-	VPXORD       Z26, Z26, Z26
-	VPDPBUSD     128(DI), Z20, Z26
-	VCVTDQ2PS    Z26, Z26
-	VMULPS.BCST  8(R10), Z26, Z26
-	VFMADD231PS  Z22, Z26, Z2
-	VPXORD       Z27, Z27, Z27
-	VPDPBUSD     192(DI), Z20, Z27
-	VCVTDQ2PS    Z27, Z27
-	VMULPS.BCST  12(R10), Z27, Z27
-	VFMADD231PS  Z22, Z27, Z3
+	Q4_TOK1(0(DI), 0(R10), Z24, Z0)
+	Q4_TOK1(64(DI), 4(R10), Z25, Z1)
+	Q4_TOK1(128(DI), 8(R10), Z26, Z2)
+	Q4_TOK1(192(DI), 12(R10), Z27, Z3)
 	ADDQ         $32, SI
 	ADDQ         $2, R8
 
