@@ -95,6 +95,26 @@ btail: \
 bdone: \
 	I8_FINISH(row)
 
+// I8_ROWS is the row loop of the one-group kernels: groups two at a time into
+// alternate accumulators (I8_STEP is the kernel's 64-code step), an odd last
+// one, then the bias dot and the row's result.
+#define I8_ROWS(row, pair, single, bias, la, lb, lc, b16, btail, bdone) \
+row: \
+	I8_ROW_START \
+pair: \
+	CMPQ R11, $2 \
+	JLT  single \
+	I8_GROUP(Z2, Z0, la) \
+	I8_GROUP(Z7, Z1, lb) \
+	SUBQ $2, R11 \
+	JMP  pair \
+single: \
+	TESTQ R11, R11 \
+	JZ    bias \
+	I8_GROUP(Z2, Z0, lc) \
+bias: \
+	I8_ROW_END(b16, btail, bdone, row)
+
 DATA i8gather3<>+0(SB)/8, $0x0706050403020100
 DATA i8gather3<>+8(SB)/8, $0x0a09080706050403
 DATA i8gather3<>+16(SB)/8, $0x0d0c0b0a09080706
@@ -132,24 +152,7 @@ TEXT ·q4RowsVNNI(SB), NOSPLIT, $0-80
 	MOVL         $0x0f0f0f0f, AX
 	VPBROADCASTD AX, Z14
 
-i4row:
-	I8_ROW_START
-
-i4pair:
-	CMPQ R11, $2
-	JLT  i4single
-	I8_GROUP(Z2, Z0, i4a)
-	I8_GROUP(Z7, Z1, i4b)
-	SUBQ $2, R11
-	JMP  i4pair
-
-i4single:
-	TESTQ R11, R11
-	JZ    i4bias
-	I8_GROUP(Z2, Z0, i4c)
-
-i4bias:
-	I8_ROW_END(i4b16, i4btail, i4bdone, i4row)
+	I8_ROWS(i4row, i4pair, i4single, i4bias, i4a, i4b, i4c, i4b16, i4btail, i4bdone)
 
 #undef I8_STEP
 
@@ -171,24 +174,7 @@ TEXT ·q2RowsVNNI(SB), NOSPLIT, $0-80
 	MOVL         $0x03030303, AX
 	VPBROADCASTD AX, Z14
 
-i2row:
-	I8_ROW_START
-
-i2pair:
-	CMPQ R11, $2
-	JLT  i2single
-	I8_GROUP(Z2, Z0, i2a)
-	I8_GROUP(Z7, Z1, i2b)
-	SUBQ $2, R11
-	JMP  i2pair
-
-i2single:
-	TESTQ R11, R11
-	JZ    i2bias
-	I8_GROUP(Z2, Z0, i2c)
-
-i2bias:
-	I8_ROW_END(i2b16, i2btail, i2bdone, i2row)
+	I8_ROWS(i2row, i2pair, i2single, i2bias, i2a, i2b, i2c, i2b16, i2btail, i2bdone)
 
 #undef I8_STEP
 
@@ -214,24 +200,7 @@ TEXT ·q3RowsVNNI(SB), NOSPLIT, $0-80
 	VMOVDQU64    i8gather3<>(SB), Z13
 	VMOVDQU64    i8ctrl3<>(SB), Z12
 
-i3row:
-	I8_ROW_START
-
-i3pair:
-	CMPQ R11, $2
-	JLT  i3single
-	I8_GROUP(Z2, Z0, i3a)
-	I8_GROUP(Z7, Z1, i3b)
-	SUBQ $2, R11
-	JMP  i3pair
-
-i3single:
-	TESTQ R11, R11
-	JZ    i3bias
-	I8_GROUP(Z2, Z0, i3c)
-
-i3bias:
-	I8_ROW_END(i3b16, i3btail, i3bdone, i3row)
+	I8_ROWS(i3row, i3pair, i3single, i3bias, i3a, i3b, i3c, i3b16, i3btail, i3bdone)
 
 #undef I8_STEP
 
@@ -246,24 +215,7 @@ i3bias:
 TEXT ·q8RowsVNNI(SB), NOSPLIT, $0-80
 	I8_PROLOGUE
 
-i8row:
-	I8_ROW_START
-
-i8pair:
-	CMPQ R11, $2
-	JLT  i8single
-	I8_GROUP(Z2, Z0, i8a)
-	I8_GROUP(Z7, Z1, i8b)
-	SUBQ $2, R11
-	JMP  i8pair
-
-i8single:
-	TESTQ R11, R11
-	JZ    i8bias
-	I8_GROUP(Z2, Z0, i8c)
-
-i8bias:
-	I8_ROW_END(i8b16, i8btail, i8bdone, i8row)
+	I8_ROWS(i8row, i8pair, i8single, i8bias, i8a, i8b, i8c, i8b16, i8btail, i8bdone)
 
 #undef I8_STEP
 
