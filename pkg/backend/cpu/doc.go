@@ -23,6 +23,11 @@
 // The AVX-512 affine kernels dequantize through a per-group table in a
 // register (w = s·q + b, VPERMPS) and sum w·x; the others sum s·Σq·x + b·Σx.
 //
+// In int8 mode (backend.MatmulInt8, --matmul int8; int8.go) the products with
+// affine matrices quantize x to int8 per weight group and use integer dot
+// products (AVX-512 VNNI, AVX2, or the Go twin): faster and approximate; the
+// default mode is exact.
+//
 // Work is split over rows by a Pool: the calling goroutine plus persistent
 // helpers that poll briefly between parts, so the hundreds of products of a
 // decode step hand off without waking threads, and a product allocates
