@@ -276,7 +276,7 @@ func (m matrixSource) quantize(ctx context.Context, t matrixTarget, emit func(pa
 			return err
 		}
 		if err := quant.QuantizeInto(&sc.p, v, int(n), cols, t.Bits, t.GroupSize); err != nil {
-			return fmt.Errorf("%s: %w", m.name, err)
+			return fmt.Errorf("%s, the %d rows from row %d: %w", m.name, n, r, err)
 		}
 		p := &sc.p
 		sc.codes = grow(sc.codes, 4*len(p.Codes))

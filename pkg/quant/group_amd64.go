@@ -1,0 +1,100 @@
+//go:build !noasm
+
+package quant
+
+import (
+	"os"
+
+	"golang.org/x/sys/cpu"
+)
+
+// simdLevel selects the block quantizer's kernels, with pkg/backend/cpu's
+// conventions: set once from the CPU's features (x/sys/cpu also checks that
+// the OS saves the YMM/ZMM registers); FM_SIMD=generic|avx2 caps it; the noasm
+// build tag compiles the assembly out (group_generic.go). Tests lower it to
+// run every level the machine has.
+var simdLevel = detectedLevel
+
+var detectedLevel = detectSIMD(os.Getenv("FM_SIMD"))
+
+func detectSIMD(limit string) int {
+	level := levelGeneric
+	if cpu.X86.HasAVX2 && cpu.X86.HasFMA {
+		level = levelAVX2
+		if cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW {
+			level = levelAVX512
+		}
+	}
+	if max, ok := map[string]int{"generic": levelGeneric, "avx2": levelAVX2}[limit]; ok && max < level {
+		level = max
+	}
+	return level
+}
+
+// The kernels of group_amd64.s. Groups hold gs weights, a multiple of 16;
+// groups ≥ 1. minMax* return 0 when every weight is finite (a sum of w·0),
+// else NaN.
+
+//go:noescape
+func minMaxAVX512(w, mn, mx *float32, groups, gs int) float32
+
+//go:noescape
+func minMaxAVX2(w, mn, mx *float32, groups, gs int) float32
+
+//go:noescape
+func codesAVX512(w *float32, codes *uint8, scales, biases *float32, groups, gs int, n float32)
+
+//go:noescape
+func codesAVX2(w *float32, codes *uint8, scales, biases *float32, groups, gs int, n float32)
+
+// n is a multiple of 16 (AVX-512) or 8 (AVX2), > 0.
+//
+//go:noescape
+func decodeBF16AVX512(dst *float32, src *byte, n int)
+
+//go:noescape
+func decodeBF16AVX2(dst *float32, src *byte, n int)
+
+func minMax(w, mn, mx []float32, gs int) bool {
+	if len(mn) == 0 || gs%16 != 0 || simdLevel == levelGeneric {
+		return minMaxGo(w, mn, mx, gs)
+	}
+	_, _, _ = w[len(mn)*gs-1], mx[len(mn)-1], mn[len(mn)-1]
+	var bad float32
+	if simdLevel >= levelAVX512 {
+		bad = minMaxAVX512(&w[0], &mn[0], &mx[0], len(mn), gs)
+	} else {
+		bad = minMaxAVX2(&w[0], &mn[0], &mx[0], len(mn), gs)
+	}
+	return bad == 0
+}
+
+func groupCodes(w []float32, codes []uint8, scales, biases []float32, gs int, n float32) {
+	if len(scales) == 0 || gs%16 != 0 || simdLevel == levelGeneric {
+		codesGo(w, codes, scales, biases, gs, n)
+		return
+	}
+	m := len(scales) * gs
+	_, _, _ = w[m-1], codes[m-1], biases[len(scales)-1]
+	if simdLevel >= levelAVX512 {
+		codesAVX512(&w[0], &codes[0], &scales[0], &biases[0], len(scales), gs, n)
+	} else {
+		codesAVX2(&w[0], &codes[0], &scales[0], &biases[0], len(scales), gs, n)
+	}
+}
+
+func decodeBF16(dst []float32, src []byte) {
+	src = src[:2*len(dst)]
+	k := 0
+	switch {
+	case simdLevel >= levelAVX512:
+		if k = len(dst) &^ 15; k > 0 {
+			decodeBF16AVX512(&dst[0], &src[0], k)
+		}
+	case simdLevel >= levelAVX2:
+		if k = len(dst) &^ 7; k > 0 {
+			decodeBF16AVX2(&dst[0], &src[0], k)
+		}
+	}
+	decodeBF16Go(dst[k:], src[2*k:])
+}
