@@ -4,7 +4,12 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"unsafe"
 )
+
+// littleEndian reports whether this machine stores a uint32 as its
+// little-endian bytes (then EncodeCodes is a copy).
+var littleEndian = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
 
 // Packed is an affine group-quantized matrix [Rows, Cols].
 type Packed struct {
@@ -17,7 +22,9 @@ type Packed struct {
 	// files); the codes were chosen with these unrounded values, as MLX does.
 	Scales, Biases []float32
 
-	codes []uint8 // the block quantizer's unpacked codes, kept for reuse
+	// The block quantizer's unpacked codes and widened bf16 chunk, kept for reuse.
+	codes []uint8
+	vals  []float32
 }
 
 // Check reports whether a row of cols elements can be quantized with bits and
@@ -78,6 +85,29 @@ func QuantizeInto(p *Packed, src []float32, rows, cols, bits, groupSize int) err
 	return quantizeRowsInto(p, src, rows, cols, bits, groupSize, nil)
 }
 
+// QuantizeBF16Into is QuantizeInto from raw, the little-endian bfloat16
+// values of a [rows, cols] matrix (a checkpoint's bytes), widened to float32 a
+// few thousand at a time: the same result as DecodeFloats then QuantizeInto,
+// without writing and reading back a float32 copy of the matrix.
+func QuantizeBF16Into(p *Packed, raw []byte, rows, cols, bits, groupSize int) error {
+	if err := Check(cols, bits, groupSize); err != nil {
+		return err
+	}
+	if len(raw) != 2*rows*cols {
+		return fmt.Errorf("quantize [%d, %d] from bf16: have %d bytes", rows, cols, len(raw))
+	}
+	groups := cols / groupSize
+	*p = Packed{
+		Bits: bits, GroupSize: groupSize, Rows: rows, Cols: cols,
+		Codes:  resize(p.Codes, rows*WordsPerRow(cols, bits)),
+		Scales: resize(p.Scales, rows*groups),
+		Biases: resize(p.Biases, rows*groups),
+		codes:  p.codes,
+		vals:   p.vals,
+	}
+	return quantizeBlock(p, nil, raw, rows, cols, bits, groupSize)
+}
+
 // quantizeRows quantizes every group of a checked [rows, cols] matrix with
 // group (which writes the group's codes and returns its scale and bias) and
 // packs the codes.
@@ -99,9 +129,10 @@ func quantizeRowsInto(p *Packed, src []float32, rows, cols, bits, groupSize int,
 		Scales: resize(p.Scales, rows*groups),
 		Biases: resize(p.Biases, rows*groups),
 		codes:  p.codes,
+		vals:   p.vals,
 	}
 	if group == nil {
-		return quantizeBlock(p, src, rows, cols, bits, groupSize)
+		return quantizeBlock(p, src, nil, rows, cols, bits, groupSize)
 	}
 	p.codes = resize(p.codes, cols)
 	codes := p.codes
@@ -285,6 +316,11 @@ func DequantizeBytes(dst []float32, codes, scales, biases []byte, scaleDType str
 
 // EncodeCodes writes packed words as little-endian bytes (4 per word) into dst.
 func EncodeCodes(dst []byte, words []uint32) {
+	if littleEndian && len(words) > 0 {
+		// The words' memory is already the file's bytes.
+		copy(dst[:4*len(words)], unsafe.Slice((*byte)(unsafe.Pointer(&words[0])), 4*len(words)))
+		return
+	}
 	for i, w := range words {
 		binary.LittleEndian.PutUint32(dst[4*i:], w)
 	}

@@ -30,12 +30,27 @@ func groupParams(wmin, wmax, n float32) (scale, bias float32) {
 	} else {
 		scale = -scale
 	}
-	q0 := rint(edge / scale)
+	q0 := edge / scale
+	if abs32(q0) < 1<<22 {
+		const magic = 12582912 // 1.5·2^23: rounds |x| < 2^22 half to even, as rint does
+		q0 = (q0 + magic) - magic
+	} else {
+		q0 = rint(q0)
+	}
 	if q0 != 0 {
 		scale = edge / q0
 		bias = edge
 	}
 	return scale, bias
+}
+
+// allParamsGo replaces each group's minimum (mn) and maximum (mx) by its scale
+// and bias.
+func allParamsGo(mn, mx []float32, n float32) {
+	mx = mx[:len(mn)]
+	for g := range mn {
+		mn[g], mx[g] = groupParams(mn[g], mx[g], n)
+	}
 }
 
 // minMaxGo writes the minimum and maximum of every group of gs weights of w
@@ -111,10 +126,13 @@ func decodeBF16Go(dst []float32, src []byte) {
 // quantizeBlock quantizes a checked [rows, cols] matrix into p (whose slices
 // are sized) a chunk of whole groups at a time: the SIMD min/max of every
 // group, the scalar scale and bias (groupParams), the SIMD codes, then the
-// packing. The result is bit-identical to QuantizeGroup on every group
+// packing. The weights are src, or, when raw is not nil, the little-endian
+// bfloat16 values of raw, widened a chunk at a time into a buffer that stays
+// in cache (the converter's source: no full-size float32 copy is written and
+// read back). The result is bit-identical to QuantizeGroup on every group
 // (TestQuantizeBlockMatchesReference, at every SIMD level). A non-finite
 // weight is an error naming its row and column: its group would be garbage.
-func quantizeBlock(p *Packed, src []float32, rows, cols, bits, gs int) error {
+func quantizeBlock(p *Packed, src []float32, raw []byte, rows, cols, bits, gs int) error {
 	n := float32(int(1)<<bits - 1)
 	total := rows * cols
 	// A chunk is whole groups and ends on a word of the packed stream (rows
@@ -126,9 +144,18 @@ func quantizeBlock(p *Packed, src []float32, rows, cols, bits, gs int) error {
 	}
 	step := max(unit, chunkFloats/unit*unit)
 	p.codes = resize(p.codes, min(step, total))
+	if raw != nil {
+		p.vals = resize(p.vals, min(step, total))
+	}
 	for off := 0; off < total; off += step {
 		m := min(step, total-off)
-		w := src[off : off+m]
+		var w []float32
+		if raw != nil {
+			w = p.vals[:m]
+			decodeBF16(w, raw[2*off:2*(off+m)])
+		} else {
+			w = src[off : off+m]
+		}
 		g0, ng := off/gs, m/gs
 		mn, mx := p.Scales[g0:g0+ng], p.Biases[g0:g0+ng]
 		if !minMax(w, mn, mx, gs) {
@@ -138,12 +165,13 @@ func quantizeBlock(p *Packed, src []float32, rows, cols, bits, gs int) error {
 				}
 			}
 		}
-		for g := range mn {
-			mn[g], mx[g] = groupParams(mn[g], mx[g], n)
+		allParams(mn, mx, n)
+		words := p.Codes[off*bits/32 : (off+m)*bits/32]
+		if !packedCodes(w, words, mn, mx, gs, bits, n) {
+			codes := p.codes[:m]
+			groupCodes(w, codes, mn, mx, gs, n)
+			PackCodes(words, codes, bits)
 		}
-		codes := p.codes[:m]
-		groupCodes(w, codes, mn, mx, gs, n)
-		PackCodes(p.Codes[off*bits/32:(off+m)*bits/32], codes, bits)
 	}
 	return nil
 }

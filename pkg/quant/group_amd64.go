@@ -4,6 +4,7 @@ package quant
 
 import (
 	"os"
+	"unsafe"
 
 	"golang.org/x/sys/cpu"
 )
@@ -42,10 +43,10 @@ func minMaxAVX512(w, mn, mx *float32, groups, gs int) float32
 func minMaxAVX2(w, mn, mx *float32, groups, gs int) float32
 
 //go:noescape
-func codesAVX512(w *float32, codes *uint8, scales, biases *float32, groups, gs int, n float32)
+func codesAVX512(w *float32, codes *uint8, scales, biases *float32, groups, gs int, n float32, pack4 bool)
 
 //go:noescape
-func codesAVX2(w *float32, codes *uint8, scales, biases *float32, groups, gs int, n float32)
+func codesAVX2(w *float32, codes *uint8, scales, biases *float32, groups, gs int, n float32, pack4 bool)
 
 // n is a multiple of 16 (AVX-512) or 8 (AVX2), > 0.
 //
@@ -54,6 +55,32 @@ func decodeBF16AVX512(dst *float32, src *byte, n int)
 
 //go:noescape
 func decodeBF16AVX2(dst *float32, src *byte, n int)
+
+// k is a multiple of 16 (AVX-512) or 8 (AVX2), > 0.
+//
+//go:noescape
+func paramsAVX512(mn, mx *float32, k int, n float32)
+
+//go:noescape
+func paramsAVX2(mn, mx *float32, k int, n float32)
+
+// allParams replaces each group's minimum (mn) and maximum (mx) by its scale
+// and bias.
+func allParams(mn, mx []float32, n float32) {
+	k := 0
+	mx = mx[:len(mn)]
+	switch {
+	case simdLevel >= levelAVX512:
+		if k = len(mn) &^ 15; k > 0 {
+			paramsAVX512(&mn[0], &mx[0], k, n)
+		}
+	case simdLevel >= levelAVX2:
+		if k = len(mn) &^ 7; k > 0 {
+			paramsAVX2(&mn[0], &mx[0], k, n)
+		}
+	}
+	allParamsGo(mn[k:], mx[k:], n)
+}
 
 func minMax(w, mn, mx []float32, gs int) bool {
 	if len(mn) == 0 || gs%16 != 0 || simdLevel == levelGeneric {
@@ -76,11 +103,29 @@ func groupCodes(w []float32, codes []uint8, scales, biases []float32, gs int, n 
 	}
 	m := len(scales) * gs
 	_, _, _ = w[m-1], codes[m-1], biases[len(scales)-1]
+	codesSIMD(w, &codes[0], scales, biases, gs, n, false)
+}
+
+func codesSIMD(w []float32, dst *uint8, scales, biases []float32, gs int, n float32, pack4 bool) {
 	if simdLevel >= levelAVX512 {
-		codesAVX512(&w[0], &codes[0], &scales[0], &biases[0], len(scales), gs, n)
+		codesAVX512(&w[0], dst, &scales[0], &biases[0], len(scales), gs, n, pack4)
 	} else {
-		codesAVX2(&w[0], &codes[0], &scales[0], &biases[0], len(scales), gs, n)
+		codesAVX2(&w[0], dst, &scales[0], &biases[0], len(scales), gs, n, pack4)
 	}
+}
+
+// packedCodes writes the packed codes of w straight into words when the
+// kernels can (8 bits: one byte per code; 4 bits: two per byte; this is
+// little-endian amd64, so a word's bytes are the stream's) and reports
+// whether it did.
+func packedCodes(w []float32, words []uint32, scales, biases []float32, gs, bits int, n float32) bool {
+	if len(scales) == 0 || gs%16 != 0 || simdLevel == levelGeneric || bits != 4 && bits != 8 {
+		return false
+	}
+	m := len(scales) * gs
+	_, _, _ = w[m-1], words[m*bits/32-1], biases[len(scales)-1]
+	codesSIMD(w, (*uint8)(unsafe.Pointer(&words[0])), scales, biases, gs, n, bits == 4)
+	return true
 }
 
 func decodeBF16(dst []float32, src []byte) {

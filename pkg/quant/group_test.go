@@ -73,6 +73,62 @@ func checkAgainstReference(t *testing.T, name string, p *Packed, src []float32, 
 	}
 }
 
+// QuantizeBF16Into (chunks widened in cache) equals DecodeFloats then
+// QuantizeInto, bit for bit, at every level; a bf16 NaN is an error there too.
+func TestQuantizeBF16IntoMatchesFloat(t *testing.T) {
+	rng := rand.New(rand.NewPCG(13, 14))
+	var raw []byte
+	for _, w := range testGroups(rng) {
+		for _, v := range w {
+			h := F32ToBF16(v)
+			raw = append(raw, byte(h), byte(h>>8))
+		}
+	}
+	atEveryLevel(t, func(level string) {
+		for _, shape := range []struct{ cols, gs int }{{64, 64}, {2048, 64}, {96, 32}, {8192 + 128, 128}} {
+			rows := len(raw) / 2 / shape.cols
+			r := raw[:2*rows*shape.cols]
+			vals := make([]float32, rows*shape.cols)
+			if err := DecodeFloats(vals, r, "BF16"); err != nil {
+				t.Fatal(err)
+			}
+			var want, got Packed
+			if err := QuantizeInto(&want, vals, rows, shape.cols, 4, shape.gs); err != nil {
+				t.Fatal(err)
+			}
+			if err := QuantizeBF16Into(&got, r, rows, shape.cols, 4, shape.gs); err != nil {
+				t.Fatal(err)
+			}
+			for i := range want.Codes {
+				if got.Codes[i] != want.Codes[i] {
+					t.Fatalf("%s %v: word %d = %#x, want %#x", level, shape, i, got.Codes[i], want.Codes[i])
+				}
+			}
+			for i := range want.Scales {
+				if math.Float32bits(got.Scales[i]) != math.Float32bits(want.Scales[i]) || math.Float32bits(got.Biases[i]) != math.Float32bits(want.Biases[i]) {
+					t.Fatalf("%s %v: group %d scale/bias differ", level, shape, i)
+				}
+			}
+		}
+		bad := append([]byte(nil), raw[:2*4096]...)
+		bad[2*3000+1], bad[2*3000] = 0x7f, 0xc0 // bf16 NaN at element 3000
+		var p Packed
+		if err := QuantizeBF16Into(&p, bad, 2, 2048, 4, 64); err == nil || !strings.Contains(err.Error(), "row 1, column 952") {
+			t.Fatalf("%s: bf16 NaN: error %v", level, err)
+		}
+	})
+}
+
+func TestEncodeCodes(t *testing.T) {
+	words := []uint32{0x04030201, 0xdeadbeef, 0}
+	got := make([]byte, 12)
+	EncodeCodes(got, words)
+	want := []byte{1, 2, 3, 4, 0xef, 0xbe, 0xad, 0xde, 0, 0, 0, 0}
+	if string(got) != string(want) {
+		t.Fatalf("EncodeCodes: % x, want % x", got, want)
+	}
+}
+
 // A NaN or an infinity anywhere in the matrix is an error naming its place,
 // at every level and wherever it sits in a group.
 func TestQuantizeRejectsNonFinite(t *testing.T) {
@@ -134,16 +190,12 @@ func BenchmarkQuantizeBlock(b *testing.B) {
 		h := F32ToBF16(float32(rng.NormFloat64()) * 0.02)
 		raw[i], raw[i+1] = byte(h), byte(h>>8)
 	}
-	vals := make([]float32, rows*cols)
 	var p Packed
 	atEveryLevel(b, func(level string) {
 		b.Run(level, func(b *testing.B) {
 			b.SetBytes(int64(len(raw)))
 			for b.Loop() {
-				if err := DecodeFloats(vals, raw, "BF16"); err != nil {
-					b.Fatal(err)
-				}
-				if err := QuantizeInto(&p, vals, rows, cols, 4, 64); err != nil {
+				if err := QuantizeBF16Into(&p, raw, rows, cols, 4, 64); err != nil {
 					b.Fatal(err)
 				}
 			}
