@@ -32,11 +32,11 @@ const DefaultChunkBytes = 2 << 20
 // Options configure a Store. The zero value reads through the page cache with
 // DefaultIOThreads workers and no RAM cache.
 type Options struct {
-	IOThreads int  // pread workers; 0 means DefaultIOThreads
+	IOThreads int // pread workers; 0 means DefaultIOThreads
 	// ChunkBytes is the size of one read (rounded up to Alignment); 0 means
 	// DefaultChunkBytes.
 	ChunkBytes int
-	DirectIO  bool // bypass the page cache (O_DIRECT / F_NOCACHE)
+	DirectIO   bool // bypass the page cache (O_DIRECT / F_NOCACHE)
 	// CacheBytes is the RAM budget for cached experts; 0 disables the cache.
 	// Only whole experts are cached, so the budget holds
 	// CacheBytes / set.FileSize of them.

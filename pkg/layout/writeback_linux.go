@@ -11,4 +11,6 @@ import (
 // syncs the file system once; started as each file is finished, the write-back
 // overlaps the rest of the conversion instead of all waiting for that final
 // sync. Only a hint: errors surface at the sync.
-func startWriteback(f *os.File) { _ = unix.SyncFileRange(int(f.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE) }
+func startWriteback(f *os.File) {
+	_ = unix.SyncFileRange(int(f.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
+}
