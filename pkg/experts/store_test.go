@@ -102,6 +102,31 @@ func TestFetchReadsWholeFiles(t *testing.T) {
 	}
 }
 
+// Files are read as chunks queued in the order of the request, so the first
+// expert asked for is complete first (the model computes on it while the rest
+// arrive); with one worker the reads are exactly that sequence.
+func TestChunksInRequestOrder(t *testing.T) {
+	fx := newFixture(1, 16, 3*Alignment)
+	fs := fx.fs()
+	s := openStore(t, fx, fs, Options{IOThreads: 1, ChunkBytes: Alignment, VerifyChecksums: true})
+	ids := []int{5, 2, 9}
+	ex, err := s.Fetch(context.Background(), 0, ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fx.check(t, ex)
+	s.Release(ex)
+	var want []readAt
+	for _, id := range ids {
+		for off := int64(0); off < 3*Alignment; off += Alignment {
+			want = append(want, readAt{fx.path(0, id), off})
+		}
+	}
+	if fmt.Sprint(fs.readLog) != fmt.Sprint(want) {
+		t.Errorf("reads %v, want %v", fs.readLog, want)
+	}
+}
+
 func TestReadErrorsNameTheFile(t *testing.T) {
 	for _, chunk := range []int{0, Alignment} {
 		t.Run(fmt.Sprintf("chunk=%d", chunk), func(t *testing.T) { testReadErrorsNameTheFile(t, chunk) })
