@@ -4,14 +4,16 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+
+	"github.com/fm-moe/fm/pkg/internal/simdlevel"
 )
 
 // SIMD levels of the block quantizer, in increasing order; simdLevel (set in
 // group_amd64.go, or group_generic.go without assembly) is the one in use.
 const (
-	levelGeneric = iota // the Go twins below
-	levelAVX2           // AVX2 + FMA
-	levelAVX512         // AVX512F + AVX512BW
+	levelGeneric = simdlevel.Generic // the Go twins below
+	levelAVX2    = simdlevel.AVX2
+	levelAVX512  = simdlevel.AVX512
 )
 
 // chunkFloats bounds the weights one pass of the block quantizer walks: the

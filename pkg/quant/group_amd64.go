@@ -6,31 +6,15 @@ import (
 	"os"
 	"unsafe"
 
-	"golang.org/x/sys/cpu"
+	"github.com/fm-moe/fm/pkg/internal/simdlevel"
 )
 
-// simdLevel selects the block quantizer's kernels, with pkg/backend/cpu's
-// conventions: set once from the CPU's features (x/sys/cpu also checks that
-// the OS saves the YMM/ZMM registers); FM_SIMD=generic|avx2 caps it; the noasm
-// build tag compiles the assembly out (group_generic.go). Tests lower it to
-// run every level the machine has.
+// simdLevel selects the block quantizer's kernels: the level pkg/backend/cpu
+// uses (simdlevel, FM_SIMD caps it); the noasm build tag compiles the assembly
+// out (group_generic.go). Tests lower it to run every level the machine has.
 var simdLevel = detectedLevel
 
-var detectedLevel = detectSIMD(os.Getenv("FM_SIMD"))
-
-func detectSIMD(limit string) int {
-	level := levelGeneric
-	if cpu.X86.HasAVX2 && cpu.X86.HasFMA {
-		level = levelAVX2
-		if cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW {
-			level = levelAVX512
-		}
-	}
-	if max, ok := map[string]int{"generic": levelGeneric, "avx2": levelAVX2}[limit]; ok && max < level {
-		level = max
-	}
-	return level
-}
+var detectedLevel = simdlevel.Detect(os.Getenv("FM_SIMD"))
 
 // The kernels of group_amd64.s. Groups hold gs weights, a multiple of 16;
 // groups ≥ 1. minMax* return 0 when every weight is finite (a sum of w·0),

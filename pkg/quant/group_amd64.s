@@ -7,6 +7,29 @@
 // nearest even, clamp), so the codes are bit-identical to codesGo's; min and
 // max are exact in any order.
 
+// STORE_MINMAX reduces the four lanes of X0 (maxima) and X1 (minima) and
+// stores them at (DX) and (DI), advancing both; X4, X5 are scratch.
+#define STORE_MINMAX \
+	VPERMILPS $0x4e, X0, X4 \
+	VMAXPS    X4, X0, X0    \
+	VPERMILPS $0x4e, X1, X5 \
+	VMINPS    X5, X1, X1    \
+	VPERMILPS $0xb1, X0, X4 \
+	VMAXPS    X4, X0, X0    \
+	VPERMILPS $0xb1, X1, X5 \
+	VMINPS    X5, X1, X1    \
+	VMOVSS    X0, (DX)      \
+	VMOVSS    X1, (DI)      \
+	ADDQ      $4, DX        \
+	ADDQ      $4, DI
+
+// SUM_X2 sums the four lanes of X2 into lane 0; X4 is scratch.
+#define SUM_X2 \
+	VPERMILPS $0x4e, X2, X4 \
+	VADDPS    X4, X2, X2    \
+	VPERMILPS $0xb1, X2, X4 \
+	VADDPS    X4, X2, X2
+
 // func minMaxAVX512(w, mn, mx *float32, groups, gs int) float32
 TEXT ·minMaxAVX512(SB), NOSPLIT, $0-44
 	MOVQ w+0(FP), SI
@@ -44,18 +67,7 @@ mm512reduce:
 	VMAXPS X4, X0, X0
 	VEXTRACTF128 $1, Y1, X5
 	VMINPS X5, X1, X1
-	VPERMILPS $0x4e, X0, X4
-	VMAXPS X4, X0, X0
-	VPERMILPS $0x4e, X1, X5
-	VMINPS X5, X1, X1
-	VPERMILPS $0xb1, X0, X4
-	VMAXPS X4, X0, X0
-	VPERMILPS $0xb1, X1, X5
-	VMINPS X5, X1, X1
-	VMOVSS X0, (DX)
-	VMOVSS X1, (DI)
-	ADDQ $4, DX
-	ADDQ $4, DI
+	STORE_MINMAX
 	DECQ CX
 	JNZ  mm512group
 
@@ -63,10 +75,7 @@ mm512reduce:
 	VADDPS Y4, Y2, Y2
 	VEXTRACTF128 $1, Y2, X4
 	VADDPS X4, X2, X2
-	VPERMILPS $0x4e, X2, X4
-	VADDPS X4, X2, X2
-	VPERMILPS $0xb1, X2, X4
-	VADDPS X4, X2, X2
+	SUM_X2
 	VMOVSS X2, ret+40(FP)
 	VZEROUPPER
 	RET
@@ -102,27 +111,13 @@ mm2inner:
 	VMAXPS X4, X0, X0
 	VEXTRACTF128 $1, Y1, X5
 	VMINPS X5, X1, X1
-	VPERMILPS $0x4e, X0, X4
-	VMAXPS X4, X0, X0
-	VPERMILPS $0x4e, X1, X5
-	VMINPS X5, X1, X1
-	VPERMILPS $0xb1, X0, X4
-	VMAXPS X4, X0, X0
-	VPERMILPS $0xb1, X1, X5
-	VMINPS X5, X1, X1
-	VMOVSS X0, (DX)
-	VMOVSS X1, (DI)
-	ADDQ $4, DX
-	ADDQ $4, DI
+	STORE_MINMAX
 	DECQ CX
 	JNZ  mm2group
 
 	VEXTRACTF128 $1, Y2, X4
 	VADDPS X4, X2, X2
-	VPERMILPS $0x4e, X2, X4
-	VADDPS X4, X2, X2
-	VPERMILPS $0xb1, X2, X4
-	VADDPS X4, X2, X2
+	SUM_X2
 	VMOVSS X2, ret+40(FP)
 	VZEROUPPER
 	RET
