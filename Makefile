@@ -41,12 +41,12 @@ vet:
 # the race detector, which needs cgo and a C compiler.
 RACE_PKGS := ./pkg/experts/ ./pkg/backend/cpu/ ./pkg/sample/ ./pkg/server/
 
-# The kernels are also tested without assembly (-tags noasm: the generic twins,
+# The kernels (and the quantizer) are also tested without assembly (-tags noasm: the generic twins,
 # what arm64 runs today) with the goldens of the model package, and cross-built
 # for arm64 and run under qemu-user when it is installed (.ci/run installs it).
 test: vet
 	CGO_ENABLED=0 $(GO) test ./...
-	CGO_ENABLED=0 $(GO) test -tags noasm ./pkg/backend/... ./pkg/model/
+	CGO_ENABLED=0 $(GO) test -tags noasm ./pkg/backend/... ./pkg/model/ ./pkg/quant/
 	@if command -v qemu-aarch64-static >/dev/null 2>&1 || command -v qemu-aarch64 >/dev/null 2>&1; then \
 		echo "arm64 kernel tests under qemu-user"; \
 		GOOS=linux GOARCH=arm64 CGO_ENABLED=0 $(GO) test -c -o $(BIN)/cpu-arm64.test ./pkg/backend/cpu/ && \

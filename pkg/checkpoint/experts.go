@@ -170,6 +170,22 @@ func describe(ts []layout.Tensor) string {
 	return "[" + s[1:] + "]"
 }
 
+// prefetch asks the OS to start reading one expert's source bytes (see
+// safetensors.Tensor.Prefetch): Repack calls it for the expert a worker will
+// take a round later, so the disk is kept busy while the workers compute.
+func (p *expertPlan) prefetch(layer, expert int) {
+	for _, ms := range p.sources(layer, expert) {
+		for _, src := range [...]rowSource{ms.w, ms.s, ms.b} {
+			if src.t == nil {
+				continue
+			}
+			for _, run := range src.runs {
+				src.t.Prefetch(run.first*src.rowBytes, run.n*src.rowBytes)
+			}
+		}
+	}
+}
+
 // build fills buf (FileSize bytes, zeroed padding) with one expert file.
 func (p *expertPlan) build(ctx context.Context, layer, expert int, buf []byte) error {
 	for i, ms := range p.sources(layer, expert) {

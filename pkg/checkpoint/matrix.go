@@ -260,7 +260,10 @@ func (m matrixSource) quantize(ctx context.Context, t matrixTarget, emit func(pa
 	biases := sc.biases[:0]
 	step := max(1, blockBytes/m.w.rowBytes)
 	raw := grow(sc.raw, int(min(step, m.rows)*m.w.rowBytes))
-	vals := grow(sc.vals, int(min(step, m.rows)*int64(cols)))
+	vals := sc.vals
+	if m.dtype != "BF16" {
+		vals = grow(sc.vals, int(min(step, m.rows)*int64(cols)))
+	}
 	sc.raw, sc.vals = raw, vals
 	for r := int64(0); r < m.rows; r += step {
 		if err := ctx.Err(); err != nil {
@@ -271,12 +274,19 @@ func (m matrixSource) quantize(ctx context.Context, t matrixTarget, emit func(pa
 		if err := m.w.read(b, r); err != nil {
 			return err
 		}
-		v := vals[:n*int64(cols)]
-		if err := quant.DecodeFloats(v, b, m.dtype); err != nil {
-			return err
+		var err error
+		if m.dtype == "BF16" {
+			// Widened a few thousand values at a time inside the quantizer.
+			err = quant.QuantizeBF16Into(&sc.p, b, int(n), cols, t.Bits, t.GroupSize)
+		} else {
+			v := vals[:n*int64(cols)]
+			if err := quant.DecodeFloats(v, b, m.dtype); err != nil {
+				return err
+			}
+			err = quant.QuantizeInto(&sc.p, v, int(n), cols, t.Bits, t.GroupSize)
 		}
-		if err := quant.QuantizeInto(&sc.p, v, int(n), cols, t.Bits, t.GroupSize); err != nil {
-			return fmt.Errorf("%s: %w", m.name, err)
+		if err != nil {
+			return fmt.Errorf("%s, the %d rows from row %d: %w", m.name, n, r, err)
 		}
 		p := &sc.p
 		sc.codes = grow(sc.codes, 4*len(p.Codes))

@@ -114,6 +114,9 @@ func Repack(ctx context.Context, srcDir, outDir string, opts Options) (*Summary,
 	bufs := sync.Pool{New: func() any { return make([]byte, set.FileSize) }}
 	err = workpool.Run(ctx, jobs, len(todo), func(ctx context.Context, i int) error {
 		k := todo[i]
+		if next := i + jobs; next < len(todo) {
+			plan.prefetch(todo[next].Layer, todo[next].Expert)
+		}
 		buf := bufs.Get().([]byte)
 		defer bufs.Put(buf)
 		if err := plan.build(ctx, k.Layer, k.Expert, buf); err != nil {

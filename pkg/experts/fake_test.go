@@ -96,6 +96,12 @@ type fakeFS struct {
 	closes      int
 	readCalls   int
 	readsByPath map[string]int
+	readLog     []readAt // every ReadAt, in call order
+}
+
+type readAt struct {
+	path string
+	off  int64
 }
 
 func (f *fakeFS) Open(path string, direct bool) (File, error) {
@@ -148,6 +154,7 @@ func (ff *fakeFile) ReadAt(p []byte, off int64) (int, error) {
 	f.maxInFlight = max(f.maxInFlight, f.inFlight)
 	f.readCalls++
 	f.readsByPath[ff.path]++
+	f.readLog = append(f.readLog, readAt{ff.path, off})
 	err := f.readErr[ff.path]
 	f.mu.Unlock()
 	defer func() {

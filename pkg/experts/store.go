@@ -20,11 +20,25 @@ import (
 // 8–16; the workers sleep in the kernel, so CPU count does not matter.
 const DefaultIOThreads = 16
 
+// DefaultChunkBytes is the default size of one read: an expert file is read as
+// chunks of this size, queued in the order of the experts asked for, so the
+// first experts of a layer complete before the last ones (the caller computes
+// on each expert as it arrives) instead of all completing together at the
+// end. 4 MiB is the block of the disk ceiling (bench.DiskReadBandwidth: 16
+// threads × 4 MiB), so DefaultIOThreads workers keep as many bytes in flight
+// as that measurement does; smaller chunks order the reads more finely but
+// keep fewer bytes in flight, and docs/PERF.md ("chunked expert reads") found
+// no difference it could measure through this machine's noise.
+const DefaultChunkBytes = 4 << 20
+
 // Options configure a Store. The zero value reads through the page cache with
 // DefaultIOThreads workers and no RAM cache.
 type Options struct {
-	IOThreads int  // pread workers; 0 means DefaultIOThreads
-	DirectIO  bool // bypass the page cache (O_DIRECT / F_NOCACHE)
+	IOThreads int // pread workers; 0 means DefaultIOThreads
+	// ChunkBytes is the size of one read (rounded up to Alignment); 0 means
+	// DefaultChunkBytes.
+	ChunkBytes int
+	DirectIO   bool // bypass the page cache (O_DIRECT / F_NOCACHE)
 	// CacheBytes is the RAM budget for cached experts; 0 disables the cache.
 	// Only whole experts are cached, so the budget holds
 	// CacheBytes / set.FileSize of them.
@@ -68,6 +82,7 @@ type Store struct {
 	dir     string
 	set     *layout.ExpertSet
 	size    int
+	chunk   int       // bytes per read job (Options.ChunkBytes)
 	verify  bool      // Options.VerifyChecksums
 	checker *verifier // nil unless verify: each expert hashed on its first read
 	files   *fileTable
@@ -108,6 +123,14 @@ type entry struct {
 	cached  bool // in the RAM cache
 	waiters []chan<- *entry
 
+	// The chunked read in flight: the buffer being filled, the chunks not yet
+	// done, whether one failed (the rest then skip their read) and the first
+	// error (under Store.mu).
+	rbuf    []byte
+	pending atomic.Int32
+	failed  atomic.Bool
+	rerr    error
+
 	// policy bookkeeping
 	prev, next              *entry
 	segment                 uint8
@@ -115,9 +138,12 @@ type entry struct {
 	uses, lastUse, priority uint64
 }
 
+// job is one read: bytes [off, off+n) of e's file (n = 0: the whole file, as
+// a mapping).
 type job struct {
-	ctx context.Context
-	e   *entry
+	ctx    context.Context
+	e      *entry
+	off, n int
 }
 
 var errClosed = errors.New("expert store is closed")
@@ -145,6 +171,10 @@ func Open(dir string, set *layout.ExpertSet, opts Options) (*Store, error) {
 	if opts.IOThreads <= 0 {
 		opts.IOThreads = DefaultIOThreads
 	}
+	if opts.ChunkBytes <= 0 {
+		opts.ChunkBytes = DefaultChunkBytes
+	}
+	opts.ChunkBytes = (opts.ChunkBytes + Alignment - 1) / Alignment * Alignment
 	if opts.MaxOpenFiles <= 0 {
 		opts.MaxOpenFiles = max(64, openFileLimit()/2)
 	}
@@ -163,6 +193,7 @@ func Open(dir string, set *layout.ExpertSet, opts Options) (*Store, error) {
 		dir:     dir,
 		set:     set,
 		size:    int(set.FileSize),
+		chunk:   opts.ChunkBytes,
 		verify:  opts.VerifyChecksums,
 		checker: checker,
 		files:   newFileTable(opts.FS, opts.MaxOpenFiles),
@@ -329,14 +360,34 @@ func (s *Store) awaitLocked(e *entry, done chan<- *entry, waiting map[*entry]boo
 	}
 }
 
-// submit queues the reads of entries; after Close they fail at once.
+// submit queues the reads of entries, each as chunks in file order, the
+// entries in the order given; after Close they fail at once.
 func (s *Store) submit(ctx context.Context, entries []*entry) {
-	jobs := make([]job, len(entries))
-	for i, e := range entries {
-		jobs[i] = job{ctx, e}
+	if len(entries) == 0 {
+		return
+	}
+	per := 1
+	if !s.mmap {
+		per = (s.size + s.chunk - 1) / s.chunk
+	}
+	jobs := make([]job, 0, per*len(entries))
+	for _, e := range entries {
+		if s.mmap {
+			jobs = append(jobs, job{ctx: ctx, e: e})
+			continue
+		}
+		e.rbuf = s.pool.get()
+		e.pending.Store(int32(per))
+		for off := 0; off < s.size; off += s.chunk {
+			jobs = append(jobs, job{ctx, e, off, min(s.chunk, s.size-off)})
+		}
 	}
 	if !s.queue.push(jobs) {
 		for _, e := range entries {
+			if e.rbuf != nil {
+				s.pool.put(e.rbuf)
+				e.rbuf = nil
+			}
 			s.finish(e, nil, errClosed)
 		}
 	}
@@ -379,23 +430,51 @@ func (s *Store) worker() {
 		if !ok {
 			return
 		}
-		if err := j.ctx.Err(); err != nil {
-			s.finish(j.e, nil, err)
-			continue
-		}
 		if s.mmap {
+			if err := j.ctx.Err(); err != nil {
+				s.finish(j.e, nil, err)
+				continue
+			}
 			buf, err := s.mapExpert(j.ctx, j.e.key)
 			s.finish(j.e, buf, err)
 			continue
 		}
-		buf := s.pool.get()
-		if err := s.read(j.ctx, j.e.key, buf); err != nil {
-			s.pool.put(buf)
-			s.finish(j.e, nil, err)
-			continue
+		err := j.ctx.Err()
+		if err == nil && !j.e.failed.Load() {
+			err = s.read(j.ctx, j.e.key, j.e.rbuf[j.off:j.off+j.n], j.off)
 		}
-		s.finish(j.e, buf, nil)
+		s.chunkDone(j.e, err)
 	}
+}
+
+// chunkDone records the end of one chunk's read; the last chunk of an entry
+// (every read into its buffer over) verifies the file and finishes the entry.
+func (s *Store) chunkDone(e *entry, err error) {
+	if err != nil {
+		e.failed.Store(true)
+		s.mu.Lock()
+		if e.rerr == nil {
+			e.rerr = err
+		}
+		s.mu.Unlock()
+	}
+	if e.pending.Add(-1) > 0 {
+		return
+	}
+	buf := e.rbuf
+	e.rbuf = nil
+	s.mu.Lock()
+	err = e.rerr
+	s.mu.Unlock()
+	if err == nil {
+		err = s.checker.check(s.set.Path(s.dir, e.key.layer, e.key.id), e.key.layer, e.key.id, buf)
+	}
+	if err != nil {
+		s.pool.put(buf)
+		s.finish(e, nil, err)
+		return
+	}
+	s.finish(e, buf, nil)
 }
 
 // finish records the outcome of e's read, caches it, wakes its waiters and
@@ -432,8 +511,8 @@ func (s *Store) admitLocked(e *entry) {
 	e.cached = true
 }
 
-// read fills buf with the expert file of k.
-func (s *Store) read(ctx context.Context, k key, buf []byte) error {
+// read fills buf with bytes [off, off+len(buf)) of the expert file of k.
+func (s *Store) read(ctx context.Context, k key, buf []byte, off int) error {
 	path := s.set.Path(s.dir, k.layer, k.id)
 	for attempt := 0; ; attempt++ {
 		direct := s.direct.Load()
@@ -446,7 +525,7 @@ func (s *Store) read(ctx context.Context, k key, buf []byte) error {
 			return fmt.Errorf("%s: open: %w", path, stripPath(err, path))
 		}
 		start := time.Now()
-		n, reads, err := readFull(ctx, of.f, buf)
+		n, reads, err := readFull(ctx, of.f, buf, int64(off))
 		s.stats.ioTime.Add(int64(time.Since(start)))
 		s.stats.reads.Add(reads)
 		s.stats.bytes.Add(int64(n))
@@ -465,11 +544,11 @@ func (s *Store) read(ctx context.Context, k key, buf []byte) error {
 			return err
 		case errors.Is(err, io.ErrUnexpectedEOF),
 			of.direct && n%Alignment != 0 && errors.Is(err, syscall.EINVAL): // O_DIRECT refuses to continue past a short file's unaligned end
-			return fmt.Errorf("%s: short read: got %d of %d bytes", path, n, len(buf))
+			return fmt.Errorf("%s: short read: got %d of %d bytes", path, off+n, s.size)
 		default:
-			return fmt.Errorf("%s: read at offset %d: %w", path, n, stripPath(err, path))
+			return fmt.Errorf("%s: read at offset %d: %w", path, off+n, stripPath(err, path))
 		}
-		return s.checker.check(path, k.layer, k.id, buf)
+		return nil
 	}
 }
 
@@ -477,15 +556,15 @@ func (s *Store) read(ctx context.Context, k key, buf []byte) error {
 // before the file is declared short.
 const maxStalls = 8
 
-// readFull reads len(buf) bytes from offset 0, continuing after short reads.
-// A file that ends early yields io.ErrUnexpectedEOF.
-func readFull(ctx context.Context, f File, buf []byte) (n int, reads int64, err error) {
+// readFull reads len(buf) bytes from offset base, continuing after short
+// reads. A file that ends early yields io.ErrUnexpectedEOF.
+func readFull(ctx context.Context, f File, buf []byte, base int64) (n int, reads int64, err error) {
 	stalls := 0
 	for n < len(buf) {
 		if err := ctx.Err(); err != nil {
 			return n, reads, err
 		}
-		m, err := f.ReadAt(buf[n:], int64(n))
+		m, err := f.ReadAt(buf[n:], base+int64(n))
 		reads++
 		if m < 0 || m > len(buf)-n {
 			return n, reads, fmt.Errorf("ReadAt returned %d for a %d-byte read", m, len(buf)-n)

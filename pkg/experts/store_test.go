@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/bits"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -39,6 +40,10 @@ func TestFetchReadsWholeFiles(t *testing.T) {
 		{"direct+cache", Options{DirectIO: true, CacheBytes: 4 * testSize}, nil},
 		{"verify", Options{VerifyChecksums: true}, nil},
 		{"short-reads", Options{VerifyChecksums: true}, func(f *fakeFS) { f.short = true }},
+		// Files read as two chunks each, in parallel, then verified whole.
+		{"chunked", Options{ChunkBytes: Alignment, VerifyChecksums: true}, nil},
+		{"chunked-short-reads", Options{ChunkBytes: Alignment, VerifyChecksums: true}, func(f *fakeFS) { f.short = true }},
+		{"chunked-direct+cache", Options{ChunkBytes: 1, DirectIO: true, CacheBytes: 4 * testSize}, nil}, // rounded up to Alignment
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fs := fx.fs()
@@ -76,10 +81,17 @@ func TestFetchReadsWholeFiles(t *testing.T) {
 			if st.Bytes != 12*testSize {
 				t.Errorf("read %d bytes, want %d", st.Bytes, 12*testSize)
 			}
-			wantReads := st.Misses
-			if fs.short {
-				wantReads = st.Misses * 14 // halving 8192 bytes down to 1: 13 halvings + the last byte
+			chunk := testSize
+			if tc.opts.ChunkBytes > 0 {
+				chunk = Alignment
 			}
+			perChunk := int64(1)
+			if fs.short {
+				// Halving the chunk down to 1 byte, then the last byte:
+				// 8192 bytes take 14 calls, 4096 take 13.
+				perChunk = int64(bits.Len(uint(chunk)))
+			}
+			wantReads := st.Misses * int64(testSize/chunk) * perChunk
 			if st.Reads != wantReads {
 				t.Errorf("%d ReadAt calls, want %d", st.Reads, wantReads)
 			}
@@ -90,7 +102,38 @@ func TestFetchReadsWholeFiles(t *testing.T) {
 	}
 }
 
+// Files are read as chunks queued in the order of the request, so the first
+// expert asked for is complete first (the model computes on it while the rest
+// arrive); with one worker the reads are exactly that sequence.
+func TestChunksInRequestOrder(t *testing.T) {
+	fx := newFixture(1, 16, 3*Alignment)
+	fs := fx.fs()
+	s := openStore(t, fx, fs, Options{IOThreads: 1, ChunkBytes: Alignment, VerifyChecksums: true})
+	ids := []int{5, 2, 9}
+	ex, err := s.Fetch(context.Background(), 0, ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fx.check(t, ex)
+	s.Release(ex)
+	var want []readAt
+	for _, id := range ids {
+		for off := int64(0); off < 3*Alignment; off += Alignment {
+			want = append(want, readAt{fx.path(0, id), off})
+		}
+	}
+	if fmt.Sprint(fs.readLog) != fmt.Sprint(want) {
+		t.Errorf("reads %v, want %v", fs.readLog, want)
+	}
+}
+
 func TestReadErrorsNameTheFile(t *testing.T) {
+	for _, chunk := range []int{0, Alignment} {
+		t.Run(fmt.Sprintf("chunk=%d", chunk), func(t *testing.T) { testReadErrorsNameTheFile(t, chunk) })
+	}
+}
+
+func testReadErrorsNameTheFile(t *testing.T, chunk int) {
 	fx := newFixture(2, 8, testSize)
 	truncated := fx.path(1, 5)
 	for _, tc := range []struct {
@@ -100,7 +143,7 @@ func TestReadErrorsNameTheFile(t *testing.T) {
 		is     error
 	}{
 		{"eio", func(f *fakeFS) { f.setReadErr(truncated, syscall.EIO) },
-			[]string{truncated, "read at offset 0", "input/output error"}, syscall.EIO},
+			[]string{truncated, "read at offset ", "input/output error"}, syscall.EIO},
 		{"short-file", func(f *fakeFS) { f.files[truncated] = f.files[truncated][:testSize-100] },
 			[]string{truncated, fmt.Sprintf("short read: got %d of %d bytes", testSize-100, testSize)}, nil},
 		{"short-file-half-reads", func(f *fakeFS) {
@@ -118,7 +161,7 @@ func TestReadErrorsNameTheFile(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			fs := fx.fs()
 			tc.inject(fs)
-			s := openStore(t, fx, fs, Options{VerifyChecksums: true, CacheBytes: 4 * testSize})
+			s := openStore(t, fx, fs, Options{VerifyChecksums: true, CacheBytes: 4 * testSize, ChunkBytes: chunk})
 			ex, err := s.Fetch(context.Background(), 1, []int{0, 5, 2})
 			if err == nil {
 				s.Release(ex)

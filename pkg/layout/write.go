@@ -83,6 +83,7 @@ func (a *AtomicFile) Commit() error {
 		a.Abort()
 		return a.err
 	}
+	startWriteback(a.f)
 	if err := a.f.Close(); err != nil {
 		os.Remove(a.f.Name())
 		return fmt.Errorf("%s: close: %w", a.path, err)

@@ -4,7 +4,12 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"unsafe"
 )
+
+// littleEndian reports whether this machine stores a uint32 as its
+// little-endian bytes (then EncodeCodes is a copy).
+var littleEndian = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
 
 // Packed is an affine group-quantized matrix [Rows, Cols].
 type Packed struct {
@@ -16,6 +21,10 @@ type Packed struct {
 	// computed in float32. Writers round them to the storage dtype (bf16 in MLX
 	// files); the codes were chosen with these unrounded values, as MLX does.
 	Scales, Biases []float32
+
+	// The block quantizer's unpacked codes and widened bf16 chunk, kept for reuse.
+	codes []uint8
+	vals  []float32
 }
 
 // Check reports whether a row of cols elements can be quantized with bits and
@@ -57,7 +66,9 @@ func Quantize(src []float32, rows, cols, bits, groupSize int) (*Packed, error) {
 		return nil, fmt.Errorf("quantize [%d, %d]: have %d values", rows, cols, len(src))
 	}
 	p := &Packed{}
-	quantizeRowsInto(p, src, rows, cols, bits, groupSize, nil)
+	if err := quantizeRowsInto(p, src, rows, cols, bits, groupSize, nil); err != nil {
+		return nil, err
+	}
 	return p, nil
 }
 
@@ -71,8 +82,30 @@ func QuantizeInto(p *Packed, src []float32, rows, cols, bits, groupSize int) err
 	if len(src) != rows*cols {
 		return fmt.Errorf("quantize [%d, %d]: have %d values", rows, cols, len(src))
 	}
-	quantizeRowsInto(p, src, rows, cols, bits, groupSize, nil)
-	return nil
+	return quantizeRowsInto(p, src, rows, cols, bits, groupSize, nil)
+}
+
+// QuantizeBF16Into is QuantizeInto from raw, the little-endian bfloat16
+// values of a [rows, cols] matrix (a checkpoint's bytes), widened to float32 a
+// few thousand at a time: the same result as DecodeFloats then QuantizeInto,
+// without writing and reading back a float32 copy of the matrix.
+func QuantizeBF16Into(p *Packed, raw []byte, rows, cols, bits, groupSize int) error {
+	if err := Check(cols, bits, groupSize); err != nil {
+		return err
+	}
+	if len(raw) != 2*rows*cols {
+		return fmt.Errorf("quantize [%d, %d] from bf16: have %d bytes", rows, cols, len(raw))
+	}
+	groups := cols / groupSize
+	*p = Packed{
+		Bits: bits, GroupSize: groupSize, Rows: rows, Cols: cols,
+		Codes:  resize(p.Codes, rows*WordsPerRow(cols, bits)),
+		Scales: resize(p.Scales, rows*groups),
+		Biases: resize(p.Biases, rows*groups),
+		codes:  p.codes,
+		vals:   p.vals,
+	}
+	return quantizeBlock(p, nil, raw, rows, cols, bits, groupSize)
 }
 
 // quantizeRows quantizes every group of a checked [rows, cols] matrix with
@@ -80,13 +113,14 @@ func QuantizeInto(p *Packed, src []float32, rows, cols, bits, groupSize int) err
 // packs the codes.
 func quantizeRows(src []float32, rows, cols, bits, groupSize int, group func(codes []uint8, w []float32) (scale, bias float32)) *Packed {
 	p := &Packed{}
-	quantizeRowsInto(p, src, rows, cols, bits, groupSize, group)
+	quantizeRowsInto(p, src, rows, cols, bits, groupSize, group) // a non-nil group never fails
 	return p
 }
 
-// quantizeRowsInto is quantizeRows into p's slices (grown when short); a nil
-// group is QuantizeGroup, called directly.
-func quantizeRowsInto(p *Packed, src []float32, rows, cols, bits, groupSize int, group func(codes []uint8, w []float32) (scale, bias float32)) {
+// quantizeRowsInto is quantizeRows into p's slices (grown when short). A nil
+// group is QuantizeGroup's algorithm, run by the block quantizer (group.go),
+// which fails on a non-finite weight.
+func quantizeRowsInto(p *Packed, src []float32, rows, cols, bits, groupSize int, group func(codes []uint8, w []float32) (scale, bias float32)) error {
 	groups := cols / groupSize
 	wpr := WordsPerRow(cols, bits)
 	*p = Packed{
@@ -94,27 +128,24 @@ func quantizeRowsInto(p *Packed, src []float32, rows, cols, bits, groupSize int,
 		Codes:  resize(p.Codes, rows*wpr),
 		Scales: resize(p.Scales, rows*groups),
 		Biases: resize(p.Biases, rows*groups),
+		codes:  p.codes,
+		vals:   p.vals,
 	}
-	var stack [256]uint8
-	codes := stack[:]
-	if cols > len(stack) {
-		codes = make([]uint8, cols)
+	if group == nil {
+		return quantizeBlock(p, src, nil, rows, cols, bits, groupSize)
 	}
-	codes = codes[:cols]
+	p.codes = resize(p.codes, cols)
+	codes := p.codes
 	for r := 0; r < rows; r++ {
 		row := src[r*cols : (r+1)*cols]
 		for g := 0; g < groups; g++ {
-			var s, b float32
-			if group == nil {
-				s, b = QuantizeGroup(codes[g*groupSize:(g+1)*groupSize], row[g*groupSize:(g+1)*groupSize], bits)
-			} else {
-				s, b = group(codes[g*groupSize:(g+1)*groupSize], row[g*groupSize:(g+1)*groupSize])
-			}
+			s, b := group(codes[g*groupSize:(g+1)*groupSize], row[g*groupSize:(g+1)*groupSize])
 			p.Scales[r*groups+g] = s
 			p.Biases[r*groups+g] = b
 		}
 		PackCodes(p.Codes[r*wpr:(r+1)*wpr], codes, bits)
 	}
+	return nil
 }
 
 // resize returns s with length n, reusing its array when large enough.
@@ -126,14 +157,10 @@ func resize[T any](s []T, n int) []T {
 }
 
 // QuantizeGroup quantizes one group w into codes (len(w) of them) and returns its
-// float32 scale and bias, with the algorithm documented at Quantize.
-//
-// It is the converter's hot loop (one division per weight), written for
-// speed: plain comparisons instead of the NaN-aware min/max builtins, and
-// rounding by adding and subtracting 1.5·2^23, which rounds a float32 of
-// magnitude below 2^22 half to even exactly as rint does; the quotient is
-// first clamped to [−1, n+1], which cannot change the clamped code.
-// TestQuantizeGroupMatchesReference holds it to the plain formulation.
+// float32 scale and bias, with the algorithm documented at Quantize. It is the
+// generic twin's arithmetic (groupParams, codesGo), which
+// TestQuantizeGroupMatchesReference holds to the plain formulation; it does not
+// check that w is finite.
 func QuantizeGroup(codes []uint8, w []float32, bits int) (scale, bias float32) {
 	n := float32(int(1)<<bits - 1)
 	wmax, wmin := w[0], w[0]
@@ -145,38 +172,8 @@ func QuantizeGroup(codes []uint8, w []float32, bits int) (scale, bias float32) {
 			wmin = v
 		}
 	}
-	scale = max((wmax-wmin)/n, 1e-7)
-	edge := wmax
-	if abs32(wmin) > abs32(wmax) {
-		edge = wmin
-	} else {
-		scale = -scale
-	}
-	q0 := rint(edge / scale)
-	if q0 != 0 {
-		scale = edge / q0
-		bias = edge
-	}
-	const magic = 12582912 // 1.5·2^23
-	hi := n + 1
-	codes = codes[:len(w)]
-	for i, v := range w {
-		x := (v - bias) / scale
-		if x < -1 {
-			x = -1
-		}
-		if x > hi {
-			x = hi
-		}
-		x = (x + magic) - magic
-		if x < 0 {
-			x = 0
-		}
-		if x > n {
-			x = n
-		}
-		codes[i] = uint8(x)
-	}
+	scale, bias = groupParams(wmin, wmax, n)
+	codesGo(w, codes[:len(w)], []float32{scale}, []float32{bias}, len(w), n)
 	return scale, bias
 }
 
@@ -188,8 +185,35 @@ func rint(x float32) float32 { return float32(math.RoundToEven(float64(x))) }
 // bit stream over little-endian uint32 words. dst must hold
 // ceil(len(codes)·bits/32) words; it is overwritten.
 func PackCodes(dst []uint32, codes []uint8, bits int) {
+	// Whole codes per word (2, 4, 8 bits): no code straddles two words, and
+	// the codes of a word are gathered from 64-bit little-endian loads by
+	// shifts and masks (each code is below 2^bits, so the ors never collide).
+	le := binary.LittleEndian
+	switch {
+	case bits == 8 && len(codes)%4 == 0:
+		dst = dst[:len(codes)/4]
+		for i := range dst {
+			dst[i] = le.Uint32(codes[4*i:])
+		}
+		return
+	case bits == 4 && len(codes)%8 == 0:
+		dst = dst[:len(codes)/8]
+		for i := range dst {
+			x := le.Uint64(codes[8*i:])
+			x = (x | x>>4) & 0x00ff00ff00ff00ff
+			x = (x | x>>8) & 0x0000ffff0000ffff
+			dst[i] = uint32(x | x>>16)
+		}
+		return
+	case bits == 2 && len(codes)%16 == 0:
+		dst = dst[:len(codes)/16]
+		for i := range dst {
+			lo, hi := le.Uint64(codes[16*i:]), le.Uint64(codes[16*i+8:])
+			dst[i] = pack2(lo) | pack2(hi)<<16
+		}
+		return
+	}
 	if 32%bits == 0 && len(codes)*bits%32 == 0 {
-		// Whole codes per word (2, 4, 8 bits): no code straddles two words.
 		per := 32 / bits
 		dst = dst[:len(codes)/per]
 		for i := range dst {
@@ -212,6 +236,14 @@ func PackCodes(dst []uint32, codes []uint8, bits int) {
 		}
 		pos += bits
 	}
+}
+
+// pack2 gathers the eight 2-bit codes held in the bytes of x (little-endian)
+// into 16 bits.
+func pack2(x uint64) uint32 {
+	x = (x | x>>6) & 0x000f000f000f000f
+	x = (x | x>>12) & 0x000000ff000000ff
+	return uint32(x|x>>24) & 0xffff
 }
 
 // UnpackCodes is the inverse of PackCodes: it fills dst with len(dst) codes.
@@ -284,6 +316,11 @@ func DequantizeBytes(dst []float32, codes, scales, biases []byte, scaleDType str
 
 // EncodeCodes writes packed words as little-endian bytes (4 per word) into dst.
 func EncodeCodes(dst []byte, words []uint32) {
+	if littleEndian && len(words) > 0 {
+		// The words' memory is already the file's bytes.
+		copy(dst[:4*len(words)], unsafe.Slice((*byte)(unsafe.Pointer(&words[0])), 4*len(words)))
+		return
+	}
 	for i, w := range words {
 		binary.LittleEndian.PutUint32(dst[4*i:], w)
 	}

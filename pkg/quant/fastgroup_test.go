@@ -70,6 +70,11 @@ func testGroups(rng *rand.Rand) [][]float32 {
 	}
 	g(func(int) float32 { return 0 })
 	g(func(int) float32 { return 0.25 })
+	// Constant groups whose edge/scale (value/1e-7) is 2^22 or more, past the
+	// magic-number rounding of groupParams.
+	for _, v := range []float32{0.5, 1, -3, 0.41943045, -0.8388607} {
+		g(func(int) float32 { return v })
+	}
 	g(func(int) float32 { return -3e-9 })
 	g(func(i int) float32 { return 1e-8 * float32(i%3) })
 	g(func(i int) float32 { return 3e30 * float32(i%5-2) })

@@ -99,9 +99,7 @@ func DecodeFloats(dst []float32, src []byte, dtype string) error {
 	}
 	switch dtype {
 	case "BF16":
-		for i := range dst {
-			dst[i] = BF16ToF32(binary.LittleEndian.Uint16(src[2*i:]))
-		}
+		decodeBF16(dst, src)
 	case "F16":
 		for i := range dst {
 			dst[i] = F16ToF32(binary.LittleEndian.Uint16(src[2*i:]))

@@ -6,6 +6,7 @@ import (
 	"os"
 	"unsafe"
 
+	"github.com/fm-moe/fm/pkg/internal/simdlevel"
 	"golang.org/x/sys/cpu"
 )
 
@@ -26,19 +27,7 @@ var (
 	haveVNNI = haveAVX512 && cpu.X86.HasAVX512VNNI
 )
 
-func detectSIMD(limit string) int {
-	level := levelGeneric
-	if cpu.X86.HasAVX2 && cpu.X86.HasFMA {
-		level = levelAVX2
-		if cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW {
-			level = levelAVX512
-		}
-	}
-	if max, ok := map[string]int{"generic": levelGeneric, "avx2": levelAVX2}[limit]; ok && max < level {
-		level = max
-	}
-	return level
-}
+func detectSIMD(limit string) int { return simdlevel.Detect(limit) }
 
 //go:noescape
 func dotF32AVX2(a, b *float32, n int) float32
