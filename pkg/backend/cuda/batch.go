@@ -91,24 +91,28 @@ func (g *gpu) flushLocked() {
 		return
 	}
 	defer func() { b.jobs, b.out, b.x = b.jobs[:0], nil, nil }()
-	raw := unsafe.Slice((*byte)(unsafe.Pointer(&b.jobs[0])), n*int(unsafe.Sizeof(ExpertJob{})))
-	jobs, err := g.d.Stage(raw)
+	h, err := g.d.Alloc(n * mmTok * b.I * 4)
 	if err != nil {
 		return // kept by the device, reported at the next sync
 	}
-	h, err := g.d.Alloc(n * mmTok * b.I * 4)
+	defer g.d.Free(h)
+	oneTok := true
+	for i := range b.jobs {
+		oneTok = oneTok && b.jobs[i].N == 1
+	}
+	// A decode step: jobs by value, two launches, no staging copy.
+	if oneTok && g.d.expertBatchOneTok(b.kind, b.jobs, h.Ptr, b.x.ptr, b.out.ptr, b.I, b.H, b.gs, b.sf) {
+		return
+	}
+	raw := unsafe.Slice((*byte)(unsafe.Pointer(&b.jobs[0])), n*int(unsafe.Sizeof(ExpertJob{})))
+	jobs, err := g.d.Stage(raw)
 	if err != nil {
 		return
 	}
-	defer g.d.Free(h)
 	y, err := g.d.Alloc(n * mmTok * b.H * 4)
 	if err != nil {
 		return
 	}
 	defer g.d.Free(y)
-	oneTok := true
-	for i := range b.jobs {
-		oneTok = oneTok && b.jobs[i].N == 1
-	}
-	g.d.ExpertBatch(b.kind, jobs, n, h.Ptr, b.x.ptr, y.Ptr, b.out.ptr, b.I, b.H, b.gs, b.sf, oneTok)
+	g.d.ExpertBatch(b.kind, jobs, n, h.Ptr, b.x.ptr, y.Ptr, b.out.ptr, b.I, b.H, b.gs, b.sf)
 }

@@ -49,6 +49,7 @@ type Device struct {
 	ring       *stageRing
 	ctxThreads map[int]bool      // OS threads the context is current on
 	flag       Buffer            // FirstNonFinite's result
+	attnCnt    Buffer            // attend_split's (head, token) counters, zero between launches
 	marks      map[*MarkSet]bool // sets marked since their last copy to the host (flushMarks)
 	closed     bool
 
@@ -76,6 +77,7 @@ type launchParams struct {
 	vals [maxKernelArgs]uint64
 	ptrs [maxKernelArgs]uintptr
 	rows RowArgs // the by-value struct argument of the matmul kernels
+	jobs ExpertJobs
 }
 
 // RowArgs mirrors matmul.cu's struct RowArgs: up to mmTok tokens' x rows,
@@ -95,7 +97,8 @@ var kernelNames = []string{"mm_f32", "mm_bf16", "mm_f16", "mm_q2", "mm_q3", "mm_
 	"mmx_f32", "mmx_bf16", "mmx_f16", "mmx_q2", "mmx_q3", "mmx_q4", "mmx_q8", "expert_combine",
 	"rmsnorm", "qk_norm_rope", "l2norm_heads", "attend", "kv_store", "conv_silu", "delta_rule",
 	"swiglu", "add", "combine", "gate_add", "gather", "first_nonfinite",
-	"mv_q4", "mv2_q4", "mv_q8", "mv2_q8", "mvx_q4", "mvx_q8"}
+	"mv_q4", "mv2_q4", "mv_q8", "mv2_q8", "mvx_up_q4", "mvx_down_q4", "mvx_up_q8", "mvx_down_q8",
+	"attend_split"}
 
 var (
 	openOnce   sync.Once
@@ -234,10 +237,13 @@ func (d *Device) loadModule(cubin []byte) error {
 		}
 		d.fns[k] = fn
 	}
-	// Attention keeps a row of scores in shared memory: allow the device's
-	// opt-in maximum so long contexts fit.
-	if err := d.drv.call("cuFuncSetAttribute attend", d.drv.cuFuncSetAttribute, d.fns["attend"], funcAttrMaxDynamicSharedMem, uintptr(d.Info.MaxSharedOptin-4096)); err != nil {
-		return err
+	// Attention keeps a row of scores in shared memory, the GEMV kernels the
+	// input row(s): allow the device's opt-in maximum so long contexts and
+	// wide rows fit.
+	for _, k := range dynamicSharedKernels {
+		if err := d.drv.call("cuFuncSetAttribute "+k, d.drv.cuFuncSetAttribute, d.fns[k], funcAttrMaxDynamicSharedMem, uintptr(d.maxDynamicShared())); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -585,11 +591,13 @@ func (d *Device) FreeHost(b []byte) error {
 
 // Debugging switches (environment, read once): FM_CUDA_DEBUG=notid sets the
 // context on every call, nobatch runs experts one by one, nogemv uses the
-// general matmul kernels for one token too (the A/B of the GEMV kernels).
+// general matmul kernels for one token too (the A/B of the GEMV kernels),
+// nosplit the one-block-a-head attention at decode too.
 var (
 	debugNoTid   = strings.Contains(os.Getenv("FM_CUDA_DEBUG"), "notid")
 	debugNoBatch = strings.Contains(os.Getenv("FM_CUDA_DEBUG"), "nobatch")
 	debugNoGemv  = strings.Contains(os.Getenv("FM_CUDA_DEBUG"), "nogemv")
+	debugNoSplit = strings.Contains(os.Getenv("FM_CUDA_DEBUG"), "nosplit")
 )
 
 // kernel arguments, each in one 8-byte slot of the parameter block (the
@@ -607,6 +615,33 @@ func (d *Device) launch(name string, grid [3]int, block, smem int, args ...uint6
 // launchRows is launch with argument rowsAt (when ≥ 0) passed as the struct
 // ra by value; args[rowsAt] is a placeholder.
 func (d *Device) launchRows(name string, grid [3]int, block, smem int, rowsAt int, ra *RowArgs, args ...uint64) {
+	var p uintptr
+	if rowsAt >= 0 {
+		if ra != nil {
+			d.params.rows = *ra
+		} else {
+			d.params.rows = RowArgs{}
+		}
+		p = uintptr(unsafe.Pointer(&d.params.rows))
+	}
+	d.launchWith(name, grid, block, smem, rowsAt, p, args...)
+}
+
+// launchJobs is launch with the first kernel argument the struct jobs (the
+// mvx kernels' ExpertJobs) by value; args[0] is a placeholder.
+func (d *Device) launchJobs(name string, grid [3]int, block, smem int, jobs []ExpertJob, args ...uint64) {
+	if len(jobs) > len(d.params.jobs.J) {
+		d.fail(fmt.Errorf("cuda: kernel %s: %d expert jobs by value, at most %d", name, len(jobs), len(d.params.jobs.J)))
+		return
+	}
+	n := copy(d.params.jobs.J[:], jobs)
+	clear(d.params.jobs.J[n:])
+	d.launchWith(name, grid, block, smem, 0, uintptr(unsafe.Pointer(&d.params.jobs)), args...)
+}
+
+// launchWith queues the kernel with argument at (when ≥ 0) read from p, a
+// struct inside d.params (pinned), instead of its 8-byte slot.
+func (d *Device) launchWith(name string, grid [3]int, block, smem int, at int, p uintptr, args ...uint64) {
 	if d.err != nil {
 		return
 	}
@@ -625,14 +660,9 @@ func (d *Device) launchRows(name string, grid [3]int, block, smem int, rowsAt in
 		}
 	}
 	copy(d.params.vals[:], args)
-	if rowsAt >= 0 {
-		if ra != nil {
-			d.params.rows = *ra
-		} else {
-			d.params.rows = RowArgs{}
-		}
-		d.params.ptrs[rowsAt] = uintptr(unsafe.Pointer(&d.params.rows))
-		defer func() { d.params.ptrs[rowsAt] = uintptr(unsafe.Pointer(&d.params.vals[rowsAt])) }()
+	if at >= 0 {
+		d.params.ptrs[at] = p
+		defer func() { d.params.ptrs[at] = uintptr(unsafe.Pointer(&d.params.vals[at])) }()
 	}
 	r, _, _ := purego.SyscallN(d.drv.cuLaunchKernel, fn,
 		uintptr(grid[0]), uintptr(grid[1]), uintptr(grid[2]), uintptr(block), 1, 1, uintptr(smem), d.stream,

@@ -1,0 +1,163 @@
+//go:build cuda && linux
+
+package cuda
+
+import (
+	"fmt"
+	"unsafe"
+
+	"github.com/fm-moe/fm/pkg/backend"
+)
+
+// This file holds the launch side of the decode kernels (few tokens a step):
+// the one-token GEMV for any row width, the batched experts with their jobs
+// by value and the combine fused into the down projection, and attention
+// split over the positions (docs/PERF.md, "Round three").
+
+// The decode GEMV kernels (matmul.cu, MV_*): rows per warp, warps per block.
+const (
+	mvRows  = 4 // MV_R
+	mvRows2 = 2 // MV_R2, gate+up pairs
+	mvWarps = 4 // MV_WARPS
+)
+
+// Kernels launched with dynamic shared memory beyond the default 48 KiB:
+// loadModule raises their limit to maxDynamicShared.
+var dynamicSharedKernels = []string{"attend", "attend_split", "mv_q4", "mv2_q4", "mv_q8", "mv2_q8",
+	"mvx_up_q4", "mvx_down_q4", "mvx_up_q8", "mvx_down_q8"}
+
+// maxDynamicShared is the dynamic shared memory a block may ask for: the
+// opt-in maximum less room for the kernels' static arrays.
+func (d *Device) maxDynamicShared() int { return d.Info.MaxSharedOptin - 4096 }
+
+// mvShared returns the dynamic shared memory of n staged rows of cols floats
+// in the GEMV kernels' padded layout (MV<BITS>: chunks of 128/bits columns,
+// each padded by 4 floats).
+func mvShared(bits, cols, n int) int {
+	cc := 128 / bits
+	return n * (cols / cc) * (cc + 4) * 4
+}
+
+// gemvFits reports whether the one-token kernels take m (a matrix fastKernel
+// accepts) with n input rows staged: 4- or 8-bit rows whose staged input fits
+// in shared memory (hidden sizes up to ~12k columns).
+func (d *Device) gemvFits(m *Matrix, n int) bool {
+	return m.Format == backend.Affine && (m.Bits == 4 || m.Bits == 8) && m.Cols%(128/m.Bits) == 0 &&
+		mvShared(m.Bits, m.Cols, n) <= d.maxDynamicShared()
+}
+
+// ExpertJobs mirrors matmul.cu's struct ExpertJobs: a decode batch's jobs,
+// passed to the mvx kernels by value.
+type ExpertJobs struct {
+	J [mvxMaxJobs]ExpertJob
+}
+
+const mvxMaxJobs = 16 // MVX_MAXJ
+
+var (
+	_ [unsafe.Sizeof(ExpertJobs{}) - mvxMaxJobs*144]byte
+	_ [mvxMaxJobs*144 - unsafe.Sizeof(ExpertJobs{})]byte
+)
+
+// expertBatchOneTok queues a batch of one-token jobs (at most mvxMaxJobs) of
+// 4- or 8-bit experts as two launches: gate and up of every job into h
+// (mvx_up), then every job's down projection added to out in job order
+// (mvx_down: the combine fused, no y buffer). It reports false, queuing
+// nothing, when the shapes do not fit the kernels.
+func (d *Device) expertBatchOneTok(kind string, jobs []ExpertJob, h, x, out uintptr, I, H, gs, sfmt int) bool {
+	bits := 0
+	switch kind {
+	case "mmx_q4":
+		bits = 4
+	case "mmx_q8":
+		bits = 8
+	default:
+		return false
+	}
+	n := len(jobs)
+	if n == 0 || n > mvxMaxJobs || debugNoGemv {
+		return false
+	}
+	gate := &Matrix{Rows: I, Cols: H, Format: backend.Affine, Bits: bits}
+	down := &Matrix{Rows: H, Cols: I, Format: backend.Affine, Bits: bits}
+	if !d.gemvFits(gate, 1) || !d.gemvFits(down, n) {
+		return false
+	}
+	if !d.enter() {
+		d.leave()
+		return true
+	}
+	defer d.leave()
+	sfx := kind[len("mmx_"):]
+	rpb := mvWarps * mvRows2
+	d.launchJobs("mvx_up_"+sfx, [3]int{(I + rpb - 1) / rpb, 1, n}, mvWarps*32, mvShared(bits, H, 1), jobs,
+		0, uint64(h), uint64(x), argI(I), argI(H), argI(gs), argI(sfmt))
+	const downWarps = 8 // one output row a warp (launch bound 256)
+	d.launchJobs("mvx_down_"+sfx, [3]int{(H + downWarps - 1) / downWarps, 1, 1}, downWarps*32, mvShared(bits, I, n), jobs,
+		0, argI(n), uint64(h), uint64(out), argI(I), argI(H), argI(gs), argI(sfmt))
+	return true
+}
+
+// Attention split over the positions (attention.cu, attend_split): at most
+// attendSplitMaxT query rows, heads of at most 32·AS_KPL dimensions; a
+// (head, token) counter each, attendCounters in all.
+const (
+	attendSplitMaxT  = 16
+	attendSplitMinCh = 32   // positions a split at least
+	attendSplitMaxCh = 8192 // at most (its scores in shared memory)
+	attendCounters   = 4096
+	asKPL            = 8 // AS_KPL
+)
+
+// attendSplit queues a's attention as attend_split when it applies (few
+// query rows): enough splits of at least attendSplitMinCh positions to give
+// the GPU ~8 blocks a multiprocessor, then the in-kernel combine. Caller
+// holds the device.
+func (d *Device) attendSplit(a *AttendArgs, gated int) bool {
+	if a.T > attendSplitMaxT || a.D > 32*asKPL || a.NH*a.T > attendCounters || debugNoSplit {
+		return false
+	}
+	if d.attnCnt.Ptr == 0 {
+		b, err := d.pool.get(d, 4*attendCounters)
+		if err != nil {
+			d.fail(err)
+			return true
+		}
+		d.fail(d.drv.call("cuMemsetD8Async", d.drv.cuMemsetD8Async, b.Ptr, 0, uintptr(4*attendCounters), d.stream))
+		d.attnCnt = b
+	}
+	n := a.Pos0 + a.T // positions of the last row
+	splits := splitCount(n, a.NH*a.T, d.Info.SMs)
+	chunk := (n + splits - 1) / splits
+	splits = (n + chunk - 1) / chunk
+	part, err := d.pool.get(d, a.NH*a.T*splits*(a.D+2)*4)
+	if err != nil {
+		d.fail(err)
+		return true
+	}
+	// Queued work that uses part finishes before any later use of the
+	// buffer: everything runs on the one stream.
+	defer d.pool.put(part)
+	threads := 128
+	if a.D > 128 {
+		threads = 256
+	}
+	smem := (chunk + splits) * 4
+	if smem > d.maxDynamicShared() {
+		d.fail(fmt.Errorf("cuda: attention split of %d positions needs %d bytes of shared memory", chunk, smem))
+		return true
+	}
+	d.launch("attend_split", [3]int{a.NH, a.T, splits}, threads, smem,
+		uint64(a.O), uint64(a.Q), uint64(a.Gate), uint64(a.KC), uint64(a.VC), uint64(part.Ptr), uint64(d.attnCnt.Ptr),
+		argI(a.NH), argI(a.NKV), argI(a.D), argI(a.Pos0), argI(a.LdQ), argI(a.LdKV), argF(a.Scale), argI(gated), argI(chunk))
+	return true
+}
+
+// splitCount returns how many splits n positions get for rows (head, token)
+// pairs on sms multiprocessors: about 8 blocks a multiprocessor, splits of at
+// least attendSplitMinCh positions and at most attendSplitMaxCh.
+func splitCount(n, rows, sms int) int {
+	s := max(1, (8*sms+rows-1)/rows)
+	s = min(s, (n+attendSplitMinCh-1)/attendSplitMinCh)
+	return max(s, (n+attendSplitMaxCh-1)/attendSplitMaxCh, 1)
+}
