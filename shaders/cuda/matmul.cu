@@ -554,9 +554,12 @@ __device__ __forceinline__ void mvx_up(const ExpertJobs& jobs, float* h, const f
 // Jobs go MVX_G at a time with all their chunks' loads issued first. Dynamic
 // shared memory: n·(I / CC)·PAD floats (every job's h staged).
 #define MVX_G 8
+// With zero set (a decode step whose output was just cleared: one row, so
+// every job has row 0 and every element is written) the sum starts from 0
+// instead of reading out, which replaces the clear.
 template <int BITS>
 __device__ __forceinline__ void mvx_down(const ExpertJobs& jobs, int n, const float* h, float* out, int I, int H, int gs,
-                                         int sfmt) {
+                                         int sfmt, int zero) {
     constexpr int CC = MV<BITS>::CC, PAD = MV<BITS>::PAD;
     extern __shared__ float4 mv_smem[];
     float* xs = (float*)mv_smem;
@@ -611,7 +614,7 @@ __device__ __forceinline__ void mvx_down(const ExpertJobs& jobs, int n, const fl
                 if (row != cur) {
                     if (cur >= 0 && lane == 0) out[(long)cur * H + r] = tot;
                     cur = row;
-                    tot = out[(long)row * H + r];
+                    tot = zero ? 0.f : out[(long)row * H + r];
                 }
                 tot += j.wt[0] * v;
             }
@@ -626,9 +629,38 @@ __device__ __forceinline__ void mvx_down(const ExpertJobs& jobs, int n, const fl
         mvx_up<BITS>(jobs, h, x, I, H, gs, sfmt);                                                                 \
     }                                                                                                             \
     extern "C" __global__ void __launch_bounds__(256)                                                            \
-        down(ExpertJobs jobs, int n, const float* h, float* out, int I, int H, int gs, int sfmt) {               \
-        mvx_down<BITS>(jobs, n, h, out, I, H, gs, sfmt);                                                          \
+        down(ExpertJobs jobs, int n, const float* h, float* out, int I, int H, int gs, int sfmt, int zero) {     \
+        mvx_down<BITS>(jobs, n, h, out, I, H, gs, sfmt, zero);                                                    \
     }
 
 MVX_KERNEL(mvx_up_q4, mvx_down_q4, 4)
 MVX_KERNEL(mvx_up_q8, mvx_down_q8, 8)
+
+// MVBatch is up to MVB_MAX one-token products of one input row by matrices
+// of one format and width (an attention layer's q, k and v projections, a
+// GatedDeltaNet's qkv, z, b and a), passed by value: matrix m's row groups
+// are blocks start[m] … start[m+1]−1 of one launch, so the small ones do not
+// each pay a launch and a mostly idle GPU.
+#define MVB_MAX 4
+struct MVBatch {
+    const u8 *w[MVB_MAX], *sc[MVB_MAX], *bi[MVB_MAX];
+    float* y[MVB_MAX];
+    int rows[MVB_MAX];
+    int start[MVB_MAX + 1];
+    int n;
+};
+
+#define MVB_KERNEL(name, BITS)                                                                                   \
+    extern "C" __global__ void __launch_bounds__(MV_WARPS * 32)                                                  \
+        name(MVBatch b, const float* x, int cols, int gs, int sfmt) {                                            \
+        int m = 0;                                                                                                \
+        while (m + 1 < b.n && (int)blockIdx.x >= b.start[m + 1]) m++;                                            \
+        RowArgs ra;                                                                                               \
+        ra.n = 0;                                                                                                 \
+        mv_fast<BITS, false, MV_R>(b.y[m], b.w[m], b.sc[m], b.bi[m], nullptr, nullptr, nullptr, x, b.rows[m], cols, \
+                                   gs, sfmt, nullptr, nullptr, b.rows[m], MM_STORE, ra,                           \
+                                   ((int)blockIdx.x - b.start[m]) * MV_WARPS * MV_R);                             \
+    }
+
+MVB_KERNEL(mvb_q4, 4)
+MVB_KERNEL(mvb_q8, 8)

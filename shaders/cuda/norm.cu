@@ -22,10 +22,13 @@ extern "C" __global__ void rmsnorm(float* dst, const float* x, const float* w, i
 // kp and written to kout. Each is RMSNormed with its weight, then its first
 // rotDim elements are rotated NeoX style (i with i + rotDim/2) for position
 // pos0 + t: angle = pos·inv_freq in float32, cos and sin rounded from float64.
+// With vp not null, the key heads' blocks also copy the values of their head
+// (vp row t, stride ldvp) to vout row t (stride ldk): the value cache's append
+// without a launch of its own.
 extern "C" __global__ void qk_norm_rope(float* qout, float* gout, float* kout, const float* qp, const float* kp,
                                         const float* qnw, const float* knw, const float* inv_freq, int nH, int nKV,
                                         int D, int rotDim, int gated, int ldqp, int ldkp, int ldq, int ldk, int pos0,
-                                        double eps) {
+                                        double eps, float* vout, const float* vp, int ldvp) {
     __shared__ float hv[1024];
     __shared__ double scratch[32];
     const int h = blockIdx.x, t = blockIdx.y;
@@ -42,6 +45,9 @@ extern "C" __global__ void qk_norm_rope(float* qout, float* gout, float* kout, c
         src = kp + (long)t * ldkp + (long)(h - nH) * D;
         dst = kout + (long)t * ldk + (long)(h - nH) * D;
         w = knw;
+        if (vp)
+            for (int i = threadIdx.x; i < D; i += blockDim.x)
+                vout[(long)t * ldk + (long)(h - nH) * D + i] = vp[(long)t * ldvp + (long)(h - nH) * D + i];
     }
     double ss = 0;
     for (int i = threadIdx.x; i < D; i += blockDim.x) ss += (double)src[i] * (double)src[i];
@@ -79,4 +85,52 @@ extern "C" __global__ void l2norm_heads(float* x, int nk, int dk, int kd, int ld
     ss = block_sum_d(ss, scratch);
     const float inv = (float)(1.0 / sqrt((double)(float)ss + 1e-6));
     for (int i = threadIdx.x; i < dk; i += blockDim.x) v[i] = v[i] * inv * scale;
+}
+
+// add_rmsnorm: for row r = blockIdx.x, optionally h[r] += a[r] first (a not
+// null; h written back, as add does), then dst[r] = h[r] / sqrt(mean(h[r]²) +
+// eps) · w — the residual add and the next RMSNorm in one launch — and, with
+// mark not null, atomicMin(mark, r) when the row (after the add) holds a NaN
+// or an infinity (first_nonfinite's contract, fused). Every value a thread
+// needs (at most RN_NPT of h, a and w) is loaded before the first is used, so
+// the row costs one memory round trip, not one per element (the separate
+// rmsnorm measured ~10 µs for one row of 2048, docs/PERF.md). dst may alias h.
+// n ≤ RN_NPT·blockDim.x.
+#define RN_NPT 16
+extern "C" __global__ void __launch_bounds__(1024) add_rmsnorm(float* h, const float* a, float* dst, const float* w, int n,
+                                                                int ldh, int lda, int ldd, double eps, int* mark) {
+    __shared__ double scratch[32];
+    float* hr = h + (long)blockIdx.x * ldh;
+    const float* ar = a ? a + (long)blockIdx.x * lda : nullptr;
+    float v[RN_NPT], wv[RN_NPT], av[RN_NPT];
+#pragma unroll
+    for (int k = 0; k < RN_NPT; k++) {
+        const int i = threadIdx.x + k * blockDim.x;
+        v[k] = i < n ? hr[i] : 0.f;
+        av[k] = (ar && i < n) ? ar[i] : 0.f;
+        wv[k] = i < n ? w[i] : 0.f;
+    }
+    double ss = 0;
+    int bad = 0;
+#pragma unroll
+    for (int k = 0; k < RN_NPT; k++) {
+        const int i = threadIdx.x + k * blockDim.x;
+        if (i < n) {
+            if (ar) {
+                v[k] = v[k] + av[k];
+                hr[i] = v[k];
+            }
+            bad |= (__float_as_uint(v[k]) & 0x7f800000u) == 0x7f800000u;
+            ss += (double)v[k] * (double)v[k];
+        }
+    }
+    if (mark && bad) atomicMin(mark, (int)blockIdx.x);
+    ss = block_sum_d(ss, scratch);
+    const float inv = (float)(1.0 / sqrt((double)(float)(ss / n) + eps));
+    float* dr = dst + (long)blockIdx.x * ldd;
+#pragma unroll
+    for (int k = 0; k < RN_NPT; k++) {
+        const int i = threadIdx.x + k * blockDim.x;
+        if (i < n) dr[i] = v[k] * inv * wv[k];
+    }
 }

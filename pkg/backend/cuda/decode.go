@@ -24,7 +24,7 @@ const (
 // Kernels launched with dynamic shared memory beyond the default 48 KiB:
 // loadModule raises their limit to maxDynamicShared.
 var dynamicSharedKernels = []string{"attend", "attend_split", "mv_q4", "mv2_q4", "mv_q8", "mv2_q8",
-	"mvx_up_q4", "mvx_down_q4", "mvx_up_q8", "mvx_down_q8"}
+	"mvx_up_q4", "mvx_down_q4", "mvx_up_q8", "mvx_down_q8", "mvb_q4", "mvb_q8"}
 
 // maxDynamicShared is the dynamic shared memory a block may ask for: the
 // opt-in maximum less room for the kernels' static arrays.
@@ -62,9 +62,10 @@ var (
 // expertBatchOneTok queues a batch of one-token jobs (at most mvxMaxJobs) of
 // 4- or 8-bit experts as two launches: gate and up of every job into h
 // (mvx_up), then every job's down projection added to out in job order
-// (mvx_down: the combine fused, no y buffer). It reports false, queuing
-// nothing, when the shapes do not fit the kernels.
-func (d *Device) expertBatchOneTok(kind string, jobs []ExpertJob, h, x, out uintptr, I, H, gs, sfmt int) bool {
+// (mvx_down: the combine fused, no y buffer). With zero, out has one row and
+// is overwritten instead of added to (it was just cleared). It reports false,
+// queuing nothing, when the shapes do not fit the kernels.
+func (d *Device) expertBatchOneTok(kind string, jobs []ExpertJob, h, x, out uintptr, I, H, gs, sfmt int, zero bool) bool {
 	bits := 0
 	switch kind {
 	case "mmx_q4":
@@ -94,8 +95,100 @@ func (d *Device) expertBatchOneTok(kind string, jobs []ExpertJob, h, x, out uint
 		0, uint64(h), uint64(x), argI(I), argI(H), argI(gs), argI(sfmt))
 	const downWarps = 8 // one output row a warp (launch bound 256)
 	d.launchJobs("mvx_down_"+sfx, [3]int{(H + downWarps - 1) / downWarps, 1, 1}, downWarps*32, mvShared(bits, I, n), jobs,
-		0, argI(n), uint64(h), uint64(out), argI(I), argI(H), argI(gs), argI(sfmt))
+		0, argI(n), uint64(h), uint64(out), argI(I), argI(H), argI(gs), argI(sfmt), argB(zero))
 	return true
+}
+
+func argB(b bool) uint64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// mvBatch mirrors matmul.cu's struct MVBatch: up to mvbMax one-token
+// products of one input row, launched as one grid.
+type mvBatch struct {
+	W, Sc, Bi, Y [mvbMax]uintptr
+	Rows         [mvbMax]int32
+	Start        [mvbMax + 1]int32
+	N            int32
+}
+
+const mvbMax = 4 // MVB_MAX
+
+var (
+	_ [unsafe.Sizeof(mvBatch{}) - 168]byte
+	_ [168 - unsafe.Sizeof(mvBatch{})]byte
+)
+
+// MatVecBatch queues y_i = m_i·x for one row x (cols floats, 16-byte
+// aligned) and up to mvbMax matrices of one format that gemvFits, all in
+// one launch (mvb_q4 / mvb_q8).
+func (d *Device) MatVecBatch(ms []*Matrix, ys []uintptr, x uintptr) {
+	if !d.enter() {
+		d.leave()
+		return
+	}
+	defer d.leave()
+	m0 := ms[0]
+	if len(ms) > mvbMax || len(ys) != len(ms) {
+		d.fail(fmt.Errorf("cuda: MatVecBatch of %d matrices (%d outputs), at most %d", len(ms), len(ys), mvbMax))
+		return
+	}
+	b := &d.params.mvb
+	*b = mvBatch{N: int32(len(ms))}
+	const rpb = mvWarps * mvRows
+	blocks := 0
+	for i, m := range ms {
+		if !sameFormat(&Matrix{Rows: m.Rows, Cols: m0.Cols, Format: m0.Format, Bits: m0.Bits, GroupSize: m0.GroupSize, ScaleFormat: m0.ScaleFormat}, m) {
+			d.fail(fmt.Errorf("cuda: MatVecBatch: matrix %d (%d-bit, %d columns) differs from matrix 0 (%d-bit, %d columns)", i, m.Bits, m.Cols, m0.Bits, m0.Cols))
+			return
+		}
+		b.W[i], b.Sc[i], b.Bi[i], b.Y[i], b.Rows[i] = m.Data, m.Scales, m.Biases, ys[i], int32(m.Rows)
+		b.Start[i] = int32(blocks)
+		blocks += (m.Rows + rpb - 1) / rpb
+	}
+	for i := len(ms); i <= mvbMax; i++ {
+		b.Start[i] = int32(blocks)
+	}
+	k := fmt.Sprintf("mvb_q%d", m0.Bits)
+	d.launchWith(k, [3]int{blocks, 1, 1}, mvWarps*32, mvShared(m0.Bits, m0.Cols, 1), 0, uintptr(unsafe.Pointer(b)),
+		0, uint64(x), argI(m0.Cols), argI(m0.GroupSize), argI(int(m0.ScaleFormat)))
+}
+
+// rnMaxPerThread is add_rmsnorm's RN_NPT: the values a thread holds.
+const rnMaxPerThread = 16
+
+// addNormFits reports whether add_rmsnorm takes rows of n.
+func addNormFits(n int) bool { return n <= rnMaxPerThread*1024 }
+
+// AddRMSNorm queues, for rows rows: h += a when a is not 0 (h written
+// back), then dst = rmsnorm(h)·w, and with mark not 0 the smallest row with a
+// non-finite value of h into *mark (atomicMin). Rows of n floats; h, a and
+// dst of strides ldh, lda, ldd.
+func (d *Device) AddRMSNorm(dst uintptr, ldd int, h uintptr, ldh int, a uintptr, lda int, w uintptr, n, rows int, eps float64, mark uintptr) {
+	if !d.enter() {
+		d.leave()
+		return
+	}
+	defer d.leave()
+	d.addRMSNorm(dst, ldd, h, ldh, a, lda, w, n, rows, eps, mark)
+}
+
+func (d *Device) addRMSNorm(dst uintptr, ldd int, h uintptr, ldh int, a uintptr, lda int, w uintptr, n, rows int, eps float64, mark uintptr) {
+	if !addNormFits(n) {
+		d.fail(fmt.Errorf("cuda: add_rmsnorm over rows of %d, at most %d", n, rnMaxPerThread*1024))
+		return
+	}
+	// The rmsnorm kernel's block (the same summation order) unless a row
+	// needs more threads.
+	b := normBlock(n)
+	for b*rnMaxPerThread < n {
+		b <<= 1
+	}
+	d.launch("add_rmsnorm", [3]int{rows, 1, 1}, b, 0, uint64(h), uint64(a), uint64(dst), uint64(w), argI(n),
+		argI(ldh), argI(lda), argI(ldd), argD(eps), uint64(mark))
 }
 
 // Attention split over the positions (attention.cu, attend_split): at most

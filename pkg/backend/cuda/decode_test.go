@@ -4,6 +4,7 @@ package cuda
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"testing"
 
@@ -192,5 +193,188 @@ func TestSplitCount(t *testing.T) {
 		if got := splitCount(c.n, c.rows, c.sms); got != c.want {
 			t.Errorf("splitCount(%d, %d, %d) = %d, want %d", c.n, c.rows, c.sms, got, c.want)
 		}
+	}
+}
+
+// TestDeferredFusions checks the operations the backend defers and fuses
+// (expertBatch) against the same operations one by one: a residual Add with
+// its non-finite Mark run inside the next RMSNorm (also in place, also for
+// rows of 4096 and 5000), or launched alone when something else comes next;
+// a Clear joined to the next expert batch (overwritten where the output is
+// one row, cleared first otherwise); one-token products of one input run as
+// one grid (up to 4 a launch, a change of format or input starting another).
+func TestDeferredFusions(t *testing.T) {
+	d := openGPU(t)
+	g := d.(*gpu)
+	r := rand.New(rand.NewPCG(27, 28))
+	mk, err := g.NewMarks(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mk.Release()
+	slots := make([]int, 4)
+	for _, n := range []int{2048, 320, 4096, 5000} {
+		const T = 3
+		hv, av, wv := randVec(r, T*n, 1), randVec(r, T*n, 1), randVec(r, n, 1)
+		bad := T == 3 && n == 320
+		if bad {
+			av[2*n+5] = float32(math.Inf(1))
+		}
+		sum := make([]float64, T*n)
+		for i := range sum {
+			sum[i] = float64(hv[i] + av[i])
+		}
+		h, a, w := upload(t, d, T, n, hv), upload(t, d, T, n, av), upload(t, d, 1, n, wv)
+		xn, _ := d.NewTensor(T, n)
+		for _, inPlace := range []bool{false, true} {
+			d.Upload(h, hv)
+			d.Add(h, a)
+			mk.Mark(1, h)
+			dst := xn
+			if inPlace {
+				dst = h
+			}
+			d.RMSNorm(dst, h, w, 1e-6)
+			if !inPlace {
+				if bad {
+					got := download(t, d, h)
+					if !math.IsInf(float64(got[2*n+5]), 1) {
+						t.Fatalf("n=%d: h after the fused add holds %v, want +Inf", n, got[2*n+5])
+					}
+				} else {
+					compare(t, fmt.Sprintf("add n=%d", n), download(t, d, h), sum, 1e-7)
+				}
+			}
+			if err := mk.Read(slots); err != nil {
+				t.Fatal(err)
+			}
+			want := -1
+			if bad {
+				want = 2
+			}
+			if slots[1] != want || slots[0] != -1 {
+				t.Errorf("n=%d in place %v: marks %v, want slot 1 = %d", n, inPlace, slots, want)
+			}
+			if bad {
+				continue
+			}
+			sumF := make([]float32, len(sum))
+			for i := range sum {
+				sumF[i] = float32(sum[i])
+			}
+			ref := make([]float64, T*n)
+			for tt := 0; tt < T; tt++ {
+				var ss float64
+				for c := 0; c < n; c++ {
+					ss += sum[tt*n+c] * sum[tt*n+c]
+				}
+				inv := 1 / math.Sqrt(ss/float64(n)+1e-6)
+				for c := 0; c < n; c++ {
+					ref[tt*n+c] = sum[tt*n+c] * inv * float64(wv[c])
+				}
+			}
+			compare(t, fmt.Sprintf("add+rmsnorm n=%d in place %v", n, inPlace), download(t, d, dst), ref, 1e-6)
+		}
+		// Add and Mark followed by something else: launched alone.
+		d.Upload(h, hv)
+		d.Add(h, a)
+		mk.Mark(3, h)
+		d.Clear(xn)
+		if !bad {
+			compare(t, fmt.Sprintf("add then clear n=%d", n), download(t, d, h), sum, 1e-7)
+		}
+		if err := mk.Read(slots); err != nil {
+			t.Fatal(err)
+		}
+		if want := map[bool]int{true: 2, false: -1}[bad]; slots[3] != want {
+			t.Errorf("n=%d: mark of an add flushed alone = %v, want slot 3 = %d", n, slots, want)
+		}
+		for i, v := range download(t, d, xn) {
+			if v != 0 {
+				t.Fatalf("n=%d: Clear left element %d = %v", n, i, v)
+			}
+		}
+	}
+
+	// Clear, then an expert batch into the cleared tensor (one row and three).
+	const H, I = 512, 256
+	desc := backend.MatrixDesc{Format: backend.Affine, Bits: 4, GroupSize: 64, ScaleFormat: backend.BF16}
+	gd, dd := desc, desc
+	gd.Rows, gd.Cols, dd.Rows, dd.Cols = I, H, H, I
+	l := alignedLayout(gd, gd, dd)
+	type ex struct {
+		gate, up, down *stored
+		e              backend.Expert
+	}
+	var exps []ex
+	for i := 0; i < 3; i++ {
+		e := ex{gate: randStored(r, gd), up: randStored(r, gd), down: randStored(r, dd)}
+		buf := make([]byte, l.FileSize)
+		for _, p := range []struct {
+			m *backend.ExpertMatrix
+			s *stored
+		}{{&l.Gate, e.gate}, {&l.Up, e.up}, {&l.Down, e.down}} {
+			copy(buf[p.m.Data.Offset:], p.s.data)
+			copy(buf[p.m.Scales.Offset:], p.s.scales)
+			copy(buf[p.m.Biases.Offset:], p.s.biases)
+		}
+		if e.e, err = d.BindExpert(l, buf); err != nil {
+			t.Fatal(err)
+		}
+		exps = append(exps, e)
+	}
+	for _, T := range []int{1, 3} {
+		xv := randVec(r, T*H, 1)
+		x := upload(t, d, T, H, xv)
+		out := upload(t, d, T, H, randVec(r, T*H, 100)) // garbage the Clear must remove
+		d.Clear(out)
+		ref := make([]float64, T*H)
+		wts := randVec(r, len(exps), 1)
+		for j, e := range exps {
+			row := j % T
+			d.ExpertFFN(out, x, e.e, []int{row}, wts[j:j+1])
+			y := ffnRef(e.gate, e.up, e.down, xv[row*H:(row+1)*H])
+			for c := range y {
+				ref[row*H+c] += float64(wts[j]) * y[c]
+			}
+		}
+		compare(t, fmt.Sprintf("clear + experts T=%d", T), download(t, d, out), ref, 3e-5)
+	}
+	for _, e := range exps {
+		e.e.Release()
+	}
+
+	// One-token products of one input: q/k/v-like 4-bit rows, a fifth that
+	// starts a second launch, an 8-bit one, then another input.
+	const C = 1024
+	xv := randVec(r, C, 1)
+	x := upload(t, d, 1, C, xv)
+	x2v := randVec(r, C, 1)
+	x2 := upload(t, d, 1, C, x2v)
+	type prod struct {
+		s   *stored
+		m   backend.Matrix
+		y   backend.Tensor
+		x   []float32
+		in  backend.Tensor
+		lbl string
+	}
+	var ps []prod
+	for i, sh := range []struct{ rows, bits int }{{512, 4}, {64, 4}, {64, 4}, {33, 4}, {100, 4}, {70, 8}, {16, 8}, {48, 4}} {
+		dsc := backend.MatrixDesc{Rows: sh.rows, Cols: C, Format: backend.Affine, Bits: sh.bits, GroupSize: 64, ScaleFormat: backend.BF16}
+		s := randStored(r, dsc)
+		y, _ := d.NewTensor(1, sh.rows)
+		in, inv := x, xv
+		if i == 7 {
+			in, inv = x2, x2v
+		}
+		ps = append(ps, prod{s: s, m: s.bind(t, d), y: y, x: inv, in: in, lbl: fmt.Sprintf("product %d (%d×%d, %d-bit)", i, sh.rows, C, sh.bits)})
+	}
+	for _, p := range ps {
+		d.MatMul(p.y, p.m, p.in)
+	}
+	for _, p := range ps {
+		compare(t, p.lbl, download(t, d, p.y), matmulRef(p.s.w, p.s.desc.Rows, C, p.x, 1), 2e-5)
+		p.m.Release()
 	}
 }

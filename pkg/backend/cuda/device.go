@@ -78,6 +78,7 @@ type launchParams struct {
 	ptrs [maxKernelArgs]uintptr
 	rows RowArgs // the by-value struct argument of the matmul kernels
 	jobs ExpertJobs
+	mvb  mvBatch
 }
 
 // RowArgs mirrors matmul.cu's struct RowArgs: up to mmTok tokens' x rows,
@@ -98,7 +99,7 @@ var kernelNames = []string{"mm_f32", "mm_bf16", "mm_f16", "mm_q2", "mm_q3", "mm_
 	"rmsnorm", "qk_norm_rope", "l2norm_heads", "attend", "kv_store", "conv_silu", "delta_rule",
 	"swiglu", "add", "combine", "gate_add", "gather", "first_nonfinite",
 	"mv_q4", "mv2_q4", "mv_q8", "mv2_q8", "mvx_up_q4", "mvx_down_q4", "mvx_up_q8", "mvx_down_q8",
-	"attend_split"}
+	"attend_split", "add_rmsnorm", "mvb_q4", "mvb_q8"}
 
 var (
 	openOnce   sync.Once
@@ -592,12 +593,15 @@ func (d *Device) FreeHost(b []byte) error {
 // Debugging switches (environment, read once): FM_CUDA_DEBUG=notid sets the
 // context on every call, nobatch runs experts one by one, nogemv uses the
 // general matmul kernels for one token too (the A/B of the GEMV kernels),
-// nosplit the one-block-a-head attention at decode too.
+// nosplit the one-block-a-head attention at decode too, nofuse launches
+// every Add, Clear, RMSNorm, Mark and one-token product on its own (the A/B
+// of the deferred fusions, see expertBatch).
 var (
 	debugNoTid   = strings.Contains(os.Getenv("FM_CUDA_DEBUG"), "notid")
 	debugNoBatch = strings.Contains(os.Getenv("FM_CUDA_DEBUG"), "nobatch")
 	debugNoGemv  = strings.Contains(os.Getenv("FM_CUDA_DEBUG"), "nogemv")
 	debugNoSplit = strings.Contains(os.Getenv("FM_CUDA_DEBUG"), "nosplit")
+	debugNoFuse  = strings.Contains(os.Getenv("FM_CUDA_DEBUG"), "nofuse")
 )
 
 // kernel arguments, each in one 8-byte slot of the parameter block (the

@@ -64,12 +64,23 @@ func (m *MarkSet) Mark(i int, x uintptr, n, cols int) {
 		return
 	}
 	defer d.leave()
-	d.launch("first_nonfinite", [3]int{max(1, min((n+255)/256, d.Info.SMs*8)), 1, 1}, 256, 0, uint64(x), argL(int64(n)), argI(cols), uint64(m.dev.Ptr)+4*uint64(i))
+	d.launch("first_nonfinite", [3]int{max(1, min((n+255)/256, d.Info.SMs*8)), 1, 1}, 256, 0, uint64(x), argL(int64(n)), argI(cols), uint64(m.slotLocked(i)))
+}
+
+// slotLocked returns the device address of slot i for a scan queued next
+// (by a kernel that fuses the scan, add_rmsnorm) and notes the set as marked
+// (caller holds the device).
+func (m *MarkSet) slotLocked(i int) uintptr {
+	d := m.d
+	if i < 0 || i >= len(m.host) {
+		panic(fmt.Sprintf("cuda: mark slot %d of %d", i, len(m.host)))
+	}
 	m.pending, m.dirty = true, true
 	if d.marks == nil {
 		d.marks = map[*MarkSet]bool{}
 	}
 	d.marks[m] = true
+	return m.dev.Ptr + 4*uintptr(i)
 }
 
 // flushMarks queues the copy of every set marked since its last copy to its
@@ -142,8 +153,20 @@ type marks struct {
 }
 
 func (k *marks) Mark(i int, x backend.Tensor) {
-	k.g.flushExperts() // the scan must see the batched experts' output
 	t := k.g.tt(x, "Marks.Mark input")
+	if i < 0 || i >= len(k.m.host) {
+		panic(fmt.Sprintf("cuda: mark slot %d of %d", i, len(k.m.host)))
+	}
+	b := &k.g.batch
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	// The mark of a pending residual add's result goes with it (into the
+	// next RMSNorm's kernel, or launched after the add when flushed).
+	if a := &b.add; a.dst != nil && a.marks == nil && sameTensor(a.dst, t) {
+		a.marks, a.slot = k.m, i
+		return
+	}
+	k.g.flushLocked() // the scan must see the deferred operations' output
 	k.m.Mark(i, t.ptr, t.n(), t.cols)
 }
 

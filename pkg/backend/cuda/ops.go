@@ -211,6 +211,10 @@ type QKNormRoPEArgs struct {
 	LdQP, LdKP, LdQ, LdK        int
 	Pos0, T                     int
 	Eps                         float64
+	// VOut, when set, receives VP's rows (stride LdVP) at stride LdK: the
+	// value cache's append in the same launch.
+	VOut, VP uintptr
+	LdVP     int
 }
 
 // QKNormRoPE queues the per-head q/k RMSNorm and partial RoPE.
@@ -231,7 +235,8 @@ func (d *Device) QKNormRoPE(a *QKNormRoPEArgs) {
 	d.launch("qk_norm_rope", [3]int{a.NH + a.NKV, a.T, 1}, normBlock(a.D), 0,
 		uint64(a.QOut), uint64(a.GateOut), uint64(a.KOut), uint64(a.QP), uint64(a.KP),
 		uint64(a.QNorm), uint64(a.KNorm), uint64(a.InvFreq), argI(a.NH), argI(a.NKV), argI(a.D), argI(a.RotDim),
-		argI(gated), argI(a.LdQP), argI(a.LdKP), argI(a.LdQ), argI(a.LdK), argI(a.Pos0), argD(a.Eps))
+		argI(gated), argI(a.LdQP), argI(a.LdKP), argI(a.LdQ), argI(a.LdK), argI(a.Pos0), argD(a.Eps),
+		uint64(a.VOut), uint64(a.VP), argI(a.LdVP))
 }
 
 // AttendArgs describes one attend launch (see attention.cu).
