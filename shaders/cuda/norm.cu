@@ -95,9 +95,10 @@ extern "C" __global__ void l2norm_heads(float* x, int nk, int dk, int kd, int ld
 // needs (at most RN_NPT of h, a and w) is loaded before the first is used, so
 // the row costs one memory round trip, not one per element (the separate
 // rmsnorm measured ~10 µs for one row of 2048, docs/PERF.md). dst may alias h.
-// n ≤ RN_NPT·blockDim.x.
+// n ≤ RN_NPT·blockDim.x, blockDim.x ≤ 512 (128 registers a thread: the
+// values stay in registers).
 #define RN_NPT 16
-extern "C" __global__ void __launch_bounds__(1024) add_rmsnorm(float* h, const float* a, float* dst, const float* w, int n,
+extern "C" __global__ void __launch_bounds__(512) add_rmsnorm(float* h, const float* a, float* dst, const float* w, int n,
                                                                 int ldh, int lda, int ldd, double eps, int* mark) {
     __shared__ double scratch[32];
     float* hr = h + (long)blockIdx.x * ldh;

@@ -161,7 +161,7 @@ func (d *Device) MatVecBatch(ms []*Matrix, ys []uintptr, x uintptr) {
 const rnMaxPerThread = 16
 
 // addNormFits reports whether add_rmsnorm takes rows of n.
-func addNormFits(n int) bool { return n <= rnMaxPerThread*1024 }
+func addNormFits(n int) bool { return n <= rnMaxPerThread*512 }
 
 // AddRMSNorm queues, for rows rows: h += a when a is not 0 (h written
 // back), then dst = rmsnorm(h)·w, and with mark not 0 the smallest row with a
@@ -178,7 +178,7 @@ func (d *Device) AddRMSNorm(dst uintptr, ldd int, h uintptr, ldh int, a uintptr,
 
 func (d *Device) addRMSNorm(dst uintptr, ldd int, h uintptr, ldh int, a uintptr, lda int, w uintptr, n, rows int, eps float64, mark uintptr) {
 	if !addNormFits(n) {
-		d.fail(fmt.Errorf("cuda: add_rmsnorm over rows of %d, at most %d", n, rnMaxPerThread*1024))
+		d.fail(fmt.Errorf("cuda: add_rmsnorm over rows of %d, at most %d", n, rnMaxPerThread*512))
 		return
 	}
 	// The rmsnorm kernel's block (the same summation order) unless a row

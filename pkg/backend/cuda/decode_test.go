@@ -199,7 +199,8 @@ func TestSplitCount(t *testing.T) {
 // TestDeferredFusions checks the operations the backend defers and fuses
 // (expertBatch) against the same operations one by one: a residual Add with
 // its non-finite Mark run inside the next RMSNorm (also in place, also for
-// rows of 4096 and 5000), or launched alone when something else comes next;
+// rows of 4096 and 5000; rows of 9000, beyond the fused kernel, one by one),
+// or launched alone when something else comes next;
 // a Clear joined to the next expert batch (overwritten where the output is
 // one row, cleared first otherwise); one-token products of one input run as
 // one grid (up to 4 a launch, a change of format or input starting another).
@@ -213,7 +214,7 @@ func TestDeferredFusions(t *testing.T) {
 	}
 	defer mk.Release()
 	slots := make([]int, 4)
-	for _, n := range []int{2048, 320, 4096, 5000} {
+	for _, n := range []int{2048, 320, 4096, 5000, 9000} {
 		const T = 3
 		hv, av, wv := randVec(r, T*n, 1), randVec(r, T*n, 1), randVec(r, n, 1)
 		bad := T == 3 && n == 320

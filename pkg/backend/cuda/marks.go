@@ -175,4 +175,7 @@ func (k *marks) Read(dst []int) error {
 	return k.m.Read(dst)
 }
 
-func (k *marks) Release() { k.m.Free() }
+func (k *marks) Release() {
+	k.g.flushExperts() // a deferred Add may carry a mark into these slots
+	k.m.Free()
+}
