@@ -339,8 +339,8 @@ extern "C" __global__ void embed_rows(float* dst, const u8* w, const u8* sc, con
 }
 
 // ---------------------------------------------------------------------------
-// Decode GEMV (one token) for 4- and 8-bit affine rows of any width (columns
-// a multiple of 32). mm_fast gives each lane 4- or 8-byte units and reads x
+// Decode GEMV (one token) for 4- and 8-bit affine rows and bf16 rows of any
+// width (columns a multiple of 32). mm_fast gives each lane 4- or 8-byte units and reads x
 // from global memory per unit: at T = 1 that kept too few weight bytes in
 // flight and spent the load units on x (0.11 of the copy bandwidth at 4 bits,
 // docs/PERF.md). Here a block first stages x in dynamic shared memory (16-byte
@@ -356,10 +356,13 @@ extern "C" __global__ void embed_rows(float* dst, const u8* w, const u8* sc, con
 
 #define MV_WARPS 4
 
+// BITS: 4 or 8 (affine codes) or 16 (bf16 rows, no scales).
 template <int BITS> struct MV {
-    static const int CC = 128 / BITS;        // columns per 16-byte chunk
-    static const int TC = 64 / CC;           // chunks per lane in a tile (2048 columns at 4 bits, 1024 at 8)
-    static const int PAD = CC + 4;           // shared-memory floats per chunk
+    static const int CC = 128 / BITS; // columns per 16-byte chunk
+    // chunks per lane in a tile: 2048 columns at 4 bits, 1024 at 8 and at
+    // bf16 (4 chunks a row a lane: the registers of R rows' loads in flight)
+    static const int TC = BITS == 16 ? 4 : 64 / CC;
+    static const int PAD = CC + 4; // shared-memory floats per chunk
 };
 
 // mv_stage copies nx rows of cols floats (row i at xrow + i·ldx; 16-byte
@@ -388,19 +391,28 @@ __device__ __forceinline__ void mv_stage(float* xs, const float* __restrict__ xr
     }
 }
 
-// mv_dot returns Σ_i q_i·x_i over one 16-byte chunk of codes.
+// mv_dot returns Σ_i q_i·x_i over one 16-byte chunk of codes (BITS 4 or 8),
+// or Σ_i w_i·x_i over one chunk of 8 bf16 weights (BITS 16: no scales).
 template <int BITS>
 __device__ __forceinline__ float mv_dot(uint4 v, const float* xv) {
     const u32 wd[4] = {v.x, v.y, v.z, v.w};
-    constexpr int PER = 32 / BITS, MASK = (1 << BITS) - 1;
     float d0 = 0.f, d1 = 0.f;
+    if constexpr (BITS == 16) {
 #pragma unroll
-    for (int m = 0; m < 4; m++) {
+        for (int m = 0; m < 4; m++) {
+            d0 = fmaf(__uint_as_float(wd[m] << 16), xv[2 * m], d0);
+            d1 = fmaf(__uint_as_float(wd[m] & 0xffff0000u), xv[2 * m + 1], d1);
+        }
+    } else {
+        constexpr int PER = 32 / BITS, MASK = (1 << BITS) - 1;
 #pragma unroll
-        for (int k = 0; k < PER; k++) {
-            const float q = __uint_as_float(0x4b000000u | ((wd[m] >> (BITS * k)) & MASK)) - 8388608.f;
-            if (k & 1) d1 = fmaf(q, xv[m * PER + k], d1);
-            else d0 = fmaf(q, xv[m * PER + k], d0);
+        for (int m = 0; m < 4; m++) {
+#pragma unroll
+            for (int k = 0; k < PER; k++) {
+                const float q = __uint_as_float(0x4b000000u | ((wd[m] >> (BITS * k)) & MASK)) - 8388608.f;
+                if (k & 1) d1 = fmaf(q, xv[m * PER + k], d1);
+                else d0 = fmaf(q, xv[m * PER + k], d0);
+            }
         }
     }
     return d0 + d1;
@@ -434,7 +446,7 @@ __device__ __forceinline__ void mv_rows(const u8* __restrict__ w, const u8* __re
                                         const u8* __restrict__ bi2, int r0, int rows, int cols, int gs, int sfmt, int c0,
                                         const float (*xv)[MV<BITS>::CC], const float* xsum, float* acc, float* acc2) {
     constexpr int CC = MV<BITS>::CC, TC = MV<BITS>::TC;
-    const int lane = threadIdx.x & 31, nch = cols / CC, ngr = cols / gs;
+    const int lane = threadIdx.x & 31, nch = cols / CC, ngr = BITS == 16 ? 0 : cols / gs;
     const long rowBytes = (long)cols * BITS / 8;
     uint4 wv[R][TC], wv2[PAIR ? R : 1][TC];
     float s[R][TC], b[R][TC], s2[PAIR ? R : 1][TC], b2[PAIR ? R : 1][TC];
@@ -445,14 +457,16 @@ __device__ __forceinline__ void mv_rows(const u8* __restrict__ w, const u8* __re
         for (int j = 0; j < TC; j++) {
             const int ch = c0 + lane + 32 * j;
             if (r < rows && ch < nch) {
-                const long gi = (long)r * ngr + (ch * CC) / gs;
                 wv[i][j] = ((const uint4*)(w + (long)r * rowBytes))[ch];
-                s[i][j] = load_float(sc, gi, sfmt);
-                b[i][j] = load_float(bi, gi, sfmt);
-                if constexpr (PAIR) {
-                    wv2[i][j] = ((const uint4*)(w2 + (long)r * rowBytes))[ch];
-                    s2[i][j] = load_float(sc2, gi, sfmt);
-                    b2[i][j] = load_float(bi2, gi, sfmt);
+                if constexpr (PAIR) wv2[i][j] = ((const uint4*)(w2 + (long)r * rowBytes))[ch];
+                if constexpr (BITS != 16) {
+                    const long gi = (long)r * ngr + (ch * CC) / gs;
+                    s[i][j] = load_float(sc, gi, sfmt);
+                    b[i][j] = load_float(bi, gi, sfmt);
+                    if constexpr (PAIR) {
+                        s2[i][j] = load_float(sc2, gi, sfmt);
+                        b2[i][j] = load_float(bi2, gi, sfmt);
+                    }
                 }
             }
         }
@@ -463,8 +477,13 @@ __device__ __forceinline__ void mv_rows(const u8* __restrict__ w, const u8* __re
         for (int j = 0; j < TC; j++) {
             const int ch = c0 + lane + 32 * j;
             if (r0 + i < rows && ch < nch) {
-                acc[i] += s[i][j] * mv_dot<BITS>(wv[i][j], xv[j]) + b[i][j] * xsum[j];
-                if constexpr (PAIR) acc2[i] += s2[i][j] * mv_dot<BITS>(wv2[i][j], xv[j]) + b2[i][j] * xsum[j];
+                if constexpr (BITS == 16) {
+                    acc[i] += mv_dot<BITS>(wv[i][j], xv[j]);
+                    if constexpr (PAIR) acc2[i] += mv_dot<BITS>(wv2[i][j], xv[j]);
+                } else {
+                    acc[i] += s[i][j] * mv_dot<BITS>(wv[i][j], xv[j]) + b[i][j] * xsum[j];
+                    if constexpr (PAIR) acc2[i] += s2[i][j] * mv_dot<BITS>(wv2[i][j], xv[j]) + b2[i][j] * xsum[j];
+                }
             }
         }
     }
@@ -523,6 +542,7 @@ __device__ __forceinline__ void mv_fast(float* y, const u8* w, const u8* sc, con
 
 MV_KERNEL(mv_q4, mv2_q4, 4)
 MV_KERNEL(mv_q8, mv2_q8, 8)
+MV_KERNEL(mv_bf16, mv2_bf16, 16)
 
 // ExpertJobs is a decode batch's jobs passed by value (no staging copy): at
 // most MVX_MAXJ, each with one token.
@@ -563,7 +583,7 @@ __device__ __forceinline__ void mvx_down(const ExpertJobs& jobs, int n, const fl
     constexpr int CC = MV<BITS>::CC, PAD = MV<BITS>::PAD;
     extern __shared__ float4 mv_smem[];
     float* xs = (float*)mv_smem;
-    const int nch = I / CC, ngr = I / gs;
+    const int nch = I / CC, ngr = BITS == 16 ? 0 : I / gs;
     mv_stage<BITS>(xs, h, I, n, (long)MM_TOK * I);
     __syncthreads();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -584,10 +604,12 @@ __device__ __forceinline__ void mvx_down(const ExpertJobs& jobs, int n, const fl
             for (int g = 0; g < MVX_G; g++) {
                 if (j0 + g < n && ch < nch) {
                     const ExpertJob& j = jobs.j[j0 + g];
-                    const long gi = (long)r * ngr + (ch * CC) / gs;
                     wv[g] = ((const uint4*)(j.dw + (long)r * rowBytes))[ch];
-                    s[g] = load_float(j.ds, gi, sfmt);
-                    b[g] = load_float(j.db, gi, sfmt);
+                    if constexpr (BITS != 16) {
+                        const long gi = (long)r * ngr + (ch * CC) / gs;
+                        s[g] = load_float(j.ds, gi, sfmt);
+                        b[g] = load_float(j.db, gi, sfmt);
+                    }
                 }
             }
 #pragma unroll
@@ -601,7 +623,8 @@ __device__ __forceinline__ void mvx_down(const ExpertJobs& jobs, int n, const fl
                         xv[4 * k] = v.x; xv[4 * k + 1] = v.y; xv[4 * k + 2] = v.z; xv[4 * k + 3] = v.w;
                         xsum += (v.x + v.y) + (v.z + v.w);
                     }
-                    acc[g] += s[g] * mv_dot<BITS>(wv[g], xv) + b[g] * xsum;
+                    if constexpr (BITS == 16) acc[g] += mv_dot<BITS>(wv[g], xv);
+                    else acc[g] += s[g] * mv_dot<BITS>(wv[g], xv) + b[g] * xsum;
                 }
             }
         }
@@ -635,6 +658,7 @@ __device__ __forceinline__ void mvx_down(const ExpertJobs& jobs, int n, const fl
 
 MVX_KERNEL(mvx_up_q4, mvx_down_q4, 4)
 MVX_KERNEL(mvx_up_q8, mvx_down_q8, 8)
+MVX_KERNEL(mvx_up_bf16, mvx_down_bf16, 16)
 
 // MVBatch is up to MVB_MAX one-token products of one input row by matrices
 // of one format and width (an attention layer's q, k and v projections, a
@@ -664,3 +688,4 @@ struct MVBatch {
 
 MVB_KERNEL(mvb_q4, 4)
 MVB_KERNEL(mvb_q8, 8)
+MVB_KERNEL(mvb_bf16, 16)

@@ -433,8 +433,8 @@ func (g *gpu) deferMatVec(y *tensor, m *Matrix, x *tensor) bool {
 	p := &b.mv
 	if len(p.ms) > 0 {
 		m0 := p.ms[0]
-		if !sameTensor(p.x, x) || len(p.ms) == mvbMax || m.Bits != m0.Bits || m.GroupSize != m0.GroupSize ||
-			m.ScaleFormat != m0.ScaleFormat || y.ptr == x.ptr {
+		if !sameTensor(p.x, x) || len(p.ms) == mvbMax || m.Format != m0.Format || m.Bits != m0.Bits ||
+			m.GroupSize != m0.GroupSize || m.ScaleFormat != m0.ScaleFormat || y.ptr == x.ptr {
 			g.flushOthersLocked()
 		}
 	}

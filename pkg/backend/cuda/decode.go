@@ -23,8 +23,8 @@ const (
 
 // Kernels launched with dynamic shared memory beyond the default 48 KiB:
 // loadModule raises their limit to maxDynamicShared.
-var dynamicSharedKernels = []string{"attend", "attend_split", "mv_q4", "mv2_q4", "mv_q8", "mv2_q8",
-	"mvx_up_q4", "mvx_down_q4", "mvx_up_q8", "mvx_down_q8", "mvb_q4", "mvb_q8"}
+var dynamicSharedKernels = []string{"attend", "attend_split", "mv_q4", "mv2_q4", "mv_q8", "mv2_q8", "mv_bf16", "mv2_bf16",
+	"mvx_up_q4", "mvx_down_q4", "mvx_up_q8", "mvx_down_q8", "mvx_up_bf16", "mvx_down_bf16", "mvb_q4", "mvb_q8", "mvb_bf16"}
 
 // maxDynamicShared is the dynamic shared memory a block may ask for: the
 // opt-in maximum less room for the kernels' static arrays.
@@ -38,12 +38,32 @@ func mvShared(bits, cols, n int) int {
 	return n * (cols / cc) * (cc + 4) * 4
 }
 
+// gemvBits returns the GEMV kernels' BITS for m's format: 4 or 8 for affine
+// rows of that width, 16 for bf16 rows, 0 when they do not take it.
+func gemvBits(m *Matrix) int {
+	switch {
+	case m.Format == backend.Affine && (m.Bits == 4 || m.Bits == 8):
+		return m.Bits
+	case m.Format == backend.BF16:
+		return 16
+	}
+	return 0
+}
+
+// gemvSuffix names the GEMV kernels of BITS bits: q4, q8, bf16.
+func gemvSuffix(bits int) string {
+	if bits == 16 {
+		return "bf16"
+	}
+	return fmt.Sprintf("q%d", bits)
+}
+
 // gemvFits reports whether the one-token kernels take m (a matrix fastKernel
-// accepts) with n input rows staged: 4- or 8-bit rows whose staged input fits
-// in shared memory (hidden sizes up to ~12k columns).
+// accepts) with n input rows staged: 4- or 8-bit or bf16 rows whose staged
+// input fits in shared memory (hidden sizes up to ~12k columns).
 func (d *Device) gemvFits(m *Matrix, n int) bool {
-	return m.Format == backend.Affine && (m.Bits == 4 || m.Bits == 8) && m.Cols%(128/m.Bits) == 0 &&
-		mvShared(m.Bits, m.Cols, n) <= d.maxDynamicShared()
+	bits := gemvBits(m)
+	return bits != 0 && m.Cols%(128/bits) == 0 && mvShared(bits, m.Cols, n) <= d.maxDynamicShared()
 }
 
 // ExpertJobs mirrors matmul.cu's struct ExpertJobs: a decode batch's jobs,
@@ -66,21 +86,23 @@ var (
 // is overwritten instead of added to (it was just cleared). It reports false,
 // queuing nothing, when the shapes do not fit the kernels.
 func (d *Device) expertBatchOneTok(kind string, jobs []ExpertJob, h, x, out uintptr, I, H, gs, sfmt int, zero bool) bool {
-	bits := 0
+	var gate, down *Matrix
 	switch kind {
-	case "mmx_q4":
-		bits = 4
-	case "mmx_q8":
-		bits = 8
+	case "mmx_q4", "mmx_q8":
+		bits := int(kind[len("mmx_q")] - '0')
+		gate = &Matrix{Rows: I, Cols: H, Format: backend.Affine, Bits: bits}
+		down = &Matrix{Rows: H, Cols: I, Format: backend.Affine, Bits: bits}
+	case "mmx_bf16":
+		gate = &Matrix{Rows: I, Cols: H, Format: backend.BF16}
+		down = &Matrix{Rows: H, Cols: I, Format: backend.BF16}
 	default:
 		return false
 	}
+	bits := gemvBits(gate)
 	n := len(jobs)
 	if n == 0 || n > mvxMaxJobs || debugNoGemv {
 		return false
 	}
-	gate := &Matrix{Rows: I, Cols: H, Format: backend.Affine, Bits: bits}
-	down := &Matrix{Rows: H, Cols: I, Format: backend.Affine, Bits: bits}
 	if !d.gemvFits(gate, 1) || !d.gemvFits(down, n) {
 		return false
 	}
@@ -132,7 +154,8 @@ func (d *Device) MatVecBatch(ms []*Matrix, ys []uintptr, x uintptr) {
 	}
 	defer d.leave()
 	m0 := ms[0]
-	if len(ms) > mvbMax || len(ys) != len(ms) {
+	bits := gemvBits(m0)
+	if len(ms) > mvbMax || len(ys) != len(ms) || bits == 0 {
 		d.fail(fmt.Errorf("cuda: MatVecBatch of %d matrices (%d outputs), at most %d", len(ms), len(ys), mvbMax))
 		return
 	}
@@ -152,8 +175,7 @@ func (d *Device) MatVecBatch(ms []*Matrix, ys []uintptr, x uintptr) {
 	for i := len(ms); i <= mvbMax; i++ {
 		b.Start[i] = int32(blocks)
 	}
-	k := fmt.Sprintf("mvb_q%d", m0.Bits)
-	d.launchWith(k, [3]int{blocks, 1, 1}, mvWarps*32, mvShared(m0.Bits, m0.Cols, 1), 0, uintptr(unsafe.Pointer(b)),
+	d.launchWith("mvb_"+gemvSuffix(bits), [3]int{blocks, 1, 1}, mvWarps*32, mvShared(bits, m0.Cols, 1), 0, uintptr(unsafe.Pointer(b)),
 		0, uint64(x), argI(m0.Cols), argI(m0.GroupSize), argI(int(m0.ScaleFormat)))
 }
 

@@ -11,9 +11,10 @@ import (
 	"github.com/fm-moe/fm/pkg/backend"
 )
 
-// TestGEMVWide covers the one-token GEMV beyond one tile of columns (2048 at
-// 4 bits, 1024 at 8), rows of any width up to a staged input beyond the
-// default 48 KiB of shared memory, and the SwiGLU pair kernel through MLP.
+// TestGEMVWide covers the one-token GEMV (4-bit, 8-bit, bf16) beyond one
+// tile of columns (2048 at 4 bits, 1024 at 8 and bf16), rows of any width up
+// to a staged input beyond the default 48 KiB of shared memory, and the
+// SwiGLU pair kernel through MLP.
 func TestGEMVWide(t *testing.T) {
 	d := openGPU(t)
 	r := rand.New(rand.NewPCG(21, 22))
@@ -24,11 +25,13 @@ func TestGEMVWide(t *testing.T) {
 		{Format: backend.Affine, Bits: 4, GroupSize: 128, ScaleFormat: backend.F32},
 		{Format: backend.Affine, Bits: 8, GroupSize: 64, ScaleFormat: backend.BF16},
 		{Format: backend.Affine, Bits: 8, GroupSize: 32, ScaleFormat: backend.F16},
+		{Format: backend.BF16},
 	} {
-		for _, sh := range []struct{ rows, cols int }{{3, 1056}, {9, 2080}, {130, 4096}, {17, 6144}, {5, 12288}, {2, 1088}} {
+		fits := func(cols int) bool { return base.Format != backend.Affine || cols%base.GroupSize == 0 }
+		for _, sh := range []struct{ rows, cols int }{{3, 1056}, {9, 2080}, {130, 4096}, {17, 6144}, {5, 12288}, {2, 1088}, {128, 2048}} {
 			desc := base
 			desc.Rows, desc.Cols = sh.rows, sh.cols
-			if desc.Cols%desc.GroupSize != 0 {
+			if !fits(desc.Cols) {
 				continue
 			}
 			s := randStored(r, desc)
@@ -46,7 +49,7 @@ func TestGEMVWide(t *testing.T) {
 		const H, I = 4160, 2080
 		gd, dd := base, base
 		gd.Rows, gd.Cols, dd.Rows, dd.Cols = I, H, H, I
-		if H%gd.GroupSize != 0 || I%gd.GroupSize != 0 {
+		if !fits(H) || !fits(I) {
 			continue
 		}
 		gate, up, down := randStored(r, gd), randStored(r, gd), randStored(r, dd)
@@ -75,6 +78,7 @@ func TestExpertBatchDecode(t *testing.T) {
 	for _, base := range []backend.MatrixDesc{
 		{Format: backend.Affine, Bits: 4, GroupSize: 64, ScaleFormat: backend.BF16},
 		{Format: backend.Affine, Bits: 8, GroupSize: 32, ScaleFormat: backend.F16},
+		{Format: backend.BF16},
 	} {
 		gd, dd := base, base
 		gd.Rows, gd.Cols, dd.Rows, dd.Cols = I, H, H, I

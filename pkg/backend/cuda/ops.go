@@ -151,7 +151,7 @@ func (d *Device) matMul(a *MM) {
 			// groups on a grid of 4 a multiprocessor (x staged less often),
 			// and the same loop on one block a group with the first loads
 			// before x is staged (docs/PERF.md).
-			d.launchRows(k, [3]int{(m.Rows + rpb - 1) / rpb, 1, 1}, mvWarps*32, mvShared(m.Bits, m.Cols, 1), rowsAt, a.Rows, args...)
+			d.launchRows(k, [3]int{(m.Rows + rpb - 1) / rpb, 1, 1}, mvWarps*32, mvShared(gemvBits(m), m.Cols, 1), rowsAt, a.Rows, args...)
 			return
 		}
 		if a.Mode == MMSwiGLU {
