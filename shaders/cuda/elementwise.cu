@@ -37,10 +37,14 @@ extern "C" __global__ void gather(float* dst, const float* src, const int* tok, 
         dst[(long)i * H + c] = src[(long)tok[i] * H + c];
 }
 
-// first_nonfinite sets *out to the smallest row (of cols floats) of x that
-// holds a NaN or an infinity (exponent bits all ones); *out starts above any
-// row index.
-extern "C" __global__ void first_nonfinite(const float* x, long n, int cols, int* out) {
+// first_nonfinite sets *out to base | the smallest row (of cols floats) of x
+// that holds a NaN or an infinity (exponent bits all ones); *out starts
+// above. base, when not 0, is a MarkSet's generation in the high byte
+// (marks.go), the row then clamped below 2^24.
+extern "C" __global__ void first_nonfinite(const float* x, long n, int cols, int* out, int base) {
     for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
-        if ((__float_as_uint(x[i]) & 0x7f800000u) == 0x7f800000u) atomicMin(out, (int)(i / cols));
+        if ((__float_as_uint(x[i]) & 0x7f800000u) == 0x7f800000u) {
+            const long r = i / cols;
+            atomicMin(out, base ? base | (int)(r < 0xffffff ? r : 0xffffff) : (int)r);
+        }
 }

@@ -90,8 +90,8 @@ extern "C" __global__ void l2norm_heads(float* x, int nk, int dk, int kd, int ld
 // add_rmsnorm: for row r = blockIdx.x, optionally h[r] += a[r] first (a not
 // null; h written back, as add does), then dst[r] = h[r] / sqrt(mean(h[r]²) +
 // eps) · w — the residual add and the next RMSNorm in one launch — and, with
-// mark not null, atomicMin(mark, r) when the row (after the add) holds a NaN
-// or an infinity (first_nonfinite's contract, fused). Every value a thread
+// mark not null, atomicMin(mark, markBase | r) when the row (after the add)
+// holds a NaN or an infinity (first_nonfinite's contract, fused). Every value a thread
 // needs (at most RN_NPT of h, a and w) is loaded before the first is used, so
 // the row costs one memory round trip, not one per element (the separate
 // rmsnorm measured ~10 µs for one row of 2048, docs/PERF.md). dst may alias h.
@@ -99,7 +99,8 @@ extern "C" __global__ void l2norm_heads(float* x, int nk, int dk, int kd, int ld
 // values stay in registers).
 #define RN_NPT 16
 extern "C" __global__ void __launch_bounds__(512) add_rmsnorm(float* h, const float* a, float* dst, const float* w, int n,
-                                                                int ldh, int lda, int ldd, double eps, int* mark) {
+                                                                int ldh, int lda, int ldd, double eps, int* mark,
+                                                                int markBase) {
     __shared__ double scratch[32];
     float* hr = h + (long)blockIdx.x * ldh;
     const float* ar = a ? a + (long)blockIdx.x * lda : nullptr;
@@ -125,7 +126,7 @@ extern "C" __global__ void __launch_bounds__(512) add_rmsnorm(float* h, const fl
             ss += (double)v[k] * (double)v[k];
         }
     }
-    if (mark && bad) atomicMin(mark, (int)blockIdx.x);
+    if (mark && bad) atomicMin(mark, markBase | (int)(blockIdx.x < 0xffffffu ? blockIdx.x : 0xffffffu));
     ss = block_sum_d(ss, scratch);
     const float inv = (float)(1.0 / sqrt((double)(float)(ss / n) + eps));
     float* dr = dst + (long)blockIdx.x * ldd;

@@ -476,10 +476,11 @@ func (g *gpu) RMSNorm(dst, x, w backend.Tensor, eps float64) {
 		return
 	}
 	defer g.d.leave()
+	var base int32
 	if add.marks != nil {
-		mark = add.marks.slotLocked(add.slot)
+		mark, base = add.marks.slotLocked(add.slot)
 	}
-	g.d.addRMSNorm(td.ptr, td.cols, tx.ptr, tx.cols, a, tx.cols, tw.ptr, tx.cols, tx.rows, eps, mark)
+	g.d.addRMSNorm(td.ptr, td.cols, tx.ptr, tx.cols, a, tx.cols, tw.ptr, tx.cols, tx.rows, eps, mark, base)
 }
 
 func (g *gpu) Clear(x backend.Tensor) {

@@ -189,16 +189,17 @@ func addNormFits(n int) bool { return n <= rnMaxPerThread*512 }
 // back), then dst = rmsnorm(h)·w, and with mark not 0 the smallest row with a
 // non-finite value of h into *mark (atomicMin). Rows of n floats; h, a and
 // dst of strides ldh, lda, ldd.
-func (d *Device) AddRMSNorm(dst uintptr, ldd int, h uintptr, ldh int, a uintptr, lda int, w uintptr, n, rows int, eps float64, mark uintptr) {
+// A mark is markBase | row (a MarkSet's generation, see MarkSet).
+func (d *Device) AddRMSNorm(dst uintptr, ldd int, h uintptr, ldh int, a uintptr, lda int, w uintptr, n, rows int, eps float64, mark uintptr, markBase int32) {
 	if !d.enter() {
 		d.leave()
 		return
 	}
 	defer d.leave()
-	d.addRMSNorm(dst, ldd, h, ldh, a, lda, w, n, rows, eps, mark)
+	d.addRMSNorm(dst, ldd, h, ldh, a, lda, w, n, rows, eps, mark, markBase)
 }
 
-func (d *Device) addRMSNorm(dst uintptr, ldd int, h uintptr, ldh int, a uintptr, lda int, w uintptr, n, rows int, eps float64, mark uintptr) {
+func (d *Device) addRMSNorm(dst uintptr, ldd int, h uintptr, ldh int, a uintptr, lda int, w uintptr, n, rows int, eps float64, mark uintptr, markBase int32) {
 	if !addNormFits(n) {
 		d.fail(fmt.Errorf("cuda: add_rmsnorm over rows of %d, at most %d", n, rnMaxPerThread*512))
 		return
@@ -210,7 +211,7 @@ func (d *Device) addRMSNorm(dst uintptr, ldd int, h uintptr, ldh int, a uintptr,
 		b <<= 1
 	}
 	d.launch("add_rmsnorm", [3]int{rows, 1, 1}, b, 0, uint64(h), uint64(a), uint64(dst), uint64(w), argI(n),
-		argI(ldh), argI(lda), argI(ldd), argD(eps), uint64(mark))
+		argI(ldh), argI(lda), argI(ldd), argD(eps), uint64(mark), argI(int(markBase)))
 }
 
 // Attention split over the positions (attention.cu, attend_split): at most

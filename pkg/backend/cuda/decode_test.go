@@ -383,3 +383,44 @@ func TestDeferredFusions(t *testing.T) {
 		p.m.Release()
 	}
 }
+
+// TestMarkGenerations reads marks over more than one wrap of the mark
+// generations (the slots are never reset between reads, only every 126):
+// each read sees exactly the marks made since the one before.
+func TestMarkGenerations(t *testing.T) {
+	d := openGPU(t)
+	mk, err := d.(*gpu).NewMarks(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mk.Release()
+	const rows, cols = 5, 8
+	x, _ := d.NewTensor(rows, cols)
+	got := make([]int, 3)
+	for i := 0; i < 300; i++ {
+		v := make([]float32, rows*cols)
+		want := -1
+		if i%3 != 0 {
+			want = i % rows
+			v[want*cols+i%cols] = float32(math.NaN())
+			if want+1 < rows {
+				v[(want+1)*cols] = float32(math.Inf(-1)) // a later row too: the smallest stays
+			}
+		}
+		d.Upload(x, v)
+		if i%2 == 0 {
+			mk.Mark(0, x)
+		}
+		mk.Mark(1, x)
+		if err := mk.Read(got); err != nil {
+			t.Fatal(err)
+		}
+		w0 := want
+		if i%2 != 0 {
+			w0 = -1
+		}
+		if got[0] != w0 || got[1] != want || got[2] != -1 {
+			t.Fatalf("read %d: marks %v, want [%d %d -1]", i, got, w0, want)
+		}
+	}
+}

@@ -536,7 +536,7 @@ func (d *Device) FirstNonFinite(x uintptr, n, cols int) (int, error) {
 	}
 	// 0x7f in every byte: 2139062143, above any row index.
 	d.fail(d.drv.call("cuMemsetD8Async", d.drv.cuMemsetD8Async, d.flag.Ptr, 0x7f, 4, d.stream))
-	d.launch("first_nonfinite", [3]int{max(1, min((n+255)/256, d.Info.SMs*8)), 1, 1}, 256, 0, uint64(x), argL(int64(n)), argI(cols), uint64(d.flag.Ptr))
+	d.launch("first_nonfinite", [3]int{max(1, min((n+255)/256, d.Info.SMs*8)), 1, 1}, 256, 0, uint64(x), argL(int64(n)), argI(cols), uint64(d.flag.Ptr), 0)
 	var row int32
 	if err := d.drv.call("cuMemcpyDtoHAsync", d.drv.cuMemcpyDtoHAsync, uintptr(unsafe.Pointer(&row)), d.flag.Ptr, 4, d.stream); err != nil {
 		d.fail(err)
