@@ -505,23 +505,57 @@ __device__ __forceinline__ void mv_fast(float* y, const u8* w, const u8* sc, con
     __syncthreads();
     const int warp = threadIdx.x >> 5, nch = cols / CC;
     const int r0 = row0 + warp * R;
-    if (r0 >= rows) return;
-    float acc[R], acc2[R];
+    if (r0 < rows) { // no early return: a row epilogue may follow (row_epilogue's barriers)
+        float acc[R], acc2[R];
 #pragma unroll
-    for (int i = 0; i < R; i++) acc[i] = acc2[i] = 0.f;
-    for (int c0 = 0; c0 < nch; c0 += 32 * TC) {
-        float xv[TC][CC], xsum[TC];
-        mv_xtile<BITS>(xs, c0, nch, xv, xsum);
-        mv_rows<BITS, PAIR, R>(w, sc, bi, w2, sc2, bi2, r0, rows, cols, gs, sfmt, c0, xv, xsum, acc, acc2);
-    }
+        for (int i = 0; i < R; i++) acc[i] = acc2[i] = 0.f;
+        for (int c0 = 0; c0 < nch; c0 += 32 * TC) {
+            float xv[TC][CC], xsum[TC];
+            mv_xtile<BITS>(xs, c0, nch, xv, xsum);
+            mv_rows<BITS, PAIR, R>(w, sc, bi, w2, sc2, bi2, r0, rows, cols, gs, sfmt, c0, xv, xsum, acc, acc2);
+        }
 #pragma unroll
-    for (int i = 0; i < R; i++) {
-        if (r0 + i >= rows) break;
-        float a[MM_TOK], a2[MM_TOK];
-        a[0] = acc[i];
-        a2[0] = PAIR ? acc2[i] : 0.f;
-        mm_out(a, a2, PAIR, y, yrows, ywt, 0, 1, r0 + i, ldy, mode, ra);
+        for (int i = 0; i < R; i++) {
+            if (r0 + i >= rows) break;
+            float a[MM_TOK], a2[MM_TOK];
+            a[0] = acc[i];
+            a2[0] = PAIR ? acc2[i] : 0.f;
+            mm_out(a, a2, PAIR, y, yrows, ywt, 0, 1, r0 + i, ldy, mode, ra);
+        }
     }
+}
+
+// RowEpi is a row epilogue of a one-token product whose output y is one row
+// of n floats (on = 0: none): h += y, the non-finite mark of the result
+// (mark not null: atomicMin(mark, markBase | 0)), then dst = rmsnorm(h)·w
+// (dst not null) — the residual add, its check and the next RMSNorm, which
+// otherwise cost a launch of their own (add_rmsnorm) after the product. The
+// last block of the launch to finish runs it (cnt: a counter that is 0 before
+// and after the launch), after every block's output is visible.
+struct RowEpi {
+    float* h;
+    float* dst;
+    const float* w;
+    int* mark;
+    u32* cnt;
+    double eps;
+    int n, markBase, on;
+};
+
+// row_epilogue: called by every thread of every block after its outputs are
+// written (no thread may have returned). n ≤ RN_NPT·blockDim.x.
+__device__ __forceinline__ void row_epilogue(const RowEpi& e, const float* y) {
+    __shared__ double scratch[32];
+    __shared__ int last;
+    if (!e.on) return;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(e.cnt, 1u) == gridDim.x * gridDim.y * gridDim.z - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    add_rmsnorm_row<true>(e.h, y, e.dst, e.w, e.n, e.eps, e.mark, e.markBase, 0, scratch);
+    if (threadIdx.x == 0) *e.cnt = 0;
 }
 
 // Rows per warp: 4, or 2 for gate+up pairs (twice the registers a row).
@@ -588,11 +622,10 @@ __device__ __forceinline__ void mvx_down(const ExpertJobs& jobs, int n, const fl
     __syncthreads();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int r = blockIdx.x * (blockDim.x >> 5) + warp;
-    if (r >= H) return;
     const long rowBytes = (long)I * BITS / 8;
     float tot = 0.f;
     int cur = -1;
-    for (int j0 = 0; j0 < n; j0 += MVX_G) {
+    for (int j0 = 0; j0 < (r < H ? n : 0); j0 += MVX_G) { // no early return: the row epilogue's barriers
         float acc[MVX_G];
 #pragma unroll
         for (int g = 0; g < MVX_G; g++) acc[g] = 0.f;
@@ -652,8 +685,10 @@ __device__ __forceinline__ void mvx_down(const ExpertJobs& jobs, int n, const fl
         mvx_up<BITS>(jobs, h, x, I, H, gs, sfmt);                                                                 \
     }                                                                                                             \
     extern "C" __global__ void __launch_bounds__(256)                                                            \
-        down(ExpertJobs jobs, int n, const float* h, float* out, int I, int H, int gs, int sfmt, int zero) {     \
+        down(ExpertJobs jobs, int n, const float* h, float* out, int I, int H, int gs, int sfmt, int zero,       \
+             RowEpi epi) {                                                                                        \
         mvx_down<BITS>(jobs, n, h, out, I, H, gs, sfmt, zero);                                                    \
+        row_epilogue(epi, out);                                                                                   \
     }
 
 MVX_KERNEL(mvx_up_q4, mvx_down_q4, 4)
@@ -673,10 +708,11 @@ struct MVBatch {
     int start[MVB_MAX + 1];
     int n;
 };
+// (With n = 1, a row epilogue on y[0] may follow: epi.)
 
 #define MVB_KERNEL(name, BITS)                                                                                   \
     extern "C" __global__ void __launch_bounds__(MV_WARPS * 32)                                                  \
-        name(MVBatch b, const float* x, int cols, int gs, int sfmt) {                                            \
+        name(MVBatch b, const float* x, int cols, int gs, int sfmt, RowEpi epi) {                                \
         int m = 0;                                                                                                \
         while (m + 1 < b.n && (int)blockIdx.x >= b.start[m + 1]) m++;                                            \
         RowArgs ra;                                                                                               \
@@ -684,6 +720,7 @@ struct MVBatch {
         mv_fast<BITS, false, MV_R>(b.y[m], b.w[m], b.sc[m], b.bi[m], nullptr, nullptr, nullptr, x, b.rows[m], cols, \
                                    gs, sfmt, nullptr, nullptr, b.rows[m], MM_STORE, ra,                           \
                                    ((int)blockIdx.x - b.start[m]) * MV_WARPS * MV_R);                             \
+        row_epilogue(epi, b.y[0]);                                                                                \
     }
 
 MVB_KERNEL(mvb_q4, 4)

@@ -91,48 +91,12 @@ extern "C" __global__ void l2norm_heads(float* x, int nk, int dk, int kd, int ld
 // null; h written back, as add does), then dst[r] = h[r] / sqrt(mean(h[r]²) +
 // eps) · w — the residual add and the next RMSNorm in one launch — and, with
 // mark not null, atomicMin(mark, markBase | r) when the row (after the add)
-// holds a NaN or an infinity (first_nonfinite's contract, fused). Every value a thread
-// needs (at most RN_NPT of h, a and w) is loaded before the first is used, so
-// the row costs one memory round trip, not one per element (the separate
-// rmsnorm measured ~10 µs for one row of 2048, docs/PERF.md). dst may alias h.
-// n ≤ RN_NPT·blockDim.x, blockDim.x ≤ 512 (128 registers a thread: the
-// values stay in registers).
-#define RN_NPT 16
+// holds a NaN or an infinity (first_nonfinite's contract, fused): see
+// add_rmsnorm_row (elementwise.cu). dst may alias h. n ≤ RN_NPT·blockDim.x.
 extern "C" __global__ void __launch_bounds__(512) add_rmsnorm(float* h, const float* a, float* dst, const float* w, int n,
                                                                 int ldh, int lda, int ldd, double eps, int* mark,
                                                                 int markBase) {
     __shared__ double scratch[32];
-    float* hr = h + (long)blockIdx.x * ldh;
-    const float* ar = a ? a + (long)blockIdx.x * lda : nullptr;
-    float v[RN_NPT], wv[RN_NPT], av[RN_NPT];
-#pragma unroll
-    for (int k = 0; k < RN_NPT; k++) {
-        const int i = threadIdx.x + k * blockDim.x;
-        v[k] = i < n ? hr[i] : 0.f;
-        av[k] = (ar && i < n) ? ar[i] : 0.f;
-        wv[k] = i < n ? w[i] : 0.f;
-    }
-    double ss = 0;
-    int bad = 0;
-#pragma unroll
-    for (int k = 0; k < RN_NPT; k++) {
-        const int i = threadIdx.x + k * blockDim.x;
-        if (i < n) {
-            if (ar) {
-                v[k] = v[k] + av[k];
-                hr[i] = v[k];
-            }
-            bad |= (__float_as_uint(v[k]) & 0x7f800000u) == 0x7f800000u;
-            ss += (double)v[k] * (double)v[k];
-        }
-    }
-    if (mark && bad) atomicMin(mark, markBase | (int)(blockIdx.x < 0xffffffu ? blockIdx.x : 0xffffffu));
-    ss = block_sum_d(ss, scratch);
-    const float inv = (float)(1.0 / sqrt((double)(float)(ss / n) + eps));
-    float* dr = dst + (long)blockIdx.x * ldd;
-#pragma unroll
-    for (int k = 0; k < RN_NPT; k++) {
-        const int i = threadIdx.x + k * blockDim.x;
-        if (i < n) dr[i] = v[k] * inv * wv[k];
-    }
+    add_rmsnorm_row<false>(h + (long)blockIdx.x * ldh, a ? a + (long)blockIdx.x * lda : nullptr,
+                           dst + (long)blockIdx.x * ldd, w, n, eps, mark, markBase, blockIdx.x, scratch);
 }

@@ -434,7 +434,7 @@ func (g *gpu) deferMatVec(y *tensor, m *Matrix, x *tensor) bool {
 	if len(p.ms) > 0 {
 		m0 := p.ms[0]
 		if !sameTensor(p.x, x) || len(p.ms) == mvbMax || m.Format != m0.Format || m.Bits != m0.Bits ||
-			m.GroupSize != m0.GroupSize || m.ScaleFormat != m0.ScaleFormat || y.ptr == x.ptr {
+			m.GroupSize != m0.GroupSize || m.ScaleFormat != m0.ScaleFormat || y.ptr == x.ptr || b.epi.h != nil {
 			g.flushOthersLocked()
 		}
 	}
@@ -455,6 +455,13 @@ func (g *gpu) RMSNorm(dst, x, w backend.Tensor, eps float64) {
 	b := &g.batch
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	// The RMSNorm of a residual add deferred with its product: into the
+	// product's last block (row_epilogue).
+	if e := &b.epi; e.h != nil && e.dst == nil && sameTensor(e.h, tx) {
+		e.dst, e.w, e.eps = td, tw, eps
+		g.flushLocked()
+		return
+	}
 	if !addNormFits(tx.cols) || debugNoFuse {
 		g.flushLocked()
 		g.d.RMSNorm(td.ptr, td.cols, tx.ptr, tx.cols, tw.ptr, tx.cols, tx.rows, eps)
@@ -502,6 +509,11 @@ func (g *gpu) Add(dst, x backend.Tensor) {
 	b := &g.batch
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if out, threads := b.epiOut(); out != nil && !debugNoFuse && sameTensor(out, tx) && td.rows == 1 &&
+		epiFits(td.cols, threads) && td.ptr != tx.ptr {
+		b.epi = pendingEpi{h: td, out: tx} // see pendingEpi: into the product's kernel
+		return
+	}
 	g.flushLocked()
 	if debugNoFuse {
 		g.d.Add(td.ptr, tx.ptr, td.n())

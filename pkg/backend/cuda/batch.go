@@ -51,6 +51,82 @@ type expertBatch struct {
 	add   pendingAdd
 	clear *tensor // a pending Clear
 	mv    pendingMV
+	epi   pendingEpi // with jobs or mv pending (one row): see pendingEpi
+}
+
+// pendingEpi is a residual add h += out deferred with the one-token product
+// (the experts' batch, or a lone product) whose one-row output out it adds,
+// with the Mark of its result and the next RMSNorm of h when they come:
+// the product's kernel runs them in its last block (row_epilogue), which
+// saves the add_rmsnorm launch after o_proj and after the experts. h nil:
+// none.
+type pendingEpi struct {
+	h, out *tensor
+	marks  *MarkSet
+	slot   int
+	dst, w *tensor // the RMSNorm (dst nil: none yet)
+	eps    float64
+}
+
+// epiOut returns the one-row output of the pending product a residual add
+// may join, with the block size of the kernel that would run the epilogue,
+// or nil.
+func (b *expertBatch) epiOut() (*tensor, int) {
+	if b.epi.h != nil {
+		return nil, 0
+	}
+	if len(b.jobs) > 0 && b.out.rows == 1 {
+		return b.out, mvxDownWarps * 32
+	}
+	if len(b.mv.ms) == 1 && b.mv.ys[0].rows == 1 {
+		return b.mv.ys[0], mvWarps * 32
+	}
+	return nil, 0
+}
+
+// rowEpiLocked turns the pending epilogue into the kernel's struct (nil:
+// none), registering its mark (caller holds b.mu, not the device).
+func (g *gpu) rowEpiLocked() *rowEpi {
+	e := g.batch.epi
+	if e.h == nil {
+		return nil
+	}
+	r := &rowEpi{H: e.h.ptr, N: int32(e.h.cols), Eps: e.eps}
+	if e.dst != nil {
+		r.Dst, r.W = e.dst.ptr, e.w.ptr
+	}
+	if e.marks != nil {
+		if !g.d.enter() {
+			g.d.leave()
+			return r
+		}
+		p, base := e.marks.slotLocked(e.slot)
+		g.d.leave()
+		r.Mark, r.MarkBase = p, base
+	}
+	return r
+}
+
+// epiAlone runs a pending epilogue that its product's kernel could not.
+func (g *gpu) epiAlone(e pendingEpi) {
+	if e.dst != nil {
+		var mark uintptr
+		var base int32
+		if !g.d.enter() {
+			g.d.leave()
+			return
+		}
+		if e.marks != nil {
+			mark, base = e.marks.slotLocked(e.slot)
+		}
+		g.d.addRMSNorm(e.dst.ptr, e.dst.cols, e.h.ptr, e.h.cols, e.out.ptr, e.out.cols, e.w.ptr, e.h.cols, 1, e.eps, mark, base)
+		g.d.leave()
+		return
+	}
+	g.d.Add(e.h.ptr, e.out.ptr, e.h.n())
+	if e.marks != nil {
+		e.marks.Mark(e.slot, e.h.ptr, e.h.n(), e.h.cols)
+	}
 }
 
 // pendingAdd is a deferred dst += src (dst nil: none), with the Mark of
@@ -92,7 +168,7 @@ func batchKind(gate, up, down *Matrix, x *tensor) string {
 func (g *gpu) queueExpert(out, x *tensor, kind string, gate, up, down *Matrix, rows []int, weights []float32) {
 	b := &g.batch
 	b.mu.Lock()
-	if len(b.jobs) > 0 && (b.out != out || b.x != x || b.kind != kind || b.I != gate.Rows || len(b.jobs) == maxBatchJobs) {
+	if len(b.jobs) > 0 && (b.out != out || b.x != x || b.kind != kind || b.I != gate.Rows || len(b.jobs) == maxBatchJobs || b.epi.h != nil) {
 		g.flushLocked()
 	}
 	cleared := false
@@ -152,10 +228,13 @@ func (g *gpu) flushOthersLocked() {
 		for i, y := range p.ys {
 			ys[i] = y.ptr
 		}
-		if len(p.ms) == 1 {
+		if epi := g.rowEpiLocked(); epi != nil {
+			b.epi = pendingEpi{}
+			g.d.MatVecBatch(p.ms[:1], ys[:1], p.x.ptr, epi)
+		} else if len(p.ms) == 1 {
 			g.d.MatMul(&MM{Y: ys[0], LdY: p.ys[0].cols, W: p.ms[0], X: p.x.ptr, LdX: p.x.cols, T: 1, Mode: MMStore})
 		} else {
-			g.d.MatVecBatch(p.ms, ys[:len(p.ms)], p.x.ptr)
+			g.d.MatVecBatch(p.ms, ys[:len(p.ms)], p.x.ptr, nil)
 		}
 		clear(p.ms)
 		clear(p.ys)
@@ -170,6 +249,8 @@ func (g *gpu) flushJobsLocked() {
 		return
 	}
 	defer func() { b.jobs, b.out, b.x, b.cleared = b.jobs[:0], nil, nil, false }()
+	epiP := b.epi
+	b.epi = pendingEpi{}
 	oneTok := true
 	for i := range b.jobs {
 		oneTok = oneTok && b.jobs[i].N == 1
@@ -183,9 +264,16 @@ func (g *gpu) flushJobsLocked() {
 		return // kept by the device, reported at the next sync
 	}
 	defer g.d.Free(h)
-	// A decode step: jobs by value, two launches, no staging copy.
-	if oneTok && g.d.expertBatchOneTok(b.kind, b.jobs, h.Ptr, b.x.ptr, b.out.ptr, b.I, b.H, b.gs, b.sf, zero) {
+	// A decode step: jobs by value, two launches, no staging copy, the
+	// residual add (and the next RMSNorm) in the down kernel's last block.
+	b.epi = epiP
+	epi := g.rowEpiLocked()
+	b.epi = pendingEpi{}
+	if oneTok && g.d.expertBatchOneTok(b.kind, b.jobs, h.Ptr, b.x.ptr, b.out.ptr, b.I, b.H, b.gs, b.sf, zero, epi) {
 		return
+	}
+	if epiP.h != nil {
+		defer g.epiAlone(epiP) // after the kernels below (deferred calls run last-in first-out: before h is freed is fine)
 	}
 	if zero {
 		g.d.Zero(Buffer{Ptr: b.out.ptr, Size: b.out.n() * 4}, 0, b.out.n()*4)

@@ -85,7 +85,7 @@ var (
 // (mvx_down: the combine fused, no y buffer). With zero, out has one row and
 // is overwritten instead of added to (it was just cleared). It reports false,
 // queuing nothing, when the shapes do not fit the kernels.
-func (d *Device) expertBatchOneTok(kind string, jobs []ExpertJob, h, x, out uintptr, I, H, gs, sfmt int, zero bool) bool {
+func (d *Device) expertBatchOneTok(kind string, jobs []ExpertJob, h, x, out uintptr, I, H, gs, sfmt int, zero bool, epi *rowEpi) bool {
 	var gate, down *Matrix
 	switch kind {
 	case "mmx_q4", "mmx_q8":
@@ -103,7 +103,7 @@ func (d *Device) expertBatchOneTok(kind string, jobs []ExpertJob, h, x, out uint
 	if n == 0 || n > mvxMaxJobs || debugNoGemv {
 		return false
 	}
-	if !d.gemvFits(gate, 1) || !d.gemvFits(down, n) {
+	if !d.gemvFits(gate, 1) || !d.gemvFits(down, n) || (epi != nil && !epiFits(int(epi.N), mvxDownWarps*32)) {
 		return false
 	}
 	if !d.enter() {
@@ -111,14 +111,58 @@ func (d *Device) expertBatchOneTok(kind string, jobs []ExpertJob, h, x, out uint
 		return true
 	}
 	defer d.leave()
+	if !d.readyEpi(epi) {
+		return true
+	}
 	sfx := kind[len("mmx_"):]
 	rpb := mvWarps * mvRows2
-	d.launchJobs("mvx_up_"+sfx, [3]int{(I + rpb - 1) / rpb, 1, n}, mvWarps*32, mvShared(bits, H, 1), jobs,
+	d.launchJobs("mvx_up_"+sfx, [3]int{(I + rpb - 1) / rpb, 1, n}, mvWarps*32, mvShared(bits, H, 1), jobs, -1, nil,
 		0, uint64(h), uint64(x), argI(I), argI(H), argI(gs), argI(sfmt))
-	const downWarps = 8 // one output row a warp (launch bound 256)
-	d.launchJobs("mvx_down_"+sfx, [3]int{(H + downWarps - 1) / downWarps, 1, 1}, downWarps*32, mvShared(bits, I, n), jobs,
-		0, argI(n), uint64(h), uint64(out), argI(I), argI(H), argI(gs), argI(sfmt), argB(zero))
+	d.launchJobs("mvx_down_"+sfx, [3]int{(H + mvxDownWarps - 1) / mvxDownWarps, 1, 1}, mvxDownWarps*32, mvShared(bits, I, n), jobs,
+		9, epi, 0, argI(n), uint64(h), uint64(out), argI(I), argI(H), argI(gs), argI(sfmt), argB(zero), 0)
 	return true
+}
+
+// mvxDownWarps: mvx_down's warps a block, one output row each (launch bound
+// 256).
+const mvxDownWarps = 8
+
+// rowEpi mirrors matmul.cu's struct RowEpi: the residual add, its mark and
+// the next RMSNorm run by the last block of a one-token product (On ≠ 0).
+type rowEpi struct {
+	H, Dst, W, Mark, Cnt uintptr
+	Eps                  float64
+	N, MarkBase, On      int32
+	_                    int32
+}
+
+var (
+	_ [unsafe.Sizeof(rowEpi{}) - 64]byte
+	_ [64 - unsafe.Sizeof(rowEpi{})]byte
+)
+
+// epiFits reports whether a row epilogue of n floats fits a block of threads
+// threads (add_rmsnorm_row: RN_NPT values a thread).
+func epiFits(n, threads int) bool { return n <= rnMaxPerThread*threads }
+
+// readyEpi sets epi's counter (allocated and zeroed on first use; the
+// kernels leave it at zero). It reports false after a failure (kept by the
+// device). Caller holds the device.
+func (d *Device) readyEpi(epi *rowEpi) bool {
+	if epi == nil {
+		return true
+	}
+	if d.epiCnt.Ptr == 0 {
+		b, err := d.pool.get(d, 4)
+		if err != nil {
+			d.fail(err)
+			return false
+		}
+		d.fail(d.drv.call("cuMemsetD8Async", d.drv.cuMemsetD8Async, b.Ptr, 0, 4, d.stream))
+		d.epiCnt = b
+	}
+	epi.Cnt, epi.On = d.epiCnt.Ptr, 1
+	return d.err == nil
 }
 
 func argB(b bool) uint64 {
@@ -146,8 +190,9 @@ var (
 
 // MatVecBatch queues y_i = m_i·x for one row x (cols floats, 16-byte
 // aligned) and up to mvbMax matrices of one format that gemvFits, all in
-// one launch (mvb_q4 / mvb_q8).
-func (d *Device) MatVecBatch(ms []*Matrix, ys []uintptr, x uintptr) {
+// one launch (mvb_q4 / mvb_q8 / mvb_bf16); with one matrix, epi (not nil) is
+// a row epilogue on y_0 (epiFits(m_0.Rows, 128)).
+func (d *Device) MatVecBatch(ms []*Matrix, ys []uintptr, x uintptr, epi *rowEpi) {
 	if !d.enter() {
 		d.leave()
 		return
@@ -155,6 +200,13 @@ func (d *Device) MatVecBatch(ms []*Matrix, ys []uintptr, x uintptr) {
 	defer d.leave()
 	m0 := ms[0]
 	bits := gemvBits(m0)
+	if epi != nil && (len(ms) != 1 || !epiFits(m0.Rows, mvWarps*32) || int(epi.N) != m0.Rows) {
+		d.fail(fmt.Errorf("cuda: MatVecBatch: a row epilogue of %d on %d products of %d rows", epi.N, len(ms), m0.Rows))
+		return
+	}
+	if !d.readyEpi(epi) {
+		return
+	}
 	if len(ms) > mvbMax || len(ys) != len(ms) || bits == 0 {
 		d.fail(fmt.Errorf("cuda: MatVecBatch of %d matrices (%d outputs), at most %d", len(ms), len(ys), mvbMax))
 		return
@@ -175,8 +227,13 @@ func (d *Device) MatVecBatch(ms []*Matrix, ys []uintptr, x uintptr) {
 	for i := len(ms); i <= mvbMax; i++ {
 		b.Start[i] = int32(blocks)
 	}
-	d.launchWith("mvb_"+gemvSuffix(bits), [3]int{blocks, 1, 1}, mvWarps*32, mvShared(bits, m0.Cols, 1), 0, uintptr(unsafe.Pointer(b)),
-		0, uint64(x), argI(m0.Cols), argI(m0.GroupSize), argI(int(m0.ScaleFormat)))
+	d.params.epi = rowEpi{}
+	if epi != nil {
+		d.params.epi = *epi
+	}
+	d.launchWith("mvb_"+gemvSuffix(bits), [3]int{blocks, 1, 1}, mvWarps*32, mvShared(bits, m0.Cols, 1),
+		[2]structArg{{0, uintptr(unsafe.Pointer(b))}, {5, uintptr(unsafe.Pointer(&d.params.epi))}},
+		0, uint64(x), argI(m0.Cols), argI(m0.GroupSize), argI(int(m0.ScaleFormat)), 0)
 }
 
 // rnMaxPerThread is add_rmsnorm's RN_NPT: the values a thread holds.

@@ -424,3 +424,152 @@ func TestMarkGenerations(t *testing.T) {
 		}
 	}
 }
+
+// TestRowEpilogue checks the residual add (with its Mark and the next
+// RMSNorm) deferred into the last block of the one-token product whose output
+// it adds — a lone product (o_proj) and a batch of experts — against the
+// float64 reference: with and without the RMSNorm following, with a
+// non-finite product, and for rows too wide for the epilogue (4096 after a
+// product: the separate add_rmsnorm).
+func TestRowEpilogue(t *testing.T) {
+	d := openGPU(t)
+	g := d.(*gpu)
+	r := rand.New(rand.NewPCG(29, 30))
+	mk, err := g.NewMarks(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mk.Release()
+	slots := make([]int, 2)
+	norm := func(h []float64, w []float32) []float64 {
+		var ss float64
+		for _, v := range h {
+			ss += v * v
+		}
+		inv := 1 / math.Sqrt(ss/float64(len(h))+1e-6)
+		out := make([]float64, len(h))
+		for i, v := range h {
+			out[i] = v * inv * float64(w[i])
+		}
+		return out
+	}
+	desc := backend.MatrixDesc{Format: backend.Affine, Bits: 4, GroupSize: 64, ScaleFormat: backend.BF16}
+	for _, c := range []struct {
+		name       string
+		n, cols    int
+		withNorm   bool
+		nonFinite  bool
+		fusedAfter bool // the epilogue applies (else the separate add_rmsnorm)
+	}{
+		{"o_proj 2048", 2048, 4096, true, false, true},
+		{"o_proj 2048, add only", 2048, 4096, false, false, true},
+		{"o_proj 2048, non-finite", 2048, 4096, true, true, true},
+		{"o_proj 320", 320, 1024, true, false, true},
+		{"o_proj 4096 (too wide)", 4096, 2048, true, false, false},
+	} {
+		dd := desc
+		dd.Rows, dd.Cols = c.n, c.cols
+		s := randStored(r, dd)
+		m := s.bind(t, d)
+		xv := randVec(r, c.cols, 1)
+		if c.nonFinite {
+			xv[7] = float32(math.Inf(1))
+		}
+		hv, wv := randVec(r, c.n, 1), randVec(r, c.n, 1)
+		x, h, w := upload(t, d, 1, c.cols, xv), upload(t, d, 1, c.n, hv), upload(t, d, 1, c.n, wv)
+		y, _ := d.NewTensor(1, c.n)
+		xn, _ := d.NewTensor(1, c.n)
+		d.MatMul(y, m, x)
+		d.Add(h, y)
+		mk.Mark(1, h)
+		if c.withNorm {
+			d.RMSNorm(xn, h, w, 1e-6)
+		}
+		gotH := download(t, d, h)
+		if err := mk.Read(slots); err != nil {
+			t.Fatal(err)
+		}
+		want := map[bool]int{true: 0, false: -1}[c.nonFinite]
+		if slots[1] != want || slots[0] != -1 {
+			t.Errorf("%s: marks %v, want [-1 %d]", c.name, slots, want)
+		}
+		m.Release()
+		if c.nonFinite {
+			continue
+		}
+		yRef := matmulRef(s.w, c.n, c.cols, xv, 1)
+		sum := make([]float64, c.n)
+		for i := range sum {
+			sum[i] = float64(hv[i]) + float64(float32(yRef[i]))
+		}
+		compare(t, c.name+": h", gotH, sum, 2e-5)
+		if c.withNorm {
+			compare(t, c.name+": rmsnorm", download(t, d, xn), norm(sum, wv), 2e-5)
+		}
+	}
+
+	// Experts: clear, three one-row experts, add, mark, RMSNorm.
+	const H, I = 1024, 256
+	gd, dd := desc, desc
+	gd.Rows, gd.Cols, dd.Rows, dd.Cols = I, H, H, I
+	l := alignedLayout(gd, gd, dd)
+	type ex struct {
+		gate, up, down *stored
+		e              backend.Expert
+	}
+	var exps []ex
+	for i := 0; i < 3; i++ {
+		e := ex{gate: randStored(r, gd), up: randStored(r, gd), down: randStored(r, dd)}
+		buf := make([]byte, l.FileSize)
+		for _, p := range []struct {
+			m *backend.ExpertMatrix
+			s *stored
+		}{{&l.Gate, e.gate}, {&l.Up, e.up}, {&l.Down, e.down}} {
+			copy(buf[p.m.Data.Offset:], p.s.data)
+			copy(buf[p.m.Scales.Offset:], p.s.scales)
+			copy(buf[p.m.Biases.Offset:], p.s.biases)
+		}
+		if e.e, err = d.BindExpert(l, buf); err != nil {
+			t.Fatal(err)
+		}
+		exps = append(exps, e)
+	}
+	for _, withNorm := range []bool{true, false} {
+		xv, hv, wv := randVec(r, H, 1), randVec(r, H, 1), randVec(r, H, 1)
+		x, h, w := upload(t, d, 1, H, xv), upload(t, d, 1, H, hv), upload(t, d, 1, H, wv)
+		out := upload(t, d, 1, H, randVec(r, H, 100))
+		xn, _ := d.NewTensor(1, H)
+		d.Clear(out)
+		outRef := make([]float64, H)
+		wts := randVec(r, len(exps), 1)
+		for j, e := range exps {
+			d.ExpertFFN(out, x, e.e, []int{0}, wts[j:j+1])
+			y := ffnRef(e.gate, e.up, e.down, xv)
+			for c := range y {
+				outRef[c] += float64(wts[j]) * y[c]
+			}
+		}
+		d.Add(h, out)
+		mk.Mark(0, h)
+		if withNorm {
+			d.RMSNorm(xn, h, w, 1e-6)
+		}
+		sum := make([]float64, H)
+		for i := range sum {
+			sum[i] = float64(hv[i]) + outRef[i]
+		}
+		compare(t, fmt.Sprintf("experts + add (norm %v): h", withNorm), download(t, d, h), sum, 3e-5)
+		if withNorm {
+			compare(t, "experts + add + rmsnorm", download(t, d, xn), norm(sum, wv), 3e-5)
+		}
+		if err := mk.Read(slots); err != nil {
+			t.Fatal(err)
+		}
+		if slots[0] != -1 || slots[1] != -1 {
+			t.Errorf("experts + add: marks %v, want none", slots)
+		}
+	}
+	for _, e := range exps {
+		e.e.Release()
+	}
+}

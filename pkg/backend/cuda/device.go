@@ -50,6 +50,7 @@ type Device struct {
 	ctxThreads map[int]bool      // OS threads the context is current on
 	flag       Buffer            // FirstNonFinite's result
 	attnCnt    Buffer            // attend_split's (head, token) counters, zero between launches
+	epiCnt     Buffer            // row_epilogue's counter, zero between launches
 	marks      map[*MarkSet]bool // sets marked since their last copy to the host (flushMarks)
 	closed     bool
 
@@ -79,6 +80,7 @@ type launchParams struct {
 	rows RowArgs // the by-value struct argument of the matmul kernels
 	jobs ExpertJobs
 	mvb  mvBatch
+	epi  rowEpi
 }
 
 // RowArgs mirrors matmul.cu's struct RowArgs: up to mmTok tokens' x rows,
@@ -628,24 +630,40 @@ func (d *Device) launchRows(name string, grid [3]int, block, smem int, rowsAt in
 		}
 		p = uintptr(unsafe.Pointer(&d.params.rows))
 	}
-	d.launchWith(name, grid, block, smem, rowsAt, p, args...)
+	d.launchWith(name, grid, block, smem, [2]structArg{{rowsAt, p}, {-1, 0}}, args...)
 }
 
 // launchJobs is launch with the first kernel argument the struct jobs (the
-// mvx kernels' ExpertJobs) by value; args[0] is a placeholder.
-func (d *Device) launchJobs(name string, grid [3]int, block, smem int, jobs []ExpertJob, args ...uint64) {
+// mvx kernels' ExpertJobs) by value, and with epiAt ≥ 0 argument epiAt the
+// struct epi (a RowEpi; nil: none); their args are placeholders.
+func (d *Device) launchJobs(name string, grid [3]int, block, smem int, jobs []ExpertJob, epiAt int, epi *rowEpi, args ...uint64) {
 	if len(jobs) > len(d.params.jobs.J) {
 		d.fail(fmt.Errorf("cuda: kernel %s: %d expert jobs by value, at most %d", name, len(jobs), len(d.params.jobs.J)))
 		return
 	}
 	n := copy(d.params.jobs.J[:], jobs)
 	clear(d.params.jobs.J[n:])
-	d.launchWith(name, grid, block, smem, 0, uintptr(unsafe.Pointer(&d.params.jobs)), args...)
+	sa := [2]structArg{{0, uintptr(unsafe.Pointer(&d.params.jobs))}, {-1, 0}}
+	if epiAt >= 0 {
+		d.params.epi = rowEpi{}
+		if epi != nil {
+			d.params.epi = *epi
+		}
+		sa[1] = structArg{epiAt, uintptr(unsafe.Pointer(&d.params.epi))}
+	}
+	d.launchWith(name, grid, block, smem, sa, args...)
 }
 
-// launchWith queues the kernel with argument at (when ≥ 0) read from p, a
-// struct inside d.params (pinned), instead of its 8-byte slot.
-func (d *Device) launchWith(name string, grid [3]int, block, smem int, at int, p uintptr, args ...uint64) {
+// structArg is a kernel argument passed as a struct by value: argument at
+// (none when < 0) is read from p, a struct inside d.params (pinned), instead
+// of its 8-byte slot.
+type structArg struct {
+	at int
+	p  uintptr
+}
+
+// launchWith queues the kernel with the struct arguments sa.
+func (d *Device) launchWith(name string, grid [3]int, block, smem int, sa [2]structArg, args ...uint64) {
 	if d.err != nil {
 		return
 	}
@@ -664,9 +682,11 @@ func (d *Device) launchWith(name string, grid [3]int, block, smem int, at int, p
 		}
 	}
 	copy(d.params.vals[:], args)
-	if at >= 0 {
-		d.params.ptrs[at] = p
-		defer func() { d.params.ptrs[at] = uintptr(unsafe.Pointer(&d.params.vals[at])) }()
+	for _, a := range sa {
+		if a.at >= 0 {
+			d.params.ptrs[a.at] = a.p
+			defer func() { d.params.ptrs[a.at] = uintptr(unsafe.Pointer(&d.params.vals[a.at])) }()
+		}
 	}
 	r, _, _ := purego.SyscallN(d.drv.cuLaunchKernel, fn,
 		uintptr(grid[0]), uintptr(grid[1]), uintptr(grid[2]), uintptr(block), 1, 1, uintptr(smem), d.stream,

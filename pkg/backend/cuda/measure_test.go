@@ -229,7 +229,17 @@ func TestMeasureLayer(t *testing.T) {
 	var layers []layerW
 	specs := make([]backend.LayerSpec, NL)
 	for li := 0; li < NL; li++ {
-		lw := layerW{q: bind(nH*D, H), k: bind(nKV*D, H), v: bind(nKV*D, H), o: bind(H, nH*D), router: bind(E, H)}
+		// The router stays bf16, as fm's conversion keeps it.
+		rd := backend.MatrixDesc{Rows: E, Cols: H, Format: backend.BF16}
+		rdata := make([]byte, rd.DataBytes())
+		for i := 0; i+1 < len(rdata); i += 2 {
+			rdata[i], rdata[i+1] = byte(r.Uint32()), 0x3c // bf16 in ±[0.0078, 0.03)
+		}
+		rm, err := bd.BindDense(rd, rdata, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lw := layerW{q: bind(nH*D, H), k: bind(nKV*D, H), v: bind(nKV*D, H), o: bind(H, nH*D), router: rm}
 		for e := 0; e < K; e++ {
 			buf, err := bd.ExpertBuffer(l.FileSize)
 			if err != nil {
@@ -290,23 +300,28 @@ func TestMeasureLayer(t *testing.T) {
 		wts[i] = 1.0 / K
 	}
 	// The operations as pkg/model issues them for one layer, grouped where
-	// the backend fuses them (expertBatch): the residual add, its mark and
-	// the next RMSNorm are one kernel; q, k and v one launch; the clear joins
-	// the experts. The layer starts with the previous layer's FFN add.
+	// the backend fuses them (expertBatch): q, k and v are one launch; the
+	// residual add, its mark and the next RMSNorm run in the last block of
+	// o_proj and of the experts' down projection; the clear joins the
+	// experts. With FM_CUDA_DEBUG=nofuse each group's operations are
+	// launched one by one (the A/B).
 	ops := []struct {
 		name string
 		f    func(li int)
 	}{
-		{"add+mark+rmsnorm", func(li int) { bd.Add(h, mix); mk.Mark(2*li+1, h); bd.RMSNorm(xn, h, norm, 1e-6) }},
-		{"q,k,v proj (one launch)", func(li int) {
+		{"q,k,v proj", func(li int) {
 			bd.MatMul(q, layers[li].q, xn)
 			bd.MatMul(k, layers[li].k, xn)
 			bd.MatMul(v, layers[li].v, xn)
 		}},
 		{"attention (pos 512)", nil},
-		{"o_proj 2048x4096", func(li int) { bd.MatMul(mix, layers[li].o, attn) }},
-		{"add+mark+rmsnorm", func(li int) { bd.Add(h, mix); mk.Mark(2*li, h); bd.RMSNorm(xn, h, norm, 1e-6) }},
-		{"router 128x2048", func(li int) { bd.MatMul(router, layers[li].router, xn) }},
+		{"o_proj+add+mark+rmsnorm", func(li int) {
+			bd.MatMul(mix, layers[li].o, attn)
+			bd.Add(h, mix)
+			mk.Mark(2*li, h)
+			bd.RMSNorm(xn, h, norm, 1e-6)
+		}},
+		{"router 128x2048 bf16", func(li int) { bd.MatMul(router, layers[li].router, xn) }},
 		{"download router (sync)", func(int) {
 			if err := bd.Download(logits, router); err != nil {
 				t.Fatal(err)
@@ -315,10 +330,11 @@ func TestMeasureLayer(t *testing.T) {
 				t.Fatal(err)
 			}
 		}},
-		{"clear + 8 experts (batched)", func(li int) {
+		{"clear+8 experts+add+mark+norm", func(li int) {
 			bd.Clear(mix)
 			// As pkg/model does: every use released after the last
-			// ExpertFFN (a Release flushes the batch).
+			// ExpertFFN, then the residual add and its check, then the
+			// next layer's RMSNorm.
 			var held []backend.Expert
 			for _, key := range layers[li].experts {
 				ex, ok := g.CachedExpert(key)
@@ -331,6 +347,9 @@ func TestMeasureLayer(t *testing.T) {
 			for _, ex := range held {
 				ex.Release()
 			}
+			bd.Add(h, mix)
+			mk.Mark(2*li+1, h)
+			bd.RMSNorm(xn, h, norm, 1e-6)
 		}},
 	}
 	// The attention appends to the layer's cache: each call is at the next
