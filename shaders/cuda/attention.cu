@@ -96,8 +96,8 @@ extern "C" __global__ void kv_store(float* kc, float* vc, const float* k, const 
 // (head, token), zero before the launch. Dynamic shared memory: chunk +
 // gridDim.z floats. blockDim.x is a multiple of 32; D ≤ 32·AS_KPL.
 #define AS_KPL 8
-#define AS_POS 4 // positions a warp scores at once (loads in flight)
-#define AS_VB 8  // positions a thread sums at once for Σ p·v
+#define AS_POS 8 // positions a warp scores at once (loads in flight): 4 warps, a split of 32 in one round trip
+#define AS_VB 32 // positions a thread sums at once for Σ p·v: a split of 32 in one round trip
 
 extern "C" __global__ void __launch_bounds__(256) attend_split(float* o, const float* q, const float* gate, const float* kc,
                                                                 const float* vc, float* part, u32* cnt, int nH, int nKV,

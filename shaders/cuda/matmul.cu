@@ -378,15 +378,15 @@ __device__ __forceinline__ void mv_stage(float* xs, const float* __restrict__ xr
 #pragma unroll
         for (int u = 0; u < U; u++) {
             const int f = f0 + u * blockDim.x;
-            if (f < n4) v[u] = *(const float4*)(xrow + (f / r4) * ldx + 4 * (f % r4));
+            // One row: no division (it would delay the first load).
+            const int row = nx == 1 ? 0 : f / r4, c = 4 * (f - row * r4);
+            if (f < n4) v[u] = *(const float4*)(xrow + row * ldx + c);
         }
 #pragma unroll
         for (int u = 0; u < U; u++) {
             const int f = f0 + u * blockDim.x;
-            if (f < n4) {
-                const int c = 4 * (f % r4);
-                *(float4*)(xs + ((f / r4) * nch + c / CC) * PAD + c % CC) = v[u];
-            }
+            const int row = nx == 1 ? 0 : f / r4, c = 4 * (f - row * r4);
+            if (f < n4) *(float4*)(xs + (row * nch + c / CC) * PAD + c % CC) = v[u];
         }
     }
 }
@@ -562,13 +562,19 @@ __device__ __forceinline__ void row_epilogue(const RowEpi& e, const float* y) {
 #define MV_R 4
 #define MV_R2 2
 
+// At least MV_MINB blocks a multiprocessor: at most 128 registers a thread.
+// The first GEMV compiled to 127 registers (4 blocks) and streamed 0.28 of
+// the copy ceiling; the tiled one without this bound 0.21, likely from one
+// block fewer (docs/PERF.md, round three).
+#define MV_MINB 4
+
 #define MV_KERNEL(name, name2, BITS)                                                                          \
-    extern "C" __global__ void __launch_bounds__(MV_WARPS * 32) name(MM_PARAMS) {                            \
+    extern "C" __global__ void __launch_bounds__(MV_WARPS * 32, MV_MINB) name(MM_PARAMS) {                   \
         const float* xr = x + (long)(xrows ? xrows[0] : ra.n > 0 ? ra.x[0] : 0) * ldx;                         \
         mv_fast<BITS, false, MV_R>(y, w, sc, bi, w2, sc2, bi2, xr, rows, cols, gs, sfmt, yrows, ywt, ldy, mode, ra, \
                                    blockIdx.x * MV_WARPS * MV_R);                                              \
     }                                                                                                         \
-    extern "C" __global__ void __launch_bounds__(MV_WARPS * 32) name2(MM_PARAMS) {                           \
+    extern "C" __global__ void __launch_bounds__(MV_WARPS * 32, MV_MINB) name2(MM_PARAMS) {                  \
         const float* xr = x + (long)(xrows ? xrows[0] : ra.n > 0 ? ra.x[0] : 0) * ldx;                         \
         mv_fast<BITS, true, MV_R2>(y, w, sc, bi, w2, sc2, bi2, xr, rows, cols, gs, sfmt, yrows, ywt, ldy, mode, ra, \
                                    blockIdx.x * MV_WARPS * MV_R2);                                             \
@@ -680,11 +686,11 @@ __device__ __forceinline__ void mvx_down(const ExpertJobs& jobs, int n, const fl
 }
 
 #define MVX_KERNEL(up, down, BITS)                                                                                \
-    extern "C" __global__ void __launch_bounds__(MV_WARPS * 32)                                                  \
+    extern "C" __global__ void __launch_bounds__(MV_WARPS * 32, MV_MINB)                                         \
         up(ExpertJobs jobs, float* h, const float* x, int I, int H, int gs, int sfmt) {                          \
         mvx_up<BITS>(jobs, h, x, I, H, gs, sfmt);                                                                 \
     }                                                                                                             \
-    extern "C" __global__ void __launch_bounds__(256)                                                            \
+    extern "C" __global__ void __launch_bounds__(256, 2)                                                         \
         down(ExpertJobs jobs, int n, const float* h, float* out, int I, int H, int gs, int sfmt, int zero,       \
              RowEpi epi) {                                                                                        \
         mvx_down<BITS>(jobs, n, h, out, I, H, gs, sfmt, zero);                                                    \
@@ -711,7 +717,7 @@ struct MVBatch {
 // (With n = 1, a row epilogue on y[0] may follow: epi.)
 
 #define MVB_KERNEL(name, BITS)                                                                                   \
-    extern "C" __global__ void __launch_bounds__(MV_WARPS * 32)                                                  \
+    extern "C" __global__ void __launch_bounds__(MV_WARPS * 32, MV_MINB)                                         \
         name(MVBatch b, const float* x, int cols, int gs, int sfmt, RowEpi epi) {                                \
         int m = 0;                                                                                                \
         while (m + 1 < b.n && (int)blockIdx.x >= b.start[m + 1]) m++;                                            \

@@ -74,7 +74,7 @@ func TestGEMVWide(t *testing.T) {
 func TestExpertBatchDecode(t *testing.T) {
 	d := openGPU(t)
 	r := rand.New(rand.NewPCG(23, 24))
-	const H, I, T = 2080, 1088, 3
+	const H, I, T = 2112, 1088, 3 // 2112 = 33·64: two tiles at 4 bits
 	for _, base := range []backend.MatrixDesc{
 		{Format: backend.Affine, Bits: 4, GroupSize: 64, ScaleFormat: backend.BF16},
 		{Format: backend.Affine, Bits: 8, GroupSize: 32, ScaleFormat: backend.F16},

@@ -278,6 +278,9 @@ func TestMeasureLayer(t *testing.T) {
 		bd.Upload(vp, randVec(r, P*nKV*D, 1))
 		for li := 0; li < NL; li++ {
 			bd.Attention(out, qp, kp, vp, st, li, 0, ap)
+			// One decode position more: the cache grows (doubling) here,
+			// not inside the measured operations.
+			bd.Attention(out.Slice(0, 1), qp.Slice(0, 1), kp.Slice(0, 1), vp.Slice(0, 1), st, li, P, ap)
 		}
 	}
 	h := upload(t, bd, 1, H, randVec(r, H, 1))
@@ -356,7 +359,7 @@ func TestMeasureLayer(t *testing.T) {
 	// position of its layer.
 	lpos := make([]int, NL)
 	for i := range lpos {
-		lpos[i] = P
+		lpos[i] = P + 1
 	}
 	for i, op := range ops {
 		if op.name == "attention (pos 512)" {
