@@ -54,46 +54,62 @@ extern "C" __global__ void first_nonfinite(const float* x, long n, int cols, int
 // not null (hr written back), a NaN or infinity in the result marked as
 // atomicMin(mark, markBase | row) when mark is not null, then, when dr is
 // not null, dr = hr / sqrt(mean(hr²) + eps) · w (sum of squares in float64,
-// rounded as cpu.RMSNorm). Every value a thread needs (at most RN_NPT of hr,
-// ar and w) is loaded before the first is used, so the row costs one memory
-// round trip, not one per element (the separate rmsnorm measured ~10 µs for
-// one row of 2048, docs/PERF.md). VOL reads ar through volatile loads (from
-// L2: ar was written by other blocks of the same launch). n ≤
-// RN_NPT·blockDim.x; dr may alias hr. Every thread of the block calls it.
+// rounded as cpu.RMSNorm). Every value a thread needs (RN_NPT of hr, ar and
+// w at a time) is loaded before the first is used, so a row of at most
+// RN_NPT·blockDim.x costs one memory round trip, not one per element (the
+// separate rmsnorm measured ~10 µs for one row of 2048, docs/PERF.md); a
+// wider row takes two passes (hr read again in the second). VOL reads ar
+// through volatile loads (from L2: ar was written by other blocks of the
+// same launch). dr may alias hr. Every thread of the block calls it.
 #define RN_NPT 16
 template <bool VOL>
 __device__ __forceinline__ void add_rmsnorm_row(float* hr, const float* ar, float* dr, const float* w, int n, double eps,
                                                 int* mark, int markBase, int row, double* scratch) {
-    float v[RN_NPT], wv[RN_NPT], av[RN_NPT];
-#pragma unroll
-    for (int k = 0; k < RN_NPT; k++) {
-        const int i = threadIdx.x + k * blockDim.x;
-        v[k] = i < n ? hr[i] : 0.f;
-        if constexpr (VOL) av[k] = (ar && i < n) ? ((const volatile float*)ar)[i] : 0.f;
-        else av[k] = (ar && i < n) ? ar[i] : 0.f;
-        wv[k] = (dr && i < n) ? w[i] : 0.f;
-    }
+    const int step = RN_NPT * blockDim.x;
+    const bool one = n <= step; // the whole row in registers
+    float v[RN_NPT], wv[RN_NPT];
     double ss = 0;
     int bad = 0;
+    for (int base = 0; base < n; base += step) {
+        float av[RN_NPT];
 #pragma unroll
-    for (int k = 0; k < RN_NPT; k++) {
-        const int i = threadIdx.x + k * blockDim.x;
-        if (i < n) {
-            if (ar) {
-                v[k] = v[k] + av[k];
-                hr[i] = v[k];
+        for (int k = 0; k < RN_NPT; k++) {
+            const int i = base + threadIdx.x + k * blockDim.x;
+            v[k] = i < n ? hr[i] : 0.f;
+            if constexpr (VOL) av[k] = (ar && i < n) ? ((const volatile float*)ar)[i] : 0.f;
+            else av[k] = (ar && i < n) ? ar[i] : 0.f;
+            wv[k] = (one && dr && i < n) ? w[i] : 0.f;
+        }
+#pragma unroll
+        for (int k = 0; k < RN_NPT; k++) {
+            const int i = base + threadIdx.x + k * blockDim.x;
+            if (i < n) {
+                if (ar) {
+                    v[k] = v[k] + av[k];
+                    hr[i] = v[k];
+                }
+                bad |= (__float_as_uint(v[k]) & 0x7f800000u) == 0x7f800000u;
+                ss += (double)v[k] * (double)v[k];
             }
-            bad |= (__float_as_uint(v[k]) & 0x7f800000u) == 0x7f800000u;
-            ss += (double)v[k] * (double)v[k];
         }
     }
     if (mark && bad) atomicMin(mark, markBase | (row < 0xffffff ? row : 0xffffff));
     if (!dr) return;
     ss = block_sum_d(ss, scratch);
     const float inv = (float)(1.0 / sqrt((double)(float)(ss / n) + eps));
+    for (int base = 0; base < n; base += step) {
+        if (!one) { // the second pass of a wide row: this thread's own hr values again
 #pragma unroll
-    for (int k = 0; k < RN_NPT; k++) {
-        const int i = threadIdx.x + k * blockDim.x;
-        if (i < n) dr[i] = v[k] * inv * wv[k];
+            for (int k = 0; k < RN_NPT; k++) {
+                const int i = base + threadIdx.x + k * blockDim.x;
+                v[k] = i < n ? hr[i] : 0.f;
+                wv[k] = i < n ? w[i] : 0.f;
+            }
+        }
+#pragma unroll
+        for (int k = 0; k < RN_NPT; k++) {
+            const int i = base + threadIdx.x + k * blockDim.x;
+            if (i < n) dr[i] = v[k] * inv * wv[k];
+        }
     }
 }

@@ -371,7 +371,7 @@ template <int BITS> struct MV {
 template <int BITS>
 __device__ __forceinline__ void mv_stage(float* xs, const float* __restrict__ xrow, int cols, int nx = 1,
                                          long ldx = 0) {
-    constexpr int CC = MV<BITS>::CC, PAD = MV<BITS>::PAD, U = 4;
+    constexpr int CC = MV<BITS>::CC, PAD = MV<BITS>::PAD, U = 16; // 16 loads a thread in flight: one warp stages 2048
     const int r4 = cols / 4, n4 = nx * r4, nch = cols / CC;
     for (int f0 = threadIdx.x; f0 < n4; f0 += U * blockDim.x) {
         float4 v[U];
@@ -489,7 +489,8 @@ __device__ __forceinline__ void mv_rows(const u8* __restrict__ w, const u8* __re
     }
 }
 
-// mv_fast: the block's rows from row0 on (R a warp), one token (x row xrow).
+// mv_fast: the block's rows from row0 on (R a warp, blockDim.x / 32 warps: 4,
+// or fewer for small matrices: gemvWarps in decode.go), one token (x row xrow).
 // Dynamic shared memory: (cols / CC)·PAD floats.
 // (Variants that looped over row groups with the registers carried across, or
 // issued the weight loads before staging x, measured slower: docs/PERF.md.)
@@ -543,7 +544,7 @@ struct RowEpi {
 };
 
 // row_epilogue: called by every thread of every block after its outputs are
-// written (no thread may have returned). n ≤ RN_NPT·blockDim.x.
+// written (no thread may have returned).
 __device__ __forceinline__ void row_epilogue(const RowEpi& e, const float* y) {
     __shared__ double scratch[32];
     __shared__ int last;
@@ -572,12 +573,12 @@ __device__ __forceinline__ void row_epilogue(const RowEpi& e, const float* y) {
     extern "C" __global__ void __launch_bounds__(MV_WARPS * 32, MV_MINB) name(MM_PARAMS) {                   \
         const float* xr = x + (long)(xrows ? xrows[0] : ra.n > 0 ? ra.x[0] : 0) * ldx;                         \
         mv_fast<BITS, false, MV_R>(y, w, sc, bi, w2, sc2, bi2, xr, rows, cols, gs, sfmt, yrows, ywt, ldy, mode, ra, \
-                                   blockIdx.x * MV_WARPS * MV_R);                                              \
+                                   blockIdx.x * (blockDim.x >> 5) * MV_R);                                     \
     }                                                                                                         \
     extern "C" __global__ void __launch_bounds__(MV_WARPS * 32, MV_MINB) name2(MM_PARAMS) {                  \
         const float* xr = x + (long)(xrows ? xrows[0] : ra.n > 0 ? ra.x[0] : 0) * ldx;                         \
         mv_fast<BITS, true, MV_R2>(y, w, sc, bi, w2, sc2, bi2, xr, rows, cols, gs, sfmt, yrows, ywt, ldy, mode, ra, \
-                                   blockIdx.x * MV_WARPS * MV_R2);                                             \
+                                   blockIdx.x * (blockDim.x >> 5) * MV_R2);                                    \
     }
 
 MV_KERNEL(mv_q4, mv2_q4, 4)
@@ -725,7 +726,7 @@ struct MVBatch {
         ra.n = 0;                                                                                                 \
         mv_fast<BITS, false, MV_R>(b.y[m], b.w[m], b.sc[m], b.bi[m], nullptr, nullptr, nullptr, x, b.rows[m], cols, \
                                    gs, sfmt, nullptr, nullptr, b.rows[m], MM_STORE, ra,                           \
-                                   ((int)blockIdx.x - b.start[m]) * MV_WARPS * MV_R);                             \
+                                   ((int)blockIdx.x - b.start[m]) * (blockDim.x >> 5) * MV_R);                    \
         row_epilogue(epi, b.y[0]);                                                                                \
     }
 

@@ -92,7 +92,7 @@ extern "C" __global__ void l2norm_heads(float* x, int nk, int dk, int kd, int ld
 // eps) · w — the residual add and the next RMSNorm in one launch — and, with
 // mark not null, atomicMin(mark, markBase | r) when the row (after the add)
 // holds a NaN or an infinity (first_nonfinite's contract, fused): see
-// add_rmsnorm_row (elementwise.cu). dst may alias h. n ≤ RN_NPT·blockDim.x.
+// add_rmsnorm_row (elementwise.cu). dst may alias h.
 extern "C" __global__ void __launch_bounds__(512) add_rmsnorm(float* h, const float* a, float* dst, const float* w, int n,
                                                                 int ldh, int lda, int ldd, double eps, int* mark,
                                                                 int markBase) {

@@ -462,7 +462,7 @@ func (g *gpu) RMSNorm(dst, x, w backend.Tensor, eps float64) {
 		g.flushLocked()
 		return
 	}
-	if !addNormFits(tx.cols) || debugNoFuse {
+	if debugNoFuse {
 		g.flushLocked()
 		g.d.RMSNorm(td.ptr, td.cols, tx.ptr, tx.cols, tw.ptr, tx.cols, tx.rows, eps)
 		return
@@ -509,8 +509,7 @@ func (g *gpu) Add(dst, x backend.Tensor) {
 	b := &g.batch
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if out, threads := b.epiOut(); out != nil && !debugNoFuse && sameTensor(out, tx) && td.rows == 1 &&
-		epiFits(td.cols, threads) && td.ptr != tx.ptr {
+	if out := b.epiOut(); out != nil && !debugNoFuse && sameTensor(out, tx) && td.rows == 1 && td.ptr != tx.ptr {
 		b.epi = pendingEpi{h: td, out: tx} // see pendingEpi: into the product's kernel
 		return
 	}

@@ -69,19 +69,18 @@ type pendingEpi struct {
 }
 
 // epiOut returns the one-row output of the pending product a residual add
-// may join, with the block size of the kernel that would run the epilogue,
-// or nil.
-func (b *expertBatch) epiOut() (*tensor, int) {
+// may join, or nil.
+func (b *expertBatch) epiOut() *tensor {
 	if b.epi.h != nil {
-		return nil, 0
+		return nil
 	}
 	if len(b.jobs) > 0 && b.out.rows == 1 {
-		return b.out, mvxDownWarps * 32
+		return b.out
 	}
 	if len(b.mv.ms) == 1 && b.mv.ys[0].rows == 1 {
-		return b.mv.ys[0], mvWarps * 32
+		return b.mv.ys[0]
 	}
-	return nil, 0
+	return nil
 }
 
 // rowEpiLocked turns the pending epilogue into the kernel's struct (nil:

@@ -58,6 +58,18 @@ func gemvSuffix(bits int) string {
 	return fmt.Sprintf("q%d", bits)
 }
 
+// gemvWarps returns the warps a block of the one-token kernels for rows rows
+// of r a warp: 4, or fewer when 4 would leave fewer than two blocks a
+// multiprocessor (a small matrix then spreads over more of the GPU; each
+// block stages x, which costs only L2 reads).
+func (d *Device) gemvWarps(rows, r int) int {
+	w := mvWarps
+	for w > 1 && (rows+w*r-1)/(w*r) < 2*d.Info.SMs {
+		w /= 2
+	}
+	return w
+}
+
 // gemvFits reports whether the one-token kernels take m (a matrix fastKernel
 // accepts) with n input rows staged: 4- or 8-bit or bf16 rows whose staged
 // input fits in shared memory (hidden sizes up to ~12k columns).
@@ -103,7 +115,7 @@ func (d *Device) expertBatchOneTok(kind string, jobs []ExpertJob, h, x, out uint
 	if n == 0 || n > mvxMaxJobs || debugNoGemv {
 		return false
 	}
-	if !d.gemvFits(gate, 1) || !d.gemvFits(down, n) || (epi != nil && !epiFits(int(epi.N), mvxDownWarps*32)) {
+	if !d.gemvFits(gate, 1) || !d.gemvFits(down, n) {
 		return false
 	}
 	if !d.enter() {
@@ -140,10 +152,6 @@ var (
 	_ [unsafe.Sizeof(rowEpi{}) - 64]byte
 	_ [64 - unsafe.Sizeof(rowEpi{})]byte
 )
-
-// epiFits reports whether a row epilogue of n floats fits a block of threads
-// threads (add_rmsnorm_row: RN_NPT values a thread).
-func epiFits(n, threads int) bool { return n <= rnMaxPerThread*threads }
 
 // readyEpi sets epi's counter (allocated and zeroed on first use; the
 // kernels leave it at zero). It reports false after a failure (kept by the
@@ -191,7 +199,7 @@ var (
 // MatVecBatch queues y_i = m_i·x for one row x (cols floats, 16-byte
 // aligned) and up to mvbMax matrices of one format that gemvFits, all in
 // one launch (mvb_q4 / mvb_q8 / mvb_bf16); with one matrix, epi (not nil) is
-// a row epilogue on y_0 (epiFits(m_0.Rows, 128)).
+// a row epilogue on y_0.
 func (d *Device) MatVecBatch(ms []*Matrix, ys []uintptr, x uintptr, epi *rowEpi) {
 	if !d.enter() {
 		d.leave()
@@ -200,7 +208,7 @@ func (d *Device) MatVecBatch(ms []*Matrix, ys []uintptr, x uintptr, epi *rowEpi)
 	defer d.leave()
 	m0 := ms[0]
 	bits := gemvBits(m0)
-	if epi != nil && (len(ms) != 1 || !epiFits(m0.Rows, mvWarps*32) || int(epi.N) != m0.Rows) {
+	if epi != nil && (len(ms) != 1 || int(epi.N) != m0.Rows) {
 		d.fail(fmt.Errorf("cuda: MatVecBatch: a row epilogue of %d on %d products of %d rows", epi.N, len(ms), m0.Rows))
 		return
 	}
@@ -213,7 +221,12 @@ func (d *Device) MatVecBatch(ms []*Matrix, ys []uintptr, x uintptr, epi *rowEpi)
 	}
 	b := &d.params.mvb
 	*b = mvBatch{N: int32(len(ms))}
-	const rpb = mvWarps * mvRows
+	rows := 0
+	for _, m := range ms {
+		rows += m.Rows
+	}
+	warps := d.gemvWarps(rows, mvRows)
+	rpb := warps * mvRows
 	blocks := 0
 	for i, m := range ms {
 		if !sameFormat(&Matrix{Rows: m.Rows, Cols: m0.Cols, Format: m0.Format, Bits: m0.Bits, GroupSize: m0.GroupSize, ScaleFormat: m0.ScaleFormat}, m) {
@@ -231,16 +244,14 @@ func (d *Device) MatVecBatch(ms []*Matrix, ys []uintptr, x uintptr, epi *rowEpi)
 	if epi != nil {
 		d.params.epi = *epi
 	}
-	d.launchWith("mvb_"+gemvSuffix(bits), [3]int{blocks, 1, 1}, mvWarps*32, mvShared(bits, m0.Cols, 1),
+	d.launchWith("mvb_"+gemvSuffix(bits), [3]int{blocks, 1, 1}, warps*32, mvShared(bits, m0.Cols, 1),
 		[2]structArg{{0, uintptr(unsafe.Pointer(b))}, {5, uintptr(unsafe.Pointer(&d.params.epi))}},
 		0, uint64(x), argI(m0.Cols), argI(m0.GroupSize), argI(int(m0.ScaleFormat)), 0)
 }
 
-// rnMaxPerThread is add_rmsnorm's RN_NPT: the values a thread holds.
+// rnMaxPerThread is add_rmsnorm's RN_NPT: the values a thread holds at a
+// time (a row wider than RN_NPT·threads takes two passes).
 const rnMaxPerThread = 16
-
-// addNormFits reports whether add_rmsnorm takes rows of n.
-func addNormFits(n int) bool { return n <= rnMaxPerThread*512 }
 
 // AddRMSNorm queues, for rows rows: h += a when a is not 0 (h written
 // back), then dst = rmsnorm(h)·w, and with mark not 0 the smallest row with a
@@ -257,14 +268,10 @@ func (d *Device) AddRMSNorm(dst uintptr, ldd int, h uintptr, ldh int, a uintptr,
 }
 
 func (d *Device) addRMSNorm(dst uintptr, ldd int, h uintptr, ldh int, a uintptr, lda int, w uintptr, n, rows int, eps float64, mark uintptr, markBase int32) {
-	if !addNormFits(n) {
-		d.fail(fmt.Errorf("cuda: add_rmsnorm over rows of %d, at most %d", n, rnMaxPerThread*512))
-		return
-	}
 	// The rmsnorm kernel's block (the same summation order) unless a row
-	// needs more threads.
+	// needs more threads to stay in registers (launch bound 512).
 	b := normBlock(n)
-	for b*rnMaxPerThread < n {
+	for b*rnMaxPerThread < n && b < 512 {
 		b <<= 1
 	}
 	d.launch("add_rmsnorm", [3]int{rows, 1, 1}, b, 0, uint64(h), uint64(a), uint64(dst), uint64(w), argI(n),

@@ -28,7 +28,7 @@ func TestGEMVWide(t *testing.T) {
 		{Format: backend.BF16},
 	} {
 		fits := func(cols int) bool { return base.Format != backend.Affine || cols%base.GroupSize == 0 }
-		for _, sh := range []struct{ rows, cols int }{{3, 1056}, {9, 2080}, {130, 4096}, {17, 6144}, {5, 12288}, {2, 1088}, {128, 2048}} {
+		for _, sh := range []struct{ rows, cols int }{{3, 1056}, {9, 2080}, {130, 4096}, {17, 6144}, {5, 12288}, {2, 1088}, {128, 2048}, {4500, 1024}} {
 			desc := base
 			desc.Rows, desc.Cols = sh.rows, sh.cols
 			if !fits(desc.Cols) {
@@ -203,7 +203,7 @@ func TestSplitCount(t *testing.T) {
 // TestDeferredFusions checks the operations the backend defers and fuses
 // (expertBatch) against the same operations one by one: a residual Add with
 // its non-finite Mark run inside the next RMSNorm (also in place, also for
-// rows of 4096 and 5000; rows of 9000, beyond the fused kernel, one by one),
+// rows of 4096 and 5000; rows of 9000, beyond a row in registers, in two passes),
 // or launched alone when something else comes next;
 // a Clear joined to the next expert batch (overwritten where the output is
 // one row, cleared first otherwise); one-token products of one input run as
@@ -429,8 +429,8 @@ func TestMarkGenerations(t *testing.T) {
 // RMSNorm) deferred into the last block of the one-token product whose output
 // it adds — a lone product (o_proj) and a batch of experts — against the
 // float64 reference: with and without the RMSNorm following, with a
-// non-finite product, and for rows too wide for the epilogue (4096 after a
-// product: the separate add_rmsnorm).
+// non-finite product, and for a row wider than the epilogue's registers
+// (4096 after a product of 2-warp blocks: two passes).
 func TestRowEpilogue(t *testing.T) {
 	d := openGPU(t)
 	g := d.(*gpu)
@@ -455,17 +455,16 @@ func TestRowEpilogue(t *testing.T) {
 	}
 	desc := backend.MatrixDesc{Format: backend.Affine, Bits: 4, GroupSize: 64, ScaleFormat: backend.BF16}
 	for _, c := range []struct {
-		name       string
-		n, cols    int
-		withNorm   bool
-		nonFinite  bool
-		fusedAfter bool // the epilogue applies (else the separate add_rmsnorm)
+		name      string
+		n, cols   int
+		withNorm  bool
+		nonFinite bool
 	}{
-		{"o_proj 2048", 2048, 4096, true, false, true},
-		{"o_proj 2048, add only", 2048, 4096, false, false, true},
-		{"o_proj 2048, non-finite", 2048, 4096, true, true, true},
-		{"o_proj 320", 320, 1024, true, false, true},
-		{"o_proj 4096 (too wide)", 4096, 2048, true, false, false},
+		{"o_proj 2048", 2048, 4096, true, false},
+		{"o_proj 2048, add only", 2048, 4096, false, false},
+		{"o_proj 2048, non-finite", 2048, 4096, true, true},
+		{"o_proj 320", 320, 1024, true, false},
+		{"o_proj 4096 (two passes)", 4096, 2048, true, false},
 	} {
 		dd := desc
 		dd.Rows, dd.Cols = c.n, c.cols

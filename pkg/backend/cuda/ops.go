@@ -142,16 +142,18 @@ func (d *Device) matMul(a *MM) {
 	}
 	if k := fastKernel(m, a.X, a.LdX); k != "" && (a.Mode != MMSwiGLU || w2.Data%16 == 0) {
 		if a.T == 1 && d.gemvFits(m, 1) && !debugNoGemv {
-			k, rpb := "mv_"+k[len("mm_"):], mvWarps*mvRows
+			k, r := "mv_"+k[len("mm_"):], mvRows
 			if a.Mode == MMSwiGLU {
-				k, rpb = "mv2_"+k[len("mv_"):], mvWarps*mvRows2
+				k, r = "mv2_"+k[len("mv_"):], mvRows2
 			}
+			warps := d.gemvWarps(m.Rows, r)
+			rpb := warps * r
 			// One block a row group, many resident blocks overlapping one
 			// another's latencies. Measured worse: blocks looping over
 			// groups on a grid of 4 a multiprocessor (x staged less often),
 			// and the same loop on one block a group with the first loads
 			// before x is staged (docs/PERF.md).
-			d.launchRows(k, [3]int{(m.Rows + rpb - 1) / rpb, 1, 1}, mvWarps*32, mvShared(gemvBits(m), m.Cols, 1), rowsAt, a.Rows, args...)
+			d.launchRows(k, [3]int{(m.Rows + rpb - 1) / rpb, 1, 1}, warps*32, mvShared(gemvBits(m), m.Cols, 1), rowsAt, a.Rows, args...)
 			return
 		}
 		if a.Mode == MMSwiGLU {
