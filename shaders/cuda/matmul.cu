@@ -494,11 +494,13 @@ __device__ __forceinline__ void mv_rows(const u8* __restrict__ w, const u8* __re
 // Dynamic shared memory: (cols / CC)·PAD floats.
 // (Variants that looped over row groups with the registers carried across, or
 // issued the weight loads before staging x, measured slower: docs/PERF.md.)
+// With ym not null (mode MM_STORE, no pair), each output is also written to
+// ym (mapped host memory: matVecDownload).
 template <int BITS, bool PAIR, int R>
 __device__ __forceinline__ void mv_fast(float* y, const u8* w, const u8* sc, const u8* bi, const u8* w2, const u8* sc2,
                                         const u8* bi2, const float* xrow, int rows, int cols, int gs, int sfmt,
                                         const int* yrows, const float* ywt, int ldy, int mode, const RowArgs& ra,
-                                        int row0) {
+                                        int row0, float* ym = nullptr) {
     constexpr int CC = MV<BITS>::CC, TC = MV<BITS>::TC;
     extern __shared__ float4 mv_smem[];
     float* xs = (float*)mv_smem;
@@ -518,6 +520,11 @@ __device__ __forceinline__ void mv_fast(float* y, const u8* w, const u8* sc, con
 #pragma unroll
         for (int i = 0; i < R; i++) {
             if (r0 + i >= rows) break;
+            if (!PAIR && ym) {
+                const float v = warp_sum(acc[i]);
+                if ((threadIdx.x & 31) == 0) y[r0 + i] = ym[r0 + i] = v;
+                continue;
+            }
             float a[MM_TOK], a2[MM_TOK];
             a[0] = acc[i];
             a2[0] = PAIR ? acc2[i] : 0.f;
@@ -708,25 +715,34 @@ MVX_KERNEL(mvx_up_bf16, mvx_down_bf16, 16)
 // are blocks start[m] … start[m+1]−1 of one launch, so the small ones do not
 // each pay a launch and a mostly idle GPU.
 #define MVB_MAX 4
+// With n = 1, a row epilogue on y[0] may follow (epi), or y[0] is also
+// written to ym (mapped host memory) and block 0 copies nm ints from msrc
+// to mdst (the non-finite marks, to their mapped host mirror): a small
+// product the host downloads next then needs no copy call (matVecDownload).
 struct MVBatch {
     const u8 *w[MVB_MAX], *sc[MVB_MAX], *bi[MVB_MAX];
     float* y[MVB_MAX];
     int rows[MVB_MAX];
     int start[MVB_MAX + 1];
     int n;
+    float* ym;
+    const int* msrc;
+    int* mdst;
+    int nm;
 };
-// (With n = 1, a row epilogue on y[0] may follow: epi.)
 
 #define MVB_KERNEL(name, BITS)                                                                                   \
     extern "C" __global__ void __launch_bounds__(MV_WARPS * 32, MV_MINB)                                         \
         name(MVBatch b, const float* x, int cols, int gs, int sfmt, RowEpi epi) {                                \
         int m = 0;                                                                                                \
         while (m + 1 < b.n && (int)blockIdx.x >= b.start[m + 1]) m++;                                            \
+        if (blockIdx.x == 0 && b.msrc)                                                                            \
+            for (int i = threadIdx.x; i < b.nm; i += blockDim.x) b.mdst[i] = b.msrc[i];                          \
         RowArgs ra;                                                                                               \
         ra.n = 0;                                                                                                 \
         mv_fast<BITS, false, MV_R>(b.y[m], b.w[m], b.sc[m], b.bi[m], nullptr, nullptr, nullptr, x, b.rows[m], cols, \
                                    gs, sfmt, nullptr, nullptr, b.rows[m], MM_STORE, ra,                           \
-                                   ((int)blockIdx.x - b.start[m]) * (blockDim.x >> 5) * MV_R);                    \
+                                   ((int)blockIdx.x - b.start[m]) * (blockDim.x >> 5) * MV_R, m == 0 ? b.ym : nullptr); \
         row_epilogue(epi, b.y[0]);                                                                                \
     }
 

@@ -193,9 +193,12 @@ func (g *gpu) Upload(dst backend.Tensor, src []float32) {
 }
 
 func (g *gpu) Download(dst []float32, src backend.Tensor) error {
-	g.flushExperts()
 	t := g.tt(src, "Download source")
 	shapeCheck("Download", len(dst) == t.n(), "%d floats for a [%d %d] tensor", len(dst), t.rows, t.cols)
+	if done, err := g.downloadProduct(dst, t); done {
+		return err
+	}
+	g.flushExperts()
 	if err := g.d.Download(f32Bytes(dst), Buffer{Ptr: t.ptr, Size: t.n() * 4}, 0); err != nil {
 		return err
 	}
@@ -418,6 +421,27 @@ func (g *gpu) MatMul(y backend.Tensor, w backend.Matrix, x backend.Tensor) {
 	}
 	g.flushExperts()
 	g.d.MatMul(&MM{Y: ty.ptr, LdY: ty.cols, W: m, X: tx.ptr, LdX: tx.cols, T: tx.rows, Mode: MMStore})
+}
+
+// downloadProduct downloads t when it is the output of the one deferred
+// one-token product (the router logits at decode) through
+// Device.MatVecDownload: the kernel writes the output and the pending marks
+// to mapped host memory, so the round trip is one synchronization.
+func (g *gpu) downloadProduct(dst []float32, t *tensor) (bool, error) {
+	b := &g.batch
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	p := &b.mv
+	if debugNoFuse || len(p.ms) != 1 || b.epi.h != nil || t.rows != 1 || !sameTensor(p.ys[0], t) {
+		return false, nil
+	}
+	done, err := g.d.MatVecDownload(p.ms[0], p.x.ptr, t.ptr, dst)
+	if done {
+		clear(p.ms)
+		clear(p.ys)
+		p.x, p.ms, p.ys = nil, p.ms[:0], p.ys[:0]
+	}
+	return done, err
 }
 
 // deferMatVec defers y = m·x when x is one row and the GEMV kernels take m,

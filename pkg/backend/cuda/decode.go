@@ -183,18 +183,28 @@ func argB(b bool) uint64 {
 // mvBatch mirrors matmul.cu's struct MVBatch: up to mvbMax one-token
 // products of one input row, launched as one grid.
 type mvBatch struct {
-	W, Sc, Bi, Y [mvbMax]uintptr
-	Rows         [mvbMax]int32
-	Start        [mvbMax + 1]int32
-	N            int32
+	W, Sc, Bi, Y   [mvbMax]uintptr
+	Rows           [mvbMax]int32
+	Start          [mvbMax + 1]int32
+	N              int32
+	YM, MSrc, MDst uintptr
+	NM             int32
+	_              int32
 }
 
 const mvbMax = 4 // MVB_MAX
 
 var (
-	_ [unsafe.Sizeof(mvBatch{}) - 168]byte
-	_ [168 - unsafe.Sizeof(mvBatch{})]byte
+	_ [unsafe.Sizeof(mvBatch{}) - 200]byte
+	_ [200 - unsafe.Sizeof(mvBatch{})]byte
 )
+
+// mvMirror asks MatVecBatch (one matrix) to write y also to YM (mapped host
+// memory) and to copy NM mark slots from MSrc to MDst (their mapped mirror).
+type mvMirror struct {
+	YM, MSrc, MDst uintptr
+	NM             int
+}
 
 // MatVecBatch queues y_i = m_i·x for one row x (cols floats, 16-byte
 // aligned) and up to mvbMax matrices of one format that gemvFits, all in
@@ -206,6 +216,12 @@ func (d *Device) MatVecBatch(ms []*Matrix, ys []uintptr, x uintptr, epi *rowEpi)
 		return
 	}
 	defer d.leave()
+	d.matVecBatch(ms, ys, x, epi, nil)
+}
+
+// matVecBatch is MatVecBatch with an optional output mirror (one matrix).
+// Caller holds the device.
+func (d *Device) matVecBatch(ms []*Matrix, ys []uintptr, x uintptr, epi *rowEpi, mir *mvMirror) {
 	m0 := ms[0]
 	bits := gemvBits(m0)
 	if epi != nil && (len(ms) != 1 || int(epi.N) != m0.Rows) {
@@ -239,6 +255,13 @@ func (d *Device) MatVecBatch(ms []*Matrix, ys []uintptr, x uintptr, epi *rowEpi)
 	}
 	for i := len(ms); i <= mvbMax; i++ {
 		b.Start[i] = int32(blocks)
+	}
+	if mir != nil {
+		if len(ms) != 1 {
+			d.fail(fmt.Errorf("cuda: MatVecBatch: an output mirror of %d products", len(ms)))
+			return
+		}
+		b.YM, b.MSrc, b.MDst, b.NM = mir.YM, mir.MSrc, mir.MDst, int32(mir.NM)
 	}
 	d.params.epi = rowEpi{}
 	if epi != nil {
@@ -340,4 +363,58 @@ func splitCount(n, rows, sms int) int {
 	s := max(1, (8*sms+rows-1)/rows)
 	s = min(s, (n+attendSplitMinCh-1)/attendSplitMinCh)
 	return max(s, (n+attendSplitMaxCh-1)/attendSplitMaxCh, 1)
+}
+
+// mirrorBytes is the mapped buffer a one-token product's output is written
+// to when the host downloads it next (the router logits: E floats).
+const mirrorBytes = 64 << 10
+
+// MatVecDownload computes y = m·x (one row, m one the GEMV kernels take)
+// and downloads y into dst, with the kernel writing y also to mapped host
+// memory and copying the non-finite marks of the one MarkSet marked since
+// the last synchronizing call to its mapped host mirror: one launch and one
+// synchronization instead of the launch, two copies and the
+// synchronization (a sparse layer's router round trip at decode). It
+// reports false, doing nothing, when it does not apply (a larger output,
+// several mark sets pending, memory that cannot be mapped).
+func (d *Device) MatVecDownload(m *Matrix, x, y uintptr, dst []float32) (bool, error) {
+	if len(dst) != m.Rows || 4*len(dst) > mirrorBytes {
+		return false, nil
+	}
+	if !d.enter() {
+		defer d.leave()
+		return true, d.errOrClosed()
+	}
+	defer d.leave()
+	if len(d.marks) > 1 {
+		return false, nil
+	}
+	if d.mirror == nil {
+		b, dev, err := d.hostAllocMapped(mirrorBytes)
+		if err != nil {
+			return false, nil // not mappable here: the copies instead
+		}
+		d.mirror, d.mirrorDev = b, dev
+	}
+	mir := &mvMirror{YM: d.mirrorDev}
+	var mset *MarkSet
+	for ms := range d.marks {
+		if ms.hostDev == 0 {
+			return false, nil
+		}
+		mset = ms
+		mir.MSrc, mir.MDst, mir.NM = ms.dev.Ptr, ms.hostDev, len(ms.host)
+	}
+	d.matVecBatch([]*Matrix{m}, []uintptr{y}, x, nil, mir)
+	if mset != nil && d.err == nil {
+		mset.pending = false // its mirror is written by the kernel
+		delete(d.marks, mset)
+	}
+	d.flushMarks()
+	d.fail(d.drv.call("cuStreamSynchronize", d.drv.cuStreamSynchronize, d.stream))
+	if d.err != nil {
+		return true, d.err
+	}
+	copy(dst, unsafe.Slice((*float32)(unsafe.Pointer(&d.mirror[0])), len(dst)))
+	return true, nil
 }

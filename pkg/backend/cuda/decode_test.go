@@ -572,3 +572,65 @@ func TestRowEpilogue(t *testing.T) {
 		e.e.Release()
 	}
 }
+
+// TestDownloadProduct checks the download of a deferred one-token product
+// (the router logits at decode): the kernel writes the output and the
+// pending non-finite marks to mapped host memory, so the download is one
+// synchronization. The values must equal a later plain download of the
+// same tensor, and the marks those of the scans queued before; an output
+// beyond the mapped buffer takes the plain path.
+func TestDownloadProduct(t *testing.T) {
+	d := openGPU(t)
+	g := d.(*gpu)
+	r := rand.New(rand.NewPCG(31, 32))
+	mk, err := g.NewMarks(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mk.Release()
+	slots := make([]int, 2)
+	const C = 2048
+	for _, c := range []struct {
+		rows   int
+		desc   backend.MatrixDesc
+		marked bool
+	}{
+		{128, backend.MatrixDesc{Format: backend.BF16}, true},
+		{512, backend.MatrixDesc{Format: backend.Affine, Bits: 4, GroupSize: 64, ScaleFormat: backend.BF16}, false},
+		{20000, backend.MatrixDesc{Format: backend.BF16}, true}, // 80 kB: beyond the mirror
+	} {
+		desc := c.desc
+		desc.Rows, desc.Cols = c.rows, C
+		s := randStored(r, desc)
+		m := s.bind(t, d)
+		xv := randVec(r, C, 1)
+		x := upload(t, d, 1, C, xv)
+		y, _ := d.NewTensor(1, c.rows)
+		hv := make([]float32, 3*8)
+		if c.marked {
+			hv[2*8+1] = float32(math.NaN())
+		}
+		h := upload(t, d, 3, 8, hv)
+		mk.Mark(1, h)
+		d.MatMul(y, m, x)
+		got := make([]float32, c.rows)
+		if err := d.Download(got, y); err != nil {
+			t.Fatal(err)
+		}
+		compare(t, fmt.Sprintf("%v product", desc), got, matmulRef(s.w, c.rows, C, xv, 1), 2e-5)
+		again := download(t, d, y)
+		for i := range got {
+			if got[i] != again[i] {
+				t.Fatalf("%v: element %d downloaded with the product %v, alone %v", desc, i, got[i], again[i])
+			}
+		}
+		if err := mk.Read(slots); err != nil {
+			t.Fatal(err)
+		}
+		want := map[bool]int{true: 2, false: -1}[c.marked]
+		if slots[1] != want || slots[0] != -1 {
+			t.Errorf("%v: marks %v, want [-1 %d]", desc, slots, want)
+		}
+		m.Release()
+	}
+}

@@ -51,6 +51,8 @@ type Device struct {
 	flag       Buffer            // FirstNonFinite's result
 	attnCnt    Buffer            // attend_split's (head, token) counters, zero between launches
 	epiCnt     Buffer            // row_epilogue's counter, zero between launches
+	mirror     []byte            // mapped pinned memory a one-token product's output is written to (matVecDownload)
+	mirrorDev  uintptr           // its device address
 	marks      map[*MarkSet]bool // sets marked since their last copy to the host (flushMarks)
 	closed     bool
 
@@ -572,6 +574,24 @@ func (d *Device) HostAlloc(n int) ([]byte, error) {
 	}
 	d.hostAllocs[uintptr(p)] = n
 	return unsafe.Slice((*byte)(p), n), nil
+}
+
+// hostAllocMapped is HostAlloc with the memory also mapped into the
+// device's address space (kernels write it directly, at the returned device
+// address: the step's small results reach the host without a copy call).
+// FreeHost releases it. Caller holds the device.
+func (d *Device) hostAllocMapped(n int) ([]byte, uintptr, error) {
+	var p unsafe.Pointer
+	if err := d.drv.call(fmt.Sprintf("cuMemHostAlloc(%d bytes, mapped)", n), d.drv.cuMemHostAlloc, uintptr(unsafe.Pointer(&p)), uintptr(n), memHostAllocPortable|memHostAllocDeviceMap); err != nil {
+		return nil, 0, err
+	}
+	var dp uintptr
+	if err := d.drv.call("cuMemHostGetDevicePointer", d.drv.cuMemHostGetDevicePointer, uintptr(unsafe.Pointer(&dp)), uintptr(p), 0); err != nil {
+		d.drv.call("cuMemFreeHost", d.drv.cuMemFreeHost, uintptr(p))
+		return nil, 0, err
+	}
+	d.hostAllocs[uintptr(p)] = n
+	return unsafe.Slice((*byte)(p), n), dp, nil
 }
 
 // FreeHost releases memory from HostAlloc.

@@ -25,7 +25,8 @@ import (
 type MarkSet struct {
 	d       *Device
 	dev     Buffer
-	host    []int32 // pinned; written by the copies queued in flushMarks
+	host    []int32 // pinned; written by the copies queued in flushMarks (or by a kernel: hostDev)
+	hostDev uintptr // host's device address (mapped), 0 if it could not be mapped
 	pending bool    // marked since the last copy was queued
 	dirty   bool    // marked in this generation
 	gen     int32   // 1 … maxMarkGen
@@ -44,16 +45,29 @@ func (d *Device) NewMarkSet(n int) (*MarkSet, error) {
 	if n <= 0 {
 		return nil, fmt.Errorf("cuda: a mark set of %d slots", n)
 	}
-	hb, err := d.HostAlloc(4 * n)
-	if err != nil {
-		return nil, err
+	// The host mirror is mapped when the driver allows it, so that the
+	// router's product can copy the slots to it (matVecDownload).
+	var hb []byte
+	var hdev uintptr
+	if d.enter() {
+		var err error
+		if hb, hdev, err = d.hostAllocMapped(4 * n); err != nil {
+			hb, hdev = nil, 0
+		}
+	}
+	d.leave()
+	if hb == nil {
+		var err error
+		if hb, err = d.HostAlloc(4 * n); err != nil {
+			return nil, err
+		}
 	}
 	b, err := d.AllocExact(4 * n)
 	if err != nil {
 		_ = d.FreeHost(hb)
 		return nil, err
 	}
-	m := &MarkSet{d: d, dev: b, host: unsafe.Slice((*int32)(unsafe.Pointer(&hb[0])), n), gen: 1}
+	m := &MarkSet{d: d, dev: b, host: unsafe.Slice((*int32)(unsafe.Pointer(&hb[0])), n), hostDev: hdev, gen: 1}
 	for i := range m.host {
 		m.host[i] = noRow
 	}
