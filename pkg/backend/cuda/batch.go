@@ -33,13 +33,19 @@ type ExpertJob struct {
 //     for all with the weighted sum in call order — instead of two each;
 //     a Clear of their output just before joins them (the down kernel then
 //     overwrites instead of adding, where the output is one row);
-//   - one-token products of one input row (q, k and v), run as one grid;
+//   - one-token products of one input row (q, k and v), run as one grid; a
+//     lone one whose output the host downloads next (the router logits)
+//     writes it, and the pending marks, to mapped host memory;
 //   - a residual Add, with the non-finite Mark of its result, which the
-//     next RMSNorm of that result runs in its own kernel (add_rmsnorm).
+//     next RMSNorm of that result runs in its own kernel (add_rmsnorm), or,
+//     when it adds the one-row output of the pending experts or lone
+//     product, which that product's kernel runs in its last block
+//     (pendingEpi).
 //
-// At most one kind is pending at a time (deferring one flushes the others),
-// and any other operation flushes what is pending first, so the device
-// still executes every goroutine's operations in the order issued.
+// At most one kind is pending at a time (deferring one flushes the others;
+// an epilogue goes with the experts or the product), and any other
+// operation flushes what is pending first, so the device still executes
+// every goroutine's operations in the order issued.
 type expertBatch struct {
 	mu           sync.Mutex
 	out, x       *tensor
@@ -272,7 +278,7 @@ func (g *gpu) flushJobsLocked() {
 		return
 	}
 	if epiP.h != nil {
-		defer g.epiAlone(epiP) // after the kernels below (deferred calls run last-in first-out: before h is freed is fine)
+		defer g.epiAlone(epiP) // queued after the staged kernels below
 	}
 	if zero {
 		g.d.Zero(Buffer{Ptr: b.out.ptr, Size: b.out.n() * 4}, 0, b.out.n()*4)
