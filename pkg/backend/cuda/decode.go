@@ -242,6 +242,11 @@ func (d *Device) matVecBatch(ms []*Matrix, ys []uintptr, x uintptr, epi *rowEpi,
 		rows += m.Rows
 	}
 	warps := d.gemvWarps(rows, mvRows)
+	if epi != nil {
+		// The epilogue's row of H runs in one block: at least 64 threads
+		// (16 values a thread in registers per pass: 2048 in two passes).
+		warps = max(warps, 2)
+	}
 	rpb := warps * mvRows
 	blocks := 0
 	for i, m := range ms {
