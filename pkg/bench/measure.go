@@ -130,10 +130,14 @@ func Measure(ctx context.Context, e *engine.Engine, o Options) (*Report, error) 
 	// Greedy decoding of random weights settles on one repeated token, whose
 	// tokens then route to the same experts every step: a RAM cache would
 	// look perfect. Sampling at temperature 1 (fixed seed) keeps the tokens,
-	// and so the routing, varied, like real text.
+	// and so the routing, varied, like real text. Among the 40 most likely
+	// tokens only: random weights give a nearly flat distribution, and
+	// sampling the whole vocabulary costs one float64 exp per entry — 2.5–5
+	// ms a token on a 152k–248k vocabulary, which on a GPU was half of each
+	// decode step (docs/PERF.md); top-k needs one pass and 40 exps.
 	params := sample.Params{}
 	if o.Shape != nil {
-		params = sample.Params{Temperature: 1, Seed: 1}
+		params = sample.Params{Temperature: 1, TopK: 40, Seed: 1}
 	}
 	var best *engine.Stats
 	bestPrefill := 0.0
