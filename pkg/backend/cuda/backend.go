@@ -506,8 +506,8 @@ func (g *gpu) ExpertFFN(out, x backend.Tensor, e backend.Expert, rows []int, wei
 	for i, r := range rows {
 		shapeCheck("ExpertFFN", r >= 0 && r < tx.rows && (i == 0 || r > rows[i-1]), "rows must be distinct, increasing and < %d: %v", tx.rows, rows)
 	}
-	if n <= mmTok {
-		if kind := batchKind(gate, up, down, tx); kind != "" && !debugNoBatch {
+	if batchable(n, to) {
+		if kind := batchKind(gate, up, down, tx); kind != "" {
 			g.queueExpert(to, tx, kind, gate, up, down, rows, weights)
 			return
 		}

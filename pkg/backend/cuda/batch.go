@@ -24,20 +24,35 @@ type ExpertJob struct {
 	Wt                                 [mmTok]float32
 }
 
-// expertBatch collects the ExpertFFN calls of a decode step (each expert a
-// few rows) so that a layer's experts run as three launches — gate/up for all,
-// down for all, then the weighted sum in call order — instead of two launches
-// each. Any other operation flushes it first, so the device still executes
-// every goroutine's operations in the order issued.
+// expertBatch collects the ExpertFFN calls that come one after another (a
+// layer's routed experts) so that they run as three launches — gate/up for
+// all, down for all, then the weighted sum in call order — instead of two or
+// more each. A decode step's experts (at most mmTok rows each) go to the mmx
+// kernels, maxBatchJobs at a time; a batch where some expert has more rows (a
+// prefill chunk) goes to the grouped tiled kernels (gemm.go). Any other
+// operation flushes the batch first, so the device still executes every
+// goroutine's operations in the order issued.
 type expertBatch struct {
 	mu           sync.Mutex
 	out, x       *tensor
 	kind         string // the mmx kernel of the matrices' format
 	I, H, gs, sf int
-	jobs         []ExpertJob
+	jobs         []batchJob
+	rows         []int32   // every job's rows, job after job
+	wts          []float32 // their routing weights
+	ej           []ExpertJob
 }
 
-const maxBatchJobs = 32
+// batchJob is one queued expert: its matrices and its span of the rows.
+type batchJob struct {
+	gate, up, down Matrix
+	off, n         int
+}
+
+const (
+	maxBatchJobs = 32    // experts per mmx launch
+	maxBatchRows = 16384 // rows of one batch: bounds its staged arrays and scratch
+)
 
 // batchKind returns the mmx kernel for an expert whose three matrices share a
 // format the vectorized kernels take, or "".
@@ -53,11 +68,21 @@ func batchKind(gate, up, down *Matrix, x *tensor) string {
 	return "mmx_" + k[len("mm_"):]
 }
 
+// batchable reports whether an expert call of n rows into out can join a
+// batch: the mmx kernels take up to mmTok rows, the grouped tiled kernels
+// more (unless FM_CUDA_DEBUG=nogemm) within the batch's bounds.
+func batchable(n int, out *tensor) bool {
+	if debugNoBatch {
+		return false
+	}
+	return n <= mmTok || (!debugNoGemm && n <= maxBatchRows && out.rows <= maxGridY)
+}
+
 // queueExpert adds one expert's job, flushing a batch it cannot join.
 func (g *gpu) queueExpert(out, x *tensor, kind string, gate, up, down *Matrix, rows []int, weights []float32) {
 	b := &g.batch
 	b.mu.Lock()
-	if len(b.jobs) > 0 && (b.out != out || b.x != x || b.kind != kind || b.I != gate.Rows || len(b.jobs) == maxBatchJobs) {
+	if len(b.jobs) > 0 && (b.out != out || b.x != x || b.kind != kind || b.I != gate.Rows || len(b.rows)+len(rows) > maxBatchRows) {
 		g.flushLocked()
 	}
 	if len(b.jobs) == 0 {
@@ -67,12 +92,11 @@ func (g *gpu) queueExpert(out, x *tensor, kind string, gate, up, down *Matrix, r
 			b.gs, b.sf = gate.GroupSize, int(gate.ScaleFormat)
 		}
 	}
-	j := ExpertJob{GW: gate.Data, GS: gate.Scales, GB: gate.Biases, UW: up.Data, US: up.Scales, UB: up.Biases,
-		DW: down.Data, DS: down.Scales, DB: down.Biases, N: int32(len(rows))}
+	b.jobs = append(b.jobs, batchJob{gate: *gate, up: *up, down: *down, off: len(b.rows), n: len(rows)})
 	for i, r := range rows {
-		j.Rows[i], j.Wt[i] = int32(r), weights[i]
+		b.rows = append(b.rows, int32(r))
+		b.wts = append(b.wts, weights[i])
 	}
-	b.jobs = append(b.jobs, j)
 	b.mu.Unlock()
 }
 
@@ -86,13 +110,41 @@ func (g *gpu) flushExperts() {
 
 func (g *gpu) flushLocked() {
 	b := &g.batch
-	n := len(b.jobs)
-	if n == 0 {
+	if len(b.jobs) == 0 {
 		return
 	}
-	defer func() { b.jobs, b.out, b.x = b.jobs[:0], nil, nil }()
-	raw := unsafe.Slice((*byte)(unsafe.Pointer(&b.jobs[0])), n*int(unsafe.Sizeof(ExpertJob{})))
-	jobs, err := g.d.Stage(raw)
+	defer func() { b.jobs, b.rows, b.wts, b.out, b.x = b.jobs[:0], b.rows[:0], b.wts[:0], nil, nil }()
+	most := 0
+	for i := range b.jobs {
+		most = max(most, b.jobs[i].n)
+	}
+	if most > mmTok {
+		g.flushGemm()
+		return
+	}
+	for i := 0; i < len(b.jobs); i += maxBatchJobs {
+		g.flushDecode(b.jobs[i:min(i+maxBatchJobs, len(b.jobs))])
+	}
+}
+
+// flushDecode runs jobs of at most mmTok rows each through the mmx kernels.
+func (g *gpu) flushDecode(jobs []batchJob) {
+	b := &g.batch
+	n := len(jobs)
+	b.ej = b.ej[:0]
+	oneTok := true
+	for i := range jobs {
+		j := &jobs[i]
+		e := ExpertJob{GW: j.gate.Data, GS: j.gate.Scales, GB: j.gate.Biases, UW: j.up.Data, US: j.up.Scales, UB: j.up.Biases,
+			DW: j.down.Data, DS: j.down.Scales, DB: j.down.Biases, N: int32(j.n)}
+		for t := 0; t < j.n; t++ {
+			e.Rows[t], e.Wt[t] = b.rows[j.off+t], b.wts[j.off+t]
+		}
+		b.ej = append(b.ej, e)
+		oneTok = oneTok && j.n == 1
+	}
+	raw := unsafe.Slice((*byte)(unsafe.Pointer(&b.ej[0])), n*int(unsafe.Sizeof(ExpertJob{})))
+	p, err := g.d.Stage(raw)
 	if err != nil {
 		return // kept by the device, reported at the next sync
 	}
@@ -106,9 +158,5 @@ func (g *gpu) flushLocked() {
 		return
 	}
 	defer g.d.Free(y)
-	oneTok := true
-	for i := range b.jobs {
-		oneTok = oneTok && b.jobs[i].N == 1
-	}
-	g.d.ExpertBatch(b.kind, jobs, n, h.Ptr, b.x.ptr, y.Ptr, b.out.ptr, b.I, b.H, b.gs, b.sf, oneTok)
+	g.d.ExpertBatch(b.kind, p, n, h.Ptr, b.x.ptr, y.Ptr, b.out.ptr, b.I, b.H, b.gs, b.sf, oneTok)
 }

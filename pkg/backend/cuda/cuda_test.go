@@ -194,7 +194,7 @@ func formats() []backend.MatrixDesc {
 func TestMatMulEveryFormat(t *testing.T) {
 	d := openGPU(t)
 	r := rand.New(rand.NewPCG(1, 2))
-	shapes := []struct{ rows, cols int }{{1, 128}, {7, 256}, {130, 384}, {33, 1024}}
+	shapes := []struct{ rows, cols int }{{1, 128}, {7, 256}, {130, 384}, {33, 1024}, {257, 64}}
 	worst := 0.0
 	for _, f := range formats() {
 		for _, sh := range shapes {
@@ -208,7 +208,9 @@ func TestMatMulEveryFormat(t *testing.T) {
 			}
 			s := randStored(r, desc)
 			m := s.bind(t, d)
-			for _, T := range []int{1, 3, 8, 9, 17, 64} {
+			// T ≥ gemmMinT (16) goes to the tiled kernels: their threshold,
+			// token tiles of 32 and 64 and the edges of both.
+			for _, T := range []int{1, 3, 8, 9, 15, 16, 17, 33, 64, 100, 512} {
 				xv := randVec(r, T*sh.cols, 1)
 				x := upload(t, d, T, sh.cols, xv)
 				y, _ := d.NewTensor(T, sh.rows)

@@ -170,6 +170,10 @@ func (d *Device) matMul(a *MM) {
 			d.launchRows(k, [3]int{(m.Rows + rpb - 1) / rpb, 1, 1}, mvWarps*32, 0, rowsAt, a.Rows, args...)
 			return
 		}
+		if a.T >= gemmMinT && !debugNoGemm {
+			d.gemm(a, k[len("mm_"):], args[:rowsAt])
+			return
+		}
 		if a.Mode == MMSwiGLU {
 			k = "mm2_" + k[len("mm_"):]
 		}

@@ -1,0 +1,219 @@
+//go:build cuda && linux
+
+package cuda
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/fm-moe/fm/pkg/backend"
+)
+
+// gemmDescs are matrices for the tiled kernels' tests: every format the fast
+// kernels take, row counts around the 128-row tile, columns a multiple of 32.
+func gemmDescs() []backend.MatrixDesc {
+	return []backend.MatrixDesc{
+		{Rows: 257, Cols: 192, Format: backend.Affine, Bits: 4, GroupSize: 64, ScaleFormat: backend.BF16},
+		{Rows: 130, Cols: 256, Format: backend.Affine, Bits: 3, GroupSize: 32, ScaleFormat: backend.F16},
+		{Rows: 7, Cols: 128, Format: backend.Affine, Bits: 8, GroupSize: 128, ScaleFormat: backend.F32},
+		{Rows: 129, Cols: 64, Format: backend.Affine, Bits: 2, GroupSize: 32, ScaleFormat: backend.BF16},
+		{Rows: 33, Cols: 96, Format: backend.BF16},
+		{Rows: 65, Cols: 160, Format: backend.F16},
+		{Rows: 200, Cols: 32, Format: backend.F32},
+	}
+}
+
+// TestGemmModes runs the tiled kernels through Device.MatMul in every mode
+// and with both row arrays: x rows gathered (xrows), results stored, added,
+// paired (SwiGLU) or added with weights into scattered y rows (yrows, ywt),
+// against float64 references.
+func TestGemmModes(t *testing.T) {
+	bd := openGPU(t)
+	g := bd.(*gpu)
+	d := g.d
+	r := rand.New(rand.NewPCG(21, 22))
+	worst := 0.0
+	for _, desc := range gemmDescs() {
+		s, s2 := randStored(r, desc), randStored(r, desc)
+		mb, mb2 := s.bind(t, bd), s2.bind(t, bd)
+		m, m2 := g.mat(mb, "w"), g.mat(mb2, "w2")
+		rows, cols := desc.Rows, desc.Cols
+		for _, T := range []int{16, 33, 100, 300} {
+			XR, YR := T+5, T+9
+			xv := randVec(r, XR*cols, 1)
+			x := upload(t, bd, XR, cols, xv).(*tensor)
+			xrows, yrows, ywt := make([]int32, T), make([]int32, T), randVec(r, T, 1)
+			for i := range xrows {
+				xrows[i] = int32((i*7 + 3) % XR)
+				yrows[i] = int32(YR - 1 - i)
+			}
+			for _, mode := range []string{"store", "accum", "swiglu", "scatter"} {
+				y0 := randVec(r, YR*rows, 1)
+				y := upload(t, bd, YR, rows, y0).(*tensor)
+				xr, err := d.Stage(i32Bytes(xrows))
+				if err != nil {
+					t.Fatal(err)
+				}
+				a := &MM{Y: y.ptr, LdY: rows, W: m, X: x.ptr, LdX: cols, T: T, XRows: xr, Mode: MMStore}
+				switch mode {
+				case "accum":
+					a.Mode = MMAccum
+				case "swiglu":
+					a.Mode, a.W2 = MMSwiGLU, m2
+				case "scatter":
+					yr, err := d.Stage(i32Bytes(yrows))
+					if err != nil {
+						t.Fatal(err)
+					}
+					yw, err := d.Stage(f32Bytes(ywt))
+					if err != nil {
+						t.Fatal(err)
+					}
+					a.YRows, a.YWt = yr, yw
+				}
+				d.MatMul(a)
+				want := make([]float64, YR*rows)
+				for i, v := range y0 {
+					want[i] = float64(v)
+				}
+				for tt := 0; tt < T; tt++ {
+					xt := xv[int(xrows[tt])*cols : (int(xrows[tt])+1)*cols]
+					p := matmulRef(s.w, rows, cols, xt, 1)
+					if mode == "swiglu" {
+						u := matmulRef(s2.w, rows, cols, xt, 1)
+						for i := range p {
+							p[i] = silu(float64(float32(p[i]))) * u[i]
+						}
+					}
+					for i, v := range p {
+						switch mode {
+						case "store", "swiglu":
+							want[tt*rows+i] = v
+						case "accum":
+							want[tt*rows+i] += v
+						case "scatter":
+							want[int(yrows[tt])*rows+i] += float64(ywt[tt]) * v
+						}
+					}
+				}
+				worst = max(worst, compare(t, fmt.Sprintf("%v T=%d %s", desc, T, mode), download(t, bd, y), want, 2e-5))
+				y.Release()
+			}
+			x.Release()
+		}
+		mb.Release()
+		mb2.Release()
+	}
+	t.Logf("worst relative error: %.3g", worst)
+}
+
+// bindStored binds gate, up and down as one expert file (parts at
+// 4096-byte offsets, as fm writes them).
+func bindStored(t *testing.T, d backend.Device, gate, up, down *stored) backend.Expert {
+	t.Helper()
+	l := &backend.ExpertLayout{}
+	off := 0
+	place := func(n int) backend.Part {
+		p := backend.Part{Offset: off, Size: n}
+		off += (n + 4095) &^ 4095
+		return p
+	}
+	parts := []struct {
+		m *backend.ExpertMatrix
+		s *stored
+	}{{&l.Gate, gate}, {&l.Up, up}, {&l.Down, down}}
+	for _, p := range parts {
+		p.m.Desc = p.s.desc
+		p.m.Data = place(len(p.s.data))
+		if p.s.desc.Format == backend.Affine {
+			p.m.Scales, p.m.Biases = place(len(p.s.scales)), place(len(p.s.biases))
+		}
+	}
+	l.FileSize = off
+	file := make([]byte, off)
+	for _, p := range parts {
+		copy(file[p.m.Data.Offset:], p.s.data)
+		if p.s.desc.Format == backend.Affine {
+			copy(file[p.m.Scales.Offset:], p.s.scales)
+			copy(file[p.m.Biases.Offset:], p.s.biases)
+		}
+	}
+	e, err := d.BindExpert(l, file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// TestExpertBatchPrefill runs a prefill chunk's experts (row counts from 1 to
+// all T rows, below and above the tiles) as consecutive ExpertFFN calls, as
+// pkg/model issues them, through the grouped tiled kernels (batched), the
+// per-expert tiled products (FM_CUDA_DEBUG=nobatch) and mm_fast
+// (nobatch,nogemm), against a float64 reference.
+func TestExpertBatchPrefill(t *testing.T) {
+	d := openGPU(t)
+	r := rand.New(rand.NewPCG(23, 24))
+	const H, I, T = 256, 192, 100
+	counts := []int{1, 33, 9, T, 8, 40, 17, 3, 64, 32}
+	saved := [2]bool{debugNoBatch, debugNoGemm}
+	defer func() { debugNoBatch, debugNoGemm = saved[0], saved[1] }()
+	for _, base := range []backend.MatrixDesc{
+		{Format: backend.Affine, Bits: 4, GroupSize: 64, ScaleFormat: backend.BF16},
+		{Format: backend.BF16},
+		{Format: backend.Affine, Bits: 3, GroupSize: 32, ScaleFormat: backend.F16},
+		{Format: backend.Affine, Bits: 8, GroupSize: 128, ScaleFormat: backend.F32},
+		{Format: backend.Affine, Bits: 2, GroupSize: 64, ScaleFormat: backend.BF16},
+		{Format: backend.F16},
+		{Format: backend.F32},
+	} {
+		gd, dd := base, base
+		gd.Rows, gd.Cols, dd.Rows, dd.Cols = I, H, H, I
+		xv := randVec(r, T*H, 1)
+		x := upload(t, d, T, H, xv)
+		ov := randVec(r, T*H, 1)
+		want := make([]float64, T*H)
+		for i, v := range ov {
+			want[i] = float64(v)
+		}
+		var es []backend.Expert
+		var rows [][]int
+		var wts [][]float32
+		for _, n := range counts {
+			gate, up, down := randStored(r, gd), randStored(r, gd), randStored(r, dd)
+			es = append(es, bindStored(t, d, gate, up, down))
+			rs := r.Perm(T)[:n]
+			for i := 1; i < n; i++ { // sort
+				for j := i; j > 0 && rs[j] < rs[j-1]; j-- {
+					rs[j], rs[j-1] = rs[j-1], rs[j]
+				}
+			}
+			w := randVec(r, n, 1)
+			rows, wts = append(rows, rs), append(wts, w)
+			for i, row := range rs {
+				y := ffnRef(gate, up, down, xv[row*H:(row+1)*H])
+				for c := range y {
+					want[row*H+c] += float64(w[i]) * y[c]
+				}
+			}
+		}
+		for _, mode := range []struct {
+			name           string
+			nobatch, nogem bool
+		}{{"batched", false, false}, {"nobatch", true, false}, {"nobatch,nogemm", true, true}, {"nogemm", false, true}} {
+			debugNoBatch, debugNoGemm = mode.nobatch, mode.nogem
+			out := upload(t, d, T, H, ov)
+			for j, e := range es {
+				d.ExpertFFN(out, x, e, rows[j], wts[j])
+			}
+			rel := compare(t, fmt.Sprintf("%v experts %s", base, mode.name), download(t, d, out), want, 3e-5)
+			t.Logf("%v %s: relative error %.3g", base, mode.name, rel)
+			out.Release()
+		}
+		debugNoBatch, debugNoGemm = saved[0], saved[1]
+		for _, e := range es {
+			e.Release()
+		}
+		x.Release()
+	}
+}

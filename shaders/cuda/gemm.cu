@@ -1,0 +1,312 @@
+// gemm.cu: the tiled matrix product for prefill, y[t, r] (+)= Σ_c W[r, c]·x[t, c]
+// for T tokens at once. mm_fast (matmul.cu) decodes each weight unit once per
+// MM_TOK = 8 tokens, so a 512-token chunk reads every weight 64 times; here a
+// block owns a tile of GM_BM weight rows × BN tokens, and each K-step of GM_BK
+// columns dequantizes the block's weights ONCE into shared memory, stages the
+// BN tokens' x values beside them, and every thread accumulates a GM_TM × GM_TN
+// register tile of float32 FMAs from the two. A weight is then read once per
+// BN tokens (and the product is compute-bound, not memory-bound, at T ≥ ~16).
+//
+// Numerics: the weight is dequantized exactly as the reference writes it
+// (w = s·q + b, one fused rounding to float32), products accumulate in
+// float32 in column order, one accumulator per output: the same result
+// whichever block finishes first. No tensor cores (they would round x to
+// tf32/bf16).
+//
+// Same argument semantics as mm_fast (MM_PARAMS): token t reads x row
+// xrows[t] (row t without xrows); modes MM_STORE, MM_ACCUM, MM_SWIGLU (gate
+// and up in one pass, two accumulators); with yrows the result is added,
+// times ywt[t], to y row yrows[t] (rows never collide within one launch).
+// Needs what the fast kernels need (the Go side checks): cols % 32 == 0,
+// group size % 32 == 0 (a K-step lies in one group), 16-byte aligned rows.
+//
+// This file comes before matmul.cu in the translation unit (files are
+// concatenated in name order), so it uses only 00common.cu. The mode numbers
+// are matmul.cu's; an identical redefinition is legal, a different one is a
+// compile error, which keeps the two files in step.
+#define MM_STORE 0
+#define MM_ACCUM 1
+#define MM_SWIGLU 2
+
+#define GM_BM 128 // weight rows (output columns) per block
+#define GM_BK 32  // columns per K-step: one piece of 32 columns per row
+#define GM_TM 8   // rows per thread
+#define GM_TN 4   // tokens per thread
+
+// gm_code returns code i (0 … 31) of 32 BITS-bit codes packed LSB first in wd.
+template <int BITS>
+__device__ __forceinline__ u32 gm_code(const u32* wd, int i) {
+    const int bit = i * BITS, w = bit >> 5, sh = bit & 31;
+    u32 v = wd[w] >> sh;
+    if (sh + BITS > 32) v |= wd[w + 1] << (32 - sh);
+    return v & ((1u << BITS) - 1u);
+}
+
+// gm_piece dequantizes columns k0 … k0+31 of row r of a stored matrix into
+// column c of a shared tile laid out [GM_BK][GM_BM] (ws[k·GM_BM + c]): a warp's
+// threads take consecutive c, so each store instruction hits 32 banks.
+template <int KIND>
+__device__ __forceinline__ void gm_piece(float* ws, int c, const u8* __restrict__ w, const u8* __restrict__ sc,
+                                         const u8* __restrict__ bi, int r, int cols, int k0, int gs, int sfmt) {
+    if constexpr (KIND == FMT_F32) {
+        const float4* p = (const float4*)(w + ((long)r * cols + k0) * 4);
+#pragma unroll
+        for (int m = 0; m < 8; m++) {
+            const float4 v = p[m];
+            ws[(4 * m) * GM_BM + c] = v.x;
+            ws[(4 * m + 1) * GM_BM + c] = v.y;
+            ws[(4 * m + 2) * GM_BM + c] = v.z;
+            ws[(4 * m + 3) * GM_BM + c] = v.w;
+        }
+    } else if constexpr (KIND == FMT_BF16 || KIND == FMT_F16) {
+        const uint4* p = (const uint4*)(w + ((long)r * cols + k0) * 2);
+#pragma unroll
+        for (int m = 0; m < 4; m++) {
+            const uint4 v = p[m];
+            const u32 a[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+            for (int q = 0; q < 4; q++) {
+                const int k = 8 * m + 2 * q;
+                if constexpr (KIND == FMT_BF16) {
+                    ws[k * GM_BM + c] = __uint_as_float(a[q] << 16);
+                    ws[(k + 1) * GM_BM + c] = __uint_as_float(a[q] & 0xffff0000u);
+                } else {
+                    ws[k * GM_BM + c] = f16_to_f32(a[q] & 0xffffu);
+                    ws[(k + 1) * GM_BM + c] = f16_to_f32(a[q] >> 16);
+                }
+            }
+        }
+    } else {
+        constexpr int BITS = KIND - 100; // 32 codes take BITS words
+        const u8* p = w + (long)r * ((long)cols * BITS / 8) + (long)k0 * BITS / 8;
+        u32 wd[BITS];
+        if constexpr (BITS == 4 || BITS == 8) {
+#pragma unroll
+            for (int m = 0; m < BITS / 4; m++) {
+                const uint4 v = ((const uint4*)p)[m];
+                wd[4 * m] = v.x; wd[4 * m + 1] = v.y; wd[4 * m + 2] = v.z; wd[4 * m + 3] = v.w;
+            }
+        } else if constexpr (BITS == 2) {
+            const uint2 v = *(const uint2*)p;
+            wd[0] = v.x; wd[1] = v.y;
+        } else {
+#pragma unroll
+            for (int m = 0; m < BITS; m++) wd[m] = ((const u32*)p)[m];
+        }
+        const long gi = (long)r * (cols / gs) + k0 / gs;
+        const float s = load_float(sc, gi, sfmt), b = load_float(bi, gi, sfmt);
+#pragma unroll
+        for (int i = 0; i < 32; i++) ws[i * GM_BM + c] = fmaf(s, (float)gm_code<BITS>(wd, i), b);
+    }
+}
+
+// gemm_tile computes the tile of rows row0 … row0+GM_BM−1 and tokens
+// t0 … t0+BN−1 (those < rows, < T) with (GM_BM/GM_TM)·(BN/GM_TN) threads.
+// ws holds (PAIR ? 2 : 1)·GM_BK·GM_BM floats, xs GM_BK·BN.
+template <int KIND, bool PAIR, int BN>
+__device__ __forceinline__ void gemm_tile(float* y, const u8* w, const u8* sc, const u8* bi, const u8* w2,
+                                          const u8* sc2, const u8* bi2, const float* x, const int* xrows,
+                                          const int* yrows, const float* ywt, int rows, int cols, int T, int ldx,
+                                          int ldy, int gs, int sfmt, int mode, int row0, int t0, float* ws,
+                                          float* xs) {
+    constexpr int TX = BN / GM_TN, NT = (GM_BM / GM_TM) * TX, NP = PAIR ? 2 : 1;
+    constexpr int XQ = NT / BN; // threads per staged token (NT is 4·BN)
+    static_assert(NT % BN == 0 && (GM_BK / 4) % XQ == 0, "x staging layout");
+    const int tid = threadIdx.x;
+    const int tx = tid % TX, ty = tid / TX;
+    // x staging: this thread copies float4 number xq, xq+XQ, … of token xn's
+    // K-step, transposed into xs[k·BN + xn] (consecutive threads, consecutive
+    // tokens: each store instruction hits 32 banks).
+    const int xn = tid % BN, xq = tid / BN, xt = t0 + xn;
+    const float* xr = xt < T ? x + (long)(xrows ? xrows[xt] : xt) * ldx : nullptr;
+
+    float acc[GM_TM][GM_TN], acc2[PAIR ? GM_TM : 1][GM_TN];
+#pragma unroll
+    for (int i = 0; i < GM_TM; i++)
+#pragma unroll
+        for (int j = 0; j < GM_TN; j++) {
+            acc[i][j] = 0.f;
+            if constexpr (PAIR) acc2[i][j] = 0.f;
+        }
+
+    for (int k0 = 0; k0 < cols; k0 += GM_BK) {
+        for (int p = tid; p < NP * GM_BM; p += NT) {
+            const int c = p % GM_BM, r = row0 + c;
+            float* wt = ws + (p / GM_BM) * (GM_BK * GM_BM);
+            if (r < rows) {
+                if (p < GM_BM) gm_piece<KIND>(wt, c, w, sc, bi, r, cols, k0, gs, sfmt);
+                else gm_piece<KIND>(wt, c, w2, sc2, bi2, r, cols, k0, gs, sfmt);
+            } else {
+#pragma unroll
+                for (int k = 0; k < GM_BK; k++) wt[k * GM_BM + c] = 0.f;
+            }
+        }
+#pragma unroll
+        for (int q = xq; q < GM_BK / 4; q += XQ) {
+            float4 v;
+            if (xr) v = ((const float4*)(xr + k0))[q];
+            else v.x = v.y = v.z = v.w = 0.f;
+            xs[(4 * q) * BN + xn] = v.x;
+            xs[(4 * q + 1) * BN + xn] = v.y;
+            xs[(4 * q + 2) * BN + xn] = v.z;
+            xs[(4 * q + 3) * BN + xn] = v.w;
+        }
+        __syncthreads();
+#pragma unroll 8
+        for (int k = 0; k < GM_BK; k++) {
+            const float4 a0 = *(const float4*)(ws + k * GM_BM + ty * GM_TM);
+            const float4 a1 = *(const float4*)(ws + k * GM_BM + ty * GM_TM + 4);
+            const float4 bx = *(const float4*)(xs + k * BN + tx * GM_TN);
+            const float a[GM_TM] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+            const float b[GM_TN] = {bx.x, bx.y, bx.z, bx.w};
+#pragma unroll
+            for (int i = 0; i < GM_TM; i++)
+#pragma unroll
+                for (int j = 0; j < GM_TN; j++) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+            if constexpr (PAIR) {
+                const float4 c0 = *(const float4*)(ws + GM_BK * GM_BM + k * GM_BM + ty * GM_TM);
+                const float4 c1 = *(const float4*)(ws + GM_BK * GM_BM + k * GM_BM + ty * GM_TM + 4);
+                const float a2[GM_TM] = {c0.x, c0.y, c0.z, c0.w, c1.x, c1.y, c1.z, c1.w};
+#pragma unroll
+                for (int i = 0; i < GM_TM; i++)
+#pragma unroll
+                    for (int j = 0; j < GM_TN; j++) acc2[i][j] = fmaf(a2[i], b[j], acc2[i][j]);
+            }
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int j = 0; j < GM_TN; j++) {
+        const int t = t0 + tx * GM_TN + j;
+        if (t >= T) break;
+#pragma unroll
+        for (int i = 0; i < GM_TM; i++) {
+            const int r = row0 + ty * GM_TM + i;
+            if (r >= rows) break;
+            float v = acc[i][j];
+            if constexpr (PAIR) v = silu_f(v) * acc2[i][j];
+            if (yrows) {
+                y[(long)yrows[t] * ldy + r] += ywt[t] * v;
+            } else {
+                const long o = (long)t * ldy + r;
+                y[o] = mode == MM_ACCUM ? y[o] + v : v;
+            }
+        }
+    }
+}
+
+#define GM_PARAMS                                                                                              \
+    float *y, const u8 *w, const u8 *sc, const u8 *bi, const u8 *w2, const u8 *sc2, const u8 *bi2, const float *x, \
+        const int *xrows, const int *yrows, const float *ywt, int rows, int cols, int T, int ldx, int ldy, int gs,   \
+        int sfmt, int mode
+
+// One kernel per format, pairing and token tile: grid (⌈rows/GM_BM⌉, ⌈T/BN⌉).
+#define GEMM_KERNEL(name, KIND, PAIR, BN)                                                                         \
+    extern "C" __global__ void __launch_bounds__((GM_BM / GM_TM) * (BN / GM_TN)) name(GM_PARAMS) {               \
+        __shared__ __align__(16) float ws[(PAIR ? 2 : 1) * GM_BK * GM_BM];                                      \
+        __shared__ __align__(16) float xs[GM_BK * BN];                                                         \
+        gemm_tile<KIND, PAIR, BN>(y, w, sc, bi, w2, sc2, bi2, x, xrows, yrows, ywt, rows, cols, T, ldx, ldy, gs, \
+                                  sfmt, mode, blockIdx.x * GM_BM, blockIdx.y * BN, ws, xs);                     \
+    }
+
+#define GEMM_KERNELS(sfx, KIND)                       \
+    GEMM_KERNEL(gemm_##sfx##_32, KIND, false, 32)     \
+    GEMM_KERNEL(gemm_##sfx##_64, KIND, false, 64)     \
+    GEMM_KERNEL(gemm2_##sfx##_32, KIND, true, 32)     \
+    GEMM_KERNEL(gemm2_##sfx##_64, KIND, true, 64)
+
+GEMM_KERNELS(f32, FMT_F32)
+GEMM_KERNELS(bf16, FMT_BF16)
+GEMM_KERNELS(f16, FMT_F16)
+GEMM_KERNELS(q2, 102)
+GEMM_KERNELS(q3, 103)
+GEMM_KERNELS(q4, 104)
+GEMM_KERNELS(q8, 108)
+
+// ---------------------------------------------------------------------------
+// The routed experts of a prefill chunk, all in three launches. One launch a
+// expert would give each only ⌈I/GM_BM⌉ blocks (6 for 768 rows) on a GPU of
+// 132 multiprocessors; here every (expert, token tile) pair is one "item"
+// (blockIdx.y) of a grid that spans all the experts:
+//   phase 0: h[off+t] = silu(gate·x[rows[off+t]]) ⊙ (up·x[rows[off+t]])
+//   phase 1: yo[off+t] = down·h[off+t]
+// (t < n of job j, off its first entry in the flat row list), then
+// gemm_combine adds wt[a]·yo[a] into each output row for its entries a in
+// job order: the order the experts were called in, whichever block
+// finishes first, and no float atomics.
+
+#define GMX_BN 32 // tokens per item: a 512-token chunk gives each of 128 experts ~32 rows
+
+// GemmJob: one expert's matrices and its span of the flat row list (80 bytes;
+// mirrored by the Go struct GemmJob).
+struct GemmJob {
+    const u8 *gw, *gsc, *gbi, *uw, *usc, *ubi, *dw, *dsc, *dbi;
+    int off, n;
+};
+
+template <int KIND>
+__device__ __forceinline__ void gemm_experts(const GemmJob* jobs, const int* items, const int* rows, float* h,
+                                             const float* x, int ldx, float* yo, int I, int H, int gs, int sfmt,
+                                             int phase, float* ws, float* xs) {
+    const GemmJob& j = jobs[items[2 * blockIdx.y]];
+    const int t0 = items[2 * blockIdx.y + 1];
+    if (phase == 0)
+        gemm_tile<KIND, true, GMX_BN>(h + (long)j.off * I, j.gw, j.gsc, j.gbi, j.uw, j.usc, j.ubi, x, rows + j.off,
+                                      nullptr, nullptr, I, H, j.n, ldx, I, gs, sfmt, MM_SWIGLU, blockIdx.x * GM_BM, t0,
+                                      ws, xs);
+    else
+        gemm_tile<KIND, false, GMX_BN>(yo + (long)j.off * H, j.dw, j.dsc, j.dbi, nullptr, nullptr, nullptr,
+                                       h + (long)j.off * I, nullptr, nullptr, nullptr, H, I, j.n, I, H, gs, sfmt,
+                                       MM_STORE, blockIdx.x * GM_BM, t0, ws, xs);
+}
+
+#define GEMMX_KERNEL(name, KIND)                                                                                  \
+    extern "C" __global__ void __launch_bounds__((GM_BM / GM_TM) * (GMX_BN / GM_TN))                            \
+        name(const GemmJob* jobs, const int* items, const int* rows, float* h, const float* x, int ldx, float* yo,  \
+             int I, int H, int gs, int sfmt, int phase) {                                                         \
+        __shared__ __align__(16) float ws[2 * GM_BK * GM_BM];                                                   \
+        __shared__ __align__(16) float xs[GM_BK * GMX_BN];                                                     \
+        gemm_experts<KIND>(jobs, items, rows, h, x, ldx, yo, I, H, gs, sfmt, phase, ws, xs);                    \
+    }
+
+GEMMX_KERNEL(gemmx_f32, FMT_F32)
+GEMMX_KERNEL(gemmx_bf16, FMT_BF16)
+GEMMX_KERNEL(gemmx_f16, FMT_F16)
+GEMMX_KERNEL(gemmx_q2, 102)
+GEMMX_KERNEL(gemmx_q3, 103)
+GEMMX_KERNEL(gemmx_q4, 104)
+GEMMX_KERNEL(gemmx_q8, 108)
+
+// gemm_combine: out[r] += wt[a]·yo[a] for the entries a = idx[start[r]] …
+// idx[start[r+1]−1] of output row r (blockIdx.y), in that (job) order; one
+// thread per column.
+extern "C" __global__ void gemm_combine(float* out, const float* yo, const float* wt, const int* start, const int* idx,
+                                        int H) {
+    const int r = blockIdx.y, c = blockIdx.x * blockDim.x + threadIdx.x;
+    const int k0 = start[r], k1 = start[r + 1];
+    if (c >= H || k0 == k1) return;
+    float o = out[(long)r * H + c];
+    for (int k = k0; k < k1; k++) {
+        const int a = idx[k];
+        o += wt[a] * yo[(long)a * H + c];
+    }
+    out[(long)r * H + c] = o;
+}
+
+// gemm_fma_peak measures the float32 FMA ceiling the tiled kernels are
+// compared with (cuda.test's measurement): GM_TM·GM_TN independent chains a
+// thread, n steps each; the sums go to out only if they are an impossible
+// value, so nothing is optimized away and nothing is written.
+extern "C" __global__ void __launch_bounds__(256) gemm_fma_peak(float* out, int n, float a, float b) {
+    float v[16];
+#pragma unroll
+    for (int i = 0; i < 16; i++) v[i] = threadIdx.x * 1e-3f + i;
+    for (int s = 0; s < n; s++)
+#pragma unroll
+        for (int i = 0; i < 16; i++) v[i] = fmaf(v[i], a, b);
+    float t = 0.f;
+#pragma unroll
+    for (int i = 0; i < 16; i++) t += v[i];
+    if (t == -1.2345e30f) out[blockIdx.x * blockDim.x + threadIdx.x] = t;
+}
