@@ -42,21 +42,25 @@ __device__ __forceinline__ u32 gm_code(const u32* wd, int i) {
     return v & ((1u << BITS) - 1u);
 }
 
-// gm_piece dequantizes columns k0 … k0+31 of row r of a stored matrix into
-// column c of a shared tile laid out [GM_BK][GM_BM] (ws[k·GM_BM + c]): a warp's
-// threads take consecutive c, so each store instruction hits 32 banks.
-template <int KIND>
+// gm_piece decodes columns k0 … k0+31 of row r of a stored matrix into
+// column c of a shared tile laid out [GM_BK][LD] (ws[k·LD + c]): a warp's
+// threads take consecutive c, so each store instruction hits 32 banks. With
+// RAW (the tensor-core kernels), affine rows keep their codes q as floats and
+// the group's scale and bias go to sb[c] and sb[GM_BM + c]; float rows are
+// stored as they are either way.
+template <int KIND, int LD, bool RAW>
 __device__ __forceinline__ void gm_piece(float* ws, int c, const u8* __restrict__ w, const u8* __restrict__ sc,
-                                         const u8* __restrict__ bi, int r, int cols, int k0, int gs, int sfmt) {
+                                         const u8* __restrict__ bi, int r, int cols, int k0, int gs, int sfmt,
+                                         float* sb) {
     if constexpr (KIND == FMT_F32) {
         const float4* p = (const float4*)(w + ((long)r * cols + k0) * 4);
 #pragma unroll
         for (int m = 0; m < 8; m++) {
             const float4 v = p[m];
-            ws[(4 * m) * GM_BM + c] = v.x;
-            ws[(4 * m + 1) * GM_BM + c] = v.y;
-            ws[(4 * m + 2) * GM_BM + c] = v.z;
-            ws[(4 * m + 3) * GM_BM + c] = v.w;
+            ws[(4 * m) * LD + c] = v.x;
+            ws[(4 * m + 1) * LD + c] = v.y;
+            ws[(4 * m + 2) * LD + c] = v.z;
+            ws[(4 * m + 3) * LD + c] = v.w;
         }
     } else if constexpr (KIND == FMT_BF16 || KIND == FMT_F16) {
         const uint4* p = (const uint4*)(w + ((long)r * cols + k0) * 2);
@@ -68,11 +72,11 @@ __device__ __forceinline__ void gm_piece(float* ws, int c, const u8* __restrict_
             for (int q = 0; q < 4; q++) {
                 const int k = 8 * m + 2 * q;
                 if constexpr (KIND == FMT_BF16) {
-                    ws[k * GM_BM + c] = __uint_as_float(a[q] << 16);
-                    ws[(k + 1) * GM_BM + c] = __uint_as_float(a[q] & 0xffff0000u);
+                    ws[k * LD + c] = __uint_as_float(a[q] << 16);
+                    ws[(k + 1) * LD + c] = __uint_as_float(a[q] & 0xffff0000u);
                 } else {
-                    ws[k * GM_BM + c] = f16_to_f32(a[q] & 0xffffu);
-                    ws[(k + 1) * GM_BM + c] = f16_to_f32(a[q] >> 16);
+                    ws[k * LD + c] = f16_to_f32(a[q] & 0xffffu);
+                    ws[(k + 1) * LD + c] = f16_to_f32(a[q] >> 16);
                 }
             }
         }
@@ -95,8 +99,15 @@ __device__ __forceinline__ void gm_piece(float* ws, int c, const u8* __restrict_
         }
         const long gi = (long)r * (cols / gs) + k0 / gs;
         const float s = load_float(sc, gi, sfmt), b = load_float(bi, gi, sfmt);
+        if constexpr (RAW) {
+            sb[c] = s;
+            sb[GM_BM + c] = b;
 #pragma unroll
-        for (int i = 0; i < 32; i++) ws[i * GM_BM + c] = fmaf(s, (float)gm_code<BITS>(wd, i), b);
+            for (int i = 0; i < 32; i++) ws[i * LD + c] = (float)gm_code<BITS>(wd, i);
+        } else {
+#pragma unroll
+            for (int i = 0; i < 32; i++) ws[i * LD + c] = fmaf(s, (float)gm_code<BITS>(wd, i), b);
+        }
     }
 }
 
@@ -134,8 +145,8 @@ __device__ __forceinline__ void gemm_tile(float* y, const u8* w, const u8* sc, c
             const int c = p % GM_BM, r = row0 + c;
             float* wt = ws + (p / GM_BM) * (GM_BK * GM_BM);
             if (r < rows) {
-                if (p < GM_BM) gm_piece<KIND>(wt, c, w, sc, bi, r, cols, k0, gs, sfmt);
-                else gm_piece<KIND>(wt, c, w2, sc2, bi2, r, cols, k0, gs, sfmt);
+                if (p < GM_BM) gm_piece<KIND, GM_BM, false>(wt, c, w, sc, bi, r, cols, k0, gs, sfmt, nullptr);
+                else gm_piece<KIND, GM_BM, false>(wt, c, w2, sc2, bi2, r, cols, k0, gs, sfmt, nullptr);
             } else {
 #pragma unroll
                 for (int k = 0; k < GM_BK; k++) wt[k * GM_BM + c] = 0.f;
@@ -225,6 +236,223 @@ GEMM_KERNELS(q4, 104)
 GEMM_KERNELS(q8, 108)
 
 // ---------------------------------------------------------------------------
+// The same tiles on tensor cores (sm_80 and later): mma.sync m16n8k8 with
+// tf32 inputs and float32 accumulation. Tf32 keeps 11 significant bits, so
+// the product is kept exact enough this way: the weights go in exactly —
+// affine codes q (small integers) and bf16/f16 values are tf32 numbers — and x
+// is split into x_hi = tf32(x) and x_lo = tf32(x − x_hi), two products whose
+// sum misses x by < 2⁻²² relative (float32 itself: 2⁻²⁴). For affine rows each
+// K-step (inside one group) gives P = Σ q·x per row and token, folded as
+// acc += s·P + b·Σx (what mm_fast computes). Float32 weights stay on the SIMT
+// kernels. A warp owns 32 rows × 32 tokens (2 × 4 tiles of 16 × 8); the
+// shared tiles are padded by 4 floats a line so that the fragment loads
+// (lanes g = lane/4 on rows, t4 = lane%4 on K) hit 32 distinct banks.
+
+#define GT_LDW (GM_BM + 4)
+
+// gm_tf32 rounds x to the nearest tf32 (its bits, low 13 zero).
+// Before sm_80 neither instruction exists: the Go side then never launches
+// these kernels, and they compile to a trap so that the unit still builds.
+__device__ __forceinline__ u32 gm_tf32(float x) {
+    u32 r;
+#if __CUDA_ARCH__ >= 800
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+#else
+    r = 0;
+    asm volatile("trap;");
+#endif
+    return r;
+}
+
+// gm_mma: d += A·B for one 16×8×8 tile (fragments in the PTX layout).
+__device__ __forceinline__ void gm_mma(float* d, const u32* a, const u32* b) {
+#if __CUDA_ARCH__ < 800
+    asm volatile("trap;");
+#else
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
+}
+
+// Shared floats of a tensor-core tile: weights, x, scales and biases, Σx.
+#define GT_SMEM(NP, BN) ((NP) * GM_BK * GT_LDW + GM_BK * ((BN) + 4) + (NP) * 2 * GM_BM + (BN))
+
+// gemm_tc_tile is gemm_tile on tensor cores: (BN/32)·4 warps, smem holds
+// GT_SMEM(PAIR ? 2 : 1, BN) floats.
+template <int KIND, bool PAIR, int BN>
+__device__ __forceinline__ void gemm_tc_tile(float* y, const u8* w, const u8* sc, const u8* bi, const u8* w2,
+                                             const u8* sc2, const u8* bi2, const float* x, const int* xrows,
+                                             const int* yrows, const float* ywt, int rows, int cols, int T, int ldx,
+                                             int ldy, int gs, int sfmt, int mode, int row0, int t0, float* smem) {
+    constexpr bool AFF = KIND >= 100;
+    constexpr int NP = PAIR ? 2 : 1, LDX = BN + 4, NT = 4 * BN, XQ = NT / BN;
+    float* ws = smem;                       // [NP][GM_BK][GT_LDW]
+    float* xs = ws + NP * GM_BK * GT_LDW;   // [GM_BK][LDX]
+    float* sb = xs + GM_BK * LDX;           // [NP][2][GM_BM]: scales, biases
+    float* xsum = sb + NP * 2 * GM_BM;      // [BN]
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int g = lane >> 2, t4 = lane & 3;
+    const int wr = (warp & 3) * 32, wt = (warp >> 2) * 32; // the warp's rows and tokens in the tile
+    // x staging: the XQ = 4 adjacent threads of token xn copy its K-step's
+    // float4s xq, xq+4 (coalesced) and add them up for Σx with two shuffles.
+    const int xn = tid / XQ, xq = tid % XQ, xt = t0 + xn;
+    const float* xr = xt < T ? x + (long)(xrows ? xrows[xt] : xt) * ldx : nullptr;
+
+    float acc[NP][2][4][4], part[AFF ? NP : 1][2][4][4];
+#pragma unroll
+    for (int m = 0; m < NP; m++)
+#pragma unroll
+        for (int i = 0; i < 2; i++)
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+#pragma unroll
+                for (int q = 0; q < 4; q++) acc[m][i][j][q] = 0.f;
+
+    for (int k0 = 0; k0 < cols; k0 += GM_BK) {
+        for (int p = tid; p < NP * GM_BM; p += NT) {
+            const int c = p % GM_BM, m = p / GM_BM, r = row0 + c;
+            float* wm = ws + m * (GM_BK * GT_LDW);
+            float* sbm = sb + m * 2 * GM_BM;
+            if (r < rows) {
+                if (m == 0) gm_piece<KIND, GT_LDW, true>(wm, c, w, sc, bi, r, cols, k0, gs, sfmt, sbm);
+                else gm_piece<KIND, GT_LDW, true>(wm, c, w2, sc2, bi2, r, cols, k0, gs, sfmt, sbm);
+            } else {
+#pragma unroll
+                for (int k = 0; k < GM_BK; k++) wm[k * GT_LDW + c] = 0.f;
+                sbm[c] = sbm[GM_BM + c] = 0.f;
+            }
+        }
+        float s = 0.f;
+#pragma unroll
+        for (int q = xq; q < GM_BK / 4; q += XQ) {
+            float4 v;
+            if (xr) v = ((const float4*)(xr + k0))[q];
+            else v.x = v.y = v.z = v.w = 0.f;
+            xs[(4 * q) * LDX + xn] = v.x;
+            xs[(4 * q + 1) * LDX + xn] = v.y;
+            xs[(4 * q + 2) * LDX + xn] = v.z;
+            xs[(4 * q + 3) * LDX + xn] = v.w;
+            s += (v.x + v.y) + (v.z + v.w);
+        }
+        if constexpr (AFF) {
+            s += __shfl_xor_sync(0xffffffffu, s, 1);
+            s += __shfl_xor_sync(0xffffffffu, s, 2);
+            if (xq == 0) xsum[xn] = s;
+        }
+        __syncthreads();
+        if constexpr (AFF) {
+#pragma unroll
+            for (int m = 0; m < NP; m++)
+#pragma unroll
+                for (int i = 0; i < 2; i++)
+#pragma unroll
+                    for (int j = 0; j < 4; j++)
+#pragma unroll
+                        for (int q = 0; q < 4; q++) part[m][i][j][q] = 0.f;
+        }
+#pragma unroll
+        for (int ks = 0; ks < GM_BK; ks += 8) {
+            u32 bh[4][2], bl[4][2];
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    const float v = xs[(ks + t4 + 4 * h) * LDX + wt + j * 8 + g];
+                    bh[j][h] = gm_tf32(v);
+                    bl[j][h] = gm_tf32(v - __uint_as_float(bh[j][h]));
+                }
+#pragma unroll
+            for (int m = 0; m < NP; m++) {
+                const float* wm = ws + m * (GM_BK * GT_LDW);
+                u32 a[2][4];
+#pragma unroll
+                for (int i = 0; i < 2; i++) {
+                    const int rr = wr + i * 16 + g;
+                    a[i][0] = __float_as_uint(wm[(ks + t4) * GT_LDW + rr]);
+                    a[i][1] = __float_as_uint(wm[(ks + t4) * GT_LDW + rr + 8]);
+                    a[i][2] = __float_as_uint(wm[(ks + t4 + 4) * GT_LDW + rr]);
+                    a[i][3] = __float_as_uint(wm[(ks + t4 + 4) * GT_LDW + rr + 8]);
+                }
+#pragma unroll
+                for (int i = 0; i < 2; i++)
+#pragma unroll
+                    for (int j = 0; j < 4; j++) {
+                        float* d = AFF ? part[AFF ? m : 0][i][j] : acc[m][i][j];
+                        gm_mma(d, a[i], bh[j]);
+                        gm_mma(d, a[i], bl[j]);
+                    }
+            }
+        }
+        if constexpr (AFF) {
+            float xv[4][2];
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                xv[j][0] = xsum[wt + j * 8 + 2 * t4];
+                xv[j][1] = xsum[wt + j * 8 + 2 * t4 + 1];
+            }
+#pragma unroll
+            for (int m = 0; m < NP; m++)
+#pragma unroll
+                for (int i = 0; i < 2; i++)
+#pragma unroll
+                    for (int hr = 0; hr < 2; hr++) {
+                        const int rr = wr + i * 16 + g + 8 * hr;
+                        const float sc_ = sb[m * 2 * GM_BM + rr], bi_ = sb[m * 2 * GM_BM + GM_BM + rr];
+#pragma unroll
+                        for (int j = 0; j < 4; j++)
+#pragma unroll
+                            for (int hc = 0; hc < 2; hc++) {
+                                float& o = acc[m][i][j][2 * hr + hc];
+                                o = fmaf(sc_, part[m][i][j][2 * hr + hc], o);
+                                o = fmaf(bi_, xv[j][hc], o);
+                            }
+                    }
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int i = 0; i < 2; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+#pragma unroll
+            for (int q = 0; q < 4; q++) {
+                const int r = row0 + wr + i * 16 + g + 8 * (q >> 1);
+                const int t = t0 + wt + j * 8 + 2 * t4 + (q & 1);
+                if (r >= rows || t >= T) continue;
+                float v = acc[0][i][j][q];
+                if constexpr (PAIR) v = silu_f(v) * acc[PAIR ? 1 : 0][i][j][q];
+                if (yrows) {
+                    y[(long)yrows[t] * ldy + r] += ywt[t] * v;
+                } else {
+                    const long o = (long)t * ldy + r;
+                    y[o] = mode == MM_ACCUM ? y[o] + v : v;
+                }
+            }
+}
+
+#define GEMMT_KERNEL(name, KIND, PAIR, BN)                                                                         \
+    extern "C" __global__ void __launch_bounds__(4 * BN) name(GM_PARAMS) {                                        \
+        __shared__ __align__(16) float smem[GT_SMEM(PAIR ? 2 : 1, BN)];                                         \
+        gemm_tc_tile<KIND, PAIR, BN>(y, w, sc, bi, w2, sc2, bi2, x, xrows, yrows, ywt, rows, cols, T, ldx, ldy, gs, \
+                                     sfmt, mode, blockIdx.x * GM_BM, blockIdx.y * BN, smem);                    \
+    }
+
+#define GEMMT_KERNELS(sfx, KIND)                       \
+    GEMMT_KERNEL(gemmt_##sfx##_32, KIND, false, 32)    \
+    GEMMT_KERNEL(gemmt_##sfx##_64, KIND, false, 64)    \
+    GEMMT_KERNEL(gemmt2_##sfx##_32, KIND, true, 32)    \
+    GEMMT_KERNEL(gemmt2_##sfx##_64, KIND, true, 64)
+
+GEMMT_KERNELS(bf16, FMT_BF16)
+GEMMT_KERNELS(f16, FMT_F16)
+GEMMT_KERNELS(q2, 102)
+GEMMT_KERNELS(q3, 103)
+GEMMT_KERNELS(q4, 104)
+GEMMT_KERNELS(q8, 108)
+
+// ---------------------------------------------------------------------------
 // The routed experts of a prefill chunk, all in three launches. One launch a
 // expert would give each only ⌈I/GM_BM⌉ blocks (6 for 768 rows) on a GPU of
 // 132 multiprocessors; here every (expert, token tile) pair is one "item"
@@ -277,6 +505,38 @@ GEMMX_KERNEL(gemmx_q2, 102)
 GEMMX_KERNEL(gemmx_q3, 103)
 GEMMX_KERNEL(gemmx_q4, 104)
 GEMMX_KERNEL(gemmx_q8, 108)
+
+// gemmxt: gemmx on tensor cores (the formats gemmt takes).
+template <int KIND>
+__device__ __forceinline__ void gemm_experts_tc(const GemmJob* jobs, const int* items, const int* rows, float* h,
+                                                const float* x, int ldx, float* yo, int I, int H, int gs, int sfmt,
+                                                int phase, float* smem) {
+    const GemmJob& j = jobs[items[2 * blockIdx.y]];
+    const int t0 = items[2 * blockIdx.y + 1];
+    if (phase == 0)
+        gemm_tc_tile<KIND, true, GMX_BN>(h + (long)j.off * I, j.gw, j.gsc, j.gbi, j.uw, j.usc, j.ubi, x, rows + j.off,
+                                         nullptr, nullptr, I, H, j.n, ldx, I, gs, sfmt, MM_SWIGLU, blockIdx.x * GM_BM,
+                                         t0, smem);
+    else
+        gemm_tc_tile<KIND, false, GMX_BN>(yo + (long)j.off * H, j.dw, j.dsc, j.dbi, nullptr, nullptr, nullptr,
+                                          h + (long)j.off * I, nullptr, nullptr, nullptr, H, I, j.n, I, H, gs, sfmt,
+                                          MM_STORE, blockIdx.x * GM_BM, t0, smem);
+}
+
+#define GEMMXT_KERNEL(name, KIND)                                                                                 \
+    extern "C" __global__ void __launch_bounds__(4 * GMX_BN)                                                      \
+        name(const GemmJob* jobs, const int* items, const int* rows, float* h, const float* x, int ldx, float* yo,  \
+             int I, int H, int gs, int sfmt, int phase) {                                                         \
+        __shared__ __align__(16) float smem[GT_SMEM(2, GMX_BN)];                                                \
+        gemm_experts_tc<KIND>(jobs, items, rows, h, x, ldx, yo, I, H, gs, sfmt, phase, smem);                   \
+    }
+
+GEMMXT_KERNEL(gemmxt_bf16, FMT_BF16)
+GEMMXT_KERNEL(gemmxt_f16, FMT_F16)
+GEMMXT_KERNEL(gemmxt_q2, 102)
+GEMMXT_KERNEL(gemmxt_q3, 103)
+GEMMXT_KERNEL(gemmxt_q4, 104)
+GEMMXT_KERNEL(gemmxt_q8, 108)
 
 // gemm_combine: out[r] += wt[a]·yo[a] for the entries a = idx[start[r]] …
 // idx[start[r+1]−1] of output row r (blockIdx.y), in that (job) order; one

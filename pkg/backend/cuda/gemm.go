@@ -31,6 +31,17 @@ var gemmMinT = 16
 // of the tiled kernels.
 var debugNoGemm = strings.Contains(os.Getenv("FM_CUDA_DEBUG"), "nogemm")
 
+// debugNoTC (FM_CUDA_DEBUG=notc) keeps the tiled products on the float32
+// SIMT kernels instead of the tensor-core ones: their A/B.
+var debugNoTC = strings.Contains(os.Getenv("FM_CUDA_DEBUG"), "notc")
+
+// tensorCores reports whether the products of format sfx run on the
+// tensor-core kernels (gemmt_*, gemmxt_*): sm_80 or later, and weights that
+// are exact in tf32 (every format but float32).
+func (d *Device) tensorCores(sfx string) bool {
+	return sfx != "f32" && d.Info.CC[0] >= 8 && !debugNoTC
+}
+
 // gemmFormats are the fast kernels' format suffixes (fastKernel's names
 // without "mm_"); gemm.cu has each at both token tiles, single and paired.
 var gemmFormats = []string{"f32", "bf16", "f16", "q2", "q3", "q4", "q8"}
@@ -40,6 +51,9 @@ var gemmFormats = []string{"f32", "bf16", "f16", "q2", "q3", "q4", "q8"}
 func init() {
 	for _, f := range gemmFormats {
 		kernelNames = append(kernelNames, "gemm_"+f+"_32", "gemm_"+f+"_64", "gemm2_"+f+"_32", "gemm2_"+f+"_64", "gemmx_"+f)
+		if f != "f32" {
+			kernelNames = append(kernelNames, "gemmt_"+f+"_32", "gemmt_"+f+"_64", "gemmt2_"+f+"_32", "gemmt2_"+f+"_64", "gemmxt_"+f)
+		}
 	}
 	kernelNames = append(kernelNames, "gemm_combine", "gemm_fma_peak")
 }
@@ -55,11 +69,14 @@ func (d *Device) gemm(a *MM, sfx string, args []uint64) {
 	if a.T >= 64 && rowTiles*((a.T+63)/64) >= d.Info.SMs {
 		bn = 64
 	}
-	name := "gemm_"
-	if a.Mode == MMSwiGLU {
-		name = "gemm2_"
+	name := "gemm"
+	if d.tensorCores(sfx) {
+		name = "gemmt"
 	}
-	name += sfx + "_" + strconv.Itoa(bn)
+	if a.Mode == MMSwiGLU {
+		name += "2"
+	}
+	name += "_" + sfx + "_" + strconv.Itoa(bn)
 	if (a.T+bn-1)/bn > maxGridY {
 		d.fail(fmt.Errorf("cuda: MatMul: %d tokens exceed the tiled kernel's grid", a.T))
 		return
@@ -106,6 +123,9 @@ func (d *Device) GemmExperts(a *GemmExpertsArgs) {
 		return
 	}
 	k := "gemmx_" + a.Kind
+	if d.tensorCores(a.Kind) {
+		k = "gemmxt_" + a.Kind
+	}
 	args := []uint64{uint64(a.Jobs), uint64(a.Items), uint64(a.Rows), uint64(a.Hid), uint64(a.X), argI(a.LdX),
 		uint64(a.Y), argI(a.I), argI(a.H), argI(a.GroupSize), argI(a.ScaleFmt), argI(0)}
 	threads := (gemmRows / 8) * (gemmXTok / 4)

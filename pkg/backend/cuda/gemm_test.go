@@ -33,6 +33,17 @@ func TestGemmModes(t *testing.T) {
 	g := bd.(*gpu)
 	d := g.d
 	r := rand.New(rand.NewPCG(21, 22))
+	saved := debugNoTC
+	defer func() { debugNoTC = saved }()
+	worst := 0.0
+	for _, notc := range []bool{false, true} { // tensor cores (where the device has them), then SIMT
+		debugNoTC = notc
+		worst = max(worst, testGemmModes(t, bd, g, d, r))
+	}
+	t.Logf("worst relative error: %.3g", worst)
+}
+
+func testGemmModes(t *testing.T, bd backend.Device, g *gpu, d *Device, r *rand.Rand) float64 {
 	worst := 0.0
 	for _, desc := range gemmDescs() {
 		s, s2 := randStored(r, desc), randStored(r, desc)
@@ -97,7 +108,7 @@ func TestGemmModes(t *testing.T) {
 						}
 					}
 				}
-				worst = max(worst, compare(t, fmt.Sprintf("%v T=%d %s", desc, T, mode), download(t, bd, y), want, 2e-5))
+				worst = max(worst, compare(t, fmt.Sprintf("%v T=%d %s notc=%v", desc, T, mode, debugNoTC), download(t, bd, y), want, 2e-5))
 				y.Release()
 			}
 			x.Release()
@@ -105,7 +116,7 @@ func TestGemmModes(t *testing.T) {
 		mb.Release()
 		mb2.Release()
 	}
-	t.Logf("worst relative error: %.3g", worst)
+	return worst
 }
 
 // bindStored binds gate, up and down as one expert file (parts at
@@ -150,14 +161,15 @@ func bindStored(t *testing.T, d backend.Device, gate, up, down *stored) backend.
 // all T rows, below and above the tiles) as consecutive ExpertFFN calls, as
 // pkg/model issues them, through the grouped tiled kernels (batched), the
 // per-expert tiled products (FM_CUDA_DEBUG=nobatch) and mm_fast
-// (nobatch,nogemm), against a float64 reference.
+// (nobatch,nogemm), the tiled ones on tensor cores and on the SIMT kernels
+// (notc), against a float64 reference.
 func TestExpertBatchPrefill(t *testing.T) {
 	d := openGPU(t)
 	r := rand.New(rand.NewPCG(23, 24))
-	const H, I, T = 256, 192, 100
+	const H, I, T = 256, 384, 100 // multiples of every group size below; I spans 3 row tiles
 	counts := []int{1, 33, 9, T, 8, 40, 17, 3, 64, 32}
-	saved := [2]bool{debugNoBatch, debugNoGemm}
-	defer func() { debugNoBatch, debugNoGemm = saved[0], saved[1] }()
+	saved := [3]bool{debugNoBatch, debugNoGemm, debugNoTC}
+	defer func() { debugNoBatch, debugNoGemm, debugNoTC = saved[0], saved[1], saved[2] }()
 	for _, base := range []backend.MatrixDesc{
 		{Format: backend.Affine, Bits: 4, GroupSize: 64, ScaleFormat: backend.BF16},
 		{Format: backend.BF16},
@@ -198,10 +210,11 @@ func TestExpertBatchPrefill(t *testing.T) {
 			}
 		}
 		for _, mode := range []struct {
-			name           string
-			nobatch, nogem bool
-		}{{"batched", false, false}, {"nobatch", true, false}, {"nobatch,nogemm", true, true}, {"nogemm", false, true}} {
-			debugNoBatch, debugNoGemm = mode.nobatch, mode.nogem
+			name                 string
+			nobatch, nogem, notc bool
+		}{{"batched", false, false, false}, {"batched,notc", false, false, true}, {"nobatch", true, false, false},
+			{"nobatch,notc", true, false, true}, {"nobatch,nogemm", true, true, false}, {"nogemm", false, true, false}} {
+			debugNoBatch, debugNoGemm, debugNoTC = mode.nobatch, mode.nogem, mode.notc
 			out := upload(t, d, T, H, ov)
 			for j, e := range es {
 				d.ExpertFFN(out, x, e, rows[j], wts[j])
@@ -210,7 +223,7 @@ func TestExpertBatchPrefill(t *testing.T) {
 			t.Logf("%v %s: relative error %.3g", base, mode.name, rel)
 			out.Release()
 		}
-		debugNoBatch, debugNoGemm = saved[0], saved[1]
+		debugNoBatch, debugNoGemm, debugNoTC = saved[0], saved[1], saved[2]
 		for _, e := range es {
 			e.Release()
 		}
