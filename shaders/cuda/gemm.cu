@@ -27,6 +27,13 @@
 #define MM_STORE 0
 #define MM_ACCUM 1
 #define MM_SWIGLU 2
+// MM_PART (the tiled kernels only): split K. Block z of the grid sums
+// columns [z·kchunk, (z+1)·kchunk) and stores its raw sums (gate's then, for
+// pairs, up's at an offset of gridDim.z·T·rows) to y[(z·T + t)·rows + r];
+// gemm_reduce then adds the splits in order z = 0, 1, … and applies the
+// launch's real mode. A grid of fewer blocks than multiprocessors otherwise
+// waits on one block's whole K loop (k_proj at T = 512: 32 blocks).
+#define MM_PART 3
 
 #define GM_BM 128 // weight rows (output columns) per block
 #define GM_BK 32  // columns per K-step: one piece of 32 columns per row
@@ -118,8 +125,8 @@ template <int KIND, bool PAIR, int BN>
 __device__ __forceinline__ void gemm_tile(float* y, const u8* w, const u8* sc, const u8* bi, const u8* w2,
                                           const u8* sc2, const u8* bi2, const float* x, const int* xrows,
                                           const int* yrows, const float* ywt, int rows, int cols, int T, int ldx,
-                                          int ldy, int gs, int sfmt, int mode, int row0, int t0, float* ws,
-                                          float* xs) {
+                                          int ldy, int gs, int sfmt, int mode, int row0, int t0, int kb, int ke,
+                                          float* ws, float* xs) {
     constexpr int TX = BN / GM_TN, NT = (GM_BM / GM_TM) * TX, NP = PAIR ? 2 : 1;
     constexpr int XQ = NT / BN; // threads per staged token (NT is 4·BN)
     static_assert(NT % BN == 0 && (GM_BK / 4) % XQ == 0, "x staging layout");
@@ -140,7 +147,7 @@ __device__ __forceinline__ void gemm_tile(float* y, const u8* w, const u8* sc, c
             if constexpr (PAIR) acc2[i][j] = 0.f;
         }
 
-    for (int k0 = 0; k0 < cols; k0 += GM_BK) {
+    for (int k0 = kb; k0 < ke; k0 += GM_BK) {
         for (int p = tid; p < NP * GM_BM; p += NT) {
             const int c = p % GM_BM, r = row0 + c;
             float* wt = ws + (p / GM_BM) * (GM_BK * GM_BM);
@@ -196,6 +203,12 @@ __device__ __forceinline__ void gemm_tile(float* y, const u8* w, const u8* sc, c
             const int r = row0 + ty * GM_TM + i;
             if (r >= rows) break;
             float v = acc[i][j];
+            if (mode == MM_PART) {
+                const long o = ((long)blockIdx.z * T + t) * rows + r;
+                y[o] = v;
+                if constexpr (PAIR) y[(long)gridDim.z * T * rows + o] = acc2[i][j];
+                continue;
+            }
             if constexpr (PAIR) v = silu_f(v) * acc2[i][j];
             if (yrows) {
                 y[(long)yrows[t] * ldy + r] += ywt[t] * v;
@@ -210,15 +223,17 @@ __device__ __forceinline__ void gemm_tile(float* y, const u8* w, const u8* sc, c
 #define GM_PARAMS                                                                                              \
     float *y, const u8 *w, const u8 *sc, const u8 *bi, const u8 *w2, const u8 *sc2, const u8 *bi2, const float *x, \
         const int *xrows, const int *yrows, const float *ywt, int rows, int cols, int T, int ldx, int ldy, int gs,   \
-        int sfmt, int mode
+        int sfmt, int mode, int kchunk
 
 // One kernel per format, pairing and token tile: grid (⌈rows/GM_BM⌉, ⌈T/BN⌉).
 #define GEMM_KERNEL(name, KIND, PAIR, BN)                                                                         \
     extern "C" __global__ void __launch_bounds__((GM_BM / GM_TM) * (BN / GM_TN)) name(GM_PARAMS) {               \
         __shared__ __align__(16) float ws[(PAIR ? 2 : 1) * GM_BK * GM_BM];                                      \
         __shared__ __align__(16) float xs[GM_BK * BN];                                                         \
+        const int kb = blockIdx.z * kchunk;                                                                    \
         gemm_tile<KIND, PAIR, BN>(y, w, sc, bi, w2, sc2, bi2, x, xrows, yrows, ywt, rows, cols, T, ldx, ldy, gs, \
-                                  sfmt, mode, blockIdx.x * GM_BM, blockIdx.y * BN, ws, xs);                     \
+                                  sfmt, mode, blockIdx.x * GM_BM, blockIdx.y * BN, kb, min(cols, kb + kchunk), ws, \
+                                  xs);                                                                          \
     }
 
 #define GEMM_KERNELS(sfx, KIND)                       \
@@ -284,7 +299,8 @@ template <int KIND, bool PAIR, int BN>
 __device__ __forceinline__ void gemm_tc_tile(float* y, const u8* w, const u8* sc, const u8* bi, const u8* w2,
                                              const u8* sc2, const u8* bi2, const float* x, const int* xrows,
                                              const int* yrows, const float* ywt, int rows, int cols, int T, int ldx,
-                                             int ldy, int gs, int sfmt, int mode, int row0, int t0, float* smem) {
+                                             int ldy, int gs, int sfmt, int mode, int row0, int t0, int kb, int ke,
+                                             float* smem) {
     constexpr bool AFF = KIND >= 100;
     constexpr int NP = PAIR ? 2 : 1, LDX = BN + 4, NT = 4 * BN, XQ = NT / BN;
     float* ws = smem;                       // [NP][GM_BK][GT_LDW]
@@ -309,7 +325,7 @@ __device__ __forceinline__ void gemm_tc_tile(float* y, const u8* w, const u8* sc
 #pragma unroll
                 for (int q = 0; q < 4; q++) acc[m][i][j][q] = 0.f;
 
-    for (int k0 = 0; k0 < cols; k0 += GM_BK) {
+    for (int k0 = kb; k0 < ke; k0 += GM_BK) {
         for (int p = tid; p < NP * GM_BM; p += NT) {
             const int c = p % GM_BM, m = p / GM_BM, r = row0 + c;
             float* wm = ws + m * (GM_BK * GT_LDW);
@@ -422,6 +438,12 @@ __device__ __forceinline__ void gemm_tc_tile(float* y, const u8* w, const u8* sc
                 const int t = t0 + wt + j * 8 + 2 * t4 + (q & 1);
                 if (r >= rows || t >= T) continue;
                 float v = acc[0][i][j][q];
+                if (mode == MM_PART) {
+                    const long o = ((long)blockIdx.z * T + t) * rows + r;
+                    y[o] = v;
+                    if constexpr (PAIR) y[(long)gridDim.z * T * rows + o] = acc[PAIR ? 1 : 0][i][j][q];
+                    continue;
+                }
                 if constexpr (PAIR) v = silu_f(v) * acc[PAIR ? 1 : 0][i][j][q];
                 if (yrows) {
                     y[(long)yrows[t] * ldy + r] += ywt[t] * v;
@@ -435,8 +457,10 @@ __device__ __forceinline__ void gemm_tc_tile(float* y, const u8* w, const u8* sc
 #define GEMMT_KERNEL(name, KIND, PAIR, BN)                                                                         \
     extern "C" __global__ void __launch_bounds__(4 * BN) name(GM_PARAMS) {                                        \
         __shared__ __align__(16) float smem[GT_SMEM(PAIR ? 2 : 1, BN)];                                         \
+        const int kb = blockIdx.z * kchunk;                                                                    \
         gemm_tc_tile<KIND, PAIR, BN>(y, w, sc, bi, w2, sc2, bi2, x, xrows, yrows, ywt, rows, cols, T, ldx, ldy, gs, \
-                                     sfmt, mode, blockIdx.x * GM_BM, blockIdx.y * BN, smem);                    \
+                                     sfmt, mode, blockIdx.x * GM_BM, blockIdx.y * BN, kb, min(cols, kb + kchunk), \
+                                     smem);                                                                     \
     }
 
 #define GEMMT_KERNELS(sfx, KIND)                       \
@@ -482,11 +506,11 @@ __device__ __forceinline__ void gemm_experts(const GemmJob* jobs, const int* ite
     if (phase == 0)
         gemm_tile<KIND, true, GMX_BN>(h + (long)j.off * I, j.gw, j.gsc, j.gbi, j.uw, j.usc, j.ubi, x, rows + j.off,
                                       nullptr, nullptr, I, H, j.n, ldx, I, gs, sfmt, MM_SWIGLU, blockIdx.x * GM_BM, t0,
-                                      ws, xs);
+                                      0, H, ws, xs);
     else
         gemm_tile<KIND, false, GMX_BN>(yo + (long)j.off * H, j.dw, j.dsc, j.dbi, nullptr, nullptr, nullptr,
                                        h + (long)j.off * I, nullptr, nullptr, nullptr, H, I, j.n, I, H, gs, sfmt,
-                                       MM_STORE, blockIdx.x * GM_BM, t0, ws, xs);
+                                       MM_STORE, blockIdx.x * GM_BM, t0, 0, I, ws, xs);
 }
 
 #define GEMMX_KERNEL(name, KIND)                                                                                  \
@@ -516,11 +540,11 @@ __device__ __forceinline__ void gemm_experts_tc(const GemmJob* jobs, const int* 
     if (phase == 0)
         gemm_tc_tile<KIND, true, GMX_BN>(h + (long)j.off * I, j.gw, j.gsc, j.gbi, j.uw, j.usc, j.ubi, x, rows + j.off,
                                          nullptr, nullptr, I, H, j.n, ldx, I, gs, sfmt, MM_SWIGLU, blockIdx.x * GM_BM,
-                                         t0, smem);
+                                         t0, 0, H, smem);
     else
         gemm_tc_tile<KIND, false, GMX_BN>(yo + (long)j.off * H, j.dw, j.dsc, j.dbi, nullptr, nullptr, nullptr,
                                           h + (long)j.off * I, nullptr, nullptr, nullptr, H, I, j.n, I, H, gs, sfmt,
-                                          MM_STORE, blockIdx.x * GM_BM, t0, smem);
+                                          MM_STORE, blockIdx.x * GM_BM, t0, 0, I, smem);
 }
 
 #define GEMMXT_KERNEL(name, KIND)                                                                                 \
@@ -537,6 +561,28 @@ GEMMXT_KERNEL(gemmxt_q2, 102)
 GEMMXT_KERNEL(gemmxt_q3, 103)
 GEMMXT_KERNEL(gemmxt_q4, 104)
 GEMMXT_KERNEL(gemmxt_q8, 108)
+
+// gemm_reduce finishes a split-K product (MM_PART): for token t =
+// blockIdx.y and row r, the S splits' sums in order (and the up matrix's for
+// pairs), then the launch's mode as gemm_tile's epilogue applies it.
+extern "C" __global__ void gemm_reduce(float* y, const float* part, int S, int T, int rows, int ldy, int mode,
+                                       int pair, const int* yrows, const float* ywt) {
+    const int t = blockIdx.y, r = blockIdx.x * blockDim.x + threadIdx.x;
+    if (r >= rows) return;
+    float v = 0.f, v2 = 0.f;
+    for (int z = 0; z < S; z++) {
+        const long o = ((long)z * T + t) * rows + r;
+        v += part[o];
+        if (pair) v2 += part[(long)S * T * rows + o];
+    }
+    if (pair) v = silu_f(v) * v2;
+    if (yrows) {
+        y[(long)yrows[t] * ldy + r] += ywt[t] * v;
+    } else {
+        const long o = (long)t * ldy + r;
+        y[o] = mode == MM_ACCUM ? y[o] + v : v;
+    }
+}
 
 // gemm_combine: out[r] += wt[a]·yo[a] for the entries a = idx[start[r]] …
 // idx[start[r+1]−1] of output row r (blockIdx.y), in that (job) order; one

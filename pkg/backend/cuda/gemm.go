@@ -55,33 +55,78 @@ func init() {
 			kernelNames = append(kernelNames, "gemmt_"+f+"_32", "gemmt_"+f+"_64", "gemmt2_"+f+"_32", "gemmt2_"+f+"_64", "gemmxt_"+f)
 		}
 	}
-	kernelNames = append(kernelNames, "gemm_combine", "gemm_fma_peak")
+	kernelNames = append(kernelNames, "gemm_combine", "gemm_reduce", "gemm_fma_peak")
 }
 
 // gemm queues the tiled product for a (T ≥ gemmMinT, rows not by value);
 // sfx is the format suffix and args the matmul kernels' arguments up to and
-// including mode (gemm.cu's GM_PARAMS). The 64-token tile halves the weight
-// decoding per token; the 32-token tile is used where 64 would leave the
-// GPU with fewer blocks than multiprocessors or the tile mostly empty.
+// including mode (gemm.cu's GM_PARAMS without kchunk). The caller holds the
+// device. The 64-token tile halves the weight decoding per token; the
+// 32-token tile is used where 64 would leave the GPU with fewer blocks than
+// multiprocessors. A grid still smaller than the GPU splits K (splitK).
 func (d *Device) gemm(a *MM, sfx string, args []uint64) {
 	rowTiles := (a.W.Rows + gemmRows - 1) / gemmRows
 	bn := 32
 	if a.T >= 64 && rowTiles*((a.T+63)/64) >= d.Info.SMs {
 		bn = 64
 	}
+	tokTiles := (a.T + bn - 1) / bn
+	if tokTiles > maxGridY {
+		d.fail(fmt.Errorf("cuda: MatMul: %d tokens exceed the tiled kernel's grid", a.T))
+		return
+	}
 	name := "gemm"
 	if d.tensorCores(sfx) {
 		name = "gemmt"
 	}
-	if a.Mode == MMSwiGLU {
+	pair := a.Mode == MMSwiGLU
+	if pair {
 		name += "2"
 	}
 	name += "_" + sfx + "_" + strconv.Itoa(bn)
-	if (a.T+bn-1)/bn > maxGridY {
-		d.fail(fmt.Errorf("cuda: MatMul: %d tokens exceed the tiled kernel's grid", a.T))
+	S, kchunk := splitK(rowTiles*tokTiles, a.W.Cols, d.Info.SMs)
+	if S == 1 {
+		d.launch(name, [3]int{rowTiles, tokTiles, 1}, 4*bn, 0, append(args, argI(kchunk))...)
 		return
 	}
-	d.launch(name, [3]int{rowTiles, (a.T + bn - 1) / bn, 1}, 4*bn, 0, args...)
+	np := 1
+	if pair {
+		np = 2
+	}
+	part, err := d.pool.get(d, S*a.T*a.W.Rows*4*np)
+	if err != nil {
+		d.fail(err)
+		return
+	}
+	// Later users of the buffer are queued after these kernels.
+	defer d.pool.put(part)
+	pargs := append([]uint64(nil), args...)
+	pargs[0], pargs[len(pargs)-1] = uint64(part.Ptr), argI(mmPart)
+	d.launch(name, [3]int{rowTiles, tokTiles, S}, 4*bn, 0, append(pargs, argI(kchunk))...)
+	d.launch("gemm_reduce", [3]int{(a.W.Rows + 255) / 256, a.T, 1}, 256, 0, uint64(a.Y), uint64(part.Ptr), argI(S),
+		argI(a.T), argI(a.W.Rows), argI(a.LdY), argI(a.Mode), argI(np-1), uint64(a.YRows), uint64(a.YWt))
+}
+
+// mmPart is gemm.cu's MM_PART: the raw per-split sums of a split-K launch.
+const mmPart = 3
+
+// debugNoSplit (FM_CUDA_DEBUG=nosplit) never splits K: its A/B.
+var debugNoSplit = strings.Contains(os.Getenv("FM_CUDA_DEBUG"), "nosplit")
+
+// splitK returns how many blocks share the K loop of a product whose grid has
+// blocks blocks over cols columns, and the columns each takes (a multiple of
+// 32): enough splits for about two blocks a multiprocessor, each at least 8
+// K-steps of 32 columns long. One split (kchunk = cols) where the grid
+// already fills the GPU.
+func splitK(blocks, cols, sms int) (S, kchunk int) {
+	steps := cols / 32
+	S = 1
+	if blocks < sms && steps >= 16 && !debugNoSplit {
+		S = min((2*sms+blocks-1)/blocks, steps/8)
+	}
+	per := (steps + S - 1) / S
+	kchunk = per * 32
+	return (cols + kchunk - 1) / kchunk, kchunk
 }
 
 // GemmJob mirrors gemm.cu's struct GemmJob (80 bytes in Go and C): one

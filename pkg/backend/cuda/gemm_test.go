@@ -21,6 +21,26 @@ func gemmDescs() []backend.MatrixDesc {
 		{Rows: 33, Cols: 96, Format: backend.BF16},
 		{Rows: 65, Cols: 160, Format: backend.F16},
 		{Rows: 200, Cols: 32, Format: backend.F32},
+		// K long enough to split (≥ 16 K-steps) on a grid smaller than the GPU.
+		{Rows: 130, Cols: 1024, Format: backend.Affine, Bits: 4, GroupSize: 64, ScaleFormat: backend.BF16},
+		{Rows: 40, Cols: 768, Format: backend.BF16},
+		{Rows: 70, Cols: 512, Format: backend.F32},
+	}
+}
+
+// TestSplitK checks the split of K: splits cover the columns exactly, in
+// multiples of 32, each at least 8 K-steps, and only grids smaller than the
+// GPU split. No GPU needed.
+func TestSplitK(t *testing.T) {
+	for _, c := range []struct{ blocks, cols, sms, wantS int }{
+		{32, 2048, 132, 8}, {4, 2048, 132, 8}, {128, 4096, 132, 3}, {256, 2048, 132, 1},
+		{132, 2048, 132, 1}, {3, 256, 132, 1}, {3, 512, 132, 2}, {1, 96, 132, 1}, {64, 768, 132, 3},
+	} {
+		S, kchunk := splitK(c.blocks, c.cols, c.sms)
+		if S != c.wantS || kchunk%32 != 0 || (S-1)*kchunk >= c.cols || S*kchunk < c.cols || (S > 1 && kchunk < 8*32) {
+			t.Errorf("splitK(%d blocks, %d cols, %d SMs) = %d splits of %d columns, want %d splits covering the columns",
+				c.blocks, c.cols, c.sms, S, kchunk, c.wantS)
+		}
 	}
 }
 
