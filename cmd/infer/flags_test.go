@@ -47,6 +47,7 @@ var numericFlags = map[string]struct{ bad, good []string }{
 	"bits":          {[]string{"5", "0", "-4"}, []string{"2", "4", "16"}},
 	"io-mb":         {[]string{"-1"}, []string{"0", "256"}},
 	"ram-gb":        {[]string{"-1", "NaN", "Inf"}, []string{"0", "23.5"}},
+	"tolerance":     {[]string{"0", "-1", "NaN", "Inf"}, []string{"2e-3", "0.1"}},
 }
 
 // benchTokens: bench's --tokens counts decode steps and has no -1.
@@ -91,6 +92,7 @@ func TestNumericFlagRanges(t *testing.T) {
 var subcommands = map[string]func() *cobra.Command{
 	"run": newRunCmd, "chat": newChatCmd, "logits": newLogitsCmd, "tokenize": newTokenizeCmd,
 	"verify": newVerifyCmd, "eval": newEvalCmd, "bench": newBenchCmd, "serve": newServeCmd,
+	"compare": newCompareCmd,
 }
 
 func findSub(t *testing.T, name string) *cobra.Command {

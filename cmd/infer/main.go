@@ -41,6 +41,6 @@ mapped in memory; each token reads only the experts its router picks.`,
 	}
 	cli.SetVersion(root)
 	root.AddCommand(newRunCmd(), newChatCmd(), newServeCmd(), newLogitsCmd(), newTokenizeCmd(),
-		newVerifyCmd(), newEvalCmd(), newBenchCmd())
+		newVerifyCmd(), newEvalCmd(), newBenchCmd(), newCompareCmd())
 	return root
 }

@@ -31,4 +31,27 @@ type ExpertCache interface {
 	// key for later CachedExpert calls when the budget allows (evicting
 	// others). The rules for buf are BindExpert's.
 	BindExpertCached(key ExpertKey, layout *ExpertLayout, buf []byte) (Expert, error)
+	// ExpertCacheStats returns the cache's counters since the device opened.
+	ExpertCacheStats() ExpertCacheStats
+}
+
+// ExpertCacheStats counts an ExpertCache's traffic. Hits and Misses count
+// experts asked for; UploadBytes the host-to-device bytes of expert files
+// (cached or not).
+type ExpertCacheStats struct {
+	Hits, Misses, Evictions, UploadBytes int64
+}
+
+// Sub returns the counts of s since earlier.
+func (s ExpertCacheStats) Sub(earlier ExpertCacheStats) ExpertCacheStats {
+	return ExpertCacheStats{Hits: s.Hits - earlier.Hits, Misses: s.Misses - earlier.Misses,
+		Evictions: s.Evictions - earlier.Evictions, UploadBytes: s.UploadBytes - earlier.UploadBytes}
+}
+
+// HitRate is Hits / (Hits + Misses), 0 without lookups.
+func (s ExpertCacheStats) HitRate() float64 {
+	if n := s.Hits + s.Misses; n > 0 {
+		return float64(s.Hits) / float64(n)
+	}
+	return 0
 }

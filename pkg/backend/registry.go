@@ -18,6 +18,9 @@ type Options struct {
 	// ExpertCache may keep routed experts in (0: the backend's default,
 	// negative: none).
 	ExpertCacheBytes int64
+	// ExpertCachePolicy names the replacement policy of that cache (one of
+	// pkg/experts' Policies: "lru", "lfuda", "arc"; "" for its default).
+	ExpertCachePolicy string
 }
 
 // OpenFunc opens a backend's Device. It returns an error (never panics) when

@@ -71,16 +71,22 @@ type Report struct {
 	MemoryReadGBs float64 `json:"memory_read_gbs"`
 	RooflineRatio float64 `json:"roofline_ratio"`
 
-	ExpertHitRate         float64       `json:"expert_hit_rate"`             // RAM cache or shared-buffer hits / experts requested
-	ExpertFileBytesPerTok float64       `json:"expert_read_bytes_per_token"` // read from expert files (page cache or disk)
-	DiskReadGBs           float64       `json:"disk_read_gbs"`               // parallel read bandwidth of the disk, same run (0: not measured)
-	DiskDirect            bool          `json:"disk_direct"`                 // the disk test used O_DIRECT
-	DiskIORatio           float64       `json:"disk_io_ratio"`               // expert file bytes per second while decoding / disk_read_gbs
-	LayerComputeMs        float64       `json:"layer_compute_ms"`            // per token, average layer
-	LayerExpertIOMs       float64       `json:"layer_expert_io_ms"`          // per token, average layer
-	HeadMs                float64       `json:"head_ms"`                     // per token: embedding, final norm, output projection
-	PerLayer              []LayerReport `json:"per_layer"`
-	PeakRSS               int64         `json:"peak_rss_bytes"`
+	ExpertHitRate         float64 `json:"expert_hit_rate"`             // RAM cache or shared-buffer hits / experts requested
+	ExpertFileBytesPerTok float64 `json:"expert_read_bytes_per_token"` // read from expert files (page cache or disk)
+	// A device that keeps experts in its own memory (a GPU's VRAM cache),
+	// over the decode only: its hit rate and the expert bytes uploaded to it
+	// per token (PCIe traffic). Both 0 on the CPU.
+	DeviceCacheHitRate       float64       `json:"device_cache_hit_rate"`
+	DeviceUploadBytesPerTok  float64       `json:"device_upload_bytes_per_token"`
+	DeviceCacheLookupsPerTok float64       `json:"device_cache_lookups_per_token"`
+	DiskReadGBs              float64       `json:"disk_read_gbs"`      // parallel read bandwidth of the disk, same run (0: not measured)
+	DiskDirect               bool          `json:"disk_direct"`        // the disk test used O_DIRECT
+	DiskIORatio              float64       `json:"disk_io_ratio"`      // expert file bytes per second while decoding / disk_read_gbs
+	LayerComputeMs           float64       `json:"layer_compute_ms"`   // per token, average layer
+	LayerExpertIOMs          float64       `json:"layer_expert_io_ms"` // per token, average layer
+	HeadMs                   float64       `json:"head_ms"`            // per token: embedding, final norm, output projection
+	PerLayer                 []LayerReport `json:"per_layer"`
+	PeakRSS                  int64         `json:"peak_rss_bytes"`
 
 	// With --synthetic: the whole model at the RAM budget.
 	ProjectedTokS  float64     `json:"projected_tok_s"`
@@ -152,6 +158,11 @@ func Measure(ctx context.Context, e *engine.Engine, o Options) (*Report, error) 
 	r.BytesPerToken = r.DenseBytesPerToken + r.ExpertBytesPerToken
 	r.ExpertHitRate = best.DecodeIO.HitRate()
 	r.ExpertFileBytesPerTok = best.DecodeBytesPerToken()
+	if dc := best.DecodeDeviceCache; dc.Hits+dc.Misses > 0 && best.DecodedTokens > 0 {
+		r.DeviceCacheHitRate = dc.HitRate()
+		r.DeviceUploadBytesPerTok = float64(dc.UploadBytes) / float64(best.DecodedTokens)
+		r.DeviceCacheLookupsPerTok = float64(dc.Hits+dc.Misses) / float64(best.DecodedTokens)
+	}
 
 	// Per-layer split of the decode time.
 	n := time.Duration(max(1, best.DecodedTokens))

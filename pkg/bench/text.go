@@ -36,6 +36,10 @@ func WriteText(w io.Writer, r *Report) {
 	fmt.Fprintf(w, "embedding + final norm + lm_head: %.3f ms\n", r.HeadMs)
 	fmt.Fprintf(w, "\nexperts: %.1f%% served from the RAM cache, %.2f MB read from files per token\n",
 		100*r.ExpertHitRate, r.ExpertFileBytesPerTok/1e6)
+	if r.DeviceCacheLookupsPerTok > 0 {
+		fmt.Fprintf(w, "device expert cache while decoding: hit rate %.3f of %.0f experts per token, %.2f MB uploaded per token\n",
+			r.DeviceCacheHitRate, r.DeviceCacheLookupsPerTok, r.DeviceUploadBytesPerTok/1e6)
+	}
 	fmt.Fprintf(w, "weights read per token: %.2f MB (dense %.2f + experts %.2f) → %.2f GB/s\n",
 		float64(r.BytesPerToken)/1e6, float64(r.DenseBytesPerToken)/1e6, float64(r.ExpertBytesPerToken)/1e6,
 		float64(r.BytesPerToken)*r.DecodeTokS/1e9)

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/fm-moe/fm/pkg/backend"
 	"github.com/fm-moe/fm/pkg/experts"
 	"github.com/fm-moe/fm/pkg/model"
 )
@@ -134,11 +135,12 @@ func (e *Engine) Generate(ctx context.Context, st *model.State, prompt []int, op
 	}
 
 	st.Profile = &s.DecodeProfile
-	io1 := e.storeStats()
+	io1, dc1 := e.storeStats(), e.deviceCacheStats()
 	t1 := time.Now()
 	defer func() {
 		s.Decode = time.Since(t1)
 		s.DecodeIO = e.storeStats().Sub(io1)
+		s.DecodeDeviceCache = e.deviceCacheStats().Sub(dc1)
 	}()
 	for len(res.Tokens) < limit {
 		id := opts.Sampler.Sample(logits, history)
@@ -198,6 +200,15 @@ func (e *Engine) storeStats() experts.Stats {
 	return e.Store.Stats()
 }
 
+// deviceCacheStats are the device's expert-cache counters (zero when the
+// device keeps no experts).
+func (e *Engine) deviceCacheStats() backend.ExpertCacheStats {
+	if c, ok := e.Device.(backend.ExpertCache); ok {
+		return c.ExpertCacheStats()
+	}
+	return backend.ExpertCacheStats{}
+}
+
 // Stats measure one generation.
 type Stats struct {
 	PromptTokens int
@@ -209,8 +220,11 @@ type Stats struct {
 	DecodeProfile   model.Profile
 	PrefillIO       experts.Stats
 	DecodeIO        experts.Stats
-	PeakRSS         int64 // bytes
-	StateBytes      int64 // KV cache + recurrent state
+	// DecodeDeviceCache is the device expert cache's traffic during the
+	// decode (a GPU's VRAM cache: hits, and the bytes uploaded over PCIe).
+	DecodeDeviceCache backend.ExpertCacheStats
+	PeakRSS           int64 // bytes
+	StateBytes        int64 // KV cache + recurrent state
 }
 
 // PrefillTokensPerSecond is the prompt processing rate.

@@ -58,6 +58,9 @@ type Options struct {
 	// generated); 0 means the model's max_position_embeddings. Generate refuses
 	// a prompt that does not fit and stops when the context is full.
 	ContextSize int
+	// OnBlock is model.Options.OnBlock: the residual stream after every
+	// block, for debugging (fm-infer compare).
+	OnBlock func(layer int, block string, h []float32)
 }
 
 // Engine is an opened model ready to run.
@@ -103,7 +106,7 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 		}
 	}
 	if e.Device = opts.Device; e.Device == nil {
-		if e.Device, err = backend.Open(opts.Backend, backend.Options{Threads: opts.Workers, ExpertCacheBytes: opts.DeviceCache}); err != nil {
+		if e.Device, err = backend.Open(opts.Backend, backend.Options{Threads: opts.Workers, ExpertCacheBytes: opts.DeviceCache, ExpertCachePolicy: string(opts.Store.CachePolicy)}); err != nil {
 			return nil, err
 		}
 	}
@@ -139,7 +142,7 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 		source = storeExperts{e.Store, e.Set}
 	}
 	e.Model, err = model.New(&m.Config, model.DirWeights(d), source, model.Options{
-		ExpertsPerToken: opts.ExpertsPerToken, Device: e.Device, PrefillChunk: opts.PrefillChunk})
+		ExpertsPerToken: opts.ExpertsPerToken, Device: e.Device, PrefillChunk: opts.PrefillChunk, OnBlock: opts.OnBlock})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", filepath.Join(opts.Dir, layout.ManifestName), err)
 	}

@@ -91,28 +91,28 @@ func (p routingTrace) generate() [][][]int {
 // the way Store does (lookups of a layer's experts first, then admission of
 // the misses), and returns the hit rate.
 func simulate(pol Policy, capacity int, trace [][][]int) float64 {
-	p, err := newPolicy(pol, capacity)
+	r, err := NewReplacement[key](pol, capacity)
 	if err != nil {
 		panic(err)
 	}
-	cached := map[key]*entry{}
 	hits, total := 0, 0
-	var missed []*entry
+	var missed []key
 	for _, tok := range trace {
 		for l, ids := range tok {
+			// A layer's experts are looked up first and admitted after, as
+			// the Store does: a token's own experts do not evict each other.
 			missed = missed[:0]
 			for _, id := range ids {
 				total++
-				if e := cached[key{l, id}]; e != nil {
+				if r.has(key{l, id}) {
 					hits++
-					p.hit(e)
+					r.Use(key{l, id}, nil)
 					continue
 				}
-				missed = append(missed, &entry{key: key{l, id}, heapIndex: -1})
+				missed = append(missed, key{l, id})
 			}
-			for _, e := range missed {
-				p.admit(e, func(v *entry) { delete(cached, v.key) })
-				cached[e.key] = e
+			for _, k := range missed {
+				r.Use(k, func(key) {})
 			}
 		}
 	}

@@ -114,6 +114,9 @@ func (m *Model) step(ctx context.Context, st *State, tokens []int, logits []floa
 		if err := m.check(ctx, st, x, l, slotMixer, pos); err != nil {
 			return err
 		}
+		if err := m.observe(l, slotMixer, x); err != nil {
+			return err
+		}
 		d.RMSNorm(x.xn, x.h, l.postNorm, eps)
 		clk.lap(l.index, PhaseOther)
 		if l.sparse {
@@ -132,6 +135,9 @@ func (m *Model) step(ctx context.Context, st *State, tokens []int, logits []floa
 			x.mix, x.mixAlt = x.mixAlt, x.mix
 		}
 		if err := m.check(ctx, st, x, l, slotFFN, pos); err != nil {
+			return err
+		}
+		if err := m.observe(l, slotFFN, x); err != nil {
 			return err
 		}
 		clk.lap(l.index, PhaseOther)
@@ -177,5 +183,19 @@ func (m *Model) head(ctx context.Context, st *State, x *tensors, pos int, logits
 	if r := firstNonFinite(logits, V); r >= 0 {
 		return &NonFiniteError{Layer: -1, Block: "final norm and lm_head", Expert: -1, Position: st.pos - n + r}
 	}
+	return nil
+}
+
+// observe hands the residual stream after block slot of layer l to
+// Options.OnBlock, when set.
+func (m *Model) observe(l *layer, slot int, x *tensors) error {
+	if m.opts.OnBlock == nil {
+		return nil
+	}
+	h := make([]float32, x.h.Rows()*x.h.Cols())
+	if err := m.dev.Download(h, x.h); err != nil {
+		return fmt.Errorf("%s: layer %d %s: %w", m.dev.Name(), l.index, blockName(l, slot), err)
+	}
+	m.opts.OnBlock(l.index, blockName(l, slot), h)
 	return nil
 }

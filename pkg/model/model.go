@@ -31,6 +31,14 @@ type Options struct {
 	// token t's K expert ids. It records routing traces (cache-policy studies);
 	// ids must not be retained.
 	OnRoute func(layer int, ids [][]int)
+	// OnBlock, when set, is called after each layer's mixer and after its FFN
+	// with the residual stream h (the step's T rows of hidden_size floats,
+	// row-major) and the block's name ("full_attention", "linear_attention",
+	// "MoE", "dense MLP"). The model downloads h for it, which synchronizes
+	// the device at every block: it is for debugging (fm-infer compare runs
+	// two backends side by side with it), not for speed. h must not be
+	// retained.
+	OnBlock func(layer int, block string, h []float32)
 }
 
 // Model is a loaded architecture ready to run: its weights bound to a

@@ -251,6 +251,21 @@ func (m *Model) moe(ctx context.Context, l *layer, st *State, x *tensors, pos in
 	}
 	f := m.fetch(ctx, l.index, misses, m.opts.ExpertBatch)
 
+	// A missed expert is released — its device copy awaited, its file given
+	// back — only once half the fetch window is held (and the rest at the
+	// end), so a device that copies asynchronously (a GPU from pinned
+	// buffers) overlaps one expert's upload with the next one's read instead
+	// of waiting for each. Half the window: the other half keeps reading.
+	var held []func()
+	hold := max(1, m.opts.ExpertBatch/2)
+	releaseHeld := func(keep int) {
+		for len(held) > keep {
+			held[0]()
+			held = held[1:]
+		}
+	}
+	defer releaseHeld(0)
+
 	d.Clear(x.mix)
 	if l.hasShared {
 		m.sharedExpert(l, x, x.xn, x.mix)
@@ -268,12 +283,15 @@ func (m *Model) moe(ctx context.Context, l *layer, st *State, x *tensors, pos in
 		if err != nil {
 			return err
 		}
-		err = m.expertFFN(x.mix, x.xn, buf, rt.rows[e], rt.weights[e], m.expertKey(l.index, e))
-		release()
+		ex, err := m.bindExpert(buf, m.expertKey(l.index, e))
 		if err != nil {
+			release()
 			f.drain()
 			return fmt.Errorf("layer %d expert %d: %w", l.index, e, err)
 		}
+		d.ExpertFFN(x.mix, x.xn, ex, rt.rows[e], rt.weights[e])
+		held = append(held, func() { ex.Release(); release() })
+		releaseHeld(hold - 1)
 		clk.lap(l.index, PhaseExpertCompute)
 	}
 	return nil
@@ -407,21 +425,25 @@ func (m *Model) expertKey(layer, e int) backend.ExpertKey {
 }
 
 // expertFFN adds Σ w·down(silu(gate x_t) ⊙ up x_t) over the rows routed to
-// one expert whose file is buf.
+// the expert in buf (bound through the device's cache when it keeps one) to
+// out, and releases the binding before it returns.
 func (m *Model) expertFFN(out, x backend.Tensor, buf []byte, rows []int, weights []float32, key backend.ExpertKey) error {
-	var e backend.Expert
-	var err error
-	if cache, ok := m.dev.(backend.ExpertCache); ok {
-		e, err = cache.BindExpertCached(key, m.expertLayout, buf)
-	} else {
-		e, err = m.dev.BindExpert(m.expertLayout, buf)
-	}
+	e, err := m.bindExpert(buf, key)
 	if err != nil {
 		return err
 	}
 	m.dev.ExpertFFN(out, x, e, rows, weights)
 	e.Release()
 	return nil
+}
+
+// bindExpert binds the expert file in buf, through the device's expert cache
+// when it keeps one (backend.ExpertCache).
+func (m *Model) bindExpert(buf []byte, key backend.ExpertKey) (backend.Expert, error) {
+	if cache, ok := m.dev.(backend.ExpertCache); ok {
+		return cache.BindExpertCached(key, m.expertLayout, buf)
+	}
+	return m.dev.BindExpert(m.expertLayout, buf)
 }
 
 // sharedExpert adds sigmoid(w_sg·in)·SwiGLU_shared(in) to out for every

@@ -38,6 +38,7 @@ type EngineFlags struct {
 	DirectIO         bool
 	Mmap             bool
 	ExpertCacheMiB   int
+	CachePolicy      string
 	Threads          int
 	NoVerify         bool
 	NoVerifyExperts  bool
@@ -49,6 +50,12 @@ type EngineFlags struct {
 	// routed experts in (0: its default).
 	PrefillChunk int
 	VRAMCacheGB  float32
+	// OnBlock is not a flag: fm-infer compare sets it to see the residual
+	// stream after every block (engine.Options.OnBlock).
+	OnBlock func(layer int, block string, h []float32)
+	// Device is not a flag either: when set, the engine computes on it
+	// instead of opening Backend (tests inject wrapped backends).
+	Device backend.Device
 }
 
 // maxThreads bounds --threads and --io-threads: far above any machine, low
@@ -70,6 +77,7 @@ func (f *EngineFlags) Register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.DirectIO, "direct-io", false, "read experts with O_DIRECT, bypassing the page cache (pair with --expert-cache-mb)")
 	fs.BoolVar(&f.Mmap, "mmap", false, "map the expert files and compute on the page cache's pages instead of copying each routed expert (not with --direct-io or --expert-cache-mb)")
 	cli.Int(fs, &f.ExpertCacheMiB, "expert-cache-mb", "", 0, 0, math.MaxInt32, "RAM budget in MiB for caching experts in the process (0: none; the OS page cache still helps unless --direct-io)")
+	fs.StringVar(&f.CachePolicy, "cache-policy", string(experts.DefaultPolicy), "which expert to evict from the RAM cache (--expert-cache-mb) and a GPU's VRAM cache: lru, lfuda (frequency with aging) or arc (adaptive: recency and frequency); docs/PERF.md compares them on real routing")
 	cli.Int(fs, &f.Threads, "threads", "t", 0, 0, maxThreads, "compute goroutines (0: all CPUs)")
 	fs.BoolVar(&f.NoVerify, "no-verify", false, "skip hashing model_weights.bin at start (sizes are still checked)")
 	fs.BoolVar(&f.NoVerifyExperts, "no-verify-experts", false, "skip hashing each expert file the first time it is read (damaged experts then go unnoticed)")
@@ -121,6 +129,9 @@ func (f *EngineFlags) Open(ctx context.Context, notes io.Writer) (*engine.Engine
 	if f.Model == "" {
 		return nil, errors.New("--model (-m) is required")
 	}
+	if !slices.Contains(experts.Policies, experts.Policy(f.CachePolicy)) && f.CachePolicy != "" {
+		return nil, fmt.Errorf("--cache-policy %s: want one of %v", f.CachePolicy, experts.Policies)
+	}
 	if names := backend.Names(); f.Backend != backend.Auto && !slices.Contains(names, f.Backend) {
 		return nil, fmt.Errorf("--backend %s: not available in this build (available: %s, %s)", f.Backend, backend.Auto, strings.Join(names, ", "))
 	}
@@ -148,14 +159,17 @@ func (f *EngineFlags) Open(ctx context.Context, notes io.Writer) (*engine.Engine
 		PrefillChunk:    f.PrefillChunk,
 		Workers:         f.Threads,
 		Store: experts.Options{
-			IOThreads:  f.IOThreads,
-			DirectIO:   f.DirectIO,
-			Mmap:       f.Mmap,
-			CacheBytes: int64(f.ExpertCacheMiB) << 20,
+			IOThreads:   f.IOThreads,
+			DirectIO:    f.DirectIO,
+			Mmap:        f.Mmap,
+			CacheBytes:  int64(f.ExpertCacheMiB) << 20,
+			CachePolicy: experts.Policy(f.CachePolicy),
 		},
 		SkipDenseChecksum:   f.NoVerify,
 		SkipExpertChecksums: f.NoVerifyExperts,
 		ContextSize:         ctxSize,
+		OnBlock:             f.OnBlock,
+		Device:              f.Device,
 	})
 	if err != nil {
 		return nil, err

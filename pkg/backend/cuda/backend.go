@@ -35,12 +35,16 @@ type ropeKey struct {
 }
 
 func openBackend(opts backend.Options) (backend.Device, error) {
+	cache, err := newExpertCache(opts.ExpertCacheBytes, opts.ExpertCachePolicy)
+	if err != nil {
+		return nil, err
+	}
 	d, err := Open()
 	if err != nil {
 		return nil, err
 	}
 	return &gpu{d: d, invFreq: map[ropeKey]Buffer{}, layouts: map[*backend.ExpertLayout]error{}, placements: map[*backend.ExpertLayout]*placement{}, hostBufs: map[*byte]bool{},
-		cache: newExpertCache(opts.ExpertCacheBytes)}, nil
+		cache: cache}, nil
 }
 
 func (g *gpu) Name() string { return "cuda:0 " + g.d.Info.Name }
@@ -63,12 +67,12 @@ func (g *gpu) Close() error {
 		g.d.Free(b)
 	}
 	g.cache.mu.Lock()
-	for e := g.cache.lru.Front(); e != nil; e = e.Next() {
-		if err := g.d.FreeExact(e.Value.(*slot).buf); err != nil && first == nil {
+	for _, s := range g.cache.all {
+		if err := g.d.FreeExact(s.buf); err != nil && first == nil {
 			first = err
 		}
 	}
-	g.cache.lru.Init()
+	g.cache.all, g.cache.free = nil, nil
 	clear(g.cache.byKey)
 	g.cache.slots = 0
 	g.cache.mu.Unlock()

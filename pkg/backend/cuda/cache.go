@@ -3,11 +3,11 @@
 package cuda
 
 import (
-	"container/list"
 	"fmt"
 	"sync"
 
 	"github.com/fm-moe/fm/pkg/backend"
+	"github.com/fm-moe/fm/pkg/experts"
 )
 
 // expertCache keeps routed experts in VRAM between steps (backend.ExpertCache).
@@ -15,18 +15,29 @@ import (
 // slots, each one device allocation holding a whole file; an expert's
 // matrices point into its slot at the layout's offsets. The budget is
 // Options.ExpertCacheBytes, by default the device's free memory at the first
-// bind less a reserve for KV caches and activations. When the slots are all
-// allocated, a miss reuses the least recently used slot that no caller holds:
-// its new upload is queued on the compute stream after every kernel that read
-// the old contents, so no synchronization is needed.
+// bind less a reserve for KV caches and activations.
+//
+// Which experts stay is decided by a pkg/experts replacement policy
+// (Options.ExpertCachePolicy: LRU, LFUDA or ARC, the RAM cache's measured
+// rules) over budget/slot-size entries. The policy decides membership; the
+// slots follow: an evicted expert's slot becomes free at once, or, while a
+// caller still holds the expert, when the last holder releases it. A new
+// upload into a freed slot is queued on the compute stream after every kernel
+// that read the old contents, so no synchronization is needed. When every
+// slot is held (a prefill chunk using more experts than fit), the expert is
+// bound uncached for that use.
 type expertCache struct {
 	mu       sync.Mutex
 	budget   int64 // bytes; < 0: no caching
 	decided  bool
+	policy   experts.Policy
 	slotSize int
-	slots    int
+	slots    int // allocated
+	maxSlots int // budget / slotSize, the policy's capacity
 	byKey    map[backend.ExpertKey]*slot
-	lru      *list.List // *slot, most recent at the front
+	free     []*slot // allocated, holding no expert
+	all      []*slot // every allocated slot, for Close
+	rep      *experts.Replacement[backend.ExpertKey]
 
 	// Statistics (CacheStats).
 	hits, misses, evictions, uploadBytes int64
@@ -36,14 +47,15 @@ type slot struct {
 	buf            Buffer
 	key            backend.ExpertKey
 	gate, up, down Matrix
-	refs           int // Experts handed out and not yet released
-	elem           *list.Element
+	refs           int  // Experts handed out and not yet released
+	evicted        bool // the policy pushed it out while held: free it at the last release
 }
 
 // CacheStats are the expert cache's counters since the device was opened.
 type CacheStats struct {
 	Budget, SlotBytes       int64
 	Slots                   int
+	Policy                  string
 	Hits, Misses, Evictions int64
 	UploadBytes             int64 // host-to-device bytes of experts (cached or not)
 }
@@ -53,14 +65,20 @@ type CacheStats struct {
 // default.
 const cacheReserve = 4 << 30
 
-func newExpertCache(budget int64) *expertCache {
-	c := &expertCache{byKey: map[backend.ExpertKey]*slot{}, lru: list.New()}
+func newExpertCache(budget int64, policy string) (*expertCache, error) {
+	c := &expertCache{byKey: map[backend.ExpertKey]*slot{}, policy: experts.Policy(policy)}
+	if c.policy == "" {
+		c.policy = experts.DefaultPolicy
+	}
+	if _, err := experts.NewReplacement[backend.ExpertKey](c.policy, 1); err != nil {
+		return nil, fmt.Errorf("cuda: expert cache: %w", err)
+	}
 	if budget < 0 {
 		c.budget, c.decided = -1, true
 	} else if budget > 0 {
 		c.budget, c.decided = budget, true
 	}
-	return c
+	return c, nil
 }
 
 // cachedExpert is a handed-out use of a slot (or, uncached, of a slab).
@@ -77,7 +95,10 @@ func (e *cachedExpert) Release() {
 		e.g.d.WaitEvent(e.copied)
 		c := e.g.cache
 		c.mu.Lock()
-		e.s.refs--
+		if e.s.refs--; e.s.refs == 0 && e.s.evicted {
+			e.s.evicted = false
+			c.free = append(c.free, e.s)
+		}
 		c.mu.Unlock()
 	})
 }
@@ -93,8 +114,24 @@ func (g *gpu) CachedExpert(key backend.ExpertKey) (backend.Expert, bool) {
 	}
 	c.hits++
 	s.refs++
-	c.lru.MoveToFront(s.elem)
+	c.rep.Use(key, c.evict) // a hit: the policy evicts nothing
 	return &cachedExpert{g: g, s: s}, true
+}
+
+// evict is the policy's callback for an expert it pushes out. Caller holds
+// c.mu.
+func (c *expertCache) evict(k backend.ExpertKey) {
+	s, ok := c.byKey[k]
+	if !ok {
+		return // admitted while no slot was free: it never had one
+	}
+	delete(c.byKey, k)
+	c.evictions++
+	if s.refs > 0 {
+		s.evicted = true
+		return
+	}
+	c.free = append(c.free, s)
 }
 
 // BindExpertCached implements backend.ExpertCache.
@@ -112,27 +149,20 @@ func (g *gpu) BindExpertCached(key backend.ExpertKey, l *backend.ExpertLayout, b
 	if s, ok := c.byKey[key]; ok {
 		c.hits++
 		s.refs++
-		c.lru.MoveToFront(s.elem)
+		c.rep.Use(key, c.evict)
 		c.mu.Unlock()
 		return &cachedExpert{g: g, s: s}, nil
 	}
 	c.misses++
 	c.uploadBytes += int64(l.FileSize)
-	s, err := c.takeSlot(g, pl.size)
+	s, err := c.takeSlot(g, key, pl.size)
 	if err != nil || s == nil {
 		c.mu.Unlock()
 		if err != nil {
 			return nil, err
 		}
-		return g.BindExpert(l, buf) // not cacheable: plain binding
+		return g.BindExpert(l, buf) // not cacheable now: plain binding
 	}
-	if s.elem != nil {
-		delete(c.byKey, s.key)
-		c.evictions++
-	} else {
-		s.elem = c.lru.PushFront(s)
-	}
-	c.lru.MoveToFront(s.elem)
 	s.key = key
 	c.byKey[key] = s
 	s.gate, s.up, s.down = pl.matrices(l, s.buf.Ptr)
@@ -142,21 +172,34 @@ func (g *gpu) BindExpertCached(key backend.ExpertKey, l *backend.ExpertLayout, b
 	pl.upload(g.d, s.buf, buf, l.FileSize)
 	ev, err := g.d.Record()
 	if err != nil {
-		// The slot's contents are unknown: forget the key.
+		// The slot's contents are unknown: forget the key, free the slot.
 		c.mu.Lock()
 		delete(c.byKey, key)
 		s.key = backend.ExpertKey{}
-		s.refs--
+		s.evicted = true
 		c.mu.Unlock()
+		(&cachedExpert{g: g, s: s}).releaseNoWait()
 		return nil, err
 	}
 	return &cachedExpert{g: g, s: s, copied: ev}, nil
 }
 
-// takeSlot returns a new slot while the budget allows, else the least
-// recently used free one; nil when the expert cannot be cached (no budget,
-// another file size, every slot in use). Caller holds c.mu.
-func (c *expertCache) takeSlot(g *gpu, size int) (*slot, error) {
+// releaseNoWait drops a use of a slot whose upload never completed.
+func (e *cachedExpert) releaseNoWait() {
+	c := e.g.cache
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e.s.refs--; e.s.refs == 0 && e.s.evicted {
+		e.s.evicted = false
+		c.free = append(c.free, e.s)
+	}
+}
+
+// takeSlot admits key into the policy (evicting as it says) and returns a
+// slot for it: a free one, else a new one while the budget allows; nil when
+// the expert cannot be cached now (no budget, another file size, every slot
+// held). Caller holds c.mu.
+func (c *expertCache) takeSlot(g *gpu, key backend.ExpertKey, size int) (*slot, error) {
 	if !c.decided {
 		free, _, err := g.d.MemInfo()
 		if err != nil {
@@ -170,23 +213,38 @@ func (c *expertCache) takeSlot(g *gpu, size int) (*slot, error) {
 	}
 	if c.slotSize == 0 {
 		c.slotSize = size
+		c.maxSlots = int(c.budget / int64(size))
+		if c.maxSlots == 0 {
+			c.budget = 0
+			return nil, nil
+		}
+		rep, err := experts.NewReplacement[backend.ExpertKey](c.policy, c.maxSlots)
+		if err != nil {
+			return nil, err
+		}
+		c.rep = rep
 	}
 	if size != c.slotSize {
 		return nil, nil
 	}
-	if int64(c.slots+1)*int64(size) <= c.budget {
+	c.rep.Use(key, c.evict)
+	if n := len(c.free); n > 0 {
+		s := c.free[n-1]
+		c.free = c.free[:n-1]
+		return s, nil
+	}
+	if c.slots < c.maxSlots {
 		b, err := g.d.AllocExact(size)
 		if err == nil {
 			c.slots++
-			return &slot{buf: b}, nil
-		}
-		// Out of device memory before the budget: stop growing.
-		c.budget = int64(c.slots) * int64(size)
-	}
-	for e := c.lru.Back(); e != nil; e = e.Prev() {
-		if s := e.Value.(*slot); s.refs == 0 {
+			s := &slot{buf: b}
+			c.all = append(c.all, s)
 			return s, nil
 		}
+		// Out of device memory before the budget: stop growing (the policy
+		// keeps its capacity; experts it admits beyond the slots run
+		// uncached).
+		c.maxSlots = c.slots
 	}
 	return nil, nil
 }
@@ -196,8 +254,8 @@ func (g *gpu) CacheStats() CacheStats {
 	c := g.cache
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return CacheStats{Budget: c.budget, SlotBytes: int64(c.slotSize), Slots: c.slots, Hits: c.hits, Misses: c.misses,
-		Evictions: c.evictions, UploadBytes: c.uploadBytes}
+	return CacheStats{Budget: c.budget, SlotBytes: int64(c.slotSize), Slots: c.slots, Policy: string(c.policy), Hits: c.hits,
+		Misses: c.misses, Evictions: c.evictions, UploadBytes: c.uploadBytes}
 }
 
 // String formats the counters for a report line.
@@ -206,8 +264,14 @@ func (s CacheStats) String() string {
 	if n := s.Hits + s.Misses; n > 0 {
 		rate = float64(s.Hits) / float64(n)
 	}
-	return fmt.Sprintf("VRAM expert cache: %d slots of %d bytes (budget %.1f GiB), hit rate %.3f (%d hits, %d misses, %d evictions), %.2f GiB uploaded",
-		s.Slots, s.SlotBytes, float64(s.Budget)/(1<<30), rate, s.Hits, s.Misses, s.Evictions, float64(s.UploadBytes)/(1<<30))
+	return fmt.Sprintf("VRAM expert cache (%s): %d slots of %d bytes (budget %.1f GiB), hit rate %.3f (%d hits, %d misses, %d evictions), %.2f GiB uploaded",
+		s.Policy, s.Slots, s.SlotBytes, float64(s.Budget)/(1<<30), rate, s.Hits, s.Misses, s.Evictions, float64(s.UploadBytes)/(1<<30))
+}
+
+// ExpertCacheStats implements backend.ExpertCache.
+func (g *gpu) ExpertCacheStats() backend.ExpertCacheStats {
+	s := g.CacheStats()
+	return backend.ExpertCacheStats{Hits: s.Hits, Misses: s.Misses, Evictions: s.Evictions, UploadBytes: s.UploadBytes}
 }
 
 // CacheReport is the cache's counters as one line (fm-infer bench prints it).

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/fm-moe/fm/pkg/backend"
@@ -730,7 +731,9 @@ func TestDeltaNet(t *testing.T) {
 }
 
 // TestExpertCache checks residency, LRU eviction within the budget, that a
-// slot in use is never evicted, and that results match the uncached binding.
+// slot in use is never reused while held, and that results match the
+// uncached binding; then that LFUDA keeps a frequently used expert where LRU
+// keeps the recent one.
 func TestExpertCache(t *testing.T) {
 	r := rand.New(rand.NewPCG(13, 14))
 	const H, I, T = 128, 64, 2
@@ -752,7 +755,7 @@ func TestExpertCache(t *testing.T) {
 			}
 		}
 	}
-	d, err := backend.Open("cuda", backend.Options{ExpertCacheBytes: int64(2 * l.FileSize)})
+	d, err := backend.Open("cuda", backend.Options{ExpertCacheBytes: int64(2 * l.FileSize), ExpertCachePolicy: "lru"})
 	if err != nil {
 		t.Skipf("no CUDA device: %v", err)
 	}
@@ -791,8 +794,9 @@ func TestExpertCache(t *testing.T) {
 		same(fmt.Sprintf("bind %d", i), run(e), want[i])
 		e.Release()
 	}
-	// Expert 0 is held while 2 and 3 are bound: 1 is evicted for 2, and 3
-	// (both slots then held or just used) must not take 0's slot.
+	// Expert 0 is held while 2 and 3 are bound: 1 is evicted for 2; for 3
+	// LRU pushes out 0, but 0's slot stays 0's while it is held (and 2's
+	// too), so 3 runs uncached.
 	e0, ok := g.CachedExpert(key(0))
 	if !ok {
 		t.Fatal("expert 0 not resident")
@@ -816,8 +820,45 @@ func TestExpertCache(t *testing.T) {
 	}
 	st := g.CacheStats()
 	t.Log(st)
-	if st.Slots != 2 || st.Evictions != 1 {
-		t.Errorf("want 2 slots and 1 eviction, got %+v", st)
+	if st.Slots != 2 || st.Evictions != 2 {
+		t.Errorf("want 2 slots and 2 evictions, got %+v", st)
+	}
+
+	// Frequency: expert 0 used three times, 1 once, then 2 arrives. LRU
+	// evicts 0 (least recent), LFUDA evicts 1 (least used).
+	for _, tc := range []struct{ policy, keeps, drops string }{{"lru", "1", "0"}, {"lfuda", "0", "1"}} {
+		d, err := backend.Open("cuda", backend.Options{ExpertCacheBytes: int64(2 * l.FileSize), ExpertCachePolicy: tc.policy})
+		if err != nil {
+			t.Fatal(err)
+		}
+		g := d.(*gpu)
+		use := func(i int) {
+			t.Helper()
+			e, ok := g.CachedExpert(key(i))
+			if !ok {
+				if e, err = g.BindExpertCached(key(i), l, files[i]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			e.Release()
+		}
+		for _, i := range []int{0, 0, 0, 1, 2} {
+			use(i)
+		}
+		resident := ""
+		for i := 0; i < 3; i++ {
+			if e, ok := g.CachedExpert(key(i)); ok {
+				resident += fmt.Sprint(i)
+				e.Release()
+			}
+		}
+		if !strings.Contains(resident, tc.keeps) || strings.Contains(resident, tc.drops) {
+			t.Errorf("%s: resident %q, want %s kept and %s evicted", tc.policy, resident, tc.keeps, tc.drops)
+		}
+		d.Close()
+	}
+	if _, err := backend.Open("cuda", backend.Options{ExpertCachePolicy: "fifo"}); err == nil || !strings.Contains(err.Error(), "fifo") {
+		t.Errorf("unknown policy: error %v", err)
 	}
 }
 
