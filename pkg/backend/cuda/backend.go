@@ -521,6 +521,15 @@ func (g *gpu) ExpertFFN(out, x backend.Tensor, e backend.Expert, rows []int, wei
 		}
 	}
 	g.flushExperts()
+	g.expertDirect(to, tx, gate, up, down, rows, weights)
+}
+
+// expertDirect runs one expert's FFN as its own products (no batch): the
+// 8-token kernels with rows by value for a few rows, else the rows staged and
+// the tiled kernels (which split K to fill the GPU) for gate+up and down.
+// The caller has flushed any batch queued before it.
+func (g *gpu) expertDirect(to, tx *tensor, gate, up, down *Matrix, rows []int, weights []float32) {
+	n := len(rows)
 	I := gate.Rows
 	h, err := g.d.Alloc(n * I * 4)
 	if err != nil {

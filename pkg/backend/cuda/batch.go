@@ -49,6 +49,11 @@ type batchJob struct {
 	off, n         int
 }
 
+// groupMinBlocks, when positive, replaces the number of multiprocessors as
+// the smallest gate+up grid a batch of prefill experts runs grouped (tests
+// force either path with it).
+var groupMinBlocks = 0
+
 const (
 	maxBatchJobs = 32    // experts per mmx launch
 	maxBatchRows = 16384 // rows of one batch: bounds its staged arrays and scratch
@@ -119,7 +124,29 @@ func (g *gpu) flushLocked() {
 		most = max(most, b.jobs[i].n)
 	}
 	if most > mmTok {
-		g.flushGemm()
+		// A grouped launch is as slow as its longest block (one tile's whole
+		// K loop): a few experts (misses bound one by one, a short chunk)
+		// fill the GPU better one after another, each product split in K.
+		tiles := 0
+		for i := range b.jobs {
+			tiles += (b.jobs[i].n + gemmXTok - 1) / gemmXTok
+		}
+		least := g.d.Info.SMs
+		if groupMinBlocks > 0 {
+			least = groupMinBlocks
+		}
+		if tiles*((b.I+gemmRows-1)/gemmRows) >= least {
+			g.flushGemm()
+			return
+		}
+		for i := range b.jobs {
+			j := &b.jobs[i]
+			rows := make([]int, j.n)
+			for t := range rows {
+				rows[t] = int(b.rows[j.off+t])
+			}
+			g.expertDirect(b.out, b.x, &j.gate, &j.up, &j.down, rows, b.wts[j.off:j.off+j.n])
+		}
 		return
 	}
 	for i := 0; i < len(b.jobs); i += maxBatchJobs {

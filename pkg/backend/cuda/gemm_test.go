@@ -179,8 +179,9 @@ func bindStored(t *testing.T, d backend.Device, gate, up, down *stored) backend.
 
 // TestExpertBatchPrefill runs a prefill chunk's experts (row counts from 1 to
 // all T rows, below and above the tiles) as consecutive ExpertFFN calls, as
-// pkg/model issues them, through the grouped tiled kernels (batched), the
-// per-expert tiled products (FM_CUDA_DEBUG=nobatch) and mm_fast
+// pkg/model issues them, through the grouped tiled kernels, the batch run
+// expert by expert (as a grid smaller than the GPU is), the per-expert tiled
+// products (FM_CUDA_DEBUG=nobatch) and mm_fast
 // (nobatch,nogemm), the tiled ones on tensor cores and on the SIMT kernels
 // (notc), against a float64 reference.
 func TestExpertBatchPrefill(t *testing.T) {
@@ -189,7 +190,10 @@ func TestExpertBatchPrefill(t *testing.T) {
 	const H, I, T = 256, 384, 100 // multiples of every group size below; I spans 3 row tiles
 	counts := []int{1, 33, 9, T, 8, 40, 17, 3, 64, 32}
 	saved := [3]bool{debugNoBatch, debugNoGemm, debugNoTC}
-	defer func() { debugNoBatch, debugNoGemm, debugNoTC = saved[0], saved[1], saved[2] }()
+	savedMin := groupMinBlocks
+	defer func() {
+		debugNoBatch, debugNoGemm, debugNoTC, groupMinBlocks = saved[0], saved[1], saved[2], savedMin
+	}()
 	for _, base := range []backend.MatrixDesc{
 		{Format: backend.Affine, Bits: 4, GroupSize: 64, ScaleFormat: backend.BF16},
 		{Format: backend.BF16},
@@ -232,9 +236,12 @@ func TestExpertBatchPrefill(t *testing.T) {
 		for _, mode := range []struct {
 			name                 string
 			nobatch, nogem, notc bool
-		}{{"batched", false, false, false}, {"batched,notc", false, false, true}, {"nobatch", true, false, false},
-			{"nobatch,notc", true, false, true}, {"nobatch,nogemm", true, true, false}, {"nogemm", false, true, false}} {
-			debugNoBatch, debugNoGemm, debugNoTC = mode.nobatch, mode.nogem, mode.notc
+			minBlocks            int
+		}{{"grouped", false, false, false, 1}, {"grouped,notc", false, false, true, 1},
+			{"batched, run one by one (small grid)", false, false, false, 1 << 30},
+			{"nobatch", true, false, false, 0}, {"nobatch,notc", true, false, true, 0},
+			{"nobatch,nogemm", true, true, false, 0}, {"nogemm", false, true, false, 0}} {
+			debugNoBatch, debugNoGemm, debugNoTC, groupMinBlocks = mode.nobatch, mode.nogem, mode.notc, mode.minBlocks
 			out := upload(t, d, T, H, ov)
 			for j, e := range es {
 				d.ExpertFFN(out, x, e, rows[j], wts[j])
@@ -243,7 +250,7 @@ func TestExpertBatchPrefill(t *testing.T) {
 			t.Logf("%v %s: relative error %.3g", base, mode.name, rel)
 			out.Release()
 		}
-		debugNoBatch, debugNoGemm, debugNoTC = saved[0], saved[1], saved[2]
+		debugNoBatch, debugNoGemm, debugNoTC, groupMinBlocks = saved[0], saved[1], saved[2], savedMin
 		for _, e := range es {
 			e.Release()
 		}
