@@ -118,16 +118,42 @@ __device__ __forceinline__ void gm_piece(float* ws, int c, const u8* __restrict_
     }
 }
 
+// gm_out applies a launch's mode to one output (token t, row r): a holds the
+// sums, a2 the up matrix's for pairs; MM_PART stores both raw.
+template <bool PAIR>
+__device__ __forceinline__ void gm_out(float* y, float a, float a2, int t, int r, int T, int rows, int ldy, int mode,
+                                       const int* yrows, const float* ywt) {
+    if (mode == MM_PART) {
+        const long o = ((long)blockIdx.z * T + t) * rows + r;
+        y[o] = a;
+        if constexpr (PAIR) y[(long)gridDim.z * T * rows + o] = a2;
+        return;
+    }
+    float v = a;
+    if constexpr (PAIR) v = silu_f(a) * a2;
+    if (yrows) {
+        y[(long)yrows[t] * ldy + r] += ywt[t] * v;
+    } else {
+        const long o = (long)t * ldy + r;
+        y[o] = mode == MM_ACCUM ? y[o] + v : v;
+    }
+}
+
+// Shared floats of a SIMT tile: weights (gate and up for pairs), then x.
+#define GS_SMEM(NP, BN) ((NP) * GM_BK * GM_BM + GM_BK * (BN))
+
 // gemm_tile computes the tile of rows row0 … row0+GM_BM−1 and tokens
 // t0 … t0+BN−1 (those < rows, < T) with (GM_BM/GM_TM)·(BN/GM_TN) threads.
-// ws holds (PAIR ? 2 : 1)·GM_BK·GM_BM floats, xs GM_BK·BN.
+// smem holds GS_SMEM(PAIR ? 2 : 1, BN) floats.
 template <int KIND, bool PAIR, int BN>
 __device__ __forceinline__ void gemm_tile(float* y, const u8* w, const u8* sc, const u8* bi, const u8* w2,
                                           const u8* sc2, const u8* bi2, const float* x, const int* xrows,
                                           const int* yrows, const float* ywt, int rows, int cols, int T, int ldx,
                                           int ldy, int gs, int sfmt, int mode, int row0, int t0, int kb, int ke,
-                                          float* ws, float* xs) {
+                                          float* smem) {
     constexpr int TX = BN / GM_TN, NT = (GM_BM / GM_TM) * TX, NP = PAIR ? 2 : 1;
+    float* ws = smem;                     // [NP][GM_BK][GM_BM]
+    float* xs = smem + NP * GM_BK * GM_BM; // [GM_BK][BN]
     constexpr int XQ = NT / BN; // threads per staged token (NT is 4·BN)
     static_assert(NT % BN == 0 && (GM_BK / 4) % XQ == 0, "x staging layout");
     const int tid = threadIdx.x;
@@ -202,53 +228,10 @@ __device__ __forceinline__ void gemm_tile(float* y, const u8* w, const u8* sc, c
         for (int i = 0; i < GM_TM; i++) {
             const int r = row0 + ty * GM_TM + i;
             if (r >= rows) break;
-            float v = acc[i][j];
-            if (mode == MM_PART) {
-                const long o = ((long)blockIdx.z * T + t) * rows + r;
-                y[o] = v;
-                if constexpr (PAIR) y[(long)gridDim.z * T * rows + o] = acc2[i][j];
-                continue;
-            }
-            if constexpr (PAIR) v = silu_f(v) * acc2[i][j];
-            if (yrows) {
-                y[(long)yrows[t] * ldy + r] += ywt[t] * v;
-            } else {
-                const long o = (long)t * ldy + r;
-                y[o] = mode == MM_ACCUM ? y[o] + v : v;
-            }
+            gm_out<PAIR>(y, acc[i][j], PAIR ? acc2[PAIR ? i : 0][j] : 0.f, t, r, T, rows, ldy, mode, yrows, ywt);
         }
     }
 }
-
-#define GM_PARAMS                                                                                              \
-    float *y, const u8 *w, const u8 *sc, const u8 *bi, const u8 *w2, const u8 *sc2, const u8 *bi2, const float *x, \
-        const int *xrows, const int *yrows, const float *ywt, int rows, int cols, int T, int ldx, int ldy, int gs,   \
-        int sfmt, int mode, int kchunk
-
-// One kernel per format, pairing and token tile: grid (⌈rows/GM_BM⌉, ⌈T/BN⌉).
-#define GEMM_KERNEL(name, KIND, PAIR, BN)                                                                         \
-    extern "C" __global__ void __launch_bounds__((GM_BM / GM_TM) * (BN / GM_TN)) name(GM_PARAMS) {               \
-        __shared__ __align__(16) float ws[(PAIR ? 2 : 1) * GM_BK * GM_BM];                                      \
-        __shared__ __align__(16) float xs[GM_BK * BN];                                                         \
-        const int kb = blockIdx.z * kchunk;                                                                    \
-        gemm_tile<KIND, PAIR, BN>(y, w, sc, bi, w2, sc2, bi2, x, xrows, yrows, ywt, rows, cols, T, ldx, ldy, gs, \
-                                  sfmt, mode, blockIdx.x * GM_BM, blockIdx.y * BN, kb, min(cols, kb + kchunk), ws, \
-                                  xs);                                                                          \
-    }
-
-#define GEMM_KERNELS(sfx, KIND)                       \
-    GEMM_KERNEL(gemm_##sfx##_32, KIND, false, 32)     \
-    GEMM_KERNEL(gemm_##sfx##_64, KIND, false, 64)     \
-    GEMM_KERNEL(gemm2_##sfx##_32, KIND, true, 32)     \
-    GEMM_KERNEL(gemm2_##sfx##_64, KIND, true, 64)
-
-GEMM_KERNELS(f32, FMT_F32)
-GEMM_KERNELS(bf16, FMT_BF16)
-GEMM_KERNELS(f16, FMT_F16)
-GEMM_KERNELS(q2, 102)
-GEMM_KERNELS(q3, 103)
-GEMM_KERNELS(q4, 104)
-GEMM_KERNELS(q8, 108)
 
 // ---------------------------------------------------------------------------
 // The same tiles on tensor cores (sm_80 and later): mma.sync m16n8k8 with
@@ -437,44 +420,62 @@ __device__ __forceinline__ void gemm_tc_tile(float* y, const u8* w, const u8* sc
                 const int r = row0 + wr + i * 16 + g + 8 * (q >> 1);
                 const int t = t0 + wt + j * 8 + 2 * t4 + (q & 1);
                 if (r >= rows || t >= T) continue;
-                float v = acc[0][i][j][q];
-                if (mode == MM_PART) {
-                    const long o = ((long)blockIdx.z * T + t) * rows + r;
-                    y[o] = v;
-                    if constexpr (PAIR) y[(long)gridDim.z * T * rows + o] = acc[PAIR ? 1 : 0][i][j][q];
-                    continue;
-                }
-                if constexpr (PAIR) v = silu_f(v) * acc[PAIR ? 1 : 0][i][j][q];
-                if (yrows) {
-                    y[(long)yrows[t] * ldy + r] += ywt[t] * v;
-                } else {
-                    const long o = (long)t * ldy + r;
-                    y[o] = mode == MM_ACCUM ? y[o] + v : v;
-                }
+                gm_out<PAIR>(y, acc[0][i][j][q], acc[PAIR ? 1 : 0][i][j][q], t, r, T, rows, ldy, mode, yrows, ywt);
             }
 }
 
-#define GEMMT_KERNEL(name, KIND, PAIR, BN)                                                                         \
+#define GM_PARAMS                                                                                              \
+    float *y, const u8 *w, const u8 *sc, const u8 *bi, const u8 *w2, const u8 *sc2, const u8 *bi2, const float *x, \
+        const int *xrows, const int *yrows, const float *ywt, int rows, int cols, int T, int ldx, int ldy, int gs,   \
+        int sfmt, int mode, int kchunk
+
+// gm_tile runs a tile on tensor cores (TC) or on the SIMT cores; smem holds
+// GM_SMEM(TC, PAIR ? 2 : 1, BN) floats.
+#define GM_SMEM(TC, NP, BN) ((TC) ? GT_SMEM(NP, BN) : GS_SMEM(NP, BN))
+
+template <int KIND, bool PAIR, int BN, bool TC>
+__device__ __forceinline__ void gm_tile(float* y, const u8* w, const u8* sc, const u8* bi, const u8* w2, const u8* sc2,
+                                        const u8* bi2, const float* x, const int* xrows, const int* yrows,
+                                        const float* ywt, int rows, int cols, int T, int ldx, int ldy, int gs, int sfmt,
+                                        int mode, int row0, int t0, int kb, int ke, float* smem) {
+    if constexpr (TC)
+        gemm_tc_tile<KIND, PAIR, BN>(y, w, sc, bi, w2, sc2, bi2, x, xrows, yrows, ywt, rows, cols, T, ldx, ldy, gs,
+                                     sfmt, mode, row0, t0, kb, ke, smem);
+    else
+        gemm_tile<KIND, PAIR, BN>(y, w, sc, bi, w2, sc2, bi2, x, xrows, yrows, ywt, rows, cols, T, ldx, ldy, gs, sfmt,
+                                  mode, row0, t0, kb, ke, smem);
+}
+
+// One kernel per format, pairing, token tile and core kind: grid
+// (⌈rows/GM_BM⌉, ⌈T/BN⌉, splits of K); both kinds run 4·BN threads.
+#define GEMM_KERNEL(name, KIND, PAIR, BN, TC)                                                                     \
     extern "C" __global__ void __launch_bounds__(4 * BN) name(GM_PARAMS) {                                        \
-        __shared__ __align__(16) float smem[GT_SMEM(PAIR ? 2 : 1, BN)];                                         \
+        __shared__ __align__(16) float smem[GM_SMEM(TC, PAIR ? 2 : 1, BN)];                                     \
         const int kb = blockIdx.z * kchunk;                                                                    \
-        gemm_tc_tile<KIND, PAIR, BN>(y, w, sc, bi, w2, sc2, bi2, x, xrows, yrows, ywt, rows, cols, T, ldx, ldy, gs, \
-                                     sfmt, mode, blockIdx.x * GM_BM, blockIdx.y * BN, kb, min(cols, kb + kchunk), \
-                                     smem);                                                                     \
+        gm_tile<KIND, PAIR, BN, TC>(y, w, sc, bi, w2, sc2, bi2, x, xrows, yrows, ywt, rows, cols, T, ldx, ldy, gs, \
+                                    sfmt, mode, blockIdx.x * GM_BM, blockIdx.y * BN, kb, min(cols, kb + kchunk),   \
+                                    smem);                                                                      \
     }
 
-#define GEMMT_KERNELS(sfx, KIND)                       \
-    GEMMT_KERNEL(gemmt_##sfx##_32, KIND, false, 32)    \
-    GEMMT_KERNEL(gemmt_##sfx##_64, KIND, false, 64)    \
-    GEMMT_KERNEL(gemmt2_##sfx##_32, KIND, true, 32)    \
-    GEMMT_KERNEL(gemmt2_##sfx##_64, KIND, true, 64)
+#define GEMM_KERNELS(pfx, sfx, KIND, TC)                       \
+    GEMM_KERNEL(pfx##_##sfx##_32, KIND, false, 32, TC)         \
+    GEMM_KERNEL(pfx##_##sfx##_64, KIND, false, 64, TC)         \
+    GEMM_KERNEL(pfx##2_##sfx##_32, KIND, true, 32, TC)         \
+    GEMM_KERNEL(pfx##2_##sfx##_64, KIND, true, 64, TC)
 
-GEMMT_KERNELS(bf16, FMT_BF16)
-GEMMT_KERNELS(f16, FMT_F16)
-GEMMT_KERNELS(q2, 102)
-GEMMT_KERNELS(q3, 103)
-GEMMT_KERNELS(q4, 104)
-GEMMT_KERNELS(q8, 108)
+GEMM_KERNELS(gemm, f32, FMT_F32, false)
+GEMM_KERNELS(gemm, bf16, FMT_BF16, false)
+GEMM_KERNELS(gemm, f16, FMT_F16, false)
+GEMM_KERNELS(gemm, q2, 102, false)
+GEMM_KERNELS(gemm, q3, 103, false)
+GEMM_KERNELS(gemm, q4, 104, false)
+GEMM_KERNELS(gemm, q8, 108, false)
+GEMM_KERNELS(gemmt, bf16, FMT_BF16, true)
+GEMM_KERNELS(gemmt, f16, FMT_F16, true)
+GEMM_KERNELS(gemmt, q2, 102, true)
+GEMM_KERNELS(gemmt, q3, 103, true)
+GEMM_KERNELS(gemmt, q4, 104, true)
+GEMM_KERNELS(gemmt, q8, 108, true)
 
 // ---------------------------------------------------------------------------
 // The routed experts of a prefill chunk, all in three launches. One launch a
@@ -497,70 +498,44 @@ struct GemmJob {
     int off, n;
 };
 
-template <int KIND>
+template <int KIND, bool TC>
 __device__ __forceinline__ void gemm_experts(const GemmJob* jobs, const int* items, const int* rows, float* h,
                                              const float* x, int ldx, float* yo, int I, int H, int gs, int sfmt,
-                                             int phase, float* ws, float* xs) {
+                                             int phase, float* smem) {
     const GemmJob& j = jobs[items[2 * blockIdx.y]];
     const int t0 = items[2 * blockIdx.y + 1];
     if (phase == 0)
-        gemm_tile<KIND, true, GMX_BN>(h + (long)j.off * I, j.gw, j.gsc, j.gbi, j.uw, j.usc, j.ubi, x, rows + j.off,
-                                      nullptr, nullptr, I, H, j.n, ldx, I, gs, sfmt, MM_SWIGLU, blockIdx.x * GM_BM, t0,
-                                      0, H, ws, xs);
+        gm_tile<KIND, true, GMX_BN, TC>(h + (long)j.off * I, j.gw, j.gsc, j.gbi, j.uw, j.usc, j.ubi, x, rows + j.off,
+                                        nullptr, nullptr, I, H, j.n, ldx, I, gs, sfmt, MM_SWIGLU, blockIdx.x * GM_BM,
+                                        t0, 0, H, smem);
     else
-        gemm_tile<KIND, false, GMX_BN>(yo + (long)j.off * H, j.dw, j.dsc, j.dbi, nullptr, nullptr, nullptr,
-                                       h + (long)j.off * I, nullptr, nullptr, nullptr, H, I, j.n, I, H, gs, sfmt,
-                                       MM_STORE, blockIdx.x * GM_BM, t0, 0, I, ws, xs);
+        gm_tile<KIND, false, GMX_BN, TC>(yo + (long)j.off * H, j.dw, j.dsc, j.dbi, nullptr, nullptr, nullptr,
+                                         h + (long)j.off * I, nullptr, nullptr, nullptr, H, I, j.n, I, H, gs, sfmt,
+                                         MM_STORE, blockIdx.x * GM_BM, t0, 0, I, smem);
 }
 
-#define GEMMX_KERNEL(name, KIND)                                                                                  \
-    extern "C" __global__ void __launch_bounds__((GM_BM / GM_TM) * (GMX_BN / GM_TN))                            \
-        name(const GemmJob* jobs, const int* items, const int* rows, float* h, const float* x, int ldx, float* yo,  \
-             int I, int H, int gs, int sfmt, int phase) {                                                         \
-        __shared__ __align__(16) float ws[2 * GM_BK * GM_BM];                                                   \
-        __shared__ __align__(16) float xs[GM_BK * GMX_BN];                                                     \
-        gemm_experts<KIND>(jobs, items, rows, h, x, ldx, yo, I, H, gs, sfmt, phase, ws, xs);                    \
-    }
-
-GEMMX_KERNEL(gemmx_f32, FMT_F32)
-GEMMX_KERNEL(gemmx_bf16, FMT_BF16)
-GEMMX_KERNEL(gemmx_f16, FMT_F16)
-GEMMX_KERNEL(gemmx_q2, 102)
-GEMMX_KERNEL(gemmx_q3, 103)
-GEMMX_KERNEL(gemmx_q4, 104)
-GEMMX_KERNEL(gemmx_q8, 108)
-
-// gemmxt: gemmx on tensor cores (the formats gemmt takes).
-template <int KIND>
-__device__ __forceinline__ void gemm_experts_tc(const GemmJob* jobs, const int* items, const int* rows, float* h,
-                                                const float* x, int ldx, float* yo, int I, int H, int gs, int sfmt,
-                                                int phase, float* smem) {
-    const GemmJob& j = jobs[items[2 * blockIdx.y]];
-    const int t0 = items[2 * blockIdx.y + 1];
-    if (phase == 0)
-        gemm_tc_tile<KIND, true, GMX_BN>(h + (long)j.off * I, j.gw, j.gsc, j.gbi, j.uw, j.usc, j.ubi, x, rows + j.off,
-                                         nullptr, nullptr, I, H, j.n, ldx, I, gs, sfmt, MM_SWIGLU, blockIdx.x * GM_BM,
-                                         t0, 0, H, smem);
-    else
-        gemm_tc_tile<KIND, false, GMX_BN>(yo + (long)j.off * H, j.dw, j.dsc, j.dbi, nullptr, nullptr, nullptr,
-                                          h + (long)j.off * I, nullptr, nullptr, nullptr, H, I, j.n, I, H, gs, sfmt,
-                                          MM_STORE, blockIdx.x * GM_BM, t0, 0, I, smem);
-}
-
-#define GEMMXT_KERNEL(name, KIND)                                                                                 \
+// gemmx_*: SIMT tiles; gemmxt_*: tensor cores (the formats gemmt takes).
+#define GEMMX_KERNEL(name, KIND, TC)                                                                              \
     extern "C" __global__ void __launch_bounds__(4 * GMX_BN)                                                      \
         name(const GemmJob* jobs, const int* items, const int* rows, float* h, const float* x, int ldx, float* yo,  \
              int I, int H, int gs, int sfmt, int phase) {                                                         \
-        __shared__ __align__(16) float smem[GT_SMEM(2, GMX_BN)];                                                \
-        gemm_experts_tc<KIND>(jobs, items, rows, h, x, ldx, yo, I, H, gs, sfmt, phase, smem);                   \
+        __shared__ __align__(16) float smem[GM_SMEM(TC, 2, GMX_BN)];                                            \
+        gemm_experts<KIND, TC>(jobs, items, rows, h, x, ldx, yo, I, H, gs, sfmt, phase, smem);                  \
     }
 
-GEMMXT_KERNEL(gemmxt_bf16, FMT_BF16)
-GEMMXT_KERNEL(gemmxt_f16, FMT_F16)
-GEMMXT_KERNEL(gemmxt_q2, 102)
-GEMMXT_KERNEL(gemmxt_q3, 103)
-GEMMXT_KERNEL(gemmxt_q4, 104)
-GEMMXT_KERNEL(gemmxt_q8, 108)
+GEMMX_KERNEL(gemmx_f32, FMT_F32, false)
+GEMMX_KERNEL(gemmx_bf16, FMT_BF16, false)
+GEMMX_KERNEL(gemmx_f16, FMT_F16, false)
+GEMMX_KERNEL(gemmx_q2, 102, false)
+GEMMX_KERNEL(gemmx_q3, 103, false)
+GEMMX_KERNEL(gemmx_q4, 104, false)
+GEMMX_KERNEL(gemmx_q8, 108, false)
+GEMMX_KERNEL(gemmxt_bf16, FMT_BF16, true)
+GEMMX_KERNEL(gemmxt_f16, FMT_F16, true)
+GEMMX_KERNEL(gemmxt_q2, 102, true)
+GEMMX_KERNEL(gemmxt_q3, 103, true)
+GEMMX_KERNEL(gemmxt_q4, 104, true)
+GEMMX_KERNEL(gemmxt_q8, 108, true)
 
 // gemm_reduce finishes a split-K product (MM_PART): for token t =
 // blockIdx.y and row r, the S splits' sums in order (and the up matrix's for
@@ -576,12 +551,7 @@ extern "C" __global__ void gemm_reduce(float* y, const float* part, int S, int T
         if (pair) v2 += part[(long)S * T * rows + o];
     }
     if (pair) v = silu_f(v) * v2;
-    if (yrows) {
-        y[(long)yrows[t] * ldy + r] += ywt[t] * v;
-    } else {
-        const long o = (long)t * ldy + r;
-        y[o] = mode == MM_ACCUM ? y[o] + v : v;
-    }
+    gm_out<false>(y, v, 0.f, t, r, T, rows, ldy, mode, yrows, ywt);
 }
 
 // gemm_combine: out[r] += wt[a]·yo[a] for the entries a = idx[start[r]] …
