@@ -118,6 +118,48 @@ __device__ __forceinline__ void gm_piece(float* ws, int c, const u8* __restrict_
     }
 }
 
+// gm_stage_w decodes the block's K-step k0 of rows row0 … row0+GM_BM−1 of w
+// (and of w2 for NP = 2) into shared tiles [GM_BK][LD] at ws, GM_BK·LD
+// floats apart, with NT threads; rows ≥ rows are zeros. RAW: see gm_piece
+// (scales and biases to sb, 2·GM_BM floats a matrix).
+template <int KIND, int LD, bool RAW, int NP, int NT>
+__device__ __forceinline__ void gm_stage_w(float* ws, float* sb, const u8* w, const u8* sc, const u8* bi,
+                                           const u8* w2, const u8* sc2, const u8* bi2, int row0, int rows, int cols,
+                                           int k0, int gs, int sfmt) {
+    for (int p = threadIdx.x; p < NP * GM_BM; p += NT) {
+        const int c = p % GM_BM, m = p / GM_BM, r = row0 + c;
+        float* wm = ws + m * (GM_BK * LD);
+        float* sbm = RAW ? sb + m * 2 * GM_BM : nullptr;
+        if (r < rows) {
+            if (m == 0) gm_piece<KIND, LD, RAW>(wm, c, w, sc, bi, r, cols, k0, gs, sfmt, sbm);
+            else gm_piece<KIND, LD, RAW>(wm, c, w2, sc2, bi2, r, cols, k0, gs, sfmt, sbm);
+        } else {
+#pragma unroll
+            for (int k = 0; k < GM_BK; k++) wm[k * LD + c] = 0.f;
+            if constexpr (RAW) sbm[c] = sbm[GM_BM + c] = 0.f;
+        }
+    }
+}
+
+// gm_stage_x copies float4 number q = xq, xq+XQ, … of K-step k0 of x row xr
+// (zeros without one) transposed into xs[k·LD + xn], and returns their sum.
+template <int LD, int XQ>
+__device__ __forceinline__ float gm_stage_x(float* xs, const float* xr, int k0, int xn, int xq) {
+    float s = 0.f;
+#pragma unroll
+    for (int q = xq; q < GM_BK / 4; q += XQ) {
+        float4 v;
+        if (xr) v = ((const float4*)(xr + k0))[q];
+        else v.x = v.y = v.z = v.w = 0.f;
+        xs[(4 * q) * LD + xn] = v.x;
+        xs[(4 * q + 1) * LD + xn] = v.y;
+        xs[(4 * q + 2) * LD + xn] = v.z;
+        xs[(4 * q + 3) * LD + xn] = v.w;
+        s += (v.x + v.y) + (v.z + v.w);
+    }
+    return s;
+}
+
 // gm_out applies a launch's mode to one output (token t, row r): a holds the
 // sums, a2 the up matrix's for pairs; MM_PART stores both raw.
 template <bool PAIR>
@@ -174,27 +216,8 @@ __device__ __forceinline__ void gemm_tile(float* y, const u8* w, const u8* sc, c
         }
 
     for (int k0 = kb; k0 < ke; k0 += GM_BK) {
-        for (int p = tid; p < NP * GM_BM; p += NT) {
-            const int c = p % GM_BM, r = row0 + c;
-            float* wt = ws + (p / GM_BM) * (GM_BK * GM_BM);
-            if (r < rows) {
-                if (p < GM_BM) gm_piece<KIND, GM_BM, false>(wt, c, w, sc, bi, r, cols, k0, gs, sfmt, nullptr);
-                else gm_piece<KIND, GM_BM, false>(wt, c, w2, sc2, bi2, r, cols, k0, gs, sfmt, nullptr);
-            } else {
-#pragma unroll
-                for (int k = 0; k < GM_BK; k++) wt[k * GM_BM + c] = 0.f;
-            }
-        }
-#pragma unroll
-        for (int q = xq; q < GM_BK / 4; q += XQ) {
-            float4 v;
-            if (xr) v = ((const float4*)(xr + k0))[q];
-            else v.x = v.y = v.z = v.w = 0.f;
-            xs[(4 * q) * BN + xn] = v.x;
-            xs[(4 * q + 1) * BN + xn] = v.y;
-            xs[(4 * q + 2) * BN + xn] = v.z;
-            xs[(4 * q + 3) * BN + xn] = v.w;
-        }
+        gm_stage_w<KIND, GM_BM, false, NP, NT>(ws, nullptr, w, sc, bi, w2, sc2, bi2, row0, rows, cols, k0, gs, sfmt);
+        gm_stage_x<BN, XQ>(xs, xr, k0, xn, xq);
         __syncthreads();
 #pragma unroll 8
         for (int k = 0; k < GM_BK; k++) {
@@ -273,6 +296,13 @@ __device__ __forceinline__ void gm_mma(float* d, const u32* a, const u32* b) {
 #endif
 }
 
+// gm_zero sets the N floats of a register array to 0.
+template <int N>
+__device__ __forceinline__ void gm_zero(float* a) {
+#pragma unroll
+    for (int i = 0; i < N; i++) a[i] = 0.f;
+}
+
 // Shared floats of a tensor-core tile: weights, x, scales and biases, Σx.
 #define GT_SMEM(NP, BN) ((NP) * GM_BK * GT_LDW + GM_BK * ((BN) + 4) + (NP) * 2 * GM_BM + (BN))
 
@@ -299,57 +329,18 @@ __device__ __forceinline__ void gemm_tc_tile(float* y, const u8* w, const u8* sc
     const float* xr = xt < T ? x + (long)(xrows ? xrows[xt] : xt) * ldx : nullptr;
 
     float acc[NP][2][4][4], part[AFF ? NP : 1][2][4][4];
-#pragma unroll
-    for (int m = 0; m < NP; m++)
-#pragma unroll
-        for (int i = 0; i < 2; i++)
-#pragma unroll
-            for (int j = 0; j < 4; j++)
-#pragma unroll
-                for (int q = 0; q < 4; q++) acc[m][i][j][q] = 0.f;
+    gm_zero<NP * 32>(&acc[0][0][0][0]);
 
     for (int k0 = kb; k0 < ke; k0 += GM_BK) {
-        for (int p = tid; p < NP * GM_BM; p += NT) {
-            const int c = p % GM_BM, m = p / GM_BM, r = row0 + c;
-            float* wm = ws + m * (GM_BK * GT_LDW);
-            float* sbm = sb + m * 2 * GM_BM;
-            if (r < rows) {
-                if (m == 0) gm_piece<KIND, GT_LDW, true>(wm, c, w, sc, bi, r, cols, k0, gs, sfmt, sbm);
-                else gm_piece<KIND, GT_LDW, true>(wm, c, w2, sc2, bi2, r, cols, k0, gs, sfmt, sbm);
-            } else {
-#pragma unroll
-                for (int k = 0; k < GM_BK; k++) wm[k * GT_LDW + c] = 0.f;
-                sbm[c] = sbm[GM_BM + c] = 0.f;
-            }
-        }
-        float s = 0.f;
-#pragma unroll
-        for (int q = xq; q < GM_BK / 4; q += XQ) {
-            float4 v;
-            if (xr) v = ((const float4*)(xr + k0))[q];
-            else v.x = v.y = v.z = v.w = 0.f;
-            xs[(4 * q) * LDX + xn] = v.x;
-            xs[(4 * q + 1) * LDX + xn] = v.y;
-            xs[(4 * q + 2) * LDX + xn] = v.z;
-            xs[(4 * q + 3) * LDX + xn] = v.w;
-            s += (v.x + v.y) + (v.z + v.w);
-        }
+        gm_stage_w<KIND, GT_LDW, true, NP, NT>(ws, sb, w, sc, bi, w2, sc2, bi2, row0, rows, cols, k0, gs, sfmt);
+        float s = gm_stage_x<LDX, XQ>(xs, xr, k0, xn, xq);
         if constexpr (AFF) {
             s += __shfl_xor_sync(0xffffffffu, s, 1);
             s += __shfl_xor_sync(0xffffffffu, s, 2);
             if (xq == 0) xsum[xn] = s;
         }
         __syncthreads();
-        if constexpr (AFF) {
-#pragma unroll
-            for (int m = 0; m < NP; m++)
-#pragma unroll
-                for (int i = 0; i < 2; i++)
-#pragma unroll
-                    for (int j = 0; j < 4; j++)
-#pragma unroll
-                        for (int q = 0; q < 4; q++) part[m][i][j][q] = 0.f;
-        }
+        if constexpr (AFF) gm_zero<NP * 32>(&part[0][0][0][0]);
 #pragma unroll
         for (int ks = 0; ks < GM_BK; ks += 8) {
             u32 bh[4][2], bl[4][2];

@@ -389,31 +389,8 @@ func TestMLPAndExpertFFN(t *testing.T) {
 		// The same matrices as one expert file: parts at 4096-byte offsets
 		// as fm writes them, then at odd offsets (the contract allows any).
 		for _, odd := range []bool{false, true} {
-			l := &backend.ExpertLayout{}
-			off := 0
-			place := func(n int) backend.Part {
-				p := backend.Part{Offset: off, Size: n}
-				if odd {
-					off += n + 3
-				} else {
-					off += (n + 4095) &^ 4095
-				}
-				return p
-			}
+			l := storedLayout(odd, gate, up, down)
 			var file []byte
-			parts := []struct {
-				m *backend.ExpertMatrix
-				s *stored
-			}{{&l.Gate, gate}, {&l.Up, up}, {&l.Down, down}}
-			for _, p := range parts {
-				p.m.Desc = p.s.desc
-				p.m.Data = place(len(p.s.data))
-				if p.s.desc.Format == backend.Affine {
-					p.m.Scales = place(len(p.s.scales))
-					p.m.Biases = place(len(p.s.biases))
-				}
-			}
-			l.FileSize = off
 			for _, pinned := range []bool{true, false} {
 				if pinned {
 					var err error
@@ -423,13 +400,7 @@ func TestMLPAndExpertFFN(t *testing.T) {
 				} else {
 					file = make([]byte, l.FileSize)
 				}
-				for _, p := range parts {
-					copy(file[p.m.Data.Offset:], p.s.data)
-					if p.s.desc.Format == backend.Affine {
-						copy(file[p.m.Scales.Offset:], p.s.scales)
-						copy(file[p.m.Biases.Offset:], p.s.biases)
-					}
-				}
+				writeStored(file, l, gate, up, down)
 				e, err := d.BindExpert(l, file)
 				if err != nil {
 					t.Fatal(err)

@@ -139,22 +139,25 @@ func testGemmModes(t *testing.T, bd backend.Device, g *gpu, d *Device, r *rand.R
 	return worst
 }
 
-// bindStored binds gate, up and down as one expert file (parts at
-// 4096-byte offsets, as fm writes them).
-func bindStored(t *testing.T, d backend.Device, gate, up, down *stored) backend.Expert {
-	t.Helper()
+// storedLayout is the expert file layout of gate, up and down: parts at
+// 4096-byte offsets as fm writes them, or (odd) packed 3 bytes apart, which
+// the contract also allows.
+func storedLayout(odd bool, gate, up, down *stored) *backend.ExpertLayout {
 	l := &backend.ExpertLayout{}
 	off := 0
 	place := func(n int) backend.Part {
 		p := backend.Part{Offset: off, Size: n}
-		off += (n + 4095) &^ 4095
+		if odd {
+			off += n + 3
+		} else {
+			off += (n + 4095) &^ 4095
+		}
 		return p
 	}
-	parts := []struct {
+	for _, p := range []struct {
 		m *backend.ExpertMatrix
 		s *stored
-	}{{&l.Gate, gate}, {&l.Up, up}, {&l.Down, down}}
-	for _, p := range parts {
+	}{{&l.Gate, gate}, {&l.Up, up}, {&l.Down, down}} {
 		p.m.Desc = p.s.desc
 		p.m.Data = place(len(p.s.data))
 		if p.s.desc.Format == backend.Affine {
@@ -162,14 +165,30 @@ func bindStored(t *testing.T, d backend.Device, gate, up, down *stored) backend.
 		}
 	}
 	l.FileSize = off
-	file := make([]byte, off)
-	for _, p := range parts {
+	return l
+}
+
+// writeStored writes gate, up and down into file at l's offsets.
+func writeStored(file []byte, l *backend.ExpertLayout, gate, up, down *stored) {
+	for _, p := range []struct {
+		m *backend.ExpertMatrix
+		s *stored
+	}{{&l.Gate, gate}, {&l.Up, up}, {&l.Down, down}} {
 		copy(file[p.m.Data.Offset:], p.s.data)
 		if p.s.desc.Format == backend.Affine {
 			copy(file[p.m.Scales.Offset:], p.s.scales)
 			copy(file[p.m.Biases.Offset:], p.s.biases)
 		}
 	}
+}
+
+// bindStored binds gate, up and down as one expert file laid out as fm
+// writes it.
+func bindStored(t *testing.T, d backend.Device, gate, up, down *stored) backend.Expert {
+	t.Helper()
+	l := storedLayout(false, gate, up, down)
+	file := make([]byte, l.FileSize)
+	writeStored(file, l, gate, up, down)
 	e, err := d.BindExpert(l, file)
 	if err != nil {
 		t.Fatal(err)

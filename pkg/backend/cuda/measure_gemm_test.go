@@ -11,6 +11,20 @@ import (
 	"github.com/fm-moe/fm/pkg/backend"
 )
 
+// measureBytes returns random codes for an affine matrix with bf16 scales
+// and biases of ±~0.01, so that activations stay finite through a layer.
+func measureBytes(r *rand.Rand, desc backend.MatrixDesc) (data, sc, bi []byte) {
+	data = make([]byte, desc.DataBytes())
+	for i := range data {
+		data[i] = byte(r.Uint32())
+	}
+	sc, bi = make([]byte, desc.ScaleBytes()), make([]byte, desc.ScaleBytes())
+	for i := 0; i+1 < len(sc); i += 2 {
+		sc[i+1], bi[i+1] = 0x3c, 0xbc
+	}
+	return
+}
+
 // medianDevice returns the median device time of n runs of f (CUDA events),
 // after one warm-up run.
 func medianDevice(t *testing.T, d *Device, n int, f func()) time.Duration {
@@ -247,17 +261,7 @@ func TestMeasurePrefillLayer(t *testing.T) {
 	const H, nH, nKV, D, E, K, I, NL, T = 2048, 32, 4, 128, 128, 8, 768, 4, 512
 	r := rand.New(rand.NewPCG(41, 42))
 	q4 := backend.MatrixDesc{Format: backend.Affine, Bits: 4, GroupSize: 64, ScaleFormat: backend.BF16}
-	fill := func(desc backend.MatrixDesc) (data, sc, bi []byte) {
-		data = make([]byte, desc.DataBytes())
-		for i := range data {
-			data[i] = byte(r.Uint32())
-		}
-		sc, bi = make([]byte, desc.ScaleBytes()), make([]byte, desc.ScaleBytes())
-		for i := 0; i+1 < len(sc); i += 2 {
-			sc[i+1], bi[i+1] = 0x3c, 0xbc // bf16 ±~0.01: activations stay finite
-		}
-		return
-	}
+	fill := func(desc backend.MatrixDesc) (data, sc, bi []byte) { return measureBytes(r, desc) }
 	bind := func(rows, cols int) backend.Matrix {
 		desc := q4
 		desc.Rows, desc.Cols = rows, cols
