@@ -35,17 +35,21 @@ func softmax(x []float32) {
 // when renorm. probs is overwritten with the softmax.
 func route(probs []float32, k int, renorm bool, ids []int, weights []float32) {
 	softmax(probs)
+	// A chosen expert's probability is set to −1 (below any probability)
+	// until all k are chosen, then restored: O(k·E), not O(k²·E) — this runs
+	// on the host between a GPU's router download and its expert launches.
 	for s := 0; s < k; s++ {
 		best := -1
 		for e, p := range probs {
-			if slices.Contains(ids[:s], e) {
-				continue
-			}
 			if best < 0 || p > probs[best] {
 				best = e
 			}
 		}
 		ids[s], weights[s] = best, probs[best]
+		probs[best] = -1
+	}
+	for s := 0; s < k; s++ {
+		probs[ids[s]] = weights[s]
 	}
 	if renorm {
 		var sum float32
@@ -76,6 +80,10 @@ type routing struct {
 	w       []float32   // [T·K] and weights
 	perTok  [][]int     // [T] OnRoute's view of ids
 	files   [][]byte    // [len(union)] FetchExperts' destination, reused
+	// [len(union)] the experts a device keeps resident (nil: to be read),
+	// and the others' ids; reused from layer to layer (no map a layer).
+	resident []backend.Expert
+	misses   []int
 }
 
 // routeStep downloads the router logits of the step's T tokens and picks
@@ -228,21 +236,25 @@ func (m *Model) moe(ctx context.Context, l *layer, st *State, x *tensors, pos in
 	}
 	// Experts the device keeps resident (backend.ExpertCache) are not read.
 	cache, _ := d.(backend.ExpertCache)
-	resident := map[int]backend.Expert{}
+	resident := rt.resident[:0]
 	misses := rt.union
 	if cache != nil {
-		misses = nil
+		misses = rt.misses[:0]
 		for _, e := range rt.union {
-			if ex, ok := cache.CachedExpert(m.expertKey(l.index, e)); ok {
-				resident[e] = ex
-			} else {
+			ex, ok := cache.CachedExpert(m.expertKey(l.index, e))
+			if !ok {
 				misses = append(misses, e)
 			}
+			resident = append(resident, ex) // nil when not resident
 		}
+		rt.resident, rt.misses = resident, misses
 	}
 	defer func() {
-		for _, ex := range resident {
-			ex.Release()
+		for i, ex := range resident {
+			if ex != nil {
+				ex.Release()
+			}
+			resident[i] = nil
 		}
 	}()
 	batcher, _ := d.(backend.ExpertBatcher)
@@ -272,9 +284,9 @@ func (m *Model) moe(ctx context.Context, l *layer, st *State, x *tensors, pos in
 	}
 	clk.lap(l.index, PhaseExpertCompute)
 	next := 0
-	for _, e := range rt.union {
-		if ex, ok := resident[e]; ok {
-			d.ExpertFFN(x.mix, x.xn, ex, rt.rows[e], rt.weights[e])
+	for i, e := range rt.union {
+		if i < len(resident) && resident[i] != nil {
+			d.ExpertFFN(x.mix, x.xn, resident[i], rt.rows[e], rt.weights[e])
 			continue
 		}
 		buf, release, err := f.next(next)

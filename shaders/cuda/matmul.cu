@@ -339,111 +339,93 @@ extern "C" __global__ void embed_rows(float* dst, const u8* w, const u8* sc, con
 }
 
 // ---------------------------------------------------------------------------
-// Decode GEMV (one token) for 4- and 8-bit affine rows of at most MV_MAXCOLS
-// columns. mm_fast gives each lane 4- or 8-byte units and reads x from global
-// memory per unit: at T = 1 that kept too few weight bytes in flight and spent
-// the load units on x (0.11 of the copy bandwidth at 4 bits, docs/PERF.md).
-// Here a block first stages x in shared memory (coalesced, padded so that the
-// lanes' 16-byte reads below hit distinct banks), each lane then keeps the x
-// values of its 16-byte weight chunks (32 columns at 4 bits, 16 at 8) in
-// registers, and each warp streams MV_R rows with every row's chunks (16-byte
-// loads) and scales issued before the first is used. Codes become floats by
-// the exponent trick (0x4b000000 | q is 2^23 + q), two integer ops and a
-// subtraction instead of a conversion. Same arguments and epilogues as
-// mm_fast with T = 1.
+// Decode GEMV (one token) for 4- and 8-bit affine rows and bf16 rows of any
+// width (columns a multiple of 32). mm_fast gives each lane 4- or 8-byte units and reads x
+// from global memory per unit: at T = 1 that kept too few weight bytes in
+// flight and spent the load units on x (0.11 of the copy bandwidth at 4 bits,
+// docs/PERF.md). Here a block first stages x in dynamic shared memory (16-byte
+// loads, all of a thread's issued before the first store, so staging costs one
+// memory round trip; padded so that the lanes' 16-byte reads below hit
+// distinct banks), then walks the columns in tiles of MV<BITS>::TC chunks a
+// lane: each lane keeps the x values of its 16-byte weight chunks (32 columns
+// at 4 bits, 16 at 8) in registers for the tile, and each warp streams its R
+// rows with every row's chunks (16-byte loads) and scales issued before the
+// first is used. Codes become floats by the exponent trick (0x4b000000 | q is
+// 2^23 + q), two integer ops and a subtraction instead of a conversion. Same
+// arguments and epilogues as mm_fast with T = 1.
 
 #define MV_WARPS 4
-#define MV_MAXCOLS 2048
 
+// BITS: 4 or 8 (affine codes) or 16 (bf16 rows, no scales).
 template <int BITS> struct MV {
-    static const int CC = 128 / BITS;          // columns per 16-byte chunk
-    static const int MAXC = MV_MAXCOLS / (32 * CC); // chunks per lane at most
-    static const int PAD = CC + 4;             // shared-memory floats per chunk
+    static const int CC = 128 / BITS; // columns per 16-byte chunk
+    // chunks per lane in a tile: 2048 columns at 4 bits, 1024 at 8 and at
+    // bf16 (4 chunks a row a lane: the registers of R rows' loads in flight)
+    static const int TC = BITS == 16 ? 4 : 64 / CC;
+    static const int PAD = CC + 4; // shared-memory floats per chunk
 };
 
-// mv_dot returns Σ_i q_i·x_i over one 16-byte chunk of codes.
+// mv_stage copies nx rows of cols floats (row i at xrow + i·ldx; 16-byte
+// aligned, cols % CC == 0) to xs in the padded chunk layout, row after row;
+// the caller synchronizes.
+template <int BITS>
+__device__ __forceinline__ void mv_stage(float* xs, const float* __restrict__ xrow, int cols, int nx = 1,
+                                         long ldx = 0) {
+    constexpr int CC = MV<BITS>::CC, PAD = MV<BITS>::PAD, U = 16; // 16 loads a thread in flight: one warp stages 2048
+    const int r4 = cols / 4, n4 = nx * r4, nch = cols / CC;
+    for (int f0 = threadIdx.x; f0 < n4; f0 += U * blockDim.x) {
+        float4 v[U];
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int f = f0 + u * blockDim.x;
+            // One row: no division (it would delay the first load).
+            const int row = nx == 1 ? 0 : f / r4, c = 4 * (f - row * r4);
+            if (f < n4) v[u] = *(const float4*)(xrow + row * ldx + c);
+        }
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int f = f0 + u * blockDim.x;
+            const int row = nx == 1 ? 0 : f / r4, c = 4 * (f - row * r4);
+            if (f < n4) *(float4*)(xs + (row * nch + c / CC) * PAD + c % CC) = v[u];
+        }
+    }
+}
+
+// mv_dot returns Σ_i q_i·x_i over one 16-byte chunk of codes (BITS 4 or 8),
+// or Σ_i w_i·x_i over one chunk of 8 bf16 weights (BITS 16: no scales).
 template <int BITS>
 __device__ __forceinline__ float mv_dot(uint4 v, const float* xv) {
     const u32 wd[4] = {v.x, v.y, v.z, v.w};
-    constexpr int PER = 32 / BITS, MASK = (1 << BITS) - 1;
     float d0 = 0.f, d1 = 0.f;
+    if constexpr (BITS == 16) {
 #pragma unroll
-    for (int m = 0; m < 4; m++) {
+        for (int m = 0; m < 4; m++) {
+            d0 = fmaf(__uint_as_float(wd[m] << 16), xv[2 * m], d0);
+            d1 = fmaf(__uint_as_float(wd[m] & 0xffff0000u), xv[2 * m + 1], d1);
+        }
+    } else {
+        constexpr int PER = 32 / BITS, MASK = (1 << BITS) - 1;
 #pragma unroll
-        for (int k = 0; k < PER; k++) {
-            const float q = __uint_as_float(0x4b000000u | ((wd[m] >> (BITS * k)) & MASK)) - 8388608.f;
-            if (k & 1) d1 = fmaf(q, xv[m * PER + k], d1);
-            else d0 = fmaf(q, xv[m * PER + k], d0);
+        for (int m = 0; m < 4; m++) {
+#pragma unroll
+            for (int k = 0; k < PER; k++) {
+                const float q = __uint_as_float(0x4b000000u | ((wd[m] >> (BITS * k)) & MASK)) - 8388608.f;
+                if (k & 1) d1 = fmaf(q, xv[m * PER + k], d1);
+                else d0 = fmaf(q, xv[m * PER + k], d0);
+            }
         }
     }
     return d0 + d1;
 }
 
-// mv_rows: rows r0 … r0+R−1 of w (and of w2 when PAIR) times the lane's x
-// chunks; acc[i] (acc2[i]) gets the lane's partial sums.
-template <int BITS, bool PAIR, int R>
-__device__ __forceinline__ void mv_rows(const u8* __restrict__ w, const u8* __restrict__ sc, const u8* __restrict__ bi,
-                                        const u8* __restrict__ w2, const u8* __restrict__ sc2,
-                                        const u8* __restrict__ bi2, int r0, int rows, int cols, int gs, int sfmt,
-                                        const float (*xv)[MV<BITS>::CC], const float* xsum, float* acc, float* acc2) {
-    constexpr int CC = MV<BITS>::CC, MAXC = MV<BITS>::MAXC;
-    const int lane = threadIdx.x & 31, nch = cols / CC, ngr = cols / gs;
-    const long rowBytes = (long)cols * BITS / 8;
-    uint4 wv[R][MAXC], wv2[PAIR ? R : 1][MAXC];
-    float s[R][MAXC], b[R][MAXC], s2[PAIR ? R : 1][MAXC], b2[PAIR ? R : 1][MAXC];
+// mv_xtile loads the lane's x chunks of the tile from chunk c0 on.
+template <int BITS>
+__device__ __forceinline__ void mv_xtile(const float* xs, int c0, int nch, float (*xv)[MV<BITS>::CC], float* xsum) {
+    constexpr int CC = MV<BITS>::CC, TC = MV<BITS>::TC, PAD = MV<BITS>::PAD;
+    const int lane = threadIdx.x & 31;
 #pragma unroll
-    for (int i = 0; i < R; i++) {
-        const int r = r0 + i;
-#pragma unroll
-        for (int j = 0; j < MAXC; j++) {
-            const int ch = lane + 32 * j;
-            if (r < rows && ch < nch) {
-                const long gi = (long)r * ngr + (ch * CC) / gs;
-                wv[i][j] = ((const uint4*)(w + (long)r * rowBytes))[ch];
-                s[i][j] = load_float(sc, gi, sfmt);
-                b[i][j] = load_float(bi, gi, sfmt);
-                if constexpr (PAIR) {
-                    wv2[i][j] = ((const uint4*)(w2 + (long)r * rowBytes))[ch];
-                    s2[i][j] = load_float(sc2, gi, sfmt);
-                    b2[i][j] = load_float(bi2, gi, sfmt);
-                }
-            }
-        }
-    }
-#pragma unroll
-    for (int i = 0; i < R; i++) {
-        acc[i] = 0.f;
-        if constexpr (PAIR) acc2[i] = 0.f;
-#pragma unroll
-        for (int j = 0; j < MAXC; j++) {
-            const int ch = lane + 32 * j;
-            if (r0 + i < rows && ch < nch) {
-                acc[i] += s[i][j] * mv_dot<BITS>(wv[i][j], xv[j]) + b[i][j] * xsum[j];
-                if constexpr (PAIR) acc2[i] += s2[i][j] * mv_dot<BITS>(wv2[i][j], xv[j]) + b2[i][j] * xsum[j];
-            }
-        }
-    }
-}
-
-// mv_fast: the block's MV_WARPS·R rows from row0 on, one token (x row xrow).
-// (Variants that looped over row groups with the registers carried across, or
-// issued the weight loads before staging x, measured slower: docs/PERF.md.)
-template <int BITS, bool PAIR, int R>
-__device__ __forceinline__ void mv_fast(float* y, const u8* w, const u8* sc, const u8* bi, const u8* w2, const u8* sc2,
-                                        const u8* bi2, const float* xrow, int rows, int cols, int gs, int sfmt,
-                                        const int* yrows, const float* ywt, int ldy, int mode, const RowArgs& ra,
-                                        int row0) {
-    constexpr int CC = MV<BITS>::CC, MAXC = MV<BITS>::MAXC, PAD = MV<BITS>::PAD;
-    __shared__ __align__(16) float xs[MV_MAXCOLS / CC * PAD];
-    for (int c = threadIdx.x; c < cols; c += blockDim.x) xs[(c / CC) * PAD + c % CC] = xrow[c];
-    __syncthreads();
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nch = cols / CC;
-    const int r0 = row0 + warp * R;
-    if (r0 >= rows) return;
-    float xv[MAXC][CC], xsum[MAXC];
-#pragma unroll
-    for (int j = 0; j < MAXC; j++) {
-        const int ch = lane + 32 * j;
+    for (int j = 0; j < TC; j++) {
+        const int ch = c0 + lane + 32 * j;
         xsum[j] = 0.f;
         if (ch < nch) {
 #pragma unroll
@@ -454,61 +436,316 @@ __device__ __forceinline__ void mv_fast(float* y, const u8* w, const u8* sc, con
             }
         }
     }
-    float acc[R], acc2[R];
-    mv_rows<BITS, PAIR, R>(w, sc, bi, w2, sc2, bi2, r0, rows, cols, gs, sfmt, xv, xsum, acc, acc2);
+}
+
+// mv_rows adds rows r0 … r0+R−1 of w (and of w2 when PAIR) times the lane's x
+// chunks of the tile from chunk c0 on to acc[i] (acc2[i]).
+template <int BITS, bool PAIR, int R>
+__device__ __forceinline__ void mv_rows(const u8* __restrict__ w, const u8* __restrict__ sc, const u8* __restrict__ bi,
+                                        const u8* __restrict__ w2, const u8* __restrict__ sc2,
+                                        const u8* __restrict__ bi2, int r0, int rows, int cols, int gs, int sfmt, int c0,
+                                        const float (*xv)[MV<BITS>::CC], const float* xsum, float* acc, float* acc2) {
+    constexpr int CC = MV<BITS>::CC, TC = MV<BITS>::TC;
+    const int lane = threadIdx.x & 31, nch = cols / CC, ngr = BITS == 16 ? 0 : cols / gs;
+    const long rowBytes = (long)cols * BITS / 8;
+    uint4 wv[R][TC], wv2[PAIR ? R : 1][TC];
+    float s[R][TC], b[R][TC], s2[PAIR ? R : 1][TC], b2[PAIR ? R : 1][TC];
 #pragma unroll
     for (int i = 0; i < R; i++) {
-        if (r0 + i >= rows) break;
-        float a[MM_TOK], a2[MM_TOK];
-        a[0] = acc[i];
-        a2[0] = PAIR ? acc2[i] : 0.f;
-        mm_out(a, a2, PAIR, y, yrows, ywt, 0, 1, r0 + i, ldy, mode, ra);
+        const int r = r0 + i;
+#pragma unroll
+        for (int j = 0; j < TC; j++) {
+            const int ch = c0 + lane + 32 * j;
+            if (r < rows && ch < nch) {
+                wv[i][j] = ((const uint4*)(w + (long)r * rowBytes))[ch];
+                if constexpr (PAIR) wv2[i][j] = ((const uint4*)(w2 + (long)r * rowBytes))[ch];
+                if constexpr (BITS != 16) {
+                    const long gi = (long)r * ngr + (ch * CC) / gs;
+                    s[i][j] = load_float(sc, gi, sfmt);
+                    b[i][j] = load_float(bi, gi, sfmt);
+                    if constexpr (PAIR) {
+                        s2[i][j] = load_float(sc2, gi, sfmt);
+                        b2[i][j] = load_float(bi2, gi, sfmt);
+                    }
+                }
+            }
+        }
     }
+#pragma unroll
+    for (int i = 0; i < R; i++) {
+#pragma unroll
+        for (int j = 0; j < TC; j++) {
+            const int ch = c0 + lane + 32 * j;
+            if (r0 + i < rows && ch < nch) {
+                if constexpr (BITS == 16) {
+                    acc[i] += mv_dot<BITS>(wv[i][j], xv[j]);
+                    if constexpr (PAIR) acc2[i] += mv_dot<BITS>(wv2[i][j], xv[j]);
+                } else {
+                    acc[i] += s[i][j] * mv_dot<BITS>(wv[i][j], xv[j]) + b[i][j] * xsum[j];
+                    if constexpr (PAIR) acc2[i] += s2[i][j] * mv_dot<BITS>(wv2[i][j], xv[j]) + b2[i][j] * xsum[j];
+                }
+            }
+        }
+    }
+}
+
+// mv_fast: the block's rows from row0 on (R a warp, blockDim.x / 32 warps: 4,
+// or fewer for small matrices: gemvWarps in decode.go), one token (x row xrow).
+// Dynamic shared memory: (cols / CC)·PAD floats.
+// (Variants that looped over row groups with the registers carried across, or
+// issued the weight loads before staging x, measured slower: docs/PERF.md.)
+// With ym not null (mode MM_STORE, no pair), each output is also written to
+// ym (mapped host memory: matVecDownload).
+template <int BITS, bool PAIR, int R>
+__device__ __forceinline__ void mv_fast(float* y, const u8* w, const u8* sc, const u8* bi, const u8* w2, const u8* sc2,
+                                        const u8* bi2, const float* xrow, int rows, int cols, int gs, int sfmt,
+                                        const int* yrows, const float* ywt, int ldy, int mode, const RowArgs& ra,
+                                        int row0, float* ym = nullptr) {
+    constexpr int CC = MV<BITS>::CC, TC = MV<BITS>::TC;
+    extern __shared__ float4 mv_smem[];
+    float* xs = (float*)mv_smem;
+    mv_stage<BITS>(xs, xrow, cols);
+    __syncthreads();
+    const int warp = threadIdx.x >> 5, nch = cols / CC;
+    const int r0 = row0 + warp * R;
+    if (r0 < rows) { // no early return: a row epilogue may follow (row_epilogue's barriers)
+        float acc[R], acc2[R];
+#pragma unroll
+        for (int i = 0; i < R; i++) acc[i] = acc2[i] = 0.f;
+        for (int c0 = 0; c0 < nch; c0 += 32 * TC) {
+            float xv[TC][CC], xsum[TC];
+            mv_xtile<BITS>(xs, c0, nch, xv, xsum);
+            mv_rows<BITS, PAIR, R>(w, sc, bi, w2, sc2, bi2, r0, rows, cols, gs, sfmt, c0, xv, xsum, acc, acc2);
+        }
+#pragma unroll
+        for (int i = 0; i < R; i++) {
+            if (r0 + i >= rows) break;
+            if (!PAIR && ym) {
+                const float v = warp_sum(acc[i]);
+                if ((threadIdx.x & 31) == 0) y[r0 + i] = ym[r0 + i] = v;
+                continue;
+            }
+            float a[MM_TOK], a2[MM_TOK];
+            a[0] = acc[i];
+            a2[0] = PAIR ? acc2[i] : 0.f;
+            mm_out(a, a2, PAIR, y, yrows, ywt, 0, 1, r0 + i, ldy, mode, ra);
+        }
+    }
+}
+
+// RowEpi is a row epilogue of a one-token product whose output y is one row
+// of n floats (on = 0: none): h += y, the non-finite mark of the result
+// (mark not null: atomicMin(mark, markBase | 0)), then dst = rmsnorm(h)·w
+// (dst not null) — the residual add, its check and the next RMSNorm, which
+// otherwise cost a launch of their own (add_rmsnorm) after the product. The
+// last block of the launch to finish runs it (cnt: a counter that is 0 before
+// and after the launch), after every block's output is visible.
+struct RowEpi {
+    float* h;
+    float* dst;
+    const float* w;
+    int* mark;
+    u32* cnt;
+    double eps;
+    int n, markBase, on;
+};
+
+// row_epilogue: called by every thread of every block after its outputs are
+// written (no thread may have returned).
+__device__ __forceinline__ void row_epilogue(const RowEpi& e, const float* y) {
+    __shared__ double scratch[32];
+    __shared__ int last;
+    if (!e.on) return;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(e.cnt, 1u) == gridDim.x * gridDim.y * gridDim.z - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    add_rmsnorm_row<true>(e.h, y, e.dst, e.w, e.n, e.eps, e.mark, e.markBase, 0, scratch);
+    if (threadIdx.x == 0) *e.cnt = 0;
 }
 
 // Rows per warp: 4, or 2 for gate+up pairs (twice the registers a row).
 #define MV_R 4
 #define MV_R2 2
 
+// At least MV_MINB blocks a multiprocessor: at most 128 registers a thread.
+// The first GEMV compiled to 127 registers (4 blocks) and streamed 0.28 of
+// the copy ceiling; the tiled one without this bound 0.21, likely from one
+// block fewer (docs/PERF.md, round three).
+#define MV_MINB 4
+
 #define MV_KERNEL(name, name2, BITS)                                                                          \
-    extern "C" __global__ void __launch_bounds__(MV_WARPS * 32) name(MM_PARAMS) {                            \
+    extern "C" __global__ void __launch_bounds__(MV_WARPS * 32, MV_MINB) name(MM_PARAMS) {                   \
         const float* xr = x + (long)(xrows ? xrows[0] : ra.n > 0 ? ra.x[0] : 0) * ldx;                         \
         mv_fast<BITS, false, MV_R>(y, w, sc, bi, w2, sc2, bi2, xr, rows, cols, gs, sfmt, yrows, ywt, ldy, mode, ra, \
-                                   blockIdx.x * MV_WARPS * MV_R);                                              \
+                                   blockIdx.x * (blockDim.x >> 5) * MV_R);                                     \
     }                                                                                                         \
-    extern "C" __global__ void __launch_bounds__(MV_WARPS * 32) name2(MM_PARAMS) {                           \
+    extern "C" __global__ void __launch_bounds__(MV_WARPS * 32, MV_MINB) name2(MM_PARAMS) {                  \
         const float* xr = x + (long)(xrows ? xrows[0] : ra.n > 0 ? ra.x[0] : 0) * ldx;                         \
         mv_fast<BITS, true, MV_R2>(y, w, sc, bi, w2, sc2, bi2, xr, rows, cols, gs, sfmt, yrows, ywt, ldy, mode, ra, \
-                                   blockIdx.x * MV_WARPS * MV_R2);                                             \
+                                   blockIdx.x * (blockDim.x >> 5) * MV_R2);                                    \
     }
 
 MV_KERNEL(mv_q4, mv2_q4, 4)
 MV_KERNEL(mv_q8, mv2_q8, 8)
+MV_KERNEL(mv_bf16, mv2_bf16, 16)
 
-// mvx: mm_experts for a batch whose every job has one token: phase 0 (gate
-// and up, MV_R2 rows a warp) or phase 1 (down, MV_R rows a warp) of job
-// blockIdx.z, in the layout mm_experts uses (h_j and y_j at MM_TOK rows a job).
+// ExpertJobs is a decode batch's jobs passed by value (no staging copy): at
+// most MVX_MAXJ, each with one token.
+#define MVX_MAXJ 16
+struct ExpertJobs {
+    ExpertJob j[MVX_MAXJ];
+};
+
+// mvx_up: gate and up of job blockIdx.z (MV_R2 rows a warp) for its one token,
+// h_j = silu(gate·x) ⊙ (up·x), h_j at h + blockIdx.z·MM_TOK·I (the layout
+// mm_experts uses).
 template <int BITS>
-__device__ __forceinline__ void mv_experts(const ExpertJob* jobs, float* h, const float* x, float* yout, int I, int H,
-                                           int gs, int sfmt, int phase) {
-    const ExpertJob& j = jobs[blockIdx.z];
+__device__ __forceinline__ void mvx_up(const ExpertJobs& jobs, float* h, const float* x, int I, int H, int gs,
+                                       int sfmt) {
+    const ExpertJob& j = jobs.j[blockIdx.z];
     RowArgs ra;
     ra.n = 0;
     float* hj = h + (long)blockIdx.z * MM_TOK * I;
-    if (phase == 0)
-        mv_fast<BITS, true, MV_R2>(hj, j.gw, j.gs, j.gb, j.uw, j.us, j.ub, x + (long)j.rows[0] * H, I, H, gs, sfmt,
-                                   nullptr, nullptr, I, MM_SWIGLU, ra, blockIdx.x * MV_WARPS * MV_R2);
-    else
-        mv_fast<BITS, false, MV_R>(yout + (long)blockIdx.z * MM_TOK * H, j.dw, j.ds, j.db, nullptr, nullptr, nullptr,
-                                   hj, H, I, gs, sfmt, nullptr, nullptr, H, MM_STORE, ra,
-                                   blockIdx.x * MV_WARPS * MV_R);
+    mv_fast<BITS, true, MV_R2>(hj, j.gw, j.gs, j.gb, j.uw, j.us, j.ub, x + (long)j.rows[0] * H, I, H, gs, sfmt, nullptr,
+                               nullptr, I, MM_SWIGLU, ra, blockIdx.x * (blockDim.x >> 5) * MV_R2);
 }
 
-#define MVX_KERNEL(name, BITS)                                                                                   \
-    extern "C" __global__ void __launch_bounds__(MV_WARPS * 32)                                                  \
-        name(const ExpertJob* jobs, float* h, const float* x, float* yout, int I, int H, int gs, int sfmt, int phase) { \
-        mv_experts<BITS>(jobs, h, x, yout, I, H, gs, sfmt, phase);                                               \
+// mvx_down: the down projections of every job, added to out in job order
+// (the combine fused: no y buffer, no third launch). A warp owns one output
+// row r = blockIdx.x·warps + warp for all n jobs: it reads out[row_j, r] once,
+// adds w_j·(down_j[r]·h_j) job after job — the order expert_combine used, so
+// the sum does not depend on timing — and writes it back when the next job's
+// token row differs (at decode every job has row 0: one read, one write).
+// Jobs go MVX_G at a time with all their chunks' loads issued first. Dynamic
+// shared memory: n·(I / CC)·PAD floats (every job's h staged).
+#define MVX_G 8
+// With zero set (a decode step whose output was just cleared: one row, so
+// every job has row 0 and every element is written) the sum starts from 0
+// instead of reading out, which replaces the clear.
+template <int BITS>
+__device__ __forceinline__ void mvx_down(const ExpertJobs& jobs, int n, const float* h, float* out, int I, int H, int gs,
+                                         int sfmt, int zero) {
+    constexpr int CC = MV<BITS>::CC, PAD = MV<BITS>::PAD;
+    extern __shared__ float4 mv_smem[];
+    float* xs = (float*)mv_smem;
+    const int nch = I / CC, ngr = BITS == 16 ? 0 : I / gs;
+    mv_stage<BITS>(xs, h, I, n, (long)MM_TOK * I);
+    __syncthreads();
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int r = blockIdx.x * (blockDim.x >> 5) + warp;
+    const long rowBytes = (long)I * BITS / 8;
+    float tot = 0.f;
+    int cur = -1;
+    for (int j0 = 0; j0 < (r < H ? n : 0); j0 += MVX_G) { // no early return: the row epilogue's barriers
+        float acc[MVX_G];
+#pragma unroll
+        for (int g = 0; g < MVX_G; g++) acc[g] = 0.f;
+        for (int c0 = 0; c0 < nch; c0 += 32) {
+            const int ch = c0 + lane;
+            uint4 wv[MVX_G];
+            float s[MVX_G], b[MVX_G];
+#pragma unroll
+            for (int g = 0; g < MVX_G; g++) {
+                if (j0 + g < n && ch < nch) {
+                    const ExpertJob& j = jobs.j[j0 + g];
+                    wv[g] = ((const uint4*)(j.dw + (long)r * rowBytes))[ch];
+                    if constexpr (BITS != 16) {
+                        const long gi = (long)r * ngr + (ch * CC) / gs;
+                        s[g] = load_float(j.ds, gi, sfmt);
+                        b[g] = load_float(j.db, gi, sfmt);
+                    }
+                }
+            }
+#pragma unroll
+            for (int g = 0; g < MVX_G; g++) {
+                if (j0 + g < n && ch < nch) {
+                    const float* xc = xs + ((long)(j0 + g) * nch + ch) * PAD;
+                    float xv[CC], xsum = 0.f;
+#pragma unroll
+                    for (int k = 0; k < CC / 4; k++) {
+                        const float4 v = ((const float4*)xc)[k];
+                        xv[4 * k] = v.x; xv[4 * k + 1] = v.y; xv[4 * k + 2] = v.z; xv[4 * k + 3] = v.w;
+                        xsum += (v.x + v.y) + (v.z + v.w);
+                    }
+                    if constexpr (BITS == 16) acc[g] += mv_dot<BITS>(wv[g], xv);
+                    else acc[g] += s[g] * mv_dot<BITS>(wv[g], xv) + b[g] * xsum;
+                }
+            }
+        }
+#pragma unroll
+        for (int g = 0; g < MVX_G; g++) {
+            if (j0 + g < n) {
+                const float v = warp_sum(acc[g]);
+                const ExpertJob& j = jobs.j[j0 + g];
+                const int row = j.rows[0];
+                if (row != cur) {
+                    if (cur >= 0 && lane == 0) out[(long)cur * H + r] = tot;
+                    cur = row;
+                    tot = zero ? 0.f : out[(long)row * H + r];
+                }
+                tot += j.wt[0] * v;
+            }
+        }
+    }
+    if (cur >= 0 && lane == 0) out[(long)cur * H + r] = tot;
+}
+
+#define MVX_KERNEL(up, down, BITS)                                                                                \
+    extern "C" __global__ void __launch_bounds__(MV_WARPS * 32, MV_MINB)                                         \
+        up(ExpertJobs jobs, float* h, const float* x, int I, int H, int gs, int sfmt) {                          \
+        mvx_up<BITS>(jobs, h, x, I, H, gs, sfmt);                                                                 \
+    }                                                                                                             \
+    extern "C" __global__ void __launch_bounds__(256, 2)                                                         \
+        down(ExpertJobs jobs, int n, const float* h, float* out, int I, int H, int gs, int sfmt, int zero,       \
+             RowEpi epi) {                                                                                        \
+        mvx_down<BITS>(jobs, n, h, out, I, H, gs, sfmt, zero);                                                    \
+        row_epilogue(epi, out);                                                                                   \
     }
 
-MVX_KERNEL(mvx_q4, 4)
-MVX_KERNEL(mvx_q8, 8)
+MVX_KERNEL(mvx_up_q4, mvx_down_q4, 4)
+MVX_KERNEL(mvx_up_q8, mvx_down_q8, 8)
+MVX_KERNEL(mvx_up_bf16, mvx_down_bf16, 16)
+
+// MVBatch is up to MVB_MAX one-token products of one input row by matrices
+// of one format and width (an attention layer's q, k and v projections, a
+// GatedDeltaNet's qkv, z, b and a), passed by value: matrix m's row groups
+// are blocks start[m] … start[m+1]−1 of one launch, so the small ones do not
+// each pay a launch and a mostly idle GPU.
+#define MVB_MAX 4
+// With n = 1, a row epilogue on y[0] may follow (epi), or y[0] is also
+// written to ym (mapped host memory) and block 0 copies nm ints from msrc
+// to mdst (the non-finite marks, to their mapped host mirror): a small
+// product the host downloads next then needs no copy call (matVecDownload).
+struct MVBatch {
+    const u8 *w[MVB_MAX], *sc[MVB_MAX], *bi[MVB_MAX];
+    float* y[MVB_MAX];
+    int rows[MVB_MAX];
+    int start[MVB_MAX + 1];
+    int n;
+    float* ym;
+    const int* msrc;
+    int* mdst;
+    int nm;
+};
+
+#define MVB_KERNEL(name, BITS)                                                                                   \
+    extern "C" __global__ void __launch_bounds__(MV_WARPS * 32, MV_MINB)                                         \
+        name(MVBatch b, const float* x, int cols, int gs, int sfmt, RowEpi epi) {                                \
+        int m = 0;                                                                                                \
+        while (m + 1 < b.n && (int)blockIdx.x >= b.start[m + 1]) m++;                                            \
+        if (blockIdx.x == 0 && b.msrc)                                                                            \
+            for (int i = threadIdx.x; i < b.nm; i += blockDim.x) b.mdst[i] = b.msrc[i];                          \
+        RowArgs ra;                                                                                               \
+        ra.n = 0;                                                                                                 \
+        mv_fast<BITS, false, MV_R>(b.y[m], b.w[m], b.sc[m], b.bi[m], nullptr, nullptr, nullptr, x, b.rows[m], cols, \
+                                   gs, sfmt, nullptr, nullptr, b.rows[m], MM_STORE, ra,                           \
+                                   ((int)blockIdx.x - b.start[m]) * (blockDim.x >> 5) * MV_R, m == 0 ? b.ym : nullptr); \
+        row_epilogue(epi, b.y[0]);                                                                                \
+    }
+
+MVB_KERNEL(mvb_q4, 4)
+MVB_KERNEL(mvb_q8, 8)
+MVB_KERNEL(mvb_bf16, 16)

@@ -22,10 +22,13 @@ extern "C" __global__ void rmsnorm(float* dst, const float* x, const float* w, i
 // kp and written to kout. Each is RMSNormed with its weight, then its first
 // rotDim elements are rotated NeoX style (i with i + rotDim/2) for position
 // pos0 + t: angle = pos·inv_freq in float32, cos and sin rounded from float64.
+// With vp not null, the key heads' blocks also copy the values of their head
+// (vp row t, stride ldvp) to vout row t (stride ldk): the value cache's append
+// without a launch of its own.
 extern "C" __global__ void qk_norm_rope(float* qout, float* gout, float* kout, const float* qp, const float* kp,
                                         const float* qnw, const float* knw, const float* inv_freq, int nH, int nKV,
                                         int D, int rotDim, int gated, int ldqp, int ldkp, int ldq, int ldk, int pos0,
-                                        double eps) {
+                                        double eps, float* vout, const float* vp, int ldvp) {
     __shared__ float hv[1024];
     __shared__ double scratch[32];
     const int h = blockIdx.x, t = blockIdx.y;
@@ -42,6 +45,9 @@ extern "C" __global__ void qk_norm_rope(float* qout, float* gout, float* kout, c
         src = kp + (long)t * ldkp + (long)(h - nH) * D;
         dst = kout + (long)t * ldk + (long)(h - nH) * D;
         w = knw;
+        if (vp)
+            for (int i = threadIdx.x; i < D; i += blockDim.x)
+                vout[(long)t * ldk + (long)(h - nH) * D + i] = vp[(long)t * ldvp + (long)(h - nH) * D + i];
     }
     double ss = 0;
     for (int i = threadIdx.x; i < D; i += blockDim.x) ss += (double)src[i] * (double)src[i];
@@ -79,4 +85,18 @@ extern "C" __global__ void l2norm_heads(float* x, int nk, int dk, int kd, int ld
     ss = block_sum_d(ss, scratch);
     const float inv = (float)(1.0 / sqrt((double)(float)ss + 1e-6));
     for (int i = threadIdx.x; i < dk; i += blockDim.x) v[i] = v[i] * inv * scale;
+}
+
+// add_rmsnorm: for row r = blockIdx.x, optionally h[r] += a[r] first (a not
+// null; h written back, as add does), then dst[r] = h[r] / sqrt(mean(h[r]²) +
+// eps) · w — the residual add and the next RMSNorm in one launch — and, with
+// mark not null, atomicMin(mark, markBase | r) when the row (after the add)
+// holds a NaN or an infinity (first_nonfinite's contract, fused): see
+// add_rmsnorm_row (elementwise.cu). dst may alias h.
+extern "C" __global__ void __launch_bounds__(512) add_rmsnorm(float* h, const float* a, float* dst, const float* w, int n,
+                                                                int ldh, int lda, int ldd, double eps, int* mark,
+                                                                int markBase) {
+    __shared__ double scratch[32];
+    add_rmsnorm_row<false>(h + (long)blockIdx.x * ldh, a ? a + (long)blockIdx.x * lda : nullptr,
+                           dst + (long)blockIdx.x * ldd, w, n, eps, mark, markBase, blockIdx.x, scratch);
 }

@@ -197,9 +197,12 @@ func (g *gpu) Upload(dst backend.Tensor, src []float32) {
 }
 
 func (g *gpu) Download(dst []float32, src backend.Tensor) error {
-	g.flushExperts()
 	t := g.tt(src, "Download source")
 	shapeCheck("Download", len(dst) == t.n(), "%d floats for a [%d %d] tensor", len(dst), t.rows, t.cols)
+	if done, err := g.downloadProduct(dst, t); done {
+		return err
+	}
+	g.flushExperts()
 	if err := g.d.Download(f32Bytes(dst), Buffer{Ptr: t.ptr, Size: t.n() * 4}, 0); err != nil {
 		return err
 	}
@@ -413,33 +416,137 @@ func (g *gpu) Embed(dst backend.Tensor, table backend.Matrix, ids []int) {
 }
 
 func (g *gpu) MatMul(y backend.Tensor, w backend.Matrix, x backend.Tensor) {
-	g.flushExperts()
 	ty, tx := g.tt(y, "MatMul output"), g.tt(x, "MatMul input")
 	m := g.mat(w, "MatMul weight")
 	shapeCheck("MatMul", tx.cols == m.Cols && ty.cols == m.Rows && ty.rows == tx.rows,
 		"y [%d %d] = x [%d %d] times a [%d %d] matrix", ty.rows, ty.cols, tx.rows, tx.cols, m.Rows, m.Cols)
+	if g.deferMatVec(ty, m, tx) {
+		return
+	}
+	g.flushExperts()
 	g.d.MatMul(&MM{Y: ty.ptr, LdY: ty.cols, W: m, X: tx.ptr, LdX: tx.cols, T: tx.rows, Mode: MMStore})
 }
 
+// downloadProduct downloads t when it is the output of the one deferred
+// one-token product (the router logits at decode) through
+// Device.MatVecDownload: the kernel writes the output and the pending marks
+// to mapped host memory, so the round trip is one synchronization.
+func (g *gpu) downloadProduct(dst []float32, t *tensor) (bool, error) {
+	b := &g.batch
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	p := &b.mv
+	if debugNoFuse || len(p.ms) != 1 || b.epi.h != nil || t.rows != 1 || !sameTensor(p.ys[0], t) {
+		return false, nil
+	}
+	done, err := g.d.MatVecDownload(p.ms[0], p.x.ptr, t.ptr, dst)
+	if done {
+		clear(p.ms)
+		clear(p.ys)
+		p.x, p.ms, p.ys = nil, p.ms[:0], p.ys[:0]
+	}
+	return done, err
+}
+
+// deferMatVec defers y = m·x when x is one row and the GEMV kernels take m,
+// to run it in one launch with the products of the same x issued next (an
+// attention layer's q, k and v): see expertBatch.
+func (g *gpu) deferMatVec(y *tensor, m *Matrix, x *tensor) bool {
+	if x.rows != 1 || debugNoFuse || debugNoGemv || !g.d.gemvFits(m, 1) || fastKernel(m, x.ptr, x.cols) == "" {
+		return false
+	}
+	b := &g.batch
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	p := &b.mv
+	if len(p.ms) > 0 {
+		m0 := p.ms[0]
+		if !sameTensor(p.x, x) || len(p.ms) == mvbMax || m.Format != m0.Format || m.Bits != m0.Bits ||
+			m.GroupSize != m0.GroupSize || m.ScaleFormat != m0.ScaleFormat || y.ptr == x.ptr || b.epi.h != nil {
+			g.flushOthersLocked()
+		}
+	}
+	g.flushJobsLocked()
+	if b.add.dst != nil || b.clear != nil {
+		g.flushOthersLocked()
+	}
+	p.x = x
+	p.ms = append(p.ms, m)
+	p.ys = append(p.ys, y)
+	return true
+}
+
 func (g *gpu) RMSNorm(dst, x, w backend.Tensor, eps float64) {
-	g.flushExperts()
 	td, tx, tw := g.tt(dst, "RMSNorm output"), g.tt(x, "RMSNorm input"), g.tt(w, "RMSNorm weight")
 	shapeCheck("RMSNorm", td.rows == tx.rows && td.cols == tx.cols && tw.n() == tx.cols,
 		"dst [%d %d], x [%d %d], w [%d %d]", td.rows, td.cols, tx.rows, tx.cols, tw.rows, tw.cols)
-	g.d.RMSNorm(td.ptr, td.cols, tx.ptr, tx.cols, tw.ptr, tx.cols, tx.rows, eps)
+	b := &g.batch
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	// The RMSNorm of a residual add deferred with its product: into the
+	// product's last block (row_epilogue).
+	if e := &b.epi; e.h != nil && e.dst == nil && sameTensor(e.h, tx) {
+		e.dst, e.w, e.eps = td, tw, eps
+		g.flushLocked()
+		return
+	}
+	if debugNoFuse {
+		g.flushLocked()
+		g.d.RMSNorm(td.ptr, td.cols, tx.ptr, tx.cols, tw.ptr, tx.cols, tx.rows, eps)
+		return
+	}
+	// A pending residual add into x (and its non-finite mark) runs in the
+	// same kernel: h += a, mark, dst = rmsnorm(h)·w.
+	var a, mark uintptr
+	add := b.add
+	if add.dst != nil && sameTensor(add.dst, tx) && add.src.cols == tx.cols {
+		b.add = pendingAdd{}
+		a = add.src.ptr
+	} else {
+		add = pendingAdd{}
+	}
+	g.flushLocked()
+	if !g.d.enter() {
+		g.d.leave()
+		return
+	}
+	defer g.d.leave()
+	var base int32
+	if add.marks != nil {
+		mark, base = add.marks.slotLocked(add.slot)
+	}
+	g.d.addRMSNorm(td.ptr, td.cols, tx.ptr, tx.cols, a, tx.cols, tw.ptr, tx.cols, tx.rows, eps, mark, base)
 }
 
 func (g *gpu) Clear(x backend.Tensor) {
-	g.flushExperts()
 	t := g.tt(x, "Clear input")
-	g.d.Zero(Buffer{Ptr: t.ptr, Size: t.n() * 4}, 0, t.n()*4)
+	b := &g.batch
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	g.flushLocked()
+	if debugNoFuse || t.parent != nil {
+		g.d.Zero(Buffer{Ptr: t.ptr, Size: t.n() * 4}, 0, t.n()*4)
+		return
+	}
+	b.clear = t // see expertBatch: the experts' output
 }
 
 func (g *gpu) Add(dst, x backend.Tensor) {
-	g.flushExperts()
 	td, tx := g.tt(dst, "Add destination"), g.tt(x, "Add input")
 	shapeCheck("Add", td.rows == tx.rows && td.cols == tx.cols, "[%d %d] += [%d %d]", td.rows, td.cols, tx.rows, tx.cols)
-	g.d.Add(td.ptr, tx.ptr, td.n())
+	b := &g.batch
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if out := b.epiOut(); out != nil && !debugNoFuse && sameTensor(out, tx) && td.rows == 1 && td.ptr != tx.ptr {
+		b.epi = pendingEpi{h: td, out: tx} // see pendingEpi: into the product's kernel
+		return
+	}
+	g.flushLocked()
+	if debugNoFuse {
+		g.d.Add(td.ptr, tx.ptr, td.n())
+		return
+	}
+	b.add = pendingAdd{dst: td, src: tx} // see expertBatch: the next RMSNorm
 }
 
 func (g *gpu) AddSigmoidScaled(dst, src, gate backend.Tensor) {
@@ -640,10 +747,11 @@ func (g *gpu) Attention(out, q, k, v backend.Tensor, st backend.State, layer, po
 	qnw, knw := g.tt(p.QNorm, "QNorm"), g.tt(p.KNorm, "KNorm")
 	g.d.QKNormRoPE(&QKNormRoPEArgs{QOut: qn.Ptr, GateOut: gate, KOut: ls.k.Ptr + uintptr(pos*kvDim*4), QP: tq.ptr, KP: tk.ptr,
 		QNorm: qnw.ptr, KNorm: knw.ptr, InvFreq: inv, NH: nH, NKV: nKV, D: D, RotDim: p.RotaryDim, Gated: p.Gated,
-		LdQP: tq.cols, LdKP: tk.cols, LdQ: attnDim, LdK: kvDim, Pos0: pos, T: T, Eps: p.Eps})
-	// The values go in by kernel, not by an asynchronous device copy: in the
-	// layer measurement the host blocked in copies queued behind others.
-	g.d.KVStore(ls.v.Ptr, ls.v.Ptr, tv.ptr, tv.ptr, T, kvDim, tv.cols, kvDim, pos)
+		LdQP: tq.cols, LdKP: tk.cols, LdQ: attnDim, LdK: kvDim, Pos0: pos, T: T, Eps: p.Eps,
+		// The values go in by the same kernel (not by an asynchronous
+		// device copy: in the layer measurement the host blocked in copies
+		// queued behind others; not by a launch of their own: host time).
+		VOut: ls.v.Ptr + uintptr(pos*kvDim*4), VP: tv.ptr, LdVP: tv.cols})
 	g.d.Attend(&AttendArgs{O: to.ptr, Q: qn.Ptr, Gate: gate, KC: ls.k.Ptr, VC: ls.v.Ptr, NH: nH, NKV: nKV, D: D,
 		Pos0: pos, T: T, LdQ: attnDim, LdKV: kvDim, Scale: float32(1 / math.Sqrt(float64(D))), Gated: p.Gated})
 	ls.length = pos + T

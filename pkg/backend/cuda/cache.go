@@ -90,7 +90,10 @@ type cachedExpert struct {
 }
 
 func (e *cachedExpert) Release() {
-	e.g.flushExperts()
+	// No flush of the deferred expert batch: the slot stays resident, and
+	// the only reuse of a slot (BindExpertCached's eviction) flushes first.
+	// So a decode step's batch is still pending when the residual add that
+	// follows it arrives (pendingEpi).
 	e.once.Do(func() {
 		e.g.d.WaitEvent(e.copied)
 		c := e.g.cache

@@ -49,6 +49,11 @@ type Device struct {
 	ring       *stageRing
 	ctxThreads map[int]bool      // OS threads the context is current on
 	flag       Buffer            // FirstNonFinite's result
+	attnCnt    Buffer            // attend_split's (head, token) counters, zero between launches
+	epiCnt     Buffer            // row_epilogue's counter, zero between launches
+	mirror     []byte            // mapped pinned memory a one-token product's output is written to (matVecDownload)
+	dlStage    []byte            // pinned staging of large downloads
+	mirrorDev  uintptr           // its device address
 	marks      map[*MarkSet]bool // sets marked since their last copy to the host (flushMarks)
 	closed     bool
 
@@ -76,6 +81,9 @@ type launchParams struct {
 	vals [maxKernelArgs]uint64
 	ptrs [maxKernelArgs]uintptr
 	rows RowArgs // the by-value struct argument of the matmul kernels
+	jobs ExpertJobs
+	mvb  mvBatch
+	epi  rowEpi
 }
 
 // RowArgs mirrors matmul.cu's struct RowArgs: up to mmTok tokens' x rows,
@@ -95,7 +103,8 @@ var kernelNames = []string{"mm_f32", "mm_bf16", "mm_f16", "mm_q2", "mm_q3", "mm_
 	"mmx_f32", "mmx_bf16", "mmx_f16", "mmx_q2", "mmx_q3", "mmx_q4", "mmx_q8", "expert_combine",
 	"rmsnorm", "qk_norm_rope", "l2norm_heads", "attend", "kv_store", "conv_silu", "delta_rule",
 	"swiglu", "add", "combine", "gate_add", "gather", "first_nonfinite",
-	"mv_q4", "mv2_q4", "mv_q8", "mv2_q8", "mvx_q4", "mvx_q8"}
+	"mv_q4", "mv2_q4", "mv_q8", "mv2_q8", "mvx_up_q4", "mvx_down_q4", "mvx_up_q8", "mvx_down_q8",
+	"attend_split", "add_rmsnorm", "mvb_q4", "mvb_q8", "mv_bf16", "mv2_bf16", "mvx_up_bf16", "mvx_down_bf16", "mvb_bf16"}
 
 var (
 	openOnce   sync.Once
@@ -234,10 +243,13 @@ func (d *Device) loadModule(cubin []byte) error {
 		}
 		d.fns[k] = fn
 	}
-	// Attention keeps a row of scores in shared memory: allow the device's
-	// opt-in maximum so long contexts fit.
-	if err := d.drv.call("cuFuncSetAttribute attend", d.drv.cuFuncSetAttribute, d.fns["attend"], funcAttrMaxDynamicSharedMem, uintptr(d.Info.MaxSharedOptin-4096)); err != nil {
-		return err
+	// Attention keeps a row of scores in shared memory, the GEMV kernels the
+	// input row(s): allow the device's opt-in maximum so long contexts and
+	// wide rows fit.
+	for _, k := range dynamicSharedKernels {
+		if err := d.drv.call("cuFuncSetAttribute "+k, d.drv.cuFuncSetAttribute, d.fns[k], funcAttrMaxDynamicSharedMem, uintptr(d.maxDynamicShared())); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -447,7 +459,49 @@ func (d *Device) Download(dst []byte, src Buffer, off int) error {
 		return d.errOrClosed()
 	}
 	defer d.leave()
+	if len(dst) >= stagedDownloadMin && len(dst) <= stagedDownloadMax {
+		if st := d.downloadStage(len(dst)); st != nil {
+			// Through pinned memory: the copy runs at the bus's speed
+			// instead of the driver's pageable staging (6–8 GB/s); the
+			// step's logits (600 kB for a 152k vocabulary) every token.
+			if err := d.drv.call("cuMemcpyDtoHAsync (staged)", d.drv.cuMemcpyDtoHAsync, uintptr(unsafe.Pointer(&st[0])), src.Ptr+uintptr(off), uintptr(len(dst)), d.stream); err != nil {
+				d.fail(err)
+				return err
+			}
+			d.flushMarks()
+			err := d.drv.call("cuStreamSynchronize", d.drv.cuStreamSynchronize, d.stream)
+			d.fail(err)
+			if err == nil {
+				copy(dst, st[:len(dst)])
+			}
+			return err
+		}
+	}
 	return d.hostCopySync("cuMemcpyDtoHAsync", d.drv.cuMemcpyDtoHAsync, src.Ptr+uintptr(off), dst, false, nil)
+}
+
+// Downloads of this many bytes go through a pinned staging buffer.
+const (
+	stagedDownloadMin = 16 << 10
+	stagedDownloadMax = 8 << 20
+)
+
+// downloadStage returns pinned memory of at least n bytes for Download (nil
+// when it cannot be had: the pageable copy then). Caller holds the device.
+func (d *Device) downloadStage(n int) []byte {
+	if len(d.dlStage) >= n {
+		return d.dlStage
+	}
+	size := max(n, 1<<20)
+	var p unsafe.Pointer
+	if err := d.drv.call("cuMemHostAlloc (download stage)", d.drv.cuMemHostAlloc, uintptr(unsafe.Pointer(&p)), uintptr(size), memHostAllocPortable); err != nil {
+		return nil
+	}
+	if d.dlStage != nil {
+		d.drv.call("cuMemFreeHost", d.drv.cuMemFreeHost, uintptr(unsafe.Pointer(&d.dlStage[0])))
+	}
+	d.dlStage = unsafe.Slice((*byte)(p), size)
+	return d.dlStage
 }
 
 // hostCopySync queues one copy between Go memory host and device memory dev
@@ -529,7 +583,7 @@ func (d *Device) FirstNonFinite(x uintptr, n, cols int) (int, error) {
 	}
 	// 0x7f in every byte: 2139062143, above any row index.
 	d.fail(d.drv.call("cuMemsetD8Async", d.drv.cuMemsetD8Async, d.flag.Ptr, 0x7f, 4, d.stream))
-	d.launch("first_nonfinite", [3]int{max(1, min((n+255)/256, d.Info.SMs*8)), 1, 1}, 256, 0, uint64(x), argL(int64(n)), argI(cols), uint64(d.flag.Ptr))
+	d.launch("first_nonfinite", [3]int{max(1, min((n+255)/256, d.Info.SMs*8)), 1, 1}, 256, 0, uint64(x), argL(int64(n)), argI(cols), uint64(d.flag.Ptr), 0)
 	var row int32
 	if err := d.drv.call("cuMemcpyDtoHAsync", d.drv.cuMemcpyDtoHAsync, uintptr(unsafe.Pointer(&row)), d.flag.Ptr, 4, d.stream); err != nil {
 		d.fail(err)
@@ -565,6 +619,24 @@ func (d *Device) HostAlloc(n int) ([]byte, error) {
 	return unsafe.Slice((*byte)(p), n), nil
 }
 
+// hostAllocMapped is HostAlloc with the memory also mapped into the
+// device's address space (kernels write it directly, at the returned device
+// address: the step's small results reach the host without a copy call).
+// FreeHost releases it. Caller holds the device.
+func (d *Device) hostAllocMapped(n int) ([]byte, uintptr, error) {
+	var p unsafe.Pointer
+	if err := d.drv.call(fmt.Sprintf("cuMemHostAlloc(%d bytes, mapped)", n), d.drv.cuMemHostAlloc, uintptr(unsafe.Pointer(&p)), uintptr(n), memHostAllocPortable|memHostAllocDeviceMap); err != nil {
+		return nil, 0, err
+	}
+	var dp uintptr
+	if err := d.drv.call("cuMemHostGetDevicePointer", d.drv.cuMemHostGetDevicePointer, uintptr(unsafe.Pointer(&dp)), uintptr(p), 0); err != nil {
+		d.drv.call("cuMemFreeHost", d.drv.cuMemFreeHost, uintptr(p))
+		return nil, 0, err
+	}
+	d.hostAllocs[uintptr(p)] = n
+	return unsafe.Slice((*byte)(p), n), dp, nil
+}
+
 // FreeHost releases memory from HostAlloc.
 func (d *Device) FreeHost(b []byte) error {
 	if len(b) == 0 {
@@ -585,11 +657,16 @@ func (d *Device) FreeHost(b []byte) error {
 
 // Debugging switches (environment, read once): FM_CUDA_DEBUG=notid sets the
 // context on every call, nobatch runs experts one by one, nogemv uses the
-// general matmul kernels for one token too (the A/B of the GEMV kernels).
+// general matmul kernels for one token too (the A/B of the GEMV kernels),
+// nosplit the one-block-a-head attention at decode too, nofuse launches
+// every Add, Clear, RMSNorm, Mark and one-token product on its own (the A/B
+// of the deferred fusions, see expertBatch).
 var (
 	debugNoTid   = strings.Contains(os.Getenv("FM_CUDA_DEBUG"), "notid")
 	debugNoBatch = strings.Contains(os.Getenv("FM_CUDA_DEBUG"), "nobatch")
 	debugNoGemv  = strings.Contains(os.Getenv("FM_CUDA_DEBUG"), "nogemv")
+	debugNoSplit = strings.Contains(os.Getenv("FM_CUDA_DEBUG"), "nosplit")
+	debugNoFuse  = strings.Contains(os.Getenv("FM_CUDA_DEBUG"), "nofuse")
 )
 
 // kernel arguments, each in one 8-byte slot of the parameter block (the
@@ -607,6 +684,49 @@ func (d *Device) launch(name string, grid [3]int, block, smem int, args ...uint6
 // launchRows is launch with argument rowsAt (when ≥ 0) passed as the struct
 // ra by value; args[rowsAt] is a placeholder.
 func (d *Device) launchRows(name string, grid [3]int, block, smem int, rowsAt int, ra *RowArgs, args ...uint64) {
+	var p uintptr
+	if rowsAt >= 0 {
+		if ra != nil {
+			d.params.rows = *ra
+		} else {
+			d.params.rows = RowArgs{}
+		}
+		p = uintptr(unsafe.Pointer(&d.params.rows))
+	}
+	d.launchWith(name, grid, block, smem, [2]structArg{{rowsAt, p}, {-1, 0}}, args...)
+}
+
+// launchJobs is launch with the first kernel argument the struct jobs (the
+// mvx kernels' ExpertJobs) by value, and with epiAt ≥ 0 argument epiAt the
+// struct epi (a RowEpi; nil: none); their args are placeholders.
+func (d *Device) launchJobs(name string, grid [3]int, block, smem int, jobs []ExpertJob, epiAt int, epi *rowEpi, args ...uint64) {
+	if len(jobs) > len(d.params.jobs.J) {
+		d.fail(fmt.Errorf("cuda: kernel %s: %d expert jobs by value, at most %d", name, len(jobs), len(d.params.jobs.J)))
+		return
+	}
+	n := copy(d.params.jobs.J[:], jobs)
+	clear(d.params.jobs.J[n:])
+	sa := [2]structArg{{0, uintptr(unsafe.Pointer(&d.params.jobs))}, {-1, 0}}
+	if epiAt >= 0 {
+		d.params.epi = rowEpi{}
+		if epi != nil {
+			d.params.epi = *epi
+		}
+		sa[1] = structArg{epiAt, uintptr(unsafe.Pointer(&d.params.epi))}
+	}
+	d.launchWith(name, grid, block, smem, sa, args...)
+}
+
+// structArg is a kernel argument passed as a struct by value: argument at
+// (none when < 0) is read from p, a struct inside d.params (pinned), instead
+// of its 8-byte slot.
+type structArg struct {
+	at int
+	p  uintptr
+}
+
+// launchWith queues the kernel with the struct arguments sa.
+func (d *Device) launchWith(name string, grid [3]int, block, smem int, sa [2]structArg, args ...uint64) {
 	if d.err != nil {
 		return
 	}
@@ -625,14 +745,11 @@ func (d *Device) launchRows(name string, grid [3]int, block, smem int, rowsAt in
 		}
 	}
 	copy(d.params.vals[:], args)
-	if rowsAt >= 0 {
-		if ra != nil {
-			d.params.rows = *ra
-		} else {
-			d.params.rows = RowArgs{}
+	for _, a := range sa {
+		if a.at >= 0 {
+			d.params.ptrs[a.at] = a.p
+			defer func() { d.params.ptrs[a.at] = uintptr(unsafe.Pointer(&d.params.vals[a.at])) }()
 		}
-		d.params.ptrs[rowsAt] = uintptr(unsafe.Pointer(&d.params.rows))
-		defer func() { d.params.ptrs[rowsAt] = uintptr(unsafe.Pointer(&d.params.vals[rowsAt])) }()
 	}
 	r, _, _ := purego.SyscallN(d.drv.cuLaunchKernel, fn,
 		uintptr(grid[0]), uintptr(grid[1]), uintptr(grid[2]), uintptr(block), 1, 1, uintptr(smem), d.stream,

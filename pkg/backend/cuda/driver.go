@@ -23,6 +23,7 @@ type driver struct {
 	cuStreamCreate, cuStreamSynchronize, cuStreamWaitEvent                   uintptr
 	cuModuleLoadData, cuModuleGetFunction, cuFuncSetAttribute                uintptr
 	cuMemAlloc, cuMemFree, cuMemHostAlloc, cuMemFreeHost                     uintptr
+	cuMemHostGetDevicePointer                                                uintptr
 	cuMemcpyHtoDAsync, cuMemcpyDtoHAsync, cuMemcpyDtoDAsync, cuMemsetD8Async uintptr
 	cuLaunchKernel                                                           uintptr
 	cuEventCreate, cuEventRecord, cuEventSynchronize, cuEventElapsedTime     uintptr
@@ -39,6 +40,7 @@ const (
 	funcAttrMaxDynamicSharedMem = 8
 	streamNonBlocking           = 1
 	memHostAllocPortable        = 1
+	memHostAllocDeviceMap       = 2
 	eventDefault                = 0
 )
 
@@ -69,6 +71,7 @@ func loadDriver() (*driver, error) {
 		{&d.cuFuncSetAttribute, "cuFuncSetAttribute"},
 		{&d.cuMemAlloc, "cuMemAlloc_v2"}, {&d.cuMemFree, "cuMemFree_v2"},
 		{&d.cuMemHostAlloc, "cuMemHostAlloc"}, {&d.cuMemFreeHost, "cuMemFreeHost"},
+		{&d.cuMemHostGetDevicePointer, "cuMemHostGetDevicePointer_v2"},
 		{&d.cuMemcpyHtoDAsync, "cuMemcpyHtoDAsync_v2"}, {&d.cuMemcpyDtoHAsync, "cuMemcpyDtoHAsync_v2"},
 		{&d.cuMemcpyDtoDAsync, "cuMemcpyDtoDAsync_v2"}, {&d.cuMemsetD8Async, "cuMemsetD8Async"},
 		{&d.cuLaunchKernel, "cuLaunchKernel"},

@@ -110,8 +110,9 @@ func (d *Device) gemm(a *MM, sfx string, args []uint64) {
 // mmPart is gemm.cu's MM_PART: the raw per-split sums of a split-K launch.
 const mmPart = 3
 
-// debugNoSplit (FM_CUDA_DEBUG=nosplit) never splits K: its A/B.
-var debugNoSplit = strings.Contains(os.Getenv("FM_CUDA_DEBUG"), "nosplit")
+// debugWholeK (FM_CUDA_DEBUG=wholek) never splits K: its A/B. (Not
+// "nosplit…": that one is the attention's, and matching is by substring.)
+var debugWholeK = strings.Contains(os.Getenv("FM_CUDA_DEBUG"), "wholek")
 
 // splitK returns how many blocks share the K loop of a product whose grid has
 // blocks blocks over cols columns, and the columns each takes (a multiple of
@@ -121,7 +122,7 @@ var debugNoSplit = strings.Contains(os.Getenv("FM_CUDA_DEBUG"), "nosplit")
 func splitK(blocks, cols, sms int) (S, kchunk int) {
 	steps := cols / 32
 	S = 1
-	if blocks < sms && steps >= 16 && !debugNoSplit {
+	if blocks < sms && steps >= 16 && !debugWholeK {
 		S = min((2*sms+blocks-1)/blocks, steps/8)
 	}
 	per := (steps + S - 1) / S

@@ -9,38 +9,65 @@ import (
 	"github.com/fm-moe/fm/pkg/backend"
 )
 
-// MarkSet is n deferred non-finite flags in device memory (one int32 a slot,
-// the first non-finite row found, 0x7f7f7f7f for none) with a pinned host
-// mirror. Marking launches the scan into a slot; the next synchronizing call
-// of the device (Download, Sync, FirstNonFinite, Upload) queues the copy of
-// every set marked since to its mirror before it waits, so reading after
-// such a call costs no round trip: this is what replaces the model's two
-// synchronizing non-finite checks per layer.
+// MarkSet is n deferred non-finite flags in device memory (one int32 a slot)
+// with a pinned host mirror. Marking launches the scan into a slot; the next
+// synchronizing call of the device (Download, Sync, FirstNonFinite, Upload)
+// queues the copy of every set marked since to its mirror before it waits,
+// so reading after such a call costs no round trip: this is what replaces
+// the model's two synchronizing non-finite checks per layer.
+//
+// A slot holds (127 − generation) << 24 | row, the smallest such value
+// written (atomicMin): each Read starts a new generation, whose values are
+// smaller than any older one's, so the slots need no reset between reads
+// (a memset, a driver call a layer) — only when the generations wrap, every
+// 126 reads. A value of another generation (or 0x7f7f7f7f, the initial
+// fill: generation 0) reads as no row.
 type MarkSet struct {
 	d       *Device
 	dev     Buffer
-	host    []int32 // pinned; written by the copies queued in flushMarks
+	host    []int32 // pinned; written by the copies queued in flushMarks (or by a kernel: hostDev)
+	hostDev uintptr // host's device address (mapped), 0 if it could not be mapped
 	pending bool    // marked since the last copy was queued
-	dirty   bool    // the device slots hold marks since the last reset
+	dirty   bool    // marked in this generation
+	gen     int32   // 1 … maxMarkGen
 }
 
-const noRow = 0x7f7f7f7f // 0x7f in every byte: above any row index
+const (
+	noRow      = 0x7f7f7f7f // 0x7f in every byte: above any row index, generation 0
+	maxMarkGen = 126
+)
+
+// base is the current generation's high byte.
+func (m *MarkSet) base() int32 { return (127 - m.gen) << 24 }
 
 // NewMarkSet allocates n slots, all unset.
 func (d *Device) NewMarkSet(n int) (*MarkSet, error) {
 	if n <= 0 {
 		return nil, fmt.Errorf("cuda: a mark set of %d slots", n)
 	}
-	hb, err := d.HostAlloc(4 * n)
-	if err != nil {
-		return nil, err
+	// The host mirror is mapped when the driver allows it, so that the
+	// router's product can copy the slots to it (matVecDownload).
+	var hb []byte
+	var hdev uintptr
+	if d.enter() {
+		var err error
+		if hb, hdev, err = d.hostAllocMapped(4 * n); err != nil {
+			hb, hdev = nil, 0
+		}
+	}
+	d.leave()
+	if hb == nil {
+		var err error
+		if hb, err = d.HostAlloc(4 * n); err != nil {
+			return nil, err
+		}
 	}
 	b, err := d.AllocExact(4 * n)
 	if err != nil {
 		_ = d.FreeHost(hb)
 		return nil, err
 	}
-	m := &MarkSet{d: d, dev: b, host: unsafe.Slice((*int32)(unsafe.Pointer(&hb[0])), n)}
+	m := &MarkSet{d: d, dev: b, host: unsafe.Slice((*int32)(unsafe.Pointer(&hb[0])), n), hostDev: hdev, gen: 1}
 	for i := range m.host {
 		m.host[i] = noRow
 	}
@@ -64,12 +91,24 @@ func (m *MarkSet) Mark(i int, x uintptr, n, cols int) {
 		return
 	}
 	defer d.leave()
-	d.launch("first_nonfinite", [3]int{max(1, min((n+255)/256, d.Info.SMs*8)), 1, 1}, 256, 0, uint64(x), argL(int64(n)), argI(cols), uint64(m.dev.Ptr)+4*uint64(i))
+	p, base := m.slotLocked(i)
+	d.launch("first_nonfinite", [3]int{max(1, min((n+255)/256, d.Info.SMs*8)), 1, 1}, 256, 0, uint64(x), argL(int64(n)), argI(cols), uint64(p), argI(int(base)))
+}
+
+// slotLocked returns the device address of slot i for a scan queued next
+// (by a kernel that fuses the scan, add_rmsnorm) and the generation's base
+// to OR into the row, and notes the set as marked (caller holds the device).
+func (m *MarkSet) slotLocked(i int) (uintptr, int32) {
+	d := m.d
+	if i < 0 || i >= len(m.host) {
+		panic(fmt.Sprintf("cuda: mark slot %d of %d", i, len(m.host)))
+	}
 	m.pending, m.dirty = true, true
 	if d.marks == nil {
 		d.marks = map[*MarkSet]bool{}
 	}
 	d.marks[m] = true
+	return m.dev.Ptr + 4*uintptr(i), m.base()
 }
 
 // flushMarks queues the copy of every set marked since its last copy to its
@@ -101,16 +140,21 @@ func (m *MarkSet) Read(dst []int) error {
 	if d.err != nil {
 		return d.err
 	}
+	base := m.base()
 	for i, r := range m.host {
 		dst[i] = -1
-		if r != noRow {
-			dst[i] = int(r)
+		if r&^0xffffff == base {
+			dst[i] = int(r & 0xffffff)
 		}
 		m.host[i] = noRow
 	}
 	if m.dirty {
-		d.fail(d.drv.call("cuMemsetD8Async", d.drv.cuMemsetD8Async, m.dev.Ptr, 0x7f, uintptr(4*len(m.host)), d.stream))
+		// A new generation: this one's values now read as no row.
 		m.dirty = false
+		if m.gen++; m.gen > maxMarkGen {
+			m.gen = 1
+			d.fail(d.drv.call("cuMemsetD8Async", d.drv.cuMemsetD8Async, m.dev.Ptr, 0x7f, uintptr(4*len(m.host)), d.stream))
+		}
 	}
 	return d.err
 }
@@ -142,8 +186,24 @@ type marks struct {
 }
 
 func (k *marks) Mark(i int, x backend.Tensor) {
-	k.g.flushExperts() // the scan must see the batched experts' output
 	t := k.g.tt(x, "Marks.Mark input")
+	if i < 0 || i >= len(k.m.host) {
+		panic(fmt.Sprintf("cuda: mark slot %d of %d", i, len(k.m.host)))
+	}
+	b := &k.g.batch
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	// The mark of a pending residual add's result goes with it (into the
+	// next RMSNorm's kernel, or launched after the add when flushed).
+	if a := &b.add; a.dst != nil && a.marks == nil && sameTensor(a.dst, t) {
+		a.marks, a.slot = k.m, i
+		return
+	}
+	if e := &b.epi; e.h != nil && e.marks == nil && e.dst == nil && sameTensor(e.h, t) {
+		e.marks, e.slot = k.m, i
+		return
+	}
+	k.g.flushLocked() // the scan must see the deferred operations' output
 	k.m.Mark(i, t.ptr, t.n(), t.cols)
 }
 
@@ -152,4 +212,7 @@ func (k *marks) Read(dst []int) error {
 	return k.m.Read(dst)
 }
 
-func (k *marks) Release() { k.m.Free() }
+func (k *marks) Release() {
+	k.g.flushExperts() // a deferred Add may carry a mark into these slots
+	k.m.Free()
+}

@@ -132,9 +132,9 @@ func TestMeasureGemm(t *testing.T) {
 			gmEl := medianDevice(t, d, 5, run)
 			debugNoTC = false
 			tcEl := medianDevice(t, d, 5, run)
-			debugNoSplit = true
+			debugWholeK = true
 			nsEl := medianDevice(t, d, 5, run)
-			debugNoSplit = false
+			debugWholeK = false
 			gemmMinT, debugNoTC = saved[2].(int), saved[3].(bool)
 			tf := func(el time.Duration) float64 { return flops / el.Seconds() / 1e12 }
 			t.Logf("GEMM %s [%d×%d] T=%d: mm_fast %.1f µs (%.2f TFLOPS, %.3f of FMA); tiled SIMT %.1f µs (%.2f TFLOPS, %.3f of FMA, %.2f×); tiled tensor cores %.1f µs (%.2f TFLOPS, %.3f of FMA, %.2f×; %.1f µs without split-K)",

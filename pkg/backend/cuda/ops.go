@@ -42,21 +42,6 @@ const (
 	mmTok   = 8 // tokens per pass (MM_TOK)
 )
 
-// The decode GEMV kernels (matmul.cu, MV_*): rows per warp, warps per block,
-// the widest row they take.
-const (
-	mvRows    = 4 // MV_R
-	mvRows2   = 2 // MV_R2, gate+up pairs
-	mvWarps   = 4 // MV_WARPS
-	mvMaxCols = 2048
-)
-
-// gemvFits reports whether the one-token kernels mv_q4/mv_q8 take m (a
-// matrix fastKernel accepts): 4- or 8-bit, at most mvMaxCols columns.
-func gemvFits(m *Matrix) bool {
-	return m.Format == backend.Affine && (m.Bits == 4 || m.Bits == 8) && m.Cols <= mvMaxCols
-}
-
 // fastKernel picks the vectorized matmul kernel for m, or "" when only the
 // generic one applies (shape, group size or alignment).
 func fastKernel(m *Matrix, x uintptr, ldx int) string {
@@ -156,18 +141,19 @@ func (d *Device) matMul(a *MM) {
 		return
 	}
 	if k := fastKernel(m, a.X, a.LdX); k != "" && (a.Mode != MMSwiGLU || w2.Data%16 == 0) {
-		if a.T == 1 && gemvFits(m) && !debugNoGemv {
-			k, rpb := "mv_"+k[len("mm_"):], mvWarps*mvRows
+		if a.T == 1 && d.gemvFits(m, 1) && !debugNoGemv {
+			k, r := "mv_"+k[len("mm_"):], mvRows
 			if a.Mode == MMSwiGLU {
-				k, rpb = "mv2_"+k[len("mv_"):], mvWarps*mvRows2
+				k, r = "mv2_"+k[len("mv_"):], mvRows2
 			}
+			warps := d.gemvWarps(m.Rows, r)
+			rpb := warps * r
 			// One block a row group, many resident blocks overlapping one
-			// another's latencies: 0.28 of the copy ceiling. Measured
-			// worse: blocks looping over groups on a grid of 4 a
-			// multiprocessor (x staged less often) 0.17, and the same loop
-			// on one block a group with the first loads before x is staged
-			// 0.22 (docs/PERF.md).
-			d.launchRows(k, [3]int{(m.Rows + rpb - 1) / rpb, 1, 1}, mvWarps*32, 0, rowsAt, a.Rows, args...)
+			// another's latencies. Measured worse: blocks looping over
+			// groups on a grid of 4 a multiprocessor (x staged less often),
+			// and the same loop on one block a group with the first loads
+			// before x is staged (docs/PERF.md).
+			d.launchRows(k, [3]int{(m.Rows + rpb - 1) / rpb, 1, 1}, warps*32, mvShared(gemvBits(m), m.Cols, 1), rowsAt, a.Rows, args...)
 			return
 		}
 		if a.T >= gemmMinT && !debugNoGemm {
@@ -231,6 +217,10 @@ type QKNormRoPEArgs struct {
 	LdQP, LdKP, LdQ, LdK        int
 	Pos0, T                     int
 	Eps                         float64
+	// VOut, when set, receives VP's rows (stride LdVP) at stride LdK: the
+	// value cache's append in the same launch.
+	VOut, VP uintptr
+	LdVP     int
 }
 
 // QKNormRoPE queues the per-head q/k RMSNorm and partial RoPE.
@@ -251,7 +241,8 @@ func (d *Device) QKNormRoPE(a *QKNormRoPEArgs) {
 	d.launch("qk_norm_rope", [3]int{a.NH + a.NKV, a.T, 1}, normBlock(a.D), 0,
 		uint64(a.QOut), uint64(a.GateOut), uint64(a.KOut), uint64(a.QP), uint64(a.KP),
 		uint64(a.QNorm), uint64(a.KNorm), uint64(a.InvFreq), argI(a.NH), argI(a.NKV), argI(a.D), argI(a.RotDim),
-		argI(gated), argI(a.LdQP), argI(a.LdKP), argI(a.LdQ), argI(a.LdK), argI(a.Pos0), argD(a.Eps))
+		argI(gated), argI(a.LdQP), argI(a.LdKP), argI(a.LdQ), argI(a.LdK), argI(a.Pos0), argD(a.Eps),
+		uint64(a.VOut), uint64(a.VP), argI(a.LdVP))
 }
 
 // AttendArgs describes one attend launch (see attention.cu).
@@ -298,6 +289,9 @@ func (d *Device) Attend(a *AttendArgs) {
 	gated := 0
 	if a.Gated {
 		gated = 1
+	}
+	if d.attendSplit(a, gated) {
+		return
 	}
 	threads, np := attendBlock(a.D)
 	d.launch("attend", [3]int{a.NH, a.T, 1}, threads, (a.D+n+np*a.D)*4,
@@ -429,21 +423,12 @@ func (d *Device) Gather(dst, src, tok uintptr, n, H int) {
 
 // ExpertBatch queues a batch of n expert jobs (device array jobs): phase 0
 // writes h, phase 1 y, then expert_combine adds them into out in job order.
-func (d *Device) ExpertBatch(kind string, jobs uintptr, n int, h, x, y, out uintptr, I, H, gs, sfmt int, oneTok bool) {
+func (d *Device) ExpertBatch(kind string, jobs uintptr, n int, h, x, y, out uintptr, I, H, gs, sfmt int) {
 	if !d.enter() {
 		d.leave()
 		return
 	}
 	defer d.leave()
-	if oneTok && (kind == "mmx_q4" || kind == "mmx_q8") && I <= mvMaxCols && H <= mvMaxCols && !debugNoGemv {
-		k := "mvx_" + kind[len("mmx_"):]
-		d.launch(k, [3]int{(I + mvWarps*mvRows2 - 1) / (mvWarps * mvRows2), 1, n}, mvWarps*32, 0,
-			uint64(jobs), uint64(h), uint64(x), uint64(y), argI(I), argI(H), argI(gs), argI(sfmt), argI(0))
-		d.launch(k, [3]int{(H + mvWarps*mvRows - 1) / (mvWarps * mvRows), 1, n}, mvWarps*32, 0,
-			uint64(jobs), uint64(h), uint64(x), uint64(y), argI(I), argI(H), argI(gs), argI(sfmt), argI(1))
-		d.launch("expert_combine", [3]int{(H + 255) / 256, 1, 1}, 256, 0, uint64(out), uint64(y), uint64(jobs), argI(n), argI(H))
-		return
-	}
 	d.launch(kind, [3]int{(I + mmWarps - 1) / mmWarps, 1, n}, mmWarps*32, 0,
 		uint64(jobs), uint64(h), uint64(x), uint64(y), argI(I), argI(H), argI(gs), argI(sfmt), argI(0))
 	d.launch(kind, [3]int{(H + mmWarps - 1) / mmWarps, 1, n}, mmWarps*32, 0,
