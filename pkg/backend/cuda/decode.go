@@ -243,9 +243,11 @@ func (d *Device) matVecBatch(ms []*Matrix, ys []uintptr, x uintptr, epi *rowEpi,
 	}
 	warps := d.gemvWarps(rows, mvRows)
 	if epi != nil {
-		// The epilogue's row of H runs in one block: at least 64 threads
-		// (16 values a thread in registers per pass: 2048 in two passes).
-		warps = max(warps, 2)
+		// The epilogue's row runs in the last block, 16 values a thread in
+		// registers per pass: 4 warps keep a row of 2048 in one pass. Run 3:
+		// o_proj with its epilogue in 2-warp blocks (two passes) took 26 µs,
+		// as long as 4-warp blocks and a separate add_rmsnorm in run 2.
+		warps = mvWarps
 	}
 	rpb := warps * mvRows
 	blocks := 0
