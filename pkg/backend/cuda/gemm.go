@@ -21,10 +21,11 @@ const (
 	maxGridY = 65535
 )
 
-// gemmMinT is the smallest token count that goes to the tiled kernels; below
-// it mm_fast's 8-token passes read the weights at most twice and waste no
-// compute on a half-empty token tile (measured: docs/PERF.md). A variable so
-// that the measurement can compare both sides.
+// gemmMinT is the smallest token count that goes to the tiled kernels: on
+// the H200 (tensor cores, split K) they beat mm_fast's 8-token passes from
+// T = 12–16 on at every 30B shape, the 768-column down projection breaking
+// even at 16 (docs/PERF.md, GPU run 3). A variable so that the measurement
+// can compare both sides.
 var gemmMinT = 16
 
 // debugNoGemm (FM_CUDA_DEBUG=nogemm) keeps every product on mm_fast: the A/B
