@@ -82,33 +82,7 @@ func TestExpertBatchDecode(t *testing.T) {
 	} {
 		gd, dd := base, base
 		gd.Rows, gd.Cols, dd.Rows, dd.Cols = I, H, H, I
-		l := alignedLayout(gd, gd, dd)
-		type ex struct {
-			gate, up, down *stored
-			e              backend.Expert
-			buf            []byte
-		}
-		var exps []ex
-		for i := 0; i < 20; i++ {
-			e := ex{gate: randStored(r, gd), up: randStored(r, gd), down: randStored(r, dd)}
-			buf, err := d.ExpertBuffer(l.FileSize)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, p := range []struct {
-				m *backend.ExpertMatrix
-				s *stored
-			}{{&l.Gate, e.gate}, {&l.Up, e.up}, {&l.Down, e.down}} {
-				copy(buf[p.m.Data.Offset:], p.s.data)
-				copy(buf[p.m.Scales.Offset:], p.s.scales)
-				copy(buf[p.m.Biases.Offset:], p.s.biases)
-			}
-			if e.e, err = d.BindExpert(l, buf); err != nil {
-				t.Fatal(err)
-			}
-			e.buf = buf
-			exps = append(exps, e)
-		}
+		exps := bindRandomExperts(t, d, r, gd, dd, 20, true)
 		xv := randVec(r, T*H, 1)
 		x := upload(t, d, T, H, xv)
 		for _, rows := range [][]int{
@@ -135,10 +109,7 @@ func TestExpertBatchDecode(t *testing.T) {
 			t.Logf("%v, %d one-row jobs: relative error %.3g", base, len(rows), rel)
 			out.Release()
 		}
-		for _, e := range exps {
-			e.e.Release()
-			d.FreeExpertBuffer(e.buf)
-		}
+		releaseExperts(d, exps)
 		x.Release()
 	}
 }
@@ -306,28 +277,7 @@ func TestDeferredFusions(t *testing.T) {
 	desc := backend.MatrixDesc{Format: backend.Affine, Bits: 4, GroupSize: 64, ScaleFormat: backend.BF16}
 	gd, dd := desc, desc
 	gd.Rows, gd.Cols, dd.Rows, dd.Cols = I, H, H, I
-	l := alignedLayout(gd, gd, dd)
-	type ex struct {
-		gate, up, down *stored
-		e              backend.Expert
-	}
-	var exps []ex
-	for i := 0; i < 3; i++ {
-		e := ex{gate: randStored(r, gd), up: randStored(r, gd), down: randStored(r, dd)}
-		buf := make([]byte, l.FileSize)
-		for _, p := range []struct {
-			m *backend.ExpertMatrix
-			s *stored
-		}{{&l.Gate, e.gate}, {&l.Up, e.up}, {&l.Down, e.down}} {
-			copy(buf[p.m.Data.Offset:], p.s.data)
-			copy(buf[p.m.Scales.Offset:], p.s.scales)
-			copy(buf[p.m.Biases.Offset:], p.s.biases)
-		}
-		if e.e, err = d.BindExpert(l, buf); err != nil {
-			t.Fatal(err)
-		}
-		exps = append(exps, e)
-	}
+	exps := bindRandomExperts(t, d, r, gd, dd, 3, false)
 	for _, T := range []int{1, 3} {
 		xv := randVec(r, T*H, 1)
 		x := upload(t, d, T, H, xv)
@@ -345,9 +295,7 @@ func TestDeferredFusions(t *testing.T) {
 		}
 		compare(t, fmt.Sprintf("clear + experts T=%d", T), download(t, d, out), ref, 3e-5)
 	}
-	for _, e := range exps {
-		e.e.Release()
-	}
+	releaseExperts(d, exps)
 
 	// One-token products of one input: q/k/v-like 4-bit rows, a fifth that
 	// starts a second launch, an 8-bit one, then another input.
@@ -511,28 +459,7 @@ func TestRowEpilogue(t *testing.T) {
 	const H, I = 1024, 256
 	gd, dd := desc, desc
 	gd.Rows, gd.Cols, dd.Rows, dd.Cols = I, H, H, I
-	l := alignedLayout(gd, gd, dd)
-	type ex struct {
-		gate, up, down *stored
-		e              backend.Expert
-	}
-	var exps []ex
-	for i := 0; i < 3; i++ {
-		e := ex{gate: randStored(r, gd), up: randStored(r, gd), down: randStored(r, dd)}
-		buf := make([]byte, l.FileSize)
-		for _, p := range []struct {
-			m *backend.ExpertMatrix
-			s *stored
-		}{{&l.Gate, e.gate}, {&l.Up, e.up}, {&l.Down, e.down}} {
-			copy(buf[p.m.Data.Offset:], p.s.data)
-			copy(buf[p.m.Scales.Offset:], p.s.scales)
-			copy(buf[p.m.Biases.Offset:], p.s.biases)
-		}
-		if e.e, err = d.BindExpert(l, buf); err != nil {
-			t.Fatal(err)
-		}
-		exps = append(exps, e)
-	}
+	exps := bindRandomExperts(t, d, r, gd, dd, 3, false)
 	for _, withNorm := range []bool{true, false} {
 		xv, hv, wv := randVec(r, H, 1), randVec(r, H, 1), randVec(r, H, 1)
 		x, h, w := upload(t, d, 1, H, xv), upload(t, d, 1, H, hv), upload(t, d, 1, H, wv)
@@ -568,9 +495,7 @@ func TestRowEpilogue(t *testing.T) {
 			t.Errorf("experts + add: marks %v, want none", slots)
 		}
 	}
-	for _, e := range exps {
-		e.e.Release()
-	}
+	releaseExperts(d, exps)
 }
 
 // TestDownloadProduct checks the download of a deferred one-token product
@@ -632,5 +557,55 @@ func TestDownloadProduct(t *testing.T) {
 			t.Errorf("%v: marks %v, want [-1 %d]", desc, slots, want)
 		}
 		m.Release()
+	}
+}
+
+// testExpert is an expert of random stored matrices, bound on the device.
+type testExpert struct {
+	gate, up, down *stored
+	e              backend.Expert
+	buf            []byte // its pinned file, nil when from Go memory
+}
+
+// bindRandomExperts binds n experts of random gate and up (gd) and down (dd)
+// matrices, in fm's file layout, from pinned buffers when pinned.
+func bindRandomExperts(t *testing.T, d backend.Device, r *rand.Rand, gd, dd backend.MatrixDesc, n int, pinned bool) []testExpert {
+	t.Helper()
+	l := alignedLayout(gd, gd, dd)
+	var exps []testExpert
+	for i := 0; i < n; i++ {
+		e := testExpert{gate: randStored(r, gd), up: randStored(r, gd), down: randStored(r, dd)}
+		buf := make([]byte, l.FileSize)
+		if pinned {
+			var err error
+			if buf, err = d.ExpertBuffer(l.FileSize); err != nil {
+				t.Fatal(err)
+			}
+			e.buf = buf
+		}
+		for _, p := range []struct {
+			m *backend.ExpertMatrix
+			s *stored
+		}{{&l.Gate, e.gate}, {&l.Up, e.up}, {&l.Down, e.down}} {
+			copy(buf[p.m.Data.Offset:], p.s.data)
+			copy(buf[p.m.Scales.Offset:], p.s.scales)
+			copy(buf[p.m.Biases.Offset:], p.s.biases)
+		}
+		var err error
+		if e.e, err = d.BindExpert(l, buf); err != nil {
+			t.Fatal(err)
+		}
+		exps = append(exps, e)
+	}
+	return exps
+}
+
+// releaseExperts releases bindRandomExperts' experts and their buffers.
+func releaseExperts(d backend.Device, exps []testExpert) {
+	for _, e := range exps {
+		e.e.Release()
+		if e.buf != nil {
+			d.FreeExpertBuffer(e.buf)
+		}
 	}
 }
