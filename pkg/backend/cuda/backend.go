@@ -618,15 +618,28 @@ func (g *gpu) ExpertFFN(out, x backend.Tensor, e backend.Expert, rows []int, wei
 	shapeCheck("ExpertFFN", n >= 1 && len(weights) == n && to.rows == tx.rows && to.cols == tx.cols && tx.cols == gate.Cols,
 		"%d rows, %d weights, out [%d %d], x [%d %d], expert [%d %d]", n, len(weights), to.rows, to.cols, tx.rows, tx.cols, gate.Rows, gate.Cols)
 	for i, r := range rows {
-		shapeCheck("ExpertFFN", r >= 0 && r < tx.rows && (i == 0 || r > rows[i-1]), "rows must be distinct, increasing and < %d: %v", tx.rows, rows)
+		// The message only on failure: its arguments would be boxed for
+		// every row of a prefill chunk (4,096 a layer at 512 tokens).
+		if r < 0 || r >= tx.rows || (i > 0 && r <= rows[i-1]) {
+			shapeCheck("ExpertFFN", false, "rows must be distinct, increasing and < %d: %v", tx.rows, rows)
+		}
 	}
-	if n <= mmTok {
-		if kind := batchKind(gate, up, down, tx); kind != "" && !debugNoBatch {
+	if batchable(n, to) {
+		if kind := batchKind(gate, up, down, tx); kind != "" {
 			g.queueExpert(to, tx, kind, gate, up, down, rows, weights)
 			return
 		}
 	}
 	g.flushExperts()
+	g.expertDirect(to, tx, gate, up, down, rows, weights)
+}
+
+// expertDirect runs one expert's FFN as its own products (no batch): the
+// 8-token kernels with rows by value for a few rows, else the rows staged and
+// the tiled kernels (which split K to fill the GPU) for gate+up and down.
+// The caller has flushed any batch queued before it.
+func (g *gpu) expertDirect(to, tx *tensor, gate, up, down *Matrix, rows []int, weights []float32) {
+	n := len(rows)
 	I := gate.Rows
 	h, err := g.d.Alloc(n * I * 4)
 	if err != nil {

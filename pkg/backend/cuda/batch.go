@@ -32,7 +32,10 @@ type ExpertJob struct {
 //     a layer's experts run as two or three launches — gate/up for all, down
 //     for all with the weighted sum in call order — instead of two each;
 //     a Clear of their output just before joins them (the down kernel then
-//     overwrites instead of adding, where the output is one row);
+//     overwrites instead of adding, where the output is one row); those of
+//     a prefill chunk (some expert with more than mmTok rows) run through
+//     the grouped tiled kernels (gemm.go): gate+up of every expert in one
+//     launch, down in one, then the weighted sum in call order;
 //   - one-token products of one input row (q, k and v), run as one grid; a
 //     lone one whose output the host downloads next (the router logits)
 //     writes it, and the pending marks, to mapped host memory;
@@ -51,7 +54,11 @@ type expertBatch struct {
 	out, x       *tensor
 	kind         string // the mmx kernel of the matrices' format
 	I, H, gs, sf int
-	jobs         []ExpertJob
+	jobs         []batchJob
+	rows         []int32   // every job's rows, job after job
+	wts          []float32 // their routing weights
+	most         int       // the most rows of a job
+	ej           []ExpertJob
 	cleared      bool // out was cleared just before the first job (the clear is pending with them)
 
 	add   pendingAdd
@@ -80,7 +87,7 @@ func (b *expertBatch) epiOut() *tensor {
 	if b.epi.h != nil {
 		return nil
 	}
-	if len(b.jobs) > 0 && b.out.rows == 1 {
+	if len(b.jobs) > 0 && b.out.rows == 1 && b.most <= mmTok {
 		return b.out
 	}
 	if len(b.mv.ms) == 1 && b.mv.ys[0].rows == 1 {
@@ -153,7 +160,31 @@ func sameTensor(a, b *tensor) bool {
 	return a != nil && b != nil && a.ptr == b.ptr && a.rows == b.rows && a.cols == b.cols
 }
 
-const maxBatchJobs = 32
+// batchJob is one queued expert: its matrices and its span of the rows.
+type batchJob struct {
+	gate, up, down Matrix
+	off, n         int
+}
+
+// groupMinBlocks, when positive, replaces the number of multiprocessors as
+// the smallest gate+up grid a batch of prefill experts runs grouped (tests
+// force either path with it).
+var groupMinBlocks = 0
+
+const (
+	maxBatchJobs = 32    // experts of a decode batch (one mmx launch)
+	maxBatchRows = 16384 // rows of one batch: bounds its staged arrays and scratch
+)
+
+// batchable reports whether an expert call of n rows into out can join a
+// batch: the mmx kernels take up to mmTok rows, the grouped tiled kernels
+// more (unless FM_CUDA_DEBUG=nogemm) within the batch's bounds.
+func batchable(n int, out *tensor) bool {
+	if debugNoBatch {
+		return false
+	}
+	return n <= mmTok || (!debugNoGemm && n <= maxBatchRows && out.rows <= maxGridY)
+}
 
 // batchKind returns the mmx kernel for an expert whose three matrices share a
 // format the vectorized kernels take, or "".
@@ -173,7 +204,9 @@ func batchKind(gate, up, down *Matrix, x *tensor) string {
 func (g *gpu) queueExpert(out, x *tensor, kind string, gate, up, down *Matrix, rows []int, weights []float32) {
 	b := &g.batch
 	b.mu.Lock()
-	if len(b.jobs) > 0 && (b.out != out || b.x != x || b.kind != kind || b.I != gate.Rows || len(b.jobs) == maxBatchJobs || b.epi.h != nil) {
+	decode := b.most <= mmTok && len(rows) <= mmTok // the batch stays one of decode experts
+	if len(b.jobs) > 0 && (b.out != out || b.x != x || b.kind != kind || b.I != gate.Rows || (decode && len(b.jobs) == maxBatchJobs) ||
+		len(b.rows)+len(rows) > maxBatchRows || b.epi.h != nil) {
 		g.flushLocked()
 	}
 	cleared := false
@@ -189,12 +222,12 @@ func (g *gpu) queueExpert(out, x *tensor, kind string, gate, up, down *Matrix, r
 			b.gs, b.sf = gate.GroupSize, int(gate.ScaleFormat)
 		}
 	}
-	j := ExpertJob{GW: gate.Data, GS: gate.Scales, GB: gate.Biases, UW: up.Data, US: up.Scales, UB: up.Biases,
-		DW: down.Data, DS: down.Scales, DB: down.Biases, N: int32(len(rows))}
+	b.jobs = append(b.jobs, batchJob{gate: *gate, up: *up, down: *down, off: len(b.rows), n: len(rows)})
+	b.most = max(b.most, len(rows))
 	for i, r := range rows {
-		j.Rows[i], j.Wt[i] = int32(r), weights[i]
+		b.rows = append(b.rows, int32(r))
+		b.wts = append(b.wts, weights[i])
 	}
-	b.jobs = append(b.jobs, j)
 	b.mu.Unlock()
 }
 
@@ -253,12 +286,28 @@ func (g *gpu) flushJobsLocked() {
 	if n == 0 {
 		return
 	}
-	defer func() { b.jobs, b.out, b.x, b.cleared = b.jobs[:0], nil, nil, false }()
+	defer func() {
+		b.jobs, b.rows, b.wts, b.most, b.out, b.x, b.cleared = b.jobs[:0], b.rows[:0], b.wts[:0], 0, nil, nil, false
+	}()
+	if b.most > mmTok {
+		g.flushPrefillLocked()
+		return
+	}
+	b.ej = b.ej[:0]
+	for i := range b.jobs {
+		j := &b.jobs[i]
+		e := ExpertJob{GW: j.gate.Data, GS: j.gate.Scales, GB: j.gate.Biases, UW: j.up.Data, US: j.up.Scales, UB: j.up.Biases,
+			DW: j.down.Data, DS: j.down.Scales, DB: j.down.Biases, N: int32(j.n)}
+		for t := 0; t < j.n; t++ {
+			e.Rows[t], e.Wt[t] = b.rows[j.off+t], b.wts[j.off+t]
+		}
+		b.ej = append(b.ej, e)
+	}
 	epiP := b.epi
 	b.epi = pendingEpi{}
 	oneTok := true
 	for i := range b.jobs {
-		oneTok = oneTok && b.jobs[i].N == 1
+		oneTok = oneTok && b.jobs[i].n == 1
 	}
 	zero := b.cleared && oneTok && b.out.rows == 1
 	if b.cleared && !zero {
@@ -274,7 +323,7 @@ func (g *gpu) flushJobsLocked() {
 	b.epi = epiP
 	epi := g.rowEpiLocked()
 	b.epi = pendingEpi{}
-	if oneTok && g.d.expertBatchOneTok(b.kind, b.jobs, h.Ptr, b.x.ptr, b.out.ptr, b.I, b.H, b.gs, b.sf, zero, epi) {
+	if oneTok && g.d.expertBatchOneTok(b.kind, b.ej, h.Ptr, b.x.ptr, b.out.ptr, b.I, b.H, b.gs, b.sf, zero, epi) {
 		return
 	}
 	if epiP.h != nil {
@@ -283,7 +332,7 @@ func (g *gpu) flushJobsLocked() {
 	if zero {
 		g.d.Zero(Buffer{Ptr: b.out.ptr, Size: b.out.n() * 4}, 0, b.out.n()*4)
 	}
-	raw := unsafe.Slice((*byte)(unsafe.Pointer(&b.jobs[0])), n*int(unsafe.Sizeof(ExpertJob{})))
+	raw := unsafe.Slice((*byte)(unsafe.Pointer(&b.ej[0])), n*int(unsafe.Sizeof(ExpertJob{})))
 	jobs, err := g.d.Stage(raw)
 	if err != nil {
 		return
@@ -294,4 +343,41 @@ func (g *gpu) flushJobsLocked() {
 	}
 	defer g.d.Free(y)
 	g.d.ExpertBatch(b.kind, jobs, n, h.Ptr, b.x.ptr, y.Ptr, b.out.ptr, b.I, b.H, b.gs, b.sf)
+}
+
+// flushPrefillLocked runs a batch in which some expert has more than mmTok
+// rows (a prefill chunk): the grouped tiled kernels, or, where their grid
+// would not fill the GPU, expert by expert (caller holds b.mu).
+func (g *gpu) flushPrefillLocked() {
+	b := &g.batch
+	if b.cleared {
+		g.d.Zero(Buffer{Ptr: b.out.ptr, Size: b.out.n() * 4}, 0, b.out.n()*4)
+	}
+	if e := b.epi; e.h != nil { // not joined to a prefill batch (epiOut), kept for safety
+		b.epi = pendingEpi{}
+		defer g.epiAlone(e)
+	}
+	// A grouped launch is as slow as its longest block (one tile's whole K
+	// loop): a few experts (misses bound one by one, a short chunk) fill the
+	// GPU better one after another, each product split in K.
+	tiles := 0
+	for i := range b.jobs {
+		tiles += (b.jobs[i].n + gemmXTok - 1) / gemmXTok
+	}
+	least := g.d.Info.SMs
+	if groupMinBlocks > 0 {
+		least = groupMinBlocks
+	}
+	if tiles*((b.I+gemmRows-1)/gemmRows) >= least {
+		g.flushGemm()
+		return
+	}
+	for i := range b.jobs {
+		j := &b.jobs[i]
+		rows := make([]int, j.n)
+		for t := range rows {
+			rows[t] = int(b.rows[j.off+t])
+		}
+		g.expertDirect(b.out, b.x, &j.gate, &j.up, &j.down, rows, b.wts[j.off:j.off+j.n])
+	}
 }

@@ -198,17 +198,7 @@ func TestMeasureLayer(t *testing.T) {
 	q4 := func(rows, cols int) backend.MatrixDesc {
 		return backend.MatrixDesc{Rows: rows, Cols: cols, Format: backend.Affine, Bits: 4, GroupSize: 64, ScaleFormat: backend.BF16}
 	}
-	fill := func(desc backend.MatrixDesc) (data, sc, bi []byte) {
-		data = make([]byte, desc.DataBytes())
-		for i := range data {
-			data[i] = byte(r.Uint32())
-		}
-		sc, bi = make([]byte, desc.ScaleBytes()), make([]byte, desc.ScaleBytes())
-		for i := 0; i+1 < len(sc); i += 2 {
-			sc[i+1], bi[i+1] = 0x3c, 0xbc // bf16 ±~0.01: activations stay finite
-		}
-		return
-	}
+	fill := func(desc backend.MatrixDesc) (data, sc, bi []byte) { return measureBytes(r, desc) }
 	bind := func(rows, cols int) backend.Matrix {
 		desc := q4(rows, cols)
 		data, sc, bi := fill(desc)

@@ -156,6 +156,10 @@ func (d *Device) matMul(a *MM) {
 			d.launchRows(k, [3]int{(m.Rows + rpb - 1) / rpb, 1, 1}, warps*32, mvShared(gemvBits(m), m.Cols, 1), rowsAt, a.Rows, args...)
 			return
 		}
+		if a.T >= gemmMinT && !debugNoGemm {
+			d.gemm(a, k[len("mm_"):], args[:rowsAt])
+			return
+		}
 		if a.Mode == MMSwiGLU {
 			k = "mm2_" + k[len("mm_"):]
 		}
