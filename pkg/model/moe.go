@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"runtime"
 	"slices"
+	"sync"
 
 	"github.com/fm-moe/fm/pkg/backend"
 	"github.com/fm-moe/fm/pkg/layout"
@@ -60,6 +62,39 @@ func route(probs []float32, k int, renorm bool, ids []int, weights []float32) {
 			weights[i] /= sum
 		}
 	}
+}
+
+// routeParallelRows is the prompt chunk from which routeTokens spreads the
+// tokens over goroutines: routing costs ~4 µs a token (E float64 exps and k
+// scans of E), 2 ms for a 512-token chunk, and a GPU waits for it idle
+// between the router download and the expert launches (docs/PERF.md, GPU run
+// 4). Below it (decode: one token) the goroutines would cost more than they
+// save, and decode stays free of allocations.
+const routeParallelRows = 64
+
+// routeTokens routes T tokens (route on each row of logits, E wide) into
+// ids and weights ([T·k] each). Each token is independent and written only
+// by the goroutine that routes it, so the result does not depend on how the
+// rows are split.
+func routeTokens(logits []float32, T, E, k int, renorm bool, ids []int, weights []float32) {
+	workers := min(runtime.GOMAXPROCS(0), T/(routeParallelRows/2))
+	if T < routeParallelRows || workers < 2 {
+		for t := 0; t < T; t++ {
+			route(logits[t*E:(t+1)*E], k, renorm, ids[t*k:(t+1)*k], weights[t*k:(t+1)*k])
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	per := (T + workers - 1) / workers
+	for lo := 0; lo < T; lo += per {
+		hi := min(T, lo+per)
+		wg.Go(func() {
+			for t := lo; t < hi; t++ {
+				route(logits[t*E:(t+1)*E], k, renorm, ids[t*k:(t+1)*k], weights[t*k:(t+1)*k])
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // renormalizes reports whether the top-k weights are renormalized: qwen3_5
@@ -122,8 +157,8 @@ func (m *Model) routeStep(ctx context.Context, l *layer, st *State, x *tensors, 
 		rt.ids, rt.w = make([]int, T*K), make([]float32, T*K)
 	}
 	ids, weights := rt.ids[:T*K], rt.w[:T*K]
+	routeTokens(logits, T, E, K, m.renormalizes(), ids, weights)
 	for t := 0; t < T; t++ {
-		route(logits[t*E:(t+1)*E], K, m.renormalizes(), ids[t*K:(t+1)*K], weights[t*K:(t+1)*K])
 		for s := 0; s < K; s++ {
 			e := ids[t*K+s]
 			if len(rt.rows[e]) == 0 {
