@@ -202,25 +202,43 @@ func (g *gpu) Upload(dst backend.Tensor, src []float32) {
 func (g *gpu) Download(dst []float32, src backend.Tensor) error {
 	t := g.tt(src, "Download source")
 	shapeCheck("Download", len(dst) == t.n(), "%d floats for a [%d %d] tensor", len(dst), t.rows, t.cols)
+	// Each of these synchronizations flushes what is deferred first (the
+	// lone product downloadProduct runs is all there is then), so it ends
+	// an epoch (Device.Epoch: cache slots free of queued readers).
 	if done, err := g.downloadProduct(dst, t); done {
+		if err == nil {
+			g.d.nextEpoch()
+		}
 		return err
 	}
 	g.flushExperts()
 	if err := g.d.Download(f32Bytes(dst), Buffer{Ptr: t.ptr, Size: t.n() * 4}, 0); err != nil {
 		return err
 	}
-	return g.d.Err()
+	err := g.d.Err()
+	if err == nil {
+		g.d.nextEpoch()
+	}
+	return err
 }
 
 func (g *gpu) Sync() error {
 	g.flushExperts()
-	return g.d.Sync()
+	err := g.d.Sync()
+	if err == nil {
+		g.d.nextEpoch()
+	}
+	return err
 }
 
 func (g *gpu) NonFinite(x backend.Tensor) (int, error) {
 	g.flushExperts()
 	t := g.tt(x, "NonFinite input")
-	return g.d.FirstNonFinite(t.ptr, t.n(), t.cols)
+	row, err := g.d.FirstNonFinite(t.ptr, t.n(), t.cols)
+	if err == nil {
+		g.d.nextEpoch()
+	}
+	return row, err
 }
 
 // matrix is a dense weight matrix copied to device memory.

@@ -4,6 +4,7 @@ package cuda
 
 import (
 	"fmt"
+	"math"
 	"sync"
 
 	"github.com/fm-moe/fm/pkg/backend"
@@ -22,8 +23,12 @@ import (
 // rules) over budget/slot-size entries. The policy decides membership; the
 // slots follow: an evicted expert's slot becomes free at once, or, while a
 // caller still holds the expert, when the last holder releases it. A new
-// upload into a freed slot is queued on the compute stream after every kernel
-// that read the old contents, so no synchronization is needed. When every
+// upload into a slot goes on the device's copy stream, where it overlaps the
+// kernels queued before it (the previous expert's product), and the compute
+// stream waits for it before the kernels queued after. The copy itself waits
+// for the compute stream only when the slot may still be read by a queued
+// kernel: when its last release is less than two synchronizations old
+// (Device.Epoch). When every
 // slot is held (a prefill chunk using more experts than fit), the expert is
 // bound uncached for that use.
 type expertCache struct {
@@ -47,8 +52,9 @@ type slot struct {
 	buf            Buffer
 	key            backend.ExpertKey
 	gate, up, down Matrix
-	refs           int  // Experts handed out and not yet released
-	evicted        bool // the policy pushed it out while held: free it at the last release
+	refs           int   // Experts handed out and not yet released
+	evicted        bool  // the policy pushed it out while held: free it at the last release
+	released       int64 // Device.Epoch when refs last dropped to 0 (a new slot: far in the past)
 }
 
 // CacheStats are the expert cache's counters since the device was opened.
@@ -96,13 +102,7 @@ func (e *cachedExpert) Release() {
 	// follows it arrives (pendingEpi).
 	e.once.Do(func() {
 		e.g.d.WaitEvent(e.copied)
-		c := e.g.cache
-		c.mu.Lock()
-		if e.s.refs--; e.s.refs == 0 && e.s.evicted {
-			e.s.evicted = false
-			c.free = append(c.free, e.s)
-		}
-		c.mu.Unlock()
+		e.s.releaseLocked(e.g)
 	})
 }
 
@@ -170,10 +170,12 @@ func (g *gpu) BindExpertCached(key backend.ExpertKey, l *backend.ExpertLayout, b
 	c.byKey[key] = s
 	s.gate, s.up, s.down = pl.matrices(l, s.buf.Ptr)
 	s.refs++
+	afterKernels := s.released+2 > g.d.Epoch()
 	c.mu.Unlock()
+	var room [9]HostPiece // gate, up, down: data, scales, biases
+	pieces := pl.pieces(buf, l.FileSize, room[:0])
 
-	pl.upload(g.d, s.buf, buf, l.FileSize)
-	ev, err := g.d.Record()
+	ev, err := g.d.UploadOnCopyStream(s.buf, pieces, afterKernels)
 	if err != nil {
 		// The slot's contents are unknown: forget the key, free the slot.
 		c.mu.Lock()
@@ -188,13 +190,20 @@ func (g *gpu) BindExpertCached(key backend.ExpertKey, l *backend.ExpertLayout, b
 }
 
 // releaseNoWait drops a use of a slot whose upload never completed.
-func (e *cachedExpert) releaseNoWait() {
-	c := e.g.cache
+func (e *cachedExpert) releaseNoWait() { e.s.releaseLocked(e.g) }
+
+// releaseLocked drops one use of the slot, noting the epoch of its last use
+// and freeing it if the policy evicted it meanwhile. It takes c.mu.
+func (s *slot) releaseLocked(g *gpu) {
+	c := g.cache
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if e.s.refs--; e.s.refs == 0 && e.s.evicted {
-		e.s.evicted = false
-		c.free = append(c.free, e.s)
+	if s.refs--; s.refs == 0 {
+		s.released = g.d.Epoch()
+		if s.evicted {
+			s.evicted = false
+			c.free = append(c.free, s)
+		}
 	}
 }
 
@@ -240,7 +249,7 @@ func (c *expertCache) takeSlot(g *gpu, key backend.ExpertKey, size int) (*slot, 
 		b, err := g.d.AllocExact(size)
 		if err == nil {
 			c.slots++
-			s := &slot{buf: b}
+			s := &slot{buf: b, released: math.MinInt64 / 2}
 			c.all = append(c.all, s)
 			return s, nil
 		}

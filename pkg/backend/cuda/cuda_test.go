@@ -705,14 +705,14 @@ func TestDeltaNet(t *testing.T) {
 // slot in use is never reused while held, and that results match the
 // uncached binding; then that LFUDA keeps a frequently used expert where LRU
 // keeps the recent one.
-func TestExpertCache(t *testing.T) {
-	r := rand.New(rand.NewPCG(13, 14))
-	const H, I, T = 128, 64, 2
+// cacheTestExperts returns n random 4-bit expert files of one small layout
+// (scales and biases near 0.01, so products stay finite).
+func cacheTestExperts(r *rand.Rand, H, I, n int) (*backend.ExpertLayout, [][]byte) {
 	desc := backend.MatrixDesc{Format: backend.Affine, Bits: 4, GroupSize: 64, ScaleFormat: backend.BF16}
 	gd, dd := desc, desc
 	gd.Rows, gd.Cols, dd.Rows, dd.Cols = I, H, H, I
 	l := alignedLayout(gd, gd, dd)
-	files := make([][]byte, 4)
+	files := make([][]byte, n)
 	for i := range files {
 		files[i] = make([]byte, l.FileSize)
 		for j := range files[i] {
@@ -726,6 +726,13 @@ func TestExpertCache(t *testing.T) {
 			}
 		}
 	}
+	return l, files
+}
+
+func TestExpertCache(t *testing.T) {
+	r := rand.New(rand.NewPCG(13, 14))
+	const H, I, T = 128, 64, 2
+	l, files := cacheTestExperts(r, H, I, 4)
 	d, err := backend.Open("cuda", backend.Options{ExpertCacheBytes: int64(2 * l.FileSize), ExpertCachePolicy: "lru"})
 	if err != nil {
 		t.Skipf("no CUDA device: %v", err)
@@ -852,4 +859,86 @@ func alignedLayout(gate, up, down backend.MatrixDesc) *backend.ExpertLayout {
 	}
 	l.FileSize = off
 	return l
+}
+
+// TestExpertCacheCopyStream cycles five experts through two cache slots, so
+// every bind reuses a slot that a product queued just before may still read:
+// the upload on the copy stream must wait for it when the slot's last use is
+// recent (no synchronization since), and may start at once after two. Each
+// product must equal the uncached one bit for bit; a large product queued
+// before each bind keeps the compute stream busy, so a copy that does not
+// wait overwrites the slot under the expert's own product.
+func TestExpertCacheCopyStream(t *testing.T) {
+	r := rand.New(rand.NewPCG(15, 16))
+	const H, I, T, N = 256, 128, 2, 5
+	l, files := cacheTestExperts(r, H, I, N)
+	d, err := backend.Open("cuda", backend.Options{ExpertCacheBytes: int64(2 * l.FileSize), ExpertCachePolicy: "lru"})
+	if err != nil {
+		t.Skipf("no CUDA device: %v", err)
+	}
+	defer d.Close()
+	g := d.(*gpu)
+	x := upload(t, d, T, H, randVec(r, T*H, 1))
+	rows, wts := []int{0, 1}, []float32{1, 0.5}
+	want := make([][]float32, N)
+	for i, f := range files {
+		e, err := d.BindExpert(l, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, _ := d.NewTensor(T, H)
+		d.ExpertFFN(out, x, e, rows, wts)
+		want[i] = download(t, d, out)
+		e.Release()
+	}
+	// The busy-work: a 4-bit product of 64 MiB of weights, ~0.1 ms.
+	bd := backend.MatrixDesc{Format: backend.Affine, Bits: 4, GroupSize: 64, ScaleFormat: backend.BF16, Rows: 1 << 16, Cols: 2048}
+	data, sc, bi := measureBytes(r, bd)
+	busy, err := d.BindDense(bd, data, sc, bi)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bx := upload(t, d, 1, 2048, randVec(r, 2048, 1))
+	by, _ := d.NewTensor(1, 1<<16)
+	key := func(i int) backend.ExpertKey { return backend.ExpertKey{Owner: 9, Layer: 0, ID: i} }
+	type result struct {
+		out backend.Tensor
+		i   int
+	}
+	var pending []result
+	check := func() {
+		t.Helper()
+		for _, p := range pending {
+			got := download(t, d, p.out)
+			for j := range got {
+				if got[j] != want[p.i][j] {
+					t.Fatalf("expert %d through the cache: element %d = %v, uncached %v", p.i, j, got[j], want[p.i][j])
+				}
+			}
+		}
+		pending = pending[:0]
+	}
+	for it := 0; it < 60; it++ {
+		i := it % N
+		d.MatMul(by, busy, bx)
+		e, err := g.BindExpertCached(key(i), l, files[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, _ := d.NewTensor(T, H)
+		d.ExpertFFN(out, x, e, rows, wts)
+		e.Release()
+		pending = append(pending, result{out, i})
+		if it%4 == 3 {
+			// Downloads end epochs: the next bind reuses a slot without
+			// waiting, the three after it wait for the kernels.
+			check()
+		}
+	}
+	check()
+	st := g.CacheStats()
+	t.Log(st)
+	if st.Evictions < 50 {
+		t.Errorf("want an eviction at nearly every bind, got %+v", st)
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -19,8 +20,10 @@ import (
 	"github.com/fm-moe/fm/shaders"
 )
 
-// Device is one CUDA GPU with its primary context, one stream (kernels and
-// copies, in issue order) and the compiled kernels.
+// Device is one CUDA GPU with its primary context, a compute stream (kernels
+// and copies, in issue order), a copy stream for uploads into the VRAM
+// expert cache that overlap the kernels (UploadOnCopyStream) and the
+// compiled kernels.
 //
 // Threading: a CUDA context is current per OS thread. Every method locks the
 // device's mutex, locks the calling goroutine to its OS thread and makes the
@@ -39,6 +42,7 @@ type Device struct {
 	dev        int32
 	ctx        uintptr
 	stream     uintptr
+	copyStream uintptr // expert uploads into cache slots (UploadOnCopyStream); 0: on stream
 	mod        uintptr
 	fns        map[string]uintptr
 	err        error // first asynchronous failure (sticky)
@@ -55,6 +59,7 @@ type Device struct {
 	dlStage    []byte            // pinned staging of large downloads
 	mirrorDev  uintptr           // its device address
 	marks      map[*MarkSet]bool // sets marked since their last copy to the host (flushMarks)
+	epoch      atomic.Int64      // see Epoch
 	closed     bool
 
 	// Info describes the device for logs and reports.
@@ -179,6 +184,11 @@ func open() (*Device, error) {
 	}
 	if err := drv.call("cuStreamCreate", drv.cuStreamCreate, uintptr(unsafe.Pointer(&d.stream)), streamNonBlocking); err != nil {
 		return nil, err
+	}
+	if !debugNoCopyStream {
+		if err := drv.call("cuStreamCreate (copies)", drv.cuStreamCreate, uintptr(unsafe.Pointer(&d.copyStream)), streamNonBlocking); err != nil {
+			return nil, err
+		}
 	}
 	if err := d.loadKernels(); err != nil {
 		return nil, err
@@ -667,6 +677,9 @@ var (
 	debugNoGemv  = strings.Contains(os.Getenv("FM_CUDA_DEBUG"), "nogemv")
 	debugNoSplit = strings.Contains(os.Getenv("FM_CUDA_DEBUG"), "nosplit")
 	debugNoFuse  = strings.Contains(os.Getenv("FM_CUDA_DEBUG"), "nofuse")
+	// nocopystream queues expert uploads on the compute stream (the A/B of
+	// UploadOnCopyStream).
+	debugNoCopyStream = strings.Contains(os.Getenv("FM_CUDA_DEBUG"), "nocopystream")
 )
 
 // kernel arguments, each in one 8-byte slot of the parameter block (the
@@ -813,12 +826,15 @@ func (d *Device) Record() (Event, error) {
 	return d.record()
 }
 
-func (d *Device) record() (Event, error) {
+func (d *Device) record() (Event, error) { return d.recordOn(d.stream) }
+
+// recordOn records a new event on stream s (caller holds the device).
+func (d *Device) recordOn(s uintptr) (Event, error) {
 	var ev uintptr
 	if err := d.drv.call("cuEventCreate", d.drv.cuEventCreate, uintptr(unsafe.Pointer(&ev)), 2 /* CU_EVENT_DISABLE_TIMING */); err != nil {
 		return 0, err
 	}
-	if err := d.drv.call("cuEventRecord", d.drv.cuEventRecord, ev, d.stream); err != nil {
+	if err := d.drv.call("cuEventRecord", d.drv.cuEventRecord, ev, s); err != nil {
 		d.drv.call("cuEventDestroy", d.drv.cuEventDestroy, ev)
 		return 0, err
 	}
@@ -922,3 +938,77 @@ func (d *Device) UploadAsync(dst Buffer, off int, src []byte) {
 		d.fail(fmt.Errorf("%w (%d bytes from host %p to device %#x+%d of a %d-byte buffer)", err, len(src), unsafe.SliceData(src), dst.Ptr, off, dst.Size))
 	}
 }
+
+// HostPiece is a range of pinned host memory copied to offset Off of a
+// device buffer.
+type HostPiece struct {
+	Off int
+	Src []byte
+}
+
+// UploadOnCopyStream queues copies of pieces (pinned host memory) into dst on
+// the device's copy stream, so that they run while the compute stream
+// executes the kernels queued before them (an expert's upload beside the
+// previous expert's product), and makes the compute stream wait for them:
+// every kernel queued after this call sees the new contents. With
+// afterCompute, the copies first wait for everything queued on the compute
+// stream so far — needed when kernels queued earlier may still read dst's
+// old contents (a reused cache slot). The returned event completes with the
+// copies; the caller keeps the host bytes unchanged until then and destroys
+// it with WaitEvent. Without a copy stream (FM_CUDA_DEBUG=nocopystream) the
+// copies go on the compute stream as UploadAsync's do.
+func (d *Device) UploadOnCopyStream(dst Buffer, pieces []HostPiece, afterCompute bool) (Event, error) {
+	if !d.enter() {
+		defer d.leave()
+		return 0, d.errOrClosed()
+	}
+	defer d.leave()
+	for _, p := range pieces {
+		if p.Off < 0 || p.Off+len(p.Src) > dst.Size {
+			return 0, fmt.Errorf("cuda: upload of %d bytes at offset %d into a %d-byte buffer", len(p.Src), p.Off, dst.Size)
+		}
+	}
+	s := d.copyStream
+	if s == 0 {
+		s = d.stream
+	} else if afterCompute {
+		ev, err := d.recordOn(d.stream)
+		if err != nil {
+			return 0, err
+		}
+		err = d.drv.call("cuStreamWaitEvent (copies after kernels)", d.drv.cuStreamWaitEvent, s, uintptr(ev), 0)
+		d.drv.call("cuEventDestroy", d.drv.cuEventDestroy, uintptr(ev)) // released once it completes
+		if err != nil {
+			return 0, err
+		}
+	}
+	for _, p := range pieces {
+		if len(p.Src) == 0 {
+			continue
+		}
+		if err := d.drv.call("cuMemcpyHtoDAsync (copy stream)", d.drv.cuMemcpyHtoDAsync, dst.Ptr+uintptr(p.Off), uintptr(unsafe.Pointer(unsafe.SliceData(p.Src))), uintptr(len(p.Src)), s); err != nil {
+			return 0, fmt.Errorf("%w (%d bytes from host %p to device %#x+%d of a %d-byte buffer)", err, len(p.Src), unsafe.SliceData(p.Src), dst.Ptr, p.Off, dst.Size)
+		}
+	}
+	done, err := d.recordOn(s)
+	if err != nil {
+		return 0, err
+	}
+	if s != d.stream {
+		if err := d.drv.call("cuStreamWaitEvent (kernels after copies)", d.drv.cuStreamWaitEvent, d.stream, uintptr(done), 0); err != nil {
+			d.drv.call("cuEventDestroy", d.drv.cuEventDestroy, uintptr(done))
+			return 0, err
+		}
+	}
+	return done, nil
+}
+
+// Epoch counts the backend's full synchronizations after which nothing it
+// had deferred was still unqueued (gpu.Download, Sync, NonFinite): every
+// kernel queued before epoch e began had completed once the count passed e.
+// A cache slot released at epoch e is therefore free of readers from epoch
+// e+2 on (one more, for a release concurrent with a synchronization), and its
+// reuse need not wait for the compute stream.
+func (d *Device) Epoch() int64 { return d.epoch.Load() }
+
+func (d *Device) nextEpoch() { d.epoch.Add(1) }

@@ -60,6 +60,19 @@ func (p *placement) upload(d *Device, dst Buffer, buf []byte, fileSize int) {
 	}
 }
 
+// pieces returns buf's parts as UploadOnCopyStream takes them (reusing
+// into's storage).
+func (p *placement) pieces(buf []byte, fileSize int, into []HostPiece) []HostPiece {
+	into = into[:0]
+	if p.whole {
+		return append(into, HostPiece{Off: 0, Src: buf[:fileSize]})
+	}
+	for _, pt := range p.parts {
+		into = append(into, HostPiece{Off: p.at[pt], Src: buf[pt.Offset : pt.Offset+pt.Size]})
+	}
+	return into
+}
+
 // matrices returns gate, up and down over device memory at base.
 func (p *placement) matrices(l *backend.ExpertLayout, base uintptr) (gate, up, down Matrix) {
 	at := func(m *backend.ExpertMatrix) Matrix {
