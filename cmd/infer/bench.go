@@ -82,7 +82,8 @@ Expert reads come from the page cache when the files are cached; use
 			}
 			o := bench.Options{PromptTokens: promptTokens, DecodeTokens: genTokens, Runs: runs,
 				RAMBytes: int64(float64(ramGB) * (1 << 30)), Log: stderr,
-				DirectIO: ef.DirectIO, CacheBytes: int64(ef.ExpertCacheMiB) << 20, Matmul: string(ef.Matmul)}
+				DirectIO: ef.DirectIO, CacheBytes: int64(ef.ExpertCacheMiB) << 20, Matmul: string(ef.Matmul),
+				DeviceBudgetGiven: ef.VRAMCacheGB > 0}
 			if ioMB > 0 {
 				o.DiskBytes = int64(ioMB) << 20
 			}

@@ -37,15 +37,27 @@ type ExpertCache interface {
 
 // ExpertCacheStats counts an ExpertCache's traffic. Hits and Misses count
 // experts asked for; UploadBytes the host-to-device bytes of expert files
-// (cached or not).
+// (cached or not). Budget is the device memory the cache may fill (decided
+// at the first expert bound; 0 before, or without a cache).
 type ExpertCacheStats struct {
 	Hits, Misses, Evictions, UploadBytes int64
+	Budget                               int64
 }
 
-// Sub returns the counts of s since earlier.
+// Sub returns the counts of s since earlier (Budget: s's).
 func (s ExpertCacheStats) Sub(earlier ExpertCacheStats) ExpertCacheStats {
 	return ExpertCacheStats{Hits: s.Hits - earlier.Hits, Misses: s.Misses - earlier.Misses,
-		Evictions: s.Evictions - earlier.Evictions, UploadBytes: s.UploadBytes - earlier.UploadBytes}
+		Evictions: s.Evictions - earlier.Evictions, UploadBytes: s.UploadBytes - earlier.UploadBytes, Budget: s.Budget}
+}
+
+// UploadMeter is an optional interface of a Device with its own memory: it
+// measures the bandwidth of copies from pinned host memory (ExpertBuffer's
+// kind) into the device — the rate at which experts that miss an
+// ExpertCache arrive. fm-infer bench uses it as the ceiling of expert
+// uploads and in its projection. It may be called from any goroutine, not
+// concurrently with a step's work.
+type UploadMeter interface {
+	MeasureUpload(bytes int) (bytesPerSecond float64, err error)
 }
 
 // HitRate is Hits / (Hits + Misses), 0 without lookups.

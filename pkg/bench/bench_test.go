@@ -270,3 +270,52 @@ func TestSyntheticRefusesPreparedModel(t *testing.T) {
 		t.Fatalf("prepared model damaged: %v %v", err, problems)
 	}
 }
+
+// TestProjectionDeviceTier checks the GPU tiers: experts on the device are
+// neither read nor uploaded, those in RAM are uploaded, the rest read from
+// disk and uploaded.
+func TestProjectionDeviceTier(t *testing.T) {
+	s, _ := Lookup("qwen3-30b-a3b")
+	_, dense, _, err := checkpoint.PlanLayout(&s.Config, 4, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const file = 2654208
+	experts := int64(48 * 128 * file)
+	perTok := float64(48 * 8 * file) // 1019215872
+	base := ProjectionInput{Config: &s.Config, Bits: 4, GroupSize: 64, K: 8,
+		Full: LayerCost{Compute: 2 * time.Millisecond}, Head: 4 * time.Millisecond, // 100 ms
+		Reserve: 1 << 30, DiskBytesPerSecond: 1e9, UploadBytesPerSecond: 50e9}
+	for _, tc := range []struct {
+		name               string
+		device, ram        int64
+		onDevice, cached   float64
+		upload, miss, tokS float64
+	}{
+		{"all on the device", experts, 1 << 40, 1, 0, 0, 0, 10},
+		// 40 % on the device, the rest in RAM: 60 % uploaded at 50 GB/s.
+		{"device 40 %, RAM the rest", experts * 2 / 5, 1 << 40, 0.4, 0.6, 0.6 * perTok, 0, 1 / (0.1 + 0.6*perTok/50e9)},
+		// 25 % on the device, 25 % in RAM, half from disk (and uploaded).
+		{"device 25 %, RAM 25 %", experts / 4, dense + 1<<30 + experts/4, 0.25, 0.25, 0.75 * perTok, 0.5 * perTok,
+			1 / (0.1 + 0.75*perTok/50e9 + 0.5*perTok/1e9)},
+	} {
+		in := base
+		in.DeviceExpertBytes, in.RAMBytes = tc.device, tc.ram
+		p, err := Project(in)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		near := func(a, b float64) bool { return math.Abs(a-b) <= 1e-6*max(1, math.Abs(b)) }
+		if !near(p.DeviceFraction, tc.onDevice) || !near(p.CachedFraction, tc.cached) || !near(p.UploadBytes, tc.upload) ||
+			!near(p.MissBytes, tc.miss) || !near(p.TokensPerSecond, tc.tokS) {
+			t.Errorf("%s: device %g cached %g upload %g miss %g tok/s %g; want %g %g %g %g %g", tc.name,
+				p.DeviceFraction, p.CachedFraction, p.UploadBytes, p.MissBytes, p.TokensPerSecond,
+				tc.onDevice, tc.cached, tc.upload, tc.miss, tc.tokS)
+		}
+	}
+	in := base
+	in.DeviceExpertBytes, in.RAMBytes, in.UploadBytesPerSecond = experts/2, 1<<40, 0
+	if _, err := Project(in); err == nil {
+		t.Error("uploads without a measured upload bandwidth: want an error")
+	}
+}

@@ -7,6 +7,8 @@ import (
 	"io"
 	"time"
 
+	"github.com/fm-moe/fm/pkg/backend"
+	"github.com/fm-moe/fm/pkg/checkpoint"
 	"github.com/fm-moe/fm/pkg/engine"
 	"github.com/fm-moe/fm/pkg/layout"
 	"github.com/fm-moe/fm/pkg/model"
@@ -35,6 +37,12 @@ type Options struct {
 	// Matmul is the backend's numerics for quantized products (--matmul),
 	// for the report.
 	Matmul string
+	// DeviceBudgetGiven says the device's expert cache budget was set by the
+	// user (--vram-cache-gb): the projection gives the full model's experts
+	// that much. Otherwise the budget was what the device had free beside
+	// the run's dense weights, and the full model's extra dense weights are
+	// taken from it.
+	DeviceBudgetGiven bool
 	// Log receives progress notes (nil: none).
 	Log io.Writer
 }
@@ -79,7 +87,11 @@ type Report struct {
 	ExpertFileBytesPerTok float64 `json:"expert_read_bytes_per_token"` // read from expert files (page cache or disk)
 	// A device that keeps experts in its own memory (a GPU's VRAM cache),
 	// over the decode only: its hit rate and the expert bytes uploaded to it
-	// per token (PCIe traffic). Both 0 on the CPU.
+	// per token (PCIe traffic); its budget; the ceiling of the uploads,
+	// host-to-device bandwidth from pinned memory measured in the same run.
+	// All 0 on the CPU.
+	DeviceCacheBudget        int64         `json:"device_cache_budget_bytes"`
+	UploadGBs                float64       `json:"upload_gbs"`
 	DeviceCacheHitRate       float64       `json:"device_cache_hit_rate"`
 	DeviceUploadBytesPerTok  float64       `json:"device_upload_bytes_per_token"`
 	DeviceCacheLookupsPerTok float64       `json:"device_cache_lookups_per_token"`
@@ -236,6 +248,20 @@ func Measure(ctx context.Context, e *engine.Engine, o Options) (*Report, error) 
 		}
 	}
 
+	var deviceBudget int64
+	if c, ok := e.Device.(backend.ExpertCache); ok {
+		deviceBudget = c.ExpertCacheStats().Budget
+		r.DeviceCacheBudget = deviceBudget
+	}
+	if um, ok := e.Device.(backend.UploadMeter); ok {
+		logf("measuring host-to-device bandwidth from pinned memory")
+		bw, err := um.MeasureUpload(256 << 20)
+		if err != nil {
+			return nil, fmt.Errorf("bench: upload bandwidth: %w", err)
+		}
+		r.UploadGBs = bw / 1e9
+	}
+
 	if o.Shape != nil {
 		ram := o.RAMBytes
 		if ram <= 0 {
@@ -245,11 +271,29 @@ func Measure(ctx context.Context, e *engine.Engine, o Options) (*Report, error) 
 		}
 		r.RAMBytes = ram
 		whole := o.Shape.Config
-		proj, err := Project(ProjectionInput{Config: &whole, Bits: o.Bits, GroupSize: o.GroupSize, K: k,
+		in := ProjectionInput{Config: &whole, Bits: o.Bits, GroupSize: o.GroupSize, K: k,
 			Full: full, Linear: lin, Head: head,
-			RAMBytes: ram, Reserve: Reserve(ram), DiskBytesPerSecond: r.DiskReadGBs * 1e9})
+			RAMBytes: ram, Reserve: Reserve(ram), DiskBytesPerSecond: r.DiskReadGBs * 1e9}
+		if deviceBudget > 0 {
+			in.DeviceExpertBytes, in.UploadBytesPerSecond = deviceBudget, r.UploadGBs*1e9
+			if !o.DeviceBudgetGiven {
+				_, fullDense, _, err := checkpoint.PlanLayout(&whole, o.Bits, o.GroupSize)
+				if err != nil {
+					return nil, err
+				}
+				in.DeviceExpertBytes = max(1, deviceBudget-max(0, fullDense-m.Dense.Size))
+			}
+		}
+		proj, err := Project(in)
 		if err != nil {
 			return nil, err
+		}
+		if deviceBudget > 0 && r.DeviceCacheHitRate < 0.99 {
+			note := fmt.Sprintf("the run's experts did not all stay on the device (hit rate %.3f while decoding): its layer times include their uploads, which the projection adds again; run with a --vram-cache-gb that holds this run's experts", r.DeviceCacheHitRate)
+			if proj.Note != "" {
+				note = proj.Note + "; " + note
+			}
+			proj.Note = note
 		}
 		r.Projection = &proj
 		r.ProjectedTokS = proj.TokensPerSecond

@@ -44,6 +44,15 @@ type ProjectionInput struct {
 	Reserve int64
 	// DiskBytesPerSecond is the parallel read bandwidth of the disk.
 	DiskBytesPerSecond float64
+	// DeviceExpertBytes is the memory of a device with its own memory (a
+	// GPU's VRAM cache budget) that keeps experts: they are neither read nor
+	// uploaded. 0: no such tier (the CPU). The measured layer costs must then
+	// be those of experts resident on the device.
+	DeviceExpertBytes int64
+	// UploadBytesPerSecond is the host-to-device bandwidth from pinned
+	// memory, at which the experts the device misses arrive (with
+	// DeviceExpertBytes).
+	UploadBytesPerSecond float64
 }
 
 // Projection is the projected decode speed of the full model.
@@ -56,9 +65,16 @@ type Projection struct {
 	ComputeTime      time.Duration
 	IOTime           time.Duration
 	TokensPerSecond  float64
-	ComputeBoundTokS float64 // if every expert were in RAM
+	ComputeBoundTokS float64 // if every expert were in RAM (on a device: in its memory)
 	DiskBoundTokS    float64 // if compute were free (0 when nothing misses)
-	Note             string
+	// With a device tier: the share of the experts in its memory, the expert
+	// bytes uploaded to it per token (the misses, from RAM or disk), their
+	// time at UploadBytesPerSecond, and the rate if only uploads took time.
+	DeviceFraction  float64
+	UploadBytes     float64
+	UploadTime      time.Duration
+	UploadBoundTokS float64
+	Note            string
 }
 
 // Project computes the full model's decode speed from the costs measured on
@@ -68,6 +84,15 @@ type Projection struct {
 //	cached  = clamp((RAM − dense − reserve) / expert_bytes, 0, 1)
 //	misses  = sparse_layers · K · expert_file · (1 − cached)   bytes per token
 //	tok/s   = 1 / (compute + misses / disk_bandwidth)
+//
+// With a device tier (a GPU keeping DeviceExpertBytes of experts), the
+// device holds its share, host RAM the next, the disk the rest; every expert
+// the device lacks is uploaded:
+//
+//	on_device = clamp(DeviceExpertBytes / expert_bytes, 0, 1)
+//	cached    = clamp((RAM − dense − reserve) / expert_bytes, 0, 1 − on_device)
+//	uploads   = sparse_layers · K · expert_file · (1 − on_device)
+//	tok/s     = 1 / (compute + uploads / upload_bandwidth + misses / disk_bandwidth)
 //
 // The cached fraction is the hit rate of a cache holding that share of the
 // experts when routing is uniform; trained routers are skewed (PERF.md's
@@ -111,13 +136,30 @@ func Project(in ProjectionInput) (Projection, error) {
 	}
 	p.ExpertBytes = int64(sparse) * int64(c.NumExperts) * set.FileSize
 	avail := in.RAMBytes - denseSize - in.Reserve
+	if p.ExpertBytes > 0 && in.DeviceExpertBytes > 0 {
+		p.DeviceFraction = min(1, float64(in.DeviceExpertBytes)/float64(p.ExpertBytes))
+	}
 	switch {
 	case p.ExpertBytes == 0:
 		p.CachedFraction = 1
 	case avail > 0:
-		p.CachedFraction = min(1, float64(avail)/float64(p.ExpertBytes))
+		p.CachedFraction = min(1-p.DeviceFraction, float64(avail)/float64(p.ExpertBytes))
 	}
-	p.MissBytes = float64(sparse*in.K) * float64(set.FileSize) * (1 - p.CachedFraction)
+	perToken := float64(sparse*in.K) * float64(set.FileSize)
+	p.MissBytes = perToken * (1 - p.DeviceFraction - p.CachedFraction)
+	if p.MissBytes < perToken*1e-9 {
+		p.MissBytes = 0 // rounding of the fractions
+	}
+	if in.DeviceExpertBytes > 0 {
+		p.UploadBytes = perToken * (1 - p.DeviceFraction)
+		if p.UploadBytes > 0 {
+			if in.UploadBytesPerSecond <= 0 {
+				return p, fmt.Errorf("projection: %.0f bytes per token miss the device's memory but the upload bandwidth is unknown", p.UploadBytes)
+			}
+			p.UploadTime = time.Duration(p.UploadBytes / in.UploadBytesPerSecond * 1e9)
+			p.UploadBoundTokS = in.UploadBytesPerSecond / p.UploadBytes
+		}
+	}
 	if p.MissBytes > 0 {
 		if in.DiskBytesPerSecond <= 0 {
 			return p, fmt.Errorf("projection: %.0f bytes per token miss the RAM budget but the disk bandwidth is unknown", p.MissBytes)
@@ -126,7 +168,7 @@ func Project(in ProjectionInput) (Projection, error) {
 		p.DiskBoundTokS = in.DiskBytesPerSecond / p.MissBytes
 	}
 	p.ComputeBoundTokS = 1 / p.ComputeTime.Seconds()
-	p.TokensPerSecond = 1 / (p.ComputeTime + p.IOTime).Seconds()
+	p.TokensPerSecond = 1 / (p.ComputeTime + p.UploadTime + p.IOTime).Seconds()
 	return p, nil
 }
 

@@ -43,7 +43,15 @@ func WriteText(w io.Writer, r *Report) {
 	fmt.Fprintf(w, "weights read per token: %.2f MB (dense %.2f + experts %.2f) → %.2f GB/s\n",
 		float64(r.BytesPerToken)/1e6, float64(r.DenseBytesPerToken)/1e6, float64(r.ExpertBytesPerToken)/1e6,
 		float64(r.BytesPerToken)*r.DecodeTokS/1e9)
-	fmt.Fprintf(w, "ceiling: memory read %.2f GB/s (same run) → roofline ratio %.2f\n", r.MemoryReadGBs, r.RooflineRatio)
+	fmt.Fprintf(w, "ceiling: memory read %.2f GB/s (same run) → roofline ratio %.2f", r.MemoryReadGBs, r.RooflineRatio)
+	if r.UploadGBs > 0 {
+		fmt.Fprintf(w, " (host memory: weights on a GPU are read from its own)")
+	}
+	fmt.Fprintln(w)
+	if r.UploadGBs > 0 {
+		fmt.Fprintf(w, "ceiling: host-to-device %.1f GB/s from pinned memory (same run) → expert uploads while decoding at %.2f of it\n",
+			r.UploadGBs, r.DeviceUploadBytesPerTok*r.DecodeTokS/(r.UploadGBs*1e9))
+	}
 	if r.DiskReadGBs > 0 {
 		kind := "O_DIRECT"
 		if !r.DiskDirect {
@@ -59,12 +67,23 @@ func WriteText(w io.Writer, r *Report) {
 	fmt.Fprintf(w, "peak RSS %s\n", layout.FormatBytes(r.PeakRSS))
 	if p := r.Projection; p != nil {
 		fmt.Fprintf(w, "\nprojection: the whole %s (%d layers) with %s of RAM, K=%d:\n", r.Model, r.ModelLayers, layout.FormatBytes(r.RAMBytes), r.ExpertsPerToken)
-		fmt.Fprintf(w, "  dense weights %s, experts %s (%s each); %.1f%% of the experts fit beside the dense weights and a %s reserve\n",
-			layout.FormatBytes(p.DenseBytes), layout.FormatBytes(p.ExpertBytes), layout.FormatBytes(p.ExpertFileSize),
-			100*p.CachedFraction, layout.FormatBytes(Reserve(r.RAMBytes)))
-		fmt.Fprintf(w, "  per token: compute %.1f ms (layers scaled from this run) + %.1f MB of expert misses at %.2f GB/s = %.1f ms\n",
-			ms(p.ComputeTime), p.MissBytes/1e6, r.DiskReadGBs, ms(p.IOTime))
+		if r.DeviceCacheBudget > 0 {
+			fmt.Fprintf(w, "  dense weights %s, experts %s (%s each); %.1f%% of the experts on the device, %.1f%% in RAM beside the dense weights and a %s reserve, the rest on disk\n",
+				layout.FormatBytes(p.DenseBytes), layout.FormatBytes(p.ExpertBytes), layout.FormatBytes(p.ExpertFileSize),
+				100*p.DeviceFraction, 100*p.CachedFraction, layout.FormatBytes(Reserve(r.RAMBytes)))
+			fmt.Fprintf(w, "  per token: compute %.1f ms (layers scaled from this run) + %.1f MB uploaded at %.1f GB/s = %.1f ms + %.1f MB of expert misses at %.2f GB/s = %.1f ms\n",
+				ms(p.ComputeTime), p.UploadBytes/1e6, r.UploadGBs, ms(p.UploadTime), p.MissBytes/1e6, r.DiskReadGBs, ms(p.IOTime))
+		} else {
+			fmt.Fprintf(w, "  dense weights %s, experts %s (%s each); %.1f%% of the experts fit beside the dense weights and a %s reserve\n",
+				layout.FormatBytes(p.DenseBytes), layout.FormatBytes(p.ExpertBytes), layout.FormatBytes(p.ExpertFileSize),
+				100*p.CachedFraction, layout.FormatBytes(Reserve(r.RAMBytes)))
+			fmt.Fprintf(w, "  per token: compute %.1f ms (layers scaled from this run) + %.1f MB of expert misses at %.2f GB/s = %.1f ms\n",
+				ms(p.ComputeTime), p.MissBytes/1e6, r.DiskReadGBs, ms(p.IOTime))
+		}
 		fmt.Fprintf(w, "  projected decode: %.2f tok/s (compute-bound %.2f", p.TokensPerSecond, p.ComputeBoundTokS)
+		if p.UploadBoundTokS > 0 {
+			fmt.Fprintf(w, ", upload-bound %.2f", p.UploadBoundTokS)
+		}
 		if p.DiskBoundTokS > 0 {
 			fmt.Fprintf(w, ", disk-bound %.2f", p.DiskBoundTokS)
 		}

@@ -801,4 +801,5 @@ func (g *gpu) DeltaNet(out, qkv, z, b, a backend.Tensor, st backend.State, layer
 var (
 	_ backend.Device      = (*gpu)(nil)
 	_ backend.ExpertCache = (*gpu)(nil)
+	_ backend.UploadMeter = (*gpu)(nil)
 )

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"time"
 
 	"github.com/fm-moe/fm/pkg/backend"
 	"github.com/fm-moe/fm/pkg/experts"
@@ -283,8 +284,35 @@ func (s CacheStats) String() string {
 // ExpertCacheStats implements backend.ExpertCache.
 func (g *gpu) ExpertCacheStats() backend.ExpertCacheStats {
 	s := g.CacheStats()
-	return backend.ExpertCacheStats{Hits: s.Hits, Misses: s.Misses, Evictions: s.Evictions, UploadBytes: s.UploadBytes}
+	return backend.ExpertCacheStats{Hits: s.Hits, Misses: s.Misses, Evictions: s.Evictions, UploadBytes: s.UploadBytes, Budget: max(0, s.Budget)}
 }
 
 // CacheReport is the cache's counters as one line (fm-infer bench prints it).
 func (g *gpu) CacheReport() string { return g.CacheStats().String() }
+
+// MeasureUpload implements backend.UploadMeter: the best of three
+// synchronous copies of n bytes from pinned host memory into the device.
+func (g *gpu) MeasureUpload(n int) (float64, error) {
+	if n <= 0 {
+		return 0, fmt.Errorf("cuda: upload measurement of %d bytes", n)
+	}
+	host, err := g.d.HostAlloc(n)
+	if err != nil {
+		return 0, err
+	}
+	defer g.d.FreeHost(host)
+	dev, err := g.d.AllocExact(n)
+	if err != nil {
+		return 0, err
+	}
+	defer g.d.FreeExact(dev)
+	best := time.Duration(math.MaxInt64)
+	for range 3 {
+		start := time.Now()
+		if err := g.d.Upload(dev, 0, host); err != nil {
+			return 0, err
+		}
+		best = min(best, time.Since(start))
+	}
+	return float64(n) / best.Seconds(), nil
+}
