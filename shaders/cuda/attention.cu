@@ -204,3 +204,197 @@ extern "C" __global__ void __launch_bounds__(256) attend_split(float* o, const f
     }
     if (threadIdx.x == 0) cnt[h * T + t] = 0;
 }
+
+// ---------------------------------------------------------------------------
+// Prefill attention in tiles of query rows. attend gives every (head, row)
+// its own block, each reading all of its keys and values from L2: at a
+// 512-token prefill that is ~4 GB of L2 reads a layer (816 µs, docs/PERF.md).
+// attend_tiled gives block (h, j) the R = AT_RW·warps query rows
+// t0 = R·j' … t0+R−1 of head h (j' = gridDim.y−1−j: the longest tiles, the
+// last rows, start first) and stages each tile of AT_KT keys, then values,
+// in shared memory once for all R rows.
+//
+// Why one query head a block, not the nH/nKV heads of a KV head: a block's
+// scores row is kept whole in shared memory (below), R·n floats; grouping G
+// heads would take G times that for the same rows, or G times fewer rows. The
+// K/V traffic left after tiling is small against the arithmetic: at T = 512,
+// 32 heads of 128, tiles of 32 rows read ~0.14 GB from L2 (~20 µs) for
+// ~1.1 G multiply-adds — the arithmetic, not L2, sets the time.
+//
+// Numerics: those of attend. Scores (q·scale)·k in float32 for every key of
+// the block's tiles go to the block's scores rows S [R × sS] in shared
+// memory (no online softmax, no recomputation); then per row, as attend and
+// cpu.SoftmaxF32: the maximum over its causal keys 0 … pos0+t,
+// e = expf(s − max) in float32, their sum in float64, p = e·(float)(1/sum)
+// in float32; then o = Σ p·v in float32 over the same keys (the order of the
+// sum differs from attend's: float32 rounding), then the optional sigmoid
+// gate. Keys past a row's causal limit get p = 0 and are also skipped in
+// Σ p·v, so a later row's value never reaches an earlier row.
+//
+// Thread layout: warp w owns rows r0 = AT_RW·w … r0+AT_RW−1 throughout. For
+// scores, lane c takes key c of the tile (AT_KT = 32) against the warp's
+// AT_RW query rows (q loads are broadcasts; keys are read as float4 from rows
+// padded to D+4 floats, conflict-free). For the softmax the warp walks its own
+// rows. For Σ p·v lane l takes dimensions l, l+32, … (D/32 ≤ AT_DPL of them)
+// of the warp's rows.
+//
+// Requirements (checked by the host, pkg/backend/cuda attendTiled): blockDim.x
+// a multiple of 32 (≤ 256), D a multiple of 32 and ≤ 32·AT_DPL, nH a multiple
+// of nKV. Dynamic shared memory: (R + AT_KT)·(D+4) + R·sS floats, sS the
+// keys of the last row rounded up to a whole tile, as computed below.
+// q, gate and o are [T, ldq]; kc, vc are [positions, ldkv].
+#define AT_KT 32 // keys (values) a staged tile: one a lane
+#define AT_RW 4  // query rows a warp
+#define AT_DPL 8 // dimensions a lane in Σ p·v at most: D ≤ 256
+
+// attend_tiled_body is the kernel for heads of at most 32·DPL dimensions
+// (registers for Σ p·v sized at compile time; attend_tiled picks DPL).
+template <int DPL>
+__device__ __forceinline__ void attend_tiled_body(float* sm, float* o, const float* q, const float* gate, const float* kc,
+                                                  const float* vc, int nH, int nKV, int D, int T, int pos0, int ldq,
+                                                  int ldkv, float scale, int gated) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
+    const int R = AT_RW * nw;
+    const int ld = D + 4;                                    // padded row of q and k/v tiles (D % 4 == 0: rows 16-byte aligned)
+    const int sS = (pos0 + T + AT_KT - 1) / AT_KT * AT_KT;  // scores row: every block's tiles fit
+    float* qs = sm;                                          // [R][ld] q·scale
+    float* kv = qs + R * ld;                                 // [AT_KT][ld] the key, then value, tile
+    float* S = kv + AT_KT * ld;                              // [R][sS] scores, then probabilities
+    const int h = blockIdx.x;
+    const int t0 = ((int)gridDim.y - 1 - (int)blockIdx.y) * R;
+    const int rows = min(R, T - t0); // ≥ 1: the host launches ceil(T/R) tiles
+    const int g = h / (nH / nKV);
+    const int nEnd = pos0 + t0 + rows; // keys of the block's last row: every key the block reads is below
+    const int nTiles = (nEnd + AT_KT - 1) / AT_KT;
+    const int r0 = warp * AT_RW;
+    const int nd = D >> 5;
+
+    for (int r = warp; r < R; r += nw) {
+        const float* qr = q + (long)(t0 + r) * ldq + (long)h * D;
+        for (int i = lane; i < D; i += 32) qs[r * ld + i] = r < rows ? qr[i] * scale : 0.f;
+    }
+    // nr[k]: the keys row r0+k sees (0 for a row past T: it takes no part).
+    int nr[AT_RW];
+#pragma unroll
+    for (int k = 0; k < AT_RW; k++) nr[k] = r0 + k < rows ? pos0 + t0 + r0 + k + 1 : 0;
+
+    // Scores of every key tile. Each tile: barrier (the previous tile's
+    // readers are done; q is staged), stage, barrier, use.
+    for (int kt = 0; kt < nTiles; kt++) {
+        const int s0 = kt * AT_KT;
+        __syncthreads();
+        for (int c = warp; c < AT_KT; c += nw) {
+            const float* kr = kc + (long)(s0 + c) * ldkv + (long)g * D;
+            const bool in = s0 + c < nEnd;
+            for (int i = lane; i < D; i += 32) kv[c * ld + i] = in ? kr[i] : 0.f;
+        }
+        __syncthreads();
+        float acc[AT_RW];
+#pragma unroll
+        for (int k = 0; k < AT_RW; k++) acc[k] = 0.f;
+        const float4* kr4 = (const float4*)(kv + lane * ld);
+        for (int i4 = 0; i4 < (D >> 2); i4++) {
+            const float4 kk = kr4[i4];
+#pragma unroll
+            for (int k = 0; k < AT_RW; k++) {
+                const float4 qq = ((const float4*)(qs + (r0 + k) * ld))[i4];
+                acc[k] += qq.x * kk.x;
+                acc[k] += qq.y * kk.y;
+                acc[k] += qq.z * kk.z;
+                acc[k] += qq.w * kk.w;
+            }
+        }
+#pragma unroll
+        for (int k = 0; k < AT_RW; k++) S[(r0 + k) * sS + s0 + lane] = acc[k];
+    }
+    __syncthreads(); // every warp is done with the last key tile (kv is reused) and S is written
+
+    // Softmax of the warp's own rows, attend's arithmetic. Keys from a row's
+    // limit to the end of the block's tiles get p = 0.
+    const int nCols = nTiles * AT_KT;
+#pragma unroll
+    for (int k = 0; k < AT_RW; k++) {
+        const int n = nr[k];
+        if (n == 0) continue; // uniform in the warp
+        float* sr = S + (r0 + k) * sS;
+        float mx = -3.402823466e38f;
+        for (int s = lane; s < n; s += 32) mx = fmaxf(mx, sr[s]);
+        mx = warp_max(mx);
+        double sum = 0;
+        for (int s = lane; s < n; s += 32) {
+            const float e = expf(sr[s] - mx);
+            sr[s] = e;
+            sum += e;
+        }
+        sum = warp_sum_d(sum);
+        const float inv = (float)(1.0 / sum);
+        // Each lane rescales the entries it wrote above (the same s).
+        for (int s = lane; s < nCols; s += 32) sr[s] = s < n ? sr[s] * inv : 0.f;
+    }
+
+    // Σ p·v over the value tiles: lane takes dimensions lane + 32·j, j < nd.
+    float acc[AT_RW][DPL];
+#pragma unroll
+    for (int k = 0; k < AT_RW; k++)
+#pragma unroll
+        for (int j = 0; j < DPL; j++) acc[k][j] = 0.f;
+    for (int kt = 0; kt < nTiles; kt++) {
+        const int s0 = kt * AT_KT;
+        __syncthreads(); // the previous tile's readers are done (at kt = 0: the softmax is)
+        for (int c = warp; c < AT_KT; c += nw) {
+            const float* vr = vc + (long)(s0 + c) * ldkv + (long)g * D;
+            const bool in = s0 + c < nEnd;
+            for (int i = lane; i < D; i += 32) kv[c * ld + i] = in ? vr[i] : 0.f;
+        }
+        __syncthreads();
+        for (int c = 0; c < AT_KT; c += 4) {
+            float4 p[AT_RW];
+#pragma unroll
+            for (int k = 0; k < AT_RW; k++) p[k] = *(const float4*)(S + (r0 + k) * sS + s0 + c);
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                const int s = s0 + c + u;
+                float v[DPL];
+#pragma unroll
+                for (int j = 0; j < DPL; j++) v[j] = j < nd ? kv[(c + u) * ld + lane + 32 * j] : 0.f;
+#pragma unroll
+                for (int k = 0; k < AT_RW; k++) {
+                    const float pk = u == 0 ? p[k].x : u == 1 ? p[k].y : u == 2 ? p[k].z : p[k].w;
+                    if (s < nr[k]) { // uniform in the warp
+#pragma unroll
+                        for (int j = 0; j < DPL; j++) acc[k][j] += pk * v[j];
+                    }
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int k = 0; k < AT_RW; k++) {
+        if (nr[k] == 0) continue;
+        const long row = (long)(t0 + r0 + k) * ldq + (long)h * D;
+#pragma unroll
+        for (int j = 0; j < DPL; j++) {
+            if (j >= nd) break;
+            const int i = lane + 32 * j;
+            float a = acc[k][j];
+            if (gated) a *= sigmoid_f(gate[row + i]);
+            o[row + i] = a;
+        }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(256) attend_tiled(float* o, const float* q, const float* gate, const float* kc,
+                                                                const float* vc, int nH, int nKV, int D, int T, int pos0,
+                                                                int ldq, int ldkv, float scale, int gated) {
+    extern __shared__ float4 sm4[]; // float4: 16-byte alignment for the vector loads
+    float* sm = (float*)sm4;
+    const int nd = D >> 5;
+    if (nd <= 1)
+        attend_tiled_body<1>(sm, o, q, gate, kc, vc, nH, nKV, D, T, pos0, ldq, ldkv, scale, gated);
+    else if (nd <= 2)
+        attend_tiled_body<2>(sm, o, q, gate, kc, vc, nH, nKV, D, T, pos0, ldq, ldkv, scale, gated);
+    else if (nd <= 4)
+        attend_tiled_body<4>(sm, o, q, gate, kc, vc, nH, nKV, D, T, pos0, ldq, ldkv, scale, gated);
+    else
+        attend_tiled_body<AT_DPL>(sm, o, q, gate, kc, vc, nH, nKV, D, T, pos0, ldq, ldkv, scale, gated);
+}

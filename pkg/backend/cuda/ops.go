@@ -4,6 +4,8 @@ package cuda
 
 import (
 	"fmt"
+	"os"
+	"strings"
 
 	"github.com/fm-moe/fm/pkg/backend"
 )
@@ -290,13 +292,69 @@ func (d *Device) Attend(a *AttendArgs) {
 	if a.Gated {
 		gated = 1
 	}
-	if d.attendSplit(a, gated) {
+	if d.attendSplit(a, gated) || d.attendTiled(a, gated) {
 		return
 	}
 	threads, np := attendBlock(a.D)
 	d.launch("attend", [3]int{a.NH, a.T, 1}, threads, (a.D+n+np*a.D)*4,
 		uint64(a.O), uint64(a.Q), uint64(a.Gate), uint64(a.KC), uint64(a.VC), argI(a.NH), argI(a.NKV), argI(a.D),
 		argI(a.Pos0), argI(a.LdQ), argI(a.LdKV), argF(a.Scale), argI(gated))
+}
+
+// Prefill attention in tiles of query rows (attention.cu, attend_tiled).
+const (
+	attendTiledMinT = 16 // query rows from which a prefill takes attend_tiled
+	atKT            = 32 // AT_KT: keys a staged tile
+	atRW            = 4  // AT_RW: query rows a warp
+	atDPL           = 8  // AT_DPL: head dimensions ≤ 32·AT_DPL
+	atMaxWarps      = 8  // the kernel's launch bound, 256 threads
+	atMinWarps      = 2  // fewer rows a block than 8 would give up most of the reuse
+)
+
+// debugNoAttnTile (FM_CUDA_DEBUG=noattntile) keeps prefill attention on
+// the one-block-a-row kernel attend: the A/B of attend_tiled.
+var debugNoAttnTile = strings.Contains(os.Getenv("FM_CUDA_DEBUG"), "noattntile")
+
+// attendTiledShape returns the warps a block of attend_tiled takes for a
+// (the block's query rows are atRW·warps) and its dynamic shared memory, or
+// warps = 0 where the kernel does not apply: fewer than attendTiledMinT
+// rows, a head dimension not a multiple of 32 or above 32·atDPL, or scores
+// rows (one a query row of the block, every key of the last row) beyond
+// maxSmem bytes even at atMinWarps. Blocks get no more rows than T needs.
+func attendTiledShape(a *AttendArgs, maxSmem int) (warps, smem int) {
+	if a.T < attendTiledMinT || a.D%32 != 0 || a.D > 32*atDPL || a.NKV <= 0 || a.NH%a.NKV != 0 {
+		return 0, 0
+	}
+	sS := (a.Pos0 + a.T + atKT - 1) / atKT * atKT // as the kernel computes it
+	warps = atMaxWarps
+	for warps > atMinWarps && atRW*warps/2 >= a.T {
+		warps /= 2
+	}
+	for ; warps >= atMinWarps; warps /= 2 {
+		R := atRW * warps
+		smem = 4 * ((R+atKT)*(a.D+4) + R*sS)
+		if smem <= maxSmem {
+			return warps, smem
+		}
+	}
+	return 0, 0
+}
+
+// attendTiled queues a's attention as attend_tiled when it applies (see
+// attendTiledShape). Caller holds the device.
+func (d *Device) attendTiled(a *AttendArgs, gated int) bool {
+	if debugNoAttnTile {
+		return false
+	}
+	warps, smem := attendTiledShape(a, d.maxDynamicShared())
+	if warps == 0 {
+		return false
+	}
+	R := atRW * warps
+	d.launch("attend_tiled", [3]int{a.NH, (a.T + R - 1) / R, 1}, 32*warps, smem,
+		uint64(a.O), uint64(a.Q), uint64(a.Gate), uint64(a.KC), uint64(a.VC), argI(a.NH), argI(a.NKV), argI(a.D),
+		argI(a.T), argI(a.Pos0), argI(a.LdQ), argI(a.LdKV), argF(a.Scale), argI(gated))
+	return true
 }
 
 // KVStore queues copying T rows of n floats of k and v (row stride ldin)
