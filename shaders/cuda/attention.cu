@@ -374,11 +374,12 @@ __device__ __forceinline__ void attend_tiled_body(float* sm, float* o, const flo
         const long row = (long)(t0 + r0 + k) * ldq + (long)h * D;
 #pragma unroll
         for (int j = 0; j < DPL; j++) {
-            if (j >= nd) break;
-            const int i = lane + 32 * j;
-            float a = acc[k][j];
-            if (gated) a *= sigmoid_f(gate[row + i]);
-            o[row + i] = a;
+            if (j < nd) {
+                const int i = lane + 32 * j;
+                float a = acc[k][j];
+                if (gated) a *= sigmoid_f(gate[row + i]);
+                o[row + i] = a;
+            }
         }
     }
 }
