@@ -109,8 +109,8 @@ func (a *attendData) ref() []float64 {
 // pos0 in {0, 5, 300} and every D in {64, 128, 256}, the head layouts
 // (32/4, 16/16, 64/4: GQA ratios 8, 1, 16) and gating taking turns so that
 // each D meets each layout and both gatings; every other case with padded
-// strides and peakier scores. Then long contexts that shrink the blocks to
-// 16 and 8 rows, and exact large scores.
+// strides and peakier scores. Then long contexts (score rows in chunks),
+// head dimensions 32 and 96, exact large scores and the models' shapes.
 func attendCases() []attendCase {
 	heads := [][2]int{{32, 4}, {16, 16}, {64, 4}}
 	var cs []attendCase
@@ -129,8 +129,8 @@ func attendCases() []attendCase {
 		}
 	}
 	return append(cs,
-		attendCase{T: 100, pos0: 1200, nH: 16, nKV: 2, D: 128, gated: true, qScale: 3},       // 32 rows a block, 1312 keys
-		attendCase{T: 40, pos0: 2000, nH: 8, nKV: 2, D: 128, qScale: 3, padLdkv: 4},          // 16 rows a block
+		attendCase{T: 100, pos0: 1200, nH: 16, nKV: 2, D: 128, gated: true, qScale: 3},       // one pass over 1312 keys
+		attendCase{T: 40, pos0: 2000, nH: 8, nKV: 2, D: 128, qScale: 3, padLdkv: 4},          // chunks of 608 keys
 		attendCase{T: 64, pos0: 3000, nH: 4, nKV: 2, D: 256, gated: true, qScale: 3},         // 8 rows a block
 		attendCase{T: 33, pos0: 0, nH: 8, nKV: 8, D: 32, qScale: 3},                          // one dimension a lane
 		attendCase{T: 21, pos0: 7, nH: 6, nKV: 3, D: 96, gated: true, qScale: 3},             // three dimensions a lane
@@ -182,64 +182,81 @@ func runAttend(t *testing.T, g *gpu, a *attendData) []float32 {
 // TestAttendTiled compares attend_tiled with the float64 reference (the
 // attention tests' tolerance) and with attend (the one-block-a-row kernel,
 // FM_CUDA_DEBUG=noattntile) over attendCases; each case must take the tiled
-// kernel (T = 16 too: the decode split is switched off for the test).
+// kernel (T = 16 too: the decode split is switched off for the test). Each
+// case runs again with the score rows capped at 32–128 keys, forcing the
+// three-pass path (scores recomputed chunk by chunk), which must give the
+// one-pass results (bit for bit by construction; checked at 1e-6).
 func TestAttendTiled(t *testing.T) {
 	d := openGPU(t)
 	g := d.(*gpu)
 	saved := [2]bool{debugNoSplit, debugNoAttnTile}
-	defer func() { debugNoSplit, debugNoAttnTile = saved[0], saved[1] }()
+	savedChunk := attendTiledMaxChunk
+	defer func() { debugNoSplit, debugNoAttnTile, attendTiledMaxChunk = saved[0], saved[1], savedChunk }()
 	debugNoSplit = true
 	r := rand.New(rand.NewPCG(41, 42))
-	for _, c := range attendCases() {
+	for ci, c := range attendCases() {
 		a := newAttendData(r, c)
 		args := &AttendArgs{NH: c.nH, NKV: c.nKV, D: c.D, Pos0: c.pos0, T: c.T}
-		warps, smem := attendTiledShape(args, g.d.maxDynamicShared())
+		warps, sc, smem := attendTiledShape(args, g.d.maxDynamicShared(), 0)
 		if warps == 0 {
 			t.Fatalf("%v: attend_tiled does not take the case", c)
 		}
 		want := a.ref()
-		debugNoAttnTile = false
+		debugNoAttnTile, attendTiledMaxChunk = false, 0
 		tiled := runAttend(t, g, a)
+		chunkCap := []int{32, 64, 96, 128}[ci%4]
+		attendTiledMaxChunk = chunkCap
+		_, scCap, _ := attendTiledShape(args, g.d.maxDynamicShared(), chunkCap)
+		chunked := runAttend(t, g, a)
+		attendTiledMaxChunk = 0
 		debugNoAttnTile = true
 		plain := runAttend(t, g, a)
 		relT := compare(t, fmt.Sprintf("attend_tiled %v", c), tiled, want, 1e-5)
 		relP := compare(t, fmt.Sprintf("attend %v", c), plain, want, 1e-5)
-		agree := make([]float64, len(plain))
-		for i, v := range plain {
-			agree[i] = float64(v)
+		relA := compare(t, fmt.Sprintf("attend_tiled against attend %v", c), tiled, f64s(plain), 1e-5)
+		relC := compare(t, fmt.Sprintf("attend_tiled in chunks of %d against one pass %v", scCap, c), chunked, f64s(tiled), 1e-6)
+		differ := 0
+		for i := range tiled {
+			if math.Float32bits(tiled[i]) != math.Float32bits(chunked[i]) {
+				differ++
+			}
 		}
-		relA := compare(t, fmt.Sprintf("attend_tiled against attend %v", c), tiled, agree, 1e-5)
-		t.Logf("%v: %d rows a block, %d B shared: relative error tiled %.3g, attend %.3g, tiled against attend %.3g",
-			c, atRW*warps, smem, relT, relP, relA)
+		t.Logf("%v: %d rows a block, score rows of %d keys, %d B shared: relative error tiled %.3g, attend %.3g, tiled against attend %.3g; chunks of %d keys against one pass %.3g (%d values differ)",
+			c, atRW*warps, sc, smem, relT, relP, relA, scCap, relC, differ)
 	}
 }
 
-// TestAttendTiledShape pins the dispatch: blocks of 32 rows where the
-// scores rows fit, 16 and 8 rows for longer contexts, none (attend) beyond
-// or for short chunks or head dimensions the kernel does not take.
+// TestAttendTiledShape pins the dispatch: blocks of 32 rows (16 for
+// T = 16), score rows over every key where they fit, else chunks sized for
+// two blocks a multiprocessor; none (attend) for short chunks or head
+// dimensions or head counts the kernel does not take.
 func TestAttendTiledShape(t *testing.T) {
-	const maxSmem = 227*1024 - 4096 // an H100/H200's opt-in limit less the static arrays
+	const h200 = 227*1024 - 4096 // an H100/H200's opt-in limit less the static arrays
 	for _, c := range []struct {
-		T, pos0, nH, nKV, D int
-		warps, smem         int
+		T, pos0, nH, nKV, D, maxSmem, maxChunk int
+		warps, sc, smem                        int
 	}{
-		{512, 0, 32, 4, 128, 8, 4 * (64*132 + 32*512)},
-		{512, 0, 32, 2, 256, 8, 4 * (64*260 + 32*512)},
-		{16, 0, 32, 4, 128, 4, 4 * (48*132 + 16*32)},
-		{15, 0, 32, 4, 128, 0, 0},
-		{17, 0, 32, 4, 128, 8, 4 * (64*132 + 32*32)},
-		{100, 1200, 16, 2, 128, 8, 4 * (64*132 + 32*1312)},
-		{40, 2000, 8, 2, 128, 4, 4 * (48*132 + 16*2048)},
-		{64, 3000, 4, 2, 256, 2, 4 * (40*260 + 8*3072)},
-		{64, 20000, 4, 2, 256, 0, 0},
-		{64, 0, 4, 2, 80, 0, 0},
-		{64, 0, 4, 2, 512, 0, 0},
-		{64, 0, 6, 4, 128, 0, 0},
+		{512, 0, 32, 4, 128, h200, 0, 8, 512, 4 * (64*132 + 32*512)},
+		{512, 0, 32, 2, 256, h200, 0, 8, 512, 4 * (64*260 + 32*512)},
+		{16, 0, 32, 4, 128, h200, 0, 4, 32, 4 * (48*132 + 16*32)},
+		{15, 0, 32, 4, 128, h200, 0, 0, 0, 0},
+		{17, 0, 32, 4, 128, h200, 0, 8, 32, 4 * (64*132 + 32*32)},
+		{100, 1200, 16, 2, 128, h200, 0, 8, 1312, 4 * (64*132 + 32*1312)},
+		{40, 2000, 8, 2, 128, h200, 0, 8, 608, 4 * (64*132 + 32*608)},            // chunks: half the shared memory
+		{64, 3000, 4, 2, 256, h200, 0, 8, 352, 4 * (64*260 + 32*352)},            // chunks
+		{64, 20000, 4, 2, 256, h200, 0, 8, 352, 4 * (64*260 + 32*352)},           // chunks
+		{64, 3000, 4, 2, 256, 100*1024 - 4096, 0, 8, 224, 4 * (64*260 + 32*224)}, // half too small: all of it
+		{200, 45, 2, 1, 64, h200, 96, 8, 96, 4 * (64*68 + 32*96)},                // capped (tests)
+		{37, 5, 4, 2, 128, h200, 64, 8, 64, 4 * (64*132 + 32*64)},                // the cap covers every key
+		{64, 0, 4, 2, 256, 64 * 260 * 4, 0, 0, 0, 0},                             // not even one tile
+		{64, 0, 4, 2, 80, h200, 0, 0, 0, 0},
+		{64, 0, 4, 2, 512, h200, 0, 0, 0, 0},
+		{64, 0, 6, 4, 128, h200, 0, 0, 0, 0},
 	} {
-		w, s := attendTiledShape(&AttendArgs{T: c.T, Pos0: c.pos0, NH: c.nH, NKV: c.nKV, D: c.D}, maxSmem)
-		if w != c.warps || s != c.smem {
-			t.Errorf("attendTiledShape(T=%d pos0=%d heads %d/%d D=%d) = %d warps, %d B; want %d, %d", c.T, c.pos0, c.nH,
-				c.nKV, c.D, w, s, c.warps, c.smem)
+		w, sc, s := attendTiledShape(&AttendArgs{T: c.T, Pos0: c.pos0, NH: c.nH, NKV: c.nKV, D: c.D}, c.maxSmem, c.maxChunk)
+		if w != c.warps || sc != c.sc || s != c.smem {
+			t.Errorf("attendTiledShape(T=%d pos0=%d heads %d/%d D=%d, %d B, cap %d) = %d warps, %d keys, %d B; want %d, %d, %d",
+				c.T, c.pos0, c.nH, c.nKV, c.D, c.maxSmem, c.maxChunk, w, sc, s, c.warps, c.sc, c.smem)
 		}
 	}
 }

@@ -195,7 +195,7 @@ func TestMeasureGemm(t *testing.T) {
 				el[i][1] = medianDevice(t, d, 5, func() { d.Attend(args) })
 			}
 			debugNoAttnTile = savedTile
-			w, smem := attendTiledShape(args, d.maxDynamicShared())
+			w, _, smem := attendTiledShape(args, d.maxDynamicShared(), 0)
 			tf := func(e time.Duration) float64 { return flops / e.Seconds() / 1e12 }
 			t.Logf("PREFILL T=%d attention %s (%d/%d heads of %d, gated %v), from position 0: attend_tiled (%d rows a block, %d B shared) %.1f µs (kernel %.1f µs, %.2f TFLOPS, %.3f of FMA); attend %.1f µs (kernel %.1f µs, %.2f TFLOPS, %.3f of FMA); kernel %.2f× faster (layer op incl. state reset, QK-norm, RoPE)",
 				T, sh.name, nH, nKV, D, sh.gated, atRW*w, smem, el[0][0].Seconds()*1e6, el[0][1].Seconds()*1e6, tf(el[0][1]), tf(el[0][1])/peak,
