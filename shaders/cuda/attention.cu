@@ -355,8 +355,8 @@ __device__ __forceinline__ void attend_tiled_body(float* sm, float* o, const flo
             at_scores(S, kv, qs, kc, c0, c1, nEnd, sc, ld, D, g, ldkv);
 #pragma unroll
             for (int k = 0; k < AT_RW; k++) {
-                const float* sr = S + (r0 + k) * sc - c0;
-                for (int s = c0 + lane; s < min(nr[k], c1); s += 32) m[k] = fmaxf(m[k], sr[s]);
+                const float* sr = S + (r0 + k) * sc;
+                for (int s = c0 + lane; s < min(nr[k], c1); s += 32) m[k] = fmaxf(m[k], sr[s - c0]);
             }
         }
         double sum[AT_RW];
@@ -370,8 +370,8 @@ __device__ __forceinline__ void attend_tiled_body(float* sm, float* o, const flo
             at_scores(S, kv, qs, kc, c0, c1, nEnd, sc, ld, D, g, ldkv);
 #pragma unroll
             for (int k = 0; k < AT_RW; k++) {
-                const float* sr = S + (r0 + k) * sc - c0;
-                for (int s = c0 + lane; s < min(nr[k], c1); s += 32) sum[k] += expf(sr[s] - mx[k]);
+                const float* sr = S + (r0 + k) * sc;
+                for (int s = c0 + lane; s < min(nr[k], c1); s += 32) sum[k] += expf(sr[s - c0] - mx[k]);
             }
         }
 #pragma unroll
