@@ -257,6 +257,20 @@ extern "C" __global__ void __launch_bounds__(256) attend_split(float* o, const f
 #define AT_RW 4  // query rows a warp
 #define AT_DPL 8 // dimensions a lane in Σ p·v at most: D ≤ 256
 
+// at_stage stages the tile of AT_KT cache rows s0 … of KV head g (rows at
+// or past nEnd as zeros) in kv [AT_KT][ld], between two barriers: the first
+// lets the previous tile's readers of kv finish, the second publishes it.
+__device__ __forceinline__ void at_stage(float* kv, const float* cache, int s0, int nEnd, int ld, int D, int g, int ldkv) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
+    __syncthreads();
+    for (int c = warp; c < AT_KT; c += nw) {
+        const float* cr = cache + (long)(s0 + c) * ldkv + (long)g * D;
+        const bool in = s0 + c < nEnd;
+        for (int i = lane; i < D; i += 32) kv[c * ld + i] = in ? cr[i] : 0.f;
+    }
+    __syncthreads();
+}
+
 // at_scores writes the scores of keys c0 … c1−1 (tiles of AT_KT from c0, a
 // multiple of 32; keys at or past nEnd read as zero) of the warp's rows to
 // S[r][s − c0]. Each tile: barrier (the previous tile's readers of kv are
@@ -266,13 +280,7 @@ __device__ __forceinline__ void at_scores(float* S, float* kv, const float* qs, 
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
     const int r0 = warp * AT_RW;
     for (int s0 = c0; s0 < c1; s0 += AT_KT) {
-        __syncthreads();
-        for (int c = warp; c < AT_KT; c += nw) {
-            const float* kr = kc + (long)(s0 + c) * ldkv + (long)g * D;
-            const bool in = s0 + c < nEnd;
-            for (int i = lane; i < D; i += 32) kv[c * ld + i] = in ? kr[i] : 0.f;
-        }
-        __syncthreads();
+        at_stage(kv, kc, s0, nEnd, ld, D, g, ldkv);
         float acc[AT_RW];
 #pragma unroll
         for (int k = 0; k < AT_RW; k++) acc[k] = 0.f;
@@ -347,31 +355,32 @@ __device__ __forceinline__ void attend_tiled_body(float* sm, float* o, const flo
             inv[k] = n > 0 ? (float)(1.0 / sum) : 0.f;
         }
     } else {
+        // Pass 0: the maxima; pass 1: the sums of expf(s − max).
         float m[AT_RW];
-#pragma unroll
-        for (int k = 0; k < AT_RW; k++) m[k] = -3.402823466e38f;
-        for (int c0 = 0; c0 < nEnd; c0 += sc) {
-            const int c1 = min(c0 + sc, nEnd);
-            at_scores(S, kv, qs, kc, c0, c1, nEnd, sc, ld, D, g, ldkv);
-#pragma unroll
-            for (int k = 0; k < AT_RW; k++) {
-                const float* sr = S + (r0 + k) * sc;
-                for (int s = c0 + lane; s < min(nr[k], c1); s += 32) m[k] = fmaxf(m[k], sr[s - c0]);
-            }
-        }
         double sum[AT_RW];
 #pragma unroll
         for (int k = 0; k < AT_RW; k++) {
-            mx[k] = warp_max(m[k]);
+            m[k] = -3.402823466e38f;
             sum[k] = 0;
         }
-        for (int c0 = 0; c0 < nEnd; c0 += sc) {
-            const int c1 = min(c0 + sc, nEnd);
-            at_scores(S, kv, qs, kc, c0, c1, nEnd, sc, ld, D, g, ldkv);
+        for (int pass = 0; pass < 2; pass++) {
+            for (int c0 = 0; c0 < nEnd; c0 += sc) {
+                const int c1 = min(c0 + sc, nEnd);
+                at_scores(S, kv, qs, kc, c0, c1, nEnd, sc, ld, D, g, ldkv);
 #pragma unroll
-            for (int k = 0; k < AT_RW; k++) {
-                const float* sr = S + (r0 + k) * sc;
-                for (int s = c0 + lane; s < min(nr[k], c1); s += 32) sum[k] += expf(sr[s - c0] - mx[k]);
+                for (int k = 0; k < AT_RW; k++) {
+                    const float* sr = S + (r0 + k) * sc;
+                    for (int s = c0 + lane; s < min(nr[k], c1); s += 32) {
+                        if (pass == 0)
+                            m[k] = fmaxf(m[k], sr[s - c0]);
+                        else
+                            sum[k] += expf(sr[s - c0] - mx[k]);
+                    }
+                }
+            }
+            if (pass == 0) {
+#pragma unroll
+                for (int k = 0; k < AT_RW; k++) mx[k] = warp_max(m[k]);
             }
         }
 #pragma unroll
@@ -404,13 +413,7 @@ __device__ __forceinline__ void attend_tiled_body(float* sm, float* o, const flo
             }
         }
         for (int s0 = c0; s0 < c1; s0 += AT_KT) {
-            __syncthreads();
-            for (int c = warp; c < AT_KT; c += nw) {
-                const float* vr = vc + (long)(s0 + c) * ldkv + (long)g * D;
-                const bool in = s0 + c < nEnd;
-                for (int i = lane; i < D; i += 32) kv[c * ld + i] = in ? vr[i] : 0.f;
-            }
-            __syncthreads();
+            at_stage(kv, vc, s0, nEnd, ld, D, g, ldkv);
             for (int c = 0; c < AT_KT; c += 4) {
                 float4 p[AT_RW];
 #pragma unroll
