@@ -109,7 +109,8 @@ var kernelNames = []string{"mm_f32", "mm_bf16", "mm_f16", "mm_q2", "mm_q3", "mm_
 	"rmsnorm", "qk_norm_rope", "l2norm_heads", "attend", "kv_store", "conv_silu", "delta_rule",
 	"swiglu", "add", "combine", "gate_add", "gather", "first_nonfinite",
 	"mv_q4", "mv2_q4", "mv_q8", "mv2_q8", "mvx_up_q4", "mvx_down_q4", "mvx_up_q8", "mvx_down_q8",
-	"attend_split", "add_rmsnorm", "mvb_q4", "mvb_q8", "mv_bf16", "mv2_bf16", "mvx_up_bf16", "mvx_down_bf16", "mvb_bf16"}
+	"attend_split", "add_rmsnorm", "mvb_q4", "mvb_q8", "mv_bf16", "mv2_bf16", "mvx_up_bf16", "mvx_down_bf16", "mvb_bf16",
+	"attend_tiled"}
 
 var (
 	openOnce   sync.Once

@@ -150,29 +150,67 @@ func TestMeasureGemm(t *testing.T) {
 		}
 	}
 
-	// The rest of a prefill layer at T = 512 (30B shapes): attention from
-	// position 0 (QK-norm, RoPE, cache store, causal softmax), RMSNorm, add.
+	// The rest of a prefill layer at T = 512: attention from position 0
+	// (QK-norm, RoPE, cache store, causal softmax; and the softmax kernel
+	// alone), tiled (attend_tiled) and one block a row (attend, the
+	// FM_CUDA_DEBUG=noattntile path), at 30B's shape (32 heads over 4 KV
+	// heads of 128) and Qwen3.5's (32 over 2 of 256, gated); then RMSNorm and
+	// add. The kernel's rate counts the causal q·k and p·v multiply-adds.
 	{
-		const T, nH, nKV, D, H = 512, 32, 4, 128, 2048
-		qn, kn := upload(t, bd, 1, D, randVec(r, D, 1)), upload(t, bd, 1, D, randVec(r, D, 1))
-		ap := &backend.AttentionParams{Heads: nH, KVHeads: nKV, HeadDim: D, RotaryDim: D, RopeTheta: 1e6, QNorm: qn, KNorm: kn, Eps: 1e-6}
-		st, err := bd.NewState([]backend.LayerSpec{{Attention: ap}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		qp, kp, vp := upload(t, bd, T, nH*D, randVec(r, T*nH*D, 1)), upload(t, bd, T, nKV*D, randVec(r, T*nKV*D, 1)), upload(t, bd, T, nKV*D, randVec(r, T*nKV*D, 1))
-		out, _ := bd.NewTensor(T, nH*D)
-		attEl := medianDevice(t, d, 5, func() {
-			st.Reset()
+		const T = 512
+		savedTile := debugNoAttnTile
+		for _, sh := range []struct {
+			name       string
+			nH, nKV, D int
+			gated      bool
+		}{{"30B", 32, 4, 128, false}, {"Qwen3.5", 32, 2, 256, true}} {
+			nH, nKV, D := sh.nH, sh.nKV, sh.D
+			qn, kn := upload(t, bd, 1, D, randVec(r, D, 1)), upload(t, bd, 1, D, randVec(r, D, 1))
+			ap := &backend.AttentionParams{Heads: nH, KVHeads: nKV, HeadDim: D, RotaryDim: D, RopeTheta: 1e6, QNorm: qn, KNorm: kn,
+				Eps: 1e-6, Gated: sh.gated}
+			st, err := bd.NewState([]backend.LayerSpec{{Attention: ap}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			qCols := nH * D
+			if sh.gated {
+				qCols *= 2
+			}
+			qp, kp, vp := upload(t, bd, T, qCols, randVec(r, T*qCols, 1)), upload(t, bd, T, nKV*D, randVec(r, T*nKV*D, 1)), upload(t, bd, T, nKV*D, randVec(r, T*nKV*D, 1))
+			out, _ := bd.NewTensor(T, nH*D)
+			// The kernel alone on the cache the layer call leaves.
 			bd.Attention(out, qp, kp, vp, st, 0, 0, ap)
-		})
+			qs, gs := upload(t, bd, T, nH*D, randVec(r, T*nH*D, 1)), upload(t, bd, T, nH*D, randVec(r, T*nH*D, 1))
+			ls := &g.state(st).layers[0]
+			args := &AttendArgs{O: g.tt(out, "out").ptr, Q: g.tt(qs, "q").ptr, Gate: g.tt(gs, "gate").ptr, KC: ls.k.Ptr, VC: ls.v.Ptr,
+				NH: nH, NKV: nKV, D: D, Pos0: 0, T: T, LdQ: nH * D, LdKV: nKV * D, Scale: float32(1 / math.Sqrt(float64(D))), Gated: sh.gated}
+			flops := 2 * 2 * float64(nH*D) * float64(T*(T+1)/2)
+			var el [2][2]time.Duration // [tiled, attend][layer op, kernel]
+			for i, off := range []bool{false, true} {
+				debugNoAttnTile = off
+				el[i][0] = medianDevice(t, d, 5, func() {
+					st.Reset()
+					bd.Attention(out, qp, kp, vp, st, 0, 0, ap)
+				})
+				el[i][1] = medianDevice(t, d, 5, func() { d.Attend(args) })
+			}
+			debugNoAttnTile = savedTile
+			w, _, smem := attendTiledShape(args, d.maxDynamicShared(), 0)
+			tf := func(e time.Duration) float64 { return flops / e.Seconds() / 1e12 }
+			t.Logf("PREFILL T=%d attention %s (%d/%d heads of %d, gated %v), from position 0: attend_tiled (%d rows a block, %d B shared) %.1f µs (kernel %.1f µs, %.2f TFLOPS, %.3f of FMA); attend %.1f µs (kernel %.1f µs, %.2f TFLOPS, %.3f of FMA); kernel %.2f× faster (layer op incl. state reset, QK-norm, RoPE)",
+				T, sh.name, nH, nKV, D, sh.gated, atRW*w, smem, el[0][0].Seconds()*1e6, el[0][1].Seconds()*1e6, tf(el[0][1]), tf(el[0][1])/peak,
+				el[1][0].Seconds()*1e6, el[1][1].Seconds()*1e6, tf(el[1][1]), tf(el[1][1])/peak, el[1][1].Seconds()/el[0][1].Seconds())
+			for _, x := range []backend.Tensor{qn, kn, qp, kp, vp, out, qs, gs} {
+				x.Release()
+			}
+			st.Release()
+		}
+		const H = 2048
 		h, xn := upload(t, bd, T, H, randVec(r, T*H, 1)), upload(t, bd, T, H, randVec(r, T*H, 1))
 		w := upload(t, bd, 1, H, randVec(r, H, 1))
 		normEl := medianDevice(t, d, 5, func() { bd.RMSNorm(xn, h, w, 1e-6) })
 		addEl := medianDevice(t, d, 5, func() { bd.Add(h, xn) })
-		t.Logf("PREFILL T=%d: attention from position 0 %.1f µs (incl. state reset), rmsnorm %.1f µs, add %.1f µs", T,
-			attEl.Seconds()*1e6, normEl.Seconds()*1e6, addEl.Seconds()*1e6)
-		st.Release()
+		t.Logf("PREFILL T=%d: rmsnorm %.1f µs, add %.1f µs", T, normEl.Seconds()*1e6, addEl.Seconds()*1e6)
 	}
 
 	// One MoE layer's routed experts at prefill: 128 experts of 768×2048,

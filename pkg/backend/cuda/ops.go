@@ -4,6 +4,8 @@ package cuda
 
 import (
 	"fmt"
+	"os"
+	"strings"
 
 	"github.com/fm-moe/fm/pkg/backend"
 )
@@ -290,13 +292,87 @@ func (d *Device) Attend(a *AttendArgs) {
 	if a.Gated {
 		gated = 1
 	}
-	if d.attendSplit(a, gated) {
+	if d.attendSplit(a, gated) || d.attendTiled(a, gated) {
 		return
 	}
 	threads, np := attendBlock(a.D)
 	d.launch("attend", [3]int{a.NH, a.T, 1}, threads, (a.D+n+np*a.D)*4,
 		uint64(a.O), uint64(a.Q), uint64(a.Gate), uint64(a.KC), uint64(a.VC), argI(a.NH), argI(a.NKV), argI(a.D),
 		argI(a.Pos0), argI(a.LdQ), argI(a.LdKV), argF(a.Scale), argI(gated))
+}
+
+// Prefill attention in tiles of query rows (attention.cu, attend_tiled).
+const (
+	attendTiledMinT = 16 // query rows from which a prefill takes attend_tiled
+	atKT            = 32 // AT_KT: keys a staged tile
+	atRW            = 4  // AT_RW: query rows a warp
+	atDPL           = 8  // AT_DPL: head dimensions ≤ 32·AT_DPL
+	atMaxWarps      = 8  // the kernel's launch bound, 256 threads
+)
+
+// debugNoAttnTile (FM_CUDA_DEBUG=noattntile) keeps prefill attention on
+// the one-block-a-row kernel attend: the A/B of attend_tiled.
+var debugNoAttnTile = strings.Contains(os.Getenv("FM_CUDA_DEBUG"), "noattntile")
+
+// attendTiledMaxChunk, when positive, caps attend_tiled's score rows at
+// that many keys (a multiple of atKT): tests force the several-pass case
+// with it.
+var attendTiledMaxChunk = 0
+
+// attendTiledShape returns, for a, the warps of an attend_tiled block (its
+// query rows are atRW·warps: 32, or 16 for T ≤ 16), the keys sc of its
+// score rows and its dynamic shared memory; warps = 0 where the kernel does
+// not apply (fewer than attendTiledMinT rows, a head dimension not a
+// multiple of 32 or above 32·atDPL, heads not a multiple of the KV heads,
+// or not even one tile of keys within maxSmem bytes).
+//
+// sc covers every key of the last row where that fits in maxSmem (one pass:
+// the scores are computed once); else the scores are recomputed in three
+// passes over chunks of sc keys — the arithmetic does not depend on sc then,
+// so sc is sized for two blocks a multiprocessor (half of maxSmem) where at
+// least 128 keys fit in that.
+func attendTiledShape(a *AttendArgs, maxSmem, maxChunk int) (warps, sc, smem int) {
+	if a.T < attendTiledMinT || a.D%32 != 0 || a.D > 32*atDPL || a.NKV <= 0 || a.NH%a.NKV != 0 {
+		return 0, 0, 0
+	}
+	warps = atMaxWarps
+	if atRW*warps/2 >= a.T {
+		warps /= 2
+	}
+	R := atRW * warps
+	fixed := (R + atKT) * (a.D + 4) // floats: q rows and the key/value tile
+	keys := func(bytes int) int { return (bytes/4 - fixed) / R / atKT * atKT }
+	sc = (a.Pos0 + a.T + atKT - 1) / atKT * atKT
+	if maxChunk > 0 {
+		sc = min(sc, maxChunk/atKT*atKT)
+	}
+	if all := keys(maxSmem); sc > all {
+		sc = all
+		if half := keys(maxSmem / 2); half >= 128 {
+			sc = half
+		}
+	}
+	if sc < atKT {
+		return 0, 0, 0
+	}
+	return warps, sc, 4 * (fixed + R*sc)
+}
+
+// attendTiled queues a's attention as attend_tiled when it applies (see
+// attendTiledShape). Caller holds the device.
+func (d *Device) attendTiled(a *AttendArgs, gated int) bool {
+	if debugNoAttnTile {
+		return false
+	}
+	warps, sc, smem := attendTiledShape(a, d.maxDynamicShared(), attendTiledMaxChunk)
+	if warps == 0 {
+		return false
+	}
+	R := atRW * warps
+	d.launch("attend_tiled", [3]int{a.NH, (a.T + R - 1) / R, 1}, 32*warps, smem,
+		uint64(a.O), uint64(a.Q), uint64(a.Gate), uint64(a.KC), uint64(a.VC), argI(a.NH), argI(a.NKV), argI(a.D),
+		argI(a.T), argI(a.Pos0), argI(a.LdQ), argI(a.LdKV), argF(a.Scale), argI(gated), argI(sc))
+	return true
 }
 
 // KVStore queues copying T rows of n floats of k and v (row stride ldin)
