@@ -136,3 +136,212 @@ extern "C" __global__ void delta_rule(float* core, float* S, const float* qkv, c
         delta_rule_body<false>(core, S, qkv, b, a, z, negA, dtBias, normW, T, nk, nv, dk, dv, ldqkv, ldba, ldz, eps,
                                qk);
 }
+
+// The chunked delta rule (reference-math.md §3.5; pkg/backend/cpu
+// chunkedDeltaRule, whose numerics this mirrors): within a chunk of C tokens,
+// with γ the in-chunk cumulative g and Γ_ts = exp(γ_t − γ_s) (s ≤ t),
+//
+//	A  = strictly-lower(diag(β) K Kᵀ ∘ Γ)
+//	U  = (I + A)⁻¹ diag(β) V,  W = (I + A)⁻¹ diag(β eᵞ) K   (forward substitution)
+//	V' = U − W S
+//	O  = diag(eᵞ) Q S + ((Q Kᵀ) ∘ Γ) V'
+//	S ← e^{γ_C} S + (diag(e^{γ_C − γ}) K)ᵀ V'
+//
+// so the state is read and written once a chunk, not twice a token, and a
+// chunk's work is matrix-shaped instead of T dependent steps with block
+// reductions. γ, Γ and the exponentials are float64, cut to zero below
+// DC_TINY like the CPU's tinyDecay.
+//
+// Block (j, y) = value head j (key head j / (nv/nk)), state columns y·DC_COLS
+// … +DC_COLS (every column of V, V', O and S is independent; A, W and QKᵀ are
+// recomputed by each column block: it spreads a head over 4 blocks at dv = 128
+// so nv = 32 heads fill 128 SMs). It writes the raw o rows into core; the
+// gated RMSNorm over the whole head follows in gated_norm_heads.
+#define DC_CHUNK 64  // pkg/backend/cpu deltaChunk
+#define DC_COLS 32
+#define DC_TINY 1e-30  // pkg/backend/cpu tinyDecay
+
+__device__ __forceinline__ float dc_flush(double x) { return x < DC_TINY ? 0.f : (float)x; }
+
+// Dynamic shared memory (ops.go deltaChunkShared must match): doubles α, γ,
+// e^γ [C]; floats β, flush(e^γ), flush(e^{γ_C−γ}) [C]; Q then W [C × dk+1];
+// K [C × dk+1]; U then V' [C × DC_COLS]; O [C × DC_COLS]; S [dk × DC_COLS];
+// −A and QKᵀ∘Γ [C × C+1]. The +1 pads keep column walks off one bank.
+extern "C" __global__ void delta_rule_chunked(float* core, float* S, const float* qkv, const float* b,
+                                              const float* a, const float* negAp, const float* dtBias, int T, int nk,
+                                              int nv, int dk, int dv, int ldqkv, int ldba, int ldz) {
+    extern __shared__ double dsm[];
+    const int C = DC_CHUNK, ldk = dk + 1, ldp = DC_CHUNK + 1;
+    const int j = blockIdx.x, col0 = blockIdx.y * DC_COLS;
+    const int nc = min(DC_COLS, dv - col0);
+    if (nc <= 0 || j >= nv) return;  // uniform over the block
+    const int i = j / (nv / nk), kd = nk * dk;
+    const int tid = threadIdx.x, nt = blockDim.x;
+    double* alpha = dsm;
+    double* gam = alpha + C;
+    double* egw = gam + C;
+    float* beta = (float*)(egw + C);
+    float* eg = beta + C;
+    float* ws = eg + C;
+    float* QW = ws + C;
+    float* Ks = QW + C * ldk;
+    float* U = Ks + C * ldk;
+    float* O = U + C * DC_COLS;
+    float* Ss = O + C * DC_COLS;
+    float* nA = Ss + dk * DC_COLS;
+    float* P = nA + C * ldp;
+    float* Sj = S + (long)j * dk * dv + col0;
+    for (int e = tid; e < dk * DC_COLS; e += nt) {
+        const int r = e / DC_COLS, c = e % DC_COLS;
+        Ss[e] = c < nc ? Sj[(long)r * dv + c] : 0.f;
+    }
+    for (int c0 = 0; c0 < T; c0 += C) {
+        const int n = min(C, T - c0);
+        __syncthreads();  // the previous chunk's readers are done
+        for (int e = tid; e < n * dk; e += nt) {
+            const int t = e / dk, r = e % dk;
+            const float* row = qkv + (long)(c0 + t) * ldqkv;
+            QW[t * ldk + r] = row[(long)i * dk + r];
+            Ks[t * ldk + r] = row[(long)kd + (long)i * dk + r];
+        }
+        for (int e = tid; e < n * DC_COLS; e += nt) {
+            const int t = e / DC_COLS, c = e % DC_COLS;
+            U[e] = c < nc ? qkv[(long)(c0 + t) * ldqkv + 2L * kd + (long)j * dv + col0 + c] : 0.f;
+        }
+        for (int t = tid; t < n; t += nt) {
+            const long bi = (long)(c0 + t) * ldba + j;
+            beta[t] = sigmoid_f(b[bi]);
+            const float g = negAp[j] * softplus_f(a[bi] + dtBias[j]);
+            alpha[t] = exp((double)g);
+            gam[t] = (double)g;
+        }
+        __syncthreads();
+        if (tid == 0) {  // γ, the running sum in order as on the CPU
+            double acc = 0.0;
+            for (int t = 0; t < n; t++) {
+                acc += gam[t];
+                gam[t] = acc;
+            }
+        }
+        // Q Kᵀ (s ≤ t) and K Kᵀ (s < t) over the lower triangle, raw.
+        const int tri = n * (n + 1) / 2;
+        for (int e = tid; e < tri; e += nt) {
+            int t = (int)((sqrt(8.0 * e + 1.0) - 1.0) * 0.5);
+            while ((t + 1) * (t + 2) / 2 <= e) t++;
+            while (t * (t + 1) / 2 > e) t--;
+            const int s = e - t * (t + 1) / 2;
+            const float* qt = QW + t * ldk;
+            const float* kt = Ks + t * ldk;
+            const float* ks = Ks + s * ldk;
+            float qk = 0.f, kk = 0.f;
+            for (int r = 0; r < dk; r++) {
+                qk += qt[r] * ks[r];
+                kk += kt[r] * ks[r];
+            }
+            P[t * ldp + s] = qk;
+            if (s < t) nA[t * ldp + s] = kk;
+        }
+        __syncthreads();
+        // Γ_ts = Π_{s<u≤t} α_u from the diagonal down, one row a thread: one
+        // multiply per entry, no under/overflow of e^{±γ}; zero below DC_TINY.
+        for (int t = tid; t < n; t += nt) {
+            egw[t] = exp(gam[t]);
+            eg[t] = dc_flush(egw[t]);
+            ws[t] = dc_flush(exp(gam[n - 1] - gam[t]));
+            const double bt = (double)beta[t];
+            double decay = 1.0;
+            for (int s = t; s >= 0; s--) {
+                if (decay < DC_TINY) {
+                    for (int u = 0; u <= s; u++) P[t * ldp + u] = 0.f;
+                    for (int u = 0; u < min(s + 1, t); u++) nA[t * ldp + u] = 0.f;
+                    break;
+                }
+                P[t * ldp + s] = (float)((double)P[t * ldp + s] * decay);
+                if (s < t) nA[t * ldp + s] = -(float)(bt * (double)nA[t * ldp + s] * decay);
+                decay *= alpha[s];
+            }
+        }
+        __syncthreads();
+        // O = diag(e^γ) Q S with the incoming state (Q is dead after this).
+        for (int e = tid; e < n * DC_COLS; e += nt) {
+            const int t = e / DC_COLS, c = e % DC_COLS;
+            const float* qt = QW + t * ldk;
+            float acc = 0.f;
+            for (int r = 0; r < dk; r++) acc += qt[r] * Ss[r * DC_COLS + c];
+            O[e] = acc * eg[t];
+        }
+        __syncthreads();
+        // Forward substitution, one column a thread (a column depends only on
+        // itself): W in place of Q, then U.
+        for (int col = tid; col < dk + DC_COLS; col += nt) {
+            if (col < dk) {
+                const int r = col;
+                for (int t = 0; t < n; t++) {
+                    float w = 0.f;
+                    // Row t of W scales as e^{γ_t}; below DC_TINY it is
+                    // dropped whole, as on the CPU.
+                    if (egw[t] >= DC_TINY) {
+                        w = (float)((double)beta[t] * egw[t]) * Ks[t * ldk + r];
+                        for (int s = 0; s < t; s++) w += nA[t * ldp + s] * QW[s * ldk + r];
+                    }
+                    QW[t * ldk + r] = w;
+                }
+            } else {
+                const int c = col - dk;
+                for (int t = 0; t < n; t++) {
+                    float u = beta[t] * U[t * DC_COLS + c];
+                    for (int s = 0; s < t; s++) u += nA[t * ldp + s] * U[s * DC_COLS + c];
+                    U[t * DC_COLS + c] = u;
+                }
+            }
+        }
+        __syncthreads();
+        // V' = U − W S, in place of U.
+        for (int e = tid; e < n * DC_COLS; e += nt) {
+            const int t = e / DC_COLS, c = e % DC_COLS;
+            const float* wt = QW + t * ldk;
+            float acc = 0.f;
+            for (int r = 0; r < dk; r++) acc += wt[r] * Ss[r * DC_COLS + c];
+            U[e] -= acc;
+        }
+        __syncthreads();
+        // O += (QKᵀ ∘ Γ) V' into core, and S ← e^{γ_C} S + Σ_s e^{γ_C−γ_s} k_s V'_sᵀ
+        // (the old S was last read above).
+        for (int e = tid; e < n * DC_COLS; e += nt) {
+            const int t = e / DC_COLS, c = e % DC_COLS;
+            float acc = O[e];
+            for (int s = 0; s <= t; s++) acc += P[t * ldp + s] * U[s * DC_COLS + c];
+            if (c < nc) core[(long)(c0 + t) * ldz + (long)j * dv + col0 + c] = acc;
+        }
+        const float eC = eg[n - 1];
+        for (int e = tid; e < dk * DC_COLS; e += nt) {
+            const int r = e / DC_COLS, c = e % DC_COLS;
+            float acc = Ss[e] * eC;
+            for (int s = 0; s < n; s++) acc += (ws[s] * Ks[s * ldk + r]) * U[s * DC_COLS + c];
+            Ss[e] = acc;
+        }
+    }
+    __syncthreads();
+    for (int e = tid; e < dk * DC_COLS; e += nt) {
+        const int r = e / DC_COLS, c = e % DC_COLS;
+        if (c < nc) Sj[(long)r * dv + c] = Ss[e];
+    }
+}
+
+// gated_norm_heads: the delta rule's gated RMSNorm, o / rms(o) · w · silu(z),
+// over head j = blockIdx.x of rows t = blockIdx.y, blockIdx.y + gridDim.y, …
+// of core [T, ldz], in place (thread c = column c; the sum in double, as
+// delta_rule does it).
+extern "C" __global__ void gated_norm_heads(float* core, const float* z, const float* normW, int T, int dv, int ldz,
+                                            double eps) {
+    __shared__ double scratch[32];
+    const int j = blockIdx.x, c = threadIdx.x;
+    const bool act = c < dv;
+    for (int t = blockIdx.y; t < T; t += gridDim.y) {
+        const long zi = (long)t * ldz + (long)j * dv + c;
+        const float o = act ? core[zi] : 0.f;
+        const double ss = block_sum_d(act ? (double)o * (double)o : 0.0, scratch);
+        const float inv = (float)(1.0 / sqrt((double)(float)(ss / dv) + eps));
+        if (act) core[zi] = o * inv * normW[c] * silu_f(z[zi]);
+    }
+}
