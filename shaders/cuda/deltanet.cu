@@ -159,25 +159,52 @@ extern "C" __global__ void delta_rule(float* core, float* S, const float* qkv, c
 // gated RMSNorm over the whole head follows in gated_norm_heads.
 #define DC_CHUNK 64  // pkg/backend/cpu deltaChunk
 #define DC_COLS 32
-#define DC_TINY 1e-30  // pkg/backend/cpu tinyDecay
+#define DC_THREADS 256                  // the tilings below assume exactly this block
+#define DC_WARPS (DC_THREADS / 32)      // 8
+#define DC_TR (DC_CHUNK / DC_WARPS)     // chunk rows a thread owns in the [C × DC_COLS] steps
+#define DC_SR 32                        // state rows a thread owns at most: dk ≤ DC_WARPS·DC_SR
+#define DC_TINY 1e-30                   // pkg/backend/cpu tinyDecay
 
 __device__ __forceinline__ float dc_flush(double x) { return x < DC_TINY ? 0.f : (float)x; }
 
-// Dynamic shared memory (ops.go deltaChunkShared must match): doubles α, γ,
-// e^γ [C]; floats β, flush(e^γ), flush(e^{γ_C−γ}) [C]; Q then W [C × dk+1];
-// K [C × dk+1]; U then V' [C × DC_COLS]; O [C × DC_COLS]; S [dk × DC_COLS];
-// −A and QKᵀ∘Γ [C × C+1]. The +1 pads keep column walks off one bank.
-extern "C" __global__ void delta_rule_chunked(float* core, float* S, const float* qkv, const float* b,
-                                              const float* a, const float* negAp, const float* dtBias, int T, int nk,
-                                              int nv, int dk, int dv, int ldqkv, int ldba, int ldz) {
-    extern __shared__ double dsm[];
-    const int C = DC_CHUNK, ldk = dk + 1, ldp = DC_CHUNK + 1;
+// dc_rows_state adds to acc[k] row w + DC_WARPS·k of X (stride ld) times
+// column c of the state slice Ss [dk × DC_COLS], r in order; X rows as float4.
+__device__ __forceinline__ void dc_rows_state(float* acc, const float* X, int ld, int w, const float* Ss, int c,
+                                              int dk) {
+    for (int r = 0; r < dk; r += 4) {
+        const float s0 = Ss[r * DC_COLS + c], s1 = Ss[(r + 1) * DC_COLS + c];
+        const float s2 = Ss[(r + 2) * DC_COLS + c], s3 = Ss[(r + 3) * DC_COLS + c];
+#pragma unroll
+        for (int k = 0; k < DC_TR; k++) {
+            const float4 x = *(const float4*)(X + (w + DC_WARPS * k) * ld + r);
+            acc[k] += x.x * s0;
+            acc[k] += x.y * s1;
+            acc[k] += x.z * s2;
+            acc[k] += x.w * s3;
+        }
+    }
+}
+
+// Dynamic shared memory (ops.go deltaChunkShared must match), 16-byte
+// aligned pieces: doubles α, γ, e^γ [C]; floats β, flush(e^γ),
+// flush(e^{γ_C−γ}) [C]; Q, then W, [C × dk+4]; K [C × dk+4]; U, then V',
+// [C × DC_COLS]; S [dk × DC_COLS]; P [C × C+1], holding QKᵀ∘Γ in its lower
+// triangle (s ≤ t) and −A transposed above it (−A_ts at P[s][t], s < t), so
+// that two blocks fit a multiprocessor at dk = 128. The pads keep walks across
+// rows off one bank. Needs dk a multiple of 32, at most
+// DC_WARPS·DC_SR, and blockDim.x = DC_THREADS.
+extern "C" __global__ void __launch_bounds__(DC_THREADS, 2)
+    delta_rule_chunked(float* core, float* S, const float* qkv, const float* b, const float* a, const float* negAp,
+                       const float* dtBias, int T, int nk, int nv, int dk, int dv, int ldqkv, int ldba, int ldz) {
+    extern __shared__ float4 dsm4[];
+    const int C = DC_CHUNK, ldk = dk + 4, ldp = DC_CHUNK + 1;
     const int j = blockIdx.x, col0 = blockIdx.y * DC_COLS;
     const int nc = min(DC_COLS, dv - col0);
-    if (nc <= 0 || j >= nv) return;  // uniform over the block
+    // Uniform over the block, so no thread misses a barrier.
+    if (nc <= 0 || j >= nv || blockDim.x != DC_THREADS || dk % 32 != 0 || dk > DC_WARPS * DC_SR) return;
     const int i = j / (nv / nk), kd = nk * dk;
-    const int tid = threadIdx.x, nt = blockDim.x;
-    double* alpha = dsm;
+    const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
+    double* alpha = (double*)dsm4;
     double* gam = alpha + C;
     double* egw = gam + C;
     float* beta = (float*)(egw + C);
@@ -186,29 +213,28 @@ extern "C" __global__ void delta_rule_chunked(float* core, float* S, const float
     float* QW = ws + C;
     float* Ks = QW + C * ldk;
     float* U = Ks + C * ldk;
-    float* O = U + C * DC_COLS;
-    float* Ss = O + C * DC_COLS;
-    float* nA = Ss + dk * DC_COLS;
-    float* P = nA + C * ldp;
+    float* Ss = U + C * DC_COLS;
+    float* P = Ss + dk * DC_COLS;
     float* Sj = S + (long)j * dk * dv + col0;
-    for (int e = tid; e < dk * DC_COLS; e += nt) {
+    const int rp = dk / DC_WARPS;  // state rows of this thread: w·rp … +rp, a multiple of 4
+    for (int e = tid; e < dk * DC_COLS; e += DC_THREADS) {
         const int r = e / DC_COLS, c = e % DC_COLS;
         Ss[e] = c < nc ? Sj[(long)r * dv + c] : 0.f;
     }
     for (int c0 = 0; c0 < T; c0 += C) {
         const int n = min(C, T - c0);
         __syncthreads();  // the previous chunk's readers are done
-        for (int e = tid; e < n * dk; e += nt) {
+        for (int e = tid; e < n * dk; e += DC_THREADS) {
             const int t = e / dk, r = e % dk;
             const float* row = qkv + (long)(c0 + t) * ldqkv;
             QW[t * ldk + r] = row[(long)i * dk + r];
             Ks[t * ldk + r] = row[(long)kd + (long)i * dk + r];
         }
-        for (int e = tid; e < n * DC_COLS; e += nt) {
+        for (int e = tid; e < n * DC_COLS; e += DC_THREADS) {
             const int t = e / DC_COLS, c = e % DC_COLS;
             U[e] = c < nc ? qkv[(long)(c0 + t) * ldqkv + 2L * kd + (long)j * dv + col0 + c] : 0.f;
         }
-        for (int t = tid; t < n; t += nt) {
+        for (int t = tid; t < n; t += DC_THREADS) {
             const long bi = (long)(c0 + t) * ldba + j;
             beta[t] = sigmoid_f(b[bi]);
             const float g = negAp[j] * softplus_f(a[bi] + dtBias[j]);
@@ -223,28 +249,51 @@ extern "C" __global__ void delta_rule_chunked(float* core, float* S, const float
                 gam[t] = acc;
             }
         }
-        // Q Kᵀ (s ≤ t) and K Kᵀ (s < t) over the lower triangle, raw.
-        const int tri = n * (n + 1) / 2;
-        for (int e = tid; e < tri; e += nt) {
-            int t = (int)((sqrt(8.0 * e + 1.0) - 1.0) * 0.5);
-            while ((t + 1) * (t + 2) / 2 <= e) t++;
-            while (t * (t + 1) / 2 > e) t--;
-            const int s = e - t * (t + 1) / 2;
-            const float* qt = QW + t * ldk;
-            const float* kt = Ks + t * ldk;
-            const float* ks = Ks + s * ldk;
-            float qk = 0.f, kk = 0.f;
-            for (int r = 0; r < dk; r++) {
-                qk += qt[r] * ks[r];
-                kk += kt[r] * ks[r];
+        // Q Kᵀ and K Kᵀ, raw, as 4×4 tiles a thread over the whole C × C
+        // (rows ty + 16·a, columns tx + 16·b); kept where s ≤ t (s < t) < n.
+        {
+            const int ty = tid >> 4, tx = tid & 15;
+            float qk[4][4], kk[4][4];
+#pragma unroll
+            for (int x = 0; x < 4; x++)
+#pragma unroll
+                for (int y = 0; y < 4; y++) qk[x][y] = kk[x][y] = 0.f;
+            for (int r = 0; r < dk; r += 4) {
+                float4 qv[4], kv[4], sv[4];
+#pragma unroll
+                for (int x = 0; x < 4; x++) {
+                    qv[x] = *(const float4*)(QW + (ty + 16 * x) * ldk + r);
+                    kv[x] = *(const float4*)(Ks + (ty + 16 * x) * ldk + r);
+                    sv[x] = *(const float4*)(Ks + (tx + 16 * x) * ldk + r);
+                }
+#pragma unroll
+                for (int x = 0; x < 4; x++)
+#pragma unroll
+                    for (int y = 0; y < 4; y++) {
+                        qk[x][y] += qv[x].x * sv[y].x;
+                        qk[x][y] += qv[x].y * sv[y].y;
+                        qk[x][y] += qv[x].z * sv[y].z;
+                        qk[x][y] += qv[x].w * sv[y].w;
+                        kk[x][y] += kv[x].x * sv[y].x;
+                        kk[x][y] += kv[x].y * sv[y].y;
+                        kk[x][y] += kv[x].z * sv[y].z;
+                        kk[x][y] += kv[x].w * sv[y].w;
+                    }
             }
-            P[t * ldp + s] = qk;
-            if (s < t) nA[t * ldp + s] = kk;
+#pragma unroll
+            for (int x = 0; x < 4; x++)
+#pragma unroll
+                for (int y = 0; y < 4; y++) {
+                    const int t = ty + 16 * x, s = tx + 16 * y;
+                    if (t < n && s <= t) P[t * ldp + s] = qk[x][y];
+                    if (t < n && s < t) P[s * ldp + t] = kk[x][y];
+                }
         }
         __syncthreads();
         // Γ_ts = Π_{s<u≤t} α_u from the diagonal down, one row a thread: one
         // multiply per entry, no under/overflow of e^{±γ}; zero below DC_TINY.
-        for (int t = tid; t < n; t += nt) {
+        // The same thread also rounds its row's exponentials.
+        for (int t = tid; t < n; t += DC_THREADS) {
             egw[t] = exp(gam[t]);
             eg[t] = dc_flush(egw[t]);
             ws[t] = dc_flush(exp(gam[n - 1] - gam[t]));
@@ -253,76 +302,103 @@ extern "C" __global__ void delta_rule_chunked(float* core, float* S, const float
             for (int s = t; s >= 0; s--) {
                 if (decay < DC_TINY) {
                     for (int u = 0; u <= s; u++) P[t * ldp + u] = 0.f;
-                    for (int u = 0; u < min(s + 1, t); u++) nA[t * ldp + u] = 0.f;
+                    for (int u = 0; u < min(s + 1, t); u++) P[u * ldp + t] = 0.f;
                     break;
                 }
                 P[t * ldp + s] = (float)((double)P[t * ldp + s] * decay);
-                if (s < t) nA[t * ldp + s] = -(float)(bt * (double)nA[t * ldp + s] * decay);
+                if (s < t) P[s * ldp + t] = -(float)(bt * (double)P[s * ldp + t] * decay);
                 decay *= alpha[s];
             }
         }
         __syncthreads();
-        // O = diag(e^γ) Q S with the incoming state (Q is dead after this).
-        for (int e = tid; e < n * DC_COLS; e += nt) {
-            const int t = e / DC_COLS, c = e % DC_COLS;
-            const float* qt = QW + t * ldk;
-            float acc = 0.f;
-            for (int r = 0; r < dk; r++) acc += qt[r] * Ss[r * DC_COLS + c];
-            O[e] = acc * eg[t];
-        }
-        __syncthreads();
+        // O = diag(e^γ) Q S with the incoming state, in registers: this
+        // thread's rows w + DC_WARPS·k, column lane (rows ≥ n are never stored).
+        float o[DC_TR];
+#pragma unroll
+        for (int k = 0; k < DC_TR; k++) o[k] = 0.f;
+        dc_rows_state(o, QW, ldk, w, Ss, lane, dk);
+#pragma unroll
+        for (int k = 0; k < DC_TR; k++) o[k] *= eg[min(w + DC_WARPS * k, n - 1)];
+        __syncthreads();  // Q is dead
         // Forward substitution, one column a thread (a column depends only on
         // itself): W in place of Q, then U.
-        for (int col = tid; col < dk + DC_COLS; col += nt) {
+        for (int col = tid; col < dk + DC_COLS; col += DC_THREADS) {
             if (col < dk) {
                 const int r = col;
                 for (int t = 0; t < n; t++) {
-                    float w = 0.f;
+                    float x = 0.f;
                     // Row t of W scales as e^{γ_t}; below DC_TINY it is
                     // dropped whole, as on the CPU.
                     if (egw[t] >= DC_TINY) {
-                        w = (float)((double)beta[t] * egw[t]) * Ks[t * ldk + r];
-                        for (int s = 0; s < t; s++) w += nA[t * ldp + s] * QW[s * ldk + r];
+                        x = (float)((double)beta[t] * egw[t]) * Ks[t * ldk + r];
+                        for (int s = 0; s < t; s++) x += P[s * ldp + t] * QW[s * ldk + r];
                     }
-                    QW[t * ldk + r] = w;
+                    QW[t * ldk + r] = x;
                 }
             } else {
                 const int c = col - dk;
                 for (int t = 0; t < n; t++) {
-                    float u = beta[t] * U[t * DC_COLS + c];
-                    for (int s = 0; s < t; s++) u += nA[t * ldp + s] * U[s * DC_COLS + c];
-                    U[t * DC_COLS + c] = u;
+                    float x = beta[t] * U[t * DC_COLS + c];
+                    for (int s = 0; s < t; s++) x += P[s * ldp + t] * U[s * DC_COLS + c];
+                    U[t * DC_COLS + c] = x;
                 }
             }
         }
         __syncthreads();
-        // V' = U − W S, in place of U.
-        for (int e = tid; e < n * DC_COLS; e += nt) {
-            const int t = e / DC_COLS, c = e % DC_COLS;
-            const float* wt = QW + t * ldk;
-            float acc = 0.f;
-            for (int r = 0; r < dk; r++) acc += wt[r] * Ss[r * DC_COLS + c];
-            U[e] -= acc;
+        // V' = U − W S, in place of U (each thread its own elements).
+        {
+            float wsum[DC_TR];
+#pragma unroll
+            for (int k = 0; k < DC_TR; k++) wsum[k] = 0.f;
+            dc_rows_state(wsum, QW, ldk, w, Ss, lane, dk);
+#pragma unroll
+            for (int k = 0; k < DC_TR; k++) {
+                const int t = w + DC_WARPS * k;
+                if (t < n) U[t * DC_COLS + lane] -= wsum[k];
+            }
         }
         __syncthreads();
-        // O += (QKᵀ ∘ Γ) V' into core, and S ← e^{γ_C} S + Σ_s e^{γ_C−γ_s} k_s V'_sᵀ
-        // (the old S was last read above).
-        for (int e = tid; e < n * DC_COLS; e += nt) {
-            const int t = e / DC_COLS, c = e % DC_COLS;
-            float acc = O[e];
-            for (int s = 0; s <= t; s++) acc += P[t * ldp + s] * U[s * DC_COLS + c];
-            if (c < nc) core[(long)(c0 + t) * ldz + (long)j * dv + col0 + c] = acc;
+        // O += (QKᵀ ∘ Γ) V' into core; S ← e^{γ_C} S + Σ_s e^{γ_C−γ_s} k_s V'_sᵀ
+        // (the old S was last read above; each thread updates its own rows).
+        for (int s = 0; s < n; s++) {
+            const float u = U[s * DC_COLS + lane];
+#pragma unroll
+            for (int k = 0; k < DC_TR; k++) {
+                const int t = w + DC_WARPS * k;
+                if (s <= t && t < n) o[k] += P[t * ldp + s] * u;
+            }
         }
-        const float eC = eg[n - 1];
-        for (int e = tid; e < dk * DC_COLS; e += nt) {
-            const int r = e / DC_COLS, c = e % DC_COLS;
-            float acc = Ss[e] * eC;
-            for (int s = 0; s < n; s++) acc += (ws[s] * Ks[s * ldk + r]) * U[s * DC_COLS + c];
-            Ss[e] = acc;
+#pragma unroll
+        for (int k = 0; k < DC_TR; k++) {
+            const int t = w + DC_WARPS * k;
+            if (t < n && lane < nc) core[(long)(c0 + t) * ldz + (long)j * dv + col0 + lane] = o[k];
+        }
+        {
+            const float eC = eg[n - 1];
+            float acc[DC_SR];
+#pragma unroll
+            for (int k = 0; k < DC_SR; k++)
+                if (k < rp) acc[k] = Ss[(w * rp + k) * DC_COLS + lane] * eC;
+            for (int s = 0; s < n; s++) {
+                const float u = U[s * DC_COLS + lane], wsv = ws[s];
+                const float* ks = Ks + s * ldk + w * rp;
+#pragma unroll
+                for (int k = 0; k < DC_SR; k += 4)
+                    if (k < rp) {
+                        const float4 kv = *(const float4*)(ks + k);
+                        acc[k] += (wsv * kv.x) * u;
+                        acc[k + 1] += (wsv * kv.y) * u;
+                        acc[k + 2] += (wsv * kv.z) * u;
+                        acc[k + 3] += (wsv * kv.w) * u;
+                    }
+            }
+#pragma unroll
+            for (int k = 0; k < DC_SR; k++)
+                if (k < rp) Ss[(w * rp + k) * DC_COLS + lane] = acc[k];
         }
     }
     __syncthreads();
-    for (int e = tid; e < dk * DC_COLS; e += nt) {
+    for (int e = tid; e < dk * DC_COLS; e += DC_THREADS) {
         const int r = e / DC_COLS, c = e % DC_COLS;
         if (c < nc) Sj[(long)r * dv + c] = Ss[e];
     }

@@ -377,11 +377,14 @@ const deltaChunk = 64
 // (DC_COLS).
 const deltaCols = 32
 
+// deltaThreads is delta_rule_chunked's block (DC_THREADS).
+const deltaThreads = 256
+
 // deltaChunkShared is delta_rule_chunked's dynamic shared memory for key
 // head dim dk (the layout in deltanet.cu).
 func deltaChunkShared(dk int) int {
 	const C = deltaChunk
-	return 3*C*8 + 3*C*4 + 4*(2*C*(dk+1)+2*C*deltaCols+dk*deltaCols+2*C*(C+1))
+	return 3*C*8 + 3*C*4 + 4*(2*C*(dk+4)+C*deltaCols+dk*deltaCols+C*(C+1))
 }
 
 // debugNoChunk (FM_CUDA_DEBUG=nochunk) keeps prefill on the token-by-token
@@ -393,7 +396,21 @@ var debugNoChunk = strings.Contains(os.Getenv("FM_CUDA_DEBUG"), "nochunk")
 // prompts keep the recurrence, whose T steps are then fewer than a chunk's
 // matrix work), where its shared memory fits, unless FM_CUDA_DEBUG=nochunk.
 func (d *Device) ChunkedDeltaRule(T, dk int) bool {
-	return T >= deltaChunk && !debugNoChunk && deltaChunkShared(dk) <= d.maxDynamicShared()
+	return T >= deltaChunk && !debugNoChunk && d.deltaChunkFits(dk) == nil
+}
+
+// deltaChunkFits says why delta_rule_chunked cannot take key head dim dk, or
+// nil: its tilings need dk a multiple of 32 and at most 256 (DC_WARPS·DC_SR),
+// and its shared memory must fit.
+func (d *Device) deltaChunkFits(dk int) error {
+	if dk <= 0 || dk%32 != 0 || dk > 256 {
+		return fmt.Errorf("cuda: the chunked delta rule needs a key head dim that is a multiple of 32 up to 256, not %d", dk)
+	}
+	if smem := deltaChunkShared(dk); smem > d.maxDynamicShared() {
+		return fmt.Errorf("cuda: the chunked delta rule with key head dim %d needs %d bytes of shared memory, the device allows %d",
+			dk, smem, d.maxDynamicShared())
+	}
+	return nil
 }
 
 // DeltaRuleChunked queues the chunked delta rule (delta_rule_chunked) and the
@@ -413,13 +430,11 @@ func (d *Device) DeltaRuleChunked(a *DeltaRuleArgs) {
 		d.fail(fmt.Errorf("cuda: delta rule with %d value heads over %d key heads", a.NV, a.NK))
 		return
 	}
-	smem := deltaChunkShared(a.DK)
-	if smem > d.maxDynamicShared() {
-		d.fail(fmt.Errorf("cuda: chunked delta rule with key head dim %d needs %d bytes of shared memory, the device allows %d",
-			a.DK, smem, d.maxDynamicShared()))
+	if err := d.deltaChunkFits(a.DK); err != nil {
+		d.fail(err)
 		return
 	}
-	d.launch("delta_rule_chunked", [3]int{a.NV, (a.DV + deltaCols - 1) / deltaCols, 1}, 256, smem,
+	d.launch("delta_rule_chunked", [3]int{a.NV, (a.DV + deltaCols - 1) / deltaCols, 1}, deltaThreads, deltaChunkShared(a.DK),
 		uint64(a.Core), uint64(a.S), uint64(a.QKV), uint64(a.B), uint64(a.A), uint64(a.NegA), uint64(a.DtBias),
 		argI(a.T), argI(a.NK), argI(a.NV), argI(a.DK), argI(a.DV), argI(a.LdQKV), argI(a.LdBA), argI(a.LdZ))
 	d.launch("gated_norm_heads", [3]int{a.NV, min(a.T, 65535), 1}, (a.DV+31)/32*32, 0,
