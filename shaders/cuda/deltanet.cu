@@ -164,6 +164,7 @@ extern "C" __global__ void delta_rule(float* core, float* S, const float* qkv, c
 #define DC_TR (DC_CHUNK / DC_WARPS)     // chunk rows a thread owns in the [C × DC_COLS] steps
 #define DC_SR 32                        // state rows a thread owns at most: dk ≤ DC_WARPS·DC_SR
 #define DC_TINY 1e-30                   // pkg/backend/cpu tinyDecay
+#define DC_TILES ((DC_CHUNK / 4) * (DC_CHUNK / 4 + 1) / 2)  // 4×4 tiles on or below the diagonal
 
 __device__ __forceinline__ float dc_flush(double x) { return x < DC_TINY ? 0.f : (float)x; }
 
@@ -249,10 +250,14 @@ extern "C" __global__ void __launch_bounds__(DC_THREADS, 2)
                 gam[t] = acc;
             }
         }
-        // Q Kᵀ and K Kᵀ, raw, as 4×4 tiles a thread over the whole C × C
-        // (rows ty + 16·a, columns tx + 16·b); kept where s ≤ t (s < t) < n.
-        {
-            const int ty = tid >> 4, tx = tid & 15;
+        // Q Kᵀ and K Kᵀ, raw, one 4×4 tile a thread over the 136 tiles on or
+        // below the diagonal (rows 4·bt …, columns 4·bs …, bs ≤ bt); kept
+        // where s ≤ t (s < t) < n.
+        for (int e = tid; e < DC_TILES; e += DC_THREADS) {
+            int bt = (int)((sqrt(8.0 * e + 1.0) - 1.0) * 0.5);
+            while ((bt + 1) * (bt + 2) / 2 <= e) bt++;
+            while (bt * (bt + 1) / 2 > e) bt--;
+            const int bs = e - bt * (bt + 1) / 2;
             float qk[4][4], kk[4][4];
 #pragma unroll
             for (int x = 0; x < 4; x++)
@@ -262,9 +267,9 @@ extern "C" __global__ void __launch_bounds__(DC_THREADS, 2)
                 float4 qv[4], kv[4], sv[4];
 #pragma unroll
                 for (int x = 0; x < 4; x++) {
-                    qv[x] = *(const float4*)(QW + (ty + 16 * x) * ldk + r);
-                    kv[x] = *(const float4*)(Ks + (ty + 16 * x) * ldk + r);
-                    sv[x] = *(const float4*)(Ks + (tx + 16 * x) * ldk + r);
+                    qv[x] = *(const float4*)(QW + (4 * bt + x) * ldk + r);
+                    kv[x] = *(const float4*)(Ks + (4 * bt + x) * ldk + r);
+                    sv[x] = *(const float4*)(Ks + (4 * bs + x) * ldk + r);
                 }
 #pragma unroll
                 for (int x = 0; x < 4; x++)
@@ -284,7 +289,7 @@ extern "C" __global__ void __launch_bounds__(DC_THREADS, 2)
             for (int x = 0; x < 4; x++)
 #pragma unroll
                 for (int y = 0; y < 4; y++) {
-                    const int t = ty + 16 * x, s = tx + 16 * y;
+                    const int t = 4 * bt + x, s = 4 * bs + y;
                     if (t < n && s <= t) P[t * ldp + s] = qk[x][y];
                     if (t < n && s < t) P[s * ldp + t] = kk[x][y];
                 }
@@ -357,6 +362,12 @@ extern "C" __global__ void __launch_bounds__(DC_THREADS, 2)
                 if (t < n) U[t * DC_COLS + lane] -= wsum[k];
             }
         }
+        // K's last use is the state update: scale its rows by e^{γ_C−γ_s}
+        // there once (the CPU's kt, rounded alike).
+        for (int e = tid; e < n * dk; e += DC_THREADS) {
+            const int t = e / dk, r = e % dk;
+            Ks[t * ldk + r] *= ws[t];
+        }
         __syncthreads();
         // O += (QKᵀ ∘ Γ) V' into core; S ← e^{γ_C} S + Σ_s e^{γ_C−γ_s} k_s V'_sᵀ
         // (the old S was last read above; each thread updates its own rows).
@@ -380,16 +391,16 @@ extern "C" __global__ void __launch_bounds__(DC_THREADS, 2)
             for (int k = 0; k < DC_SR; k++)
                 if (k < rp) acc[k] = Ss[(w * rp + k) * DC_COLS + lane] * eC;
             for (int s = 0; s < n; s++) {
-                const float u = U[s * DC_COLS + lane], wsv = ws[s];
+                const float u = U[s * DC_COLS + lane];
                 const float* ks = Ks + s * ldk + w * rp;
 #pragma unroll
                 for (int k = 0; k < DC_SR; k += 4)
                     if (k < rp) {
                         const float4 kv = *(const float4*)(ks + k);
-                        acc[k] += (wsv * kv.x) * u;
-                        acc[k + 1] += (wsv * kv.y) * u;
-                        acc[k + 2] += (wsv * kv.z) * u;
-                        acc[k + 3] += (wsv * kv.w) * u;
+                        acc[k] += kv.x * u;
+                        acc[k + 1] += kv.y * u;
+                        acc[k + 2] += kv.z * u;
+                        acc[k + 3] += kv.w * u;
                     }
             }
 #pragma unroll
