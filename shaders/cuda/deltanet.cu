@@ -325,28 +325,35 @@ extern "C" __global__ void __launch_bounds__(DC_THREADS, 2)
 #pragma unroll
         for (int k = 0; k < DC_TR; k++) o[k] *= eg[min(w + DC_WARPS * k, n - 1)];
         __syncthreads();  // Q is dead
-        // Forward substitution, one column a thread (a column depends only on
-        // itself): W in place of Q, then U.
-        for (int col = tid; col < dk + DC_COLS; col += DC_THREADS) {
-            if (col < dk) {
-                const int r = col;
-                for (int t = 0; t < n; t++) {
-                    float x = 0.f;
-                    // Row t of W scales as e^{γ_t}; below DC_TINY it is
-                    // dropped whole, as on the CPU.
-                    if (egw[t] >= DC_TINY) {
-                        x = (float)((double)beta[t] * egw[t]) * Ks[t * ldk + r];
-                        for (int s = 0; s < t; s++) x += P[s * ldp + t] * QW[s * ldk + r];
+        // Forward substitution, four columns a thread (a column depends only
+        // on itself; a float4 load of W or U and one of −A feed four chains):
+        // W in place of Q (column groups g < dk/4), then U.
+        for (int g = tid; g < dk / 4 + DC_COLS / 4; g += DC_THREADS) {
+            const bool isW = g < dk / 4;
+            float* X = isW ? QW + 4 * g : U + 4 * (g - dk / 4);
+            const int ld = isW ? ldk : DC_COLS;
+            for (int t = 0; t < n; t++) {
+                float4 x;
+                x.x = x.y = x.z = x.w = 0.f;
+                // Row t of W scales as e^{γ_t}; below DC_TINY it is dropped
+                // whole, as on the CPU.
+                if (!isW || egw[t] >= DC_TINY) {
+                    const float bt = isW ? (float)((double)beta[t] * egw[t]) : beta[t];
+                    const float4 v = *(const float4*)(isW ? Ks + t * ldk + 4 * g : X + t * ld);
+                    x.x = bt * v.x;
+                    x.y = bt * v.y;
+                    x.z = bt * v.z;
+                    x.w = bt * v.w;
+                    for (int s = 0; s < t; s++) {
+                        const float m = P[s * ldp + t];
+                        const float4 y = *(const float4*)(X + s * ld);
+                        x.x += m * y.x;
+                        x.y += m * y.y;
+                        x.z += m * y.z;
+                        x.w += m * y.w;
                     }
-                    QW[t * ldk + r] = x;
                 }
-            } else {
-                const int c = col - dk;
-                for (int t = 0; t < n; t++) {
-                    float x = beta[t] * U[t * DC_COLS + c];
-                    for (int s = 0; s < t; s++) x += P[s * ldp + t] * U[s * DC_COLS + c];
-                    U[t * DC_COLS + c] = x;
-                }
+                *(float4*)(X + t * ld) = x;
             }
         }
         __syncthreads();
