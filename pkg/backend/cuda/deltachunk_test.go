@@ -162,15 +162,17 @@ func testDeltaRuleChunked(t *testing.T, bd backend.Device, g *gpu, r *rand.Rand,
 }
 
 // TestMeasureDeltaRule prints (FM_CUDA_MEASURE=1) the delta rule of one
-// GatedDeltaNet layer at T = 512 (a prefill chunk) for Qwen3.5-397B-A17B
-// (nk = 16, nv = 64) and Qwen3-Next-80B-A3B (nk = 16, nv = 32) shapes, dk =
-// dv = 128: token by token (delta_rule) and chunked (delta_rule_chunked +
-// gated_norm_heads), each as device time and as TFLOPS of the recurrence's
-// 4·dk·dv FMAs a token and head against the FMA ceiling of the same run.
+// GatedDeltaNet layer for Qwen3.5-397B-A17B (nk = 16, nv = 64) and
+// Qwen3-Next-80B-A3B (nk = 16, nv = 32) shapes, dk = dv = 128, at T = 512 (a
+// prefill chunk) and shorter calls (where the recurrence might still win:
+// DeltaNet switches at T ≥ 64): token by token (delta_rule) and chunked
+// (delta_rule_chunked + gated_norm_heads), each as device time and as TFLOPS
+// of the recurrence's 4·dk·dv FMAs a token and head against the FMA ceiling
+// of the same run.
 func TestMeasureDeltaRule(t *testing.T) {
 	bd, g, d := openMeasured(t)
 	peak := fmaPeak(t, d)
-	const T, dk, dv = 512, 128, 128
+	const Tmax, dk, dv = 512, 128, 128
 	r := rand.New(rand.NewPCG(71, 72))
 	for _, m := range []struct {
 		name   string
@@ -179,17 +181,19 @@ func TestMeasureDeltaRule(t *testing.T) {
 		c := newDeltaRuleCase(t, bd, r, m.nk, m.nv, dk, dv, 0.01, 0.35)
 		p := c.p
 		vd := m.nv * dv
-		tq, tz := upload(t, bd, T, p.Channels(), deltaRows(r, p, T)), upload(t, bd, T, vd, randVec(r, T*vd, 1))
-		tb, ta := upload(t, bd, T, m.nv, randVec(r, T*m.nv, 2)), upload(t, bd, T, m.nv, randVec(r, T*m.nv, 2))
+		tq, tz := upload(t, bd, Tmax, p.Channels(), deltaRows(r, p, Tmax)), upload(t, bd, Tmax, vd, randVec(r, Tmax*vd, 1))
+		tb, ta := upload(t, bd, Tmax, m.nv, randVec(r, Tmax*m.nv, 2)), upload(t, bd, Tmax, m.nv, randVec(r, Tmax*m.nv, 2))
 		S, _ := bd.NewTensor(m.nv*dk, dv)
-		o, _ := bd.NewTensor(T, vd)
-		args := c.args(g, o, S, tq, tz, tb, ta, T)
-		rec := medianDevice(t, d, 9, func() { d.DeltaRule(args) })
-		chk := medianDevice(t, d, 9, func() { d.DeltaRuleChunked(args) })
-		tflops := func(el time.Duration) float64 { return float64(T*m.nv*4*dk*dv*2) / el.Seconds() / 1e12 }
-		t.Logf("DELTARULE %s (nk=%d nv=%d dk=dv=%d) T=%d: recurrent %.1f µs (%.2f TFLOPS, %.3f of FMA), chunked %.1f µs (%.2f TFLOPS, %.3f of FMA): %.2f× (%d B shared a block)",
-			m.name, m.nk, m.nv, dk, T, float64(rec.Nanoseconds())/1e3, tflops(rec), tflops(rec)/peak,
-			float64(chk.Nanoseconds())/1e3, tflops(chk), tflops(chk)/peak, rec.Seconds()/chk.Seconds(), deltaChunkShared(dk))
+		o, _ := bd.NewTensor(Tmax, vd)
+		for _, T := range []int{16, 32, 64, 128, 512} {
+			args := c.args(g, o, S, tq, tz, tb, ta, T)
+			rec := medianDevice(t, d, 9, func() { d.DeltaRule(args) })
+			chk := medianDevice(t, d, 9, func() { d.DeltaRuleChunked(args) })
+			tflops := func(el time.Duration) float64 { return float64(T*m.nv*4*dk*dv*2) / el.Seconds() / 1e12 }
+			t.Logf("DELTARULE %s (nk=%d nv=%d dk=dv=%d) T=%d: recurrent %.1f µs (%.2f TFLOPS, %.3f of FMA), chunked %.1f µs (%.2f TFLOPS, %.3f of FMA): %.2f× (%d B shared a block)",
+				m.name, m.nk, m.nv, dk, T, float64(rec.Nanoseconds())/1e3, tflops(rec), tflops(rec)/peak,
+				float64(chk.Nanoseconds())/1e3, tflops(chk), tflops(chk)/peak, rec.Seconds()/chk.Seconds(), deltaChunkShared(dk))
+		}
 		for _, x := range []backend.Tensor{tq, tz, tb, ta, S, o, c.negA, c.dtBias, c.norm} {
 			x.Release()
 		}
