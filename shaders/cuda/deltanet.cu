@@ -168,10 +168,12 @@ extern "C" __global__ void delta_rule(float* core, float* S, const float* qkv, c
 
 __device__ __forceinline__ float dc_flush(double x) { return x < DC_TINY ? 0.f : (float)x; }
 
-// dc_rows_state adds to acc[k] row w + DC_WARPS·k of X (stride ld) times
+// dc_rows_state sets acc[k] to row w + DC_WARPS·k of X (stride ld) times
 // column c of the state slice Ss [dk × DC_COLS], r in order; X rows as float4.
 __device__ __forceinline__ void dc_rows_state(float* acc, const float* X, int ld, int w, const float* Ss, int c,
                                               int dk) {
+#pragma unroll
+    for (int k = 0; k < DC_TR; k++) acc[k] = 0.f;
     for (int r = 0; r < dk; r += 4) {
         const float s0 = Ss[r * DC_COLS + c], s1 = Ss[(r + 1) * DC_COLS + c];
         const float s2 = Ss[(r + 2) * DC_COLS + c], s3 = Ss[(r + 3) * DC_COLS + c];
@@ -319,8 +321,6 @@ extern "C" __global__ void __launch_bounds__(DC_THREADS, 2)
         // O = diag(e^γ) Q S with the incoming state, in registers: this
         // thread's rows w + DC_WARPS·k, column lane (rows ≥ n are never stored).
         float o[DC_TR];
-#pragma unroll
-        for (int k = 0; k < DC_TR; k++) o[k] = 0.f;
         dc_rows_state(o, QW, ldk, w, Ss, lane, dk);
 #pragma unroll
         for (int k = 0; k < DC_TR; k++) o[k] *= eg[min(w + DC_WARPS * k, n - 1)];
@@ -360,8 +360,6 @@ extern "C" __global__ void __launch_bounds__(DC_THREADS, 2)
         // V' = U − W S, in place of U (each thread its own elements).
         {
             float wsum[DC_TR];
-#pragma unroll
-            for (int k = 0; k < DC_TR; k++) wsum[k] = 0.f;
             dc_rows_state(wsum, QW, ldk, w, Ss, lane, dk);
 #pragma unroll
             for (int k = 0; k < DC_TR; k++) {

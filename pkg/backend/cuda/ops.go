@@ -350,6 +350,19 @@ type DeltaRuleArgs struct {
 	Eps                   float64
 }
 
+// deltaArgsErr says why the delta-rule kernels cannot take a, or nil: a
+// value head is one block of threads (at most 1024), and value heads group
+// evenly over key heads.
+func deltaArgsErr(a *DeltaRuleArgs) error {
+	if a.DV > 1024 {
+		return fmt.Errorf("cuda: value head dim %d exceeds 1024", a.DV)
+	}
+	if a.NK <= 0 || a.NV%a.NK != 0 {
+		return fmt.Errorf("cuda: delta rule with %d value heads over %d key heads", a.NV, a.NK)
+	}
+	return nil
+}
+
 // DeltaRule queues the recurrent delta rule and gated RMSNorm of every value
 // head over T tokens.
 func (d *Device) DeltaRule(a *DeltaRuleArgs) {
@@ -358,8 +371,8 @@ func (d *Device) DeltaRule(a *DeltaRuleArgs) {
 		return
 	}
 	defer d.leave()
-	if a.DV > 1024 {
-		d.fail(fmt.Errorf("cuda: value head dim %d exceeds 1024", a.DV))
+	if err := deltaArgsErr(a); err != nil {
+		d.fail(err)
 		return
 	}
 	d.launch("delta_rule", [3]int{a.NV, 1, 1}, (a.DV+31)/32*32, 2*a.DK*4,
@@ -422,15 +435,11 @@ func (d *Device) DeltaRuleChunked(a *DeltaRuleArgs) {
 		return
 	}
 	defer d.leave()
-	if a.DV > 1024 {
-		d.fail(fmt.Errorf("cuda: value head dim %d exceeds 1024", a.DV))
-		return
+	err := deltaArgsErr(a)
+	if err == nil {
+		err = d.deltaChunkFits(a.DK)
 	}
-	if a.NK <= 0 || a.NV%a.NK != 0 {
-		d.fail(fmt.Errorf("cuda: delta rule with %d value heads over %d key heads", a.NV, a.NK))
-		return
-	}
-	if err := d.deltaChunkFits(a.DK); err != nil {
+	if err != nil {
 		d.fail(err)
 		return
 	}
