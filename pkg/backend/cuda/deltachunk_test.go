@@ -185,6 +185,17 @@ func TestMeasureDeltaRule(t *testing.T) {
 		tb, ta := upload(t, bd, Tmax, m.nv, randVec(r, Tmax*m.nv, 2)), upload(t, bd, Tmax, m.nv, randVec(r, Tmax*m.nv, 2))
 		S, _ := bd.NewTensor(m.nv*dk, dv)
 		o, _ := bd.NewTensor(Tmax, vd)
+		// The causal conv before it (conv_silu: a thread a channel walking
+		// the tokens in order), for scale: the other sequential kernel of
+		// the mixer. It runs on a copy of the rows (it works in place).
+		const kc = 4
+		cc := p.Channels()
+		xc := upload(t, bd, Tmax, cc, randVec(r, Tmax*cc, 1))
+		cw, cst := upload(t, bd, cc, kc, randVec(r, cc*kc, 0.5)), upload(t, bd, kc-1, cc, make([]float32, (kc-1)*cc))
+		conv := medianDevice(t, d, 9, func() {
+			d.ConvSiLU(g.tt(xc, "x").ptr, cc, g.tt(cst, "state").ptr, g.tt(cw, "w").ptr, Tmax, cc, kc)
+		})
+		t.Logf("CONV %s: conv_silu over %d channels, T=%d: %.1f µs", m.name, cc, Tmax, float64(conv.Nanoseconds())/1e3)
 		for _, T := range []int{16, 32, 64, 128, 512} {
 			args := c.args(g, o, S, tq, tz, tb, ta, T)
 			rec := medianDevice(t, d, 9, func() { d.DeltaRule(args) })
@@ -194,7 +205,7 @@ func TestMeasureDeltaRule(t *testing.T) {
 				m.name, m.nk, m.nv, dk, T, float64(rec.Nanoseconds())/1e3, tflops(rec), tflops(rec)/peak,
 				float64(chk.Nanoseconds())/1e3, tflops(chk), tflops(chk)/peak, rec.Seconds()/chk.Seconds(), deltaChunkShared(dk))
 		}
-		for _, x := range []backend.Tensor{tq, tz, tb, ta, S, o, c.negA, c.dtBias, c.norm} {
+		for _, x := range []backend.Tensor{tq, tz, tb, ta, S, o, xc, cw, cst, c.negA, c.dtBias, c.norm} {
 			x.Release()
 		}
 	}
