@@ -1,12 +1,17 @@
 // deltanet.cu: the GatedDeltaNet mixer's causal conv and its delta rule
-// (reference-math.md §3.2), token by token.
+// (reference-math.md §3.2): token by token (decode, short calls) and chunked
+// (prefill, §3.5).
 
 #define CONV_MAXK 9
 
 // conv_silu: causal depthwise conv of kernel width kc over T rows of x ([T,
 // ldx], channels 0 … cc−1), continuing from state ([kc−1, cc], the last kc−1
 // inputs, oldest first), then SiLU, in place; the state advances by T rows.
-// One thread per channel, tokens in order.
+// One thread per channel, tokens in order, CONV_AHEAD rows loaded ahead: in
+// place, a load could not pass the previous row's store, so every token was
+// a full memory round trip in sequence (a row is still read before its own
+// write, the result is the same).
+#define CONV_AHEAD 8
 extern "C" __global__ void conv_silu(float* x, float* state, const float* w, int T, int cc, int kc, int ldx) {
     const int ch = blockIdx.x * blockDim.x + threadIdx.x;
     if (ch >= cc) return;
@@ -15,23 +20,31 @@ extern "C" __global__ void conv_silu(float* x, float* state, const float* w, int
     for (int j = 0; j < CONV_MAXK - 1; j++) st[j] = j < kc - 1 ? state[(long)j * cc + ch] : 0.f;
 #pragma unroll
     for (int j = 0; j < CONV_MAXK; j++) wk[j] = j < kc ? w[(long)ch * kc + j] : 0.f;
-    for (int t = 0; t < T; t++) {
-        const float xt = x[(long)t * ldx + ch];
-        float acc = 0.f, wl = 0.f;
+    for (int t0 = 0; t0 < T; t0 += CONV_AHEAD) {
+        float xb[CONV_AHEAD];
 #pragma unroll
-        for (int j = 0; j < CONV_MAXK - 1; j++)
-            if (j < kc - 1) acc += wk[j] * st[j];
+        for (int v = 0; v < CONV_AHEAD; v++) xb[v] = t0 + v < T ? x[(long)(t0 + v) * ldx + ch] : 0.f;
 #pragma unroll
-        for (int j = 0; j < CONV_MAXK; j++)
-            if (j == kc - 1) wl = wk[j];
-        acc += wl * xt;
+        for (int v = 0; v < CONV_AHEAD; v++) {
+            const int t = t0 + v;
+            if (t >= T) break;
+            const float xt = xb[v];
+            float acc = 0.f, wl = 0.f;
 #pragma unroll
-        for (int j = 0; j < CONV_MAXK - 2; j++)
-            if (j < kc - 2) st[j] = st[j + 1];
+            for (int j = 0; j < CONV_MAXK - 1; j++)
+                if (j < kc - 1) acc += wk[j] * st[j];
 #pragma unroll
-        for (int j = 0; j < CONV_MAXK - 1; j++)
-            if (j == kc - 2) st[j] = xt;
-        x[(long)t * ldx + ch] = silu_f(acc);
+            for (int j = 0; j < CONV_MAXK; j++)
+                if (j == kc - 1) wl = wk[j];
+            acc += wl * xt;
+#pragma unroll
+            for (int j = 0; j < CONV_MAXK - 2; j++)
+                if (j < kc - 2) st[j] = st[j + 1];
+#pragma unroll
+            for (int j = 0; j < CONV_MAXK - 1; j++)
+                if (j == kc - 2) st[j] = xt;
+            x[(long)t * ldx + ch] = silu_f(acc);
+        }
     }
 #pragma unroll
     for (int j = 0; j < CONV_MAXK - 1; j++)
