@@ -177,7 +177,7 @@ extern "C" __global__ void delta_rule(float* core, float* S, const float* qkv, c
 #define DC_TR (DC_CHUNK / DC_WARPS)     // chunk rows a thread owns in the [C × DC_COLS] steps
 #define DC_SR 32                        // state rows a thread owns at most: dk ≤ DC_WARPS·DC_SR
 #define DC_TINY 1e-30                   // pkg/backend/cpu tinyDecay
-#define DC_TILES ((DC_CHUNK / 4) * (DC_CHUNK / 4 + 1) / 2)  // 4×4 tiles on or below the diagonal
+#define DC_BLK 10                       // 16×16 blocks of a 64×64 chunk on or below the diagonal
 
 __device__ __forceinline__ float dc_flush(double x) { return x < DC_TINY ? 0.f : (float)x; }
 
@@ -265,48 +265,44 @@ extern "C" __global__ void __launch_bounds__(DC_THREADS, 2)
                 gam[t] = acc;
             }
         }
-        // Q Kᵀ and K Kᵀ, raw, one 4×4 tile a thread over the 136 tiles on or
-        // below the diagonal (rows 4·bt …, columns 4·bs …, bs ≤ bt); kept
-        // where s ≤ t (s < t) < n.
-        for (int e = tid; e < DC_TILES; e += DC_THREADS) {
-            int bt = (int)((sqrt(8.0 * e + 1.0) - 1.0) * 0.5);
-            while ((bt + 1) * (bt + 2) / 2 <= e) bt++;
-            while (bt * (bt + 1) / 2 > e) bt--;
-            const int bs = e - bt * (bt + 1) / 2;
-            float qk[4][4], kk[4][4];
+        // Q Kᵀ and K Kᵀ, raw, over the 10 of 16 blocks of 16×16 on or below
+        // the diagonal: thread (ty, tx) takes entry (16·BT + ty, 16·BS + tx) of
+        // each block BS ≤ BT (a warp reads 2 rows of Q and K and 16 of K a
+        // step, without bank conflicts); kept where s ≤ t (s < t) < n.
+        {
+            const int ty = tid >> 4, tx = tid & 15;
+            float qk[DC_BLK], kk[DC_BLK];
 #pragma unroll
-            for (int x = 0; x < 4; x++)
-#pragma unroll
-                for (int y = 0; y < 4; y++) qk[x][y] = kk[x][y] = 0.f;
+            for (int p = 0; p < DC_BLK; p++) qk[p] = kk[p] = 0.f;
             for (int r = 0; r < dk; r += 4) {
                 float4 qv[4], kv[4], sv[4];
 #pragma unroll
                 for (int x = 0; x < 4; x++) {
-                    qv[x] = *(const float4*)(QW + (4 * bt + x) * ldk + r);
-                    kv[x] = *(const float4*)(Ks + (4 * bt + x) * ldk + r);
-                    sv[x] = *(const float4*)(Ks + (4 * bs + x) * ldk + r);
+                    qv[x] = *(const float4*)(QW + (16 * x + ty) * ldk + r);
+                    kv[x] = *(const float4*)(Ks + (16 * x + ty) * ldk + r);
+                    sv[x] = *(const float4*)(Ks + (16 * x + tx) * ldk + r);
                 }
 #pragma unroll
-                for (int x = 0; x < 4; x++)
+                for (int bt = 0, p = 0; bt < 4; bt++)
 #pragma unroll
-                    for (int y = 0; y < 4; y++) {
-                        qk[x][y] += qv[x].x * sv[y].x;
-                        qk[x][y] += qv[x].y * sv[y].y;
-                        qk[x][y] += qv[x].z * sv[y].z;
-                        qk[x][y] += qv[x].w * sv[y].w;
-                        kk[x][y] += kv[x].x * sv[y].x;
-                        kk[x][y] += kv[x].y * sv[y].y;
-                        kk[x][y] += kv[x].z * sv[y].z;
-                        kk[x][y] += kv[x].w * sv[y].w;
+                    for (int bs = 0; bs <= bt; bs++, p++) {
+                        qk[p] += qv[bt].x * sv[bs].x;
+                        qk[p] += qv[bt].y * sv[bs].y;
+                        qk[p] += qv[bt].z * sv[bs].z;
+                        qk[p] += qv[bt].w * sv[bs].w;
+                        kk[p] += kv[bt].x * sv[bs].x;
+                        kk[p] += kv[bt].y * sv[bs].y;
+                        kk[p] += kv[bt].z * sv[bs].z;
+                        kk[p] += kv[bt].w * sv[bs].w;
                     }
             }
 #pragma unroll
-            for (int x = 0; x < 4; x++)
+            for (int bt = 0, p = 0; bt < 4; bt++)
 #pragma unroll
-                for (int y = 0; y < 4; y++) {
-                    const int t = 4 * bt + x, s = 4 * bs + y;
-                    if (t < n && s <= t) P[t * ldp + s] = qk[x][y];
-                    if (t < n && s < t) P[s * ldp + t] = kk[x][y];
+                for (int bs = 0; bs <= bt; bs++, p++) {
+                    const int t = 16 * bt + ty, s = 16 * bs + tx;
+                    if (t < n && s <= t) P[t * ldp + s] = qk[p];
+                    if (t < n && s < t) P[s * ldp + t] = kk[p];
                 }
         }
         __syncthreads();
