@@ -204,7 +204,7 @@ __device__ __forceinline__ void dc_rows_state(float* acc, const float* X, int ld
 // Dynamic shared memory (ops.go deltaChunkShared must match), 16-byte
 // aligned pieces: doubles α, γ, e^γ [C]; floats β, flush(e^γ),
 // flush(e^{γ_C−γ}) [C]; Q, then W, [C × dk+4]; K [C × dk+4]; U, then V',
-// [C × DC_COLS]; S [dk × DC_COLS]; P [C × C+1], holding QKᵀ∘Γ in its lower
+// [C × DC_COLS]; S [dk × DC_COLS]; P [C × C+4], holding QKᵀ∘Γ in its lower
 // triangle (s ≤ t) and −A transposed above it (−A_ts at P[s][t], s < t), so
 // that two blocks fit a multiprocessor at dk = 128. The pads keep walks across
 // rows off one bank. Needs dk a multiple of 32, at most
@@ -213,7 +213,7 @@ extern "C" __global__ void __launch_bounds__(DC_THREADS, 2)
     delta_rule_chunked(float* core, float* S, const float* qkv, const float* b, const float* a, const float* negAp,
                        const float* dtBias, int T, int nk, int nv, int dk, int dv, int ldqkv, int ldba, int ldz) {
     extern __shared__ float4 dsm4[];
-    const int C = DC_CHUNK, ldk = dk + 4, ldp = DC_CHUNK + 1;
+    const int C = DC_CHUNK, ldk = dk + 4, ldp = DC_CHUNK + 4;
     const int j = blockIdx.x, col0 = blockIdx.y * DC_COLS;
     const int nc = min(DC_COLS, dv - col0);
     // Uniform over the block, so no thread misses a barrier.
@@ -385,12 +385,20 @@ extern "C" __global__ void __launch_bounds__(DC_THREADS, 2)
         __syncthreads();
         // O += (QKᵀ ∘ Γ) V' into core; S ← e^{γ_C} S + Σ_s e^{γ_C−γ_s} k_s V'_sᵀ
         // (the old S was last read above; each thread updates its own rows).
-        for (int s = 0; s < n; s++) {
-            const float u = U[s * DC_COLS + lane];
+        for (int s0 = 0; s0 < n; s0 += 4) {  // s0 + 3 < C: rows past n are read, never used
+            float u[4];
+#pragma unroll
+            for (int v = 0; v < 4; v++) u[v] = U[(s0 + v) * DC_COLS + lane];
 #pragma unroll
             for (int k = 0; k < DC_TR; k++) {
                 const int t = w + DC_WARPS * k;
-                if (s <= t && t < n) o[k] += P[t * ldp + s] * u;
+                const float4 pv = *(const float4*)(P + t * ldp + s0);
+                if (t < n) {
+                    if (s0 <= t) o[k] += pv.x * u[0];
+                    if (s0 + 1 <= t) o[k] += pv.y * u[1];
+                    if (s0 + 2 <= t) o[k] += pv.z * u[2];
+                    if (s0 + 3 <= t) o[k] += pv.w * u[3];
+                }
             }
         }
 #pragma unroll

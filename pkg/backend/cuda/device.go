@@ -251,7 +251,7 @@ func (d *Device) loadModule(cubin []byte) error {
 			return err
 		}
 	}
-	// delta_rule_chunked's blocks take 111 KB at dk = 128: ask for the whole
+	// delta_rule_chunked's blocks take 112 KB at dk = 128: ask for the whole
 	// carveout as shared memory so that two share a multiprocessor.
 	if err := d.drv.call("cuFuncSetAttribute delta_rule_chunked", d.drv.cuFuncSetAttribute, d.fns["delta_rule_chunked"], funcAttrPreferredCarveout, 100); err != nil {
 		return err

@@ -397,7 +397,7 @@ const deltaThreads = 256
 // head dim dk (the layout in deltanet.cu).
 func deltaChunkShared(dk int) int {
 	const C = deltaChunk
-	return 3*C*8 + 3*C*4 + 4*(2*C*(dk+4)+C*deltaCols+dk*deltaCols+C*(C+1))
+	return 3*C*8 + 3*C*4 + 4*(2*C*(dk+4)+C*deltaCols+dk*deltaCols+C*(C+4))
 }
 
 // debugNoChunk (FM_CUDA_DEBUG=nochunk) keeps prefill on the token-by-token
