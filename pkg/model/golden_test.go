@@ -116,6 +116,41 @@ func testGolden(t *testing.T, dev backend.Device) {
 	}
 }
 
+// TestGoldenChunkedPrefill runs the longest sequence (94 tokens) of the
+// GatedDeltaNet golden cases as one prefill step on every backend, so that the
+// delta rule takes its chunked form (from 64 tokens on, a full chunk and a
+// partial one; TestGoldenFromCheckpoints steps 32 tokens at a time and never
+// reaches it), and compares every row with transformers.
+func TestGoldenChunkedPrefill(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, dev backend.Device) {
+		for _, name := range []string{"qwen35moe-tiny", "qwen3next-tiny"} {
+			t.Run(name, func(t *testing.T) {
+				dir := filepath.Join(goldenDir, name)
+				m := loadHF(t, filepath.Join(dir, "hf"), model.Options{PrefillChunk: 128, Device: dev})
+				ref, err := hfload.OpenReference(filepath.Join(dir, "reference.safetensors"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer ref.Close()
+				prompts, err := ref.Prompts()
+				if err != nil {
+					t.Fatal(err)
+				}
+				pr := prompts[len(prompts)-1]
+				if len(pr.IDs) < 64 || len(pr.IDs) > 128 {
+					t.Fatalf("%s: the last prompt has %d tokens, want 64…128 (one prefill step over a chunk)", name, len(pr.IDs))
+				}
+				got, err := m.Forward(context.Background(), m.NewState(), pr.IDs, true)
+				if err != nil {
+					t.Fatal(err)
+				}
+				w := checkRows(t, "prefill", got, pr.Logits, m.Config().VocabSize)
+				t.Logf("%d tokens in one step: worst rel err %.2e", len(pr.IDs), w)
+			})
+		}
+	})
+}
+
 // TestTinyCode checks the trained model on its two reference prompts (8 and 534
 // tokens, each followed by 16 greedy tokens) through both paths, on every
 // backend.

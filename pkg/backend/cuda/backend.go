@@ -793,9 +793,14 @@ func (g *gpu) DeltaNet(out, qkv, z, b, a backend.Tensor, st backend.State, layer
 	conv, negA, dt, norm := g.tt(p.Conv, "Conv"), g.tt(p.NegA, "NegA"), g.tt(p.DtBias, "DtBias"), g.tt(p.Norm, "Norm")
 	g.d.ConvSiLU(tqkv.ptr, cc, ls.conv.Ptr, conv.ptr, T, cc, p.ConvKernel)
 	g.d.L2NormHeads(tqkv.ptr, cc, T, nk, dk, nk*dk, float32(1/math.Sqrt(float64(dk))))
-	g.d.DeltaRule(&DeltaRuleArgs{Core: to.ptr, S: ls.rec.Ptr, QKV: tqkv.ptr, B: tb.ptr, A: ta.ptr, Z: tz.ptr,
+	args := &DeltaRuleArgs{Core: to.ptr, S: ls.rec.Ptr, QKV: tqkv.ptr, B: tb.ptr, A: ta.ptr, Z: tz.ptr,
 		NegA: negA.ptr, DtBias: dt.ptr, NormW: norm.ptr, T: T, NK: nk, NV: nv, DK: dk, DV: dv,
-		LdQKV: cc, LdBA: nv, LdZ: vd, Eps: p.Eps})
+		LdQKV: cc, LdBA: nv, LdZ: vd, Eps: p.Eps}
+	if g.d.ChunkedDeltaRule(T, dk) {
+		g.d.DeltaRuleChunked(args)
+	} else {
+		g.d.DeltaRule(args)
+	}
 }
 
 var (

@@ -629,41 +629,50 @@ func (r *deltaRef) step(qkv, z, b, a []float32, T int) []float64 {
 			l2(u[i*dk:(i+1)*dk], 1/math.Sqrt(float64(dk)))
 			l2(u[nk*dk+i*dk:nk*dk+(i+1)*dk], 1)
 		}
+		vd := nv * dv
 		for j := 0; j < nv; j++ {
-			i := j / (nv / nk)
-			q, k, v := u[i*dk:(i+1)*dk], u[nk*dk+i*dk:nk*dk+(i+1)*dk], u[2*nk*dk+j*dv:2*nk*dk+(j+1)*dv]
-			beta := 1 / (1 + math.Exp(-float64(b[t*nv+j])))
-			x := float64(a[t*nv+j]) + r.dtBias[j]
-			sp := x
-			if x <= 20 {
-				sp = math.Log1p(math.Exp(x))
-			}
-			alpha := math.Exp(r.negA[j] * sp)
-			S := r.S[j]
-			o := make([]float64, dv)
-			for c := 0; c < dv; c++ {
-				var m float64
-				for rr := 0; rr < dk; rr++ {
-					S[rr*dv+c] *= alpha
-					m += S[rr*dv+c] * k[rr]
-				}
-				delta := beta * (v[c] - m)
-				for rr := 0; rr < dk; rr++ {
-					S[rr*dv+c] += k[rr] * delta
-					o[c] += S[rr*dv+c] * q[rr]
-				}
-			}
-			var ss float64
-			for _, x := range o {
-				ss += x * x
-			}
-			inv := 1 / math.Sqrt(ss/float64(dv)+p.Eps)
-			for c := range o {
-				out[t*nv*dv+j*dv+c] = o[c] * inv * r.norm[c] * silu(float64(z[t*nv*dv+j*dv+c]))
-			}
+			r.rule(j, u, z[t*vd:(t+1)*vd], b[t*nv:(t+1)*nv], a[t*nv:(t+1)*nv], out[t*vd:(t+1)*vd])
 		}
 	}
 	return out
+}
+
+// rule runs value head j's delta rule and gated RMSNorm for one token: u is
+// the normalized conv output row (q̂, k̂, v), z, b, a and out the token's rows.
+func (r *deltaRef) rule(j int, u []float64, z, b, a []float32, out []float64) {
+	p := r.p
+	nk, nv, dk, dv := p.KeyHeads, p.ValueHeads, p.KeyDim, p.ValueDim
+	i := j / (nv / nk)
+	q, k, v := u[i*dk:(i+1)*dk], u[nk*dk+i*dk:nk*dk+(i+1)*dk], u[2*nk*dk+j*dv:2*nk*dk+(j+1)*dv]
+	beta := 1 / (1 + math.Exp(-float64(b[j])))
+	x := float64(a[j]) + r.dtBias[j]
+	sp := x
+	if x <= 20 {
+		sp = math.Log1p(math.Exp(x))
+	}
+	alpha := math.Exp(r.negA[j] * sp)
+	S := r.S[j]
+	o := make([]float64, dv)
+	for c := 0; c < dv; c++ {
+		var m float64
+		for rr := 0; rr < dk; rr++ {
+			S[rr*dv+c] *= alpha
+			m += S[rr*dv+c] * k[rr]
+		}
+		delta := beta * (v[c] - m)
+		for rr := 0; rr < dk; rr++ {
+			S[rr*dv+c] += k[rr] * delta
+			o[c] += S[rr*dv+c] * q[rr]
+		}
+	}
+	var ss float64
+	for _, x := range o {
+		ss += x * x
+	}
+	inv := 1 / math.Sqrt(ss/float64(dv)+p.Eps)
+	for c := range o {
+		out[j*dv+c] = o[c] * inv * r.norm[c] * silu(float64(z[j*dv+c]))
+	}
 }
 
 func TestDeltaNet(t *testing.T) {

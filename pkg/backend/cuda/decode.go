@@ -24,7 +24,8 @@ const (
 // Kernels launched with dynamic shared memory beyond the default 48 KiB:
 // loadModule raises their limit to maxDynamicShared.
 var dynamicSharedKernels = []string{"attend", "attend_split", "attend_tiled", "mv_q4", "mv2_q4", "mv_q8", "mv2_q8", "mv_bf16", "mv2_bf16",
-	"mvx_up_q4", "mvx_down_q4", "mvx_up_q8", "mvx_down_q8", "mvx_up_bf16", "mvx_down_bf16", "mvb_q4", "mvb_q8", "mvb_bf16"}
+	"mvx_up_q4", "mvx_down_q4", "mvx_up_q8", "mvx_down_q8", "mvx_up_bf16", "mvx_down_bf16", "mvb_q4", "mvb_q8", "mvb_bf16",
+	"delta_rule_chunked"}
 
 // maxDynamicShared is the dynamic shared memory a block may ask for: the
 // opt-in maximum less room for the kernels' static arrays.

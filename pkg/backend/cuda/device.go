@@ -106,7 +106,7 @@ const maxKernelArgs = 24
 var kernelNames = []string{"mm_f32", "mm_bf16", "mm_f16", "mm_q2", "mm_q3", "mm_q4", "mm_q8", "mm_generic",
 	"mm2_f32", "mm2_bf16", "mm2_f16", "mm2_q2", "mm2_q3", "mm2_q4", "mm2_q8", "embed_rows",
 	"mmx_f32", "mmx_bf16", "mmx_f16", "mmx_q2", "mmx_q3", "mmx_q4", "mmx_q8", "expert_combine",
-	"rmsnorm", "qk_norm_rope", "l2norm_heads", "attend", "kv_store", "conv_silu", "delta_rule",
+	"rmsnorm", "qk_norm_rope", "l2norm_heads", "attend", "kv_store", "conv_silu", "delta_rule", "delta_rule_chunked", "gated_norm_heads",
 	"swiglu", "add", "combine", "gate_add", "gather", "first_nonfinite",
 	"mv_q4", "mv2_q4", "mv_q8", "mv2_q8", "mvx_up_q4", "mvx_down_q4", "mvx_up_q8", "mvx_down_q8",
 	"attend_split", "add_rmsnorm", "mvb_q4", "mvb_q8", "mv_bf16", "mv2_bf16", "mvx_up_bf16", "mvx_down_bf16", "mvb_bf16",
@@ -261,6 +261,11 @@ func (d *Device) loadModule(cubin []byte) error {
 		if err := d.drv.call("cuFuncSetAttribute "+k, d.drv.cuFuncSetAttribute, d.fns[k], funcAttrMaxDynamicSharedMem, uintptr(d.maxDynamicShared())); err != nil {
 			return err
 		}
+	}
+	// delta_rule_chunked's blocks take 112 KB at dk = 128: ask for the whole
+	// carveout as shared memory so that two share a multiprocessor.
+	if err := d.drv.call("cuFuncSetAttribute delta_rule_chunked", d.drv.cuFuncSetAttribute, d.fns["delta_rule_chunked"], funcAttrPreferredCarveout, 100); err != nil {
+		return err
 	}
 	return nil
 }

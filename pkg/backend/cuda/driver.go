@@ -38,6 +38,7 @@ const (
 	attrComputeCapabilityMinor  = 76
 	attrMaxSharedPerBlockOptin  = 97
 	funcAttrMaxDynamicSharedMem = 8
+	funcAttrPreferredCarveout   = 9 // CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT, percent of the maximum
 	streamNonBlocking           = 1
 	memHostAllocPortable        = 1
 	memHostAllocDeviceMap       = 2

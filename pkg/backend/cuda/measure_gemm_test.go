@@ -46,21 +46,10 @@ func medianDevice(t *testing.T, d *Device, n int, f func()) time.Duration {
 	return ts[n/2]
 }
 
-// TestMeasureGemm prints (FM_CUDA_MEASURE=1) the float32 FMA ceiling, the
-// tiled kernels against mm_fast at Qwen3-30B-A3B shapes (4-bit, groups of 64,
-// bf16 scales) for T from 8 to 512, and the routed experts of one MoE layer
-// at a prefill chunk (128 experts, K = 8), each as TFLOPS and as a ratio to
-// the ceiling of the same run. Every product cycles over copies of its matrix
-// (more bytes than the 50 MB L2), as a model's distinct layers would.
-func TestMeasureGemm(t *testing.T) {
-	bd, g, d := openMeasured(t)
-	saved := [4]any{debugNoGemm, debugNoBatch, gemmMinT, debugNoTC}
-	defer func() {
-		debugNoGemm, debugNoBatch, gemmMinT, debugNoTC = saved[0].(bool), saved[1].(bool), saved[2].(int), saved[3].(bool)
-	}()
-
-	// The FMA ceiling: 16 independent chains a thread, 8 blocks of 256 a
-	// multiprocessor.
+// fmaPeak measures and logs the float32 FMA ceiling in TFLOPS: 16
+// independent chains a thread, 8 blocks of 256 a multiprocessor.
+func fmaPeak(t *testing.T, d *Device) float64 {
+	t.Helper()
 	blocks, steps := d.Info.SMs*8, 1<<14
 	sink, err := d.Alloc(blocks * 256 * 4)
 	if err != nil {
@@ -74,6 +63,23 @@ func TestMeasureGemm(t *testing.T) {
 	})
 	peak := float64(blocks*256*steps*16*2) / peakEl.Seconds() / 1e12
 	t.Logf("CEILING float32 FMA: %.1f TFLOPS (%d blocks × 256 threads × %d × 16 FMAs in %v)", peak, blocks, steps, peakEl)
+	return peak
+}
+
+// TestMeasureGemm prints (FM_CUDA_MEASURE=1) the float32 FMA ceiling, the
+// tiled kernels against mm_fast at Qwen3-30B-A3B shapes (4-bit, groups of 64,
+// bf16 scales) for T from 8 to 512, and the routed experts of one MoE layer
+// at a prefill chunk (128 experts, K = 8), each as TFLOPS and as a ratio to
+// the ceiling of the same run. Every product cycles over copies of its matrix
+// (more bytes than the 50 MB L2), as a model's distinct layers would.
+func TestMeasureGemm(t *testing.T) {
+	bd, g, d := openMeasured(t)
+	saved := [4]any{debugNoGemm, debugNoBatch, gemmMinT, debugNoTC}
+	defer func() {
+		debugNoGemm, debugNoBatch, gemmMinT, debugNoTC = saved[0].(bool), saved[1].(bool), saved[2].(int), saved[3].(bool)
+	}()
+
+	peak := fmaPeak(t, d)
 
 	r := rand.New(rand.NewPCG(31, 32))
 	desc := backend.MatrixDesc{Format: backend.Affine, Bits: 4, GroupSize: 64, ScaleFormat: backend.BF16}
@@ -232,6 +238,7 @@ func TestMeasureGemm(t *testing.T) {
 	}
 	es := make([]backend.Expert, E)
 	for i := range es {
+		var err error
 		if es[i], err = bd.BindExpert(l, file); err != nil {
 			t.Fatal(err)
 		}

@@ -424,6 +424,19 @@ type DeltaRuleArgs struct {
 	Eps                   float64
 }
 
+// deltaArgsErr says why the delta-rule kernels cannot take a, or nil: a
+// value head is one block of threads (at most 1024), and value heads group
+// evenly over key heads.
+func deltaArgsErr(a *DeltaRuleArgs) error {
+	if a.DV > 1024 {
+		return fmt.Errorf("cuda: value head dim %d exceeds 1024", a.DV)
+	}
+	if a.NK <= 0 || a.NV%a.NK != 0 {
+		return fmt.Errorf("cuda: delta rule with %d value heads over %d key heads", a.NV, a.NK)
+	}
+	return nil
+}
+
 // DeltaRule queues the recurrent delta rule and gated RMSNorm of every value
 // head over T tokens.
 func (d *Device) DeltaRule(a *DeltaRuleArgs) {
@@ -432,14 +445,83 @@ func (d *Device) DeltaRule(a *DeltaRuleArgs) {
 		return
 	}
 	defer d.leave()
-	if a.DV > 1024 {
-		d.fail(fmt.Errorf("cuda: value head dim %d exceeds 1024", a.DV))
+	if err := deltaArgsErr(a); err != nil {
+		d.fail(err)
 		return
 	}
 	d.launch("delta_rule", [3]int{a.NV, 1, 1}, (a.DV+31)/32*32, 2*a.DK*4,
 		uint64(a.Core), uint64(a.S), uint64(a.QKV), uint64(a.B), uint64(a.A), uint64(a.Z),
 		uint64(a.NegA), uint64(a.DtBias), uint64(a.NormW), argI(a.T), argI(a.NK), argI(a.NV), argI(a.DK),
 		argI(a.DV), argI(a.LdQKV), argI(a.LdBA), argI(a.LdZ), argD(a.Eps))
+}
+
+// deltaChunk is the chunked delta rule's chunk length (DC_CHUNK in
+// deltanet.cu): the CPU's deltaChunk, so that both round alike, and the T
+// from which DeltaNet takes the chunked form, as the CPU does.
+const deltaChunk = 64
+
+// deltaCols is the number of state columns a delta_rule_chunked block owns
+// (DC_COLS).
+const deltaCols = 32
+
+// deltaThreads is delta_rule_chunked's block (DC_THREADS).
+const deltaThreads = 256
+
+// deltaChunkShared is delta_rule_chunked's dynamic shared memory for key
+// head dim dk (the layout in deltanet.cu).
+func deltaChunkShared(dk int) int {
+	const C = deltaChunk
+	return 3*C*8 + 3*C*4 + 4*(2*C*(dk+4)+C*deltaCols+dk*deltaCols+C*(C+4))
+}
+
+// debugNoChunk (FM_CUDA_DEBUG=nochunk) keeps prefill on the token-by-token
+// delta_rule: the A/B of the chunked form.
+var debugNoChunk = strings.Contains(os.Getenv("FM_CUDA_DEBUG"), "nochunk")
+
+// ChunkedDeltaRule reports whether DeltaNet over T tokens with key head dim
+// dk takes DeltaRuleChunked: from one chunk of tokens on (decode and short
+// prompts keep the recurrence, whose T steps are then fewer than a chunk's
+// matrix work), where its shared memory fits, unless FM_CUDA_DEBUG=nochunk.
+func (d *Device) ChunkedDeltaRule(T, dk int) bool {
+	return T >= deltaChunk && !debugNoChunk && d.deltaChunkFits(dk) == nil
+}
+
+// deltaChunkFits says why delta_rule_chunked cannot take key head dim dk, or
+// nil: its tilings need dk a multiple of 32 and at most 256 (DC_WARPS·DC_SR),
+// and its shared memory must fit.
+func (d *Device) deltaChunkFits(dk int) error {
+	if dk <= 0 || dk%32 != 0 || dk > 256 {
+		return fmt.Errorf("cuda: the chunked delta rule needs a key head dim that is a multiple of 32 up to 256, not %d", dk)
+	}
+	if smem := deltaChunkShared(dk); smem > d.maxDynamicShared() {
+		return fmt.Errorf("cuda: the chunked delta rule with key head dim %d needs %d bytes of shared memory, the device allows %d",
+			dk, smem, d.maxDynamicShared())
+	}
+	return nil
+}
+
+// DeltaRuleChunked queues the chunked delta rule (delta_rule_chunked) and the
+// gated RMSNorm (gated_norm_heads) of every value head over T tokens: the
+// same result as DeltaRule to float32 rounding, for any T ≥ 1.
+func (d *Device) DeltaRuleChunked(a *DeltaRuleArgs) {
+	if !d.enter() {
+		d.leave()
+		return
+	}
+	defer d.leave()
+	err := deltaArgsErr(a)
+	if err == nil {
+		err = d.deltaChunkFits(a.DK)
+	}
+	if err != nil {
+		d.fail(err)
+		return
+	}
+	d.launch("delta_rule_chunked", [3]int{a.NV, (a.DV + deltaCols - 1) / deltaCols, 1}, deltaThreads, deltaChunkShared(a.DK),
+		uint64(a.Core), uint64(a.S), uint64(a.QKV), uint64(a.B), uint64(a.A), uint64(a.NegA), uint64(a.DtBias),
+		argI(a.T), argI(a.NK), argI(a.NV), argI(a.DK), argI(a.DV), argI(a.LdQKV), argI(a.LdBA), argI(a.LdZ))
+	d.launch("gated_norm_heads", [3]int{a.NV, min(a.T, 65535), 1}, (a.DV+31)/32*32, 0,
+		uint64(a.Core), uint64(a.Z), uint64(a.NormW), argI(a.T), argI(a.DV), argI(a.LdZ), argD(a.Eps))
 }
 
 func (d *Device) elemGrid(n int) [3]int {
