@@ -375,7 +375,7 @@ func (m *Model) moe(ctx context.Context, l *layer, st *State, x *tensors, pos in
 			h.file.Release()
 		}
 		held = held[:copy(held, held[n:])]
-		clear(held[len(held):n+len(held)])
+		clear(held[len(held) : n+len(held)])
 	}
 	defer func() {
 		releaseHeld(0)
