@@ -473,6 +473,9 @@ func (m *Model) moeBatched(ctx context.Context, l *layer, st *State, x *tensors,
 	d := m.dev
 	g := &st.ws.group
 	if ie, ok := m.experts.(InstantExperts); ok && ie.FetchesInstantly() {
+		if _, ok := m.experts.(AsyncExperts); ok {
+			return m.moeInstantSlots(ctx, l, st, x, rt, b, g, clk)
+		}
 		return m.moeInstant(ctx, l, x, rt, b, g, clk)
 	}
 	window := max(1, m.opts.ExpertBatch/2)
@@ -502,6 +505,37 @@ func (m *Model) moeBatched(ctx context.Context, l *layer, st *State, x *tensors,
 			clk.lap(l.index, PhaseExpertCompute)
 		}
 	}
+	return nil
+}
+
+// moeInstantSlots is moeInstant for an AsyncExperts source whose files need
+// no read (the store's mappings): every expert of the union through the
+// State's fetch slots at once — a mapped expert's slot is ready at Start —
+// so that, unlike FetchExperts, no result slice or release closure is made.
+func (m *Model) moeInstantSlots(ctx context.Context, l *layer, st *State, x *tensors, rt *routing, b backend.ExpertBatcher, g *expertGroup, clk *clock) error {
+	d := m.dev
+	f := st.ws.fetch.begin(m, ctx, l.index, rt.union, len(rt.union))
+	defer g.release()
+	for i, e := range rt.union {
+		buf, release, err := f.next(i)
+		if err != nil {
+			return err
+		}
+		ex, err := d.BindExpert(m.expertLayout, buf)
+		if err != nil {
+			release.Release()
+			f.drain()
+			return fmt.Errorf("layer %d expert %d: %w", l.index, e, err)
+		}
+		g.add(e, ex, release, rt)
+	}
+	clk.lap(l.index, PhaseExpertIO)
+	d.Clear(x.mix)
+	if l.hasShared {
+		m.sharedExpert(l, x, x.xn, x.mix)
+	}
+	b.ExpertFFNs(x.mix, x.xn, g.experts, g.rows, g.weights)
+	clk.lap(l.index, PhaseExpertCompute)
 	return nil
 }
 
