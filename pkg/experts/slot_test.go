@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -18,6 +17,17 @@ import (
 func (fx *fixture) checkData(t testing.TB, layer, id int, data []byte) {
 	t.Helper()
 	fx.check(t, []*Expert{{Layer: layer, ID: id, Data: data}})
+}
+
+// waitInFlight waits until n reads have been in flight at once (blocked on
+// the gate).
+func (f *fakeFS) waitInFlight(n int) {
+	for {
+		if m, _, _, _ := f.counts(); m >= n {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // TestSlotReadsAndReuses: Slots hand out the right files, reused fetch after
@@ -146,12 +156,7 @@ func TestSlotCancellation(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	sl := s.NewSlot()
 	sl.Start(ctx, 0, 3)
-	for {
-		if m, _, _, _ := fs.counts(); m == 1 {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
+	fs.waitInFlight(1)
 	if sl.Ready() {
 		t.Error("Ready while the read is blocked")
 	}
@@ -227,19 +232,7 @@ func TestSlotReleaseAbandonsRead(t *testing.T) {
 // TestSlotJoinsCancelledRead: a Slot sharing a read that its first caller
 // cancels gets the expert anyway (read again for it).
 func TestSlotJoinsCancelledRead(t *testing.T) {
-	fx := newFixture(1, 4, testSize)
-	fs := fx.fs()
-	fs.gate = make(chan struct{})
-	s := openStore(t, fx, fs, Options{IOThreads: 1})
-	ctxA, cancelA := context.WithCancel(context.Background())
-	errA := make(chan error, 1)
-	go func() { _, err := s.Fetch(ctxA, 0, []int{0, 1}); errA <- err }()
-	for {
-		if m, _, _, _ := fs.counts(); m == 1 {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
+	fx, fs, s, cancelA, errA := fetchBlocked(t)
 	sl := s.NewSlot()
 	sl.Start(context.Background(), 0, 1) // queued behind A's, shared
 	if s.Stats().Shared != 1 {
@@ -311,91 +304,62 @@ func TestSlotAllocations(t *testing.T) {
 // TestSlotStress: Slots and Fetch calls on one store from several goroutines,
 // some giving up early, on every cache policy (run it with -race).
 func TestSlotStress(t *testing.T) {
-	const layers, experts = 2, 24
-	fx := newFixture(layers, experts, testSize)
-	for _, opts := range []Options{
-		{IOThreads: 3},
-		{IOThreads: 3, DirectIO: true, CacheBytes: 5 * testSize, CachePolicy: PolicyLRU},
-		{IOThreads: 3, DirectIO: true, CacheBytes: 5 * testSize, CachePolicy: PolicyARC},
-		{IOThreads: 3, DirectIO: true, CacheBytes: 5 * testSize, CachePolicy: PolicyLFUDA},
-	} {
-		t.Run(fmt.Sprintf("cache=%d/%s", opts.CacheBytes/testSize, opts.CachePolicy), func(t *testing.T) {
-			fs := fx.fs()
-			fs.latency = 50 * time.Microsecond
-			s := openStore(t, fx, fs, opts)
-			var wg sync.WaitGroup
-			errc := make(chan error, 8)
-			for g := range 6 {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					r := rand.New(rand.NewPCG(uint64(g), 11))
-					slots := []*Slot{s.NewSlot(), s.NewSlot(), s.NewSlot()}
-					for range 150 {
-						ctx := context.Background()
-						var cancel context.CancelFunc = func() {}
-						if r.IntN(10) == 0 {
-							ctx, cancel = context.WithTimeout(ctx, time.Duration(r.IntN(200))*time.Microsecond)
-						}
-						layer := r.IntN(layers)
-						if g%3 == 0 { // a Fetch caller among the Slot users
-							ex, err := s.Fetch(ctx, layer, []int{r.IntN(8), r.IntN(experts)})
-							cancel()
-							if err == nil {
-								s.Release(ex)
-							} else if !isContextErr(err) {
-								errc <- err
-								return
-							}
-							continue
-						}
-						for _, sl := range slots {
-							sl.Start(ctx, layer, r.IntN(experts))
-						}
-						for i, sl := range slots {
-							if i == 2 && r.IntN(4) == 0 {
-								continue // released unread below
-							}
-							data, err := sl.Wait()
-							if err != nil {
-								if isContextErr(err) {
-									continue
-								}
-								cancel()
-								errc <- err
-								return
-							}
-							if layout.Checksum(data) != fx.set.Checksums[layer][sl.k.id] {
-								cancel()
-								errc <- fmt.Errorf("layer %d expert %d: corrupted buffer", layer, sl.k.id)
-								return
-							}
-						}
-						for _, sl := range slots {
-							sl.Release()
-						}
-						cancel()
-					}
-				}()
+	stress(t, 11, func(s *Store, fx *fixture, r *rand.Rand, g int) error {
+		layers, experts := len(fx.set.Checksums), len(fx.set.Checksums[0])
+		slots := []*Slot{s.NewSlot(), s.NewSlot(), s.NewSlot()}
+		defer func() {
+			for _, sl := range slots {
+				sl.Release()
 			}
-			wg.Wait()
-			close(errc)
-			for err := range errc {
-				t.Fatal(err)
-			}
-			if st := s.Stats(); st.CachedBytes > opts.CacheBytes {
-				t.Errorf("cache %d bytes over budget %d", st.CachedBytes, opts.CacheBytes)
-			}
-			if err := s.Close(); err != nil {
-				t.Fatal(err)
-			}
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			for k, e := range s.live {
-				if e.refs != 0 || !e.cached {
-					t.Errorf("layer %d expert %d: %d references left, cached %v", k.layer, k.id, e.refs, e.cached)
+		}()
+		for range 150 {
+			ctx, cancel := stressContext(r)
+			layer := r.IntN(layers)
+			if g%3 == 0 { // a Fetch caller among the Slot users
+				ex, err := s.Fetch(ctx, layer, []int{r.IntN(8), r.IntN(experts)})
+				cancel()
+				if err == nil {
+					s.Release(ex)
+				} else if !isContextErr(err) {
+					return err
 				}
+				continue
 			}
-		})
+			err := slotRound(slots, ctx, fx, layer, r, experts)
+			cancel()
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// slotRound starts the slots on random experts of layer, checks what they
+// hand out (leaving the last one unread at times) and releases them.
+func slotRound(slots []*Slot, ctx context.Context, fx *fixture, layer int, r *rand.Rand, experts int) error {
+	for _, sl := range slots {
+		sl.Start(ctx, layer, r.IntN(experts))
 	}
+	defer func() {
+		for _, sl := range slots {
+			sl.Release()
+		}
+	}()
+	for i, sl := range slots {
+		if i == len(slots)-1 && r.IntN(4) == 0 {
+			continue // released unread
+		}
+		data, err := sl.Wait()
+		if err != nil {
+			if isContextErr(err) {
+				continue
+			}
+			return err
+		}
+		if layout.Checksum(data) != fx.set.Checksums[layer][sl.k.id] {
+			return fmt.Errorf("layer %d expert %d: corrupted buffer", layer, sl.k.id)
+		}
+	}
+	return nil
 }

@@ -530,13 +530,19 @@ func (m *Model) moeInstantSlots(ctx context.Context, l *layer, st *State, x *ten
 		g.add(e, ex, release, rt)
 	}
 	clk.lap(l.index, PhaseExpertIO)
-	d.Clear(x.mix)
+	m.allExperts(l, x, b, g, clk)
+	return nil
+}
+
+// allExperts computes x.mix of a layer whose routed experts are all bound in
+// g: the shared expert, then every routed expert in one ExpertFFNs.
+func (m *Model) allExperts(l *layer, x *tensors, b backend.ExpertBatcher, g *expertGroup, clk *clock) {
+	m.dev.Clear(x.mix)
 	if l.hasShared {
 		m.sharedExpert(l, x, x.xn, x.mix)
 	}
 	b.ExpertFFNs(x.mix, x.xn, g.experts, g.rows, g.weights)
 	clk.lap(l.index, PhaseExpertCompute)
-	return nil
 }
 
 // moeInstant is moeBatched for experts that need no read
@@ -567,12 +573,7 @@ func (m *Model) moeInstant(ctx context.Context, l *layer, x *tensors, rt *routin
 		}
 		g.add(e, ex, nil, rt)
 	}
-	d.Clear(x.mix)
-	if l.hasShared {
-		m.sharedExpert(l, x, x.xn, x.mix)
-	}
-	b.ExpertFFNs(x.mix, x.xn, g.experts, g.rows, g.weights)
-	clk.lap(l.index, PhaseExpertCompute)
+	m.allExperts(l, x, b, g, clk)
 	return nil
 }
 
