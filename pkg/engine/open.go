@@ -251,6 +251,10 @@ func (a storeExperts) ExpertSet() *layout.ExpertSet { return a.set }
 // out without a read.
 func (a storeExperts) FetchesInstantly() bool { return a.s.Mapped() }
 
+// NewExpertSlot implements model.AsyncExperts: the model's reads go straight
+// to the store's workers, one reusable Slot per expert in flight.
+func (a storeExperts) NewExpertSlot() model.ExpertSlot { return a.s.NewSlot() }
+
 func (a storeExperts) FetchExperts(ctx context.Context, layer int, ids []int, data [][]byte) (func(), error) {
 	if len(data) != len(ids) {
 		return nil, fmt.Errorf("layer %d: %d destinations for %d experts", layer, len(data), len(ids))

@@ -24,7 +24,12 @@
 // Belady's optimum, so the budget matters more than the policy.
 // BenchmarkPolicyHitRate -args -trace=FILE replays a recorded trace.
 //
-// Buffers handed out by Fetch are reference counted: they stay valid, and are
+// Fetch reads a layer's experts at once; a Slot fetches one expert at a time and
+// is reused (the model's decode loop keeps one per expert in flight): once the
+// store is warm a Slot's Start, Wait and Release allocate nothing, and the
+// worker that finishes a read wakes the Slot's owner directly.
+//
+// Buffers handed out by Fetch and Slots are reference counted: they stay valid, and are
 // not reused, until Release, even if the cache evicts the expert meanwhile.
 //
 // Every file access goes through the FS interface so that tests can inject

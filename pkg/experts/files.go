@@ -1,7 +1,6 @@
 package experts
 
 import (
-	"container/list"
 	"errors"
 	"sync"
 )
@@ -11,33 +10,78 @@ import (
 // time: a large model has tens of thousands of expert files and the
 // descriptor limit is often 20k or less. Idle files are closed least recently
 // used first; files being read are never closed.
+//
+// Files are found by their (layer, expert) and the path is built only to open
+// one, and the idle list is threaded through the files themselves, so that a
+// read of a file already open allocates nothing (a decode step reads every
+// expert it routes to).
 type fileTable struct {
-	fs  FS
-	max int
+	fs     FS
+	max    int
+	pathOf func(key) string
 
 	mu   sync.Mutex
-	open map[string]*openFile
-	idle list.List // of *openFile with refs == 0, most recently used at the front
+	open map[key]*openFile
+	idle idleList // files with refs == 0, most recently used at the front
 }
 
 type openFile struct {
+	key    key
 	path   string
 	f      File
 	direct bool
 	refs   int
 	dead   bool // dropped from the table; close when the last reader is done
-	elem   *list.Element
+
+	// The idle list's links (inIdle: on it).
+	prev, next *openFile
+	inIdle     bool
 }
 
-func newFileTable(fs FS, max int) *fileTable {
-	return &fileTable{fs: fs, max: max, open: map[string]*openFile{}}
+// idleList is a doubly linked list of open files threaded through them.
+type idleList struct {
+	front, back *openFile
+	n           int
 }
 
-// acquire returns path opened (direct or not, as asked when it is first
-// opened) and holds it open until release.
-func (t *fileTable) acquire(path string, direct bool) (*openFile, error) {
+func (l *idleList) pushFront(of *openFile) {
+	of.prev, of.next, of.inIdle = nil, l.front, true
+	if l.front != nil {
+		l.front.prev = of
+	} else {
+		l.back = of
+	}
+	l.front = of
+	l.n++
+}
+
+func (l *idleList) remove(of *openFile) {
+	if !of.inIdle {
+		return
+	}
+	if of.prev != nil {
+		of.prev.next = of.next
+	} else {
+		l.front = of.next
+	}
+	if of.next != nil {
+		of.next.prev = of.prev
+	} else {
+		l.back = of.prev
+	}
+	of.prev, of.next, of.inIdle = nil, nil, false
+	l.n--
+}
+
+func newFileTable(fs FS, max int, pathOf func(key) string) *fileTable {
+	return &fileTable{fs: fs, max: max, pathOf: pathOf, open: map[key]*openFile{}}
+}
+
+// acquire returns the file of k opened (direct or not, as asked when it is
+// first opened) and holds it open until release.
+func (t *fileTable) acquire(k key, direct bool) (*openFile, error) {
 	t.mu.Lock()
-	if of := t.open[path]; of != nil {
+	if of := t.open[k]; of != nil {
 		t.holdLocked(of)
 		t.mu.Unlock()
 		return of, nil
@@ -46,29 +90,39 @@ func (t *fileTable) acquire(path string, direct bool) (*openFile, error) {
 
 	// Open outside the lock: a cold open may wait for the disk (inode lookup),
 	// and other workers should not queue behind it.
+	path := t.pathOf(k)
 	f, err := t.fs.Open(path, direct)
 	if err != nil {
-		return nil, err
+		return nil, &openError{path, err}
 	}
 	t.mu.Lock()
-	if of := t.open[path]; of != nil { // another worker won the race
+	if of := t.open[k]; of != nil { // another worker won the race
 		t.holdLocked(of)
 		t.mu.Unlock()
 		f.Close()
 		return of, nil
 	}
-	of := &openFile{path: path, f: f, direct: direct, refs: 1}
-	t.open[path] = of
+	of := &openFile{key: k, path: path, f: f, direct: direct, refs: 1}
+	t.open[k] = of
 	victims := t.trimLocked()
 	t.mu.Unlock()
 	closeAll(victims)
 	return of, nil
 }
 
+// openError is a failed open of path, so that the caller can name the file
+// without building its path again.
+type openError struct {
+	path string
+	err  error
+}
+
+func (e *openError) Error() string { return e.path + ": open: " + e.err.Error() }
+func (e *openError) Unwrap() error { return e.err }
+
 func (t *fileTable) holdLocked(of *openFile) {
-	if of.refs == 0 && of.elem != nil {
-		t.idle.Remove(of.elem)
-		of.elem = nil
+	if of.refs == 0 {
+		t.idle.remove(of)
 	}
 	of.refs++
 }
@@ -83,7 +137,7 @@ func (t *fileTable) release(of *openFile) {
 	case of.dead:
 		victims = append(victims, of)
 	default:
-		of.elem = t.idle.PushFront(of)
+		t.idle.pushFront(of)
 		victims = t.trimLocked()
 	}
 	t.mu.Unlock()
@@ -96,13 +150,10 @@ func (t *fileTable) release(of *openFile) {
 func (t *fileTable) drop(of *openFile) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.open[of.path] == of {
-		delete(t.open, of.path)
+	if t.open[of.key] == of {
+		delete(t.open, of.key)
 	}
-	if of.elem != nil {
-		t.idle.Remove(of.elem)
-		of.elem = nil
-	}
+	t.idle.remove(of)
 	of.dead = true
 }
 
@@ -110,11 +161,11 @@ func (t *fileTable) drop(of *openFile) {
 // outside the lock.
 func (t *fileTable) trimLocked() []*openFile {
 	var victims []*openFile
-	for len(t.open) > t.max && t.idle.Len() > 0 {
-		of := t.idle.Remove(t.idle.Back()).(*openFile)
-		of.elem = nil
+	for len(t.open) > t.max && t.idle.n > 0 {
+		of := t.idle.back
+		t.idle.remove(of)
 		of.dead = true
-		delete(t.open, of.path)
+		delete(t.open, of.key)
 		victims = append(victims, of)
 	}
 	return victims
@@ -134,8 +185,8 @@ func (t *fileTable) closeAll() error {
 	for _, of := range t.open {
 		files = append(files, of)
 	}
-	t.open = map[string]*openFile{}
-	t.idle.Init()
+	t.open = map[key]*openFile{}
+	t.idle = idleList{}
 	t.mu.Unlock()
 	var errs []error
 	for _, of := range files {

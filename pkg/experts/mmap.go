@@ -64,7 +64,7 @@ func (s *Store) mapExpert(ctx context.Context, k key) ([]byte, error) {
 	s.stats.ioTime.Add(int64(time.Since(start)))
 	s.stats.reads.Add(1)
 	s.stats.bytes.Add(int64(len(data)))
-	if err := s.checker.check(path, k.layer, k.id, data); err != nil {
+	if err := s.checker.check(k.layer, k.id, data); err != nil {
 		unmapFile(data)
 		return nil, err
 	}

@@ -2,7 +2,6 @@ package experts
 
 import (
 	"container/heap"
-	"container/list"
 	"fmt"
 )
 
@@ -170,30 +169,67 @@ type arc struct {
 	target   int
 	t1, t2   entryList
 	b1, b2   ghostList
+	ghosts   []*ghost // B1's and B2's free nodes
 }
 
-// ghostList is an LRU list of keys with a lookup index.
+// ghostList is an LRU list of keys with a lookup index. Its nodes are
+// recycled through a free list shared by B1 and B2 (a miss that evicts pushes
+// a ghost, and one per token would otherwise allocate one per token).
 type ghostList struct {
-	order list.List // of key, most recent at the front
-	index map[key]*list.Element
+	root  ghost // sentinel: root.next is the most recent, root.prev the oldest
+	n     int
+	index map[key]*ghost
+	free  *[]*ghost
 }
 
-func (g *ghostList) len() int { return g.order.Len() }
+type ghost struct {
+	k          key
+	prev, next *ghost
+}
 
-func (g *ghostList) push(k key) { g.index[k] = g.order.PushFront(k) }
+func (g *ghostList) init(free *[]*ghost) {
+	g.root.next, g.root.prev = &g.root, &g.root
+	g.index = map[key]*ghost{}
+	g.free = free
+}
+
+func (g *ghostList) len() int { return g.n }
+
+func (g *ghostList) push(k key) {
+	var n *ghost
+	if f := *g.free; len(f) > 0 {
+		n = f[len(f)-1]
+		f[len(f)-1] = nil
+		*g.free = f[:len(f)-1]
+	} else {
+		n = &ghost{}
+	}
+	n.k, n.prev, n.next = k, &g.root, g.root.next
+	g.root.next.prev = n
+	g.root.next = n
+	g.n++
+	g.index[k] = n
+}
+
+func (g *ghostList) unlink(n *ghost) {
+	n.prev.next, n.next.prev = n.next, n.prev
+	n.prev, n.next = nil, nil
+	g.n--
+	delete(g.index, n.k)
+	*g.free = append(*g.free, n)
+}
 
 func (g *ghostList) remove(k key) bool {
-	el, ok := g.index[k]
+	n, ok := g.index[k]
 	if ok {
-		g.order.Remove(el)
-		delete(g.index, k)
+		g.unlink(n)
 	}
 	return ok
 }
 
 func (g *ghostList) dropOldest() {
-	if el := g.order.Back(); el != nil {
-		delete(g.index, g.order.Remove(el).(key))
+	if g.n > 0 {
+		g.unlink(g.root.prev)
 	}
 }
 
@@ -201,8 +237,8 @@ func newARC(capacity int) *arc {
 	a := &arc{capacity: capacity}
 	a.t1.init()
 	a.t2.init()
-	a.b1.index = map[key]*list.Element{}
-	a.b2.index = map[key]*list.Element{}
+	a.b1.init(&a.ghosts)
+	a.b2.init(&a.ghosts)
 	return a
 }
 

@@ -1,6 +1,9 @@
 package experts
 
-import "sync"
+import (
+	"context"
+	"sync"
+)
 
 // jobQueue is the read workers' FIFO. Unlike a channel it never blocks the
 // submitter, so a Fetch can queue all its reads at once and be waiting for
@@ -19,11 +22,10 @@ func newJobQueue() *jobQueue {
 	return q
 }
 
-// push queues jobs; it reports false, queueing nothing, after close.
-func (q *jobQueue) push(jobs []job) bool {
-	if len(jobs) == 0 {
-		return true
-	}
+// pushRead queues the read of e's file of size bytes as chunks of chunk
+// bytes in file order (chunk <= 0: one job, n = 0, for the whole file) without
+// building a slice of them; it reports false, queueing nothing, after close.
+func (q *jobQueue) pushRead(ctx context.Context, e *entry, size, chunk int) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.closed {
@@ -34,8 +36,17 @@ func (q *jobQueue) push(jobs []job) bool {
 		clear(q.jobs[n:])
 		q.jobs, q.head = q.jobs[:n], 0
 	}
-	q.jobs = append(q.jobs, jobs...)
-	if len(jobs) == 1 {
+	if chunk <= 0 {
+		q.jobs = append(q.jobs, job{ctx: ctx, e: e})
+		q.cond.Signal()
+		return true
+	}
+	n := 0
+	for off := 0; off < size; off += chunk {
+		q.jobs = append(q.jobs, job{ctx, e, off, min(chunk, size-off)})
+		n++
+	}
+	if n == 1 {
 		q.cond.Signal()
 	} else {
 		q.cond.Broadcast()

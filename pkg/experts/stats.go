@@ -9,7 +9,7 @@ import (
 // few gauges of what it holds now. For per-token figures take Stats at token
 // boundaries and Sub them, or ResetStats at the start of each token.
 type Stats struct {
-	Fetches int64 // Fetch calls
+	Fetches int64 // Fetch calls and Slot Starts
 	Experts int64 // experts asked for: Hits + Shared + Misses
 	Hits    int64 // served from the RAM cache (Mmap: from an existing mapping)
 	Shared  int64 // served from a buffer another caller had read or was reading
@@ -20,7 +20,8 @@ type Stats struct {
 	// it can exceed the elapsed time. IOTime/WaitTime estimates the achieved
 	// read parallelism.
 	IOTime time.Duration
-	// WaitTime sums the wall time callers spent inside Fetch: what the I/O cost
+	// WaitTime sums the wall time callers spent inside Fetch, and for a Slot
+	// the time from Start to the end of its expert's read: what the I/O cost
 	// the token.
 	WaitTime  time.Duration
 	Evictions int64 // experts dropped from the RAM cache

@@ -97,10 +97,22 @@ type Store struct {
 	warnMu   sync.Mutex
 	warnings []string
 
+	epoch time.Time // Open's time: entries stamp their end as time since it
+
 	mu    sync.Mutex
 	live  map[key]*entry // cached, being read, or handed out
 	cache policy         // nil without a RAM cache
+	evict func(*entry)   // evictLocked, bound once (a method value allocates)
+	// free holds entries no one refers to any more, for reuse: a read per
+	// expert per token then allocates no entry (and the entry keeps its
+	// waiters' capacity).
+	free []*entry
 }
+
+// maxFreeEntries bounds Store.free: more entries than this are only ever
+// live together in a burst (a prefill), and the garbage collector may have
+// the surplus.
+const maxFreeEntries = 1024
 
 type key struct{ layer, id int }
 
@@ -121,7 +133,9 @@ type entry struct {
 	err     error
 	refs    int  // Expert handles plus one while the read is in flight
 	cached  bool // in the RAM cache
+	inFree  bool // on Store.free
 	waiters []chan<- *entry
+	doneAt  time.Duration // when the read ended, since Store.epoch
 
 	// The chunked read in flight: the buffer being filled, the chunks not yet
 	// done, whether one failed (the rest then skip their read) and the first
@@ -164,7 +178,7 @@ func Open(dir string, set *layout.ExpertSet, opts Options) (*Store, error) {
 	var checker *verifier
 	if opts.VerifyChecksums {
 		var err error
-		if checker, err = newVerifier(set); err != nil {
+		if checker, err = newVerifier(dir, set); err != nil {
 			return nil, err
 		}
 	}
@@ -196,13 +210,15 @@ func Open(dir string, set *layout.ExpertSet, opts Options) (*Store, error) {
 		chunk:   opts.ChunkBytes,
 		verify:  opts.VerifyChecksums,
 		checker: checker,
-		files:   newFileTable(opts.FS, opts.MaxOpenFiles),
 		// Idle buffers cover one full round of reads: more would only pin memory
 		// after a burst.
 		pool:  &bufferPool{size: int(set.FileSize), maxIdle: max(8, 2*opts.IOThreads), alloc: opts.Buffers},
 		queue: newJobQueue(),
 		live:  map[key]*entry{},
+		epoch: time.Now(),
 	}
+	s.files = newFileTable(opts.FS, opts.MaxOpenFiles, s.path)
+	s.evict = s.evictLocked
 	s.mmap = opts.Mmap
 	if s.mmap {
 		s.cache = &keepAll{} // a mapping stays until Close
@@ -303,6 +319,12 @@ func (s *Store) Fetch(ctx context.Context, layer int, ids []int) ([]*Expert, err
 	return out, nil
 }
 
+// since is the time since Open (monotonic).
+func (s *Store) since() time.Duration { return time.Since(s.epoch) }
+
+// path is the file of expert k.
+func (s *Store) path(k key) string { return s.set.Path(s.dir, k.layer, k.id) }
+
 func (s *Store) cancelled(ctx context.Context, layer int, ids []int) error {
 	return fmt.Errorf("%s: fetch layer %d experts %v: %w", s.set.Dir, layer, ids, ctx.Err())
 }
@@ -347,7 +369,16 @@ func (s *Store) acquireLocked(k key) (e *entry, isNew bool) {
 		}
 		return e, false
 	}
-	e = &entry{key: k, refs: 2, heapIndex: -1}
+	if n := len(s.free); n > 0 {
+		e = s.free[n-1]
+		s.free[n-1] = nil
+		s.free = s.free[:n-1]
+		waiters := e.waiters[:0]
+		*e = entry{waiters: waiters}
+	} else {
+		e = &entry{}
+	}
+	e.key, e.refs, e.heapIndex = k, 2, -1
 	s.live[k] = e
 	s.stats.misses.Add(1)
 	return e, true
@@ -363,33 +394,27 @@ func (s *Store) awaitLocked(e *entry, done chan<- *entry, waiting map[*entry]boo
 // submit queues the reads of entries, each as chunks in file order, the
 // entries in the order given; after Close they fail at once.
 func (s *Store) submit(ctx context.Context, entries []*entry) {
-	if len(entries) == 0 {
-		return
-	}
-	per := 1
-	if !s.mmap {
-		per = (s.size + s.chunk - 1) / s.chunk
-	}
-	jobs := make([]job, 0, per*len(entries))
 	for _, e := range entries {
-		if s.mmap {
-			jobs = append(jobs, job{ctx: ctx, e: e})
-			continue
-		}
-		e.rbuf = s.pool.get()
-		e.pending.Store(int32(per))
-		for off := 0; off < s.size; off += s.chunk {
-			jobs = append(jobs, job{ctx, e, off, min(s.chunk, s.size-off)})
-		}
+		s.submitOne(ctx, e)
 	}
-	if !s.queue.push(jobs) {
-		for _, e := range entries {
-			if e.rbuf != nil {
-				s.pool.put(e.rbuf)
-				e.rbuf = nil
-			}
-			s.finish(e, nil, errClosed)
+}
+
+// submitOne queues the read of one entry (its chunks, in file order, or with
+// Mmap its mapping); after Close it fails at once. It allocates nothing once
+// the queue and the buffer pool have grown.
+func (s *Store) submitOne(ctx context.Context, e *entry) {
+	chunk := 0 // Mmap: one job maps the whole file
+	if !s.mmap {
+		chunk = s.chunk
+		e.rbuf = s.pool.get()
+		e.pending.Store(int32((s.size + s.chunk - 1) / s.chunk))
+	}
+	if !s.queue.pushRead(ctx, e, s.size, chunk) {
+		if e.rbuf != nil {
+			s.pool.put(e.rbuf)
+			e.rbuf = nil
 		}
+		s.finish(e, nil, errClosed)
 	}
 }
 
@@ -420,6 +445,12 @@ func (s *Store) recycleLocked(e *entry) {
 	if e.buf != nil {
 		s.pool.put(e.buf)
 		e.buf = nil
+	}
+	// Nothing refers to e any more: no handle, no read, no cache, no waiter
+	// (a waiter holds a reference), so it can serve another expert.
+	if !e.inFree && len(s.free) < maxFreeEntries {
+		e.inFree = true
+		s.free = append(s.free, e)
 	}
 }
 
@@ -467,7 +498,7 @@ func (s *Store) chunkDone(e *entry, err error) {
 	err = e.rerr
 	s.mu.Unlock()
 	if err == nil {
-		err = s.checker.check(s.set.Path(s.dir, e.key.layer, e.key.id), e.key.layer, e.key.id, buf)
+		err = s.checker.check(e.key.layer, e.key.id, buf)
 	}
 	if err != nil {
 		s.pool.put(buf)
@@ -491,10 +522,12 @@ func (s *Store) finish(e *entry, buf []byte, err error) {
 		e.state, e.buf = ready, buf
 		s.admitLocked(e)
 	}
+	e.doneAt = s.since()
 	for _, w := range e.waiters {
 		w <- e
 	}
-	e.waiters = nil
+	clear(e.waiters)
+	e.waiters = e.waiters[:0]
 	e.refs--
 	s.recycleLocked(e)
 }
@@ -507,23 +540,26 @@ func (s *Store) admitLocked(e *entry) {
 	if s.cache == nil {
 		return
 	}
-	s.cache.admit(e, s.evictLocked)
+	s.cache.admit(e, s.evict)
 	e.cached = true
 }
 
 // read fills buf with bytes [off, off+len(buf)) of the expert file of k.
+// The file is found by k in the table of open files; its path is built only to
+// open it, so that a read allocates nothing.
 func (s *Store) read(ctx context.Context, k key, buf []byte, off int) error {
-	path := s.set.Path(s.dir, k.layer, k.id)
 	for attempt := 0; ; attempt++ {
 		direct := s.direct.Load()
-		of, err := s.files.acquire(path, direct)
+		of, err := s.files.acquire(k, direct)
 		if err != nil {
-			if direct && directUnsupported(err) {
-				s.fallBack(path, err)
+			oe := err.(*openError)
+			if direct && directUnsupported(oe.err) {
+				s.fallBack(oe.path, oe.err)
 				continue
 			}
-			return fmt.Errorf("%s: open: %w", path, stripPath(err, path))
+			return fmt.Errorf("%s: open: %w", oe.path, stripPath(oe.err, oe.path))
 		}
+		path := of.path
 		start := time.Now()
 		n, reads, err := readFull(ctx, of.f, buf, int64(off))
 		s.stats.ioTime.Add(int64(time.Since(start)))

@@ -286,22 +286,28 @@ func TestCancellation(t *testing.T) {
 	}
 }
 
+// fetchBlocked opens a one-worker store on a 4-expert fixture whose reads
+// wait for fs.gate, and starts caller A's Fetch of experts 0 and 1 (its
+// context, cancelA; its error, errA); it returns once A's first read is
+// blocked, the second queued behind it.
+func fetchBlocked(t *testing.T) (fx *fixture, fs *fakeFS, s *Store, cancelA context.CancelFunc, errA chan error) {
+	t.Helper()
+	fx = newFixture(1, 4, testSize)
+	fs = fx.fs()
+	fs.gate = make(chan struct{})
+	s = openStore(t, fx, fs, Options{IOThreads: 1})
+	ctxA, cancelA := context.WithCancel(context.Background())
+	t.Cleanup(cancelA)
+	errA = make(chan error, 1)
+	go func() { _, err := s.Fetch(ctxA, 0, []int{0, 1}); errA <- err }()
+	fs.waitInFlight(1)
+	return fx, fs, s, cancelA, errA
+}
+
 // A caller joining a read that another caller then cancels gets the expert
 // anyway.
 func TestJoinedReadSurvivesOtherCallersCancellation(t *testing.T) {
-	fx := newFixture(1, 4, testSize)
-	fs := fx.fs()
-	fs.gate = make(chan struct{})
-	s := openStore(t, fx, fs, Options{IOThreads: 1})
-	ctxA, cancelA := context.WithCancel(context.Background())
-	errA := make(chan error, 1)
-	go func() { _, err := s.Fetch(ctxA, 0, []int{0, 1}); errA <- err }()
-	for {
-		if m, _, _, _ := fs.counts(); m == 1 {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
+	fx, fs, s, cancelA, errA := fetchBlocked(t)
 	type result struct {
 		ex  []*Expert
 		err error
@@ -446,48 +452,48 @@ func TestEvictedBuffersStayValidUntilRelease(t *testing.T) {
 
 // Many goroutines fetch, check and release with a tiny cache; run with -race.
 func TestConcurrentFetchStress(t *testing.T) {
-	const layers, experts = 2, 24
-	fx := newFixture(layers, experts, testSize)
-	for _, opts := range []Options{
-		{IOThreads: 3},
-		{IOThreads: 3, DirectIO: true, CacheBytes: 5 * testSize, CachePolicy: PolicyLRU},
-		{IOThreads: 3, DirectIO: true, CacheBytes: 5 * testSize, CachePolicy: PolicyARC},
-		{IOThreads: 3, DirectIO: true, CacheBytes: 5 * testSize, CachePolicy: PolicyLFUDA},
-	} {
+	stress(t, 7, func(s *Store, fx *fixture, r *rand.Rand, _ int) error {
+		layers, experts := len(fx.set.Checksums), len(fx.set.Checksums[0])
+		for range 150 {
+			ctx, cancel := stressContext(r)
+			ids := []int{r.IntN(8), r.IntN(experts), r.IntN(experts)}
+			ex, err := s.Fetch(ctx, r.IntN(layers), ids)
+			cancel()
+			if err != nil {
+				if isContextErr(err) {
+					continue
+				}
+				return err
+			}
+			for _, x := range ex {
+				if layout.Checksum(x.Data) != fx.set.Checksums[x.Layer][x.ID] {
+					return fmt.Errorf("layer %d expert %d: corrupted buffer", x.Layer, x.ID)
+				}
+			}
+			s.Release(ex)
+		}
+		return nil
+	})
+}
+
+// stress runs body on 6 goroutines (g = 0..5, each with its own random
+// source) against each of the stressOptions stores, with 50 µs reads from
+// a 2-layer, 24-expert fixture, then checks the store settled.
+func stress(t *testing.T, seed uint64, body func(s *Store, fx *fixture, r *rand.Rand, g int) error) {
+	fx := newFixture(2, 24, testSize)
+	for _, opts := range stressOptions {
 		t.Run(fmt.Sprintf("cache=%d/%s", opts.CacheBytes/testSize, opts.CachePolicy), func(t *testing.T) {
 			fs := fx.fs()
 			fs.latency = 50 * time.Microsecond
 			s := openStore(t, fx, fs, opts)
 			var wg sync.WaitGroup
-			errc := make(chan error, 8)
+			errc := make(chan error, 6)
 			for g := range 6 {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					r := rand.New(rand.NewPCG(uint64(g), 7))
-					for range 150 {
-						ctx := context.Background()
-						var cancel context.CancelFunc = func() {}
-						if r.IntN(10) == 0 { // some callers give up early
-							ctx, cancel = context.WithTimeout(ctx, time.Duration(r.IntN(200))*time.Microsecond)
-						}
-						ids := []int{r.IntN(8), r.IntN(experts), r.IntN(experts)}
-						ex, err := s.Fetch(ctx, r.IntN(layers), ids)
-						cancel()
-						if err != nil {
-							if isContextErr(err) {
-								continue
-							}
-							errc <- err
-							return
-						}
-						for _, x := range ex {
-							if layout.Checksum(x.Data) != fx.set.Checksums[x.Layer][x.ID] {
-								errc <- fmt.Errorf("layer %d expert %d: corrupted buffer", x.Layer, x.ID)
-								return
-							}
-						}
-						s.Release(ex)
+					if err := body(s, fx, rand.New(rand.NewPCG(uint64(g), seed)), g); err != nil {
+						errc <- err
 					}
 				}()
 			}
@@ -496,24 +502,47 @@ func TestConcurrentFetchStress(t *testing.T) {
 			for err := range errc {
 				t.Fatal(err)
 			}
-			st := s.Stats()
-			if st.CachedBytes > opts.CacheBytes {
-				t.Errorf("cache %d bytes over budget %d", st.CachedBytes, opts.CacheBytes)
-			}
-			// Every buffer is back: cached or idle, nothing leaked as in use. Reads
-			// abandoned by callers that gave up may still be in flight: Close waits
-			// for them.
-			if err := s.Close(); err != nil {
-				t.Fatal(err)
-			}
-			s.mu.Lock()
-			for k, e := range s.live {
-				if e.refs != 0 || !e.cached {
-					t.Errorf("layer %d expert %d: %d references left, cached %v", k.layer, k.id, e.refs, e.cached)
-				}
-			}
-			s.mu.Unlock()
+			checkSettled(t, s, opts)
 		})
+	}
+}
+
+// stressContext is a background context, or for one caller in ten one that
+// gives up within 200 µs.
+func stressContext(r *rand.Rand) (context.Context, context.CancelFunc) {
+	if r.IntN(10) == 0 {
+		return context.WithTimeout(context.Background(), time.Duration(r.IntN(200))*time.Microsecond)
+	}
+	return context.Background(), func() {}
+}
+
+// stressOptions are the stores the concurrency stress tests run on: page
+// cache, and O_DIRECT with a small cache under every policy.
+var stressOptions = []Options{
+	{IOThreads: 3},
+	{IOThreads: 3, DirectIO: true, CacheBytes: 5 * testSize, CachePolicy: PolicyLRU},
+	{IOThreads: 3, DirectIO: true, CacheBytes: 5 * testSize, CachePolicy: PolicyARC},
+	{IOThreads: 3, DirectIO: true, CacheBytes: 5 * testSize, CachePolicy: PolicyLFUDA},
+}
+
+// checkSettled closes s after a stress run and checks that the cache kept
+// its budget and every buffer is back: cached or idle, nothing leaked as in
+// use. Reads abandoned by callers that gave up may still be in flight: Close
+// waits for them.
+func checkSettled(t *testing.T, s *Store, opts Options) {
+	t.Helper()
+	if st := s.Stats(); st.CachedBytes > opts.CacheBytes {
+		t.Errorf("cache %d bytes over budget %d", st.CachedBytes, opts.CacheBytes)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, e := range s.live {
+		if e.refs != 0 || !e.cached {
+			t.Errorf("layer %d expert %d: %d references left, cached %v", k.layer, k.id, e.refs, e.cached)
+		}
 	}
 }
 

@@ -19,27 +19,28 @@ import (
 // It is separate from the read path so that any way of bringing bytes into
 // memory (pread today, a mapping tomorrow) can call check at that point.
 type verifier struct {
+	dir  string // the prepared directory, to name a damaged file
 	set  *layout.ExpertSet
 	done [][]atomic.Bool // [layer][expert]: verified in this process
 
 	hashed, hashNanos atomic.Int64 // bytes hashed and the time it took
 }
 
-func newVerifier(set *layout.ExpertSet) (*verifier, error) {
+func newVerifier(dir string, set *layout.ExpertSet) (*verifier, error) {
 	if len(set.Checksums) == 0 {
 		return nil, fmt.Errorf("%s: checksum verification asked for, but the manifest has no expert checksums", set.Dir)
 	}
-	v := &verifier{set: set, done: make([][]atomic.Bool, len(set.Checksums))}
+	v := &verifier{dir: dir, set: set, done: make([][]atomic.Bool, len(set.Checksums))}
 	for l, cs := range set.Checksums {
 		v.done[l] = make([]atomic.Bool, len(cs))
 	}
 	return v, nil
 }
 
-// check verifies data, the whole file of (layer, id) at path, unless that
-// expert was verified before. Two concurrent first reads may both hash; both
-// get the same answer.
-func (v *verifier) check(path string, layer, id int, data []byte) error {
+// check verifies data, the whole file of (layer, id), unless that expert was
+// verified before. Two concurrent first reads may both hash; both get the
+// same answer. The file's path is built only to report a mismatch.
+func (v *verifier) check(layer, id int, data []byte) error {
 	if v == nil || v.done[layer][id].Load() {
 		return nil
 	}
@@ -48,6 +49,7 @@ func (v *verifier) check(path string, layer, id int, data []byte) error {
 	v.hashNanos.Add(int64(time.Since(start)))
 	v.hashed.Add(int64(len(data)))
 	if want := v.set.Checksums[layer][id]; got != want {
+		path := v.set.Path(v.dir, layer, id)
 		return fmt.Errorf("%s: checksum %s, manifest says %s: the file is damaged (re-run fm-repack, which rewrites only bad files; --no-verify-experts skips this check)", path, got, want)
 	}
 	v.done[layer][id].Store(true)

@@ -15,7 +15,9 @@ import (
 // amortized, not per token: the KV cache and the attention scores grow
 // geometrically with the context, a few reallocations over these 50 steps,
 // which AllocsPerRun's whole-number average rounds to 0; a per-token
-// allocation anywhere makes it at least 1.
+// allocation anywhere makes it at least 1. The experts here are in memory;
+// pkg/engine's TestDecodeAllocationsFromFiles holds the expert store's read
+// paths (pread, O_DIRECT, RAM cache, mmap) to the same 0.
 func TestDecodeAllocations(t *testing.T) {
 	if testing.Short() {
 		t.Skip("loads the tiny-code model")

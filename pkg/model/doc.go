@@ -18,9 +18,12 @@
 // chunk routes to once); a one-token Forward is the decode path, and Decode
 // is the same step writing into the caller's logits (a decode step then
 // allocates next to nothing: routing, bindings and views reuse the State's
-// memory). A Device that implements backend.ExpertBatcher gets a layer's
-// experts in groups (all at once when the Experts source fetches without
-// I/O, InstantExperts), so it can spread them over its workers. Both follow
+// memory; with an AsyncExperts source, the expert store, the reads do too:
+// each State keeps reusable ExpertSlots, queued for the store's workers as
+// soon as routing names the experts). A Device that implements
+// backend.ExpertBatcher gets a layer's experts in groups (all at once when
+// the Experts source fetches without I/O, InstantExperts), so it can spread
+// them over its workers. Both follow
 // transformers' float32 numerics (the backends' conformance suite,
 // pkg/backend/backendtest, holds every operation to a float64 reference).
 // Non-finite activations stop Forward with a NonFiniteError naming the layer,

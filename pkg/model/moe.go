@@ -179,25 +179,60 @@ func (m *Model) routeStep(ctx context.Context, l *layer, st *State, x *tensors, 
 	return rt, nil
 }
 
-type fetchResult struct {
-	data    [][]byte
-	release func()
-	err     error
-}
+// releaser gives back one expert file the fetcher handed out (a Slot's
+// Release, or a plain source's release func as funcReleaser): an interface
+// value rather than a func, so that handing it out allocates no closure.
+type releaser interface{ Release() }
 
-// fetcher reads a layer's experts one file each, at most ExpertBatch being
-// read or held at once, handing them out in the order of ids.
+type funcReleaser func()
+
+func (f funcReleaser) Release() { f() }
+
+// fetcher reads a layer's experts one file each, at most window being read
+// ahead of the one consumed, handing them out in the order of ids. Each State
+// keeps one (workspace.fetch) and reuses it from layer to layer: its slots —
+// one per expert read or held, made the first time that many are needed —
+// and their bookkeeping, so that a decode step's fetch allocates nothing.
+// With an AsyncExperts source (the expert store) a slot's read is queued at
+// once for the store's workers and the worker that finishes it wakes the
+// model; other sources get a goroutine per read (goSlot).
 type fetcher struct {
 	m        *Model
 	ctx      context.Context
 	layer    int
 	ids      []int
-	window   int // reads in flight or held at once
-	inflight []chan fetchResult
+	window   int
+	inflight []*fetchSlot // [len(ids)]: started and not yet handed out (nil otherwise)
+	free     []*fetchSlot // idle slots
 }
 
-func (m *Model) fetch(ctx context.Context, layer int, ids []int, window int) *fetcher {
-	f := &fetcher{m: m, ctx: ctx, layer: layer, ids: ids, window: window, inflight: make([]chan fetchResult, len(ids))}
+// fetchSlot is one of the fetcher's slots; handed out with its file, it is
+// the releaser the model calls, which returns it to the free list.
+type fetchSlot struct {
+	f    *fetcher
+	slot ExpertSlot
+	busy bool // started and not yet released
+}
+
+// Release gives the file back and the slot to its fetcher (once).
+func (fs *fetchSlot) Release() {
+	if !fs.busy {
+		return
+	}
+	fs.busy = false
+	fs.slot.Release()
+	fs.f.free = append(fs.f.free, fs)
+}
+
+// begin starts fetching ids (experts of layer) for the model, the first
+// window of them at once.
+func (f *fetcher) begin(m *Model, ctx context.Context, layer int, ids []int, window int) *fetcher {
+	f.m, f.ctx, f.layer, f.ids, f.window = m, ctx, layer, ids, window
+	if cap(f.inflight) < len(ids) {
+		f.inflight = make([]*fetchSlot, len(ids), max(len(ids), m.cfg.NumExperts))
+	}
+	f.inflight = f.inflight[:len(ids)]
+	clear(f.inflight)
 	for i := 0; i < min(len(ids), window); i++ {
 		f.start(i)
 	}
@@ -205,50 +240,109 @@ func (m *Model) fetch(ctx context.Context, layer int, ids []int, window int) *fe
 }
 
 func (f *fetcher) start(i int) {
-	ch := make(chan fetchResult, 1)
-	f.inflight[i] = ch
-	go func() {
-		data := make([][]byte, 1)
-		release, err := f.m.experts.FetchExperts(f.ctx, f.layer, f.ids[i:i+1], data)
-		ch <- fetchResult{data, release, err}
-	}()
+	var fs *fetchSlot
+	if n := len(f.free); n > 0 {
+		fs = f.free[n-1]
+		f.free[n-1] = nil
+		f.free = f.free[:n-1]
+	} else {
+		fs = &fetchSlot{f: f}
+		if a, ok := f.m.experts.(AsyncExperts); ok {
+			fs.slot = a.NewExpertSlot()
+		} else {
+			fs.slot = &goSlot{src: f.m.experts, done: make(chan struct{}, 1)}
+		}
+	}
+	fs.busy = true
+	fs.slot.Start(f.ctx, f.layer, f.ids[i])
+	f.inflight[i] = fs
 }
 
 // next waits for expert i's file (i counting up from 0) and starts the read
-// of the one ExpertBatch places further.
-func (f *fetcher) next(i int) ([]byte, func(), error) {
-	res := <-f.inflight[i]
+// of the one window places further. The caller releases the file.
+func (f *fetcher) next(i int) ([]byte, releaser, error) {
+	fs := f.inflight[i]
 	f.inflight[i] = nil
-	if res.err == nil && (len(res.data) != 1 || len(res.data[0]) < f.m.expertLayout.FileSize) {
-		res.release()
-		res.err = fmt.Errorf("got %d files, the expert file layout needs one of %d bytes", len(res.data), f.m.expertLayout.FileSize)
+	data, err := fs.slot.Wait()
+	if err == nil && len(data) < f.m.expertLayout.FileSize {
+		err = fmt.Errorf("file of %d bytes, the expert file layout needs %d", len(data), f.m.expertLayout.FileSize)
 	}
-	if res.err != nil {
+	if err != nil {
+		fs.Release()
 		f.drain()
-		return nil, nil, fmt.Errorf("layer %d expert %d: %w", f.layer, f.ids[i], res.err)
+		return nil, nil, fmt.Errorf("layer %d expert %d: %w", f.layer, f.ids[i], err)
 	}
 	if n := i + f.window; n < len(f.ids) {
 		f.start(n)
 	}
-	return res.data[0], res.release, nil
+	return data, fs, nil
 }
 
 // ready reports whether expert i's file is in (next(i) would not wait).
 func (f *fetcher) ready(i int) bool {
-	ch := f.inflight[i]
-	return ch != nil && len(ch) > 0
+	fs := f.inflight[i]
+	return fs != nil && fs.slot.Ready()
 }
 
-// drain gives back whatever is still arriving (after an error).
+// drain gives back whatever is still being read (after an error): the
+// store abandons the reads, a goSlot waits for its goroutine.
 func (f *fetcher) drain() {
-	for i, ch := range f.inflight {
-		if ch != nil {
-			if r := <-ch; r.err == nil {
-				r.release()
-			}
+	for i, fs := range f.inflight {
+		if fs != nil {
+			fs.Release()
 			f.inflight[i] = nil
 		}
 	}
+}
+
+// goSlot is the ExpertSlot of a source without AsyncExperts: each Start runs
+// the source's FetchExperts in a goroutine.
+type goSlot struct {
+	src      Experts
+	done     chan struct{} // the goroutine's end (capacity 1)
+	ids      [1]int
+	data     [1][]byte
+	release  func()
+	err      error
+	started  bool // a goroutine was started and its result not yet released
+	received bool // its end was received from done
+}
+
+func (g *goSlot) Start(ctx context.Context, layer, id int) {
+	g.Release()
+	g.ids[0], g.started, g.received = id, true, false
+	go func() {
+		g.release, g.err = g.src.FetchExperts(ctx, layer, g.ids[:], g.data[:])
+		g.done <- struct{}{}
+	}()
+}
+
+func (g *goSlot) Ready() bool { return g.started && (g.received || len(g.done) > 0) }
+
+func (g *goSlot) wait() {
+	if g.started && !g.received {
+		<-g.done
+		g.received = true
+	}
+}
+
+func (g *goSlot) Wait() ([]byte, error) {
+	g.wait()
+	if g.err != nil {
+		return nil, g.err
+	}
+	return g.data[0], nil
+}
+
+func (g *goSlot) Release() {
+	if !g.started {
+		return
+	}
+	g.wait()
+	if g.err == nil && g.release != nil {
+		g.release()
+	}
+	g.release, g.err, g.data[0], g.started = nil, nil, nil, false
 }
 
 // moe is the sparse MoE block (reference-math.md §3.7): router, the routed
@@ -296,22 +390,32 @@ func (m *Model) moe(ctx context.Context, l *layer, st *State, x *tensors, pos in
 	if batcher != nil && cache == nil {
 		return m.moeBatched(ctx, l, st, x, rt, batcher, clk)
 	}
-	f := m.fetch(ctx, l.index, misses, m.opts.ExpertBatch)
+	f := st.ws.fetch.begin(m, ctx, l.index, misses, m.opts.ExpertBatch)
 
 	// A missed expert is released — its device copy awaited, its file given
 	// back — only once half the fetch window is held (and the rest at the
 	// end), so a device that copies asynchronously (a GPU from pinned
 	// buffers) overlaps one expert's upload with the next one's read instead
 	// of waiting for each. Half the window: the other half keeps reading.
-	var held []func()
+	// held (the State's, reused) is in binding order; the oldest go first.
+	held := st.ws.held[:0]
 	hold := max(1, m.opts.ExpertBatch/2)
 	releaseHeld := func(keep int) {
-		for len(held) > keep {
-			held[0]()
-			held = held[1:]
+		if len(held) <= keep {
+			return
 		}
+		n := len(held) - keep
+		for _, h := range held[:n] {
+			h.ex.Release()
+			h.file.Release()
+		}
+		held = held[:copy(held, held[n:])]
+		clear(held[len(held) : n+len(held)])
 	}
-	defer releaseHeld(0)
+	defer func() {
+		releaseHeld(0)
+		st.ws.held = held[:0]
+	}()
 
 	d.Clear(x.mix)
 	if l.hasShared {
@@ -332,23 +436,30 @@ func (m *Model) moe(ctx context.Context, l *layer, st *State, x *tensors, pos in
 		}
 		ex, err := m.bindExpert(buf, m.expertKey(l.index, e))
 		if err != nil {
-			release()
+			release.Release()
 			f.drain()
 			return fmt.Errorf("layer %d expert %d: %w", l.index, e, err)
 		}
 		d.ExpertFFN(x.mix, x.xn, ex, rt.rows[e], rt.weights[e])
-		held = append(held, func() { ex.Release(); release() })
+		held = append(held, heldExpert{ex, release})
 		releaseHeld(hold - 1)
 		clk.lap(l.index, PhaseExpertCompute)
 	}
 	return nil
 }
 
+// heldExpert is a missed expert moe computed and has not yet released: its
+// binding and its file.
+type heldExpert struct {
+	ex   backend.Expert
+	file releaser
+}
+
 // expertGroup is the experts moeBatched hands to the device at once, with
 // what each needs; its slices are reused from step to step.
 type expertGroup struct {
 	experts  []backend.Expert
-	releases []func()
+	releases []releaser
 	rows     [][]int
 	weights  [][]float32
 }
@@ -363,7 +474,7 @@ func (g *expertGroup) flush(b backend.ExpertBatcher, out, x backend.Tensor) {
 
 // add appends expert e, bound as ex, whose file release gives back (nil:
 // nothing to give back).
-func (g *expertGroup) add(e int, ex backend.Expert, release func(), rt *routing) {
+func (g *expertGroup) add(e int, ex backend.Expert, release releaser, rt *routing) {
 	g.experts = append(g.experts, ex)
 	g.releases = append(g.releases, release)
 	g.rows = append(g.rows, rt.rows[e])
@@ -378,7 +489,7 @@ func (g *expertGroup) release() {
 	}
 	for _, rel := range g.releases {
 		if rel != nil {
-			rel()
+			rel.Release()
 		}
 	}
 	clear(g.experts)
@@ -397,10 +508,13 @@ func (m *Model) moeBatched(ctx context.Context, l *layer, st *State, x *tensors,
 	d := m.dev
 	g := &st.ws.group
 	if ie, ok := m.experts.(InstantExperts); ok && ie.FetchesInstantly() {
+		if _, ok := m.experts.(AsyncExperts); ok {
+			return m.moeInstantSlots(ctx, l, st, x, rt, b, g, clk)
+		}
 		return m.moeInstant(ctx, l, x, rt, b, g, clk)
 	}
 	window := max(1, m.opts.ExpertBatch/2)
-	f := m.fetch(ctx, l.index, rt.union, window)
+	f := st.ws.fetch.begin(m, ctx, l.index, rt.union, window)
 	d.Clear(x.mix)
 	if l.hasShared {
 		m.sharedExpert(l, x, x.xn, x.mix)
@@ -415,7 +529,7 @@ func (m *Model) moeBatched(ctx context.Context, l *layer, st *State, x *tensors,
 		}
 		ex, err := d.BindExpert(m.expertLayout, buf)
 		if err != nil {
-			release()
+			release.Release()
 			g.release()
 			f.drain()
 			return fmt.Errorf("layer %d expert %d: %w", l.index, e, err)
@@ -427,6 +541,43 @@ func (m *Model) moeBatched(ctx context.Context, l *layer, st *State, x *tensors,
 		}
 	}
 	return nil
+}
+
+// moeInstantSlots is moeInstant for an AsyncExperts source whose files need
+// no read (the store's mappings): every expert of the union through the
+// State's fetch slots at once — a mapped expert's slot is ready at Start —
+// so that, unlike FetchExperts, no result slice or release closure is made.
+func (m *Model) moeInstantSlots(ctx context.Context, l *layer, st *State, x *tensors, rt *routing, b backend.ExpertBatcher, g *expertGroup, clk *clock) error {
+	d := m.dev
+	f := st.ws.fetch.begin(m, ctx, l.index, rt.union, len(rt.union))
+	defer g.release()
+	for i, e := range rt.union {
+		buf, release, err := f.next(i)
+		if err != nil {
+			return err
+		}
+		ex, err := d.BindExpert(m.expertLayout, buf)
+		if err != nil {
+			release.Release()
+			f.drain()
+			return fmt.Errorf("layer %d expert %d: %w", l.index, e, err)
+		}
+		g.add(e, ex, release, rt)
+	}
+	clk.lap(l.index, PhaseExpertIO)
+	m.allExperts(l, x, b, g, clk)
+	return nil
+}
+
+// allExperts computes x.mix of a layer whose routed experts are all bound in
+// g: the shared expert, then every routed expert in one ExpertFFNs.
+func (m *Model) allExperts(l *layer, x *tensors, b backend.ExpertBatcher, g *expertGroup, clk *clock) {
+	m.dev.Clear(x.mix)
+	if l.hasShared {
+		m.sharedExpert(l, x, x.xn, x.mix)
+	}
+	b.ExpertFFNs(x.mix, x.xn, g.experts, g.rows, g.weights)
+	clk.lap(l.index, PhaseExpertCompute)
 }
 
 // moeInstant is moeBatched for experts that need no read
@@ -457,12 +608,7 @@ func (m *Model) moeInstant(ctx context.Context, l *layer, x *tensors, rt *routin
 		}
 		g.add(e, ex, nil, rt)
 	}
-	d.Clear(x.mix)
-	if l.hasShared {
-		m.sharedExpert(l, x, x.xn, x.mix)
-	}
-	b.ExpertFFNs(x.mix, x.xn, g.experts, g.rows, g.weights)
-	clk.lap(l.index, PhaseExpertCompute)
+	m.allExperts(l, x, b, g, clk)
 	return nil
 }
 

@@ -190,7 +190,7 @@ func (m *Model) diagnoseMoE(ctx context.Context, l *layer, st *State, x *tensors
 		}
 	}
 	rt := st.ws.routing
-	f := m.fetch(ctx, l.index, rt.union, m.opts.ExpertBatch)
+	f := st.ws.fetch.begin(m, ctx, l.index, rt.union, m.opts.ExpertBatch)
 	for i, e := range rt.union {
 		buf, release, err := f.next(i)
 		if err != nil {
@@ -198,7 +198,7 @@ func (m *Model) diagnoseMoE(ctx context.Context, l *layer, st *State, x *tensors
 		}
 		d.Clear(scratch)
 		err = m.expertFFN(scratch, in, buf, rt.rows[e], rt.weights[e], m.expertKey(l.index, e))
-		release()
+		release.Release()
 		if err == nil && check("routed expert", e) {
 			f.drain()
 			return nf

@@ -30,6 +30,34 @@ type Experts interface {
 	FetchExperts(ctx context.Context, layer int, ids []int, data [][]byte) (release func(), err error)
 }
 
+// AsyncExperts is an optional Experts interface for a source that reads in
+// the background (the expert store's workers). The model then fetches each
+// expert through a reusable ExpertSlot instead of a goroutine calling
+// FetchExperts: a decode step allocates nothing for its reads, and the worker
+// that finishes a read wakes the model directly (one hand-off, not two).
+type AsyncExperts interface {
+	// NewExpertSlot returns an idle slot; the model keeps one per expert it
+	// has in flight or holds, and reuses them.
+	NewExpertSlot() ExpertSlot
+}
+
+// ExpertSlot fetches one expert file at a time and is reused: Start, Wait,
+// Release, over and over. It is used by one goroutine at a time.
+type ExpertSlot interface {
+	// Start begins fetching expert id of layer (releasing what the slot held
+	// before) and returns without waiting; its errors are reported by Wait.
+	Start(ctx context.Context, layer, id int)
+	// Ready reports whether Wait would return without waiting for a read.
+	Ready() bool
+	// Wait returns the whole file, the source's and read-only, valid until
+	// Release; or an error naming the file (Start's context cancelled
+	// included). On an error the slot holds nothing.
+	Wait() ([]byte, error)
+	// Release gives the file back, abandoning a read still in flight; it does
+	// nothing on an idle slot.
+	Release()
+}
+
 // InstantExperts is an optional Experts interface. FetchesInstantly reports
 // whether FetchExperts returns without waiting for a read (the files are
 // mapped, or in memory): the model then fetches a layer's experts in one

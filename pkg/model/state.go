@@ -216,7 +216,9 @@ type workspace struct {
 	viewRows  int
 	lview     backend.Tensor
 	lviewRows int
-	group     expertGroup // moeBatched's experts in flight
+	group     expertGroup  // moeBatched's experts in flight
+	fetch     fetcher      // the expert reads of the layer, reused
+	held      []heldExpert // moe's experts computed and not yet released
 
 	// marks are the deferred non-finite checks of a backend.NonFiniteMarker
 	// (nil: checked at once), markRows what Read gives, marked whether a
