@@ -43,11 +43,10 @@ type promptRef struct {
 
 func readPrompts(t *testing.T, name, refFile string) []promptRef {
 	t.Helper()
-	ref, err := hfload.OpenReference(filepath.Join(goldenDir, name, refFile))
+	prompts, err := hfload.ReadPrompts(filepath.Join(goldenDir, name, refFile))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ref.Close()
 	var meta struct {
 		Prompts []struct {
 			PromptLen int `json:"prompt_len"`
@@ -58,10 +57,6 @@ func readPrompts(t *testing.T, name, refFile string) []promptRef {
 		t.Fatal(err)
 	}
 	if err := json.Unmarshal(b, &meta); err != nil {
-		t.Fatal(err)
-	}
-	prompts, err := ref.Prompts()
-	if err != nil {
 		t.Fatal(err)
 	}
 	if len(prompts) != len(meta.Prompts) {

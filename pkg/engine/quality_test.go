@@ -21,16 +21,11 @@ func TestTinyCodeExact(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer e.Close()
-	ref, err := hfload.OpenReference(filepath.Join(tinyCodeDir, "reference.safetensors"))
+	prompts, err := hfload.ReadPrompts(filepath.Join(tinyCodeDir, "reference.safetensors"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ref.Close()
 	V := e.Model.Config().VocabSize
-	prompts, err := ref.Prompts()
-	if err != nil {
-		t.Fatal(err)
-	}
 	for p, pr := range prompts[:2] {
 		ids, want := pr.IDs, pr.Logits
 		for _, decode := range []bool{false, true} {

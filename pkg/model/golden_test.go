@@ -79,16 +79,11 @@ func testGolden(t *testing.T, dev backend.Device) {
 			t.Run(name+"/"+src.dir, func(t *testing.T) {
 				dir := filepath.Join(goldenDir, name)
 				m := loadHF(t, filepath.Join(dir, src.dir), model.Options{PrefillChunk: 32, Device: dev})
-				ref, err := hfload.OpenReference(filepath.Join(dir, src.ref))
+				prompts, err := hfload.ReadPrompts(filepath.Join(dir, src.ref))
 				if err != nil {
 					t.Fatal(err)
 				}
-				defer ref.Close()
 				V := m.Config().VocabSize
-				prompts, err := ref.Prompts()
-				if err != nil {
-					t.Fatal(err)
-				}
 				for p, pr := range prompts[:3] {
 					ids, want := pr.IDs, pr.Logits
 					ctx := context.Background()
@@ -127,12 +122,7 @@ func TestGoldenChunkedPrefill(t *testing.T) {
 			t.Run(name, func(t *testing.T) {
 				dir := filepath.Join(goldenDir, name)
 				m := loadHF(t, filepath.Join(dir, "hf"), model.Options{PrefillChunk: 128, Device: dev})
-				ref, err := hfload.OpenReference(filepath.Join(dir, "reference.safetensors"))
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer ref.Close()
-				prompts, err := ref.Prompts()
+				prompts, err := hfload.ReadPrompts(filepath.Join(dir, "reference.safetensors"))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -161,17 +151,12 @@ func TestTinyCode(t *testing.T) {
 func testTinyCode(t *testing.T, dev backend.Device) {
 	dir := "../../testdata/models/tiny-code"
 	m := loadHF(t, dir, model.Options{Device: dev})
-	ref, err := hfload.OpenReference(filepath.Join(dir, "reference.safetensors"))
+	prompts, err := hfload.ReadPrompts(filepath.Join(dir, "reference.safetensors"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ref.Close()
 	V := m.Config().VocabSize
 	ctx := context.Background()
-	prompts, err := ref.Prompts()
-	if err != nil {
-		t.Fatal(err)
-	}
 	for p, pr := range prompts[:2] {
 		ids, want := pr.IDs, pr.Logits
 		got, err := m.Forward(ctx, m.NewState(), ids, true)

@@ -73,6 +73,17 @@ type Prompt struct {
 	Logits []float32
 }
 
+// ReadPrompts opens the reference file at path, reads its prompts and closes
+// it (the prompts are copies).
+func ReadPrompts(path string) ([]Prompt, error) {
+	r, err := OpenReference(path)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return r.Prompts()
+}
+
 // Prompts reads p0, p1, … for as long as they exist.
 func (r *Reference) Prompts() ([]Prompt, error) {
 	var out []Prompt
