@@ -313,7 +313,14 @@ func TestProjectionDeviceTier(t *testing.T) {
 				tc.onDevice, tc.cached, tc.upload, tc.miss, tc.tokS)
 		}
 	}
+	// A budget measured beside a truncated run's dense weights (100 MiB of
+	// them) loses the whole model's extra dense weights: 40 % remains.
 	in := base
+	in.DeviceExpertBytes, in.DeviceRunDenseBytes, in.RAMBytes = experts*2/5+dense-(100<<20), 100<<20, 1<<40
+	if p, err := Project(in); err != nil || math.Abs(p.DeviceFraction-0.4) > 1e-9 {
+		t.Errorf("budget beside the run's dense weights: device fraction %g (err %v), want 0.4", p.DeviceFraction, err)
+	}
+	in = base
 	in.DeviceExpertBytes, in.RAMBytes, in.UploadBytesPerSecond = experts/2, 1<<40, 0
 	if _, err := Project(in); err == nil {
 		t.Error("uploads without a measured upload bandwidth: want an error")

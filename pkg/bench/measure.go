@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/fm-moe/fm/pkg/backend"
-	"github.com/fm-moe/fm/pkg/checkpoint"
 	"github.com/fm-moe/fm/pkg/engine"
 	"github.com/fm-moe/fm/pkg/layout"
 	"github.com/fm-moe/fm/pkg/model"
@@ -277,11 +276,7 @@ func Measure(ctx context.Context, e *engine.Engine, o Options) (*Report, error) 
 		if deviceBudget > 0 {
 			in.DeviceExpertBytes, in.UploadBytesPerSecond = deviceBudget, r.UploadGBs*1e9
 			if !o.DeviceBudgetGiven {
-				_, fullDense, _, err := checkpoint.PlanLayout(&whole, o.Bits, o.GroupSize)
-				if err != nil {
-					return nil, err
-				}
-				in.DeviceExpertBytes = max(1, deviceBudget-max(0, fullDense-m.Dense.Size))
+				in.DeviceRunDenseBytes = m.Dense.Size
 			}
 		}
 		proj, err := Project(in)

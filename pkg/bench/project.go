@@ -49,6 +49,11 @@ type ProjectionInput struct {
 	// uploaded. 0: no such tier (the CPU). The measured layer costs must then
 	// be those of experts resident on the device.
 	DeviceExpertBytes int64
+	// DeviceRunDenseBytes, when > 0, says DeviceExpertBytes is what the
+	// device had free beside the run's dense weights (this many bytes): the
+	// whole model's extra dense weights, which live on the device too, come
+	// off it.
+	DeviceRunDenseBytes int64
 	// UploadBytesPerSecond is the host-to-device bandwidth from pinned
 	// memory, at which the experts the device misses arrive (with
 	// DeviceExpertBytes).
@@ -136,8 +141,12 @@ func Project(in ProjectionInput) (Projection, error) {
 	}
 	p.ExpertBytes = int64(sparse) * int64(c.NumExperts) * set.FileSize
 	avail := in.RAMBytes - denseSize - in.Reserve
-	if p.ExpertBytes > 0 && in.DeviceExpertBytes > 0 {
-		p.DeviceFraction = min(1, float64(in.DeviceExpertBytes)/float64(p.ExpertBytes))
+	deviceExperts := in.DeviceExpertBytes
+	if deviceExperts > 0 && in.DeviceRunDenseBytes > 0 {
+		deviceExperts = max(1, deviceExperts-max(0, denseSize-in.DeviceRunDenseBytes))
+	}
+	if p.ExpertBytes > 0 && deviceExperts > 0 {
+		p.DeviceFraction = min(1, float64(deviceExperts)/float64(p.ExpertBytes))
 	}
 	switch {
 	case p.ExpertBytes == 0:

@@ -77,8 +77,11 @@ const routeParallelRows = 64
 // by the goroutine that routes it, so the result does not depend on how the
 // rows are split.
 func routeTokens(logits []float32, T, E, k int, renorm bool, ids []int, weights []float32) {
-	workers := min(runtime.GOMAXPROCS(0), T/(routeParallelRows/2))
-	if T < routeParallelRows || workers < 2 {
+	workers := 1
+	if T >= routeParallelRows {
+		workers = min(runtime.GOMAXPROCS(0), T/(routeParallelRows/2))
+	}
+	if workers < 2 {
 		for t := 0; t < T; t++ {
 			route(logits[t*E:(t+1)*E], k, renorm, ids[t*k:(t+1)*k], weights[t*k:(t+1)*k])
 		}
