@@ -45,9 +45,6 @@ func (r *Replacement[K]) Use(k K, evict func(K)) bool {
 	return false
 }
 
-// Len is the number of cached keys.
-func (r *Replacement[K]) Len() int { return r.p.len() }
-
 // has reports whether k is cached without counting a use.
 func (r *Replacement[K]) has(k K) bool {
 	id, ok := r.ids[k]

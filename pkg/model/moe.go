@@ -183,13 +183,9 @@ func (m *Model) routeStep(ctx context.Context, l *layer, st *State, x *tensors, 
 }
 
 // releaser gives back one expert file the fetcher handed out (a Slot's
-// Release, or a plain source's release func as funcReleaser): an interface
-// value rather than a func, so that handing it out allocates no closure.
+// Release): an interface value rather than a func, so that handing it out
+// allocates no closure.
 type releaser interface{ Release() }
-
-type funcReleaser func()
-
-func (f funcReleaser) Release() { f() }
 
 // fetcher reads a layer's experts one file each, at most window being read
 // ahead of the one consumed, handing them out in the order of ids. Each State
