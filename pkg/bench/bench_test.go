@@ -11,6 +11,7 @@ import (
 	"github.com/fm-moe/fm/pkg/checkpoint"
 	"github.com/fm-moe/fm/pkg/engine"
 	"github.com/fm-moe/fm/pkg/layout"
+	"github.com/fm-moe/fm/pkg/model"
 )
 
 // Expert file sizes of Qwen3.5-397B-A17B measured on the real mlx-community
@@ -169,6 +170,18 @@ func TestMeasureAndProjectTiny(t *testing.T) {
 	}
 	if r.Projection == nil || r.ProjectedTokS <= 0 || r.Projection.CachedFraction != 1 {
 		t.Errorf("projection %+v", r.Projection)
+	}
+	// The phase split covers the layer: its parts add up to compute + I/O.
+	sum := 0.0
+	for ph := range model.NumPhases {
+		v, ok := r.LayerPhaseMs[ph.String()]
+		if !ok {
+			t.Errorf("layer_phase_ms has no %q: %v", ph, r.LayerPhaseMs)
+		}
+		sum += v
+	}
+	if whole := r.LayerComputeMs + r.LayerExpertIOMs; r.LayerPhaseMs[model.PhaseMixer.String()] <= 0 || math.Abs(sum-whole) > 1e-3+1e-6*whole {
+		t.Errorf("layer phases sum to %.6f ms, the layer is %.6f ms: %v", sum, whole, r.LayerPhaseMs)
 	}
 	d, x := BytesPerToken(e.Dir.Manifest, e.Set, 4)
 	if x != 4*4*e.Set.FileSize || d <= 0 || r.BytesPerToken != d+x {

@@ -89,19 +89,23 @@ type Report struct {
 	// per token (PCIe traffic); its budget; the ceiling of the uploads,
 	// host-to-device bandwidth from pinned memory measured in the same run.
 	// All 0 on the CPU.
-	DeviceCacheBudget        int64         `json:"device_cache_budget_bytes"`
-	UploadGBs                float64       `json:"upload_gbs"`
-	DeviceCacheHitRate       float64       `json:"device_cache_hit_rate"`
-	DeviceUploadBytesPerTok  float64       `json:"device_upload_bytes_per_token"`
-	DeviceCacheLookupsPerTok float64       `json:"device_cache_lookups_per_token"`
-	DiskReadGBs              float64       `json:"disk_read_gbs"`      // parallel read bandwidth of the disk, same run (0: not measured)
-	DiskDirect               bool          `json:"disk_direct"`        // the disk test used O_DIRECT
-	DiskIORatio              float64       `json:"disk_io_ratio"`      // expert file bytes per second while decoding / disk_read_gbs
-	LayerComputeMs           float64       `json:"layer_compute_ms"`   // per token, average layer
-	LayerExpertIOMs          float64       `json:"layer_expert_io_ms"` // per token, average layer
-	HeadMs                   float64       `json:"head_ms"`            // per token: embedding, final norm, output projection
-	PerLayer                 []LayerReport `json:"per_layer"`
-	PeakRSS                  int64         `json:"peak_rss_bytes"`
+	DeviceCacheBudget        int64   `json:"device_cache_budget_bytes"`
+	UploadGBs                float64 `json:"upload_gbs"`
+	DeviceCacheHitRate       float64 `json:"device_cache_hit_rate"`
+	DeviceUploadBytesPerTok  float64 `json:"device_upload_bytes_per_token"`
+	DeviceCacheLookupsPerTok float64 `json:"device_cache_lookups_per_token"`
+	DiskReadGBs              float64 `json:"disk_read_gbs"`      // parallel read bandwidth of the disk, same run (0: not measured)
+	DiskDirect               bool    `json:"disk_direct"`        // the disk test used O_DIRECT
+	DiskIORatio              float64 `json:"disk_io_ratio"`      // expert file bytes per second while decoding / disk_read_gbs
+	LayerComputeMs           float64 `json:"layer_compute_ms"`   // per token, average layer
+	LayerExpertIOMs          float64 `json:"layer_expert_io_ms"` // per token, average layer
+	HeadMs                   float64 `json:"head_ms"`            // per token: embedding, final norm, output projection
+	// LayerPhaseMs splits the average layer's decode time by phase (names
+	// from model.Phase: attention/delta-net, routing, expert I/O, expert
+	// compute, other), so that a slow layer says which part is slow.
+	LayerPhaseMs map[string]float64 `json:"layer_phase_ms"`
+	PerLayer     []LayerReport      `json:"per_layer"`
+	PeakRSS      int64              `json:"peak_rss_bytes"`
 
 	// With --synthetic: the whole model at the RAM budget.
 	ProjectedTokS  float64     `json:"projected_tok_s"`
@@ -189,9 +193,11 @@ func Measure(ctx context.Context, e *engine.Engine, o Options) (*Report, error) 
 	var full, lin LayerCost
 	var nFull, nLin time.Duration
 	var sumC, sumIO time.Duration
+	var phases [model.NumPhases]time.Duration
 	for i, l := range p.Layers {
 		var c LayerCost
 		for ph, d := range l {
+			phases[ph] += d
 			if model.Phase(ph) == model.PhaseExpertIO {
 				c.ExpertIO += d
 			} else {
@@ -216,6 +222,10 @@ func Measure(ctx context.Context, e *engine.Engine, o Options) (*Report, error) 
 	}
 	if nl := time.Duration(len(p.Layers)); nl > 0 {
 		r.LayerComputeMs, r.LayerExpertIOMs = ms(sumC/nl), ms(sumIO/nl)
+		r.LayerPhaseMs = make(map[string]float64, len(phases))
+		for ph, d := range phases {
+			r.LayerPhaseMs[model.Phase(ph).String()] = ms(d / n / nl)
+		}
 	}
 	if nFull > 0 {
 		full.Compute, full.ExpertIO = full.Compute/nFull, full.ExpertIO/nFull

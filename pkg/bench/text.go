@@ -7,6 +7,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/fm-moe/fm/pkg/layout"
+	"github.com/fm-moe/fm/pkg/model"
 )
 
 // WriteJSON prints the report as one JSON object.
@@ -33,6 +34,13 @@ func WriteText(w io.Writer, r *Report) {
 	}
 	fmt.Fprintf(tw, "mean\t\t%.3f\t%.3f\t\n", r.LayerComputeMs, r.LayerExpertIOMs)
 	tw.Flush()
+	if len(r.LayerPhaseMs) > 0 {
+		fmt.Fprintf(w, "mean layer by phase:")
+		for ph := range model.NumPhases {
+			fmt.Fprintf(w, " %s %.3f ms;", ph, r.LayerPhaseMs[ph.String()])
+		}
+		fmt.Fprintln(w)
+	}
 	fmt.Fprintf(w, "embedding + final norm + lm_head: %.3f ms\n", r.HeadMs)
 	fmt.Fprintf(w, "\nexperts: %.1f%% served from the RAM cache, %.2f MB read from files per token\n",
 		100*r.ExpertHitRate, r.ExpertFileBytesPerTok/1e6)
