@@ -230,11 +230,12 @@ func (t *attnTask) run(lo, hi int) {
 }
 
 // appendKV appends a step's keys or values to a layer's cache. The cache
-// grows in doublings from 64K floats (then by half once it holds 64 MiB), not
-// by append's 1.25×: every growth copies the whole cache into memory that is
-// then faulted in page by page, and on the development VM those faults made
-// append the largest part of the decode attention core (docs/PERF.md, "Decode
-// attention: the KV cache's growth").
+// grows in doublings (by half once it holds 64 MiB), not by append's 1.25×:
+// every growth copies the whole cache into memory that is then faulted in
+// page by page, and on the development VM those faults made append the
+// largest part of the decode attention core (docs/PERF.md, round five). The
+// first step allocates exactly what it needs, so a prefilled state's Bytes
+// (what the prefix cache budgets) is its snapshot's.
 func appendKV(dst, src []float32) []float32 {
 	need := len(dst) + len(src)
 	if need > cap(dst) {
@@ -242,7 +243,7 @@ func appendKV(dst, src []float32) []float32 {
 		if grow >= 16<<20 {
 			grow = cap(dst) / 2
 		}
-		n := make([]float32, len(dst), max(cap(dst)+grow, need, 1<<16))
+		n := make([]float32, len(dst), max(cap(dst)+grow, need))
 		copy(n, dst)
 		dst = n
 	}
