@@ -1,6 +1,7 @@
 package cpu
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"testing"
 )
@@ -35,22 +36,27 @@ func BenchmarkAttnScores(b *testing.B) {
 
 func BenchmarkAttnWeightedSum(b *testing.B) {
 	r := rand.New(rand.NewPCG(1, 1))
-	p, v := attnRandFloats(r, benchKeys), attnRandFloats(r, benchKeys*benchStride)
-	o := make([]float32, benchD)
-	b.Run("Axpy", func(b *testing.B) {
-		for range b.N {
-			for s, w := range p {
-				Axpy(o, w, v[s*benchStride:s*benchStride+benchD])
+	// Head sizes 64 and 128 (Qwen3's; Qwen3.5 and Next have 256): the
+	// AVX-512 kernel takes 128 columns at a time, AVX2 64.
+	for _, d := range []int{benchD, 2 * benchD} {
+		stride := max(benchStride, d)
+		p, v := attnRandFloats(r, benchKeys), attnRandFloats(r, benchKeys*stride)
+		o := make([]float32, d)
+		b.Run(fmt.Sprintf("Axpy/d%d", d), func(b *testing.B) {
+			for range b.N {
+				for s, w := range p {
+					Axpy(o, w, v[s*stride:s*stride+d])
+				}
 			}
-		}
-		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*benchKeys), "ns/key")
-	})
-	b.Run("WeightedRowSum", func(b *testing.B) {
-		for range b.N {
-			WeightedRowSum(o, p, v, benchStride)
-		}
-		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*benchKeys), "ns/key")
-	})
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*benchKeys), "ns/key")
+		})
+		b.Run(fmt.Sprintf("WeightedRowSum/d%d", d), func(b *testing.B) {
+			for range b.N {
+				WeightedRowSum(o, p, v, stride)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*benchKeys), "ns/key")
+		})
+	}
 }
 
 func BenchmarkAttnSoftmax(b *testing.B) {

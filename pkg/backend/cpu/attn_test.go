@@ -42,7 +42,7 @@ func TestDotRows4(t *testing.T) {
 func TestWeightedRowSumIsAxpyChain(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
 	for _, tc := range []struct{ d, rows, stride int }{
-		{64, 1, 64}, {64, 37, 128}, {128, 100, 256}, {72, 9, 72}, {88, 20, 100}, {5, 7, 9}, {16, 0, 16}, {192, 3, 400},
+		{64, 1, 64}, {64, 37, 128}, {128, 100, 256}, {72, 9, 72}, {88, 20, 100}, {5, 7, 9}, {16, 0, 16}, {192, 3, 400}, {256, 40, 512}, {200, 5, 200},
 	} {
 		p := attnRandFloats(r, tc.rows)
 		v := attnRandFloats(r, tc.rows*tc.stride+tc.d)
