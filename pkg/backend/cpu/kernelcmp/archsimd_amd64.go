@@ -31,9 +31,10 @@ func init() {
 	if !archsimd.X86.AVX512() {
 		return
 	}
-	v := Variant{Name: "archsimd", Q4Rows: q4RowsSIMD, DotBF16: dotBF16SIMD,
-		Note: "no VPDPBUSD in archsimd: u8·s8 dot widened to int16 and VPMADDWD (DotProductPairs)"}
-	v.DotU8I8 = dotU8I8SIMD
+	v := Variant{Name: "archsimd", Q4Rows: q4RowsSIMD,
+		DotBF16: wrapDot("DotBF16", 64, dotBF16SIMD, dotBF16Go),
+		DotU8I8: wrapDot("DotU8I8", 256, dotU8I8SIMD, dotU8I8Go),
+		Note:    "no VPDPBUSD in archsimd: u8·s8 dot widened to int16 and VPMADDWD (DotProductPairs)"}
 	variants = append(variants, v, Variant{Name: "archsimd-lean", Q4Rows: q4RowsSIMDLean,
 		Note: "q4RowsSIMD reshaped to fit Go's 15 allocatable vector registers"})
 }
@@ -78,24 +79,20 @@ func sum16(v archsimd.Float32x16) float32 {
 	return ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]))
 }
 
-func dotBF16SIMD(w []uint16, x []float32) float32 {
-	checkLen(len(w), len(x), "DotBF16")
-	n := bulk(len(w), 64)
-	var s float32
-	if n > 0 {
-		sixteen := archsimd.BroadcastUint32x16(16)
-		var a0, a1, a2, a3 archsimd.Float32x16
-		pw, px := unsafe.Pointer(&w[0]), unsafe.Pointer(&x[0])
-		for range n / 64 {
-			a0 = bf16x16(pw, 0, sixteen).MulAdd(archsimd.LoadFloat32x16((*[16]float32)(px)), a0)
-			a1 = bf16x16(pw, 32, sixteen).MulAdd(archsimd.LoadFloat32x16((*[16]float32)(unsafe.Add(px, 64))), a1)
-			a2 = bf16x16(pw, 64, sixteen).MulAdd(archsimd.LoadFloat32x16((*[16]float32)(unsafe.Add(px, 128))), a2)
-			a3 = bf16x16(pw, 96, sixteen).MulAdd(archsimd.LoadFloat32x16((*[16]float32)(unsafe.Add(px, 192))), a3)
-			pw, px = unsafe.Add(pw, 128), unsafe.Add(px, 256)
-		}
-		s = sum16(a0.Add(a1).Add(a2.Add(a3)))
+// dotBF16SIMD is the bf16 dot over n elements at w and x, n a multiple of 64
+// (the signature of the assembly kernels, so that wrapDot serves all three).
+func dotBF16SIMD(w *uint16, x *float32, n int) float32 {
+	sixteen := archsimd.BroadcastUint32x16(16)
+	var a0, a1, a2, a3 archsimd.Float32x16
+	pw, px := unsafe.Pointer(w), unsafe.Pointer(x)
+	for range n / 64 {
+		a0 = bf16x16(pw, 0, sixteen).MulAdd(archsimd.LoadFloat32x16((*[16]float32)(px)), a0)
+		a1 = bf16x16(pw, 32, sixteen).MulAdd(archsimd.LoadFloat32x16((*[16]float32)(unsafe.Add(px, 64))), a1)
+		a2 = bf16x16(pw, 64, sixteen).MulAdd(archsimd.LoadFloat32x16((*[16]float32)(unsafe.Add(px, 128))), a2)
+		a3 = bf16x16(pw, 96, sixteen).MulAdd(archsimd.LoadFloat32x16((*[16]float32)(unsafe.Add(px, 192))), a3)
+		pw, px = unsafe.Add(pw, 128), unsafe.Add(px, 256)
 	}
-	return s + dotBF16Go(w[n:], x[n:])
+	return sum16(a0.Add(a1).Add(a2.Add(a3)))
 }
 
 // bf16x16 widens the 16 bf16 at p+off to float32: VPMOVZXWD, then a shift by
@@ -110,27 +107,22 @@ func bf16x16(p unsafe.Pointer, off uintptr, sixteen archsimd.Uint32x16) archsimd
 // so the exact form widens both operands to int16 (VPMOVZXBW, VPMOVSXBW) and
 // uses VPMADDWD (DotProductPairs): three instructions and two widenings per
 // 32 products where VNNI needs one per 64.
-func dotU8I8SIMD(a []uint8, b []int8) int32 {
-	checkLen(len(a), len(b), "DotU8I8")
-	n := bulk(len(a), 256)
-	var s int32
-	if n > 0 {
-		var s0, s1, s2, s3 archsimd.Int32x16
-		pa, pb := unsafe.Pointer(&a[0]), unsafe.Pointer(&b[0])
-		for range n / 128 {
-			s0 = s0.Add(u8i8x32(pa, pb, 0))
-			s1 = s1.Add(u8i8x32(pa, pb, 32))
-			s2 = s2.Add(u8i8x32(pa, pb, 64))
-			s3 = s3.Add(u8i8x32(pa, pb, 96))
-			pa, pb = unsafe.Add(pa, 128), unsafe.Add(pb, 128)
-		}
-		v := s0.Add(s1).Add(s2.Add(s3))
-		h := v.GetLo().Add(v.GetHi())
-		var t [8]int32
-		h.Store(&t)
-		s = ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]))
+// n is a multiple of 128.
+func dotU8I8SIMD(a *uint8, b *int8, n int) int32 {
+	var s0, s1, s2, s3 archsimd.Int32x16
+	pa, pb := unsafe.Pointer(a), unsafe.Pointer(b)
+	for range n / 128 {
+		s0 = s0.Add(u8i8x32(pa, pb, 0))
+		s1 = s1.Add(u8i8x32(pa, pb, 32))
+		s2 = s2.Add(u8i8x32(pa, pb, 64))
+		s3 = s3.Add(u8i8x32(pa, pb, 96))
+		pa, pb = unsafe.Add(pa, 128), unsafe.Add(pb, 128)
 	}
-	return s + dotU8I8Go(a[n:], b[n:])
+	v := s0.Add(s1).Add(s2.Add(s3))
+	h := v.GetLo().Add(v.GetHi())
+	var t [8]int32
+	h.Store(&t)
+	return ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]))
 }
 
 // u8i8x32 is the pairwise int32 sums of the 32 products at pa+off, pb+off.

@@ -11,35 +11,10 @@ func init() {
 	if !haveAVX512 {
 		return
 	}
-	v := Variant{Name: "avo", Q4Rows: q4RowsAvoRows, DotBF16: dotBF16AvoDot,
+	v := Variant{Name: "avo", Q4Rows: wrapRows(q4RowsAvo), DotBF16: wrapDot("DotBF16", 64, dotBF16Avo, dotBF16Go),
 		Note: "VPDPBUSD is not in avo v0.5.0's instruction set: emitted as a raw ir.Instruction"}
 	if haveVNNI {
-		v.DotU8I8 = dotU8I8AvoDot
+		v.DotU8I8 = wrapDot("DotU8I8", 256, dotU8I8Avo, dotU8I8Go)
 	}
 	variants = append(variants, v)
-}
-
-func q4RowsAvoRows(codes []byte, xp, scales, biases, y []float32, gs int) {
-	g := q4Shape(codes, xp, scales, biases, y, gs)
-	q4RowsAvo(&codes[0], &xp[0], &scales[0], &biases[0], &y[0], len(y), g, gs/64)
-}
-
-func dotBF16AvoDot(w []uint16, x []float32) float32 {
-	checkLen(len(w), len(x), "DotBF16")
-	n := bulk(len(w), 64)
-	var s float32
-	if n > 0 {
-		s = dotBF16Avo(&w[0], &x[0], n)
-	}
-	return s + dotBF16Go(w[n:], x[n:])
-}
-
-func dotU8I8AvoDot(a []uint8, b []int8) int32 {
-	checkLen(len(a), len(b), "DotU8I8")
-	n := bulk(len(a), 256)
-	var s int32
-	if n > 0 {
-		s = dotU8I8Avo(&a[0], &b[0], n)
-	}
-	return s + dotU8I8Go(a[n:], b[n:])
 }

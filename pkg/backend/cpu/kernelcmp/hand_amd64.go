@@ -26,36 +26,11 @@ func init() {
 	if !haveAVX512 {
 		return
 	}
-	v := Variant{Name: "asm", Q4Rows: q4RowsHand, DotBF16: dotBF16Hand}
+	v := Variant{Name: "asm", Q4Rows: wrapRows(q4RowsAsm), DotBF16: wrapDot("DotBF16", 64, dotBF16Asm, dotBF16Go)}
 	if haveVNNI {
-		v.DotU8I8 = dotU8I8Hand
+		v.DotU8I8 = wrapDot("DotU8I8", 256, dotU8I8Asm, dotU8I8Go)
 	} else {
 		v.Note = "no AVX512-VNNI on this CPU"
 	}
 	variants = append(variants, v)
-}
-
-func q4RowsHand(codes []byte, xp, scales, biases, y []float32, gs int) {
-	g := q4Shape(codes, xp, scales, biases, y, gs)
-	q4RowsAsm(&codes[0], &xp[0], &scales[0], &biases[0], &y[0], len(y), g, gs/64)
-}
-
-func dotBF16Hand(w []uint16, x []float32) float32 {
-	checkLen(len(w), len(x), "DotBF16")
-	n := bulk(len(w), 64)
-	var s float32
-	if n > 0 {
-		s = dotBF16Asm(&w[0], &x[0], n)
-	}
-	return s + dotBF16Go(w[n:], x[n:])
-}
-
-func dotU8I8Hand(a []uint8, b []int8) int32 {
-	checkLen(len(a), len(b), "DotU8I8")
-	n := bulk(len(a), 256)
-	var s int32
-	if n > 0 {
-		s = dotU8I8Asm(&a[0], &b[0], n)
-	}
-	return s + dotU8I8Go(a[n:], b[n:])
 }

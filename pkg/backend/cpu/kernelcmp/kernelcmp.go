@@ -115,6 +115,32 @@ func dotU8I8Go(a []uint8, b []int8) int32 {
 // block (a power of two) handles; the Go twin does the rest.
 func bulk(n, block int) int { return n &^ (block - 1) }
 
+// rowsKernel is the assembly signature of a Q4Rows kernel; reps is gs/64.
+type rowsKernel func(packed *byte, x, scales, biases, y *float32, rows, groups, reps int)
+
+// wrapRows makes a Q4Rows of an assembly kernel.
+func wrapRows(kernel rowsKernel) func(codes []byte, xp, scales, biases, y []float32, gs int) {
+	return func(codes []byte, xp, scales, biases, y []float32, gs int) {
+		g := q4Shape(codes, xp, scales, biases, y, gs)
+		kernel(&codes[0], &xp[0], &scales[0], &biases[0], &y[0], len(y), g, gs/64)
+	}
+}
+
+// wrapDot makes a dot product of a SIMD kernel that takes whole blocks of
+// block elements: it checks the lengths, runs the kernel over the bulk and
+// the Go twin over the tail.
+func wrapDot[A, B any, R float32 | int32](name string, block int, kernel func(*A, *B, int) R, twin func([]A, []B) R) func([]A, []B) R {
+	return func(a []A, b []B) R {
+		checkLen(len(a), len(b), name)
+		n := bulk(len(a), block)
+		var s R
+		if n > 0 {
+			s = kernel(&a[0], &b[0], n)
+		}
+		return s + twin(a[n:], b[n:])
+	}
+}
+
 // checkLen panics unless a dot product's operands have the same length.
 func checkLen(a, b int, kernel string) {
 	if a != b {

@@ -65,11 +65,7 @@ func q4Rows() {
 	Label("row")
 	x := Load(Param("x"), GP64())
 	groups := Load(Param("groups"), GP64())
-	var acc [4]VecVirtual
-	for k := range acc {
-		acc[k] = ZMM()
-		VPXORD(acc[k], acc[k], acc[k])
-	}
+	acc := zeroedZMM()
 
 	Label("group")
 	t, b := ZMM(), ZMM()
@@ -106,6 +102,15 @@ func q4Rows() {
 	RET()
 }
 
+// zeroedZMM allocates four accumulators and zeroes them.
+func zeroedZMM() (acc [4]VecVirtual) {
+	for k := range acc {
+		acc[k] = ZMM()
+		VPXORD(acc[k], acc[k], acc[k])
+	}
+	return acc
+}
+
 // reduceF32 sums four ZMM accumulators to lane 0 of an XMM register.
 func reduceF32(acc [4]VecVirtual) Register {
 	VADDPS(acc[1], acc[0], acc[0])
@@ -131,11 +136,7 @@ func dotBF16() {
 	w := Load(Param("w"), GP64())
 	x := Load(Param("x"), GP64())
 	n := Load(Param("n"), GP64())
-	var acc [4]VecVirtual
-	for k := range acc {
-		acc[k] = ZMM()
-		VPXORD(acc[k], acc[k], acc[k])
-	}
+	acc := zeroedZMM()
 	SHRQ(U8(6), n)
 	JZ(LabelRef("done"))
 	Label("loop")
@@ -168,11 +169,7 @@ func dotU8I8() {
 	a := Load(Param("a"), GP64())
 	b := Load(Param("b"), GP64())
 	n := Load(Param("n"), GP64())
-	var acc [4]VecVirtual
-	for k := range acc {
-		acc[k] = ZMM()
-		VPXORD(acc[k], acc[k], acc[k])
-	}
+	acc := zeroedZMM()
 	SHRQ(U8(8), n)
 	JZ(LabelRef("done"))
 	Label("loop")
