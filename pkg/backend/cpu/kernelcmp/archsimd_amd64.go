@@ -29,9 +29,12 @@ var (
 
 func init() {
 	if !archsimd.X86.AVX512() {
+		if archsimd.X86.AVX2() && archsimd.X86.FMA() {
+			variants = append(variants, Variant{Name: "archsimd", Q4RowAVX2: q4RowAVX2SIMD, Note: "AVX2 only"})
+		}
 		return
 	}
-	v := Variant{Name: "archsimd", Q4Rows: q4RowsSIMD,
+	v := Variant{Name: "archsimd", Q4Rows: q4RowsSIMD, Q4RowAVX2: q4RowAVX2SIMD,
 		DotBF16: wrapDot("DotBF16", 64, dotBF16SIMD, dotBF16Go),
 		DotU8I8: wrapDot("DotU8I8", 256, dotU8I8SIMD, dotU8I8Go),
 		Note:    "no VPDPBUSD in archsimd: u8·s8 dot widened to int16 and VPMADDWD (DotProductPairs)"}
@@ -166,4 +169,37 @@ func q4RowsSIMDLean(codes []byte, xp, scales, biases, y []float32, gs int) {
 		}
 		y[r] = sum16(a0.Add(a1).Add(a2.Add(a3)))
 	}
+}
+
+// q4RowAVX2SIMD transcribes q4RowAsmY in 256-bit archsimd. VPMOVZXBD from
+// memory has no API form: 16 bytes are loaded once, ExtendLo8ToUint32 widens
+// the low 8 and ConcatShiftBytesRight (VPALIGNR) brings the high 8 down
+// first. The bias term Σ b_g·gsum_g is summed after the loop, in Go.
+func q4RowAVX2SIMD(codes []byte, xp, scales, biases, gsum []float32, gs int) float32 {
+	g := q4RowShape(codes, xp, scales, biases, gsum, gs)
+	mask := archsimd.BroadcastUint32x8(15)
+	four := archsimd.BroadcastUint32x8(4)
+	p, xq := unsafe.Pointer(&codes[0]), unsafe.Pointer(&xp[0])
+	var tot archsimd.Float32x8
+	for gi := range g {
+		var a1, a2, a3, a4 archsimd.Float32x8
+		for range gs / 32 {
+			b := archsimd.LoadUint8x16((*[16]uint8)(p))
+			w0 := b.ExtendLo8ToUint32()
+			w1 := b.ConcatShiftBytesRight(8, b).ExtendLo8ToUint32()
+			a1 = w0.And(mask).AsInt32x8().ConvertToFloat32().MulAdd(archsimd.LoadFloat32x8((*[8]float32)(xq)), a1)
+			a2 = w0.ShiftRight(four).AsInt32x8().ConvertToFloat32().MulAdd(archsimd.LoadFloat32x8((*[8]float32)(unsafe.Add(xq, 32))), a2)
+			a3 = w1.And(mask).AsInt32x8().ConvertToFloat32().MulAdd(archsimd.LoadFloat32x8((*[8]float32)(unsafe.Add(xq, 64))), a3)
+			a4 = w1.ShiftRight(four).AsInt32x8().ConvertToFloat32().MulAdd(archsimd.LoadFloat32x8((*[8]float32)(unsafe.Add(xq, 96))), a4)
+			p, xq = unsafe.Add(p, 16), unsafe.Add(xq, 128)
+		}
+		tot = a1.Add(a2).Add(a3.Add(a4)).MulAdd(archsimd.BroadcastFloat32x8(scales[gi]), tot)
+	}
+	var t [8]float32
+	tot.Store(&t)
+	s := ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]))
+	for gi := range g {
+		s += biases[gi] * gsum[gi]
+	}
+	return s
 }

@@ -145,6 +145,44 @@ func BenchmarkQ4Rows(b *testing.B) {
 	}
 }
 
+// BenchmarkQ4RowAVX2: the AVX2-form 4-bit row kernel, one call per row (as
+// production calls it), the level for CPUs without AVX-512.
+func BenchmarkQ4RowAVX2(b *testing.B) {
+	const gs = 64
+	for _, sz := range sizes {
+		rng := rand.New(rand.NewPCG(7, 8))
+		g, n := sz.cols/gs, sz.cols
+		codes := make([]byte, sz.rows*n/2)
+		for i := range codes {
+			codes[i] = byte(rng.Uint32())
+		}
+		scales, biases := make([]float32, sz.rows*g), make([]float32, sz.rows*g)
+		for i := range scales {
+			scales[i], biases[i] = 0.01, -0.08
+		}
+		x, xp, gsum := make([]float32, n), make([]float32, n), make([]float32, g)
+		for i := range x {
+			x[i] = float32(rng.NormFloat64())
+			gsum[i/gs] += x[i]
+		}
+		PermuteQ4AVX2(xp, x)
+		y := make([]float32, sz.rows)
+		var ops []timedOp
+		for _, v := range Variants() {
+			if v.Q4RowAVX2 != nil {
+				ops = append(ops, timedOp{v.Name, func() {
+					for r := range y {
+						y[r] = v.Q4RowAVX2(codes[r*n/2:(r+1)*n/2], xp, scales[r*g:(r+1)*g], biases[r*g:(r+1)*g], gsum, gs)
+					}
+				}})
+			}
+		}
+		b.Run(fmt.Sprintf("%s/%dx%d", sz.name, sz.rows, sz.cols), func(b *testing.B) {
+			compare(b, int64(len(codes)+8*len(scales)), ops, sz.roof)
+		})
+	}
+}
+
 func BenchmarkDotBF16(b *testing.B) {
 	for _, sz := range sizes {
 		rows, cols := sz.rows/2, sz.cols // bf16 is 4× the bytes of 4-bit

@@ -14,7 +14,9 @@
 // The kernels are the decode hot path of the default `--matmul exact`: the
 // exact 4-bit affine row kernel (per-group 16-entry table in a ZMM register,
 // VPERMPS lookup of codes brought down by VPSRLVD, FMA with x; float32 scales
-// and biases, as production converts bf16 ones once per chunk of rows), a
+// and biases, as production converts bf16 ones once per chunk of rows) and
+// its AVX2 form (the level for CPUs without AVX-512: hand assembly and
+// archsimd only), a
 // bf16·f32 dot product (load-bound), and the u8·s8 integer dot of
 // `--matmul int8` (VPDPBUSD). Each variant is tested against a plain
 // reference on random inputs; the benchmarks report each variant's rate in

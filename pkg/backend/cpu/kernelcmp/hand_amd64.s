@@ -82,6 +82,72 @@ q4step:
 	VZEROUPPER
 	RET
 
+// func q4RowAsmY(packed *byte, xperm, scales, biases, gsum *float32, groups, gs int) float32
+// Copy of pkg/backend/cpu's q4RowAVX2 (kernels_amd64.s, macros expanded):
+// VPMOVZXBD widens 8 bytes, AND/shift split the nibbles, VCVTDQ2PS converts,
+// one FMA per 8 weights; Σ s_g·(Σ q·x) + b_g·gsum_g. gs is a multiple of 32.
+TEXT ·q4RowAsmY(SB), NOSPLIT, $0-60
+	MOVQ         packed+0(FP), SI
+	MOVQ         xperm+8(FP), DI
+	MOVQ         scales+16(FP), R8
+	MOVQ         biases+24(FP), R9
+	MOVQ         gsum+32(FP), R10
+	MOVQ         groups+40(FP), R11
+	MOVQ         gs+48(FP), R12
+	SHRQ         $5, R12
+	VXORPS       Y0, Y0, Y0
+	VXORPS       X7, X7, X7
+	MOVL         $15, AX
+	VMOVD        AX, X15
+	VPBROADCASTD X15, Y15
+
+q4ygroup:
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y9, Y9, Y9
+	VXORPS Y10, Y10, Y10
+	MOVQ   R12, CX
+
+q4ystep:
+	VPMOVZXBD    (SI), Y3
+	VPMOVZXBD    8(SI), Y11
+	VPAND        Y15, Y3, Y4
+	VPSRLD       $4, Y3, Y5
+	VPAND        Y15, Y11, Y12
+	VPSRLD       $4, Y11, Y13
+	VCVTDQ2PS    Y4, Y4
+	VCVTDQ2PS    Y5, Y5
+	VCVTDQ2PS    Y12, Y12
+	VCVTDQ2PS    Y13, Y13
+	VFMADD231PS  (DI), Y4, Y1
+	VFMADD231PS  32(DI), Y5, Y2
+	VFMADD231PS  64(DI), Y12, Y9
+	VFMADD231PS  96(DI), Y13, Y10
+	ADDQ         $16, SI
+	ADDQ         $128, DI
+	DECQ         CX
+	JNZ          q4ystep
+	VADDPS       Y2, Y1, Y1
+	VADDPS       Y10, Y9, Y9
+	VADDPS       Y9, Y1, Y1
+	VBROADCASTSS (R8), Y6
+	VFMADD231PS  Y1, Y6, Y0
+	VMOVSS       (R9), X8
+	VFMADD231SS  (R10), X8, X7
+	ADDQ         $4, R8
+	ADDQ         $4, R9
+	ADDQ         $4, R10
+	DECQ         R11
+	JNZ          q4ygroup
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS       X1, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VADDSS       X7, X0, X0
+	VMOVSS       X0, ret+56(FP)
+	VZEROUPPER
+	RET
+
 // func dotBF16Asm(w *uint16, x *float32, n int) float32
 // n is a multiple of 64.
 TEXT ·dotBF16Asm(SB), NOSPLIT, $0-28

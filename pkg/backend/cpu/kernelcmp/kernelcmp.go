@@ -10,6 +10,10 @@ type Variant struct {
 	// for len(y) consecutive 4-bit rows; xp is PermuteQ4(x), gs a multiple of
 	// 64 and codes two per byte, element 2i in the low nibble of byte i.
 	Q4Rows func(codes []byte, xp, scales, biases, y []float32, gs int)
+	// Q4RowAVX2 is one 4-bit row in the form of the AVX2 kernel (the level
+	// for CPUs without AVX-512): Σ_g s_g·Σ(code·x) + b_g·gsum_g, where xp is
+	// PermuteQ4AVX2(x), gsum[g] = Σ of group g's x, and gs a multiple of 32.
+	Q4RowAVX2 func(codes []byte, xp, scales, biases, gsum []float32, gs int) float32
 	// DotBF16 is Σ bf16(w[i])·x[i].
 	DotBF16 func(w []uint16, x []float32) float32
 	// DotU8I8 is Σ a[i]·b[i] over unsigned and signed bytes.
@@ -19,7 +23,7 @@ type Variant struct {
 
 // variants is filled by the files of each technology (build-tag selected),
 // in the order the benchmarks report them.
-var variants = []Variant{{Name: "go", Q4Rows: q4RowsGo, DotBF16: dotBF16Go, DotU8I8: dotU8I8Go}}
+var variants = []Variant{{Name: "go", Q4Rows: q4RowsGo, Q4RowAVX2: q4RowAVX2Go, DotBF16: dotBF16Go, DotU8I8: dotU8I8Go}}
 
 // Variants returns every technology compiled into this binary that this CPU
 // can run.
@@ -42,6 +46,49 @@ func PermuteQ4(dst, x []float32) {
 			}
 		}
 	}
+}
+
+// PermuteQ4AVX2 reorders x per 16 elements as [x0 x2 … x14 x1 x3 … x15], so
+// that the low nibbles of 8 bytes meet the even elements and the high
+// nibbles the odd ones (pkg/backend/cpu's permuteX(…, 4, 8)). len(x) must be a
+// multiple of 16.
+func PermuteQ4AVX2(dst, x []float32) {
+	if len(x)%16 != 0 || len(dst) < len(x) {
+		panic(fmt.Sprintf("kernelcmp: PermuteQ4AVX2 of %d elements into %d (want a multiple of 16)", len(x), len(dst)))
+	}
+	for b := 0; b < len(x); b += 16 {
+		for i := 0; i < 8; i++ {
+			dst[b+i] = x[b+2*i]
+			dst[b+8+i] = x[b+2*i+1]
+		}
+	}
+}
+
+// q4RowShape checks a Q4RowAVX2 call and returns its groups.
+func q4RowShape(codes []byte, xp, scales, biases, gsum []float32, gs int) int {
+	g := len(scales)
+	if g == 0 || gs <= 0 || gs%32 != 0 || len(biases) != g || len(gsum) != g || len(xp) != g*gs || len(codes) != g*gs/2 {
+		panic(fmt.Sprintf("kernelcmp: Q4RowAVX2 with %d code bytes, %d x, %d scales, %d biases, %d group sums, group size %d",
+			len(codes), len(xp), len(scales), len(biases), len(gsum), gs))
+	}
+	return g
+}
+
+// q4RowAVX2Go is Q4RowAVX2 in Go on the permuted x.
+func q4RowAVX2Go(codes []byte, xp, scales, biases, gsum []float32, gs int) float32 {
+	g := q4RowShape(codes, xp, scales, biases, gsum, gs)
+	var tot float32
+	for gi := 0; gi < g; gi++ {
+		var acc float32
+		for b := gi * gs; b < (gi+1)*gs; b += 16 {
+			for i := 0; i < 8; i++ {
+				c := codes[b/2+i]
+				acc += float32(c&15)*xp[b+i] + float32(c>>4)*xp[b+8+i]
+			}
+		}
+		tot += scales[gi]*acc + biases[gi]*gsum[gi]
+	}
+	return tot
 }
 
 // q4Shape checks a Q4Rows call and returns its groups per row.
