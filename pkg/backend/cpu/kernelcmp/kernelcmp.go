@@ -1,6 +1,10 @@
 package kernelcmp
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/fm-moe/fm/pkg/internal/half"
+)
 
 // Variant is one way of writing the kernels. A nil field is a kernel the
 // technology cannot express on this CPU (Note says why).
@@ -14,7 +18,7 @@ type Variant struct {
 	// for CPUs without AVX-512): Σ_g s_g·Σ(code·x) + b_g·gsum_g, where xp is
 	// PermuteQ4AVX2(x), gsum[g] = Σ of group g's x, and gs a multiple of 32.
 	Q4RowAVX2 func(codes []byte, xp, scales, biases, gsum []float32, gs int) float32
-	// DotBF16 is Σ bf16(w[i])·x[i].
+	// DotBF16 is Σ half.BF16ToF32(w[i])·x[i].
 	DotBF16 func(w []uint16, x []float32) float32
 	// DotU8I8 is Σ a[i]·b[i] over unsigned and signed bytes.
 	DotU8I8 func(a []uint8, b []int8) int32
@@ -137,13 +141,13 @@ func dotBF16Go(w []uint16, x []float32) float32 {
 	var s0, s1, s2, s3 float32
 	i := 0
 	for ; i+4 <= len(w); i += 4 {
-		s0 += bf16(w[i]) * x[i]
-		s1 += bf16(w[i+1]) * x[i+1]
-		s2 += bf16(w[i+2]) * x[i+2]
-		s3 += bf16(w[i+3]) * x[i+3]
+		s0 += half.BF16ToF32(w[i]) * x[i]
+		s1 += half.BF16ToF32(w[i+1]) * x[i+1]
+		s2 += half.BF16ToF32(w[i+2]) * x[i+2]
+		s3 += half.BF16ToF32(w[i+3]) * x[i+3]
 	}
 	for ; i < len(w); i++ {
-		s0 += bf16(w[i]) * x[i]
+		s0 += half.BF16ToF32(w[i]) * x[i]
 	}
 	return (s0 + s1) + (s2 + s3)
 }

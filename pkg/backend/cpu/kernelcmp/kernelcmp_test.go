@@ -5,6 +5,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/fm-moe/fm/pkg/internal/half"
 )
 
 // q4Case is one random Q4Rows problem with its reference answer, computed in
@@ -104,7 +106,7 @@ func TestDotBF16(t *testing.T) {
 		for i := range w {
 			w[i] = uint16(math.Float32bits(float32(rng.NormFloat64())) >> 16)
 			x[i] = float32(rng.NormFloat64())
-			p := float64(bf16(w[i])) * float64(x[i])
+			p := float64(half.BF16ToF32(w[i])) * float64(x[i])
 			want += p
 			mag += math.Abs(p)
 		}
