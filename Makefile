@@ -2,7 +2,7 @@ GO ?= go
 BIN := bin
 CMDS := extract repack requant2bit infer
 
-.PHONY: all build build-cuda test vet demo quality clean
+.PHONY: all build build-cuda test vet demo quality clean kernelcmp kernelcmp-generate
 
 DEMO_SRC := testdata/models/tiny-code
 DEMO_OUT := out/tiny-code-4bit
@@ -33,6 +33,7 @@ vet:
 	GOOS=darwin GOARCH=arm64 CGO_ENABLED=0 $(GO) build ./...
 	GOOS=linux GOARCH=arm64 CGO_ENABLED=0 $(GO) build ./...
 	GOOS=linux GOARCH=amd64 CGO_ENABLED=0 $(GO) vet -tags cuda ./pkg/backend/cuda/ ./cmd/infer/
+	GOOS=linux GOARCH=amd64 CGO_ENABLED=0 GOEXPERIMENT=simd $(GO) vet ./pkg/backend/cpu/kernelcmp/
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1)
 
 # The suite runs with CGO_ENABLED=0 (the binaries are pure Go); the concurrent
@@ -47,6 +48,7 @@ RACE_PKGS := ./pkg/experts/ ./pkg/backend/cpu/ ./pkg/sample/ ./pkg/server/
 test: vet
 	CGO_ENABLED=0 $(GO) test ./...
 	CGO_ENABLED=0 $(GO) test -tags noasm ./pkg/backend/... ./pkg/model/ ./pkg/quant/
+	CGO_ENABLED=0 GOEXPERIMENT=simd $(GO) test ./pkg/backend/cpu/kernelcmp/
 	@if command -v qemu-aarch64-static >/dev/null 2>&1 || command -v qemu-aarch64 >/dev/null 2>&1; then \
 		echo "arm64 kernel tests under qemu-user"; \
 		GOOS=linux GOARCH=arm64 CGO_ENABLED=0 $(GO) test -c -o $(BIN)/cpu-arm64.test ./pkg/backend/cpu/ && \
@@ -56,6 +58,20 @@ test: vet
 		echo "CGO_ENABLED=1 $(GO) test -race $(RACE_PKGS)"; \
 		CGO_ENABLED=1 $(GO) test -race $(RACE_PKGS); \
 	else echo "no C compiler: skipping the race-detector run"; fi
+
+# kernelcmp: the measurement that chose the kernels' technology (hand assembly,
+# avo, GOEXPERIMENT=simd; docs/PERF.md): every variant's tests, then the
+# benchmarks, variants alternating within each iteration. Rerun it on a new CPU.
+KCMP := ./pkg/backend/cpu/kernelcmp/
+kernelcmp:
+	CGO_ENABLED=0 GOEXPERIMENT=simd $(GO) test -v -run . $(KCMP)
+	CGO_ENABLED=0 GOEXPERIMENT=simd $(GO) test -run '^$$' -bench /L2 -benchtime 300x $(KCMP)
+	CGO_ENABLED=0 GOEXPERIMENT=simd $(GO) test -run '^$$' -bench /DRAM -benchtime 20x $(KCMP)
+
+# kernelcmp-generate: rebuild the avo variant (generator in its own module,
+# pkg/backend/cpu/kernelcmp/_avo; needs the module proxy once for avo).
+kernelcmp-generate:
+	$(GO) generate $(KCMP)
 
 # demo: build, convert the bundled trained code model to 4-bit, verify it, generate.
 demo: build
