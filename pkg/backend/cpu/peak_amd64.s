@@ -2,23 +2,27 @@
 
 #include "textflag.h"
 
+// ZERO_Z0_13 clears the accumulators and operands of the peak loops.
+#define ZERO_Z0_13 \
+	VPXORD Z0, Z0, Z0 \
+	VPXORD Z1, Z1, Z1 \
+	VPXORD Z2, Z2, Z2 \
+	VPXORD Z3, Z3, Z3 \
+	VPXORD Z4, Z4, Z4 \
+	VPXORD Z5, Z5, Z5 \
+	VPXORD Z6, Z6, Z6 \
+	VPXORD Z7, Z7, Z7 \
+	VPXORD Z8, Z8, Z8 \
+	VPXORD Z9, Z9, Z9 \
+	VPXORD Z10, Z10, Z10 \
+	VPXORD Z11, Z11, Z11 \
+	VPXORD Z12, Z12, Z12 \
+	VPXORD Z13, Z13, Z13
+
 // func fmaLoopAVX512(n int)
 TEXT ·fmaLoopAVX512(SB), NOSPLIT, $0-8
 	MOVQ         n+0(FP), CX
-	VPXORD       Z0, Z0, Z0
-	VPXORD       Z1, Z1, Z1
-	VPXORD       Z2, Z2, Z2
-	VPXORD       Z3, Z3, Z3
-	VPXORD       Z4, Z4, Z4
-	VPXORD       Z5, Z5, Z5
-	VPXORD       Z6, Z6, Z6
-	VPXORD       Z7, Z7, Z7
-	VPXORD       Z8, Z8, Z8
-	VPXORD       Z9, Z9, Z9
-	VPXORD       Z10, Z10, Z10
-	VPXORD       Z11, Z11, Z11
-	VPXORD       Z12, Z12, Z12
-	VPXORD       Z13, Z13, Z13
+	ZERO_Z0_13
 
 fma512:
 	VFMADD231PS Z12, Z13, Z0
@@ -77,20 +81,7 @@ fma256:
 // func vnniLoopAVX512(n int)
 TEXT ·vnniLoopAVX512(SB), NOSPLIT, $0-8
 	MOVQ     n+0(FP), CX
-	VPXORD   Z0, Z0, Z0
-	VPXORD   Z1, Z1, Z1
-	VPXORD   Z2, Z2, Z2
-	VPXORD   Z3, Z3, Z3
-	VPXORD   Z4, Z4, Z4
-	VPXORD   Z5, Z5, Z5
-	VPXORD   Z6, Z6, Z6
-	VPXORD   Z7, Z7, Z7
-	VPXORD   Z8, Z8, Z8
-	VPXORD   Z9, Z9, Z9
-	VPXORD   Z10, Z10, Z10
-	VPXORD   Z11, Z11, Z11
-	VPXORD   Z12, Z12, Z12
-	VPXORD   Z13, Z13, Z13
+	ZERO_Z0_13
 
 vnni512:
 	VPDPBUSD Z12, Z13, Z0
