@@ -210,6 +210,12 @@ func (d *Device) BindDense(desc backend.MatrixDesc, data, scales, biases []byte)
 	if err != nil {
 		return nil, err
 	}
+	// In int8 mode on a VNNI CPU, 4-bit matrices get their row-interleaved
+	// copy (rowpack.go) now, once: a heap copy of the same size as the
+	// mapped weights, which the products then read instead.
+	if d.pool.int8 && d.pool.level >= levelAVX512 && haveVNNI && !rowPackOff && rowPackable(&m) {
+		m.packed = packRows(&m)
+	}
 	return &matrix{m: m, desc: desc}, nil
 }
 

@@ -1,0 +1,139 @@
+package cpu
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// rowPackCases: 4-bit bf16 matrices of every packable group size, row counts
+// below, at and past multiples of 16, and group counts from 1 to 33.
+func rowPackCases() []matCase {
+	var cs []matCase
+	for _, gs := range []int{32, 64, 128} {
+		for _, rows := range []int{1, 15, 16, 17, 31, 32, 48, 70} {
+			for _, groups := range []int{1, 2, 3, 5, 17, 33} {
+				if gs == 128 && groups > 5 || gs == 32 && rows > 32 && groups > 5 {
+					continue // enough of these; keep the test short
+				}
+				cs = append(cs, matCase{rows: rows, cols: gs * groups, f: Affine, bits: 4, gs: gs, sf: BF16})
+			}
+		}
+	}
+	return cs
+}
+
+// TestRowPackMatchesReference: a matrix with a rowPack computes, in int8
+// mode at every kernel level (the packed VNNI kernels where they run, the
+// row kernels and Go twin elsewhere), the int8 product of refInt8 to
+// float32 accuracy, for 1–9 and 17 tokens (the 8-token kernel, the 1-token
+// one for the rest) and rows past the last block.
+func TestRowPackMatchesReference(t *testing.T) {
+	rng := rand.New(rand.NewPCG(31, 32))
+	var pools []*Pool
+	for _, level := range testLevels() {
+		for _, w := range []int{1, 3} {
+			p := newPool(w, level)
+			p.int8 = true
+			pools = append(pools, p)
+		}
+	}
+	for _, c := range rowPackCases() {
+		m := randomMatrix(rng, c.rows, c.cols, c.f, c.bits, c.gs, c.sf)
+		if rowPackable(m) {
+			m.packed = packRows(m)
+		}
+		for _, n := range []int{1, 2, 3, 4, 5, 6, 7, 8, 9, 17} {
+			x := randomVector(rng, n*c.cols)
+			type refs struct{ ref, mag []float64 }
+			want := make([]refs, n)
+			for tok := range want {
+				want[tok].ref, want[tok].mag, _ = refInt8(m, x[tok*c.cols:(tok+1)*c.cols])
+			}
+			for _, p := range pools {
+				y := make([]float32, n*c.rows)
+				p.MatMul(y, m, x, n)
+				for tok := 0; tok < n; tok++ {
+					for r, ref := range want[tok].ref {
+						got := float64(y[tok*c.rows+r])
+						if d := math.Abs(got - ref); d > 1e-5*want[tok].mag[r]+1e-6 || math.IsNaN(got) {
+							t.Fatalf("%v packed %v n=%d token %d row %d workers %d level %d: %g, int8 reference %g (|Δ| %g)",
+								c, m.packed != nil, n, tok, r, p.Workers(), p.level, got, ref, d)
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestRowPackTwins: the Go twins of the packed layout agree with the int8
+// reference, and the VNNI kernels with the twins (same integer dots; the
+// float sums to 1e-5 of their magnitude).
+func TestRowPackTwins(t *testing.T) {
+	rng := rand.New(rand.NewPCG(33, 34))
+	for _, c := range rowPackCases() {
+		if c.rows < rowPackRows {
+			continue
+		}
+		t.Run(fmt.Sprint(c), func(t *testing.T) {
+			m := randomMatrix(rng, c.rows, c.cols, c.f, c.bits, c.gs, c.sf)
+			pk := packRows(m)
+			g, gs, cols := m.Groups(), m.GroupSize, m.Cols
+			rows := pk.blocks * rowPackRows
+			x := randomVector(rng, rowPackTokens*cols)
+			xq := make([]int8, rowPackTokens*cols)
+			sx, gsum := make([]float32, rowPackTokens*g), make([]float32, rowPackTokens*g)
+			ref := make([][]float64, rowPackTokens)
+			mag := make([][]float64, rowPackTokens)
+			for k := 0; k < rowPackTokens; k++ {
+				quantizeX(xq[k*cols:(k+1)*cols], sx[k*g:(k+1)*g], gsum[k*g:(k+1)*g], x[k*cols:(k+1)*cols], gs)
+				ref[k], mag[k], _ = refInt8(m, x[k*cols:(k+1)*cols])
+			}
+			x8 := make([]int8, rowPackTokens*cols)
+			sx8, gs8 := make([]float32, rowPackTokens*g), make([]float32, rowPackTokens*g)
+			rowPackX8(x8, sx8, gs8, xq, sx, gsum, cols, g)
+
+			check := func(what string, y []float32, k int) {
+				t.Helper()
+				for r := 0; r < rows; r++ {
+					if d := math.Abs(float64(y[r]) - ref[k][r]); d > 1e-5*mag[k][r]+1e-6 || math.IsNaN(float64(y[r])) {
+						t.Fatalf("%s token %d row %d: %g, int8 reference %g", what, k, r, y[r], ref[k][r])
+					}
+				}
+			}
+			y8 := make([]float32, rowPackTokens*rows)
+			rowPack8Go(pk.data, x8, sx8, gs8, y8, pk.blocks, gs, rows)
+			for k := 0; k < rowPackTokens; k++ {
+				y := make([]float32, rows)
+				rowPackGo(pk.data, xq[k*cols:(k+1)*cols], sx[k*g:(k+1)*g], gsum[k*g:(k+1)*g], y, pk.blocks, gs)
+				check("rowPackGo", y, k)
+				check("rowPack8Go", y8[k*rows:(k+1)*rows], k)
+				if !haveVNNI {
+					continue
+				}
+				ya := make([]float32, rows)
+				rowPack1(pk.data, xq[k*cols:(k+1)*cols], sx[k*g:(k+1)*g], gsum[k*g:(k+1)*g], ya, gs)
+				check("rowPack1VNNI", ya, k)
+				for r := range ya {
+					if d := math.Abs(float64(ya[r] - y[r])); d > 1e-5*mag[k][r]+1e-6 {
+						t.Fatalf("token %d row %d: rowPack1VNNI %g, Go twin %g", k, r, ya[r], y[r])
+					}
+				}
+			}
+			if haveVNNI {
+				ya := make([]float32, rowPackTokens*rows)
+				rowPack8(pk.data, x8, sx8, gs8, ya, pk.blocks, gs, rows)
+				for k := 0; k < rowPackTokens; k++ {
+					check("rowPack8VNNI", ya[k*rows:(k+1)*rows], k)
+					for r := 0; r < rows; r++ {
+						if d := math.Abs(float64(ya[k*rows+r] - y8[k*rows+r])); d > 1e-5*mag[k][r]+1e-6 {
+							t.Fatalf("token %d row %d: rowPack8VNNI %g, Go twin %g", k, r, ya[k*rows+r], y8[k*rows+r])
+						}
+					}
+				}
+			}
+		})
+	}
+}
