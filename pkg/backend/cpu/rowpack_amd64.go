@@ -2,8 +2,6 @@
 
 package cpu
 
-
-
 //go:noescape
 func rowPack1VNNI(packed *byte, xq *int8, sx, gsum, y *float32, blocks, groups, quads int)
 
@@ -44,4 +42,3 @@ func rowPack8(pk []byte, x8 []int8, sx8, gs8, y []float32, blocks, gs, ystride i
 func q4RowsNatural(raw []byte, xq []int8, sx, scales, biases, gsum, y []float32, gs int) {
 	callI8(q4RowsVNNI, 4, raw, xq, sx, scales, biases, gsum, y, gs, gs/64)
 }
-
