@@ -214,7 +214,7 @@ func (d *Device) BindDense(desc backend.MatrixDesc, data, scales, biases []byte)
 	// copy (rowpack.go) now, once: a heap copy of the same size as the
 	// mapped weights, which the products then read instead.
 	if d.pool.int8 && d.pool.level >= levelAVX512 && haveVNNI && !rowPackOff && rowPackable(&m) {
-		m.packed = packRows(&m)
+		m.packed = packRows(&m, d.pool)
 	}
 	return &matrix{m: m, desc: desc}, nil
 }

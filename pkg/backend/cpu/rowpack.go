@@ -1,6 +1,7 @@
 package cpu
 
 import (
+	"encoding/binary"
 	"os"
 	"unsafe"
 )
@@ -61,34 +62,51 @@ func rowPackable(m *Matrix) bool {
 // rowPackRecord is the size of one group's record in a block.
 func rowPackRecord(gs int) int { return gs*8 + 64 }
 
-// packRows builds m's row-interleaved copy (the caller checks rowPackable).
-func packRows(m *Matrix) *rowPack {
+// packRows builds m's row-interleaved copy (the caller checks rowPackable),
+// blocks split over p's workers (nil: the calling goroutine).
+func packRows(m *Matrix, p *Pool) *rowPack {
+	g := m.Groups()
+	nb := m.Rows / rowPackRows
+	out := make([]byte, nb*g*rowPackRecord(m.GroupSize))
+	if p == nil {
+		packBlocks(out, m, 0, nb)
+	} else {
+		p.For(nb, rowPackRows*m.Cols, func(lo, hi int) { packBlocks(out, m, lo, hi) })
+	}
+	return &rowPack{data: out, blocks: nb}
+}
+
+// packBlocks writes blocks [lo, hi) of m's row-interleaved copy into out.
+// Bytes 4k..4k+3 of a group's codes, read as a little-endian word w, hold
+// the nibbles of columns 8k..8k+7 in order; the step's dword wants byte i =
+// nibble i | nibble 4+i << 4, so each 16-bit half of w spreads its four
+// nibbles to the low nibbles of four bytes (the high half then shifted up).
+func packBlocks(out []byte, m *Matrix, lo, hi int) {
 	gs, g := m.GroupSize, m.Groups()
 	rb := m.RowBytes()
 	rec := rowPackRecord(gs)
-	nb := m.Rows / rowPackRows
-	out := make([]byte, nb*g*rec)
 	sc, bi := u16s(m.Scales), u16s(m.Biases)
-	for b := 0; b < nb; b++ {
-		for j := 0; j < g; j++ {
-			dst := out[(b*g+j)*rec : (b*g+j+1)*rec]
-			for r := 0; r < rowPackRows; r++ {
-				row := b*rowPackRows + r
-				codes := m.Data[row*rb+j*gs/2 : row*rb+(j+1)*gs/2]
-				code := func(c int) byte { return codes[c/2] >> (4 * (c % 2)) & 15 }
+	spread := func(x uint32) uint32 {
+		x = (x | x<<8) & 0x00ff00ff
+		return (x | x<<4) & 0x0f0f0f0f
+	}
+	for b := lo; b < hi; b++ {
+		for r := 0; r < rowPackRows; r++ {
+			row := b*rowPackRows + r
+			codes := m.Data[row*rb : (row+1)*rb]
+			for j := 0; j < g; j++ {
+				dst := out[(b*g+j)*rec : (b*g+j+1)*rec]
+				cg := codes[j*gs/2 : (j+1)*gs/2]
 				for k := 0; k < gs/8; k++ {
-					for i := 0; i < 4; i++ {
-						dst[64*k+4*r+i] = code(8*k+i) | code(8*k+4+i)<<4
-					}
+					w := binary.LittleEndian.Uint32(cg[4*k:])
+					binary.LittleEndian.PutUint32(dst[64*k+4*r:], spread(w&0xffff)|spread(w>>16)<<4)
 				}
-				s, bb := sc[row*g+j], bi[row*g+j]
 				o := gs * 8
-				dst[o+2*r], dst[o+2*r+1] = byte(s), byte(s>>8)
-				dst[o+32+2*r], dst[o+32+2*r+1] = byte(bb), byte(bb>>8)
+				binary.LittleEndian.PutUint16(dst[o+2*r:], sc[row*g+j])
+				binary.LittleEndian.PutUint16(dst[o+32+2*r:], bi[row*g+j])
 			}
 		}
 	}
-	return &rowPack{data: out, blocks: nb}
 }
 
 // rowPackGo is the Go twin of rowPack1VNNI: blocks of the packed layout

@@ -42,7 +42,7 @@ func TestRowPackMatchesReference(t *testing.T) {
 	for _, c := range rowPackCases() {
 		m := randomMatrix(rng, c.rows, c.cols, c.f, c.bits, c.gs, c.sf)
 		if rowPackable(m) {
-			m.packed = packRows(m)
+			m.packed = packRows(m, nil)
 		}
 		for _, n := range []int{1, 2, 3, 4, 5, 6, 7, 8, 9, 17} {
 			x := randomVector(rng, n*c.cols)
@@ -79,7 +79,11 @@ func TestRowPackTwins(t *testing.T) {
 		}
 		t.Run(fmt.Sprint(c), func(t *testing.T) {
 			m := randomMatrix(rng, c.rows, c.cols, c.f, c.bits, c.gs, c.sf)
-			pk := packRows(m)
+			pk := packRows(m, nil)
+			if pp := packRows(m, newPool(3, levelGeneric)); string(pp.data) != string(pk.data) || pp.blocks != pk.blocks {
+				t.Fatal("packing on three workers differs from packing on one")
+			}
+			checkRowPackLayout(t, m, pk)
 			g, gs, cols := m.Groups(), m.GroupSize, m.Cols
 			rows := pk.blocks * rowPackRows
 			x := randomVector(rng, rowPackTokens*cols)
@@ -135,5 +139,48 @@ func TestRowPackTwins(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// checkRowPackLayout checks every byte of pk against the layout rowpack.go
+// documents, from the codes (refCode) and scales of m.
+func checkRowPackLayout(t *testing.T, m *Matrix, pk *rowPack) {
+	t.Helper()
+	gs, g := m.GroupSize, m.Groups()
+	rec := rowPackRecord(gs)
+	if pk.blocks != m.Rows/rowPackRows || len(pk.data) != pk.blocks*g*rec {
+		t.Fatalf("%d blocks in %d bytes for %d rows", pk.blocks, len(pk.data), m.Rows)
+	}
+	for b := 0; b < pk.blocks; b++ {
+		for j := 0; j < g; j++ {
+			r0 := pk.data[(b*g+j)*rec:]
+			for r := 0; r < rowPackRows; r++ {
+				row := b*rowPackRows + r
+				for k := 0; k < gs/8; k++ {
+					for i := 0; i < 4; i++ {
+						c := j*gs + 8*k + i
+						want := byte(refCode(m, row, c) | refCode(m, row, c+4)<<4)
+						if got := r0[64*k+4*r+i]; got != want {
+							t.Fatalf("block %d group %d step %d row %d byte %d: %#x, want %#x", b, j, k, r, i, got, want)
+						}
+					}
+				}
+				sb := u16s(r0[gs*8:])
+				if sb[r] != u16s(m.Scales)[row*g+j] || sb[16+r] != u16s(m.Biases)[row*g+j] {
+					t.Fatalf("block %d group %d row %d: scale/bias %#x/%#x", b, j, r, sb[r], sb[16+r])
+				}
+			}
+		}
+	}
+}
+
+// BenchmarkRowPack is the bind-time cost of the row-interleaved copy, in
+// GB/s of the matrix's bytes (all workers).
+func BenchmarkRowPack(b *testing.B) {
+	p := NewPool(0)
+	m := benchMatrix(16384, 4096, Affine, 4)
+	b.SetBytes(int64(len(m.Data) + len(m.Scales) + len(m.Biases)))
+	for i := 0; i < b.N; i++ {
+		packRows(m, p)
 	}
 }

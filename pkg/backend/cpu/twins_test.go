@@ -32,7 +32,7 @@ func TestKernelsAllocateNothing(t *testing.T) {
 				ms := []*Matrix{m}
 				if rowPackable(m) { // and its row-interleaved copy (int8 mode), 3 rows past the last block
 					pm := *m
-					pm.packed = packRows(&pm)
+					pm.packed = packRows(&pm, nil)
 					ms = append(ms, &pm)
 				}
 				for i, m := range ms {
