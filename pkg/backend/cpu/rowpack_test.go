@@ -2,10 +2,56 @@ package cpu
 
 import (
 	"fmt"
+
+	"github.com/fm-moe/fm/pkg/backend"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
+
+// TestBindDensePacksAtFirstProduct: in int8 mode on a VNNI CPU, a 4-bit
+// dense matrix gets its row-interleaved copy at its first product (not for
+// Embed), the product matches the int8 reference, and Embed still reads the
+// original rows; in exact mode, or with FM_ROWPACK=0, no copy is made.
+func TestBindDensePacksAtFirstProduct(t *testing.T) {
+	rng := rand.New(rand.NewPCG(35, 36))
+	src := randomMatrix(rng, 37, 256, Affine, 4, 64, BF16)
+	for _, mode := range []backend.Matmul{backend.MatmulExact, backend.MatmulInt8} {
+		d, err := OpenDevice(backend.Options{Threads: 2, Matmul: mode})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := d.BindDense(src.Desc(), src.Data, src.Scales, src.Biases)
+		if err != nil {
+			t.Fatal(err)
+		}
+		row, _ := d.NewTensor(1, src.Cols)
+		d.Embed(row, w, []int{36})
+		want := make([]float32, src.Cols)
+		src.Row(want, 36)
+		if got := row.(*Tensor).data; !slices.Equal(got, want) || bound(w).m.packed != nil {
+			t.Fatalf("%s: Embed gave another row or built the copy (%v)", mode, bound(w).m.packed != nil)
+		}
+		x, _ := d.NewTensor(1, src.Cols)
+		xv := randomVector(rng, src.Cols)
+		d.Upload(x, xv)
+		y, _ := d.NewTensor(1, src.Rows)
+		d.MatMul(y, w, x)
+		wantPacked := mode == backend.MatmulInt8 && haveVNNI && !rowPackOff
+		if got := bound(w).m.packed != nil; got != wantPacked {
+			t.Fatalf("%s: copy built %v, want %v", mode, got, wantPacked)
+		}
+		if mode == backend.MatmulInt8 {
+			ref, mag, _ := refInt8(src, xv)
+			for r, v := range y.(*Tensor).data {
+				if d := math.Abs(float64(v) - ref[r]); d > 1e-5*mag[r]+1e-6 {
+					t.Fatalf("row %d: %g, int8 reference %g", r, v, ref[r])
+				}
+			}
+		}
+	}
+}
 
 // rowPackCases: 4-bit bf16 matrices of every packable group size, row counts
 // below, at and past multiples of 16, and group counts from 1 to 33.
