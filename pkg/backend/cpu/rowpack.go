@@ -8,7 +8,8 @@ import (
 
 // Row-interleaved 4-bit matrices for int8 mode (`--matmul int8`, AVX-512
 // VNNI only): an in-memory, CPU-only copy of a dense matrix's codes, scales
-// and biases, made once when the matrix is bound (Device.BindDense). Nothing
+// and biases, made once, at the matrix's first product (Device.BindDense
+// arranges it; a matrix only Embed reads gets none). Nothing
 // on disk changes.
 //
 // Why: in the row-major layout one ZMM of codes holds one row, and each of
