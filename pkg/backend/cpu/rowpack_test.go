@@ -7,6 +7,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"time"
 	"testing"
 )
 
@@ -228,5 +229,43 @@ func BenchmarkRowPack(b *testing.B) {
 	b.SetBytes(int64(len(m.Data) + len(m.Scales) + len(m.Biases)))
 	for i := 0; i < b.N; i++ {
 		packRows(m, p)
+	}
+}
+
+// BenchmarkRowPackAB alternates the row kernels and the row-interleaved
+// ones on the same matrix and x in int8 mode, product by product (decode
+// n=1, an 8-token block, a prefill chunk of 128; dense shapes of Qwen3-30B-A3B
+// and its LM head): "speedup" is the median of old time / new time over the
+// pairs, which a machine shared with other jobs moves far less than either.
+func BenchmarkRowPackAB(b *testing.B) {
+	if !haveVNNI {
+		b.Skip("no AVX-512 VNNI")
+	}
+	p := NewPool(0)
+	p.int8 = true
+	for _, sh := range []struct{ r, c, n int }{{4096, 2048, 128}, {2048, 4096, 128}, {512, 2048, 128}, {4096, 2048, 1}, {2048, 4096, 1}, {151936, 2048, 1}, {151936, 2048, 8}} {
+		m := benchMatrix(sh.r, sh.c, Affine, 4)
+		pm := *m
+		pm.packed = packRows(&pm, p)
+		x := randomVector(rand.New(rand.NewPCG(2, 2)), sh.n*sh.c)
+		y := make([]float32, sh.n*sh.r)
+		b.Run(fmt.Sprintf("%dx%d/n%d", sh.r, sh.c, sh.n), func(b *testing.B) {
+			var rs []float64
+			var to, tn time.Duration
+			for i := 0; i < b.N; i++ {
+				t0 := time.Now()
+				p.MatMul(y, m, x, sh.n)
+				t1 := time.Now()
+				p.MatMul(y, &pm, x, sh.n)
+				t2 := time.Now()
+				rs = append(rs, float64(t1.Sub(t0))/float64(t2.Sub(t1)))
+				to += t1.Sub(t0)
+				tn += t2.Sub(t1)
+			}
+			slices.Sort(rs)
+			b.ReportMetric(rs[len(rs)/2], "speedup")
+			b.ReportMetric(float64(to)/float64(b.N)/1e3, "us-old")
+			b.ReportMetric(float64(tn)/float64(b.N)/1e3, "us-new")
+		})
 	}
 }
