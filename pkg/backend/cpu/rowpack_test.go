@@ -7,8 +7,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
-	"time"
 	"testing"
+	"time"
 )
 
 // TestBindDensePacksAtFirstProduct: in int8 mode on a VNNI CPU, a 4-bit
