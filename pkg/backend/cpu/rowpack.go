@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"os"
 	"unsafe"
+
+	"github.com/fm-moe/fm/pkg/internal/half"
 )
 
 // Row-interleaved 4-bit matrices for int8 mode (`--matmul int8`, AVX-512
@@ -136,8 +138,8 @@ func rowPackGo(pk []byte, xq []int8, sx, gsum, y []float32, blocks, gs int) {
 			}
 			sb := u16s(r0[gs*8:])
 			for r := 0; r < rowPackRows; r++ {
-				acc[r] += float32(dot[r]) * (BF16ToF32(sb[r]) * sx[j])
-				bacc[r] += BF16ToF32(sb[16+r]) * gsum[j]
+				acc[r] += float32(dot[r]) * (half.BF16ToF32(sb[r]) * sx[j])
+				bacc[r] += half.BF16ToF32(sb[16+r]) * gsum[j]
 			}
 		}
 		for r := range acc {
@@ -193,8 +195,8 @@ func rowPack8Go(pk []byte, x8 []int8, sx8, gs8, y []float32, blocks, gs, ystride
 			sb := u16s(r0[gs*8:])
 			for t := 0; t < rowPackTokens; t++ {
 				for r := 0; r < rowPackRows; r++ {
-					acc[t][r] += float32(dot[t][r]) * (BF16ToF32(sb[r]) * sx8[j*rowPackTokens+t])
-					acc[t][r] += BF16ToF32(sb[16+r]) * gs8[j*rowPackTokens+t]
+					acc[t][r] += float32(dot[t][r]) * (half.BF16ToF32(sb[r]) * sx8[j*rowPackTokens+t])
+					acc[t][r] += half.BF16ToF32(sb[16+r]) * gs8[j*rowPackTokens+t]
 				}
 			}
 		}
