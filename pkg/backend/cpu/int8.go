@@ -56,6 +56,16 @@ func quantizeX(xq []int8, sx, gsum, x []float32, gs int) {
 	}
 }
 
+// quantizeAny is quantizeWide where wide (the caller's check of AVX-512 and
+// gs%16 == 0), else quantizeX.
+func quantizeAny(wide bool, xq []int8, sx, gsum, x []float32, gs int) {
+	if wide {
+		quantizeWide(xq, sx, gsum, x, gs)
+	} else {
+		quantizeX(xq, sx, gsum, x, gs)
+	}
+}
+
 // int8Paired reports whether the VNNI kernel for this matrix reads x in
 // int8PairLayout order (4-bit codes in groups of 64: q4PairsVNNI) rather than
 // element order.
@@ -218,11 +228,7 @@ func (p *Pool) affineMatMulInt8(t *matTask) {
 		if paired || quads {
 			xq = all[n*cols : (n+1)*cols]
 		}
-		if wideQ {
-			quantizeWide(xq, sx, gsum, xk, gs)
-		} else {
-			quantizeX(xq, sx, gsum, xk, gs)
-		}
+		quantizeAny(wideQ, xq, sx, gsum, xk, gs)
 		switch {
 		case paired:
 			int8PairLayout(t.xq[k*cols:(k+1)*cols], xq)
@@ -334,12 +340,7 @@ func (p *Pool) packedMatMulInt8(t *matTask, wideQ bool) {
 	t.xq = x8Bytes(*qBuf, n*cols)
 	t.sx, t.gsum = (*fBuf)[:n*g], (*fBuf)[n*g:]
 	for k := 0; k < n; k++ {
-		xq, sx, gsum, xk := t.xq[k*cols:(k+1)*cols], t.sx[k*g:(k+1)*g], t.gsum[k*g:(k+1)*g], x[k*cols:(k+1)*cols]
-		if wideQ {
-			quantizeWide(xq, sx, gsum, xk, gs)
-		} else {
-			quantizeX(xq, sx, gsum, xk, gs)
-		}
+		quantizeAny(wideQ, t.xq[k*cols:(k+1)*cols], t.sx[k*g:(k+1)*g], t.gsum[k*g:(k+1)*g], x[k*cols:(k+1)*cols], gs)
 	}
 	t.blocks = n / rowPackTokens
 	if t.blocks > 0 {

@@ -78,14 +78,7 @@ func rowPackCases() []matCase {
 // one for the rest) and rows past the last block.
 func TestRowPackMatchesReference(t *testing.T) {
 	rng := rand.New(rand.NewPCG(31, 32))
-	var pools []*Pool
-	for _, level := range testLevels() {
-		for _, w := range []int{1, 3} {
-			p := newPool(w, level)
-			p.int8 = true
-			pools = append(pools, p)
-		}
-	}
+	pools := int8Pools()
 	for _, c := range rowPackCases() {
 		m := randomMatrix(rng, c.rows, c.cols, c.f, c.bits, c.gs, c.sf)
 		if rowPackable(m) {
