@@ -84,7 +84,11 @@ func TestRowPackMatchesReference(t *testing.T) {
 		if rowPackable(m) {
 			m.packed = packRows(m, nil)
 		}
-		for _, n := range []int{1, 2, 3, 4, 5, 6, 7, 8, 9, 17} {
+		tokens := []int{1, 2, 3, 4, 5, 6, 7, 8, 9, 17}
+		if testing.Short() { // the arm64 run under qemu: no packed kernels there
+			tokens = []int{1, 9}
+		}
+		for _, n := range tokens {
 			x := randomVector(rng, n*c.cols)
 			type refs struct{ ref, mag []float64 }
 			want := make([]refs, n)
