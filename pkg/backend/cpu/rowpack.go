@@ -207,7 +207,8 @@ func rowPack8Go(pk []byte, x8 []int8, sx8, gs8, y []float32, blocks, gs, ystride
 }
 
 // rowPackChunk is the number of blocks one kernel call walks: their bytes
-// (at most a few tens of KB) stay in L2 while every token meets them.
+// (64 rows: 74 KB at 2048 columns, 147 KB at 4096) stay in L2 while every
+// token meets them.
 const rowPackChunk = 4
 
 // int8Packed is affineMatMulInt8's body for a matrix with a rowPack: units
