@@ -129,12 +129,18 @@ func BenchmarkMatVecInt8(b *testing.B) {
 	for _, workers := range []int{1, 0} {
 		p := NewPool(workers)
 		p.int8 = true
-		for _, sh := range benchShapes {
+		for _, sh := range append(benchShapes, struct{ rows, cols int }{4096, 2048}) {
 			for _, f := range []struct {
 				name string
 				bits int
-			}{{"q8", 8}, {"q4", 4}, {"q3", 3}, {"q2", 2}} {
+			}{{"q8", 8}, {"q4", 4}, {"q4rp", 4}, {"q3", 3}, {"q2", 2}} {
 				m := benchMatrix(sh.rows, sh.cols, Affine, f.bits)
+				if f.name == "q4rp" { // the row-interleaved copy BindDense makes (rowpack.go)
+					if !haveVNNI {
+						continue
+					}
+					m.packed = packRows(m, nil)
+				}
 				x := randomVector(rand.New(rand.NewPCG(2, 2)), sh.cols)
 				y := make([]float32, sh.rows)
 				b.Run(fmt.Sprintf("%s/%dx%d/w%d", f.name, sh.rows, sh.cols, p.Workers()), func(b *testing.B) {
@@ -160,11 +166,14 @@ func benchMatMul(b *testing.B, p *Pool) {
 			name string
 			f    Format
 			bits int
-		}{{"bf16", BF16, 0}, {"q8", Affine, 8}, {"q4", Affine, 4}, {"q3", Affine, 3}, {"q2", Affine, 2}} {
-			if p.int8 && f.f != Affine {
+		}{{"bf16", BF16, 0}, {"q8", Affine, 8}, {"q4", Affine, 4}, {"q4rp", Affine, 4}, {"q3", Affine, 3}, {"q2", Affine, 2}} {
+			if p.int8 && f.f != Affine || f.name == "q4rp" && !(p.int8 && haveVNNI) {
 				continue
 			}
 			m := benchMatrix(2048, 2048, f.f, f.bits)
+			if f.name == "q4rp" {
+				m.packed = packRows(m, nil)
+			}
 			x := randomVector(rand.New(rand.NewPCG(2, 2)), n*2048)
 			y := make([]float32, n*2048)
 			b.Run(fmt.Sprintf("%s/2048x2048/n%d", f.name, n), func(b *testing.B) {
@@ -202,11 +211,19 @@ func BenchmarkMatVecCompute(b *testing.B) {
 	for _, mode := range []string{"exact", "int8"} {
 		p := NewPool(1)
 		p.int8 = mode == "int8"
-		for _, bits := range []int{8, 4, 3, 2} {
-			m := benchMatrix(512, 2048, Affine, bits)
+		for _, bits := range []int{8, 4, -4, 3, 2} { // −4: 4-bit, row-interleaved (int8 mode, VNNI)
+			if bits < 0 && !(p.int8 && haveVNNI) {
+				continue
+			}
+			m := benchMatrix(512, 2048, Affine, max(bits, -bits))
+			name := fmt.Sprintf("%s/q%d", mode, bits)
+			if bits < 0 {
+				m.packed = packRows(m, nil)
+				name = mode + "/q4rp"
+			}
 			x := randomVector(rand.New(rand.NewPCG(2, 2)), 2048)
 			y := make([]float32, 512)
-			b.Run(fmt.Sprintf("%s/q%d", mode, bits), func(b *testing.B) {
+			b.Run(name, func(b *testing.B) {
 				b.SetBytes(int64(len(m.Data) + len(m.Scales) + len(m.Biases)))
 				for i := 0; i < b.N; i++ {
 					p.MatVec(y, m, x)

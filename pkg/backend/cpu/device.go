@@ -178,17 +178,34 @@ func (d *Device) NonFinite(x backend.Tensor) (int, error) {
 type matrix struct {
 	m    Matrix
 	desc backend.MatrixDesc
+
+	// pack is the pool that builds m's row-interleaved copy (rowpack.go) at
+	// its first product, once; nil when it gets none.
+	pack     *Pool
+	packOnce sync.Once
 }
 
 func (m *matrix) Desc() backend.MatrixDesc { return m.desc }
 func (m *matrix) Release()                 {}
 
+// weight unwraps a bound matrix for a product: the first one builds its
+// row-interleaved copy where BindDense asked for one.
 func weight(w backend.Matrix) *Matrix {
+	m := bound(w)
+	if m.pack != nil {
+		m.packOnce.Do(func() { m.m.packed = packRows(&m.m, m.pack) })
+	}
+	return &m.m
+}
+
+// bound unwraps a matrix of this backend without building anything (Embed
+// reads rows of the original bytes).
+func bound(w backend.Matrix) *matrix {
 	m, ok := w.(*matrix)
 	if !ok {
 		panic(fmt.Sprintf("cpu: matrix of type %T is not from the CPU backend", w))
 	}
-	return &m.m
+	return m
 }
 
 // View returns the kernels' Matrix over the given bytes, checked.
@@ -210,7 +227,15 @@ func (d *Device) BindDense(desc backend.MatrixDesc, data, scales, biases []byte)
 	if err != nil {
 		return nil, err
 	}
-	return &matrix{m: m, desc: desc}, nil
+	w := &matrix{m: m, desc: desc}
+	// In int8 mode on a VNNI CPU, 4-bit matrices get a row-interleaved copy
+	// (rowpack.go), a heap copy of the same size as the mapped weights that
+	// the products then read instead. It is built at the first product, not
+	// here, so that a table only Embed reads (an untied embedding) gets none.
+	if d.pool.int8 && d.pool.level >= levelAVX512 && haveVNNI && !rowPackOff && rowPackable(&m) {
+		w.pack = d.pool
+	}
+	return w, nil
 }
 
 // expertAlignment is the alignment of expert buffers (O_DIRECT reads).
@@ -282,7 +307,7 @@ func (d *Device) BindExpert(l *backend.ExpertLayout, buf []byte) (backend.Expert
 
 // Embed implements backend.Device.
 func (d *Device) Embed(dst backend.Tensor, table backend.Matrix, ids []int) {
-	t, w := data(dst), weight(table)
+	t, w := data(dst), &bound(table).m
 	sameShape("Embed", len(ids), w.Cols, t)
 	for i, id := range ids {
 		w.Row(t.row(i), id)

@@ -26,7 +26,11 @@
 // In int8 mode (backend.MatmulInt8, --matmul int8; int8.go) the products with
 // affine matrices quantize x to int8 per weight group and use integer dot
 // products (AVX-512 VNNI, AVX2, or the Go twin): faster and approximate; the
-// default mode is exact.
+// default mode is exact. On a VNNI CPU, each 4-bit dense matrix with bf16
+// scales gets, at its first product, an in-memory, CPU-only row-interleaved copy
+// (rowpack.go: 16 rows per vector, so an integer dot covers 16 rows of one
+// group) that int8-mode products read instead of the mapped bytes; nothing on
+// disk changes, and FM_ROWPACK=0 turns it off for A/B measurements.
 //
 // Work is split over rows by a Pool: the calling goroutine plus persistent
 // helpers that poll briefly between parts, so the hundreds of products of a

@@ -56,6 +56,16 @@ func quantizeX(xq []int8, sx, gsum, x []float32, gs int) {
 	}
 }
 
+// quantizeAny is quantizeWide where wide (the caller's check of AVX-512 and
+// gs%16 == 0), else quantizeX.
+func quantizeAny(wide bool, xq []int8, sx, gsum, x []float32, gs int) {
+	if wide {
+		quantizeWide(xq, sx, gsum, x, gs)
+	} else {
+		quantizeX(xq, sx, gsum, x, gs)
+	}
+}
+
 // int8Paired reports whether the VNNI kernel for this matrix reads x in
 // int8PairLayout order (4-bit codes in groups of 64: q4PairsVNNI) rather than
 // element order.
@@ -196,6 +206,10 @@ func (p *Pool) affineMatMulInt8(t *matTask) {
 		t.level = levelAVX2
 	}
 	wideQ := p.level >= levelAVX512 && gs%16 == 0
+	if m.packed != nil && p.level >= levelAVX512 && haveVNNI {
+		p.packedMatMulInt8(t, wideQ)
+		return
+	}
 	paired := t.simd && int8Paired(m.Bits, gs)
 	quads := t.simd && int8Quads(m.Bits, gs, m.ScaleFormat)
 	qn := (n*cols + 3) / 4 // floats holding n·cols bytes
@@ -214,11 +228,7 @@ func (p *Pool) affineMatMulInt8(t *matTask) {
 		if paired || quads {
 			xq = all[n*cols : (n+1)*cols]
 		}
-		if wideQ {
-			quantizeWide(xq, sx, gsum, xk, gs)
-		} else {
-			quantizeX(xq, sx, gsum, xk, gs)
-		}
+		quantizeAny(wideQ, xq, sx, gsum, xk, gs)
 		switch {
 		case paired:
 			int8PairLayout(t.xq[k*cols:(k+1)*cols], xq)
@@ -314,4 +324,40 @@ func chunkScales(m *Matrix, buf []float32, c, ce int) (scales, biases []float32)
 		decodeFloats(biases, m.Biases, m.ScaleFormat, c*g)
 	}
 	return scales, biases
+}
+
+// packedMatMulInt8 is affineMatMulInt8 for a matrix with a rowPack: x is
+// quantized per token in natural order, tokens in blocks of eight are laid
+// out for rowPack8VNNI, and the workers split the blocks of 16 rows (then the
+// rows past the last block).
+func (p *Pool) packedMatMulInt8(t *matTask, wideQ bool) {
+	m, x, n := t.m, t.x, t.n
+	cols, gs, g := m.Cols, m.GroupSize, m.Groups()
+	qBuf := p.buf.get((n*cols + 3) / 4)
+	defer p.buf.put(qBuf)
+	fBuf := p.buf.get(2 * n * g)
+	defer p.buf.put(fBuf)
+	t.xq = x8Bytes(*qBuf, n*cols)
+	t.sx, t.gsum = (*fBuf)[:n*g], (*fBuf)[n*g:]
+	for k := 0; k < n; k++ {
+		quantizeAny(wideQ, t.xq[k*cols:(k+1)*cols], t.sx[k*g:(k+1)*g], t.gsum[k*g:(k+1)*g], x[k*cols:(k+1)*cols], gs)
+	}
+	t.blocks = n / rowPackTokens
+	if t.blocks > 0 {
+		nt := t.blocks * rowPackTokens
+		x8Buf := p.buf.get((nt*cols + 3) / 4)
+		defer p.buf.put(x8Buf)
+		s8Buf := p.buf.get(2 * nt * g)
+		defer p.buf.put(s8Buf)
+		t.x4 = x8Bytes(*x8Buf, nt*cols)
+		t.sx4, t.gsum4 = (*s8Buf)[:nt*g], (*s8Buf)[nt*g:]
+		for b := 0; b < t.blocks; b++ {
+			k := rowPackTokens * b
+			rowPackX8(t.x4[k*cols:(k+rowPackTokens)*cols], t.sx4[k*g:(k+rowPackTokens)*g], t.gsum4[k*g:(k+rowPackTokens)*g],
+				t.xq[k*cols:], t.sx[k*g:], t.gsum[k*g:], cols, g)
+		}
+	}
+	t.body = (*matTask).int8Packed
+	pk := m.packed
+	p.forRanger(pk.blocks+m.Rows-pk.blocks*rowPackRows, rowPackRows*cols*n, t)
 }

@@ -50,6 +50,19 @@ func refInt8(m *Matrix, x []float32) (y, mag, bound []float64) {
 	return y, mag, bound
 }
 
+// int8Pools are int8-mode pools at every kernel level, of 1 and 3 workers.
+func int8Pools() []*Pool {
+	var pools []*Pool
+	for _, level := range testLevels() {
+		for _, w := range []int{1, 3} {
+			p := newPool(w, level)
+			p.int8 = true
+			pools = append(pools, p)
+		}
+	}
+	return pools
+}
+
 func int8Cases() []matCase {
 	var cs []matCase
 	for _, bits := range []int{2, 3, 4, 5, 6, 8} {
@@ -70,14 +83,7 @@ func int8Cases() []matCase {
 // exact product.
 func TestInt8MatchesReference(t *testing.T) {
 	rng := rand.New(rand.NewPCG(21, 22))
-	var pools []*Pool
-	for _, level := range testLevels() {
-		for _, w := range []int{1, 3} {
-			p := newPool(w, level)
-			p.int8 = true
-			pools = append(pools, p)
-		}
-	}
+	pools := int8Pools()
 	for _, c := range int8Cases() {
 		m := randomMatrix(rng, c.rows, c.cols, c.f, c.bits, c.gs, c.sf)
 		for _, n := range []int{1, 2, 4, 9} {

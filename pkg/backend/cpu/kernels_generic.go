@@ -72,3 +72,15 @@ func bf16Row4Wide(w []uint16, x []float32, stride int, out *[4]float32) {
 }
 
 func readSumSIMD(b []byte) uint64 { return readSumGo(b) }
+
+func q4RowsNatural(raw []byte, xq []int8, sx, scales, biases, gsum, y []float32, gs int) {
+	panic("cpu: no SIMD kernels in this build")
+}
+
+func rowPack1(pk []byte, xq []int8, sx, gsum, y []float32, gs int) {
+	panic("cpu: no SIMD kernels in this build")
+}
+
+func rowPack8(pk []byte, x8 []int8, sx8, gs8, y []float32, blocks, gs, ystride int) {
+	panic("cpu: no SIMD kernels in this build")
+}

@@ -36,6 +36,10 @@ type Matrix struct {
 	Bits, GroupSize int
 	Scales, Biases  []byte
 	ScaleFormat     Format // F32, BF16 or F16
+
+	// packed is the row-interleaved copy int8 mode uses (rowpack.go), made
+	// by Device.BindDense; nil elsewhere.
+	packed *rowPack
 }
 
 // Desc is the matrix's contract descriptor.

@@ -30,7 +30,9 @@ type matTask struct {
 	// int8 mode (int8.go): quantized x and its per-group scales
 	xq []int8
 	sx []float32
-	// four-token blocks of xq and sx (int8Block4), blocks of them
+	// four-token blocks of xq and sx (int8Block4), blocks of them; for a
+	// rowPack, eight-token blocks of xq, sx and gsum (rowPackX8) in x4, sx4
+	// and gsum4
 	x4  []int8
 	sx4 []float32
 }

@@ -29,13 +29,21 @@ func TestKernelsAllocateNothing(t *testing.T) {
 				{rows: 256, cols: 576, f: Affine, bits: 4, gs: 64, sf: BF16}, // an odd number of groups
 				{rows: 256, cols: 512, f: Affine, bits: 2, gs: 64, sf: F32},
 			} {
-				m := randomMatrix(rng, c.rows, c.cols, c.f, c.bits, c.gs, c.sf)
-				for _, n := range []int{1, 5, 8} {
-					x := randomVector(rng, n*c.cols)
-					y := make([]float32, n*c.rows)
-					p.MatMul(y, m, x, n) // warm the scratch pools
-					if a := testing.AllocsPerRun(20, func() { p.MatMul(y, m, x, n) }); a != 0 {
-						t.Errorf("level %d workers %d %v n=%d: %v allocations per product", level, workers, c, n, a)
+				m := randomMatrix(rng, c.rows-3, c.cols, c.f, c.bits, c.gs, c.sf)
+				ms := []*Matrix{m}
+				if rowPackable(m) { // and its row-interleaved copy (int8 mode), 3 rows past the last block
+					pm := *m
+					pm.packed = packRows(&pm, nil)
+					ms = append(ms, &pm)
+				}
+				for i, m := range ms {
+					for _, n := range []int{1, 5, 8, 17} {
+						x := randomVector(rng, n*c.cols)
+						y := make([]float32, n*m.Rows)
+						p.MatMul(y, m, x, n) // warm the scratch pools
+						if a := testing.AllocsPerRun(20, func() { p.MatMul(y, m, x, n) }); a != 0 {
+							t.Errorf("level %d workers %d %v packed %v n=%d: %v allocations per product", level, workers, c, i == 1, n, a)
+						}
 					}
 				}
 			}

@@ -1,0 +1,258 @@
+package cpu
+
+import (
+	"encoding/binary"
+	"os"
+	"unsafe"
+
+	"github.com/fm-moe/fm/pkg/internal/half"
+)
+
+// Row-interleaved 4-bit matrices for int8 mode (`--matmul int8`, AVX-512
+// VNNI only): an in-memory, CPU-only copy of a dense matrix's codes, scales
+// and biases, made once, at the matrix's first product (Device.BindDense
+// arranges it; a matrix only Embed reads gets none). Nothing
+// on disk changes.
+//
+// Why: in the row-major layout one ZMM of codes holds one row, and each of
+// its 64-weight groups has its own scale, so the int32 lanes of VPDPBUSD
+// cannot accumulate across groups; every group (or pair of groups) of every
+// row then pays a convert, a scale expansion and an FMA, ~14 vector
+// instructions per 64 bytes of codes. Here a ZMM's 16 dword lanes hold 16
+// different rows at the same columns, so all lanes share one group: x is
+// broadcast (VPDPBUSD with an embedded-broadcast dword of x), the int32
+// lanes accumulate a whole group, and the float epilogue (convert, ×scale
+// of 16 rows, ×sx, + bias × Σx) runs once per 16 rows per group; the 16
+// results of a block are stored as one vector, with no horizontal sums.
+//
+// Layout (rowPack.data): blocks of 16 consecutive rows (rows 16b..16b+15),
+// one after another; a block is its groups in order, each a record of
+// gs/8 steps of 64 bytes, then the 16 rows' bf16 scales (32 bytes) and the
+// 16 rows' bf16 biases (32 bytes):
+//
+//	step k, bytes 4r..4r+3 (dword lane r = row 16b+r): byte i holds the
+//	codes of columns 8k+i (low nibble) and 8k+4+i (high nibble) of the group
+//
+// so the low nibbles of a step meet x's dword 2k of the group (elements
+// 8k..8k+3 in natural order) and the high nibbles dword 2k+1: x needs no
+// pair layout. A record is gs/2 + 4 bytes per row, the same as the original
+// codes, scales and biases, so the copy is one more matrix of the same size.
+// Rows beyond the last multiple of 16 are not packed: they keep the original
+// bytes and the row kernels.
+
+// rowPack is a Matrix's row-interleaved copy (see above).
+type rowPack struct {
+	data   []byte
+	blocks int // full blocks of 16 rows; rows 16·blocks.. are not packed
+}
+
+// rowPackRows is the number of rows a block interleaves (a ZMM's dword lanes).
+const rowPackRows = 16
+
+// rowPackOff turns the layout off (FM_ROWPACK=0), for A/B measurements of the
+// row kernels in one binary; matrices bound before the switch changes keep
+// what they have.
+var rowPackOff = os.Getenv("FM_ROWPACK") == "0"
+
+// rowPackable reports whether m has a row-interleaved kernel: 4-bit codes,
+// bf16 scales and biases, groups a multiple of 32 elements, at least one
+// block of rows.
+func rowPackable(m *Matrix) bool {
+	return m.Format == Affine && m.Bits == 4 && m.ScaleFormat == BF16 && m.GroupSize%32 == 0 && m.GroupSize > 0 &&
+		m.Rows >= rowPackRows
+}
+
+// rowPackRecord is the size of one group's record in a block.
+func rowPackRecord(gs int) int { return gs*8 + 64 }
+
+// packRows builds m's row-interleaved copy (the caller checks rowPackable),
+// blocks split over p's workers (nil: the calling goroutine).
+func packRows(m *Matrix, p *Pool) *rowPack {
+	g := m.Groups()
+	nb := m.Rows / rowPackRows
+	out := make([]byte, nb*g*rowPackRecord(m.GroupSize))
+	if p == nil {
+		packBlocks(out, m, 0, nb)
+	} else {
+		p.For(nb, rowPackRows*m.Cols, func(lo, hi int) { packBlocks(out, m, lo, hi) })
+	}
+	return &rowPack{data: out, blocks: nb}
+}
+
+// packBlocks writes blocks [lo, hi) of m's row-interleaved copy into out.
+// Bytes 4k..4k+3 of a group's codes, read as a little-endian word w, hold
+// the nibbles of columns 8k..8k+7 in order; the step's dword wants byte i =
+// nibble i | nibble 4+i << 4, so each 16-bit half of w spreads its four
+// nibbles to the low nibbles of four bytes (the high half then shifted up).
+func packBlocks(out []byte, m *Matrix, lo, hi int) {
+	gs, g := m.GroupSize, m.Groups()
+	rb := m.RowBytes()
+	rec := rowPackRecord(gs)
+	sc, bi := u16s(m.Scales), u16s(m.Biases)
+	spread := func(x uint32) uint32 {
+		x = (x | x<<8) & 0x00ff00ff
+		return (x | x<<4) & 0x0f0f0f0f
+	}
+	for b := lo; b < hi; b++ {
+		for r := 0; r < rowPackRows; r++ {
+			row := b*rowPackRows + r
+			codes := m.Data[row*rb : (row+1)*rb]
+			for j := 0; j < g; j++ {
+				dst := out[(b*g+j)*rec : (b*g+j+1)*rec]
+				cg := codes[j*gs/2 : (j+1)*gs/2]
+				for k := 0; k < gs/8; k++ {
+					w := binary.LittleEndian.Uint32(cg[4*k:])
+					binary.LittleEndian.PutUint32(dst[64*k+4*r:], spread(w&0xffff)|spread(w>>16)<<4)
+				}
+				o := gs * 8
+				binary.LittleEndian.PutUint16(dst[o+2*r:], sc[row*g+j])
+				binary.LittleEndian.PutUint16(dst[o+32+2*r:], bi[row*g+j])
+			}
+		}
+	}
+}
+
+// rowPackGo is the Go twin of rowPack1VNNI: blocks of the packed layout
+// against one token's x quantized by quantizeX (natural order), 16 results
+// per block into y. Per group it computes the same integer dots as
+// affineRowInt8, then acc += float(dot)·(s·sx) and bacc += b·Σx, as the
+// kernel does lane by lane.
+func rowPackGo(pk []byte, xq []int8, sx, gsum, y []float32, blocks, gs int) {
+	g := len(sx)
+	rec := rowPackRecord(gs)
+	for b := 0; b < blocks; b++ {
+		var acc, bacc [rowPackRows]float32
+		for j := 0; j < g; j++ {
+			r0 := pk[(b*g+j)*rec : (b*g+j+1)*rec]
+			xg := xq[j*gs : (j+1)*gs]
+			var dot [rowPackRows]int32
+			for k := 0; k < gs/8; k++ {
+				step := r0[64*k : 64*k+64]
+				xs := xg[8*k : 8*k+8]
+				for r := 0; r < rowPackRows; r++ {
+					for i := 0; i < 4; i++ {
+						c := step[4*r+i]
+						dot[r] += int32(c&15)*int32(xs[i]) + int32(c>>4)*int32(xs[4+i])
+					}
+				}
+			}
+			sb := u16s(r0[gs*8:])
+			for r := 0; r < rowPackRows; r++ {
+				acc[r] += float32(dot[r]) * (half.BF16ToF32(sb[r]) * sx[j])
+				bacc[r] += half.BF16ToF32(sb[16+r]) * gsum[j]
+			}
+		}
+		for r := range acc {
+			y[b*rowPackRows+r] = acc[r] + bacc[r]
+		}
+	}
+}
+
+// rowPackTokens is the number of tokens the multi-token kernel takes at once.
+const rowPackTokens = 8
+
+// rowPackX8 interleaves eight tokens' quantized x (natural order, cols bytes
+// each, xq[t·cols:]) and their per-group sx and Σx (g each) for rowPack8VNNI:
+// per 8 columns, the eight tokens' 8 bytes; per group, the eight tokens' sx
+// (sx8) and Σx (gs8).
+func rowPackX8(x8 []int8, sx8, gs8 []float32, xq []int8, sx, gsum []float32, cols, g int) {
+	for t := 0; t < rowPackTokens; t++ {
+		xt := xq[t*cols : (t+1)*cols]
+		for c := 0; c < cols/8; c++ {
+			copy(x8[c*64+t*8:c*64+t*8+8], xt[c*8:c*8+8])
+		}
+		for j := 0; j < g; j++ {
+			sx8[j*rowPackTokens+t] = sx[t*g+j]
+			gs8[j*rowPackTokens+t] = gsum[t*g+j]
+		}
+	}
+}
+
+// rowPack8Go is the Go twin of rowPack8VNNI: blocks of the packed layout
+// against eight tokens laid out by rowPackX8; token t's 16 results of block
+// b at y[t·ystride+16b:].
+func rowPack8Go(pk []byte, x8 []int8, sx8, gs8, y []float32, blocks, gs, ystride int) {
+	g := len(sx8) / rowPackTokens
+	rec := rowPackRecord(gs)
+	for b := 0; b < blocks; b++ {
+		var acc [rowPackTokens][rowPackRows]float32
+		for j := 0; j < g; j++ {
+			r0 := pk[(b*g+j)*rec : (b*g+j+1)*rec]
+			var dot [rowPackTokens][rowPackRows]int32
+			for k := 0; k < gs/8; k++ {
+				step := r0[64*k : 64*k+64]
+				xs := x8[(j*gs/8+k)*64:]
+				for t := 0; t < rowPackTokens; t++ {
+					xt := xs[8*t : 8*t+8]
+					for r := 0; r < rowPackRows; r++ {
+						for i := 0; i < 4; i++ {
+							c := step[4*r+i]
+							dot[t][r] += int32(c&15)*int32(xt[i]) + int32(c>>4)*int32(xt[4+i])
+						}
+					}
+				}
+			}
+			sb := u16s(r0[gs*8:])
+			for t := 0; t < rowPackTokens; t++ {
+				for r := 0; r < rowPackRows; r++ {
+					acc[t][r] += float32(dot[t][r]) * (half.BF16ToF32(sb[r]) * sx8[j*rowPackTokens+t])
+					acc[t][r] += half.BF16ToF32(sb[16+r]) * gs8[j*rowPackTokens+t]
+				}
+			}
+		}
+		for t := range acc {
+			copy(y[t*ystride+b*rowPackRows:], acc[t][:])
+		}
+	}
+}
+
+// rowPackChunk is the number of blocks one kernel call walks: their bytes
+// (64 rows: 74 KB at 2048 columns, 147 KB at 4096) stay in L2 while every
+// token meets them.
+const rowPackChunk = 4
+
+// int8Packed is affineMatMulInt8's body for a matrix with a rowPack: units
+// [0, blocks) are blocks of 16 rows, the units after them single rows past
+// the last block (original bytes, the row kernels).
+func (t *matTask) int8Packed(lo, hi int) {
+	m, y, n := t.m, t.y, t.n
+	pk := m.packed
+	rows, cols, gs, g := m.Rows, m.Cols, m.GroupSize, m.Groups()
+	rec := rowPackRecord(gs)
+	bhi := min(hi, pk.blocks)
+	for c := lo; c < bhi; c += rowPackChunk {
+		ce := min(c+rowPackChunk, bhi)
+		data := pk.data[c*g*rec : ce*g*rec]
+		for b := 0; b < t.blocks; b++ {
+			k := rowPackTokens * b
+			rowPack8(data, t.x4[k*cols:(k+rowPackTokens)*cols], t.sx4[k*g:(k+rowPackTokens)*g], t.gsum4[k*g:(k+rowPackTokens)*g],
+				y[k*rows+c*rowPackRows:], ce-c, gs, rows)
+		}
+		for k := rowPackTokens * t.blocks; k < n; k++ {
+			rowPack1(data, t.xq[k*cols:(k+1)*cols], t.sx[k*g:(k+1)*g], t.gsum[k*g:(k+1)*g],
+				y[k*rows+c*rowPackRows:k*rows+ce*rowPackRows], gs)
+		}
+	}
+	// Rows past the last block.
+	for u := max(lo, pk.blocks); u < hi; u++ {
+		r := u - pk.blocks + pk.blocks*rowPackRows
+		sbBuf := t.p.buf.get(2 * wideChunk * g)
+		scales, biases := chunkScales(m, *sbBuf, r, r+1)
+		raw := m.Data[r*m.RowBytes() : (r+1)*m.RowBytes()]
+		for k := 0; k < n; k++ {
+			xq, sx, gsum := t.xq[k*cols:(k+1)*cols], t.sx[k*g:(k+1)*g], t.gsum[k*g:(k+1)*g]
+			yk := y[k*rows+r : k*rows+r+1]
+			if gs%64 == 0 {
+				q4RowsNatural(raw, xq, sx, scales, biases, gsum, yk, gs)
+			} else {
+				yk[0] = affineRowInt8(4, gs, raw, xq, sx, scales, biases, gsum)
+			}
+		}
+		t.p.buf.put(sbBuf)
+	}
+}
+
+// x8Bytes views a float32 scratch buffer as n int8s.
+func x8Bytes(b []float32, n int) []int8 {
+	return unsafe.Slice((*int8)(unsafe.Pointer(&b[0])), n)
+}

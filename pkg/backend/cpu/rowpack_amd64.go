@@ -1,0 +1,44 @@
+//go:build !noasm
+
+package cpu
+
+//go:noescape
+func rowPack1VNNI(packed *byte, xq *int8, sx, gsum, y *float32, blocks, groups, quads int)
+
+//go:noescape
+func rowPack8VNNI(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
+
+// rowPack1 runs rowPack1VNNI (the caller checks haveVNNI) over the len(y)/16
+// blocks of pk against one token's x in natural order.
+func rowPack1(pk []byte, xq []int8, sx, gsum, y []float32, gs int) {
+	blocks, g := len(y)/rowPackRows, len(sx)
+	if blocks == 0 {
+		return
+	}
+	_ = pk[blocks*g*rowPackRecord(gs)-1]
+	_ = xq[g*gs-1]
+	_ = gsum[g-1]
+	rowPack1VNNI(&pk[0], &xq[0], &sx[0], &gsum[0], &y[0], blocks, g, gs/32)
+}
+
+// rowPack8 runs rowPack8VNNI (the caller checks haveVNNI) over blocks blocks
+// of pk against eight tokens laid out by rowPackX8; token t's results go to
+// y[t·ystride:], 16 per block.
+func rowPack8(pk []byte, x8 []int8, sx8, gs8, y []float32, blocks, gs, ystride int) {
+	g := len(sx8) / rowPackTokens
+	if blocks == 0 {
+		return
+	}
+	_ = pk[blocks*g*rowPackRecord(gs)-1]
+	_ = x8[g*gs*rowPackTokens-1]
+	_ = gs8[g*rowPackTokens-1]
+	_ = y[(rowPackTokens-1)*ystride+blocks*rowPackRows-1]
+	rowPack8VNNI(&pk[0], &x8[0], &sx8[0], &gs8[0], &y[0], blocks, g, gs/8, 4*ystride)
+}
+
+// q4RowsNatural is q4RowsVNNI (4-bit rows, x in natural order, float32
+// scales and biases, GroupSize a multiple of 64) for the rows a rowPack
+// leaves out.
+func q4RowsNatural(raw []byte, xq []int8, sx, scales, biases, gsum, y []float32, gs int) {
+	callI8(q4RowsVNNI, 4, raw, xq, sx, scales, biases, gsum, y, gs, gs/64)
+}

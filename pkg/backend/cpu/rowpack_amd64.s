@@ -1,0 +1,185 @@
+//go:build !noasm
+
+#include "textflag.h"
+
+// Row-interleaved 4-bit kernels for int8 mode (AVX512BW + AVX512-VNNI); the
+// layout is rowpack.go's. A 64-byte step holds 16 rows × 8 columns: the low
+// nibbles (masked) meet a broadcast dword of x, the high nibbles (shifted
+// and masked) the next one, each one VPDPBUSD into the 16 rows' int32 sums.
+// After a group: convert, × (scale·sx), + bias·Σx, lane by lane, 16 rows at
+// once; after a block the 16 results are one store.
+
+// RP_STEP: step at off(SI) against x dwords at xoff(DI), xoff+4(DI).
+#define RP_STEP(off, xoff, alo, ahi) \
+	VPSRLW        $4, off(SI), Z17 \
+	VPANDD        off(SI), Z31, Z16 \
+	VPANDD        Z31, Z17, Z17 \
+	VPDPBUSD.BCST xoff(DI), Z16, alo \
+	VPDPBUSD.BCST xoff+4(DI), Z17, ahi
+
+// func rowPack1VNNI(packed *byte, xq *int8, sx, gsum, y *float32, blocks, groups, quads int)
+// quads: steps per group / 4 (GroupSize / 32).
+TEXT ·rowPack1VNNI(SB), NOSPLIT, $0-64
+	MOVQ         packed+0(FP), SI
+	MOVQ         y+32(FP), DX
+	MOVQ         blocks+40(FP), R13
+	MOVL         $0x0f0f0f0f, AX
+	VPBROADCASTD AX, Z31
+
+rp1block:
+	MOVQ   xq+8(FP), DI
+	MOVQ   sx+16(FP), R10
+	MOVQ   gsum+24(FP), BX
+	MOVQ   groups+48(FP), R11
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+
+rp1group:
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	MOVQ   quads+56(FP), CX
+
+rp1step:
+	RP_STEP(0, 0, Z2, Z3)
+	RP_STEP(64, 8, Z4, Z5)
+	RP_STEP(128, 16, Z2, Z3)
+	RP_STEP(192, 24, Z4, Z5)
+	ADDQ $256, SI
+	ADDQ $32, DI
+	DECQ CX
+	JNZ  rp1step
+
+	VPADDD           Z3, Z2, Z2
+	VPADDD           Z5, Z4, Z4
+	VPADDD           Z4, Z2, Z2
+	VCVTDQ2PS        Z2, Z2
+	VPMOVZXWD        (SI), Z6
+	VPSLLD           $16, Z6, Z6
+	VMULPS.BCST      (R10), Z6, Z6
+	VFMADD231PS      Z6, Z2, Z0
+	VPMOVZXWD        32(SI), Z7
+	VPSLLD           $16, Z7, Z7
+	VFMADD231PS.BCST (BX), Z7, Z1
+	ADDQ             $64, SI
+	ADDQ             $4, R10
+	ADDQ             $4, BX
+	DECQ             R11
+	JNZ              rp1group
+
+	VADDPS  Z1, Z0, Z0
+	VMOVUPS Z0, (DX)
+	ADDQ    $64, DX
+	DECQ    R13
+	JNZ     rp1block
+	VZEROUPPER
+	RET
+
+// RP8_TOK: token t's share of a step: its x dwords at 8t(DI), 8t+4(DI).
+#define RP8_TOK(xoff, acc) \
+	VPDPBUSD.BCST xoff(DI), Z16, acc \
+	VPDPBUSD.BCST xoff+4(DI), Z17, acc
+
+// RP8_END: token t's share of a group's epilogue: int sums in acc, float
+// accumulator f, its sx and Σx at off(R10), off(BX).
+#define RP8_END(off, acc, f) \
+	VCVTDQ2PS        acc, acc \
+	VMULPS.BCST      off(R10), Z18, Z20 \
+	VFMADD231PS      Z20, acc, f \
+	VFMADD231PS.BCST off(BX), Z19, f
+
+// func rowPack8VNNI(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
+// Eight tokens at once (x8, sx8, gs8 as rowPackX8 lays them out): each
+// step is decoded once and meets the eight tokens' x; token t's results go
+// to y + t·ystride bytes. Z0..Z7 the tokens' int32 sums, Z8..Z15 their float
+// accumulators.
+TEXT ·rowPack8VNNI(SB), NOSPLIT, $0-72
+	MOVQ         packed+0(FP), SI
+	MOVQ         y+32(FP), DX
+	MOVQ         blocks+40(FP), R13
+	MOVQ         ystride+64(FP), R9
+	MOVL         $0x0f0f0f0f, AX
+	VPBROADCASTD AX, Z31
+
+rp8block:
+	MOVQ   x8+8(FP), DI
+	MOVQ   sx8+16(FP), R10
+	MOVQ   gs8+24(FP), BX
+	MOVQ   groups+48(FP), R11
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12
+	VPXORD Z13, Z13, Z13
+	VPXORD Z14, Z14, Z14
+	VPXORD Z15, Z15, Z15
+
+rp8group:
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	MOVQ   steps+56(FP), CX
+
+rp8step:
+	VPSRLW  $4, (SI), Z17
+	VPANDD  (SI), Z31, Z16
+	VPANDD  Z31, Z17, Z17
+	RP8_TOK(0, Z0)
+	RP8_TOK(8, Z1)
+	RP8_TOK(16, Z2)
+	RP8_TOK(24, Z3)
+	RP8_TOK(32, Z4)
+	RP8_TOK(40, Z5)
+	RP8_TOK(48, Z6)
+	RP8_TOK(56, Z7)
+	ADDQ    $64, SI
+	ADDQ    $64, DI
+	DECQ    CX
+	JNZ     rp8step
+
+	VPMOVZXWD (SI), Z18
+	VPSLLD    $16, Z18, Z18
+	VPMOVZXWD 32(SI), Z19
+	VPSLLD    $16, Z19, Z19
+	RP8_END(0, Z0, Z8)
+	RP8_END(4, Z1, Z9)
+	RP8_END(8, Z2, Z10)
+	RP8_END(12, Z3, Z11)
+	RP8_END(16, Z4, Z12)
+	RP8_END(20, Z5, Z13)
+	RP8_END(24, Z6, Z14)
+	RP8_END(28, Z7, Z15)
+	ADDQ      $64, SI
+	ADDQ      $32, R10
+	ADDQ      $32, BX
+	DECQ      R11
+	JNZ       rp8group
+
+	MOVQ    DX, R8
+	VMOVUPS Z8, (R8)
+	ADDQ    R9, R8
+	VMOVUPS Z9, (R8)
+	ADDQ    R9, R8
+	VMOVUPS Z10, (R8)
+	ADDQ    R9, R8
+	VMOVUPS Z11, (R8)
+	ADDQ    R9, R8
+	VMOVUPS Z12, (R8)
+	ADDQ    R9, R8
+	VMOVUPS Z13, (R8)
+	ADDQ    R9, R8
+	VMOVUPS Z14, (R8)
+	ADDQ    R9, R8
+	VMOVUPS Z15, (R8)
+	ADDQ    $64, DX
+	DECQ    R13
+	JNZ     rp8block
+	VZEROUPPER
+	RET

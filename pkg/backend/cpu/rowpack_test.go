@@ -1,0 +1,268 @@
+package cpu
+
+import (
+	"fmt"
+
+	"github.com/fm-moe/fm/pkg/backend"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+)
+
+// TestBindDensePacksAtFirstProduct: in int8 mode on a VNNI CPU, a 4-bit
+// dense matrix gets its row-interleaved copy at its first product (not for
+// Embed), the product matches the int8 reference, and Embed still reads the
+// original rows; in exact mode, or with FM_ROWPACK=0, no copy is made.
+func TestBindDensePacksAtFirstProduct(t *testing.T) {
+	rng := rand.New(rand.NewPCG(35, 36))
+	src := randomMatrix(rng, 37, 256, Affine, 4, 64, BF16)
+	for _, mode := range []backend.Matmul{backend.MatmulExact, backend.MatmulInt8} {
+		d, err := OpenDevice(backend.Options{Threads: 2, Matmul: mode})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := d.BindDense(src.Desc(), src.Data, src.Scales, src.Biases)
+		if err != nil {
+			t.Fatal(err)
+		}
+		row, _ := d.NewTensor(1, src.Cols)
+		d.Embed(row, w, []int{36})
+		want := make([]float32, src.Cols)
+		src.Row(want, 36)
+		if got := row.(*Tensor).data; !slices.Equal(got, want) || bound(w).m.packed != nil {
+			t.Fatalf("%s: Embed gave another row or built the copy (%v)", mode, bound(w).m.packed != nil)
+		}
+		x, _ := d.NewTensor(1, src.Cols)
+		xv := randomVector(rng, src.Cols)
+		d.Upload(x, xv)
+		y, _ := d.NewTensor(1, src.Rows)
+		d.MatMul(y, w, x)
+		wantPacked := mode == backend.MatmulInt8 && haveVNNI && !rowPackOff
+		if got := bound(w).m.packed != nil; got != wantPacked {
+			t.Fatalf("%s: copy built %v, want %v", mode, got, wantPacked)
+		}
+		if mode == backend.MatmulInt8 {
+			ref, mag, _ := refInt8(src, xv)
+			for r, v := range y.(*Tensor).data {
+				if d := math.Abs(float64(v) - ref[r]); d > 1e-5*mag[r]+1e-6 {
+					t.Fatalf("row %d: %g, int8 reference %g", r, v, ref[r])
+				}
+			}
+		}
+	}
+}
+
+// rowPackCases: 4-bit bf16 matrices of every packable group size, row counts
+// below, at and past multiples of 16, and group counts from 1 to 33.
+func rowPackCases() []matCase {
+	var cs []matCase
+	for _, gs := range []int{32, 64, 128} {
+		for _, rows := range []int{1, 15, 16, 17, 31, 32, 48, 70} {
+			for _, groups := range []int{1, 2, 3, 5, 17, 33} {
+				if gs == 128 && groups > 5 || gs == 32 && rows > 32 && groups > 5 {
+					continue // enough of these; keep the test short
+				}
+				cs = append(cs, matCase{rows: rows, cols: gs * groups, f: Affine, bits: 4, gs: gs, sf: BF16})
+			}
+		}
+	}
+	return cs
+}
+
+// TestRowPackMatchesReference: a matrix with a rowPack computes, in int8
+// mode at every kernel level (the packed VNNI kernels where they run, the
+// row kernels and Go twin elsewhere), the int8 product of refInt8 to
+// float32 accuracy, for 1–9 and 17 tokens (the 8-token kernel, the 1-token
+// one for the rest) and rows past the last block.
+func TestRowPackMatchesReference(t *testing.T) {
+	rng := rand.New(rand.NewPCG(31, 32))
+	pools := int8Pools()
+	for _, c := range rowPackCases() {
+		m := randomMatrix(rng, c.rows, c.cols, c.f, c.bits, c.gs, c.sf)
+		if rowPackable(m) {
+			m.packed = packRows(m, nil)
+		}
+		tokens := []int{1, 2, 3, 4, 5, 6, 7, 8, 9, 17}
+		if testing.Short() { // the arm64 run under qemu: no packed kernels there
+			tokens = []int{1, 9}
+		}
+		for _, n := range tokens {
+			x := randomVector(rng, n*c.cols)
+			type refs struct{ ref, mag []float64 }
+			want := make([]refs, n)
+			for tok := range want {
+				want[tok].ref, want[tok].mag, _ = refInt8(m, x[tok*c.cols:(tok+1)*c.cols])
+			}
+			for _, p := range pools {
+				y := make([]float32, n*c.rows)
+				p.MatMul(y, m, x, n)
+				for tok := 0; tok < n; tok++ {
+					for r, ref := range want[tok].ref {
+						got := float64(y[tok*c.rows+r])
+						if d := math.Abs(got - ref); d > 1e-5*want[tok].mag[r]+1e-6 || math.IsNaN(got) {
+							t.Fatalf("%v packed %v n=%d token %d row %d workers %d level %d: %g, int8 reference %g (|Δ| %g)",
+								c, m.packed != nil, n, tok, r, p.Workers(), p.level, got, ref, d)
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestRowPackTwins: the Go twins of the packed layout agree with the int8
+// reference, and the VNNI kernels with the twins (same integer dots; the
+// float sums to 1e-5 of their magnitude).
+func TestRowPackTwins(t *testing.T) {
+	rng := rand.New(rand.NewPCG(33, 34))
+	for _, c := range rowPackCases() {
+		if c.rows < rowPackRows {
+			continue
+		}
+		t.Run(fmt.Sprint(c), func(t *testing.T) {
+			m := randomMatrix(rng, c.rows, c.cols, c.f, c.bits, c.gs, c.sf)
+			pk := packRows(m, nil)
+			if pp := packRows(m, newPool(3, levelGeneric)); string(pp.data) != string(pk.data) || pp.blocks != pk.blocks {
+				t.Fatal("packing on three workers differs from packing on one")
+			}
+			checkRowPackLayout(t, m, pk)
+			g, gs, cols := m.Groups(), m.GroupSize, m.Cols
+			rows := pk.blocks * rowPackRows
+			x := randomVector(rng, rowPackTokens*cols)
+			xq := make([]int8, rowPackTokens*cols)
+			sx, gsum := make([]float32, rowPackTokens*g), make([]float32, rowPackTokens*g)
+			ref := make([][]float64, rowPackTokens)
+			mag := make([][]float64, rowPackTokens)
+			for k := 0; k < rowPackTokens; k++ {
+				quantizeX(xq[k*cols:(k+1)*cols], sx[k*g:(k+1)*g], gsum[k*g:(k+1)*g], x[k*cols:(k+1)*cols], gs)
+				ref[k], mag[k], _ = refInt8(m, x[k*cols:(k+1)*cols])
+			}
+			x8 := make([]int8, rowPackTokens*cols)
+			sx8, gs8 := make([]float32, rowPackTokens*g), make([]float32, rowPackTokens*g)
+			rowPackX8(x8, sx8, gs8, xq, sx, gsum, cols, g)
+
+			check := func(what string, y []float32, k int) {
+				t.Helper()
+				for r := 0; r < rows; r++ {
+					if d := math.Abs(float64(y[r]) - ref[k][r]); d > 1e-5*mag[k][r]+1e-6 || math.IsNaN(float64(y[r])) {
+						t.Fatalf("%s token %d row %d: %g, int8 reference %g", what, k, r, y[r], ref[k][r])
+					}
+				}
+			}
+			y8 := make([]float32, rowPackTokens*rows)
+			rowPack8Go(pk.data, x8, sx8, gs8, y8, pk.blocks, gs, rows)
+			for k := 0; k < rowPackTokens; k++ {
+				y := make([]float32, rows)
+				rowPackGo(pk.data, xq[k*cols:(k+1)*cols], sx[k*g:(k+1)*g], gsum[k*g:(k+1)*g], y, pk.blocks, gs)
+				check("rowPackGo", y, k)
+				check("rowPack8Go", y8[k*rows:(k+1)*rows], k)
+				if !haveVNNI {
+					continue
+				}
+				ya := make([]float32, rows)
+				rowPack1(pk.data, xq[k*cols:(k+1)*cols], sx[k*g:(k+1)*g], gsum[k*g:(k+1)*g], ya, gs)
+				check("rowPack1VNNI", ya, k)
+				for r := range ya {
+					if d := math.Abs(float64(ya[r] - y[r])); d > 1e-5*mag[k][r]+1e-6 {
+						t.Fatalf("token %d row %d: rowPack1VNNI %g, Go twin %g", k, r, ya[r], y[r])
+					}
+				}
+			}
+			if haveVNNI {
+				ya := make([]float32, rowPackTokens*rows)
+				rowPack8(pk.data, x8, sx8, gs8, ya, pk.blocks, gs, rows)
+				for k := 0; k < rowPackTokens; k++ {
+					check("rowPack8VNNI", ya[k*rows:(k+1)*rows], k)
+					for r := 0; r < rows; r++ {
+						if d := math.Abs(float64(ya[k*rows+r] - y8[k*rows+r])); d > 1e-5*mag[k][r]+1e-6 {
+							t.Fatalf("token %d row %d: rowPack8VNNI %g, Go twin %g", k, r, ya[k*rows+r], y8[k*rows+r])
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+// checkRowPackLayout checks every byte of pk against the layout rowpack.go
+// documents, from the codes (refCode) and scales of m.
+func checkRowPackLayout(t *testing.T, m *Matrix, pk *rowPack) {
+	t.Helper()
+	gs, g := m.GroupSize, m.Groups()
+	rec := rowPackRecord(gs)
+	if pk.blocks != m.Rows/rowPackRows || len(pk.data) != pk.blocks*g*rec {
+		t.Fatalf("%d blocks in %d bytes for %d rows", pk.blocks, len(pk.data), m.Rows)
+	}
+	for b := 0; b < pk.blocks; b++ {
+		for j := 0; j < g; j++ {
+			r0 := pk.data[(b*g+j)*rec:]
+			for r := 0; r < rowPackRows; r++ {
+				row := b*rowPackRows + r
+				for k := 0; k < gs/8; k++ {
+					for i := 0; i < 4; i++ {
+						c := j*gs + 8*k + i
+						want := byte(refCode(m, row, c) | refCode(m, row, c+4)<<4)
+						if got := r0[64*k+4*r+i]; got != want {
+							t.Fatalf("block %d group %d step %d row %d byte %d: %#x, want %#x", b, j, k, r, i, got, want)
+						}
+					}
+				}
+				sb := u16s(r0[gs*8:])
+				if sb[r] != u16s(m.Scales)[row*g+j] || sb[16+r] != u16s(m.Biases)[row*g+j] {
+					t.Fatalf("block %d group %d row %d: scale/bias %#x/%#x", b, j, r, sb[r], sb[16+r])
+				}
+			}
+		}
+	}
+}
+
+// BenchmarkRowPack is the bind-time cost of the row-interleaved copy, in
+// GB/s of the matrix's bytes (all workers).
+func BenchmarkRowPack(b *testing.B) {
+	p := NewPool(0)
+	m := benchMatrix(16384, 4096, Affine, 4)
+	b.SetBytes(int64(len(m.Data) + len(m.Scales) + len(m.Biases)))
+	for i := 0; i < b.N; i++ {
+		packRows(m, p)
+	}
+}
+
+// BenchmarkRowPackAB alternates the row kernels and the row-interleaved
+// ones on the same matrix and x in int8 mode, product by product (decode
+// n=1, an 8-token block, a prefill chunk of 128; dense shapes of Qwen3-30B-A3B
+// and its LM head): "speedup" is the median of old time / new time over the
+// pairs, which a machine shared with other jobs moves far less than either.
+func BenchmarkRowPackAB(b *testing.B) {
+	if !haveVNNI {
+		b.Skip("no AVX-512 VNNI")
+	}
+	p := NewPool(0)
+	p.int8 = true
+	for _, sh := range []struct{ r, c, n int }{{4096, 2048, 128}, {2048, 4096, 128}, {512, 2048, 128}, {4096, 2048, 1}, {2048, 4096, 1}, {151936, 2048, 1}, {151936, 2048, 8}} {
+		m := benchMatrix(sh.r, sh.c, Affine, 4)
+		pm := *m
+		pm.packed = packRows(&pm, p)
+		x := randomVector(rand.New(rand.NewPCG(2, 2)), sh.n*sh.c)
+		y := make([]float32, sh.n*sh.r)
+		b.Run(fmt.Sprintf("%dx%d/n%d", sh.r, sh.c, sh.n), func(b *testing.B) {
+			var rs []float64
+			var to, tn time.Duration
+			for i := 0; i < b.N; i++ {
+				t0 := time.Now()
+				p.MatMul(y, m, x, sh.n)
+				t1 := time.Now()
+				p.MatMul(y, &pm, x, sh.n)
+				t2 := time.Now()
+				rs = append(rs, float64(t1.Sub(t0))/float64(t2.Sub(t1)))
+				to += t1.Sub(t0)
+				tn += t2.Sub(t1)
+			}
+			slices.Sort(rs)
+			b.ReportMetric(rs[len(rs)/2], "speedup")
+			b.ReportMetric(float64(to)/float64(b.N)/1e3, "us-old")
+			b.ReportMetric(float64(tn)/float64(b.N)/1e3, "us-new")
+		})
+	}
+}
