@@ -96,11 +96,19 @@ func (t *matTask) floatRows(lo, hi int) {
 					}
 					y[k*rows+r], y[(k+1)*rows+r], y[(k+2)*rows+r], y[(k+3)*rows+r] = out[0], out[1], out[2], out[3]
 				}
+			} else if haveNEON {
+				var out [4]float32
+				for ; k+4 <= n; k += 4 {
+					bf16Row4Arch(w, x[k*cols:(k+4)*cols], cols, &out)
+					y[k*rows+r], y[(k+1)*rows+r], y[(k+2)*rows+r], y[(k+3)*rows+r] = out[0], out[1], out[2], out[3]
+				}
 			}
 			for ; k < n; k++ {
 				xt := x[k*cols : (k+1)*cols]
 				if level >= levelAVX2 {
 					y[k*rows+r] = dotBF16Wide(w, xt, level >= levelAVX512)
+				} else if haveNEON {
+					y[k*rows+r] = bf16DotArch(w, xt)
 				} else {
 					y[k*rows+r] = dotBF16(w, xt)
 				}
@@ -314,9 +322,14 @@ func groupSums(dst, x []float32, gs int) []float32 {
 // affineRowDot is one affine row (raw codes, decoded scales and biases) dotted
 // with x, given the group sums of x.
 func affineRowDot(bits, gs int, raw []byte, x, scales, biases, gsum []float32) float32 {
-	if haveNEON && bits == 4 && gs%32 == 0 {
-		return q4RowArch(raw, x, scales, biases, gsum, gs)
+	if haveNEON && neonAffine(bits, gs) {
+		return affineRowArch(bits, raw, x, scales, biases, gsum, gs)
 	}
+	return affineRowGo(bits, gs, raw, x, scales, biases, gsum)
+}
+
+// affineRowGo is affineRowDot in Go: the twin of the NEON row kernels.
+func affineRowGo(bits, gs int, raw []byte, x, scales, biases, gsum []float32) float32 {
 	gb := gs * bits / 8 // bytes per group
 	var acc float32
 	for j := range scales {

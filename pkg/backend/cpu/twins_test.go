@@ -133,32 +133,96 @@ func TestLevelsAgreeOnLargeShapes(t *testing.T) {
 	}
 }
 
-// TestNEONMatchesTwin compares the arm64 NEON 4-bit row kernel with the
-// generic per-group dotQ4 on random rows (run under qemu-user by make test).
+// TestNEONMatchesTwin compares each arm64 NEON kernel with its generic twin
+// on random rows: the 2/4/8-bit affine rows (affineRowGo), the bf16 dot and
+// its 4-token form (dotBF16), and the SDOT int8-activation rows
+// (affineRowInt8), over group sizes, odd group counts and lengths with tails;
+// the tolerance is the float64 reference tests' 1e-5 of Σ|terms|. make test
+// runs it under qemu-user.
 func TestNEONMatchesTwin(t *testing.T) {
 	if !haveNEON {
 		t.Skip("no NEON kernels in this build")
 	}
 	rng := rand.New(rand.NewPCG(14, 15))
-	for _, gs := range []int{32, 64, 128} {
-		for _, groups := range []int{1, 3, 17} {
-			m := randomMatrix(rng, 2, gs*groups, Affine, 4, gs, F32)
-			x := randomVector(rng, m.Cols)
-			scales, biases := make([]float32, groups), make([]float32, groups)
-			decodeFloats(scales, m.Scales, F32, groups)
-			decodeFloats(biases, m.Biases, F32, groups)
-			gsum := groupSums(make([]float32, groups), x, gs)
-			raw := m.Data[m.RowBytes():]
-			got := q4RowArch(raw, x, scales, biases, gsum, gs)
-			var want, mag float64
-			gb := gs / 2
-			for j := range groups {
-				d := dotQ4(u32s(raw[j*gb:(j+1)*gb]), x[j*gs:(j+1)*gs])
-				want += float64(scales[j]*d + biases[j]*gsum[j])
-				mag += math.Abs(float64(scales[j]*d)) + math.Abs(float64(biases[j]*gsum[j]))
+	for _, bits := range []int{2, 3, 4, 8} {
+		for _, gs := range []int{16, 32, 64, 128, 256} {
+			if !neonAffine(bits, gs) {
+				continue
 			}
-			if math.Abs(float64(got)-want) > 1e-5*mag+1e-6 {
-				t.Errorf("gs %d groups %d: NEON %g, generic %g", gs, groups, got, want)
+			for _, groups := range []int{1, 2, 3, 17} {
+				m := randomMatrix(rng, 2, gs*groups, Affine, bits, gs, F32)
+				x := randomVector(rng, m.Cols)
+				scales, biases := make([]float32, groups), make([]float32, groups)
+				decodeFloats(scales, m.Scales, F32, groups)
+				decodeFloats(biases, m.Biases, F32, groups)
+				gsum := groupSums(make([]float32, groups), x, gs)
+				raw := m.Data[m.RowBytes():]
+				got := affineRowArch(bits, raw, x, scales, biases, gsum, gs)
+				want := affineRowGo(bits, gs, raw, x, scales, biases, gsum)
+				var mag float64
+				for c := range m.Cols {
+					mag += math.Abs(float64(scales[c/gs]) * float64(refCode(m, 1, c)) * float64(x[c]))
+				}
+				for j := range groups {
+					mag += math.Abs(float64(biases[j] * gsum[j]))
+				}
+				if math.Abs(float64(got-want)) > 1e-5*mag+1e-6 || math.IsNaN(float64(got)) {
+					t.Errorf("%d-bit gs %d groups %d: NEON %g, generic %g", bits, gs, groups, got, want)
+				}
+			}
+		}
+	}
+	for _, n := range []int{0, 1, 7, 8, 9, 15, 16, 17, 31, 33, 100, 1000, 4097} {
+		w, x := make([]uint16, n), randomVector(rng, 4*n)
+		mags := make([]float64, 4)
+		for i := range w {
+			w[i] = F32ToBF16(float32(rng.NormFloat64()))
+			for tok := range mags {
+				mags[tok] += math.Abs(float64(BF16ToF32(w[i]) * x[tok*n+i]))
+			}
+		}
+		if got, want := bf16DotArch(w, x), dotBF16(w, x); math.Abs(float64(got-want)) > 1e-5*mags[0]+1e-6 {
+			t.Errorf("bf16 dot n=%d: NEON %g, generic %g", n, got, want)
+		}
+		var got [4]float32
+		bf16Row4Arch(w, x, n, &got)
+		for tok := range got {
+			if want := dotBF16(w, x[tok*n:(tok+1)*n]); math.Abs(float64(got[tok]-want)) > 1e-5*mags[tok]+1e-6 {
+				t.Errorf("bf16 4-token n=%d token %d: NEON %g, generic %g", n, tok, got[tok], want)
+			}
+		}
+	}
+	if !haveSDOT {
+		t.Log("no ARMv8.2 dot product on this CPU: the int8-mode kernels are not tested")
+		return
+	}
+	for _, bits := range []int{2, 3, 4, 8} {
+		for _, gs := range []int{32, 64, 128, 256} {
+			if !int8NEON(bits, gs) {
+				continue
+			}
+			for _, groups := range []int{1, 2, 3, 17} {
+				m := randomMatrix(rng, 2, gs*groups, Affine, bits, gs, F32)
+				x := randomVector(rng, m.Cols)
+				xq, sx, gsum := make([]int8, m.Cols), make([]float32, groups), make([]float32, groups)
+				quantizeX(xq, sx, gsum, x, gs)
+				scales, biases := make([]float32, groups), make([]float32, groups)
+				decodeFloats(scales, m.Scales, F32, groups)
+				decodeFloats(biases, m.Biases, F32, groups)
+				raw := m.Data[m.RowBytes():]
+				got := affineRowInt8Arch(bits, gs, raw, xq, sx, scales, biases, gsum)
+				want := affineRowInt8(bits, gs, raw, xq, sx, scales, biases, gsum)
+				var mag float64
+				for c := range m.Cols {
+					j := c / gs
+					mag += math.Abs(float64(scales[j]) * float64(sx[j]) * float64(refCode(m, 1, c)) * float64(xq[c]))
+				}
+				for j := range groups {
+					mag += math.Abs(float64(biases[j] * gsum[j]))
+				}
+				if math.Abs(float64(got-want)) > 1e-5*mag+1e-6 || math.IsNaN(float64(got)) {
+					t.Errorf("int8 %d-bit gs %d groups %d: SDOT %g, generic %g", bits, gs, groups, got, want)
+				}
 			}
 		}
 	}
