@@ -33,6 +33,15 @@ func bf16Row4NEON(w *uint16, x *float32, stride int, out *[4]float32, blocks int
 func q4RowSDOT(packed *byte, xq *int8, sx, scales *float32, out *[4]float32, groups, steps int)
 
 //go:noescape
+func q8RowSDOT(packed *byte, xq *int8, sx, scales *float32, out *[4]float32, groups, steps int)
+
+//go:noescape
+func q4Row4NEON(packed *byte, x *float32, stride int, scales *float32, out *[4]float32, groups, steps int)
+
+//go:noescape
+func q8Row4NEON(packed *byte, x *float32, stride int, scales *float32, out *[4]float32, groups, steps int)
+
+//go:noescape
 func q2RowSDOT(packed *byte, xq *int8, sx, scales *float32, out *[4]float32, groups, steps int)
 
 // neonAffine reports whether a NEON row kernel handles affine rows of this
@@ -70,6 +79,51 @@ func affineRowArch(bits int, raw []byte, x, scales, biases, gsum []float32, gs i
 		panic("cpu: no NEON kernel for this bit width")
 	}
 	return (out[0] + out[1]) + (out[2] + out[3]) + dotF32(biases[:g], gsum)
+}
+
+// neonAffine4 reports whether a 4-token NEON kernel handles affine rows of
+// this bit width and group size.
+func neonAffine4(bits, gs int) bool {
+	switch bits {
+	case 4:
+		return gs%32 == 0
+	case 8:
+		return gs%16 == 0
+	}
+	return false
+}
+
+// affineRow4Arch is affineRowArch for four tokens (neonAffine4 holds): token
+// t's x at x[t·stride:], gsum4 its group sums interleaved [group][token];
+// out[t] = Σ_g s_g·Σq·x_t + b_g·Σx_t.
+func affineRow4Arch(bits int, raw []byte, x []float32, stride int, scales, biases, gsum4 []float32, gs int, out *[4]float32) {
+	g := len(scales)
+	*out = [4]float32{}
+	if g == 0 {
+		return
+	}
+	_ = raw[g*gs*bits/8-1]
+	_ = x[3*stride+g*gs-1]
+	_ = gsum4[4*g-1]
+	switch bits {
+	case 4:
+		q4Row4NEON(&raw[0], &x[0], stride, &scales[0], out, g, gs/32)
+	case 8:
+		q8Row4NEON(&raw[0], &x[0], stride, &scales[0], out, g, gs/16)
+	default:
+		panic("cpu: no 4-token NEON kernel for this bit width")
+	}
+	var b [4]float32
+	for j, bj := range biases[:g] {
+		gj := (*[4]float32)(gsum4[4*j:])
+		b[0] += bj * gj[0]
+		b[1] += bj * gj[1]
+		b[2] += bj * gj[2]
+		b[3] += bj * gj[3]
+	}
+	for t := range out {
+		out[t] += b[t]
+	}
 }
 
 // bf16DotArch is dotBF16 on NEON: whole blocks of 16 weights in assembly,
@@ -110,6 +164,8 @@ func int8NEON(bits, gs int) bool {
 	switch bits {
 	case 4:
 		return gs%32 == 0
+	case 8:
+		return gs%16 == 0
 	case 2:
 		return gs%64 == 0
 	}
@@ -129,6 +185,8 @@ func affineRowInt8Arch(bits, gs int, raw []byte, xq []int8, sx, scales, biases, 
 	switch bits {
 	case 4:
 		q4RowSDOT(&raw[0], &xq[0], &sx[0], &scales[0], &out, g, gs/32)
+	case 8:
+		q8RowSDOT(&raw[0], &xq[0], &sx[0], &scales[0], &out, g, gs/16)
 	case 2:
 		q2RowSDOT(&raw[0], &xq[0], &sx[0], &scales[0], &out, g, gs/64)
 	default:

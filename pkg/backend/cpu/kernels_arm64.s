@@ -28,6 +28,28 @@
 	WORD   $ucvtc \
 	WORD   $ucvtd
 
+// F4PROLOGUE loads the arguments shared by the 4-token float kernels
+// (q4Row4NEON, q8Row4NEON; defined before every TEXT so that vet's frame
+// check reads its names against their signature): codes
+// R0, the four tokens' x at R1, R3, R4, R5 (stride elements apart), scales
+// R6, out R7, groups R8, steps R9; the totals V24..V27 start at zero.
+#define F4PROLOGUE \
+	MOVD packed+0(FP), R0 \
+	MOVD x+8(FP), R1 \
+	MOVD stride+16(FP), R2 \
+	MOVD scales+24(FP), R6 \
+	MOVD out+32(FP), R7 \
+	MOVD groups+40(FP), R8 \
+	MOVD steps+48(FP), R9 \
+	LSL  $2, R2, R2 \
+	ADD  R1, R2, R3 \
+	ADD  R3, R2, R4 \
+	ADD  R4, R2, R5 \
+	VEOR V24.B16, V24.B16, V24.B16 \
+	VEOR V25.B16, V25.B16, V25.B16 \
+	VEOR V26.B16, V26.B16, V26.B16 \
+	VEOR V27.B16, V27.B16, V27.B16
+
 // func q4RowNEON(packed *byte, x, scales *float32, out *[4]float32, groups, steps int)
 // One 4-bit affine row: out (four lanes to be summed) = Σ_g s_g·Σ q·x over
 // the row's groups, x in natural order (VLD2 splits it into the even
@@ -374,4 +396,162 @@ q2sstep:
 	BNE  q2sgroup
 
 	VST1 [V28.S4], (R4)
+	RET
+
+// func q8RowSDOT(packed *byte, xq *int8, sx, scales *float32, out *[4]float32, groups, steps int)
+// q4RowSDOT for 8-bit codes, steps = GroupSize/16. Codes 0..255 are not
+// signed bytes, so the kernel flips their top bit (q−128, a signed byte) and
+// adds back 128·Σxq, which a second SDOT against a vector of ones sums in
+// the same pass: Σ q·xq = Σ (q−128)·xq + 128·Σ xq. (USDOT, the mixed-sign
+// dot product, needs FEAT_I8MM, which the M1 lacks.)
+TEXT ·q8RowSDOT(SB), NOSPLIT, $0-56
+	MOVD  packed+0(FP), R0
+	MOVD  xq+8(FP), R1
+	MOVD  sx+16(FP), R2
+	MOVD  scales+24(FP), R3
+	MOVD  out+32(FP), R4
+	MOVD  groups+40(FP), R5
+	MOVD  steps+48(FP), R6
+	VMOVI $128, V31.B16
+	VMOVI $1, V30.B16
+	VEOR  V28.B16, V28.B16, V28.B16
+
+q8sgroup:
+	VEOR V24.B16, V24.B16, V24.B16
+	VEOR V25.B16, V25.B16, V25.B16
+	MOVD R6, R7
+
+q8sstep:
+	VLD1.P 16(R0), [V0.B16]
+	VLD1.P 16(R1), [V3.B16]
+	VEOR   V31.B16, V0.B16, V1.B16
+	WORD   $0x4E839438 // SDOT V24.4S, V1.16B, V3.16B
+	WORD   $0x4E8397D9 // SDOT V25.4S, V30.16B, V3.16B
+	SUBS   $1, R7, R7
+	BNE    q8sstep
+
+	VSHL $7, V25.S4, V25.S4
+	IGROUPEND
+	SUBS $1, R5, R5
+	BNE  q8sgroup
+
+	VST1 [V28.S4], (R4)
+	RET
+
+// Epilogue of the 4-token float kernels, per group: token t's two
+// accumulators V(16+2t), V(17+2t) are added and V(24+t) += s_g·their sum,
+// s_g the next float32 at (R6).
+#define F4GROUPEND \
+	WORD    $0x4E31D610 /* FADD V16.4S, V16.4S, V17.4S */ \
+	WORD    $0x4E33D652 /* FADD V18.4S, V18.4S, V19.4S */ \
+	WORD    $0x4E35D694 /* FADD V20.4S, V20.4S, V21.4S */ \
+	WORD    $0x4E37D6D6 /* FADD V22.4S, V22.4S, V23.4S */ \
+	MOVWU.P 4(R6), R11 \
+	VDUP    R11, V29.S4 \
+	VFMLA   V16.S4, V29.S4, V24.S4 \
+	VFMLA   V18.S4, V29.S4, V25.S4 \
+	VFMLA   V20.S4, V29.S4, V26.S4 \
+	VFMLA   V22.S4, V29.S4, V27.S4
+
+// F4ZERO clears the eight per-group accumulators V16..V23.
+#define F4ZERO \
+	VEOR V16.B16, V16.B16, V16.B16 \
+	VEOR V17.B16, V17.B16, V17.B16 \
+	VEOR V18.B16, V18.B16, V18.B16 \
+	VEOR V19.B16, V19.B16, V19.B16 \
+	VEOR V20.B16, V20.B16, V20.B16 \
+	VEOR V21.B16, V21.B16, V21.B16 \
+	VEOR V22.B16, V22.B16, V22.B16 \
+	VEOR V23.B16, V23.B16, V23.B16
+
+// F4EPILOGUE reduces the totals to out = {Σ V24, Σ V25, Σ V26, Σ V27}.
+#define F4EPILOGUE \
+	WORD $0x6E39D718 /* FADDP V24.4S, V24.4S, V25.4S */ \
+	WORD $0x6E3BD75A /* FADDP V26.4S, V26.4S, V27.4S */ \
+	WORD $0x6E3AD718 /* FADDP V24.4S, V24.4S, V26.4S */ \
+	VST1 [V24.S4], (R7)
+
+// Q4TOKEN multiplies the 32 widened codes (even elements V8..V11, odd
+// V12..V15) with the next 32 x of one token (VLD2 splits them the same way)
+// into that token's accumulators.
+#define Q4TOKEN(xr, acca, accb) \
+	VLD2.P 32(xr), [V0.S4, V1.S4] \
+	VLD2.P 32(xr), [V2.S4, V3.S4] \
+	VLD2.P 32(xr), [V4.S4, V5.S4] \
+	VLD2.P 32(xr), [V6.S4, V7.S4] \
+	VFMLA  V8.S4, V0.S4, acca.S4 \
+	VFMLA  V12.S4, V1.S4, accb.S4 \
+	VFMLA  V9.S4, V2.S4, acca.S4 \
+	VFMLA  V13.S4, V3.S4, accb.S4 \
+	VFMLA  V10.S4, V4.S4, acca.S4 \
+	VFMLA  V14.S4, V5.S4, accb.S4 \
+	VFMLA  V11.S4, V6.S4, acca.S4 \
+	VFMLA  V15.S4, V7.S4, accb.S4
+
+// func q4Row4NEON(packed *byte, x *float32, stride int, scales *float32, out *[4]float32, groups, steps int)
+// q4RowNEON for four tokens (prefill): out[t] = Σ_g s_g·Σ q·x[t·stride:],
+// each 16 bytes of codes widened once for the four; steps = GroupSize/32.
+// The caller adds Σ_g b_g·Σx_g per token.
+TEXT ·q4Row4NEON(SB), NOSPLIT, $0-56
+	F4PROLOGUE
+	VMOVI $15, V31.B16
+
+q4r4group:
+	F4ZERO
+	MOVD R9, R10
+
+q4r4step:
+	VLD1.P 16(R0), [V0.B16]
+	VAND   V31.B16, V0.B16, V1.B16
+	VUSHR  $4, V0.B16, V2.B16
+	WIDEN4(V1, V3, V4, V8, V9, V10, V11, 0x6E21D908, 0x6E21D929, 0x6E21D94A, 0x6E21D96B)
+	WIDEN4(V2, V3, V4, V12, V13, V14, V15, 0x6E21D98C, 0x6E21D9AD, 0x6E21D9CE, 0x6E21D9EF)
+	Q4TOKEN(R1, V16, V17)
+	Q4TOKEN(R3, V18, V19)
+	Q4TOKEN(R4, V20, V21)
+	Q4TOKEN(R5, V22, V23)
+	SUBS   $1, R10, R10
+	BNE    q4r4step
+
+	F4GROUPEND
+	SUBS $1, R8, R8
+	BNE  q4r4group
+
+	F4EPILOGUE
+	RET
+
+// Q8TOKEN multiplies the 16 widened codes V8..V11 with the next 16 x of
+// one token into that token's accumulators.
+#define Q8TOKEN(xr, acca, accb) \
+	VLD1.P 64(xr), [V0.S4, V1.S4, V2.S4, V3.S4] \
+	VFMLA  V8.S4, V0.S4, acca.S4 \
+	VFMLA  V9.S4, V1.S4, accb.S4 \
+	VFMLA  V10.S4, V2.S4, acca.S4 \
+	VFMLA  V11.S4, V3.S4, accb.S4
+
+// func q8Row4NEON(packed *byte, x *float32, stride int, scales *float32, out *[4]float32, groups, steps int)
+// q8RowNEON for four tokens; steps = GroupSize/16.
+TEXT ·q8Row4NEON(SB), NOSPLIT, $0-56
+	F4PROLOGUE
+
+q8r4group:
+	F4ZERO
+	MOVD R9, R10
+
+q8r4step:
+	VLD1.P 16(R0), [V4.B16]
+	// UCVTF V8..V11
+	WIDEN4(V4, V5, V6, V8, V9, V10, V11, 0x6E21D908, 0x6E21D929, 0x6E21D94A, 0x6E21D96B)
+	Q8TOKEN(R1, V16, V17)
+	Q8TOKEN(R3, V18, V19)
+	Q8TOKEN(R4, V20, V21)
+	Q8TOKEN(R5, V22, V23)
+	SUBS   $1, R10, R10
+	BNE    q8r4step
+
+	F4GROUPEND
+	SUBS $1, R8, R8
+	BNE  q8r4group
+
+	F4EPILOGUE
 	RET

@@ -152,7 +152,7 @@ func (p *Pool) affineMatMul(t *matTask) {
 	}
 	// The 4-token kernels want the group sums of each block of four tokens
 	// interleaved [group][token].
-	if simd && (m.Bits == 4 || m.Bits == 8) && gs%16 == 0 {
+	if simd && (m.Bits == 4 || m.Bits == 8) && gs%16 == 0 || haveNEON && neonAffine4(m.Bits, gs) {
 		t.blocks = n / 4
 	}
 	if t.blocks > 0 {
@@ -191,7 +191,11 @@ func (t *matTask) affineRows(lo, hi int) {
 		var out [4]float32
 		for b := 0; b < blocks; b++ {
 			k := 4 * b
-			affineRow4SIMD(m.Bits, raw, xp[k*cols:(k+4)*cols], cols, scales, biases, t.gsum4[b*4*g:(b+1)*4*g], gs, &out)
+			if haveNEON {
+				affineRow4Arch(m.Bits, raw, xp[k*cols:(k+4)*cols], cols, scales, biases, t.gsum4[b*4*g:(b+1)*4*g], gs, &out)
+			} else {
+				affineRow4SIMD(m.Bits, raw, xp[k*cols:(k+4)*cols], cols, scales, biases, t.gsum4[b*4*g:(b+1)*4*g], gs, &out)
+			}
 			y[k*rows+r], y[(k+1)*rows+r], y[(k+2)*rows+r], y[(k+3)*rows+r] = out[0], out[1], out[2], out[3]
 		}
 		for k := 4 * blocks; k < n; k++ {

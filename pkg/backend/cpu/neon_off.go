@@ -11,6 +11,12 @@ const (
 
 func neonAffine(bits, gs int) bool { return false }
 
+func neonAffine4(bits, gs int) bool { return false }
+
+func affineRow4Arch(bits int, raw []byte, x []float32, stride int, scales, biases, gsum4 []float32, gs int, out *[4]float32) {
+	panic("cpu: no NEON kernels in this build")
+}
+
 func int8NEON(bits, gs int) bool { return false }
 
 func affineRowArch(bits int, raw []byte, x, scales, biases, gsum []float32, gs int) float32 {

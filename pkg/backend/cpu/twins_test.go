@@ -3,6 +3,7 @@ package cpu
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -134,7 +135,8 @@ func TestLevelsAgreeOnLargeShapes(t *testing.T) {
 }
 
 // TestNEONMatchesTwin compares each arm64 NEON kernel with its generic twin
-// on random rows: the 2/4/8-bit affine rows (affineRowGo), the bf16 dot and
+// on random rows: the 2/4/8-bit affine rows and the 4/8-bit four-token
+// rows (affineRowGo), the bf16 dot and
 // its 4-token form (dotBF16), and the SDOT int8-activation rows
 // (affineRowInt8), over group sizes, odd group counts and lengths with tails;
 // the tolerance is the float64 reference tests' 1e-5 of Σ|terms|. make test
@@ -159,15 +161,40 @@ func TestNEONMatchesTwin(t *testing.T) {
 				raw := m.Data[m.RowBytes():]
 				got := affineRowArch(bits, raw, x, scales, biases, gsum, gs)
 				want := affineRowGo(bits, gs, raw, x, scales, biases, gsum)
-				var mag float64
-				for c := range m.Cols {
-					mag += math.Abs(float64(scales[c/gs]) * float64(refCode(m, 1, c)) * float64(x[c]))
+				// Σ|terms| of the float64 reference, for the tolerance
+				mag := func(x, gsum []float32) float64 {
+					var s float64
+					for c := range m.Cols {
+						s += math.Abs(float64(scales[c/gs]) * float64(refCode(m, 1, c)) * float64(x[c]))
+					}
+					for j := range groups {
+						s += math.Abs(float64(biases[j] * gsum[j]))
+					}
+					return s
 				}
-				for j := range groups {
-					mag += math.Abs(float64(biases[j] * gsum[j]))
-				}
-				if math.Abs(float64(got-want)) > 1e-5*mag+1e-6 || math.IsNaN(float64(got)) {
+				if math.Abs(float64(got-want)) > 1e-5*mag(x, gsum)+1e-6 || math.IsNaN(float64(got)) {
 					t.Errorf("%d-bit gs %d groups %d: NEON %g, generic %g", bits, gs, groups, got, want)
+				}
+				if !neonAffine4(bits, gs) {
+					continue
+				}
+				// Four tokens, token 0 the x above.
+				x4 := append(slices.Clone(x), randomVector(rng, 3*m.Cols)...)
+				gsum4 := make([]float32, 4*groups)
+				for tok := range 4 {
+					for j, v := range groupSums(make([]float32, groups), x4[tok*m.Cols:(tok+1)*m.Cols], gs) {
+						gsum4[4*j+tok] = v
+					}
+				}
+				var out [4]float32
+				affineRow4Arch(bits, raw, x4, m.Cols, scales, biases, gsum4, gs, &out)
+				for tok := range out {
+					xt := x4[tok*m.Cols : (tok+1)*m.Cols]
+					gt := groupSums(make([]float32, groups), xt, gs)
+					want := affineRowGo(bits, gs, raw, xt, scales, biases, gt)
+					if math.Abs(float64(out[tok]-want)) > 1e-5*mag(xt, gt)+1e-6 || math.IsNaN(float64(out[tok])) {
+						t.Errorf("%d-bit gs %d groups %d token %d: 4-token NEON %g, generic %g", bits, gs, groups, tok, out[tok], want)
+					}
 				}
 			}
 		}
