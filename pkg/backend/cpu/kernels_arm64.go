@@ -7,7 +7,8 @@ import "golang.org/x/sys/cpu"
 // haveNEON selects the arm64 NEON kernels (ASIMD is mandatory on arm64). They
 // plug in below the SIMD levels: the product's dispatch stays at the generic
 // level, affineRowDot hands whole 2/4/8-bit rows to NEON (neonAffine), and
-// floatRows hands bf16 rows to bf16DotArch and bf16Row4Arch.
+// floatRows hands f32 and bf16 rows to f32DotArch, bf16DotArch and
+// bf16Row4Arch (Dot uses f32DotArch too).
 const haveNEON = true
 
 // haveSDOT gates the int8-activation kernels (`--matmul int8`), which need the
@@ -25,6 +26,9 @@ func q2RowNEON(packed *byte, x, scales *float32, out *[4]float32, groups, steps 
 
 //go:noescape
 func bf16DotNEON(w *uint16, x *float32, out *[4]float32, blocks int)
+
+//go:noescape
+func f32DotNEON(a, b *float32, out *[4]float32, blocks int)
 
 //go:noescape
 func bf16Row4NEON(w *uint16, x *float32, stride int, out *[4]float32, blocks int)
@@ -138,6 +142,20 @@ func bf16DotArch(w []uint16, x []float32) float32 {
 		s = (out[0] + out[1]) + (out[2] + out[3])
 	}
 	return s + dotBF16(w[n:], x[n:])
+}
+
+// f32DotArch is dotF32 on NEON: whole blocks of 16 in assembly, the tail in
+// Go.
+func f32DotArch(a, b []float32) float32 {
+	b = b[:len(a)]
+	n := len(a) &^ 15
+	var s float32
+	if n > 0 {
+		var out [4]float32
+		f32DotNEON(&a[0], &b[0], &out, n/16)
+		s = (out[0] + out[1]) + (out[2] + out[3])
+	}
+	return s + dotF32(a[n:], b[n:])
 }
 
 // bf16Row4Arch sets out[t] = Σ bf16(w[i])·x[t·stride+i] for four tokens: the

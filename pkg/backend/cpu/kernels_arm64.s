@@ -251,6 +251,34 @@ bf16dloop:
 	VST1 [V24.S4], (R2)
 	RET
 
+// func f32DotNEON(a, b *float32, out *[4]float32, blocks int)
+// out (four lanes to be summed) = Σ a[i]·b[i] over blocks·16 elements.
+TEXT ·f32DotNEON(SB), NOSPLIT, $0-32
+	MOVD a+0(FP), R0
+	MOVD b+8(FP), R1
+	MOVD out+16(FP), R2
+	MOVD blocks+24(FP), R3
+	VEOR V24.B16, V24.B16, V24.B16
+	VEOR V25.B16, V25.B16, V25.B16
+	VEOR V26.B16, V26.B16, V26.B16
+	VEOR V27.B16, V27.B16, V27.B16
+
+f32dloop:
+	VLD1.P 64(R0), [V0.S4, V1.S4, V2.S4, V3.S4]
+	VLD1.P 64(R1), [V16.S4, V17.S4, V18.S4, V19.S4]
+	VFMLA  V0.S4, V16.S4, V24.S4
+	VFMLA  V1.S4, V17.S4, V25.S4
+	VFMLA  V2.S4, V18.S4, V26.S4
+	VFMLA  V3.S4, V19.S4, V27.S4
+	SUBS   $1, R3, R3
+	BNE    f32dloop
+
+	WORD $0x4E39D718 // FADD V24.4S, V24.4S, V25.4S
+	WORD $0x4E3BD75A // FADD V26.4S, V26.4S, V27.4S
+	WORD $0x4E3AD718 // FADD V24.4S, V24.4S, V26.4S
+	VST1 [V24.S4], (R2)
+	RET
+
 // func bf16Row4NEON(w *uint16, x *float32, stride int, out *[4]float32, blocks int)
 // out[t] = Σ bf16(w[i])·x[t·stride+i] for four tokens over blocks·8
 // weights: each widened weight vector meets all four tokens.

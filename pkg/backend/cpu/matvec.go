@@ -79,6 +79,8 @@ func (t *matTask) floatRows(lo, hi int) {
 				xt := x[k*cols : (k+1)*cols]
 				if level >= levelAVX2 {
 					y[k*rows+r] = dotF32Wide(w, xt, level >= levelAVX512)
+				} else if haveNEON {
+					y[k*rows+r] = f32DotArch(w, xt)
 				} else {
 					y[k*rows+r] = dotF32(w, xt)
 				}

@@ -23,6 +23,10 @@ func affineRowArch(bits int, raw []byte, x, scales, biases, gsum []float32, gs i
 	panic("cpu: no NEON kernels in this build")
 }
 
+func f32DotArch(a, b []float32) float32 {
+	panic("cpu: no NEON kernels in this build")
+}
+
 func bf16DotArch(w []uint16, x []float32) float32 {
 	panic("cpu: no NEON kernels in this build")
 }

@@ -7,6 +7,9 @@ func Dot(a, b []float32) float32 {
 	if haveAVX2 {
 		return dotF32SIMD(a, b)
 	}
+	if haveNEON {
+		return f32DotArch(a, b)
+	}
 	return dotF32(a, b)
 }
 

@@ -136,8 +136,8 @@ func TestLevelsAgreeOnLargeShapes(t *testing.T) {
 
 // TestNEONMatchesTwin compares each arm64 NEON kernel with its generic twin
 // on random rows: the 2/4/8-bit affine rows and the 4/8-bit four-token
-// rows (affineRowGo), the bf16 dot and
-// its 4-token form (dotBF16), and the SDOT int8-activation rows
+// rows (affineRowGo), the f32 and bf16 dots and the bf16 four-token row
+// (dotF32, dotBF16), and the SDOT int8-activation rows
 // (affineRowInt8), over group sizes, odd group counts and lengths with tails;
 // the tolerance is the float64 reference tests' 1e-5 of Σ|terms|. make test
 // runs it under qemu-user.
@@ -210,6 +210,14 @@ func TestNEONMatchesTwin(t *testing.T) {
 		}
 		if got, want := bf16DotArch(w, x), dotBF16(w, x); math.Abs(float64(got-want)) > 1e-5*mags[0]+1e-6 {
 			t.Errorf("bf16 dot n=%d: NEON %g, generic %g", n, got, want)
+		}
+		a := randomVector(rng, n)
+		var fmag float64
+		for i := range a {
+			fmag += math.Abs(float64(a[i] * x[i]))
+		}
+		if got, want := f32DotArch(a, x[:n]), dotF32(a, x); math.Abs(float64(got-want)) > 1e-5*fmag+1e-6 {
+			t.Errorf("f32 dot n=%d: NEON %g, generic %g", n, got, want)
 		}
 		var got [4]float32
 		bf16Row4Arch(w, x, n, &got)
