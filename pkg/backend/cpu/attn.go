@@ -17,6 +17,10 @@ func DotRows4(q, k []float32, stride int, out *[4]float32) {
 		dotRows4SIMD(q, k, stride, out)
 		return
 	}
+	if haveNEON {
+		dotRows4Arch(q, k, stride, out)
+		return
+	}
 	dotRows4Go(q, k, stride, out)
 }
 
@@ -37,6 +41,10 @@ func WeightedRowSum(o, p, v []float32, stride int) {
 	_ = v[(len(p)-1)*stride+len(o)-1]
 	if haveAVX2 {
 		weightedRowSumSIMD(o, p, v, stride)
+		return
+	}
+	if haveNEON {
+		weightedRowSumArch(o, p, v, stride)
 		return
 	}
 	weightedRowSumGo(o, p, v, stride)

@@ -8,7 +8,7 @@ import "golang.org/x/sys/cpu"
 // plug in below the SIMD levels: the product's dispatch stays at the generic
 // level, affineRowDot hands whole 2/4/8-bit rows to NEON (neonAffine), and
 // floatRows hands f32 and bf16 rows to f32DotArch, bf16DotArch and
-// bf16Row4Arch (Dot uses f32DotArch too).
+// bf16Row4Arch; Dot, DotRows4, WeightedRowSum and Axpy have NEON forms too.
 const haveNEON = true
 
 // haveSDOT gates the int8-activation kernels (`--matmul int8`), which need the
@@ -29,6 +29,15 @@ func bf16DotNEON(w *uint16, x *float32, out *[4]float32, blocks int)
 
 //go:noescape
 func f32DotNEON(a, b *float32, out *[4]float32, blocks int)
+
+//go:noescape
+func dotRows4NEON(q, k *float32, kstride int, out *[4]float32, blocks int)
+
+//go:noescape
+func weightedSum16NEON(o, p, v *float32, vstride, n int)
+
+//go:noescape
+func axpyNEON(y, x *float32, a float32, blocks int)
 
 //go:noescape
 func bf16Row4NEON(w *uint16, x *float32, stride int, out *[4]float32, blocks int)
@@ -211,4 +220,44 @@ func affineRowInt8Arch(bits, gs int, raw []byte, xq []int8, sx, scales, biases, 
 		panic("cpu: no SDOT kernel for this bit width")
 	}
 	return (out[0] + out[1]) + (out[2] + out[3]) + dotF32(biases[:g], gsum)
+}
+
+// dotRows4Arch is DotRows4 on NEON (len(q) > 0, k long enough): blocks of 8
+// in assembly, the tail in Go.
+func dotRows4Arch(q, k []float32, stride int, out *[4]float32) {
+	n := len(q) &^ 7
+	*out = [4]float32{}
+	if n > 0 {
+		dotRows4NEON(&q[0], &k[0], 4*stride, out, n/8)
+	}
+	for i := n; i < len(q); i++ {
+		out[0] += q[i] * k[i]
+		out[1] += q[i] * k[stride+i]
+		out[2] += q[i] * k[2*stride+i]
+		out[3] += q[i] * k[3*stride+i]
+	}
+}
+
+// weightedRowSumArch is WeightedRowSum on NEON (p and o not empty, v long
+// enough): 16 columns of o at a time in registers, the rest through axpyGo.
+func weightedRowSumArch(o, p, v []float32, stride int) {
+	c := 0
+	for ; c+16 <= len(o); c += 16 {
+		weightedSum16NEON(&o[c], &p[0], &v[c], 4*stride, len(p))
+	}
+	if c < len(o) {
+		for s, w := range p {
+			axpyGo(o[c:], w, v[s*stride+c:s*stride+len(o)])
+		}
+	}
+}
+
+// axpyArch is Axpy on NEON: blocks of 16 in assembly, the tail in Go.
+func axpyArch(y []float32, a float32, x []float32) {
+	y = y[:len(x)]
+	n := len(x) &^ 15
+	if n > 0 {
+		axpyNEON(&y[0], &x[0], a, n/16)
+	}
+	axpyGo(y[n:], a, x[n:])
 }

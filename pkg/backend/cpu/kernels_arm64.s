@@ -583,3 +583,92 @@ q8r4step:
 
 	F4EPILOGUE
 	RET
+
+// func dotRows4NEON(q, k *float32, kstride int, out *[4]float32, blocks int)
+// out[j] = Σ q[i]·k[j·kstride/4 + i] for four rows j (kstride in bytes) over
+// blocks·8 elements: each q vector meets all four rows.
+TEXT ·dotRows4NEON(SB), NOSPLIT, $0-40
+	MOVD q+0(FP), R0
+	MOVD k+8(FP), R1
+	MOVD kstride+16(FP), R2
+	MOVD out+24(FP), R6
+	MOVD blocks+32(FP), R7
+	ADD  R1, R2, R3
+	ADD  R3, R2, R4
+	ADD  R4, R2, R5
+	F4ZERO
+
+dr4loop:
+	VLD1.P 32(R0), [V1.S4, V2.S4]
+	VLD1.P 32(R1), [V4.S4, V5.S4]
+	VLD1.P 32(R3), [V6.S4, V7.S4]
+	VLD1.P 32(R4), [V8.S4, V9.S4]
+	VLD1.P 32(R5), [V10.S4, V11.S4]
+	VFMLA  V1.S4, V4.S4, V16.S4
+	VFMLA  V2.S4, V5.S4, V17.S4
+	VFMLA  V1.S4, V6.S4, V18.S4
+	VFMLA  V2.S4, V7.S4, V19.S4
+	VFMLA  V1.S4, V8.S4, V20.S4
+	VFMLA  V2.S4, V9.S4, V21.S4
+	VFMLA  V1.S4, V10.S4, V22.S4
+	VFMLA  V2.S4, V11.S4, V23.S4
+	SUBS   $1, R7, R7
+	BNE    dr4loop
+
+	WORD $0x4E31D610 // FADD V16.4S, V16.4S, V17.4S
+	WORD $0x4E33D652 // FADD V18.4S, V18.4S, V19.4S
+	WORD $0x4E35D694 // FADD V20.4S, V20.4S, V21.4S
+	WORD $0x4E37D6D6 // FADD V22.4S, V22.4S, V23.4S
+	WORD $0x6E32D610 // FADDP V16.4S, V16.4S, V18.4S
+	WORD $0x6E36D694 // FADDP V20.4S, V20.4S, V22.4S
+	WORD $0x6E34D610 // FADDP V16.4S, V16.4S, V20.4S
+	VST1 [V16.S4], (R6)
+	RET
+
+// func weightedSum16NEON(o, p, v *float32, vstride, n int)
+// Adds Σₛ p[s]·v[s·vstride/4 : +16] (vstride in bytes, n ≥ 1 rows) to the 16
+// floats at o, which stay in registers; one multiply-add per element and
+// row, in row order.
+TEXT ·weightedSum16NEON(SB), NOSPLIT, $0-40
+	MOVD o+0(FP), R0
+	MOVD p+8(FP), R1
+	MOVD v+16(FP), R2
+	MOVD vstride+24(FP), R3
+	MOVD n+32(FP), R4
+	VLD1 (R0), [V24.S4, V25.S4, V26.S4, V27.S4]
+
+ws16loop:
+	MOVWU.P 4(R1), R5
+	VDUP    R5, V29.S4
+	VLD1    (R2), [V0.S4, V1.S4, V2.S4, V3.S4]
+	ADD     R3, R2, R2
+	VFMLA   V0.S4, V29.S4, V24.S4
+	VFMLA   V1.S4, V29.S4, V25.S4
+	VFMLA   V2.S4, V29.S4, V26.S4
+	VFMLA   V3.S4, V29.S4, V27.S4
+	SUBS    $1, R4, R4
+	BNE     ws16loop
+
+	VST1 [V24.S4, V25.S4, V26.S4, V27.S4], (R0)
+	RET
+
+// func axpyNEON(y, x *float32, a float32, blocks int)
+// y[i] += a·x[i] over blocks·16 elements.
+TEXT ·axpyNEON(SB), NOSPLIT, $0-32
+	MOVD  y+0(FP), R0
+	MOVD  x+8(FP), R1
+	MOVWU a+16(FP), R5
+	MOVD  blocks+24(FP), R4
+	VDUP  R5, V29.S4
+
+axpyloop:
+	VLD1   (R0), [V0.S4, V1.S4, V2.S4, V3.S4]
+	VLD1.P 64(R1), [V4.S4, V5.S4, V6.S4, V7.S4]
+	VFMLA  V4.S4, V29.S4, V0.S4
+	VFMLA  V5.S4, V29.S4, V1.S4
+	VFMLA  V6.S4, V29.S4, V2.S4
+	VFMLA  V7.S4, V29.S4, V3.S4
+	VST1.P [V0.S4, V1.S4, V2.S4, V3.S4], 64(R0)
+	SUBS   $1, R4, R4
+	BNE    axpyloop
+	RET

@@ -38,3 +38,15 @@ func bf16Row4Arch(w []uint16, x []float32, stride int, out *[4]float32) {
 func affineRowInt8Arch(bits, gs int, raw []byte, xq []int8, sx, scales, biases, gsum []float32) float32 {
 	panic("cpu: no NEON kernels in this build")
 }
+
+func dotRows4Arch(q, k []float32, stride int, out *[4]float32) {
+	panic("cpu: no NEON kernels in this build")
+}
+
+func weightedRowSumArch(o, p, v []float32, stride int) {
+	panic("cpu: no NEON kernels in this build")
+}
+
+func axpyArch(y []float32, a float32, x []float32) {
+	panic("cpu: no NEON kernels in this build")
+}

@@ -19,6 +19,10 @@ func Axpy(y []float32, a float32, x []float32) {
 		axpySIMD(y, a, x)
 		return
 	}
+	if haveNEON {
+		axpyArch(y, a, x)
+		return
+	}
 	axpyGo(y, a, x)
 }
 

@@ -137,7 +137,8 @@ func TestLevelsAgreeOnLargeShapes(t *testing.T) {
 // TestNEONMatchesTwin compares each arm64 NEON kernel with its generic twin
 // on random rows: the 2/4/8-bit affine rows and the 4/8-bit four-token
 // rows (affineRowGo), the f32 and bf16 dots and the bf16 four-token row
-// (dotF32, dotBF16), and the SDOT int8-activation rows
+// (dotF32, dotBF16), DotRows4, WeightedRowSum and Axpy, and the SDOT
+// int8-activation rows
 // (affineRowInt8), over group sizes, odd group counts and lengths with tails;
 // the tolerance is the float64 reference tests' 1e-5 of Σ|terms|. make test
 // runs it under qemu-user.
@@ -224,6 +225,49 @@ func TestNEONMatchesTwin(t *testing.T) {
 		for tok := range got {
 			if want := dotBF16(w, x[tok*n:(tok+1)*n]); math.Abs(float64(got[tok]-want)) > 1e-5*mags[tok]+1e-6 {
 				t.Errorf("bf16 4-token n=%d token %d: NEON %g, generic %g", n, tok, got[tok], want)
+			}
+		}
+	}
+	// The attention and vector helpers: DotRows4, WeightedRowSum, Axpy.
+	for _, n := range []int{1, 7, 8, 9, 15, 16, 17, 33, 100, 129} {
+		stride := n + 3
+		q, k := randomVector(rng, n), randomVector(rng, 4*stride)
+		var got, want [4]float32
+		dotRows4Arch(q, k, stride, &got)
+		dotRows4Go(q, k, stride, &want)
+		for j := range got {
+			var mag float64
+			for i := range q {
+				mag += math.Abs(float64(q[i] * k[j*stride+i]))
+			}
+			if math.Abs(float64(got[j]-want[j])) > 1e-5*mag+1e-6 {
+				t.Errorf("DotRows4 n=%d row %d: NEON %g, generic %g", n, j, got[j], want[j])
+			}
+		}
+		for _, rows := range []int{1, 2, 5} {
+			p, v := randomVector(rng, rows), randomVector(rng, rows*stride)
+			o0 := randomVector(rng, n)
+			got, want := slices.Clone(o0), slices.Clone(o0)
+			weightedRowSumArch(got, p, v, stride)
+			weightedRowSumGo(want, p, v, stride)
+			for i := range got {
+				mag := math.Abs(float64(o0[i]))
+				for r := range rows {
+					mag += math.Abs(float64(p[r] * v[r*stride+i]))
+				}
+				if math.Abs(float64(got[i]-want[i])) > 1e-5*mag+1e-6 {
+					t.Errorf("WeightedRowSum n=%d rows %d: o[%d] NEON %g, generic %g", n, rows, i, got[i], want[i])
+				}
+			}
+		}
+		a := float32(rng.NormFloat64())
+		y0 := randomVector(rng, n)
+		got2, want2 := slices.Clone(y0), slices.Clone(y0)
+		axpyArch(got2, a, q)
+		axpyGo(want2, a, q)
+		for i := range got2 {
+			if mag := math.Abs(float64(y0[i])) + math.Abs(float64(a*q[i])); math.Abs(float64(got2[i]-want2[i])) > 1e-6*mag+1e-7 {
+				t.Errorf("Axpy n=%d: y[%d] NEON %g, generic %g", n, i, got2[i], want2[i])
 			}
 		}
 	}
