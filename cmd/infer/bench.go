@@ -42,9 +42,11 @@ func newBenchCmd() *cobra.Command {
     --tokens greedy tokens, best of --runs;
   - the decode time per token and layer, split into compute and the wait for
     expert files, and the share of experts served from the RAM cache;
-  - the ceilings, measured in the same run: memory read bandwidth (every core)
-    and, for --synthetic or with --io-mb, the parallel O_DIRECT read bandwidth of
-    the disk holding the model; the ratios of decode to them.
+  - the ceilings, measured in the same run: memory read bandwidth (every core);
+    on the CPU the arithmetic peak (float32 multiply-adds and int8 dot products,
+    the prefill's ceiling); for --synthetic or with --io-mb, the parallel
+    O_DIRECT read bandwidth of the disk holding the model; the ratios of decode
+    and prefill to them.
 
 --synthetic NAME writes (into --dir, or a temporary directory removed at the
 end) a prepared directory with the first --layers layers of a named model: its
@@ -58,7 +60,8 @@ measured disk bandwidth (docs/PERF.md explains the model). Names:
 Qwen3.5 family's.) Reuse a --dir between runs: it is regenerated only when the
 model, --layers or --bits change.
 
---io measures only the ceilings (memory read, disk read under --dir).
+--io measures only the ceilings (memory read, arithmetic peak, disk read under
+--dir).
 
 --json prints one JSON object (decode_tok_s, prefill_tok_s, bytes_per_token,
 memory_read_gbs, roofline_ratio, expert_hit_rate, disk_read_gbs,
@@ -195,6 +198,7 @@ func runIOBench(cmd *cobra.Command, dir string, size int64, asJSON bool) error {
 		size = 512 << 20
 	}
 	mem := bench.MemoryReadBandwidth(256<<20, 5)
+	all, one := bench.ComputeCeiling(3)
 	d, err := bench.DiskReadBandwidth(cmd.Context(), dir, size, 0, 0)
 	if err != nil {
 		return err
@@ -202,13 +206,16 @@ func runIOBench(cmd *cobra.Command, dir string, size int64, asJSON bool) error {
 	out := cmd.OutOrStdout()
 	if asJSON {
 		return bench.WriteJSON(out, &bench.Report{Model: filepath.Base(dir), MemoryReadGBs: mem / 1e9,
-			DiskReadGBs: d.BytesPerSecond / 1e9, DiskDirect: d.Direct})
+			ComputeF32GFLOPS: all.F32FLOPS / 1e9, ComputeF32GFLOPS1: one.F32FLOPS / 1e9, ComputeInt8GOPS: all.Int8OPS / 1e9,
+			ComputeKernel: all.Kernel, DiskReadGBs: d.BytesPerSecond / 1e9, DiskDirect: d.Direct})
 	}
 	kind := "O_DIRECT"
 	if !d.Direct {
 		kind = "buffered after dropping the cache (the filesystem refused O_DIRECT)"
 	}
 	fmt.Fprintf(out, "memory read: %.2f GB/s (256 MiB, every core)\n", mem/1e9)
+	fmt.Fprintf(out, "arithmetic:  %.0f GFLOP/s float32 (%.0f on one core), %.0f GOP/s int8 dot products (%s kernels, every core)\n",
+		all.F32FLOPS/1e9, one.F32FLOPS/1e9, all.Int8OPS/1e9, all.Kernel)
 	fmt.Fprintf(out, "disk read:   %.2f GB/s (%s of %s, %d threads × %d KiB reads, %s)\n", d.BytesPerSecond/1e9,
 		bench.FormatSize(d.Bytes), dir, d.Threads, d.BlockSize>>10, kind)
 	return nil

@@ -11,6 +11,7 @@ import (
 	"github.com/fm-moe/fm/pkg/checkpoint"
 	"github.com/fm-moe/fm/pkg/engine"
 	"github.com/fm-moe/fm/pkg/layout"
+	"github.com/fm-moe/fm/pkg/model"
 )
 
 // Expert file sizes of Qwen3.5-397B-A17B measured on the real mlx-community
@@ -161,7 +162,8 @@ func TestMeasureAndProjectTiny(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.DecodeTokS <= 0 || r.PrefillTokS <= 0 || r.MemoryReadGBs <= 0 || r.DiskReadGBs <= 0 || r.RooflineRatio <= 0 {
+	if r.DecodeTokS <= 0 || r.PrefillTokS <= 0 || r.MemoryReadGBs <= 0 || r.DiskReadGBs <= 0 || r.RooflineRatio <= 0 ||
+		r.ComputeF32GFLOPS <= 0 || r.PrefillFLOPsPerToken <= 0 || r.PrefillComputeRatio <= 0 {
 		t.Errorf("missing measurements: %+v", r)
 	}
 	if len(r.PerLayer) != 4 || r.ModelLayers != 5 || r.Layers != 4 {
@@ -169,6 +171,18 @@ func TestMeasureAndProjectTiny(t *testing.T) {
 	}
 	if r.Projection == nil || r.ProjectedTokS <= 0 || r.Projection.CachedFraction != 1 {
 		t.Errorf("projection %+v", r.Projection)
+	}
+	// The phase split covers the layer: its parts add up to compute + I/O.
+	sum := 0.0
+	for ph := range model.NumPhases {
+		v, ok := r.LayerPhaseMs[ph.String()]
+		if !ok {
+			t.Errorf("layer_phase_ms has no %q: %v", ph, r.LayerPhaseMs)
+		}
+		sum += v
+	}
+	if whole := r.LayerComputeMs + r.LayerExpertIOMs; r.LayerPhaseMs[model.PhaseMixer.String()] <= 0 || math.Abs(sum-whole) > 1e-3+1e-6*whole {
+		t.Errorf("layer phases sum to %.6f ms, the layer is %.6f ms: %v", sum, whole, r.LayerPhaseMs)
 	}
 	d, x := BytesPerToken(e.Dir.Manifest, e.Set, 4)
 	if x != 4*4*e.Set.FileSize || d <= 0 || r.BytesPerToken != d+x {
@@ -324,5 +338,30 @@ func TestProjectionDeviceTier(t *testing.T) {
 	in.DeviceExpertBytes, in.RAMBytes, in.UploadBytesPerSecond = experts/2, 1<<40, 0
 	if _, err := Project(in); err == nil {
 		t.Error("uploads without a measured upload bandwidth: want an error")
+	}
+}
+
+// TestWeightMACsPerPromptToken checks the prefill's work against the
+// Qwen3-MoE formula written out from the config: per layer q, k, v, o and
+// the router, K experts' gate, up and down; no embedding, no LM head.
+func TestWeightMACsPerPromptToken(t *testing.T) {
+	ctx := context.Background()
+	s := tinyShapes()[0]
+	dir := t.TempDir()
+	if _, err := WriteSynthetic(ctx, dir, SynthOptions{Shape: s, Layers: 2, Bits: 4}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := layout.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	c := &d.Manifest.Config
+	H, q, kv := int64(c.HiddenSize), int64(c.NumAttentionHeads*c.HeadDim), int64(c.NumKeyValueHeads*c.HeadDim)
+	for _, k := range []int{1, c.NumExpertsPerTok} {
+		perLayer := H*q + 2*H*kv + q*H + int64(c.NumExperts)*H + int64(k)*3*H*int64(c.MoEIntermediateSize)
+		if got, want := WeightMACsPerPromptToken(d.Manifest, &d.Manifest.Experts[0], k), int64(c.NumLayers)*perLayer; got != want {
+			t.Errorf("K=%d: %d multiply-adds per prompt token, want %d", k, got, want)
+		}
 	}
 }

@@ -21,17 +21,18 @@ import (
 
 // MemoryReadBandwidth measures how fast every core together reads memory: the
 // best of reps passes over a buffer of size bytes (far larger than the
-// caches), each core summing its share with the SIMD dot kernel the matrix
-// products use. It is the ceiling of a decode step, which only reads weights.
+// caches), each core summing its share with cpu.ReadSum, the pure-read kernel
+// the matrix benchmarks pair their products with (docs/PERF.md, "The
+// ceiling"). It is the ceiling of a decode step, which only reads weights.
 // Bytes per second.
 func MemoryReadBandwidth(size int, reps int) float64 {
-	buf := make([]float32, size/4)
+	buf := make([]byte, size)
 	for i := range buf {
-		buf[i] = float32(i & 7)
+		buf[i] = byte(i)
 	}
 	workers := runtime.GOMAXPROCS(0)
 	best := time.Duration(1 << 62)
-	sums := make([]float32, workers) // one slot per worker: no shared writes
+	sums := make([]uint64, workers) // one slot per worker: no shared writes
 	for r := 0; r < max(1, reps); r++ {
 		start := time.Now()
 		var wg sync.WaitGroup
@@ -40,13 +41,21 @@ func MemoryReadBandwidth(size int, reps int) float64 {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				sums[w] += cpu.Dot(buf[lo:hi], buf[lo:hi])
+				sums[w] += cpu.ReadSum(buf[lo:hi])
 			}()
 		}
 		wg.Wait()
 		best = min(best, time.Since(start))
 	}
-	return float64(len(buf)*4) / best.Seconds()
+	return float64(len(buf)) / best.Seconds()
+}
+
+// ComputeCeiling measures the arithmetic ceiling of every core together (and
+// of one, which says whether they share vector units): cpu.ComputePeak, the
+// best of reps rounds. It is the ceiling of a prefill, which reads each
+// weight once for many tokens.
+func ComputeCeiling(reps int) (all, one cpu.Peak) {
+	return cpu.ComputePeak(0, reps), cpu.ComputePeak(1, reps)
 }
 
 // DiskResult is a measured parallel read bandwidth.

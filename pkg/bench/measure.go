@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/fm-moe/fm/pkg/backend"
+	"github.com/fm-moe/fm/pkg/backend/cpu"
 	"github.com/fm-moe/fm/pkg/engine"
 	"github.com/fm-moe/fm/pkg/layout"
 	"github.com/fm-moe/fm/pkg/model"
@@ -81,6 +82,19 @@ type Report struct {
 	// read bandwidth measured in the same run.
 	MemoryReadGBs float64 `json:"memory_read_gbs"`
 	RooflineRatio float64 `json:"roofline_ratio"`
+	// The prefill's ceiling: the arithmetic peak measured in the same run
+	// (every core, and one core alone), the multiply-adds with weights one
+	// prompt token needs (2 operations each; attention's scores and the LM
+	// head, which a prefill runs for its last token only, are left out), and
+	// the prefill's rate over the peak of its numerics (--matmul int8: int8
+	// dot products; exact: float32).
+	ComputeF32GFLOPS     float64 `json:"compute_f32_gflops"`
+	ComputeF32GFLOPS1    float64 `json:"compute_f32_gflops_one_core"`
+	ComputeInt8GOPS      float64 `json:"compute_int8_gops"`
+	ComputeKernel        string  `json:"compute_kernel"`
+	PrefillFLOPsPerToken int64   `json:"prefill_flops_per_token"`
+	PrefillGFLOPS        float64 `json:"prefill_gflops"`
+	PrefillComputeRatio  float64 `json:"prefill_compute_ratio"`
 
 	ExpertHitRate         float64 `json:"expert_hit_rate"`             // RAM cache or shared-buffer hits / experts requested
 	ExpertFileBytesPerTok float64 `json:"expert_read_bytes_per_token"` // read from expert files (page cache or disk)
@@ -89,19 +103,23 @@ type Report struct {
 	// per token (PCIe traffic); its budget; the ceiling of the uploads,
 	// host-to-device bandwidth from pinned memory measured in the same run.
 	// All 0 on the CPU.
-	DeviceCacheBudget        int64         `json:"device_cache_budget_bytes"`
-	UploadGBs                float64       `json:"upload_gbs"`
-	DeviceCacheHitRate       float64       `json:"device_cache_hit_rate"`
-	DeviceUploadBytesPerTok  float64       `json:"device_upload_bytes_per_token"`
-	DeviceCacheLookupsPerTok float64       `json:"device_cache_lookups_per_token"`
-	DiskReadGBs              float64       `json:"disk_read_gbs"`      // parallel read bandwidth of the disk, same run (0: not measured)
-	DiskDirect               bool          `json:"disk_direct"`        // the disk test used O_DIRECT
-	DiskIORatio              float64       `json:"disk_io_ratio"`      // expert file bytes per second while decoding / disk_read_gbs
-	LayerComputeMs           float64       `json:"layer_compute_ms"`   // per token, average layer
-	LayerExpertIOMs          float64       `json:"layer_expert_io_ms"` // per token, average layer
-	HeadMs                   float64       `json:"head_ms"`            // per token: embedding, final norm, output projection
-	PerLayer                 []LayerReport `json:"per_layer"`
-	PeakRSS                  int64         `json:"peak_rss_bytes"`
+	DeviceCacheBudget        int64   `json:"device_cache_budget_bytes"`
+	UploadGBs                float64 `json:"upload_gbs"`
+	DeviceCacheHitRate       float64 `json:"device_cache_hit_rate"`
+	DeviceUploadBytesPerTok  float64 `json:"device_upload_bytes_per_token"`
+	DeviceCacheLookupsPerTok float64 `json:"device_cache_lookups_per_token"`
+	DiskReadGBs              float64 `json:"disk_read_gbs"`      // parallel read bandwidth of the disk, same run (0: not measured)
+	DiskDirect               bool    `json:"disk_direct"`        // the disk test used O_DIRECT
+	DiskIORatio              float64 `json:"disk_io_ratio"`      // expert file bytes per second while decoding / disk_read_gbs
+	LayerComputeMs           float64 `json:"layer_compute_ms"`   // per token, average layer
+	LayerExpertIOMs          float64 `json:"layer_expert_io_ms"` // per token, average layer
+	HeadMs                   float64 `json:"head_ms"`            // per token: embedding, final norm, output projection
+	// LayerPhaseMs splits the average layer's decode time by phase (names
+	// from model.Phase: attention/delta-net, routing, expert I/O, expert
+	// compute, other), so that a slow layer says which part is slow.
+	LayerPhaseMs map[string]float64 `json:"layer_phase_ms"`
+	PerLayer     []LayerReport      `json:"per_layer"`
+	PeakRSS      int64              `json:"peak_rss_bytes"`
 
 	// With --synthetic: the whole model at the RAM budget.
 	ProjectedTokS  float64     `json:"projected_tok_s"`
@@ -189,9 +207,11 @@ func Measure(ctx context.Context, e *engine.Engine, o Options) (*Report, error) 
 	var full, lin LayerCost
 	var nFull, nLin time.Duration
 	var sumC, sumIO time.Duration
+	var phases [model.NumPhases]time.Duration
 	for i, l := range p.Layers {
 		var c LayerCost
 		for ph, d := range l {
+			phases[ph] += d
 			if model.Phase(ph) == model.PhaseExpertIO {
 				c.ExpertIO += d
 			} else {
@@ -216,6 +236,10 @@ func Measure(ctx context.Context, e *engine.Engine, o Options) (*Report, error) 
 	}
 	if nl := time.Duration(len(p.Layers)); nl > 0 {
 		r.LayerComputeMs, r.LayerExpertIOMs = ms(sumC/nl), ms(sumIO/nl)
+		r.LayerPhaseMs = make(map[string]float64, len(phases))
+		for ph, d := range phases {
+			r.LayerPhaseMs[model.Phase(ph).String()] = ms(d / n / nl)
+		}
 	}
 	if nFull > 0 {
 		full.Compute, full.ExpertIO = full.Compute/nFull, full.ExpertIO/nFull
@@ -231,6 +255,20 @@ func Measure(ctx context.Context, e *engine.Engine, o Options) (*Report, error) 
 	mem := MemoryReadBandwidth(256<<20, 5)
 	r.MemoryReadGBs = mem / 1e9
 	r.RooflineRatio = float64(r.BytesPerToken) * r.DecodeTokS / mem
+	if _, onCPU := e.Device.(*cpu.Device); onCPU {
+		logf("measuring the arithmetic peak")
+		all, one := ComputeCeiling(3)
+		r.ComputeF32GFLOPS, r.ComputeF32GFLOPS1, r.ComputeInt8GOPS, r.ComputeKernel = all.F32FLOPS/1e9, one.F32FLOPS/1e9, all.Int8OPS/1e9, all.Kernel
+		r.PrefillFLOPsPerToken = 2 * WeightMACsPerPromptToken(m, e.Set, k)
+		r.PrefillGFLOPS = float64(r.PrefillFLOPsPerToken) * r.PrefillTokS / 1e9
+		peak := r.ComputeF32GFLOPS
+		if o.Matmul == "int8" && r.ComputeInt8GOPS > 0 {
+			peak = r.ComputeInt8GOPS
+		}
+		if peak > 0 {
+			r.PrefillComputeRatio = r.PrefillGFLOPS / peak
+		}
+	}
 	if o.DiskDir != "" {
 		size := o.DiskBytes
 		if size <= 0 {

@@ -214,3 +214,42 @@ func BytesPerToken(m *layout.Manifest, set *layout.ExpertSet, k int) (dense, exp
 	}
 	return dense, experts
 }
+
+// WeightMACsPerPromptToken is the multiply-adds with weights that one prompt
+// token of a prefill needs: every dense matrix but the embedding (a lookup)
+// and the LM head (a prefill runs it for its last token only), plus K
+// experts' matrices per sparse layer. Attention's scores grow with the
+// position and are not weights, so they are left out; the figure is what a
+// prefill's matrix kernels must do, whatever the context.
+func WeightMACsPerPromptToken(m *layout.Manifest, set *layout.ExpertSet, k int) int64 {
+	matMACs := func(t *layout.Tensor) int64 {
+		if len(t.Shape) < 2 {
+			return 0 // norms and biases: no multiply-adds with a vector
+		}
+		n := int64(1)
+		for _, d := range t.Shape {
+			n *= d
+		}
+		return n
+	}
+	var macs int64
+	for i := range m.Tensors {
+		t := &m.Tensors[i]
+		if t.Name == "embed_tokens" || t.Name == "lm_head" {
+			continue
+		}
+		macs += matMACs(t)
+	}
+	if set != nil {
+		var perExpert int64
+		for i := range set.Components {
+			perExpert += matMACs(&set.Components[i])
+		}
+		for _, s := range m.Config.SparseLayers {
+			if s {
+				macs += int64(k) * perExpert
+			}
+		}
+	}
+	return macs
+}

@@ -7,6 +7,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/fm-moe/fm/pkg/layout"
+	"github.com/fm-moe/fm/pkg/model"
 )
 
 // WriteJSON prints the report as one JSON object.
@@ -33,6 +34,13 @@ func WriteText(w io.Writer, r *Report) {
 	}
 	fmt.Fprintf(tw, "mean\t\t%.3f\t%.3f\t\n", r.LayerComputeMs, r.LayerExpertIOMs)
 	tw.Flush()
+	if len(r.LayerPhaseMs) > 0 {
+		fmt.Fprintf(w, "mean layer by phase:")
+		for ph := range model.NumPhases {
+			fmt.Fprintf(w, " %s %.3f ms;", ph, r.LayerPhaseMs[ph.String()])
+		}
+		fmt.Fprintln(w)
+	}
 	fmt.Fprintf(w, "embedding + final norm + lm_head: %.3f ms\n", r.HeadMs)
 	fmt.Fprintf(w, "\nexperts: %.1f%% served from the RAM cache, %.2f MB read from files per token\n",
 		100*r.ExpertHitRate, r.ExpertFileBytesPerTok/1e6)
@@ -43,6 +51,14 @@ func WriteText(w io.Writer, r *Report) {
 	fmt.Fprintf(w, "weights read per token: %.2f MB (dense %.2f + experts %.2f) → %.2f GB/s\n",
 		float64(r.BytesPerToken)/1e6, float64(r.DenseBytesPerToken)/1e6, float64(r.ExpertBytesPerToken)/1e6,
 		float64(r.BytesPerToken)*r.DecodeTokS/1e9)
+	if r.ComputeF32GFLOPS > 0 {
+		fmt.Fprintf(w, "ceiling: arithmetic %.0f GFLOP/s float32 (%.0f on one core)", r.ComputeF32GFLOPS, r.ComputeF32GFLOPS1)
+		if r.ComputeInt8GOPS > 0 {
+			fmt.Fprintf(w, ", %.0f GOP/s int8 dot products", r.ComputeInt8GOPS)
+		}
+		fmt.Fprintf(w, " (%s, same run) → prefill %.1f GFLOP/s of weight products (%.2f GFLOP per token) at %.2f of the %s peak\n",
+			r.ComputeKernel, r.PrefillGFLOPS, float64(r.PrefillFLOPsPerToken)/1e9, r.PrefillComputeRatio, map[bool]string{true: "int8", false: "float32"}[r.Matmul == "int8" && r.ComputeInt8GOPS > 0])
+	}
 	fmt.Fprintf(w, "ceiling: memory read %.2f GB/s (same run) → roofline ratio %.2f", r.MemoryReadGBs, r.RooflineRatio)
 	if r.UploadGBs > 0 {
 		fmt.Fprintf(w, " (host memory: weights on a GPU are read from its own)")

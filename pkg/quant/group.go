@@ -1,10 +1,10 @@
 package quant
 
 import (
-	"encoding/binary"
 	"fmt"
 	"math"
 
+	"github.com/fm-moe/fm/pkg/internal/half"
 	"github.com/fm-moe/fm/pkg/internal/simdlevel"
 )
 
@@ -117,14 +117,6 @@ func codesGo(w []float32, codes []uint8, scales, biases []float32, gs int, n flo
 	}
 }
 
-// decodeBF16Go widens len(dst) little-endian bfloat16 values of src.
-func decodeBF16Go(dst []float32, src []byte) {
-	src = src[:2*len(dst)]
-	for i := range dst {
-		dst[i] = BF16ToF32(binary.LittleEndian.Uint16(src[2*i:]))
-	}
-}
-
 // quantizeBlock quantizes a checked [rows, cols] matrix into p (whose slices
 // are sized) a chunk of whole groups at a time: the SIMD min/max of every
 // group, the scalar scale and bias (groupParams), the SIMD codes, then the
@@ -154,7 +146,7 @@ func quantizeBlock(p *Packed, src []float32, raw []byte, rows, cols, bits, gs in
 		var w []float32
 		if raw != nil {
 			w = p.vals[:m]
-			decodeBF16(w, raw[2*off:2*(off+m)])
+			half.DecodeBF16(w, raw[2*off:2*(off+m)])
 		} else {
 			w = src[off : off+m]
 		}

@@ -32,14 +32,6 @@ func codesAVX512(w *float32, codes *uint8, scales, biases *float32, groups, gs i
 //go:noescape
 func codesAVX2(w *float32, codes *uint8, scales, biases *float32, groups, gs int, n float32, pack4 bool)
 
-// n is a multiple of 16 (AVX-512) or 8 (AVX2), > 0.
-//
-//go:noescape
-func decodeBF16AVX512(dst *float32, src *byte, n int)
-
-//go:noescape
-func decodeBF16AVX2(dst *float32, src *byte, n int)
-
 // k is a multiple of 16 (AVX-512) or 8 (AVX2), > 0.
 //
 //go:noescape
@@ -110,20 +102,4 @@ func packedCodes(w []float32, words []uint32, scales, biases []float32, gs, bits
 	_, _, _ = w[m-1], words[m*bits/32-1], biases[len(scales)-1]
 	codesSIMD(w, (*uint8)(unsafe.Pointer(&words[0])), scales, biases, gs, n, bits == 4)
 	return true
-}
-
-func decodeBF16(dst []float32, src []byte) {
-	src = src[:2*len(dst)]
-	k := 0
-	switch {
-	case simdLevel >= levelAVX512:
-		if k = len(dst) &^ 15; k > 0 {
-			decodeBF16AVX512(&dst[0], &src[0], k)
-		}
-	case simdLevel >= levelAVX2:
-		if k = len(dst) &^ 7; k > 0 {
-			decodeBF16AVX2(&dst[0], &src[0], k)
-		}
-	}
-	decodeBF16Go(dst[k:], src[2*k:])
 }

@@ -14,8 +14,6 @@ func groupCodes(w []float32, codes []uint8, scales, biases []float32, gs int, n 
 	codesGo(w, codes, scales, biases, gs, n)
 }
 
-func decodeBF16(dst []float32, src []byte) { decodeBF16Go(dst, src) }
-
 func packedCodes(w []float32, words []uint32, scales, biases []float32, gs, bits int, n float32) bool {
 	return false
 }

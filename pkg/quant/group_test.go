@@ -2,6 +2,7 @@ package quant
 
 import (
 	"fmt"
+	"github.com/fm-moe/fm/pkg/internal/half"
 	"math"
 	"math/rand/v2"
 	"strings"
@@ -80,7 +81,7 @@ func TestQuantizeBF16IntoMatchesFloat(t *testing.T) {
 	var raw []byte
 	for _, w := range testGroups(rng) {
 		for _, v := range w {
-			h := F32ToBF16(v)
+			h := half.F32ToBF16(v)
 			raw = append(raw, byte(h), byte(h>>8))
 		}
 	}
@@ -167,7 +168,7 @@ func TestDecodeBF16Twins(t *testing.T) {
 				t.Fatal(err)
 			}
 			for i := 0; i < n; i++ {
-				want := BF16ToF32(uint16(src[6+2*i]) | uint16(src[7+2*i])<<8)
+				want := half.BF16ToF32(uint16(src[6+2*i]) | uint16(src[7+2*i])<<8)
 				if math.Float32bits(got[i]) != math.Float32bits(want) {
 					t.Fatalf("%s: n %d: value %d = %#x, want %#x", level, n, i, math.Float32bits(got[i]), math.Float32bits(want))
 				}
@@ -187,7 +188,7 @@ func BenchmarkQuantizeBlock(b *testing.B) {
 	const rows, cols = 768, 2048
 	raw := make([]byte, 2*rows*cols)
 	for i := 0; i < len(raw); i += 2 {
-		h := F32ToBF16(float32(rng.NormFloat64()) * 0.02)
+		h := half.F32ToBF16(float32(rng.NormFloat64()) * 0.02)
 		raw[i], raw[i+1] = byte(h), byte(h>>8)
 	}
 	var p Packed

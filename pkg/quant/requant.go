@@ -2,6 +2,7 @@ package quant
 
 import (
 	"fmt"
+	"github.com/fm-moe/fm/pkg/internal/half"
 	"math"
 )
 
@@ -127,9 +128,9 @@ func NewGroupOptimizer(bits, groupSize int, scaleDType string, obj Objective) (*
 func storageRounder(dtype string) (func(float32) float32, error) {
 	switch dtype {
 	case "BF16":
-		return func(x float32) float32 { return BF16ToF32(F32ToBF16(x)) }, nil
+		return func(x float32) float32 { return half.BF16ToF32(half.F32ToBF16(x)) }, nil
 	case "F16":
-		return func(x float32) float32 { return F16ToF32(F32ToF16(x)) }, nil
+		return func(x float32) float32 { return half.F16ToF32(half.F32ToF16(x)) }, nil
 	case "F32":
 		return func(x float32) float32 { return x }, nil
 	}
@@ -314,9 +315,9 @@ func stepNext(x float32, dtype string, up bool) float32 {
 	var decode func(uint16) float32
 	switch dtype {
 	case "BF16":
-		h, decode = F32ToBF16(x), BF16ToF32
+		h, decode = half.F32ToBF16(x), half.BF16ToF32
 	case "F16":
-		h, decode = F32ToF16(x), F16ToF32
+		h, decode = half.F32ToF16(x), half.F16ToF32
 	default:
 		dir := float32(math.Inf(-1))
 		if up {

@@ -2,6 +2,7 @@ package quant
 
 import (
 	"fmt"
+	"github.com/fm-moe/fm/pkg/internal/half"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -14,13 +15,13 @@ import (
 // to bf16 for the file.
 func minMaxStored(codes []uint8, w []float32, bits int) float64 {
 	s, b := QuantizeGroupMinMax(codes, w, bits)
-	return GroupSquaredError(codes, w, BF16ToF32(F32ToBF16(s)), BF16ToF32(F32ToBF16(b)))
+	return GroupSquaredError(codes, w, half.BF16ToF32(half.F32ToBF16(s)), half.BF16ToF32(half.F32ToBF16(b)))
 }
 
 // mlxStored is MLX's rule (Quantize) stored the same way.
 func mlxStored(codes []uint8, w []float32, bits int) float64 {
 	s, b := QuantizeGroup(codes, w, bits)
-	return GroupSquaredError(codes, w, BF16ToF32(F32ToBF16(s)), BF16ToF32(F32ToBF16(b)))
+	return GroupSquaredError(codes, w, half.BF16ToF32(half.F32ToBF16(s)), half.BF16ToF32(half.F32ToBF16(b)))
 }
 
 // slack absorbs float32 ties: the optimizer picks each code by rint of a
@@ -83,7 +84,7 @@ func testNeverWorse(t *testing.T, obj Objective) {
 		check := func(name string, w []float32) {
 			t.Helper()
 			s, b := opt.Quantize(codes, w)
-			if s != BF16ToF32(F32ToBF16(s)) || b != BF16ToF32(F32ToBF16(b)) {
+			if s != half.BF16ToF32(half.F32ToBF16(s)) || b != half.BF16ToF32(half.F32ToBF16(b)) {
 				t.Fatalf("%d-bit %s: scale %v bias %v are not bf16 values", bits, name, s, b)
 			}
 			for i, q := range codes {
@@ -150,7 +151,7 @@ func TestMSEOddGroups(t *testing.T) {
 		var bulk, bulkBase float64
 		base := make([]uint8, 64)
 		bs, bb := QuantizeGroupMinMax(base, w, bits)
-		bs, bb = BF16ToF32(F32ToBF16(bs)), BF16ToF32(F32ToBF16(bb))
+		bs, bb = half.BF16ToF32(half.F32ToBF16(bs)), half.BF16ToF32(half.F32ToBF16(bb))
 		for i, v := range w {
 			if i == 17 {
 				continue
@@ -271,7 +272,7 @@ func TestStepNext(t *testing.T) {
 	}{
 		{"BF16", 1, 1 + 1.0/128, 1 - 1.0/256},
 		{"BF16", -1, -1 + 1.0/256, -1 - 1.0/128},
-		{"BF16", 0, BF16ToF32(1), BF16ToF32(0x8001)},
+		{"BF16", 0, half.BF16ToF32(1), half.BF16ToF32(0x8001)},
 		{"F16", 1, 1 + 1.0/1024, 1 - 1.0/2048},
 		{"F32", 1, math.Nextafter32(1, 2), math.Nextafter32(1, 0)},
 	} {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/fm-moe/fm/pkg/internal/half"
 	"io"
 	"math"
 	"os"
@@ -417,7 +418,7 @@ func (w *worker) quantize(ctx context.Context, vals []float32, rows, cols int, t
 	rowCodes := w.out[t.Data.Offset:]
 	rowScales := w.out[t.Quant.Scales.Offset:]
 	rowBiases := w.out[t.Quant.Biases.Offset:]
-	round := func(x float32) float32 { return quant.BF16ToF32(quant.F32ToBF16(x)) }
+	round := func(x float32) float32 { return half.BF16ToF32(half.F32ToBF16(x)) }
 	for r := 0; r < rows; r++ {
 		if r%64 == 0 {
 			if err := ctx.Err(); err != nil {

@@ -62,8 +62,8 @@ func (d *Device) Attention(out, q, k, v backend.Tensor, st backend.State, layer,
 			}
 		}
 	}
-	ls.k = append(ls.k, kt.data...)
-	ls.v = append(ls.v, vt.data...)
+	ls.k = appendKV(ls.k, kt.data)
+	ls.v = appendKV(ls.v, vt.data)
 	if !p.Gated {
 		gate = nil
 	}
@@ -227,4 +227,25 @@ func (t *attnTask) run(lo, hi int) {
 			}
 		}
 	}
+}
+
+// appendKV appends a step's keys or values to a layer's cache. The cache
+// grows in doublings (by half once it holds 64 MiB), not by append's 1.25×:
+// every growth copies the whole cache into memory that is then faulted in
+// page by page, and on the development VM those faults made append the
+// largest part of the decode attention core (docs/PERF.md, round five). The
+// first step allocates exactly what it needs, so a prefilled state's Bytes
+// (what the prefix cache budgets) is its snapshot's.
+func appendKV(dst, src []float32) []float32 {
+	need := len(dst) + len(src)
+	if need > cap(dst) {
+		grow := cap(dst)
+		if grow >= 16<<20 {
+			grow = cap(dst) / 2
+		}
+		n := make([]float32, len(dst), max(cap(dst)+grow, need))
+		copy(n, dst)
+		dst = n
+	}
+	return append(dst, src...)
 }

@@ -1,6 +1,9 @@
 package cpu
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"github.com/fm-moe/fm/pkg/internal/half"
+)
 
 // Inner-product kernels in plain Go. Several independent accumulators let the
 // CPU overlap the floating-point adds; the reslicing to fixed-length arrays lets
@@ -30,14 +33,14 @@ func dotBF16(w []uint16, x []float32) float32 {
 	var s0, s1, s2, s3 float32
 	for len(w) >= 4 {
 		pw, px := (*[4]uint16)(w), (*[4]float32)(x)
-		s0 += BF16ToF32(pw[0]) * px[0]
-		s1 += BF16ToF32(pw[1]) * px[1]
-		s2 += BF16ToF32(pw[2]) * px[2]
-		s3 += BF16ToF32(pw[3]) * px[3]
+		s0 += half.BF16ToF32(pw[0]) * px[0]
+		s1 += half.BF16ToF32(pw[1]) * px[1]
+		s2 += half.BF16ToF32(pw[2]) * px[2]
+		s3 += half.BF16ToF32(pw[3]) * px[3]
 		w, x = w[4:], x[4:]
 	}
 	for i := range w {
-		s0 += BF16ToF32(w[i]) * x[i]
+		s0 += half.BF16ToF32(w[i]) * x[i]
 	}
 	return (s0 + s1) + (s2 + s3)
 }
@@ -48,11 +51,11 @@ func dotF16(w []uint16, x []float32) float32 {
 	var s0, s1 float32
 	i := 0
 	for ; i+2 <= len(w); i += 2 {
-		s0 += F16ToF32(w[i]) * x[i]
-		s1 += F16ToF32(w[i+1]) * x[i+1]
+		s0 += half.F16ToF32(w[i]) * x[i]
+		s1 += half.F16ToF32(w[i+1]) * x[i+1]
 	}
 	for ; i < len(w); i++ {
-		s0 += F16ToF32(w[i]) * x[i]
+		s0 += half.F16ToF32(w[i]) * x[i]
 	}
 	return s0 + s1
 }

@@ -1,6 +1,7 @@
 package cpu
 
 import (
+	"github.com/fm-moe/fm/pkg/internal/half"
 	"math"
 	"unsafe"
 )
@@ -312,8 +313,8 @@ func chunkScales(m *Matrix, buf []float32, c, ce int) (scales, biases []float32)
 	g, nr := m.Groups(), ce-c
 	scales, biases = buf[:nr*g], buf[wideChunk*g:wideChunk*g+nr*g]
 	if m.ScaleFormat == BF16 {
-		cvtBF16SIMD(scales, u16s(m.Scales)[c*g:ce*g])
-		cvtBF16SIMD(biases, u16s(m.Biases)[c*g:ce*g])
+		half.DecodeBF16(scales, m.Scales[2*c*g:])
+		half.DecodeBF16(biases, m.Biases[2*c*g:])
 	} else {
 		decodeFloats(scales, m.Scales, m.ScaleFormat, c*g)
 		decodeFloats(biases, m.Biases, m.ScaleFormat, c*g)

@@ -3,6 +3,7 @@
 package cpu
 
 import (
+	"github.com/fm-moe/fm/pkg/internal/half"
 	"os"
 	"unsafe"
 
@@ -57,9 +58,6 @@ func bf16Row4AVX2(w *uint16, xp unsafe.Pointer, xstride int, out unsafe.Pointer,
 func q3RowAVX2(packed *byte, xperm, scales, biases, gsum unsafe.Pointer, groups, gs int) float32
 
 //go:noescape
-func cvtBF16AVX2(dst *float32, src *uint16, n int)
-
-//go:noescape
 func axpyAVX2(y, x *float32, n int, a float32)
 
 //go:noescape
@@ -108,20 +106,9 @@ func dotBF16Wide(w []uint16, x []float32, wide bool) float32 {
 		s = dotBF16AVX2(&w[0], &x[0], n)
 	}
 	for i := n; i < len(w); i++ {
-		s += BF16ToF32(w[i]) * x[i]
+		s += half.BF16ToF32(w[i]) * x[i]
 	}
 	return s
-}
-
-func cvtBF16SIMD(dst []float32, src []uint16) {
-	dst = dst[:len(src)]
-	n := len(src) &^ 7
-	if n > 0 {
-		cvtBF16AVX2(&dst[0], &src[0], n)
-	}
-	for i := n; i < len(src); i++ {
-		dst[i] = BF16ToF32(src[i])
-	}
 }
 
 func axpySIMD(y []float32, a float32, x []float32) {
@@ -225,7 +212,7 @@ func bf16Row4(w []uint16, x []float32, stride int, out *[4]float32, wide bool) {
 		*out = [4]float32{}
 	}
 	for i := n; i < len(w); i++ {
-		f := BF16ToF32(w[i])
+		f := half.BF16ToF32(w[i])
 		out[0] += f * x[i]
 		out[1] += f * x[stride+i]
 		out[2] += f * x[2*stride+i]

@@ -319,28 +319,6 @@ q2step:
 	JNZ         q2group
 	AFFINE_EPILOGUE
 
-// func cvtBF16AVX2(dst *float32, src *uint16, n int)
-// dst[i] = float32 of bf16 src[i]; n is a multiple of 8.
-TEXT ·cvtBF16AVX2(SB), NOSPLIT, $0-24
-	MOVQ dst+0(FP), DI
-	MOVQ src+8(FP), SI
-	MOVQ n+16(FP), CX
-	SHRQ $3, CX
-	JZ   cvtdone
-
-cvtloop:
-	VPMOVZXWD (SI), Y0
-	VPSLLD    $16, Y0, Y0
-	VMOVUPS   Y0, (DI)
-	ADDQ      $16, SI
-	ADDQ      $32, DI
-	DECQ      CX
-	JNZ       cvtloop
-
-cvtdone:
-	VZEROUPPER
-	RET
-
 // func axpyAVX2(y, x *float32, n int, a float32)
 // y[i] += a·x[i]; n is a multiple of 16.
 TEXT ·axpyAVX2(SB), NOSPLIT, $0-28

@@ -43,12 +43,6 @@ func axpySIMD(y []float32, a float32, x []float32)       { axpyGo(y, a, x) }
 func decayReadSIMD(s, mem []float32, alpha, k float32)   { decayReadGo(s, mem, alpha, k) }
 func updateReadSIMD(s, delta, o []float32, k, q float32) { updateReadGo(s, delta, o, k, q) }
 
-func cvtBF16SIMD(dst []float32, src []uint16) {
-	for i, v := range src {
-		dst[i] = BF16ToF32(v)
-	}
-}
-
 func affineRowSIMD(bits int, row []byte, xp, scales, biases, gsum []float32, gs int) float32 {
 	panic("cpu: no SIMD kernels on this architecture")
 }

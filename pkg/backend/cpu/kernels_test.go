@@ -2,6 +2,7 @@ package cpu
 
 import (
 	"fmt"
+	"github.com/fm-moe/fm/pkg/internal/half"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -141,22 +142,22 @@ func TestF16ToF32(t *testing.T) {
 		{0x3c00, 1}, {0xc000, -2}, {0x7bff, 65504}, {0x0001, 5.960464477539063e-08},
 		{0x0400, 6.103515625e-05}, {0x8000, float32(math.Copysign(0, -1))}, {0x3555, 0.333251953125},
 	} {
-		if got := F16ToF32(tc.h); got != tc.want {
-			t.Errorf("F16ToF32(%#04x) = %g, want %g", tc.h, got, tc.want)
+		if got := half.F16ToF32(tc.h); got != tc.want {
+			t.Errorf("half.F16ToF32(%#04x) = %g, want %g", tc.h, got, tc.want)
 		}
 	}
-	if !math.IsInf(float64(F16ToF32(0x7c00)), 1) || !math.IsNaN(float64(F16ToF32(0x7e00))) {
-		t.Error("F16ToF32: inf/nan")
+	if !math.IsInf(float64(half.F16ToF32(0x7c00)), 1) || !math.IsNaN(float64(half.F16ToF32(0x7e00))) {
+		t.Error("half.F16ToF32: inf/nan")
 	}
 }
 
 func TestBF16RoundTrip(t *testing.T) {
 	// Every bf16 value widens and narrows back to itself (NaNs stay NaN).
 	for h := 0; h < 1<<16; h++ {
-		f := BF16ToF32(uint16(h))
-		got := F32ToBF16(f)
+		f := half.BF16ToF32(uint16(h))
+		got := half.F32ToBF16(f)
 		if f != f {
-			if g := BF16ToF32(got); g == g {
+			if g := half.BF16ToF32(got); g == g {
 				t.Fatalf("NaN %#04x narrowed to non-NaN %#04x", h, got)
 			}
 			continue
@@ -166,10 +167,10 @@ func TestBF16RoundTrip(t *testing.T) {
 		}
 	}
 	// Ties round to even.
-	if got := F32ToBF16(math.Float32frombits(0x3f808000)); got != 0x3f80 {
+	if got := half.F32ToBF16(math.Float32frombits(0x3f808000)); got != 0x3f80 {
 		t.Errorf("tie to even down: %#04x", got)
 	}
-	if got := F32ToBF16(math.Float32frombits(0x3f818000)); got != 0x3f82 {
+	if got := half.F32ToBF16(math.Float32frombits(0x3f818000)); got != 0x3f82 {
 		t.Errorf("tie to even up: %#04x", got)
 	}
 }
@@ -274,16 +275,9 @@ func TestVectorKernelsSIMD(t *testing.T) {
 		near("dotF32", n, dotF32SIMD(a, b), dotF32(a, b), mag)
 		w := make([]uint16, n)
 		for i := range w {
-			w[i] = F32ToBF16(a[i])
+			w[i] = half.F32ToBF16(a[i])
 		}
 		near("dotBF16", n, dotBF16SIMD(w, b), dotBF16(w, b), mag)
-		cv := make([]float32, n)
-		cvtBF16SIMD(cv, w)
-		for i := range cv {
-			if cv[i] != BF16ToF32(w[i]) {
-				t.Fatalf("cvtBF16 n=%d [%d]: %g", n, i, cv[i])
-			}
-		}
 		y1, y2 := randomVector(rng, n), make([]float32, n)
 		copy(y2, y1)
 		axpySIMD(y1, 0.7, a)

@@ -2,7 +2,7 @@ package cpu
 
 import (
 	"fmt"
-	"math"
+	"github.com/fm-moe/fm/pkg/internal/half"
 	"unsafe"
 
 	"github.com/fm-moe/fm/pkg/backend"
@@ -69,11 +69,11 @@ func (m *Matrix) Row(dst []float32, r int) {
 		copy(dst, f32s(raw))
 	case BF16:
 		for i, v := range u16s(raw) {
-			dst[i] = BF16ToF32(v)
+			dst[i] = half.BF16ToF32(v)
 		}
 	case F16:
 		for i, v := range u16s(raw) {
-			dst[i] = F16ToF32(v)
+			dst[i] = half.F16ToF32(v)
 		}
 	case Affine:
 		g := m.Groups()
@@ -142,11 +142,11 @@ func decodeFloats(dst []float32, raw []byte, f Format, first int) {
 		copy(dst, f32s(raw)[first:first+len(dst)])
 	case BF16:
 		for i, v := range u16s(raw)[first : first+len(dst)] {
-			dst[i] = BF16ToF32(v)
+			dst[i] = half.BF16ToF32(v)
 		}
 	case F16:
 		for i, v := range u16s(raw)[first : first+len(dst)] {
-			dst[i] = F16ToF32(v)
+			dst[i] = half.F16ToF32(v)
 		}
 	default:
 		panic(fmt.Sprintf("cpu: decodeFloats of format %v", f))
@@ -162,39 +162,6 @@ func DecodeFloats(raw []byte, f Format) ([]float32, error) {
 	out := make([]float32, len(raw)/es)
 	decodeFloats(out, raw, f, 0)
 	return out, nil
-}
-
-// BF16ToF32 widens a bfloat16 bit pattern.
-func BF16ToF32(h uint16) float32 { return math.Float32frombits(uint32(h) << 16) }
-
-// F32ToBF16 rounds to the nearest bfloat16, ties to even (NaN stays NaN).
-func F32ToBF16(f float32) uint16 {
-	b := math.Float32bits(f)
-	if f != f {
-		return uint16(b>>16) | 0x40
-	}
-	return uint16((b + 0x7fff + (b>>16)&1) >> 16)
-}
-
-// F16ToF32 widens an IEEE half-precision bit pattern.
-func F16ToF32(h uint16) float32 {
-	sign := uint32(h>>15) << 31
-	exp := uint32(h>>10) & 0x1f
-	mant := uint32(h) & 0x3ff
-	switch {
-	case exp == 0x1f: // inf, nan
-		return math.Float32frombits(sign | 0x7f800000 | mant<<13)
-	case exp != 0:
-		return math.Float32frombits(sign | (exp+112)<<23 | mant<<13)
-	case mant == 0:
-		return math.Float32frombits(sign)
-	}
-	// Subnormal half: value = mant · 2^-24.
-	f := float32(mant) * (1.0 / (1 << 24))
-	if sign != 0 {
-		f = -f
-	}
-	return f
 }
 
 // The views below reinterpret little-endian bytes in place. fm targets

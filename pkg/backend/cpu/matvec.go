@@ -1,6 +1,10 @@
 package cpu
 
-import "sync"
+import (
+	"sync"
+
+	"github.com/fm-moe/fm/pkg/internal/half"
+)
 
 // MatVec computes y = M·x: len(x) >= Cols, y[:Rows] is overwritten. Rows are
 // split across the pool. For quantized matrices the dequantization is fused.
@@ -183,8 +187,8 @@ func (t *matTask) affineRows(lo, hi int) {
 	scales, biases := (*sbBuf)[:g], (*sbBuf)[g:]
 	for r := lo; r < hi; r++ {
 		if simd && m.ScaleFormat == BF16 {
-			cvtBF16SIMD(scales, u16s(m.Scales)[r*g:(r+1)*g])
-			cvtBF16SIMD(biases, u16s(m.Biases)[r*g:(r+1)*g])
+			half.DecodeBF16(scales, m.Scales[2*r*g:])
+			half.DecodeBF16(biases, m.Biases[2*r*g:])
 		} else {
 			decodeFloats(scales, m.Scales, m.ScaleFormat, r*g)
 			decodeFloats(biases, m.Biases, m.ScaleFormat, r*g)

@@ -2,6 +2,7 @@ package cpu
 
 import (
 	"encoding/binary"
+	"github.com/fm-moe/fm/pkg/internal/half"
 	"math"
 	"math/rand/v2"
 )
@@ -20,7 +21,7 @@ func refElem(m *Matrix, r, c int) float64 {
 		return float64(math.Float32frombits(uint32(binary.LittleEndian.Uint16(m.Data[off:])) << 16))
 	case F16:
 		off := (r*m.Cols + c) * 2
-		return float64(F16ToF32(binary.LittleEndian.Uint16(m.Data[off:])))
+		return float64(half.F16ToF32(binary.LittleEndian.Uint16(m.Data[off:])))
 	case Affine:
 		bit := (r*m.Cols + c) * m.Bits
 		var q uint64
@@ -44,7 +45,7 @@ func refScale(raw []byte, f Format, i int) float64 {
 	case BF16:
 		return float64(math.Float32frombits(uint32(binary.LittleEndian.Uint16(raw[2*i:])) << 16))
 	case F16:
-		return float64(F16ToF32(binary.LittleEndian.Uint16(raw[2*i:])))
+		return float64(half.F16ToF32(binary.LittleEndian.Uint16(raw[2*i:])))
 	}
 	panic("bad scale format")
 }
@@ -75,7 +76,7 @@ func randomMatrix(rng *rand.Rand, rows, cols int, f Format, bits, gs int, sf For
 	case BF16:
 		m.Data = make([]byte, rows*cols*2)
 		for i := 0; i < rows*cols; i++ {
-			binary.LittleEndian.PutUint16(m.Data[2*i:], F32ToBF16(float32(rng.NormFloat64())))
+			binary.LittleEndian.PutUint16(m.Data[2*i:], half.F32ToBF16(float32(rng.NormFloat64())))
 		}
 	case F16:
 		m.Data = make([]byte, rows*cols*2)
@@ -101,7 +102,7 @@ func randomMatrix(rng *rand.Rand, rows, cols int, f Format, bits, gs int, sf For
 			case F32:
 				binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v))
 			case BF16:
-				binary.LittleEndian.PutUint16(b[2*i:], F32ToBF16(v))
+				binary.LittleEndian.PutUint16(b[2*i:], half.F32ToBF16(v))
 			case F16:
 				binary.LittleEndian.PutUint16(b[2*i:], f32ToF16(v))
 			}

@@ -1,6 +1,7 @@
 package cpu
 
 import (
+	"github.com/fm-moe/fm/pkg/internal/half"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -52,7 +53,7 @@ func TestWideKernelsMatchTwins(t *testing.T) {
 		w := make([]uint16, n)
 		var mag float64
 		for i := range a {
-			w[i] = F32ToBF16(a[i])
+			w[i] = half.F32ToBF16(a[i])
 			mag += math.Abs(float64(a[i] * b[i]))
 		}
 		tol := 1e-5*mag + 1e-6

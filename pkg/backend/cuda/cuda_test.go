@@ -4,13 +4,13 @@ package cuda
 
 import (
 	"fmt"
+	"github.com/fm-moe/fm/pkg/internal/half"
 	"math"
 	"math/rand/v2"
 	"strings"
 	"testing"
 
 	"github.com/fm-moe/fm/pkg/backend"
-	"github.com/fm-moe/fm/pkg/quant"
 )
 
 // These tests run every operation of the CUDA backend on random inputs and
@@ -104,10 +104,10 @@ func encodeFloat(dst []byte, v float32, f backend.Format) {
 		u := math.Float32bits(v)
 		dst[0], dst[1], dst[2], dst[3] = byte(u), byte(u>>8), byte(u>>16), byte(u>>24)
 	case backend.BF16:
-		u := quant.F32ToBF16(v)
+		u := half.F32ToBF16(v)
 		dst[0], dst[1] = byte(u), byte(u>>8)
 	case backend.F16:
-		u := quant.F32ToF16(v)
+		u := half.F32ToF16(v)
 		dst[0], dst[1] = byte(u), byte(u>>8)
 	}
 }
@@ -117,9 +117,9 @@ func decodeFloat(src []byte, f backend.Format) float64 {
 	case backend.F32:
 		return float64(math.Float32frombits(uint32(src[0]) | uint32(src[1])<<8 | uint32(src[2])<<16 | uint32(src[3])<<24))
 	case backend.BF16:
-		return float64(quant.BF16ToF32(uint16(src[0]) | uint16(src[1])<<8))
+		return float64(half.BF16ToF32(uint16(src[0]) | uint16(src[1])<<8))
 	default:
-		return float64(quant.F16ToF32(uint16(src[0]) | uint16(src[1])<<8))
+		return float64(half.F16ToF32(uint16(src[0]) | uint16(src[1])<<8))
 	}
 }
 

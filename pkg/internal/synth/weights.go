@@ -2,10 +2,9 @@ package synth
 
 import (
 	"fmt"
+	"github.com/fm-moe/fm/pkg/internal/half"
 	"math"
 	"math/rand/v2"
-
-	"github.com/fm-moe/fm/pkg/quant"
 )
 
 // tensor is one generated parameter, named relative to the text tower
@@ -67,7 +66,7 @@ func (g *generator) fill(k kind, shape []int64, keepF32 bool) []float32 {
 		}
 		v[i] = float32(x)
 		if !keepF32 {
-			v[i] = quant.BF16ToF32(quant.F32ToBF16(v[i]))
+			v[i] = half.BF16ToF32(half.F32ToBF16(v[i]))
 		}
 	}
 	return v

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/fm-moe/fm/pkg/internal/half"
 	"io/fs"
 	"math"
 	"os"
@@ -218,7 +219,7 @@ func expertName(name string) (layer, e int, proj string, ok bool) {
 func bf16Tensor(name string, shape []int64, data []float32) safetensors.WriteTensor {
 	b := make([]byte, 2*len(data))
 	for i, v := range data {
-		binary.LittleEndian.PutUint16(b[2*i:], quant.F32ToBF16(v))
+		binary.LittleEndian.PutUint16(b[2*i:], half.F32ToBF16(v))
 	}
 	return safetensors.WriteTensor{Name: name, DType: safetensors.BF16, Shape: shape, Data: b}
 }
