@@ -205,9 +205,9 @@ func TestNEONMatchesTwin(t *testing.T) {
 		w, x := make([]uint16, n), randomVector(rng, 4*n)
 		mags := make([]float64, 4)
 		for i := range w {
-			w[i] = F32ToBF16(float32(rng.NormFloat64()))
+			w[i] = half.F32ToBF16(float32(rng.NormFloat64()))
 			for tok := range mags {
-				mags[tok] += math.Abs(float64(BF16ToF32(w[i]) * x[tok*n+i]))
+				mags[tok] += math.Abs(float64(half.BF16ToF32(w[i]) * x[tok*n+i]))
 			}
 		}
 		if got, want := bf16DotArch(w, x), dotBF16(w, x); math.Abs(float64(got-want)) > 1e-5*mags[0]+1e-6 {
