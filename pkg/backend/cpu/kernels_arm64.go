@@ -183,21 +183,8 @@ func bf16Row4Arch(w []uint16, x []float32, stride int, out *[4]float32) {
 }
 
 // int8NEON reports whether an SDOT kernel handles int8-mode rows of this bit
-// width and group size.
-func int8NEON(bits, gs int) bool {
-	if !haveSDOT {
-		return false
-	}
-	switch bits {
-	case 4:
-		return gs%32 == 0
-	case 8:
-		return gs%16 == 0
-	case 2:
-		return gs%64 == 0
-	}
-	return false
-}
+// width and group size: the same shapes as the float kernels.
+func int8NEON(bits, gs int) bool { return haveSDOT && neonAffine(bits, gs) }
 
 // affineRowInt8Arch is affineRowInt8 (int8NEON holds) on the SDOT kernels.
 func affineRowInt8Arch(bits, gs int, raw []byte, xq []int8, sx, scales, biases, gsum []float32) float32 {
@@ -230,12 +217,7 @@ func dotRows4Arch(q, k []float32, stride int, out *[4]float32) {
 	if n > 0 {
 		dotRows4NEON(&q[0], &k[0], 4*stride, out, n/8)
 	}
-	for i := n; i < len(q); i++ {
-		out[0] += q[i] * k[i]
-		out[1] += q[i] * k[stride+i]
-		out[2] += q[i] * k[2*stride+i]
-		out[3] += q[i] * k[3*stride+i]
-	}
+	dotRows4Tail(q, k, stride, n, out)
 }
 
 // weightedRowSumArch is WeightedRowSum on NEON (p and o not empty, v long

@@ -28,9 +28,78 @@
 	WORD   $ucvtc \
 	WORD   $ucvtd
 
+// FROWARGS loads the arguments of the float affine row kernels (packed, x,
+// scales, out, groups, steps → R0..R5). Like every macro that names
+// arguments, it is defined before the first TEXT so that vet's frame check
+// reads the names against the kernels' own signatures.
+#define FROWARGS \
+	MOVD packed+0(FP), R0 \
+	MOVD x+8(FP), R1 \
+	MOVD scales+16(FP), R2 \
+	MOVD out+24(FP), R3 \
+	MOVD groups+32(FP), R4 \
+	MOVD steps+40(FP), R5
+
+// FGROUPSTART clears a group's four accumulators V24..V27 and sets the step
+// count R6 from R5.
+#define FGROUPSTART \
+	VEOR V24.B16, V24.B16, V24.B16 \
+	VEOR V25.B16, V25.B16, V25.B16 \
+	VEOR V26.B16, V26.B16, V26.B16 \
+	VEOR V27.B16, V27.B16, V27.B16 \
+	MOVD R5, R6
+
+// IROWARGS loads the arguments of the SDOT row kernels (packed, xq, sx,
+// scales, out, groups, steps → R0..R6).
+#define IROWARGS \
+	MOVD packed+0(FP), R0 \
+	MOVD xq+8(FP), R1 \
+	MOVD sx+16(FP), R2 \
+	MOVD scales+24(FP), R3 \
+	MOVD out+32(FP), R4 \
+	MOVD groups+40(FP), R5 \
+	MOVD steps+48(FP), R6
+
+// F4ZERO clears the eight per-group accumulators V16..V23.
+#define F4ZERO \
+	VEOR V16.B16, V16.B16, V16.B16 \
+	VEOR V17.B16, V17.B16, V17.B16 \
+	VEOR V18.B16, V18.B16, V18.B16 \
+	VEOR V19.B16, V19.B16, V19.B16 \
+	VEOR V20.B16, V20.B16, V20.B16 \
+	VEOR V21.B16, V21.B16, V21.B16 \
+	VEOR V22.B16, V22.B16, V22.B16 \
+	VEOR V23.B16, V23.B16, V23.B16
+
+// ROW4MAC multiplies the eight floats in V1, V2 with the next eight of four
+// rows (R1, R3, R4, R5) into the rows' accumulator pairs V16/V17 … V22/V23.
+#define ROW4MAC \
+	VLD1.P 32(R1), [V4.S4, V5.S4] \
+	VLD1.P 32(R3), [V6.S4, V7.S4] \
+	VLD1.P 32(R4), [V8.S4, V9.S4] \
+	VLD1.P 32(R5), [V10.S4, V11.S4] \
+	VFMLA  V1.S4, V4.S4, V16.S4 \
+	VFMLA  V2.S4, V5.S4, V17.S4 \
+	VFMLA  V1.S4, V6.S4, V18.S4 \
+	VFMLA  V2.S4, V7.S4, V19.S4 \
+	VFMLA  V1.S4, V8.S4, V20.S4 \
+	VFMLA  V2.S4, V9.S4, V21.S4 \
+	VFMLA  V1.S4, V10.S4, V22.S4 \
+	VFMLA  V2.S4, V11.S4, V23.S4
+
+// ROW4SUM stores {Σ V16+V17, Σ V18+V19, Σ V20+V21, Σ V22+V23} at (R6).
+#define ROW4SUM \
+	WORD $0x4E31D610 /* FADD V16.4S, V16.4S, V17.4S */ \
+	WORD $0x4E33D652 /* FADD V18.4S, V18.4S, V19.4S */ \
+	WORD $0x4E35D694 /* FADD V20.4S, V20.4S, V21.4S */ \
+	WORD $0x4E37D6D6 /* FADD V22.4S, V22.4S, V23.4S */ \
+	WORD $0x6E32D610 /* FADDP V16.4S, V16.4S, V18.4S */ \
+	WORD $0x6E36D694 /* FADDP V20.4S, V20.4S, V22.4S */ \
+	WORD $0x6E34D610 /* FADDP V16.4S, V16.4S, V20.4S */ \
+	VST1 [V16.S4], (R6)
+
 // F4PROLOGUE loads the arguments shared by the 4-token float kernels
-// (q4Row4NEON, q8Row4NEON; defined before every TEXT so that vet's frame
-// check reads its names against their signature): codes
+// (q4Row4NEON, q8Row4NEON): codes
 // R0, the four tokens' x at R1, R3, R4, R5 (stride elements apart), scales
 // R6, out R7, groups R8, steps R9; the totals V24..V27 start at zero.
 #define F4PROLOGUE \
@@ -56,21 +125,12 @@
 // elements, which meet the low nibbles, and the odd ones). steps is
 // GroupSize/32 (16 bytes of codes each). The caller adds Σ_g b_g·Σx_g.
 TEXT ·q4RowNEON(SB), NOSPLIT, $0-48
-	MOVD  packed+0(FP), R0
-	MOVD  x+8(FP), R1
-	MOVD  scales+16(FP), R2
-	MOVD  out+24(FP), R3
-	MOVD  groups+32(FP), R4
-	MOVD  steps+40(FP), R5
+	FROWARGS
 	VMOVI $15, V31.B16
 	VEOR  V28.B16, V28.B16, V28.B16
 
 q4ngroup:
-	VEOR V24.B16, V24.B16, V24.B16
-	VEOR V25.B16, V25.B16, V25.B16
-	VEOR V26.B16, V26.B16, V26.B16
-	VEOR V27.B16, V27.B16, V27.B16
-	MOVD R5, R6
+	FGROUPSTART
 
 q4nstep:
 	VLD1.P 16(R0), [V0.B16]
@@ -122,20 +182,11 @@ q4nstep:
 // natural order; steps is GroupSize/16 (16 codes each). The caller adds
 // Σ_g b_g·Σx_g.
 TEXT ·q8RowNEON(SB), NOSPLIT, $0-48
-	MOVD packed+0(FP), R0
-	MOVD x+8(FP), R1
-	MOVD scales+16(FP), R2
-	MOVD out+24(FP), R3
-	MOVD groups+32(FP), R4
-	MOVD steps+40(FP), R5
+	FROWARGS
 	VEOR V28.B16, V28.B16, V28.B16
 
 q8ngroup:
-	VEOR V24.B16, V24.B16, V24.B16
-	VEOR V25.B16, V25.B16, V25.B16
-	VEOR V26.B16, V26.B16, V26.B16
-	VEOR V27.B16, V27.B16, V27.B16
-	MOVD R5, R6
+	FGROUPSTART
 
 q8nstep:
 	VLD1.P 16(R0), [V0.B16]
@@ -172,21 +223,12 @@ q8nstep:
 // lowest bits first). VLD4 splits each 16 elements of x by element mod 4, the
 // order in which the codes' bit fields hold them. The caller adds Σ_g b_g·Σx_g.
 TEXT ·q2RowNEON(SB), NOSPLIT, $0-48
-	MOVD  packed+0(FP), R0
-	MOVD  x+8(FP), R1
-	MOVD  scales+16(FP), R2
-	MOVD  out+24(FP), R3
-	MOVD  groups+32(FP), R4
-	MOVD  steps+40(FP), R5
+	FROWARGS
 	VMOVI $3, V30.B16
 	VEOR  V28.B16, V28.B16, V28.B16
 
 q2ngroup:
-	VEOR V24.B16, V24.B16, V24.B16
-	VEOR V25.B16, V25.B16, V25.B16
-	VEOR V26.B16, V26.B16, V26.B16
-	VEOR V27.B16, V27.B16, V27.B16
-	MOVD R5, R6
+	FGROUPSTART
 
 q2nstep:
 	VLD1.P 16(R0), [V0.B16]
@@ -293,41 +335,16 @@ TEXT ·bf16Row4NEON(SB), NOSPLIT, $0-40
 	ADD  R3, R2, R4
 	ADD  R4, R2, R5
 	VEOR V31.B16, V31.B16, V31.B16
-	VEOR V16.B16, V16.B16, V16.B16
-	VEOR V17.B16, V17.B16, V17.B16
-	VEOR V18.B16, V18.B16, V18.B16
-	VEOR V19.B16, V19.B16, V19.B16
-	VEOR V20.B16, V20.B16, V20.B16
-	VEOR V21.B16, V21.B16, V21.B16
-	VEOR V22.B16, V22.B16, V22.B16
-	VEOR V23.B16, V23.B16, V23.B16
+	F4ZERO
 
 bf16r4loop:
 	VLD1.P 16(R0), [V0.H8]
 	BF16W(V0, V1, V2)
-	VLD1.P 32(R1), [V4.S4, V5.S4]
-	VLD1.P 32(R3), [V6.S4, V7.S4]
-	VLD1.P 32(R4), [V8.S4, V9.S4]
-	VLD1.P 32(R5), [V10.S4, V11.S4]
-	VFMLA  V1.S4, V4.S4, V16.S4
-	VFMLA  V2.S4, V5.S4, V17.S4
-	VFMLA  V1.S4, V6.S4, V18.S4
-	VFMLA  V2.S4, V7.S4, V19.S4
-	VFMLA  V1.S4, V8.S4, V20.S4
-	VFMLA  V2.S4, V9.S4, V21.S4
-	VFMLA  V1.S4, V10.S4, V22.S4
-	VFMLA  V2.S4, V11.S4, V23.S4
+	ROW4MAC
 	SUBS   $1, R7, R7
 	BNE    bf16r4loop
 
-	WORD $0x4E31D610 // FADD V16.4S, V16.4S, V17.4S
-	WORD $0x4E33D652 // FADD V18.4S, V18.4S, V19.4S
-	WORD $0x4E35D694 // FADD V20.4S, V20.4S, V21.4S
-	WORD $0x4E37D6D6 // FADD V22.4S, V22.4S, V23.4S
-	WORD $0x6E32D610 // FADDP V16.4S, V16.4S, V18.4S
-	WORD $0x6E36D694 // FADDP V20.4S, V20.4S, V22.4S
-	WORD $0x6E34D610 // FADDP V16.4S, V16.4S, V20.4S
-	VST1 [V16.S4], (R6)
+	ROW4SUM
 	RET
 
 // Group epilogue of the int8-activation kernels: V24 = V24+V25 (int32
@@ -352,13 +369,7 @@ bf16r4loop:
 // xq into the elements meeting low and high nibbles. The caller adds
 // Σ_g b_g·Σx_g.
 TEXT ·q4RowSDOT(SB), NOSPLIT, $0-56
-	MOVD  packed+0(FP), R0
-	MOVD  xq+8(FP), R1
-	MOVD  sx+16(FP), R2
-	MOVD  scales+24(FP), R3
-	MOVD  out+32(FP), R4
-	MOVD  groups+40(FP), R5
-	MOVD  steps+48(FP), R6
+	IROWARGS
 	VMOVI $15, V31.B16
 	VEOR  V28.B16, V28.B16, V28.B16
 
@@ -388,13 +399,7 @@ q4sstep:
 // q4RowSDOT for 2-bit codes (0..3, signed-safe too), steps = GroupSize/64:
 // VLD4 splits 64 bytes of xq by element mod 4, the field order of the codes.
 TEXT ·q2RowSDOT(SB), NOSPLIT, $0-56
-	MOVD  packed+0(FP), R0
-	MOVD  xq+8(FP), R1
-	MOVD  sx+16(FP), R2
-	MOVD  scales+24(FP), R3
-	MOVD  out+32(FP), R4
-	MOVD  groups+40(FP), R5
-	MOVD  steps+48(FP), R6
+	IROWARGS
 	VMOVI $3, V31.B16
 	VEOR  V28.B16, V28.B16, V28.B16
 
@@ -433,13 +438,7 @@ q2sstep:
 // the same pass: Σ q·xq = Σ (q−128)·xq + 128·Σ xq. (USDOT, the mixed-sign
 // dot product, needs FEAT_I8MM, which the M1 lacks.)
 TEXT ·q8RowSDOT(SB), NOSPLIT, $0-56
-	MOVD  packed+0(FP), R0
-	MOVD  xq+8(FP), R1
-	MOVD  sx+16(FP), R2
-	MOVD  scales+24(FP), R3
-	MOVD  out+32(FP), R4
-	MOVD  groups+40(FP), R5
-	MOVD  steps+48(FP), R6
+	IROWARGS
 	VMOVI $128, V31.B16
 	VMOVI $1, V30.B16
 	VEOR  V28.B16, V28.B16, V28.B16
@@ -480,17 +479,6 @@ q8sstep:
 	VFMLA   V18.S4, V29.S4, V25.S4 \
 	VFMLA   V20.S4, V29.S4, V26.S4 \
 	VFMLA   V22.S4, V29.S4, V27.S4
-
-// F4ZERO clears the eight per-group accumulators V16..V23.
-#define F4ZERO \
-	VEOR V16.B16, V16.B16, V16.B16 \
-	VEOR V17.B16, V17.B16, V17.B16 \
-	VEOR V18.B16, V18.B16, V18.B16 \
-	VEOR V19.B16, V19.B16, V19.B16 \
-	VEOR V20.B16, V20.B16, V20.B16 \
-	VEOR V21.B16, V21.B16, V21.B16 \
-	VEOR V22.B16, V22.B16, V22.B16 \
-	VEOR V23.B16, V23.B16, V23.B16
 
 // F4EPILOGUE reduces the totals to out = {Σ V24, Σ V25, Σ V26, Σ V27}.
 #define F4EPILOGUE \
@@ -600,29 +588,11 @@ TEXT ·dotRows4NEON(SB), NOSPLIT, $0-40
 
 dr4loop:
 	VLD1.P 32(R0), [V1.S4, V2.S4]
-	VLD1.P 32(R1), [V4.S4, V5.S4]
-	VLD1.P 32(R3), [V6.S4, V7.S4]
-	VLD1.P 32(R4), [V8.S4, V9.S4]
-	VLD1.P 32(R5), [V10.S4, V11.S4]
-	VFMLA  V1.S4, V4.S4, V16.S4
-	VFMLA  V2.S4, V5.S4, V17.S4
-	VFMLA  V1.S4, V6.S4, V18.S4
-	VFMLA  V2.S4, V7.S4, V19.S4
-	VFMLA  V1.S4, V8.S4, V20.S4
-	VFMLA  V2.S4, V9.S4, V21.S4
-	VFMLA  V1.S4, V10.S4, V22.S4
-	VFMLA  V2.S4, V11.S4, V23.S4
+	ROW4MAC
 	SUBS   $1, R7, R7
 	BNE    dr4loop
 
-	WORD $0x4E31D610 // FADD V16.4S, V16.4S, V17.4S
-	WORD $0x4E33D652 // FADD V18.4S, V18.4S, V19.4S
-	WORD $0x4E35D694 // FADD V20.4S, V20.4S, V21.4S
-	WORD $0x4E37D6D6 // FADD V22.4S, V22.4S, V23.4S
-	WORD $0x6E32D610 // FADDP V16.4S, V16.4S, V18.4S
-	WORD $0x6E36D694 // FADDP V20.4S, V20.4S, V22.4S
-	WORD $0x6E34D610 // FADDP V16.4S, V16.4S, V20.4S
-	VST1 [V16.S4], (R6)
+	ROW4SUM
 	RET
 
 // func weightedSum16NEON(o, p, v *float32, vstride, n int)
