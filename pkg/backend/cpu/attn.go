@@ -17,7 +17,22 @@ func DotRows4(q, k []float32, stride int, out *[4]float32) {
 		dotRows4SIMD(q, k, stride, out)
 		return
 	}
+	if haveNEON {
+		dotRows4Arch(q, k, stride, out)
+		return
+	}
 	dotRows4Go(q, k, stride, out)
+}
+
+// dotRows4Tail adds the products of elements from on to out: the tail of
+// the assembly DotRows4 kernels, which take whole blocks.
+func dotRows4Tail(q, k []float32, stride, from int, out *[4]float32) {
+	for i := from; i < len(q); i++ {
+		out[0] += q[i] * k[i]
+		out[1] += q[i] * k[stride+i]
+		out[2] += q[i] * k[2*stride+i]
+		out[3] += q[i] * k[3*stride+i]
+	}
 }
 
 func dotRows4Go(q, k []float32, stride int, out *[4]float32) {
@@ -37,6 +52,10 @@ func WeightedRowSum(o, p, v []float32, stride int) {
 	_ = v[(len(p)-1)*stride+len(o)-1]
 	if haveAVX2 {
 		weightedRowSumSIMD(o, p, v, stride)
+		return
+	}
+	if haveNEON {
+		weightedRowSumArch(o, p, v, stride)
 		return
 	}
 	weightedRowSumGo(o, p, v, stride)

@@ -23,12 +23,7 @@ func dotRows4SIMD(q, k []float32, stride int, out *[4]float32) {
 	} else {
 		*out = [4]float32{}
 	}
-	for i := n; i < len(q); i++ {
-		out[0] += q[i] * k[i]
-		out[1] += q[i] * k[stride+i]
-		out[2] += q[i] * k[2*stride+i]
-		out[3] += q[i] * k[3*stride+i]
-	}
+	dotRows4Tail(q, k, stride, n, out)
 }
 
 func weightedRowSumSIMD(o, p, v []float32, stride int) {

@@ -11,10 +11,14 @@
 //
 // Kernels come in levels, chosen once per process by one switch (simdLevel in
 // kernels_amd64.go): generic Go (dot.go, ops.go, attn.go: the twins, and what
-// every other architecture runs), AVX2+FMA (kernels_amd64.s) and AVX-512
-// (kernels512_amd64.s). The build tag noasm compiles the assembly out
-// (kernels_generic.go, attn_generic.go); FM_SIMD=generic|avx2 caps the level
-// at run time for A/B measurements. The tests run every level the machine has
+// architectures other than amd64 and arm64 run), AVX2+FMA (kernels_amd64.s)
+// and AVX-512 (kernels512_amd64.s). On arm64 the NEON kernels
+// (kernels_arm64.s) replace the twins below the generic level: affine rows of
+// 2, 4 and 8 bits, f32 and bf16 rows, the attention helpers, and the int8
+// mode's SDOT rows where the CPU has the dot product. The build tag noasm
+// compiles the assembly out (kernels_generic.go, attn_generic.go,
+// neon_off.go); FM_SIMD=generic|avx2 caps the amd64 level at run time for A/B
+// measurements. The tests run every level the machine has
 // against a float64 reference (reference_test.go) and against the generic
 // twins, on random inputs with odd sizes and every bit width.
 //
@@ -25,7 +29,7 @@
 //
 // In int8 mode (backend.MatmulInt8, --matmul int8; int8.go) the products with
 // affine matrices quantize x to int8 per weight group and use integer dot
-// products (AVX-512 VNNI, AVX2, or the Go twin): faster and approximate; the
+// products (AVX-512 VNNI, AVX2, arm64 SDOT, or the Go twin): faster and approximate; the
 // default mode is exact. On a VNNI CPU, each 4-bit dense matrix with bf16
 // scales gets, at its first product, an in-memory, CPU-only row-interleaved copy
 // (rowpack.go: 16 rows per vector, so an integer dot covers 16 rows of one

@@ -301,6 +301,12 @@ func (t *matTask) int8Rows(lo, hi int) {
 			} else if t.level == levelAVX2 {
 				affineRowsInt8AVX2(bits, m.Data[c*rb:ce*rb], xq, sx, scales, biases, gsum, yk, gs)
 				first = len(yk)
+			} else if int8NEON(bits, gs) {
+				for i := range yk {
+					r := c + i
+					yk[i] = affineRowInt8Arch(bits, gs, m.Data[r*rb:(r+1)*rb], xq, sx, scales[i*g:(i+1)*g], biases[i*g:(i+1)*g], gsum)
+				}
+				first = len(yk)
 			}
 			for i := first; i < len(yk); i++ {
 				r := c + i

@@ -85,6 +85,8 @@ func (t *matTask) floatRows(lo, hi int) {
 				xt := x[k*cols : (k+1)*cols]
 				if level >= levelAVX2 {
 					y[k*rows+r] = dotF32Wide(w, xt, level >= levelAVX512)
+				} else if haveNEON {
+					y[k*rows+r] = f32DotArch(w, xt)
 				} else {
 					y[k*rows+r] = dotF32(w, xt)
 				}
@@ -102,11 +104,19 @@ func (t *matTask) floatRows(lo, hi int) {
 					}
 					y[k*rows+r], y[(k+1)*rows+r], y[(k+2)*rows+r], y[(k+3)*rows+r] = out[0], out[1], out[2], out[3]
 				}
+			} else if haveNEON {
+				var out [4]float32
+				for ; k+4 <= n; k += 4 {
+					bf16Row4Arch(w, x[k*cols:(k+4)*cols], cols, &out)
+					y[k*rows+r], y[(k+1)*rows+r], y[(k+2)*rows+r], y[(k+3)*rows+r] = out[0], out[1], out[2], out[3]
+				}
 			}
 			for ; k < n; k++ {
 				xt := x[k*cols : (k+1)*cols]
 				if level >= levelAVX2 {
 					y[k*rows+r] = dotBF16Wide(w, xt, level >= levelAVX512)
+				} else if haveNEON {
+					y[k*rows+r] = bf16DotArch(w, xt)
 				} else {
 					y[k*rows+r] = dotBF16(w, xt)
 				}
@@ -150,7 +160,7 @@ func (p *Pool) affineMatMul(t *matTask) {
 	}
 	// The 4-token kernels want the group sums of each block of four tokens
 	// interleaved [group][token].
-	if simd && (m.Bits == 4 || m.Bits == 8) && gs%16 == 0 {
+	if simd && (m.Bits == 4 || m.Bits == 8) && gs%16 == 0 || haveNEON && neonAffine4(m.Bits, gs) {
 		t.blocks = n / 4
 	}
 	if t.blocks > 0 {
@@ -189,7 +199,11 @@ func (t *matTask) affineRows(lo, hi int) {
 		var out [4]float32
 		for b := 0; b < blocks; b++ {
 			k := 4 * b
-			affineRow4SIMD(m.Bits, raw, xp[k*cols:(k+4)*cols], cols, scales, biases, t.gsum4[b*4*g:(b+1)*4*g], gs, &out)
+			if haveNEON {
+				affineRow4Arch(m.Bits, raw, xp[k*cols:(k+4)*cols], cols, scales, biases, t.gsum4[b*4*g:(b+1)*4*g], gs, &out)
+			} else {
+				affineRow4SIMD(m.Bits, raw, xp[k*cols:(k+4)*cols], cols, scales, biases, t.gsum4[b*4*g:(b+1)*4*g], gs, &out)
+			}
 			y[k*rows+r], y[(k+1)*rows+r], y[(k+2)*rows+r], y[(k+3)*rows+r] = out[0], out[1], out[2], out[3]
 		}
 		for k := 4 * blocks; k < n; k++ {
@@ -320,9 +334,14 @@ func groupSums(dst, x []float32, gs int) []float32 {
 // affineRowDot is one affine row (raw codes, decoded scales and biases) dotted
 // with x, given the group sums of x.
 func affineRowDot(bits, gs int, raw []byte, x, scales, biases, gsum []float32) float32 {
-	if haveNEON && bits == 4 && gs%32 == 0 {
-		return q4RowArch(raw, x, scales, biases, gsum, gs)
+	if haveNEON && neonAffine(bits, gs) {
+		return affineRowArch(bits, raw, x, scales, biases, gsum, gs)
 	}
+	return affineRowGo(bits, gs, raw, x, scales, biases, gsum)
+}
+
+// affineRowGo is affineRowDot in Go: the twin of the NEON row kernels.
+func affineRowGo(bits, gs int, raw []byte, x, scales, biases, gsum []float32) float32 {
 	gb := gs * bits / 8 // bytes per group
 	var acc float32
 	for j := range scales {

@@ -7,6 +7,9 @@ func Dot(a, b []float32) float32 {
 	if haveAVX2 {
 		return dotF32SIMD(a, b)
 	}
+	if haveNEON {
+		return f32DotArch(a, b)
+	}
 	return dotF32(a, b)
 }
 
@@ -14,6 +17,10 @@ func Dot(a, b []float32) float32 {
 func Axpy(y []float32, a float32, x []float32) {
 	if haveAVX2 {
 		axpySIMD(y, a, x)
+		return
+	}
+	if haveNEON {
+		axpyArch(y, a, x)
 		return
 	}
 	axpyGo(y, a, x)

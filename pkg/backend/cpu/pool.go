@@ -183,6 +183,18 @@ func (t *team) run(n, parts int, r ranger) {
 	}
 }
 
+// storeLoad: the park/wake hand-shakes above and below are Dekker's pattern
+// (each side writes its flag, then reads the other's), which needs the write
+// ordered before the read. Go's atomics are sequentially consistent, but
+// qemu-user on an x86 host (which runs the arm64 tests in make test)
+// evidently lets an arm64 store-release pass a later load-acquire, so both
+// sides could miss each other and sleep forever ("all goroutines are asleep"
+// in 2 of 6 qemu runs of the pool-heavy tests with Stores, 0 of 10 with
+// Swaps). The flag writes are
+// therefore Swaps, read-modify-writes that every host orders fully; on amd64
+// an atomic Store already is an XCHG, on arm64 a SWPAL costs about as much as
+// an STLR.
+//
 // ownerSpins is how many times (runtime.Gosched each) the owner polls for a
 // helper's part before it sleeps: parts are split evenly, so the wait is
 // usually short; but when the machine is oversubscribed the helper may not
@@ -196,7 +208,7 @@ func (h *helper) await(gen uint32) {
 			runtime.Gosched()
 			continue
 		}
-		h.ownerParked.Store(true)
+		h.ownerParked.Swap(true) // Swap, not Store: see storeLoad
 		if h.done.Load() != gen {
 			<-h.finished
 		}
@@ -228,7 +240,7 @@ func (h *helper) loop() {
 			}
 			// Park. The owner bumps gen before reading parked, and we set
 			// parked before re-reading gen, so one of us sees the other.
-			h.parked.Store(true)
+			h.parked.Swap(true) // Swap, not Store: see storeLoad
 			if h.gen.Load() == seen && !h.quit.Load() {
 				<-h.wake
 			}
@@ -237,7 +249,7 @@ func (h *helper) loop() {
 		}
 		seen = h.gen.Load()
 		h.r.run(h.lo, h.hi)
-		h.done.Store(seen)
+		h.done.Swap(seen) // Swap, not Store: see storeLoad
 		if h.ownerParked.Load() {
 			select {
 			case h.finished <- struct{}{}:

@@ -4,6 +4,7 @@ import (
 	"github.com/fm-moe/fm/pkg/internal/half"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -142,32 +143,174 @@ func TestLevelsAgreeOnLargeShapes(t *testing.T) {
 	}
 }
 
-// TestNEONMatchesTwin compares the arm64 NEON 4-bit row kernel with the
-// generic per-group dotQ4 on random rows (run under qemu-user by make test).
+// TestNEONMatchesTwin compares each arm64 NEON kernel with its generic twin
+// on random rows: the 2/4/8-bit affine rows and the 4/8-bit four-token
+// rows (affineRowGo), the f32 and bf16 dots and the bf16 four-token row
+// (dotF32, dotBF16), DotRows4, WeightedRowSum and Axpy, and the SDOT
+// int8-activation rows
+// (affineRowInt8), over group sizes, odd group counts and lengths with tails;
+// the tolerance is the float64 reference tests' 1e-5 of Σ|terms|. make test
+// runs it under qemu-user.
 func TestNEONMatchesTwin(t *testing.T) {
 	if !haveNEON {
 		t.Skip("no NEON kernels in this build")
 	}
 	rng := rand.New(rand.NewPCG(14, 15))
-	for _, gs := range []int{32, 64, 128} {
-		for _, groups := range []int{1, 3, 17} {
-			m := randomMatrix(rng, 2, gs*groups, Affine, 4, gs, F32)
-			x := randomVector(rng, m.Cols)
-			scales, biases := make([]float32, groups), make([]float32, groups)
-			decodeFloats(scales, m.Scales, F32, groups)
-			decodeFloats(biases, m.Biases, F32, groups)
-			gsum := groupSums(make([]float32, groups), x, gs)
-			raw := m.Data[m.RowBytes():]
-			got := q4RowArch(raw, x, scales, biases, gsum, gs)
-			var want, mag float64
-			gb := gs / 2
-			for j := range groups {
-				d := dotQ4(u32s(raw[j*gb:(j+1)*gb]), x[j*gs:(j+1)*gs])
-				want += float64(scales[j]*d + biases[j]*gsum[j])
-				mag += math.Abs(float64(scales[j]*d)) + math.Abs(float64(biases[j]*gsum[j]))
+	for _, bits := range []int{2, 3, 4, 8} {
+		for _, gs := range []int{16, 32, 64, 128, 256} {
+			if !neonAffine(bits, gs) {
+				continue
 			}
-			if math.Abs(float64(got)-want) > 1e-5*mag+1e-6 {
-				t.Errorf("gs %d groups %d: NEON %g, generic %g", gs, groups, got, want)
+			for _, groups := range []int{1, 2, 3, 17} {
+				m := randomMatrix(rng, 2, gs*groups, Affine, bits, gs, F32)
+				x := randomVector(rng, m.Cols)
+				scales, biases := make([]float32, groups), make([]float32, groups)
+				decodeFloats(scales, m.Scales, F32, groups)
+				decodeFloats(biases, m.Biases, F32, groups)
+				gsum := groupSums(make([]float32, groups), x, gs)
+				raw := m.Data[m.RowBytes():]
+				got := affineRowArch(bits, raw, x, scales, biases, gsum, gs)
+				want := affineRowGo(bits, gs, raw, x, scales, biases, gsum)
+				// Σ|terms| of the float64 reference, for the tolerance
+				mag := func(x, gsum []float32) float64 {
+					var s float64
+					for c := range m.Cols {
+						s += math.Abs(float64(scales[c/gs]) * float64(refCode(m, 1, c)) * float64(x[c]))
+					}
+					for j := range groups {
+						s += math.Abs(float64(biases[j] * gsum[j]))
+					}
+					return s
+				}
+				if math.Abs(float64(got-want)) > 1e-5*mag(x, gsum)+1e-6 || math.IsNaN(float64(got)) {
+					t.Errorf("%d-bit gs %d groups %d: NEON %g, generic %g", bits, gs, groups, got, want)
+				}
+				if !neonAffine4(bits, gs) {
+					continue
+				}
+				// Four tokens, token 0 the x above.
+				x4 := append(slices.Clone(x), randomVector(rng, 3*m.Cols)...)
+				gsum4 := make([]float32, 4*groups)
+				for tok := range 4 {
+					for j, v := range groupSums(make([]float32, groups), x4[tok*m.Cols:(tok+1)*m.Cols], gs) {
+						gsum4[4*j+tok] = v
+					}
+				}
+				var out [4]float32
+				affineRow4Arch(bits, raw, x4, m.Cols, scales, biases, gsum4, gs, &out)
+				for tok := range out {
+					xt := x4[tok*m.Cols : (tok+1)*m.Cols]
+					gt := groupSums(make([]float32, groups), xt, gs)
+					want := affineRowGo(bits, gs, raw, xt, scales, biases, gt)
+					if math.Abs(float64(out[tok]-want)) > 1e-5*mag(xt, gt)+1e-6 || math.IsNaN(float64(out[tok])) {
+						t.Errorf("%d-bit gs %d groups %d token %d: 4-token NEON %g, generic %g", bits, gs, groups, tok, out[tok], want)
+					}
+				}
+			}
+		}
+	}
+	for _, n := range []int{0, 1, 7, 8, 9, 15, 16, 17, 31, 33, 100, 1000, 4097} {
+		w, x := make([]uint16, n), randomVector(rng, 4*n)
+		mags := make([]float64, 4)
+		for i := range w {
+			w[i] = half.F32ToBF16(float32(rng.NormFloat64()))
+			for tok := range mags {
+				mags[tok] += math.Abs(float64(half.BF16ToF32(w[i]) * x[tok*n+i]))
+			}
+		}
+		if got, want := bf16DotArch(w, x), dotBF16(w, x); math.Abs(float64(got-want)) > 1e-5*mags[0]+1e-6 {
+			t.Errorf("bf16 dot n=%d: NEON %g, generic %g", n, got, want)
+		}
+		a := randomVector(rng, n)
+		var fmag float64
+		for i := range a {
+			fmag += math.Abs(float64(a[i] * x[i]))
+		}
+		if got, want := f32DotArch(a, x[:n]), dotF32(a, x); math.Abs(float64(got-want)) > 1e-5*fmag+1e-6 {
+			t.Errorf("f32 dot n=%d: NEON %g, generic %g", n, got, want)
+		}
+		var got [4]float32
+		bf16Row4Arch(w, x, n, &got)
+		for tok := range got {
+			if want := dotBF16(w, x[tok*n:(tok+1)*n]); math.Abs(float64(got[tok]-want)) > 1e-5*mags[tok]+1e-6 {
+				t.Errorf("bf16 4-token n=%d token %d: NEON %g, generic %g", n, tok, got[tok], want)
+			}
+		}
+	}
+	// The attention and vector helpers: DotRows4, WeightedRowSum, Axpy.
+	for _, n := range []int{1, 7, 8, 9, 15, 16, 17, 33, 100, 129} {
+		stride := n + 3
+		q, k := randomVector(rng, n), randomVector(rng, 4*stride)
+		var got, want [4]float32
+		dotRows4Arch(q, k, stride, &got)
+		dotRows4Go(q, k, stride, &want)
+		for j := range got {
+			var mag float64
+			for i := range q {
+				mag += math.Abs(float64(q[i] * k[j*stride+i]))
+			}
+			if math.Abs(float64(got[j]-want[j])) > 1e-5*mag+1e-6 {
+				t.Errorf("DotRows4 n=%d row %d: NEON %g, generic %g", n, j, got[j], want[j])
+			}
+		}
+		for _, rows := range []int{1, 2, 5} {
+			p, v := randomVector(rng, rows), randomVector(rng, rows*stride)
+			o0 := randomVector(rng, n)
+			got, want := slices.Clone(o0), slices.Clone(o0)
+			weightedRowSumArch(got, p, v, stride)
+			weightedRowSumGo(want, p, v, stride)
+			for i := range got {
+				mag := math.Abs(float64(o0[i]))
+				for r := range rows {
+					mag += math.Abs(float64(p[r] * v[r*stride+i]))
+				}
+				if math.Abs(float64(got[i]-want[i])) > 1e-5*mag+1e-6 {
+					t.Errorf("WeightedRowSum n=%d rows %d: o[%d] NEON %g, generic %g", n, rows, i, got[i], want[i])
+				}
+			}
+		}
+		a := float32(rng.NormFloat64())
+		y0 := randomVector(rng, n)
+		got2, want2 := slices.Clone(y0), slices.Clone(y0)
+		axpyArch(got2, a, q)
+		axpyGo(want2, a, q)
+		for i := range got2 {
+			if mag := math.Abs(float64(y0[i])) + math.Abs(float64(a*q[i])); math.Abs(float64(got2[i]-want2[i])) > 1e-6*mag+1e-7 {
+				t.Errorf("Axpy n=%d: y[%d] NEON %g, generic %g", n, i, got2[i], want2[i])
+			}
+		}
+	}
+	if !haveSDOT {
+		t.Log("no ARMv8.2 dot product on this CPU: the int8-mode kernels are not tested")
+		return
+	}
+	for _, bits := range []int{2, 3, 4, 8} {
+		for _, gs := range []int{32, 64, 128, 256} {
+			if !int8NEON(bits, gs) {
+				continue
+			}
+			for _, groups := range []int{1, 2, 3, 17} {
+				m := randomMatrix(rng, 2, gs*groups, Affine, bits, gs, F32)
+				x := randomVector(rng, m.Cols)
+				xq, sx, gsum := make([]int8, m.Cols), make([]float32, groups), make([]float32, groups)
+				quantizeX(xq, sx, gsum, x, gs)
+				scales, biases := make([]float32, groups), make([]float32, groups)
+				decodeFloats(scales, m.Scales, F32, groups)
+				decodeFloats(biases, m.Biases, F32, groups)
+				raw := m.Data[m.RowBytes():]
+				got := affineRowInt8Arch(bits, gs, raw, xq, sx, scales, biases, gsum)
+				want := affineRowInt8(bits, gs, raw, xq, sx, scales, biases, gsum)
+				var mag float64
+				for c := range m.Cols {
+					j := c / gs
+					mag += math.Abs(float64(scales[j]) * float64(sx[j]) * float64(refCode(m, 1, c)) * float64(xq[c]))
+				}
+				for j := range groups {
+					mag += math.Abs(float64(biases[j] * gsum[j]))
+				}
+				if math.Abs(float64(got-want)) > 1e-5*mag+1e-6 || math.IsNaN(float64(got)) {
+					t.Errorf("int8 %d-bit gs %d groups %d: SDOT %g, generic %g", bits, gs, groups, got, want)
+				}
 			}
 		}
 	}
