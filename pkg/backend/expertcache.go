@@ -22,7 +22,16 @@ func NewCacheOwner() uint64 { return cacheOwners.Add(1) }
 // when its Device implements it: it asks CachedExpert before fetching an
 // expert's file, fetches only the misses, and binds them with
 // BindExpertCached, so a resident expert is never read from the store again.
-// The budget is Options.ExpertCacheBytes.
+// The budget is Options.ExpertCacheBytes (on the CPU also RAMExpertCache's).
+//
+// Concurrency: every method may be called from any goroutine, and the
+// Experts handed out may be used by concurrent ExpertFFN(s) calls. An Expert
+// from CachedExpert or BindExpertCached stays valid — an eviction never
+// reuses its memory — until its Release, which ends that use and is called
+// once, after the last ExpertFFN(s) that reads it; an entry evicted while
+// held is reused after its last Release. A cache that does not apply (no
+// budget, a layout it does not take) misses every CachedExpert, binds with
+// BindExpert and counts nothing.
 type ExpertCache interface {
 	// CachedExpert returns the expert resident under key, or false. Its
 	// Release ends this use; the copy stays resident.
@@ -35,6 +44,17 @@ type ExpertCache interface {
 	ExpertCacheStats() ExpertCacheStats
 }
 
+// RAMExpertCache is an optional interface of an ExpertCache kept in host
+// RAM (the CPU backend's row-interleaved experts, which it computes faster
+// than the files' layout). TakeRAMBudget reports whether the cache keeps
+// experts of layout l; if so it takes bytes as its budget, and the caller
+// gives the expert store no RAM cache of its own, so that an expert is not
+// held twice (as its file and as the device's copy). Call it once, before
+// the first expert is bound; later calls report false.
+type RAMExpertCache interface {
+	TakeRAMBudget(l *ExpertLayout, bytes int64) bool
+}
+
 // ExpertCacheStats counts an ExpertCache's traffic. Hits and Misses count
 // experts asked for; UploadBytes the host-to-device bytes of expert files
 // (cached or not). Budget is the device memory the cache may fill (decided
@@ -42,12 +62,15 @@ type ExpertCache interface {
 type ExpertCacheStats struct {
 	Hits, Misses, Evictions, UploadBytes int64
 	Budget                               int64
+	// Host says the cache is in host RAM (the CPU's packed experts): it
+	// stands in for the expert store's RAM cache, not for a device tier.
+	Host bool
 }
 
 // Sub returns the counts of s since earlier (Budget: s's).
 func (s ExpertCacheStats) Sub(earlier ExpertCacheStats) ExpertCacheStats {
 	return ExpertCacheStats{Hits: s.Hits - earlier.Hits, Misses: s.Misses - earlier.Misses,
-		Evictions: s.Evictions - earlier.Evictions, UploadBytes: s.UploadBytes - earlier.UploadBytes, Budget: s.Budget}
+		Evictions: s.Evictions - earlier.Evictions, UploadBytes: s.UploadBytes - earlier.UploadBytes, Budget: s.Budget, Host: s.Host}
 }
 
 // UploadMeter is an optional interface of a Device with its own memory: it

@@ -96,7 +96,11 @@ type Report struct {
 	PrefillGFLOPS        float64 `json:"prefill_gflops"`
 	PrefillComputeRatio  float64 `json:"prefill_compute_ratio"`
 
-	ExpertHitRate         float64 `json:"expert_hit_rate"`             // RAM cache or shared-buffer hits / experts requested
+	ExpertHitRate float64 `json:"expert_hit_rate"` // RAM cache or shared-buffer hits / experts requested
+	// ExpertPackedRate is, over the decode, the share of routed experts the
+	// CPU computed from its row-interleaved copies (int8 mode with
+	// --expert-cache-mb, which that cache then holds; 0 otherwise).
+	ExpertPackedRate      float64 `json:"expert_packed_rate"`
 	ExpertFileBytesPerTok float64 `json:"expert_read_bytes_per_token"` // read from expert files (page cache or disk)
 	// A device that keeps experts in its own memory (a GPU's VRAM cache),
 	// over the decode only: its hit rate and the expert bytes uploaded to it
@@ -195,7 +199,14 @@ func Measure(ctx context.Context, e *engine.Engine, o Options) (*Report, error) 
 	r.BytesPerToken = r.DenseBytesPerToken + r.ExpertBytesPerToken
 	r.ExpertHitRate = best.DecodeIO.HitRate()
 	r.ExpertFileBytesPerTok = best.DecodeBytesPerToken()
-	if dc := best.DecodeDeviceCache; dc.Hits+dc.Misses > 0 && best.DecodedTokens > 0 {
+	if dc := best.DecodeDeviceCache; dc.Host && dc.Hits+dc.Misses > 0 {
+		// The device's RAM cache (the CPU's row-interleaved experts) took
+		// the store's budget: the store sees only its misses, so an expert
+		// came from RAM when the device or the store had it.
+		io := best.DecodeIO
+		r.ExpertHitRate = float64(dc.Hits+io.Hits+io.Shared) / float64(dc.Hits+dc.Misses)
+		r.ExpertPackedRate = dc.HitRate()
+	} else if dc.Hits+dc.Misses > 0 && best.DecodedTokens > 0 {
 		r.DeviceCacheHitRate = dc.HitRate()
 		r.DeviceUploadBytesPerTok = float64(dc.UploadBytes) / float64(best.DecodedTokens)
 		r.DeviceCacheLookupsPerTok = float64(dc.Hits+dc.Misses) / float64(best.DecodedTokens)
@@ -286,7 +297,7 @@ func Measure(ctx context.Context, e *engine.Engine, o Options) (*Report, error) 
 	}
 
 	var deviceBudget int64
-	if c, ok := e.Device.(backend.ExpertCache); ok {
+	if c, ok := e.Device.(backend.ExpertCache); ok && !c.ExpertCacheStats().Host {
 		deviceBudget = c.ExpertCacheStats().Budget
 		r.DeviceCacheBudget = deviceBudget
 	}

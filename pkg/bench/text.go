@@ -44,6 +44,9 @@ func WriteText(w io.Writer, r *Report) {
 	fmt.Fprintf(w, "embedding + final norm + lm_head: %.3f ms\n", r.HeadMs)
 	fmt.Fprintf(w, "\nexperts: %.1f%% served from the RAM cache, %.2f MB read from files per token\n",
 		100*r.ExpertHitRate, r.ExpertFileBytesPerTok/1e6)
+	if r.ExpertPackedRate > 0 {
+		fmt.Fprintf(w, "experts computed row-interleaved (the RAM cache holds them packed for the int8 kernels): %.1f%%\n", 100*r.ExpertPackedRate)
+	}
 	if r.DeviceCacheLookupsPerTok > 0 {
 		fmt.Fprintf(w, "device expert cache while decoding: hit rate %.3f of %.0f experts per token, %.2f MB uploaded per token\n",
 			r.DeviceCacheHitRate, r.DeviceCacheLookupsPerTok, r.DeviceUploadBytesPerTok/1e6)

@@ -75,6 +75,9 @@ type Engine struct {
 	Set    *layout.ExpertSet
 	opts   Options
 	ctx    int // context size in tokens
+	// DeviceRAMCache says the device took Options.Store.CacheBytes for its
+	// own cache of experts (backend.RAMExpertCache) and the store has none.
+	DeviceRAMCache bool
 }
 
 // Open verifies and opens a prepared directory. It checks the manifest's
@@ -139,6 +142,16 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 			storeOpts.Buffers = e.Device
 		}
 		storeOpts.VerifyChecksums = storeOpts.VerifyChecksums || !opts.SkipExpertChecksums
+		// A device that keeps experts in RAM in a layout of its own (the
+		// CPU's row-interleaved experts in int8 mode) takes the store's RAM
+		// budget: an expert is then held once, in the faster layout, and the
+		// store reads only the device cache's misses.
+		if hc, ok := e.Device.(backend.RAMExpertCache); ok && storeOpts.CacheBytes > 0 {
+			if l, err := model.ExpertLayout(e.Set, &m.Config); err == nil && hc.TakeRAMBudget(l, storeOpts.CacheBytes) {
+				storeOpts.CacheBytes = 0
+				e.DeviceRAMCache = true
+			}
+		}
 		if e.Store, err = experts.Open(opts.Dir, e.Set, storeOpts); err != nil {
 			return nil, err
 		}

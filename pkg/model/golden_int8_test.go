@@ -39,8 +39,83 @@ func TestGoldenInt8(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer dev.Close()
+	goldenInt8(t, func(*testing.T) backend.Device { return dev })
+}
+
+// TestGoldenInt8PackedExperts is TestGoldenInt8 with the routed experts
+// computed from the CPU's row-interleaved copies (a device expert cache
+// with a budget; AVX-512 VNNI only): the same gates, and the cache is used
+// (hits and misses).
+func TestGoldenInt8PackedExperts(t *testing.T) {
+	packedExpertDevice(t).Close() // skips here without packed experts
+	goldenInt8(t, func(t *testing.T) backend.Device {
+		dev := packedExpertDevice(t)
+		t.Cleanup(func() {
+			st := dev.(backend.ExpertCache).ExpertCacheStats()
+			t.Logf("expert cache: %+v", st)
+			if st.Hits == 0 || st.Misses == 0 {
+				t.Errorf("expert cache stats %+v: the experts did not go through it", st)
+			}
+			dev.Close()
+		})
+		return dev
+	})
+}
+
+// packedExpertDevice opens the CPU in int8 mode with a 1 GiB expert cache,
+// skipping the test where the CPU does not pack experts.
+func packedExpertDevice(t *testing.T) backend.Device {
+	t.Helper()
+	dev, err := backend.Open("cpu", backend.Options{Matmul: backend.MatmulInt8, ExpertCacheBytes: 1 << 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dev.(backend.ExpertCache).ExpertCacheStats().Budget == 0 {
+		dev.Close()
+		t.Skip("this CPU or build computes no packed experts (AVX-512 VNNI, FM_ROWPACK, FM_ROWPACK_EXPERTS)")
+	}
+	return dev
+}
+
+// TestDecodeHitsPackedExperts: a decode step fills the CPU's packed expert
+// cache, and the same step again (from a clone of the state before it, so
+// the routing is the same) finds every one of its experts there; both give
+// the same logits.
+func TestDecodeHitsPackedExperts(t *testing.T) {
+	dev := packedExpertDevice(t)
+	defer dev.Close()
+	m := loadHF(t, filepath.Join(goldenDir, "qwen3moe-tiny", "mlx4"), model.Options{Device: dev})
+	cache := dev.(backend.ExpertCache)
+	ctx := context.Background()
+	st := m.NewState()
+	if _, err := m.Forward(ctx, st, []int{1, 2, 3}, false); err != nil {
+		t.Fatal(err)
+	}
+	again := st.Clone()
+	s0 := cache.ExpertCacheStats()
+	first, err := m.Forward(ctx, st, []int{4}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s1 := cache.ExpertCacheStats()
+	second, err := m.Forward(ctx, again, []int{4}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d1, d2 := s1.Sub(s0), cache.ExpertCacheStats().Sub(s1)
+	if lookups := d1.Hits + d1.Misses; lookups == 0 || d2.Misses != 0 || d2.Hits != lookups {
+		t.Fatalf("first step %+v, second %+v: want the second to hit every expert the first looked up", d1, d2)
+	}
+	if !slices.Equal(first, second) {
+		t.Fatal("the same decode step from packed experts gave other logits")
+	}
+}
+
+// goldenInt8 runs TestGoldenInt8's gates, each model on devFor's device.
+func goldenInt8(t *testing.T, devFor func(*testing.T) backend.Device) {
 	for _, name := range goldenCases {
 		t.Run(name, func(t *testing.T) {
+			dev := devFor(t)
 			dir := filepath.Join(goldenDir, name)
 			m := loadHF(t, filepath.Join(dir, "mlx4"), model.Options{PrefillChunk: 32, Device: dev})
 			prompts, err := hfload.ReadPrompts(filepath.Join(dir, "reference-mlx4.safetensors"))

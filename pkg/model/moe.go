@@ -385,9 +385,8 @@ func (m *Model) moe(ctx context.Context, l *layer, st *State, x *tensors, pos in
 			resident[i] = nil
 		}
 	}()
-	batcher, _ := d.(backend.ExpertBatcher)
-	if batcher != nil && cache == nil {
-		return m.moeBatched(ctx, l, st, x, rt, batcher, clk)
+	if batcher, ok := d.(backend.ExpertBatcher); ok {
+		return m.moeBatched(ctx, l, st, x, rt, resident, misses, batcher, clk)
 	}
 	f := st.ws.fetch.begin(m, ctx, l.index, misses, m.opts.ExpertBatch)
 
@@ -499,43 +498,61 @@ func (g *expertGroup) release() {
 // moeBatched is moe's expert loop for a device that runs several experts as
 // one operation (backend.ExpertBatcher): the experts whose files are in when
 // one is awaited go to the device together, at most half the ExpertBatch
-// window at a time (the other half being read meanwhile), in union order. With
-// mapped files every expert of a decode step is in at once, so the device can
-// spread the layer's experts over its workers; with slow reads the groups
-// shrink to single experts and this is moe's one-at-a-time overlap.
-func (m *Model) moeBatched(ctx context.Context, l *layer, st *State, x *tensors, rt *routing, b backend.ExpertBatcher, clk *clock) error {
+// window of read experts at a time (the other half being read meanwhile), in
+// union order. With mapped files every expert of a decode step is in at once,
+// so the device can spread the layer's experts over its workers; with slow
+// reads the groups shrink to single experts and this is moe's one-at-a-time
+// overlap. Experts the device keeps resident (resident[i] for union[i], nil
+// when not; a CPU's packed experts, backend.ExpertCache) join the group
+// without a read, and it takes them over (their entries are set to nil);
+// only misses are fetched, and bound through the device's cache.
+func (m *Model) moeBatched(ctx context.Context, l *layer, st *State, x *tensors, rt *routing, resident []backend.Expert, misses []int,
+	b backend.ExpertBatcher, clk *clock) error {
 	d := m.dev
 	g := &st.ws.group
-	if ie, ok := m.experts.(InstantExperts); ok && ie.FetchesInstantly() {
-		if _, ok := m.experts.(AsyncExperts); ok {
-			return m.moeInstantSlots(ctx, l, st, x, rt, b, g, clk)
+	isResident := func(i int) bool { return i < len(resident) && resident[i] != nil }
+	if len(misses) == len(rt.union) {
+		if ie, ok := m.experts.(InstantExperts); ok && ie.FetchesInstantly() {
+			if _, ok := m.experts.(AsyncExperts); ok {
+				return m.moeInstantSlots(ctx, l, st, x, rt, b, g, clk)
+			}
+			return m.moeInstant(ctx, l, x, rt, b, g, clk)
 		}
-		return m.moeInstant(ctx, l, x, rt, b, g, clk)
 	}
 	window := max(1, m.opts.ExpertBatch/2)
-	f := st.ws.fetch.begin(m, ctx, l.index, rt.union, window)
+	f := st.ws.fetch.begin(m, ctx, l.index, misses, window)
 	d.Clear(x.mix)
 	if l.hasShared {
 		m.sharedExpert(l, x, x.xn, x.mix)
 	}
 	clk.lap(l.index, PhaseExpertCompute)
+	next, read := 0, 0 // the next miss; misses in the group
 	for i, e := range rt.union {
-		buf, release, err := f.next(i)
-		clk.lap(l.index, PhaseExpertIO)
-		if err != nil {
-			g.release()
-			return err
+		if isResident(i) {
+			g.add(e, resident[i], nil, rt)
+			resident[i] = nil
+		} else {
+			buf, release, err := f.next(next)
+			next++
+			clk.lap(l.index, PhaseExpertIO)
+			if err != nil {
+				g.release()
+				return err
+			}
+			ex, err := m.bindExpert(buf, m.expertKey(l.index, e))
+			if err != nil {
+				release.Release()
+				g.release()
+				f.drain()
+				return fmt.Errorf("layer %d expert %d: %w", l.index, e, err)
+			}
+			g.add(e, ex, release, rt)
+			read++
 		}
-		ex, err := d.BindExpert(m.expertLayout, buf)
-		if err != nil {
-			release.Release()
-			g.release()
-			f.drain()
-			return fmt.Errorf("layer %d expert %d: %w", l.index, e, err)
-		}
-		g.add(e, ex, release, rt)
-		if i+1 == len(rt.union) || len(g.experts) >= window || !f.ready(i+1) {
+		// A resident expert next never waits: keep adding.
+		if i+1 == len(rt.union) || !isResident(i+1) && (read >= window || !f.ready(next)) {
 			g.flush(b, x.mix, x.xn)
+			read = 0
 			clk.lap(l.index, PhaseExpertCompute)
 		}
 	}
@@ -547,7 +564,6 @@ func (m *Model) moeBatched(ctx context.Context, l *layer, st *State, x *tensors,
 // State's fetch slots at once — a mapped expert's slot is ready at Start —
 // so that, unlike FetchExperts, no result slice or release closure is made.
 func (m *Model) moeInstantSlots(ctx context.Context, l *layer, st *State, x *tensors, rt *routing, b backend.ExpertBatcher, g *expertGroup, clk *clock) error {
-	d := m.dev
 	f := st.ws.fetch.begin(m, ctx, l.index, rt.union, len(rt.union))
 	defer g.release()
 	for i, e := range rt.union {
@@ -555,7 +571,7 @@ func (m *Model) moeInstantSlots(ctx context.Context, l *layer, st *State, x *ten
 		if err != nil {
 			return err
 		}
-		ex, err := d.BindExpert(m.expertLayout, buf)
+		ex, err := m.bindExpert(buf, m.expertKey(l.index, e))
 		if err != nil {
 			release.Release()
 			f.drain()
@@ -583,7 +599,6 @@ func (m *Model) allExperts(l *layer, x *tensors, b backend.ExpertBatcher, g *exp
 // (InstantExperts): one fetch of the whole union, on the calling goroutine,
 // and one ExpertFFNs.
 func (m *Model) moeInstant(ctx context.Context, l *layer, x *tensors, rt *routing, b backend.ExpertBatcher, g *expertGroup, clk *clock) error {
-	d := m.dev
 	if cap(rt.files) < len(rt.union) {
 		rt.files = make([][]byte, len(rt.union), m.cfg.NumExperts)
 	}
@@ -601,7 +616,7 @@ func (m *Model) moeInstant(ctx context.Context, l *layer, x *tensors, rt *routin
 		if len(data[i]) < m.expertLayout.FileSize {
 			return fmt.Errorf("layer %d expert %d: file of %d bytes, the expert file layout needs %d", l.index, e, len(data[i]), m.expertLayout.FileSize)
 		}
-		ex, err := d.BindExpert(m.expertLayout, data[i])
+		ex, err := m.bindExpert(data[i], m.expertKey(l.index, e))
 		if err != nil {
 			return fmt.Errorf("layer %d expert %d: %w", l.index, e, err)
 		}

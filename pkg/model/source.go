@@ -115,6 +115,13 @@ func describe(t *layout.Tensor, rows, cols int) (backend.MatrixDesc, error) {
 }
 
 // expertLayout locates the SwiGLU matrices of every expert file of set.
+// ExpertLayout is the layout of the expert files of set for a model of
+// config c (what Model binds each file with), for callers that need it
+// before the model exists (the engine, sizing a device's expert cache).
+func ExpertLayout(set *layout.ExpertSet, c *layout.Config) (*backend.ExpertLayout, error) {
+	return expertLayout(set, c.HiddenSize, c.MoEIntermediateSize)
+}
+
 func expertLayout(set *layout.ExpertSet, H, I int) (*backend.ExpertLayout, error) {
 	if set == nil {
 		return nil, fmt.Errorf("expert source has no expert set")

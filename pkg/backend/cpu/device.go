@@ -7,6 +7,7 @@ import (
 	"unsafe"
 
 	"github.com/fm-moe/fm/pkg/backend"
+	"github.com/fm-moe/fm/pkg/experts"
 )
 
 // Name is the registry name of the CPU backend.
@@ -32,6 +33,10 @@ type Device struct {
 
 	freeMu sync.Mutex
 	free   []*expert // released experts, for reuse
+
+	// xc keeps row-interleaved routed experts (expertcache.go); nil only for
+	// a Device made by NewDevice, which has no cache.
+	xc *expertCache
 }
 
 type ropeKey struct {
@@ -68,6 +73,12 @@ func OpenDevice(o backend.Options) (*Device, error) {
 	if mode == backend.MatmulInt8 {
 		d.pool.int8, d.serial.int8 = true, true
 	}
+	if _, err := experts.NewReplacement[backend.ExpertKey](experts.Policy(o.ExpertCachePolicy), 1); err != nil {
+		return nil, fmt.Errorf("cpu: expert cache: %w", err)
+	}
+	// Packed experts need the packed kernels: int8 mode on AVX-512 VNNI.
+	on := d.pool.int8 && d.pool.level >= levelAVX512 && haveVNNI && !rowPackOff && !rowPackExpertsOff
+	d.xc = newExpertCache(o.ExpertCacheBytes, o.ExpertCachePolicy, on)
 	return d, nil
 }
 
@@ -263,10 +274,16 @@ func (d *Device) FreeExpertBuffer([]byte) {}
 type expert struct {
 	gate, up, down Matrix
 	d              *Device
+	// slot is the packed copy the matrices view when the expert came from
+	// the device's cache (expertcache.go); its use ends at Release.
+	slot *xslot
 }
 
 func (e *expert) Release() {
 	d := e.d
+	if e.slot != nil {
+		d.xc.release(e.slot)
+	}
 	*e = expert{}
 	d.freeMu.Lock()
 	d.free = append(d.free, e)

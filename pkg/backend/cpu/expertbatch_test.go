@@ -15,6 +15,17 @@ import (
 // scales of about 1/sqrt(cols), as the synthetic models do, and binds it.
 func randomExpert(tb testing.TB, d *Device, r *rand.Rand, H, I, bits int) backend.Expert {
 	tb.Helper()
+	l, file := randomExpertFile(r, H, I, bits)
+	e, err := d.BindExpert(l, file)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return e
+}
+
+// randomExpertFile is an expert file of random codes and scales (bits 16:
+// bf16 weights; else affine, groups of 64, bf16 scales) and its layout.
+func randomExpertFile(r *rand.Rand, H, I, bits int) (*backend.ExpertLayout, []byte) {
 	desc := func(rows, cols int) backend.MatrixDesc {
 		if bits == 16 {
 			return backend.MatrixDesc{Rows: rows, Cols: cols, Format: backend.BF16}
@@ -54,11 +65,7 @@ func randomExpert(tb testing.TB, d *Device, r *rand.Rand, H, I, bits int) backen
 	}
 	file = append(file, make([]byte, 64)...)
 	l.FileSize = len(file)
-	e, err := d.BindExpert(l, file)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return e
+	return l, file
 }
 
 func f32bits(v float32) uint32 { return math.Float32bits(v) }

@@ -44,6 +44,11 @@ import (
 type rowPack struct {
 	data   []byte
 	blocks int // full blocks of 16 rows; rows 16·blocks.. are not packed
+	// tail is the rows past the last block (16·blocks..) in the original
+	// layout, as a matrix of its own: a view of the source's bytes for a
+	// dense matrix, a copy for a routed expert in the device's cache
+	// (expertcache.go), whose source buffer is given back after the bind.
+	tail Matrix
 }
 
 // rowPackRows is the number of rows a block interleaves (a ZMM's dword lanes).
@@ -53,6 +58,12 @@ const rowPackRows = 16
 // row kernels in one binary; matrices bound before the switch changes keep
 // what they have.
 var rowPackOff = os.Getenv("FM_ROWPACK") == "0"
+
+// rowPackExpertsOff turns off only the routed experts' packed cache
+// (FM_ROWPACK_EXPERTS=0; expertcache.go): dense matrices stay packed, the
+// expert store keeps its RAM cache, for A/B measurements of the experts'
+// part alone.
+var rowPackExpertsOff = os.Getenv("FM_ROWPACK_EXPERTS") == "0"
 
 // rowPackable reports whether m has a row-interleaved kernel: 4-bit codes,
 // bf16 scales and biases, groups a multiple of 32 elements, at least one
@@ -65,18 +76,43 @@ func rowPackable(m *Matrix) bool {
 // rowPackRecord is the size of one group's record in a block.
 func rowPackRecord(gs int) int { return gs*8 + 64 }
 
+// rowPackBytes is the size of m's packed data (rowPack.data; the caller
+// checks rowPackable).
+func rowPackBytes(m *Matrix) int {
+	return m.Rows / rowPackRows * m.Groups() * rowPackRecord(m.GroupSize)
+}
+
 // packRows builds m's row-interleaved copy (the caller checks rowPackable),
 // blocks split over p's workers (nil: the calling goroutine).
 func packRows(m *Matrix, p *Pool) *rowPack {
-	g := m.Groups()
+	out := make([]byte, rowPackBytes(m))
+	packInto(out, m, p)
 	nb := m.Rows / rowPackRows
-	out := make([]byte, nb*g*rowPackRecord(m.GroupSize))
+	return &rowPack{data: out, blocks: nb, tail: tailRows(m, nb*rowPackRows)}
+}
+
+// packInto writes m's row-interleaved blocks into out (rowPackBytes(m)
+// bytes), split over p's workers (nil: the calling goroutine).
+func packInto(out []byte, m *Matrix, p *Pool) {
+	nb := m.Rows / rowPackRows
+	out = out[:rowPackBytes(m)]
 	if p == nil {
 		packBlocks(out, m, 0, nb)
 	} else {
 		p.For(nb, rowPackRows*m.Cols, func(lo, hi int) { packBlocks(out, m, lo, hi) })
 	}
-	return &rowPack{data: out, blocks: nb}
+}
+
+// tailRows is the matrix of m's rows r0.. (bf16 scales and biases), viewing
+// m's bytes.
+func tailRows(m *Matrix, r0 int) Matrix {
+	g, rb := m.Groups(), m.RowBytes()
+	t := *m
+	t.packed = nil
+	t.Rows = m.Rows - r0
+	t.Data = m.Data[r0*rb : m.Rows*rb]
+	t.Scales, t.Biases = m.Scales[2*r0*g:2*m.Rows*g], m.Biases[2*r0*g:2*m.Rows*g]
+	return t
 }
 
 // packBlocks writes blocks [lo, hi) of m's row-interleaved copy into out.
@@ -84,25 +120,30 @@ func packRows(m *Matrix, p *Pool) *rowPack {
 // the nibbles of columns 8k..8k+7 in order; the step's dword wants byte i =
 // nibble i | nibble 4+i << 4, so each 16-bit half of w spreads its four
 // nibbles to the low nibbles of four bytes (the high half then shifted up).
+// Two words (two steps) go through 64-bit arithmetic at once: the spread
+// never carries across a word's 32 bits. (Word by word through a closure it
+// packed 0.25 GB/s on two cores; docs/PERF.md, routed experts.)
 func packBlocks(out []byte, m *Matrix, lo, hi int) {
 	gs, g := m.GroupSize, m.Groups()
 	rb := m.RowBytes()
 	rec := rowPackRecord(gs)
+	gb := gs / 2
 	sc, bi := u16s(m.Scales), u16s(m.Biases)
-	spread := func(x uint32) uint32 {
-		x = (x | x<<8) & 0x00ff00ff
-		return (x | x<<4) & 0x0f0f0f0f
-	}
+	const halves = 0x0000ffff0000ffff
 	for b := lo; b < hi; b++ {
+		blk := out[b*g*rec : (b+1)*g*rec]
 		for r := 0; r < rowPackRows; r++ {
 			row := b*rowPackRows + r
 			codes := m.Data[row*rb : (row+1)*rb]
 			for j := 0; j < g; j++ {
-				dst := out[(b*g+j)*rec : (b*g+j+1)*rec]
-				cg := codes[j*gs/2 : (j+1)*gs/2]
-				for k := 0; k < gs/8; k++ {
-					w := binary.LittleEndian.Uint32(cg[4*k:])
-					binary.LittleEndian.PutUint32(dst[64*k+4*r:], spread(w&0xffff)|spread(w>>16)<<4)
+				dst := blk[j*rec : (j+1)*rec]
+				cg := codes[j*gb : (j+1)*gb]
+				for k := 0; k+8 <= len(cg); k += 8 {
+					v := binary.LittleEndian.Uint64(cg[k:])
+					w := spread64(v&halves) | spread64(v>>16&halves)<<4
+					s := 16*k + 4*r // step k/4 is at 64·(k/4)
+					binary.LittleEndian.PutUint32(dst[s:s+4], uint32(w))
+					binary.LittleEndian.PutUint32(dst[s+64:s+68], uint32(w>>32))
 				}
 				o := gs * 8
 				binary.LittleEndian.PutUint16(dst[o+2*r:], sc[row*g+j])
@@ -110,6 +151,13 @@ func packBlocks(out []byte, m *Matrix, lo, hi int) {
 			}
 		}
 	}
+}
+
+// spread64 moves the four nibbles of each 32-bit half's low 16 bits to the
+// low nibbles of that half's four bytes.
+func spread64(x uint64) uint64 {
+	x = (x | x<<8) & 0x00ff00ff00ff00ff
+	return (x | x<<4) & 0x0f0f0f0f0f0f0f0f
 }
 
 // rowPackGo is the Go twin of rowPack1VNNI: blocks of the packed layout
@@ -233,12 +281,14 @@ func (t *matTask) int8Packed(lo, hi int) {
 				y[k*rows+c*rowPackRows:k*rows+ce*rowPackRows], gs)
 		}
 	}
-	// Rows past the last block.
+	// Rows past the last block, from the tail's original bytes.
+	tm := &pk.tail
 	for u := max(lo, pk.blocks); u < hi; u++ {
-		r := u - pk.blocks + pk.blocks*rowPackRows
+		i := u - pk.blocks // row of the tail
+		r := i + pk.blocks*rowPackRows
 		sbBuf := t.p.buf.get(2 * wideChunk * g)
-		scales, biases := chunkScales(m, *sbBuf, r, r+1)
-		raw := m.Data[r*m.RowBytes() : (r+1)*m.RowBytes()]
+		scales, biases := chunkScales(tm, *sbBuf, i, i+1)
+		raw := tm.Data[i*tm.RowBytes() : (i+1)*tm.RowBytes()]
 		for k := 0; k < n; k++ {
 			xq, sx, gsum := t.xq[k*cols:(k+1)*cols], t.sx[k*g:(k+1)*g], t.gsum[k*g:(k+1)*g]
 			yk := y[k*rows+r : k*rows+r+1]
