@@ -84,3 +84,5 @@ func rowPack1(pk []byte, xq []int8, sx, gsum, y []float32, gs int) {
 func rowPack8(pk []byte, x8 []int8, sx8, gs8, y []float32, blocks, gs, ystride int) {
 	panic("cpu: no SIMD kernels in this build")
 }
+
+func packBlocks(out []byte, m *Matrix, lo, hi int) { packBlocksGo(out, m, lo, hi) }

@@ -79,12 +79,12 @@ func packRows(m *Matrix, p *Pool) *rowPack {
 	return &rowPack{data: out, blocks: nb}
 }
 
-// packBlocks writes blocks [lo, hi) of m's row-interleaved copy into out.
-// Bytes 4k..4k+3 of a group's codes, read as a little-endian word w, hold
+// packBlocksGo writes blocks [lo, hi) of m's row-interleaved copy into out
+// (packBlocks' generic twin). Bytes 4k..4k+3 of a group's codes, read as a little-endian word w, hold
 // the nibbles of columns 8k..8k+7 in order; the step's dword wants byte i =
 // nibble i | nibble 4+i << 4, so each 16-bit half of w spreads its four
 // nibbles to the low nibbles of four bytes (the high half then shifted up).
-func packBlocks(out []byte, m *Matrix, lo, hi int) {
+func packBlocksGo(out []byte, m *Matrix, lo, hi int) {
 	gs, g := m.GroupSize, m.Groups()
 	rb := m.RowBytes()
 	rec := rowPackRecord(gs)

@@ -42,3 +42,25 @@ func rowPack8(pk []byte, x8 []int8, sx8, gs8, y []float32, blocks, gs, ystride i
 func q4RowsNatural(raw []byte, xq []int8, sx, scales, biases, gsum, y []float32, gs int) {
 	callI8(q4RowsVNNI, 4, raw, xq, sx, scales, biases, gsum, y, gs, gs/64)
 }
+
+//go:noescape
+func packBlocksAVX512(out, codes *byte, sc, bi *uint16, rb, groups, steps, blocks int)
+
+// packBlocks writes blocks [lo, hi) of m's row-interleaved copy into out:
+// packBlocksAVX512 with AVX-512 and at least two groups per row (its scale
+// gathers read a dword that must stay inside the row), else packBlocksGo.
+func packBlocks(out []byte, m *Matrix, lo, hi int) {
+	g := m.Groups()
+	if !haveAVX512 || g < 2 || hi <= lo {
+		packBlocksGo(out, m, lo, hi)
+		return
+	}
+	rb, rec := m.RowBytes(), rowPackRecord(m.GroupSize)
+	sc, bi := u16s(m.Scales), u16s(m.Biases)
+	first, last := lo*rowPackRows, hi*rowPackRows-1
+	_ = out[hi*g*rec-1]
+	_ = m.Data[(last+1)*rb-1]
+	_ = sc[(last+1)*g-1]
+	_ = bi[(last+1)*g-1]
+	packBlocksAVX512(&out[lo*g*rec], &m.Data[first*rb], &sc[first*g], &bi[first*g], rb, g, m.GroupSize/8, hi-lo)
+}

@@ -183,3 +183,132 @@ rp8step:
 	JNZ     rp8block
 	VZEROUPPER
 	RET
+
+// The packer (packBlocks' AVX-512 path): step k of a group is dword k of
+// the group's codes in each of the block's 16 rows — one VPGATHERDD with the
+// rows' offsets as indices — with each dword's two 16-bit halves spread to
+// the low nibbles of its four bytes (x = (x | x<<8) & 0x00ff00ff, then
+// (x | x<<4) & 0x0f0f0f0f) and the high half's shifted up by 4. The 16
+// rows' bf16 scales (and biases) of group j are gathered as dwords at
+// 2j-2, whose high halves they are (group 0: at 0, the low halves; the
+// caller ensures at least two groups, so no dword reaches past a row's end).
+DATA rpIota<>+0(SB)/4, $0
+DATA rpIota<>+4(SB)/4, $1
+DATA rpIota<>+8(SB)/4, $2
+DATA rpIota<>+12(SB)/4, $3
+DATA rpIota<>+16(SB)/4, $4
+DATA rpIota<>+20(SB)/4, $5
+DATA rpIota<>+24(SB)/4, $6
+DATA rpIota<>+28(SB)/4, $7
+DATA rpIota<>+32(SB)/4, $8
+DATA rpIota<>+36(SB)/4, $9
+DATA rpIota<>+40(SB)/4, $10
+DATA rpIota<>+44(SB)/4, $11
+DATA rpIota<>+48(SB)/4, $12
+DATA rpIota<>+52(SB)/4, $13
+DATA rpIota<>+56(SB)/4, $14
+DATA rpIota<>+60(SB)/4, $15
+GLOBL rpIota<>(SB), RODATA|NOPTR, $64
+
+// RP_SPREAD: Z0's dwords spread as above into Z1 (Z2, Z3 scratch).
+#define RP_SPREAD \
+	VPANDD  Z0, Z27, Z1 \
+	VPSRLD  $16, Z0, Z2 \
+	VPSLLD  $8, Z1, Z3 \
+	VPORD   Z3, Z1, Z1 \
+	VPANDD  Z1, Z26, Z1 \
+	VPSLLD  $4, Z1, Z3 \
+	VPORD   Z3, Z1, Z1 \
+	VPANDD  Z1, Z25, Z1 \
+	VPSLLD  $8, Z2, Z3 \
+	VPORD   Z3, Z2, Z2 \
+	VPANDD  Z2, Z26, Z2 \
+	VPSLLD  $4, Z2, Z3 \
+	VPORD   Z3, Z2, Z2 \
+	VPANDD  Z2, Z25, Z2 \
+	VPSLLD  $4, Z2, Z2 \
+	VPORD   Z2, Z1, Z1
+
+// func packBlocksAVX512(out, codes *byte, sc, bi *uint16, rb, groups, steps, blocks int)
+// codes, sc and bi point at the first block's first row; steps = GroupSize/8.
+TEXT ·packBlocksAVX512(SB), NOSPLIT, $0-64
+	MOVQ         out+0(FP), DI
+	MOVQ         codes+8(FP), SI
+	MOVQ         sc+16(FP), R8
+	MOVQ         bi+24(FP), R9
+	MOVQ         rb+32(FP), R10
+	MOVQ         groups+40(FP), R11
+	MOVQ         steps+48(FP), R12
+	MOVQ         blocks+56(FP), R13
+	MOVL         $0xffff, AX
+	VPBROADCASTD AX, Z27
+	MOVL         $0x00ff00ff, AX
+	VPBROADCASTD AX, Z26
+	MOVL         $0x0f0f0f0f, AX
+	VPBROADCASTD AX, Z25
+	VMOVDQU32    rpIota<>(SB), Z24
+	VPBROADCASTD R10, Z30
+	VPMULLD      Z24, Z30, Z30 // code offsets of the 16 rows
+	MOVQ         R11, AX
+	SHLQ         $1, AX
+	VPBROADCASTD AX, Z29
+	VPMULLD      Z24, Z29, Z29 // scale offsets of the 16 rows
+	MOVQ         R10, R15
+	SHLQ         $4, R15       // 16 rows of codes
+	MOVQ         R11, R14
+	SHLQ         $5, R14       // 16 rows of scales
+
+pbblock:
+	MOVQ SI, BX
+	XORQ AX, AX // group
+
+pbgroup:
+	MOVQ BX, DX
+	MOVQ R12, CX
+
+pbstep:
+	KXNORW     K1, K1, K1
+	VPGATHERDD (DX)(Z30*1), K1, Z0
+	RP_SPREAD
+	VMOVDQU32  Z1, (DI)
+	ADDQ       $64, DI
+	ADDQ       $4, DX
+	DECQ       CX
+	JNZ        pbstep
+
+	TESTQ      AX, AX
+	JNZ        pbhigh
+	KXNORW     K1, K1, K1
+	VPGATHERDD (R8)(Z29*1), K1, Z0
+	KXNORW     K2, K2, K2
+	VPGATHERDD (R9)(Z29*1), K2, Z1
+	JMP        pbscales
+
+pbhigh:
+	LEAQ       -2(R8)(AX*2), R10
+	LEAQ       -2(R9)(AX*2), DX
+	KXNORW     K1, K1, K1
+	VPGATHERDD (R10)(Z29*1), K1, Z0
+	KXNORW     K2, K2, K2
+	VPGATHERDD (DX)(Z29*1), K2, Z1
+	VPSRLD     $16, Z0, Z0
+	VPSRLD     $16, Z1, Z1
+
+pbscales:
+	VPMOVDW Z0, (DI)
+	VPMOVDW Z1, 32(DI)
+	ADDQ    $64, DI
+	MOVQ    R12, DX
+	SHLQ    $2, DX
+	ADDQ    DX, BX  // next group's codes: GroupSize/2 bytes on
+	INCQ    AX
+	CMPQ    AX, R11
+	JLT     pbgroup
+
+	ADDQ R15, SI
+	ADDQ R14, R8
+	ADDQ R14, R9
+	DECQ R13
+	JNZ  pbblock
+	VZEROUPPER
+	RET

@@ -218,6 +218,56 @@ func checkRowPackLayout(t *testing.T, m *Matrix, pk *rowPack) {
 	}
 }
 
+// TestPackBlocksTwin: the packer's AVX-512 path writes the same bytes as its
+// Go twin, for every packable case and for block ranges that start and end
+// inside the matrix (the pool's split).
+func TestPackBlocksTwin(t *testing.T) {
+	if !haveAVX512 {
+		t.Skip("no AVX-512: packBlocks is the Go twin")
+	}
+	rng := rand.New(rand.NewPCG(37, 38))
+	for _, c := range rowPackCases() {
+		m := randomMatrix(rng, c.rows, c.cols, c.f, c.bits, c.gs, c.sf)
+		if !rowPackable(m) {
+			continue
+		}
+		nb := m.Rows / rowPackRows
+		size := nb * m.Groups() * rowPackRecord(m.GroupSize)
+		for _, r := range [][2]int{{0, nb}, {nb / 2, nb}, {0, (nb + 1) / 2}} {
+			want, got := make([]byte, size), make([]byte, size)
+			packBlocksGo(want, m, r[0], r[1])
+			packBlocks(got, m, r[0], r[1])
+			if i := slices.Compare(got, want); i != 0 {
+				for j := range got {
+					if got[j] != want[j] {
+						t.Fatalf("%v blocks %v: byte %d is %#x, the Go twin wrote %#x", c, r, j, got[j], want[j])
+					}
+				}
+			}
+		}
+	}
+}
+
+// BenchmarkRowPackWarm is the packer alone (one worker, the output already
+// faulted in), in GB/s of the matrix's bytes: what a reused buffer costs.
+func BenchmarkRowPackWarm(b *testing.B) {
+	m := benchMatrix(16384, 4096, Affine, 4)
+	nb := m.Rows / rowPackRows
+	out := make([]byte, nb*m.Groups()*rowPackRecord(m.GroupSize))
+	for _, k := range []struct {
+		name string
+		pack func(out []byte, m *Matrix, lo, hi int)
+	}{{"go", packBlocksGo}, {"simd", packBlocks}} {
+		b.Run(k.name, func(b *testing.B) {
+			b.SetBytes(int64(len(m.Data) + len(m.Scales) + len(m.Biases)))
+			k.pack(out, m, 0, nb)
+			for i := 0; i < b.N; i++ {
+				k.pack(out, m, 0, nb)
+			}
+		})
+	}
+}
+
 // BenchmarkRowPack is the bind-time cost of the row-interleaved copy, in
 // GB/s of the matrix's bytes (all workers).
 func BenchmarkRowPack(b *testing.B) {
