@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -133,9 +134,9 @@ func BenchmarkMatVecInt8(b *testing.B) {
 			for _, f := range []struct {
 				name string
 				bits int
-			}{{"q8", 8}, {"q4", 4}, {"q4rp", 4}, {"q3", 3}, {"q2", 2}} {
+			}{{"q8", 8}, {"q8rp", 8}, {"q4", 4}, {"q4rp", 4}, {"q3", 3}, {"q2", 2}} {
 				m := benchMatrix(sh.rows, sh.cols, Affine, f.bits)
-				if f.name == "q4rp" { // the row-interleaved copy BindDense makes (rowpack.go)
+				if strings.HasSuffix(f.name, "rp") { // the row-interleaved copy BindDense makes (rowpack.go)
 					if !haveVNNI {
 						continue
 					}
@@ -166,12 +167,13 @@ func benchMatMul(b *testing.B, p *Pool) {
 			name string
 			f    Format
 			bits int
-		}{{"bf16", BF16, 0}, {"q8", Affine, 8}, {"q4", Affine, 4}, {"q4rp", Affine, 4}, {"q3", Affine, 3}, {"q2", Affine, 2}} {
-			if p.int8 && f.f != Affine || f.name == "q4rp" && !(p.int8 && haveVNNI) {
+		}{{"bf16", BF16, 0}, {"q8", Affine, 8}, {"q8rp", Affine, 8}, {"q4", Affine, 4}, {"q4rp", Affine, 4}, {"q3", Affine, 3}, {"q2", Affine, 2}} {
+			packed := strings.HasSuffix(f.name, "rp")
+			if p.int8 && f.f != Affine || packed && !(p.int8 && haveVNNI) {
 				continue
 			}
 			m := benchMatrix(2048, 2048, f.f, f.bits)
-			if f.name == "q4rp" {
+			if packed {
 				m.packed = packRows(m, nil)
 			}
 			x := randomVector(rand.New(rand.NewPCG(2, 2)), n*2048)

@@ -60,7 +60,8 @@ func closeTo(t *testing.T, what string, got, want []float32, tol float64) {
 
 // TestExpertCacheMatchesUnpacked: an expert bound through the packed cache
 // (on a miss, then on hits through CachedExpert and BindExpertCached)
-// computes what the same expert bound unpacked computes in int8 mode, for
+// computes what the same expert bound unpacked computes in int8 mode (4- and
+// 8-bit codes), for
 // 1 to 17 tokens (the 8-token kernel and the 1-token one), on one and two
 // workers, through ExpertFFN and ExpertFFNs.
 func TestExpertCacheMatchesUnpacked(t *testing.T) {
@@ -68,13 +69,13 @@ func TestExpertCacheMatchesUnpacked(t *testing.T) {
 		t.Skip("no packed experts here (needs AVX-512 VNNI; FM_ROWPACK, FM_ROWPACK_EXPERTS)")
 	}
 	r := rand.New(rand.NewPCG(41, 42))
-	for _, tc := range []struct{ H, I, threads int }{{256, 128, 2}, {512, 192, 1}, {128, 64, 2}} {
-		l, file := randomExpertFile(r, tc.H, tc.I, 4)
+	for _, tc := range []struct{ H, I, threads, bits int }{{256, 128, 2, 4}, {512, 192, 1, 4}, {128, 64, 2, 4}, {256, 128, 2, 8}, {128, 192, 1, 8}} {
+		l, file := randomExpertFile(r, tc.H, tc.I, tc.bits)
 		ref := cacheDevice(t, tc.threads, 0) // no budget: unpacked row kernels
 		d := cacheDevice(t, tc.threads, 1<<30)
 		key := backend.ExpertKey{Owner: 1, Layer: 2, ID: 3}
 		for _, n := range []int{1, 2, 7, 8, 9, 17} {
-			t.Run(fmt.Sprintf("H%d_I%d_w%d_n%d", tc.H, tc.I, tc.threads, n), func(t *testing.T) {
+			t.Run(fmt.Sprintf("H%d_I%d_w%d_b%d_n%d", tc.H, tc.I, tc.threads, tc.bits, n), func(t *testing.T) {
 				x, _ := d.NewTensor(n, tc.H)
 				d.Upload(x, randomVector(r, n*tc.H))
 				plain, err := ref.BindExpertCached(key, l, file)
@@ -272,13 +273,13 @@ func TestExpertCacheConcurrent(t *testing.T) {
 }
 
 // TestExpertCacheOff: outside int8 mode, without a budget, or for a layout
-// the packed kernels do not take (8-bit, bf16), the cache holds nothing:
+// the packed kernels do not take (2-bit, bf16), the cache holds nothing:
 // CachedExpert misses, BindExpertCached binds unpacked, the counters and
 // budget stay 0, and TakeRAMBudget refuses.
 func TestExpertCacheOff(t *testing.T) {
 	r := rand.New(rand.NewPCG(48, 49))
 	l4, f4 := randomExpertFile(r, 128, 64, 4)
-	l8, f8 := randomExpertFile(r, 128, 64, 8)
+	l2, f2 := randomExpertFile(r, 128, 64, 2)
 	l16, f16 := randomExpertFile(r, 128, 64, 16)
 	for _, tc := range []struct {
 		name   string
@@ -289,7 +290,7 @@ func TestExpertCacheOff(t *testing.T) {
 	}{
 		{"exact", backend.MatmulExact, 1 << 30, l4, f4},
 		{"no budget", backend.MatmulInt8, 0, l4, f4},
-		{"8-bit", backend.MatmulInt8, 1 << 30, l8, f8},
+		{"2-bit", backend.MatmulInt8, 1 << 30, l2, f2},
 		{"bf16", backend.MatmulInt8, 1 << 30, l16, f16},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -77,10 +77,12 @@ func q4RowsNatural(raw []byte, xq []int8, sx, scales, biases, gsum, y []float32,
 	panic("cpu: no SIMD kernels in this build")
 }
 
-func rowPack1(pk []byte, xq []int8, sx, gsum, y []float32, gs int) {
+func rowPack1(pk []byte, xq []int8, sx, gsum, y []float32, gs, bits int) {
 	panic("cpu: no SIMD kernels in this build")
 }
 
-func rowPack8(pk []byte, x8 []int8, sx8, gs8, y []float32, blocks, gs, ystride int) {
+func rowPack8(pk []byte, x8 []int8, sx8, gs8, y []float32, blocks, gs, bits, ystride int) {
 	panic("cpu: no SIMD kernels in this build")
 }
+
+func packBlocks(out []byte, m *Matrix, lo, hi int) { packBlocksGo(out, m, lo, hi) }

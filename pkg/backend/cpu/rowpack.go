@@ -39,11 +39,19 @@ import (
 // codes, scales and biases, so the copy is one more matrix of the same size.
 // Rows beyond the last multiple of 16 are not packed: they keep the original
 // bytes and the row kernels.
+//
+// 8-bit codes use the same steps of 16 rows × 8 columns, as two 64-byte
+// vectors (dword lane r of the first: row 16b+r's codes of columns
+// 8k..8k+3; of the second: 8k+4..8k+7), so that the kernels differ from
+// the 4-bit ones only in how a step is decoded (two loads instead of a
+// nibble split), x and its layout being the same. A record is then
+// gs/8 steps of 128 bytes, then the scales and biases.
 
 // rowPack is a Matrix's row-interleaved copy (see above).
 type rowPack struct {
 	data   []byte
 	blocks int // full blocks of 16 rows; rows 16·blocks.. are not packed
+	bits   int // 4 or 8: the code width, which decides the step's size
 	// tail is the rows past the last block (16·blocks..) in the original
 	// layout, as a matrix of its own: a view of the source's bytes for a
 	// dense matrix, a copy for a routed expert in the device's cache
@@ -65,21 +73,22 @@ var rowPackOff = os.Getenv("FM_ROWPACK") == "0"
 // part alone.
 var rowPackExpertsOff = os.Getenv("FM_ROWPACK_EXPERTS") == "0"
 
-// rowPackable reports whether m has a row-interleaved kernel: 4-bit codes,
+// rowPackable reports whether m has a row-interleaved kernel: 4- or 8-bit codes,
 // bf16 scales and biases, groups a multiple of 32 elements, at least one
 // block of rows.
 func rowPackable(m *Matrix) bool {
-	return m.Format == Affine && m.Bits == 4 && m.ScaleFormat == BF16 && m.GroupSize%32 == 0 && m.GroupSize > 0 &&
+	return m.Format == Affine && (m.Bits == 4 || m.Bits == 8) && m.ScaleFormat == BF16 && m.GroupSize%32 == 0 && m.GroupSize > 0 &&
 		m.Rows >= rowPackRows
 }
 
-// rowPackRecord is the size of one group's record in a block.
-func rowPackRecord(gs int) int { return gs*8 + 64 }
+// rowPackRecord is the size of one group's record in a block: gs/8 steps
+// of 16·bits bytes, then 16 bf16 scales and 16 bf16 biases.
+func rowPackRecord(gs, bits int) int { return 2*gs*bits + 64 }
 
 // rowPackBytes is the size of m's packed data (rowPack.data; the caller
 // checks rowPackable).
 func rowPackBytes(m *Matrix) int {
-	return m.Rows / rowPackRows * m.Groups() * rowPackRecord(m.GroupSize)
+	return m.Rows / rowPackRows * m.Groups() * rowPackRecord(m.GroupSize, m.Bits)
 }
 
 // packRows builds m's row-interleaved copy (the caller checks rowPackable),
@@ -88,7 +97,7 @@ func packRows(m *Matrix, p *Pool) *rowPack {
 	out := make([]byte, rowPackBytes(m))
 	packInto(out, m, p)
 	nb := m.Rows / rowPackRows
-	return &rowPack{data: out, blocks: nb, tail: tailRows(m, nb*rowPackRows)}
+	return &rowPack{data: out, blocks: nb, bits: m.Bits, tail: tailRows(m, nb*rowPackRows)}
 }
 
 // packInto writes m's row-interleaved blocks into out (rowPackBytes(m)
@@ -115,37 +124,38 @@ func tailRows(m *Matrix, r0 int) Matrix {
 	return t
 }
 
-// packBlocks writes blocks [lo, hi) of m's row-interleaved copy into out.
-// Bytes 4k..4k+3 of a group's codes, read as a little-endian word w, hold
+// packBlocksGo writes blocks [lo, hi) of m's row-interleaved copy into out
+// (packBlocks' generic twin). Bytes 4k..4k+3 of a group's codes, read as a little-endian word w, hold
 // the nibbles of columns 8k..8k+7 in order; the step's dword wants byte i =
 // nibble i | nibble 4+i << 4, so each 16-bit half of w spreads its four
 // nibbles to the low nibbles of four bytes (the high half then shifted up).
-// Two words (two steps) go through 64-bit arithmetic at once: the spread
-// never carries across a word's 32 bits. (Word by word through a closure it
-// packed 0.25 GB/s on two cores; docs/PERF.md, routed experts.)
-func packBlocks(out []byte, m *Matrix, lo, hi int) {
+func packBlocksGo(out []byte, m *Matrix, lo, hi int) {
 	gs, g := m.GroupSize, m.Groups()
 	rb := m.RowBytes()
-	rec := rowPackRecord(gs)
-	gb := gs / 2
+	rec := rowPackRecord(gs, m.Bits)
 	sc, bi := u16s(m.Scales), u16s(m.Biases)
-	const halves = 0x0000ffff0000ffff
+	spread := func(x uint32) uint32 {
+		x = (x | x<<8) & 0x00ff00ff
+		return (x | x<<4) & 0x0f0f0f0f
+	}
+	gb := gs * m.Bits / 8 // bytes of a group's codes in a row
 	for b := lo; b < hi; b++ {
-		blk := out[b*g*rec : (b+1)*g*rec]
 		for r := 0; r < rowPackRows; r++ {
 			row := b*rowPackRows + r
 			codes := m.Data[row*rb : (row+1)*rb]
 			for j := 0; j < g; j++ {
-				dst := blk[j*rec : (j+1)*rec]
+				dst := out[(b*g+j)*rec : (b*g+j+1)*rec]
 				cg := codes[j*gb : (j+1)*gb]
-				for k := 0; k+8 <= len(cg); k += 8 {
-					v := binary.LittleEndian.Uint64(cg[k:])
-					w := spread64(v&halves) | spread64(v>>16&halves)<<4
-					s := 16*k + 4*r // step k/4 is at 64·(k/4)
-					binary.LittleEndian.PutUint32(dst[s:s+4], uint32(w))
-					binary.LittleEndian.PutUint32(dst[s+64:s+68], uint32(w>>32))
+				for k := 0; k < gs/8; k++ {
+					if m.Bits == 8 {
+						copy(dst[128*k+4*r:128*k+4*r+4], cg[8*k:8*k+4])
+						copy(dst[128*k+64+4*r:128*k+64+4*r+4], cg[8*k+4:8*k+8])
+						continue
+					}
+					w := binary.LittleEndian.Uint32(cg[4*k:])
+					binary.LittleEndian.PutUint32(dst[64*k+4*r:], spread(w&0xffff)|spread(w>>16)<<4)
 				}
-				o := gs * 8
+				o := rec - 64
 				binary.LittleEndian.PutUint16(dst[o+2*r:], sc[row*g+j])
 				binary.LittleEndian.PutUint16(dst[o+32+2*r:], bi[row*g+j])
 			}
@@ -153,11 +163,14 @@ func packBlocks(out []byte, m *Matrix, lo, hi int) {
 	}
 }
 
-// spread64 moves the four nibbles of each 32-bit half's low 16 bits to the
-// low nibbles of that half's four bytes.
-func spread64(x uint64) uint64 {
-	x = (x | x<<8) & 0x00ff00ff00ff00ff
-	return (x | x<<4) & 0x0f0f0f0f0f0f0f0f
+// rowPackStep returns the codes of row r at step positions i (column 8k+i)
+// and 4+i (column 8k+4+i) of a step of the given width (see the layout).
+func rowPackStep(step []byte, bits, r, i int) (lo, hi int32) {
+	if bits == 8 {
+		return int32(step[4*r+i]), int32(step[64+4*r+i])
+	}
+	c := step[4*r+i]
+	return int32(c & 15), int32(c >> 4)
 }
 
 // rowPackGo is the Go twin of rowPack1VNNI: blocks of the packed layout
@@ -165,9 +178,9 @@ func spread64(x uint64) uint64 {
 // per block into y. Per group it computes the same integer dots as
 // affineRowInt8, then acc += float(dot)·(s·sx) and bacc += b·Σx, as the
 // kernel does lane by lane.
-func rowPackGo(pk []byte, xq []int8, sx, gsum, y []float32, blocks, gs int) {
+func rowPackGo(pk []byte, xq []int8, sx, gsum, y []float32, blocks, gs, bits int) {
 	g := len(sx)
-	rec := rowPackRecord(gs)
+	rec, stepBytes := rowPackRecord(gs, bits), 16*bits
 	for b := 0; b < blocks; b++ {
 		var acc, bacc [rowPackRows]float32
 		for j := 0; j < g; j++ {
@@ -175,16 +188,16 @@ func rowPackGo(pk []byte, xq []int8, sx, gsum, y []float32, blocks, gs int) {
 			xg := xq[j*gs : (j+1)*gs]
 			var dot [rowPackRows]int32
 			for k := 0; k < gs/8; k++ {
-				step := r0[64*k : 64*k+64]
+				step := r0[stepBytes*k : stepBytes*(k+1)]
 				xs := xg[8*k : 8*k+8]
 				for r := 0; r < rowPackRows; r++ {
 					for i := 0; i < 4; i++ {
-						c := step[4*r+i]
-						dot[r] += int32(c&15)*int32(xs[i]) + int32(c>>4)*int32(xs[4+i])
+						lo, hi := rowPackStep(step, bits, r, i)
+						dot[r] += lo*int32(xs[i]) + hi*int32(xs[4+i])
 					}
 				}
 			}
-			sb := u16s(r0[gs*8:])
+			sb := u16s(r0[rec-64:])
 			for r := 0; r < rowPackRows; r++ {
 				acc[r] += float32(dot[r]) * (half.BF16ToF32(sb[r]) * sx[j])
 				bacc[r] += half.BF16ToF32(sb[16+r]) * gsum[j]
@@ -219,28 +232,28 @@ func rowPackX8(x8 []int8, sx8, gs8 []float32, xq []int8, sx, gsum []float32, col
 // rowPack8Go is the Go twin of rowPack8VNNI: blocks of the packed layout
 // against eight tokens laid out by rowPackX8; token t's 16 results of block
 // b at y[t·ystride+16b:].
-func rowPack8Go(pk []byte, x8 []int8, sx8, gs8, y []float32, blocks, gs, ystride int) {
+func rowPack8Go(pk []byte, x8 []int8, sx8, gs8, y []float32, blocks, gs, bits, ystride int) {
 	g := len(sx8) / rowPackTokens
-	rec := rowPackRecord(gs)
+	rec, stepBytes := rowPackRecord(gs, bits), 16*bits
 	for b := 0; b < blocks; b++ {
 		var acc [rowPackTokens][rowPackRows]float32
 		for j := 0; j < g; j++ {
 			r0 := pk[(b*g+j)*rec : (b*g+j+1)*rec]
 			var dot [rowPackTokens][rowPackRows]int32
 			for k := 0; k < gs/8; k++ {
-				step := r0[64*k : 64*k+64]
+				step := r0[stepBytes*k : stepBytes*(k+1)]
 				xs := x8[(j*gs/8+k)*64:]
 				for t := 0; t < rowPackTokens; t++ {
 					xt := xs[8*t : 8*t+8]
 					for r := 0; r < rowPackRows; r++ {
 						for i := 0; i < 4; i++ {
-							c := step[4*r+i]
-							dot[t][r] += int32(c&15)*int32(xt[i]) + int32(c>>4)*int32(xt[4+i])
+							lo, hi := rowPackStep(step, bits, r, i)
+							dot[t][r] += lo*int32(xt[i]) + hi*int32(xt[4+i])
 						}
 					}
 				}
 			}
-			sb := u16s(r0[gs*8:])
+			sb := u16s(r0[rec-64:])
 			for t := 0; t < rowPackTokens; t++ {
 				for r := 0; r < rowPackRows; r++ {
 					acc[t][r] += float32(dot[t][r]) * (half.BF16ToF32(sb[r]) * sx8[j*rowPackTokens+t])
@@ -266,7 +279,7 @@ func (t *matTask) int8Packed(lo, hi int) {
 	m, y, n := t.m, t.y, t.n
 	pk := m.packed
 	rows, cols, gs, g := m.Rows, m.Cols, m.GroupSize, m.Groups()
-	rec := rowPackRecord(gs)
+	rec := rowPackRecord(gs, pk.bits)
 	bhi := min(hi, pk.blocks)
 	for c := lo; c < bhi; c += rowPackChunk {
 		ce := min(c+rowPackChunk, bhi)
@@ -274,11 +287,11 @@ func (t *matTask) int8Packed(lo, hi int) {
 		for b := 0; b < t.blocks; b++ {
 			k := rowPackTokens * b
 			rowPack8(data, t.x4[k*cols:(k+rowPackTokens)*cols], t.sx4[k*g:(k+rowPackTokens)*g], t.gsum4[k*g:(k+rowPackTokens)*g],
-				y[k*rows+c*rowPackRows:], ce-c, gs, rows)
+				y[k*rows+c*rowPackRows:], ce-c, gs, pk.bits, rows)
 		}
 		for k := rowPackTokens * t.blocks; k < n; k++ {
 			rowPack1(data, t.xq[k*cols:(k+1)*cols], t.sx[k*g:(k+1)*g], t.gsum[k*g:(k+1)*g],
-				y[k*rows+c*rowPackRows:k*rows+ce*rowPackRows], gs)
+				y[k*rows+c*rowPackRows:k*rows+ce*rowPackRows], gs, pk.bits)
 		}
 	}
 	// Rows past the last block, from the tail's original bytes.
@@ -292,10 +305,10 @@ func (t *matTask) int8Packed(lo, hi int) {
 		for k := 0; k < n; k++ {
 			xq, sx, gsum := t.xq[k*cols:(k+1)*cols], t.sx[k*g:(k+1)*g], t.gsum[k*g:(k+1)*g]
 			yk := y[k*rows+r : k*rows+r+1]
-			if gs%64 == 0 {
+			if m.Bits == 4 && gs%64 == 0 {
 				q4RowsNatural(raw, xq, sx, scales, biases, gsum, yk, gs)
 			} else {
-				yk[0] = affineRowInt8(4, gs, raw, xq, sx, scales, biases, gsum)
+				yk[0] = affineRowInt8(m.Bits, gs, raw, xq, sx, scales, biases, gsum)
 			}
 		}
 		t.p.buf.put(sbBuf)

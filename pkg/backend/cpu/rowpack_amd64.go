@@ -6,34 +6,49 @@ package cpu
 func rowPack1VNNI(packed *byte, xq *int8, sx, gsum, y *float32, blocks, groups, quads int)
 
 //go:noescape
+func rowPack1VNNI8(packed *byte, xq *int8, sx, gsum, y *float32, blocks, groups, quads int)
+
+//go:noescape
+func rowPack8VNNI8(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
+
+//go:noescape
 func rowPack8VNNI(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
 
-// rowPack1 runs rowPack1VNNI (the caller checks haveVNNI) over the len(y)/16
-// blocks of pk against one token's x in natural order.
-func rowPack1(pk []byte, xq []int8, sx, gsum, y []float32, gs int) {
+// rowPack1 runs rowPack1VNNI, or rowPack1VNNI8 for 8-bit codes (the caller
+// checks haveVNNI), over the len(y)/16 blocks of pk against one token's x in
+// natural order.
+func rowPack1(pk []byte, xq []int8, sx, gsum, y []float32, gs, bits int) {
 	blocks, g := len(y)/rowPackRows, len(sx)
 	if blocks == 0 {
 		return
 	}
-	_ = pk[blocks*g*rowPackRecord(gs)-1]
+	_ = pk[blocks*g*rowPackRecord(gs, bits)-1]
 	_ = xq[g*gs-1]
 	_ = gsum[g-1]
-	rowPack1VNNI(&pk[0], &xq[0], &sx[0], &gsum[0], &y[0], blocks, g, gs/32)
+	kernel := rowPack1VNNI
+	if bits == 8 {
+		kernel = rowPack1VNNI8
+	}
+	kernel(&pk[0], &xq[0], &sx[0], &gsum[0], &y[0], blocks, g, gs/32)
 }
 
-// rowPack8 runs rowPack8VNNI (the caller checks haveVNNI) over blocks blocks
-// of pk against eight tokens laid out by rowPackX8; token t's results go to
-// y[t·ystride:], 16 per block.
-func rowPack8(pk []byte, x8 []int8, sx8, gs8, y []float32, blocks, gs, ystride int) {
+// rowPack8 runs rowPack8VNNI, or rowPack8VNNI8 for 8-bit codes (the caller
+// checks haveVNNI), over blocks blocks of pk against eight tokens laid out by
+// rowPackX8; token t's results go to y[t·ystride:], 16 per block.
+func rowPack8(pk []byte, x8 []int8, sx8, gs8, y []float32, blocks, gs, bits, ystride int) {
 	g := len(sx8) / rowPackTokens
 	if blocks == 0 {
 		return
 	}
-	_ = pk[blocks*g*rowPackRecord(gs)-1]
+	_ = pk[blocks*g*rowPackRecord(gs, bits)-1]
 	_ = x8[g*gs*rowPackTokens-1]
 	_ = gs8[g*rowPackTokens-1]
 	_ = y[(rowPackTokens-1)*ystride+blocks*rowPackRows-1]
-	rowPack8VNNI(&pk[0], &x8[0], &sx8[0], &gs8[0], &y[0], blocks, g, gs/8, 4*ystride)
+	kernel := rowPack8VNNI
+	if bits == 8 {
+		kernel = rowPack8VNNI8
+	}
+	kernel(&pk[0], &x8[0], &sx8[0], &gs8[0], &y[0], blocks, g, gs/8, 4*ystride)
 }
 
 // q4RowsNatural is q4RowsVNNI (4-bit rows, x in natural order, float32
@@ -41,4 +56,27 @@ func rowPack8(pk []byte, x8 []int8, sx8, gs8, y []float32, blocks, gs, ystride i
 // leaves out.
 func q4RowsNatural(raw []byte, xq []int8, sx, scales, biases, gsum, y []float32, gs int) {
 	callI8(q4RowsVNNI, 4, raw, xq, sx, scales, biases, gsum, y, gs, gs/64)
+}
+
+//go:noescape
+func packBlocksAVX512(out, codes *byte, sc, bi *uint16, rb, groups, steps, blocks int)
+
+// packBlocks writes blocks [lo, hi) of m's row-interleaved copy into out:
+// packBlocksAVX512 with AVX-512 and at least two groups per row (its scale
+// gathers read a dword that must stay inside the row) for 4-bit codes, else
+// packBlocksGo (8-bit codes are a plain copy of dwords).
+func packBlocks(out []byte, m *Matrix, lo, hi int) {
+	g := m.Groups()
+	if !haveAVX512 || g < 2 || hi <= lo || m.Bits != 4 {
+		packBlocksGo(out, m, lo, hi)
+		return
+	}
+	rb, rec := m.RowBytes(), rowPackRecord(m.GroupSize, 4)
+	sc, bi := u16s(m.Scales), u16s(m.Biases)
+	first, last := lo*rowPackRows, hi*rowPackRows-1
+	_ = out[hi*g*rec-1]
+	_ = m.Data[(last+1)*rb-1]
+	_ = sc[(last+1)*g-1]
+	_ = bi[(last+1)*g-1]
+	packBlocksAVX512(&out[lo*g*rec], &m.Data[first*rb], &sc[first*g], &bi[first*g], rb, g, m.GroupSize/8, hi-lo)
 }

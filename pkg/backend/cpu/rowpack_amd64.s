@@ -17,6 +17,76 @@
 	VPDPBUSD.BCST xoff(DI), Z16, alo \
 	VPDPBUSD.BCST xoff+4(DI), Z17, ahi
 
+// RP1_GROUP_END: a group's int32 sums (Z2..Z5) into the float accumulators
+// Z0 (×scale·sx) and Z1 (bias·Σx); SI past the group's steps, at its scales.
+#define RP1_GROUP_END \
+	VPADDD           Z3, Z2, Z2 \
+	VPADDD           Z5, Z4, Z4 \
+	VPADDD           Z4, Z2, Z2 \
+	VCVTDQ2PS        Z2, Z2 \
+	VPMOVZXWD        (SI), Z6 \
+	VPSLLD           $16, Z6, Z6 \
+	VMULPS.BCST      (R10), Z6, Z6 \
+	VFMADD231PS      Z6, Z2, Z0 \
+	VPMOVZXWD        32(SI), Z7 \
+	VPSLLD           $16, Z7, Z7 \
+	VFMADD231PS.BCST (BX), Z7, Z1 \
+	ADDQ             $64, SI \
+	ADDQ             $4, R10 \
+	ADDQ             $4, BX
+
+// RP1_BLOCK_START: x, sx, Σx and the group count from the arguments, the
+// float accumulators zeroed.
+#define RP1_BLOCK_START \
+	MOVQ   xq+8(FP), DI \
+	MOVQ   sx+16(FP), R10 \
+	MOVQ   gsum+24(FP), BX \
+	MOVQ   groups+48(FP), R11 \
+	VPXORD Z0, Z0, Z0 \
+	VPXORD Z1, Z1, Z1
+
+// RP1_GROUP_START: the int32 sums zeroed, CX the group's quads of steps.
+#define RP1_GROUP_START \
+	VPXORD Z2, Z2, Z2 \
+	VPXORD Z3, Z3, Z3 \
+	VPXORD Z4, Z4, Z4 \
+	VPXORD Z5, Z5, Z5 \
+	MOVQ   quads+56(FP), CX
+
+// RP1_BLOCK_END: the block's 16 results stored.
+#define RP1_BLOCK_END \
+	VADDPS  Z1, Z0, Z0 \
+	VMOVUPS Z0, (DX) \
+	ADDQ    $64, DX
+
+// RP8_BLOCK_START: x, sx, Σx and the group count from the arguments, the
+// float accumulators zeroed.
+#define RP8_BLOCK_START \
+	MOVQ   x8+8(FP), DI \
+	MOVQ   sx8+16(FP), R10 \
+	MOVQ   gs8+24(FP), BX \
+	MOVQ   groups+48(FP), R11 \
+	VPXORD Z8, Z8, Z8 \
+	VPXORD Z9, Z9, Z9 \
+	VPXORD Z10, Z10, Z10 \
+	VPXORD Z11, Z11, Z11 \
+	VPXORD Z12, Z12, Z12 \
+	VPXORD Z13, Z13, Z13 \
+	VPXORD Z14, Z14, Z14 \
+	VPXORD Z15, Z15, Z15
+
+// RP8_GROUP_START: the int32 sums zeroed, CX the group's steps.
+#define RP8_GROUP_START \
+	VPXORD Z0, Z0, Z0 \
+	VPXORD Z1, Z1, Z1 \
+	VPXORD Z2, Z2, Z2 \
+	VPXORD Z3, Z3, Z3 \
+	VPXORD Z4, Z4, Z4 \
+	VPXORD Z5, Z5, Z5 \
+	VPXORD Z6, Z6, Z6 \
+	VPXORD Z7, Z7, Z7 \
+	MOVQ   steps+56(FP), CX
+
 // func rowPack1VNNI(packed *byte, xq *int8, sx, gsum, y *float32, blocks, groups, quads int)
 // quads: steps per group / 4 (GroupSize / 32).
 TEXT ·rowPack1VNNI(SB), NOSPLIT, $0-64
@@ -27,19 +97,10 @@ TEXT ·rowPack1VNNI(SB), NOSPLIT, $0-64
 	VPBROADCASTD AX, Z31
 
 rp1block:
-	MOVQ   xq+8(FP), DI
-	MOVQ   sx+16(FP), R10
-	MOVQ   gsum+24(FP), BX
-	MOVQ   groups+48(FP), R11
-	VPXORD Z0, Z0, Z0
-	VPXORD Z1, Z1, Z1
+	RP1_BLOCK_START
 
 rp1group:
-	VPXORD Z2, Z2, Z2
-	VPXORD Z3, Z3, Z3
-	VPXORD Z4, Z4, Z4
-	VPXORD Z5, Z5, Z5
-	MOVQ   quads+56(FP), CX
+	RP1_GROUP_START
 
 rp1step:
 	RP_STEP(0, 0, Z2, Z3)
@@ -51,28 +112,54 @@ rp1step:
 	DECQ CX
 	JNZ  rp1step
 
-	VPADDD           Z3, Z2, Z2
-	VPADDD           Z5, Z4, Z4
-	VPADDD           Z4, Z2, Z2
-	VCVTDQ2PS        Z2, Z2
-	VPMOVZXWD        (SI), Z6
-	VPSLLD           $16, Z6, Z6
-	VMULPS.BCST      (R10), Z6, Z6
-	VFMADD231PS      Z6, Z2, Z0
-	VPMOVZXWD        32(SI), Z7
-	VPSLLD           $16, Z7, Z7
-	VFMADD231PS.BCST (BX), Z7, Z1
-	ADDQ             $64, SI
-	ADDQ             $4, R10
-	ADDQ             $4, BX
-	DECQ             R11
-	JNZ              rp1group
+	RP1_GROUP_END
+	DECQ R11
+	JNZ  rp1group
 
-	VADDPS  Z1, Z0, Z0
-	VMOVUPS Z0, (DX)
-	ADDQ    $64, DX
-	DECQ    R13
-	JNZ     rp1block
+	RP1_BLOCK_END
+	DECQ R13
+	JNZ  rp1block
+	VZEROUPPER
+	RET
+
+// RP_STEP8: an 8-bit step at off(SI): two vectors, columns 8k..8k+3 and
+// 8k+4..8k+7 of the 16 rows, against x dwords at xoff(DI), xoff+4(DI).
+#define RP_STEP8(off, xoff, alo, ahi) \
+	VMOVDQU32     off(SI), Z16 \
+	VMOVDQU32     off+64(SI), Z17 \
+	VPDPBUSD.BCST xoff(DI), Z16, alo \
+	VPDPBUSD.BCST xoff+4(DI), Z17, ahi
+
+// func rowPack1VNNI8(packed *byte, xq *int8, sx, gsum, y *float32, blocks, groups, quads int)
+// rowPack1VNNI for 8-bit codes (unsigned bytes, no nibble split).
+TEXT ·rowPack1VNNI8(SB), NOSPLIT, $0-64
+	MOVQ packed+0(FP), SI
+	MOVQ y+32(FP), DX
+	MOVQ blocks+40(FP), R13
+
+rp1b8block:
+	RP1_BLOCK_START
+
+rp1b8group:
+	RP1_GROUP_START
+
+rp1b8step:
+	RP_STEP8(0, 0, Z2, Z3)
+	RP_STEP8(128, 8, Z4, Z5)
+	RP_STEP8(256, 16, Z2, Z3)
+	RP_STEP8(384, 24, Z4, Z5)
+	ADDQ $512, SI
+	ADDQ $32, DI
+	DECQ CX
+	JNZ  rp1b8step
+
+	RP1_GROUP_END
+	DECQ R11
+	JNZ  rp1b8group
+
+	RP1_BLOCK_END
+	DECQ R13
+	JNZ  rp1b8block
 	VZEROUPPER
 	RET
 
@@ -89,6 +176,55 @@ rp1step:
 	VFMADD231PS      Z20, acc, f \
 	VFMADD231PS.BCST off(BX), Z19, f
 
+// RP8_GROUP_END: the eight tokens' int32 sums of a group into their float
+// accumulators; SI past the group's steps, at its scales.
+#define RP8_GROUP_END \
+	VPMOVZXWD (SI), Z18 \
+	VPSLLD    $16, Z18, Z18 \
+	VPMOVZXWD 32(SI), Z19 \
+	VPSLLD    $16, Z19, Z19 \
+	RP8_END(0, Z0, Z8) \
+	RP8_END(4, Z1, Z9) \
+	RP8_END(8, Z2, Z10) \
+	RP8_END(12, Z3, Z11) \
+	RP8_END(16, Z4, Z12) \
+	RP8_END(20, Z5, Z13) \
+	RP8_END(24, Z6, Z14) \
+	RP8_END(28, Z7, Z15) \
+	ADDQ      $64, SI \
+	ADDQ      $32, R10 \
+	ADDQ      $32, BX
+
+// RP8_STORE: the eight tokens' 16 results of a block, ystride (R9) apart.
+#define RP8_STORE \
+	MOVQ    DX, R8 \
+	VMOVUPS Z8, (R8) \
+	ADDQ    R9, R8 \
+	VMOVUPS Z9, (R8) \
+	ADDQ    R9, R8 \
+	VMOVUPS Z10, (R8) \
+	ADDQ    R9, R8 \
+	VMOVUPS Z11, (R8) \
+	ADDQ    R9, R8 \
+	VMOVUPS Z12, (R8) \
+	ADDQ    R9, R8 \
+	VMOVUPS Z13, (R8) \
+	ADDQ    R9, R8 \
+	VMOVUPS Z14, (R8) \
+	ADDQ    R9, R8 \
+	VMOVUPS Z15, (R8)
+
+// RP8_TOKS: the decoded step (Z16, Z17) against the eight tokens.
+#define RP8_TOKS \
+	RP8_TOK(0, Z0) \
+	RP8_TOK(8, Z1) \
+	RP8_TOK(16, Z2) \
+	RP8_TOK(24, Z3) \
+	RP8_TOK(32, Z4) \
+	RP8_TOK(40, Z5) \
+	RP8_TOK(48, Z6) \
+	RP8_TOK(56, Z7)
+
 // func rowPack8VNNI(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
 // Eight tokens at once (x8, sx8, gs8 as rowPackX8 lays them out): each
 // step is decoded once and meets the eight tokens' x; token t's results go
@@ -103,83 +239,191 @@ TEXT ·rowPack8VNNI(SB), NOSPLIT, $0-72
 	VPBROADCASTD AX, Z31
 
 rp8block:
-	MOVQ   x8+8(FP), DI
-	MOVQ   sx8+16(FP), R10
-	MOVQ   gs8+24(FP), BX
-	MOVQ   groups+48(FP), R11
-	VPXORD Z8, Z8, Z8
-	VPXORD Z9, Z9, Z9
-	VPXORD Z10, Z10, Z10
-	VPXORD Z11, Z11, Z11
-	VPXORD Z12, Z12, Z12
-	VPXORD Z13, Z13, Z13
-	VPXORD Z14, Z14, Z14
-	VPXORD Z15, Z15, Z15
+	RP8_BLOCK_START
 
 rp8group:
-	VPXORD Z0, Z0, Z0
-	VPXORD Z1, Z1, Z1
-	VPXORD Z2, Z2, Z2
-	VPXORD Z3, Z3, Z3
-	VPXORD Z4, Z4, Z4
-	VPXORD Z5, Z5, Z5
-	VPXORD Z6, Z6, Z6
-	VPXORD Z7, Z7, Z7
-	MOVQ   steps+56(FP), CX
+	RP8_GROUP_START
 
 rp8step:
 	VPSRLW  $4, (SI), Z17
 	VPANDD  (SI), Z31, Z16
 	VPANDD  Z31, Z17, Z17
-	RP8_TOK(0, Z0)
-	RP8_TOK(8, Z1)
-	RP8_TOK(16, Z2)
-	RP8_TOK(24, Z3)
-	RP8_TOK(32, Z4)
-	RP8_TOK(40, Z5)
-	RP8_TOK(48, Z6)
-	RP8_TOK(56, Z7)
+	RP8_TOKS
 	ADDQ    $64, SI
 	ADDQ    $64, DI
 	DECQ    CX
 	JNZ     rp8step
 
-	VPMOVZXWD (SI), Z18
-	VPSLLD    $16, Z18, Z18
-	VPMOVZXWD 32(SI), Z19
-	VPSLLD    $16, Z19, Z19
-	RP8_END(0, Z0, Z8)
-	RP8_END(4, Z1, Z9)
-	RP8_END(8, Z2, Z10)
-	RP8_END(12, Z3, Z11)
-	RP8_END(16, Z4, Z12)
-	RP8_END(20, Z5, Z13)
-	RP8_END(24, Z6, Z14)
-	RP8_END(28, Z7, Z15)
-	ADDQ      $64, SI
-	ADDQ      $32, R10
-	ADDQ      $32, BX
+	RP8_GROUP_END
 	DECQ      R11
 	JNZ       rp8group
 
-	MOVQ    DX, R8
-	VMOVUPS Z8, (R8)
-	ADDQ    R9, R8
-	VMOVUPS Z9, (R8)
-	ADDQ    R9, R8
-	VMOVUPS Z10, (R8)
-	ADDQ    R9, R8
-	VMOVUPS Z11, (R8)
-	ADDQ    R9, R8
-	VMOVUPS Z12, (R8)
-	ADDQ    R9, R8
-	VMOVUPS Z13, (R8)
-	ADDQ    R9, R8
-	VMOVUPS Z14, (R8)
-	ADDQ    R9, R8
-	VMOVUPS Z15, (R8)
+	RP8_STORE
 	ADDQ    $64, DX
 	DECQ    R13
 	JNZ     rp8block
+	VZEROUPPER
+	RET
+
+// func rowPack8VNNI8(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
+// rowPack8VNNI for 8-bit codes: a step is two plain vectors.
+TEXT ·rowPack8VNNI8(SB), NOSPLIT, $0-72
+	MOVQ packed+0(FP), SI
+	MOVQ y+32(FP), DX
+	MOVQ blocks+40(FP), R13
+	MOVQ ystride+64(FP), R9
+
+rp8b8block:
+	RP8_BLOCK_START
+
+rp8b8group:
+	RP8_GROUP_START
+
+rp8b8step:
+	VMOVDQU32 (SI), Z16
+	VMOVDQU32 64(SI), Z17
+	RP8_TOKS
+	ADDQ      $128, SI
+	ADDQ      $64, DI
+	DECQ      CX
+	JNZ       rp8b8step
+
+	RP8_GROUP_END
+	DECQ R11
+	JNZ  rp8b8group
+
+	RP8_STORE
+	ADDQ $64, DX
+	DECQ R13
+	JNZ  rp8b8block
+	VZEROUPPER
+	RET
+
+// The packer (packBlocks' AVX-512 path): step k of a group is dword k of
+// the group's codes in each of the block's 16 rows — one VPGATHERDD with the
+// rows' offsets as indices — with each dword's two 16-bit halves spread to
+// the low nibbles of its four bytes (x = (x | x<<8) & 0x00ff00ff, then
+// (x | x<<4) & 0x0f0f0f0f) and the high half's shifted up by 4. The 16
+// rows' bf16 scales (and biases) of group j are gathered as dwords at
+// 2j-2, whose high halves they are (group 0: at 0, the low halves; the
+// caller ensures at least two groups, so no dword reaches past a row's end).
+DATA rpIota<>+0(SB)/4, $0
+DATA rpIota<>+4(SB)/4, $1
+DATA rpIota<>+8(SB)/4, $2
+DATA rpIota<>+12(SB)/4, $3
+DATA rpIota<>+16(SB)/4, $4
+DATA rpIota<>+20(SB)/4, $5
+DATA rpIota<>+24(SB)/4, $6
+DATA rpIota<>+28(SB)/4, $7
+DATA rpIota<>+32(SB)/4, $8
+DATA rpIota<>+36(SB)/4, $9
+DATA rpIota<>+40(SB)/4, $10
+DATA rpIota<>+44(SB)/4, $11
+DATA rpIota<>+48(SB)/4, $12
+DATA rpIota<>+52(SB)/4, $13
+DATA rpIota<>+56(SB)/4, $14
+DATA rpIota<>+60(SB)/4, $15
+GLOBL rpIota<>(SB), RODATA|NOPTR, $64
+
+// RP_SPREAD: Z0's dwords spread as above into Z1 (Z2, Z3 scratch).
+#define RP_SPREAD \
+	VPANDD  Z0, Z27, Z1 \
+	VPSRLD  $16, Z0, Z2 \
+	VPSLLD  $8, Z1, Z3 \
+	VPORD   Z3, Z1, Z1 \
+	VPANDD  Z1, Z26, Z1 \
+	VPSLLD  $4, Z1, Z3 \
+	VPORD   Z3, Z1, Z1 \
+	VPANDD  Z1, Z25, Z1 \
+	VPSLLD  $8, Z2, Z3 \
+	VPORD   Z3, Z2, Z2 \
+	VPANDD  Z2, Z26, Z2 \
+	VPSLLD  $4, Z2, Z3 \
+	VPORD   Z3, Z2, Z2 \
+	VPANDD  Z2, Z25, Z2 \
+	VPSLLD  $4, Z2, Z2 \
+	VPORD   Z2, Z1, Z1
+
+// func packBlocksAVX512(out, codes *byte, sc, bi *uint16, rb, groups, steps, blocks int)
+// codes, sc and bi point at the first block's first row; steps = GroupSize/8.
+TEXT ·packBlocksAVX512(SB), NOSPLIT, $0-64
+	MOVQ         out+0(FP), DI
+	MOVQ         codes+8(FP), SI
+	MOVQ         sc+16(FP), R8
+	MOVQ         bi+24(FP), R9
+	MOVQ         rb+32(FP), R10
+	MOVQ         groups+40(FP), R11
+	MOVQ         steps+48(FP), R12
+	MOVQ         blocks+56(FP), R13
+	MOVL         $0xffff, AX
+	VPBROADCASTD AX, Z27
+	MOVL         $0x00ff00ff, AX
+	VPBROADCASTD AX, Z26
+	MOVL         $0x0f0f0f0f, AX
+	VPBROADCASTD AX, Z25
+	VMOVDQU32    rpIota<>(SB), Z24
+	VPBROADCASTD R10, Z30
+	VPMULLD      Z24, Z30, Z30 // code offsets of the 16 rows
+	MOVQ         R11, AX
+	SHLQ         $1, AX
+	VPBROADCASTD AX, Z29
+	VPMULLD      Z24, Z29, Z29 // scale offsets of the 16 rows
+	MOVQ         R10, R15
+	SHLQ         $4, R15       // 16 rows of codes
+	MOVQ         R11, R14
+	SHLQ         $5, R14       // 16 rows of scales
+
+pbblock:
+	MOVQ SI, BX
+	XORQ AX, AX // group
+
+pbgroup:
+	MOVQ BX, DX
+	MOVQ R12, CX
+
+pbstep:
+	KXNORW     K1, K1, K1
+	VPGATHERDD (DX)(Z30*1), K1, Z0
+	RP_SPREAD
+	VMOVDQU32  Z1, (DI)
+	ADDQ       $64, DI
+	ADDQ       $4, DX
+	DECQ       CX
+	JNZ        pbstep
+
+	TESTQ      AX, AX
+	JNZ        pbhigh
+	KXNORW     K1, K1, K1
+	VPGATHERDD (R8)(Z29*1), K1, Z0
+	KXNORW     K2, K2, K2
+	VPGATHERDD (R9)(Z29*1), K2, Z1
+	JMP        pbscales
+
+pbhigh:
+	LEAQ       -2(R8)(AX*2), R10
+	LEAQ       -2(R9)(AX*2), DX
+	KXNORW     K1, K1, K1
+	VPGATHERDD (R10)(Z29*1), K1, Z0
+	KXNORW     K2, K2, K2
+	VPGATHERDD (DX)(Z29*1), K2, Z1
+	VPSRLD     $16, Z0, Z0
+	VPSRLD     $16, Z1, Z1
+
+pbscales:
+	VPMOVDW Z0, (DI)
+	VPMOVDW Z1, 32(DI)
+	ADDQ    $64, DI
+	MOVQ    R12, DX
+	SHLQ    $2, DX
+	ADDQ    DX, BX  // next group's codes: GroupSize/2 bytes on
+	INCQ    AX
+	CMPQ    AX, R11
+	JLT     pbgroup
+
+	ADDQ R15, SI
+	ADDQ R14, R8
+	ADDQ R14, R9
+	DECQ R13
+	JNZ  pbblock
 	VZEROUPPER
 	RET

@@ -54,17 +54,19 @@ func TestBindDensePacksAtFirstProduct(t *testing.T) {
 	}
 }
 
-// rowPackCases: 4-bit bf16 matrices of every packable group size, row counts
-// below, at and past multiples of 16, and group counts from 1 to 33.
+// rowPackCases: 4- and 8-bit bf16 matrices of every packable group size, row
+// counts below, at and past multiples of 16, and group counts from 1 to 33.
 func rowPackCases() []matCase {
 	var cs []matCase
-	for _, gs := range []int{32, 64, 128} {
-		for _, rows := range []int{1, 15, 16, 17, 31, 32, 48, 70} {
-			for _, groups := range []int{1, 2, 3, 5, 17, 33} {
-				if gs == 128 && groups > 5 || gs == 32 && rows > 32 && groups > 5 {
-					continue // enough of these; keep the test short
+	for _, bits := range []int{4, 8} {
+		for _, gs := range []int{32, 64, 128} {
+			for _, rows := range []int{1, 15, 16, 17, 31, 32, 48, 70} {
+				for _, groups := range []int{1, 2, 3, 5, 17, 33} {
+					if gs == 128 && groups > 5 || gs == 32 && rows > 32 && groups > 5 || bits == 8 && groups > 17 {
+						continue // enough of these; keep the test short
+					}
+					cs = append(cs, matCase{rows: rows, cols: gs * groups, f: Affine, bits: bits, gs: gs, sf: BF16})
 				}
-				cs = append(cs, matCase{rows: rows, cols: gs * groups, f: Affine, bits: 4, gs: gs, sf: BF16})
 			}
 		}
 	}
@@ -152,17 +154,17 @@ func TestRowPackTwins(t *testing.T) {
 				}
 			}
 			y8 := make([]float32, rowPackTokens*rows)
-			rowPack8Go(pk.data, x8, sx8, gs8, y8, pk.blocks, gs, rows)
+			rowPack8Go(pk.data, x8, sx8, gs8, y8, pk.blocks, gs, pk.bits, rows)
 			for k := 0; k < rowPackTokens; k++ {
 				y := make([]float32, rows)
-				rowPackGo(pk.data, xq[k*cols:(k+1)*cols], sx[k*g:(k+1)*g], gsum[k*g:(k+1)*g], y, pk.blocks, gs)
+				rowPackGo(pk.data, xq[k*cols:(k+1)*cols], sx[k*g:(k+1)*g], gsum[k*g:(k+1)*g], y, pk.blocks, gs, pk.bits)
 				check("rowPackGo", y, k)
 				check("rowPack8Go", y8[k*rows:(k+1)*rows], k)
 				if !haveVNNI {
 					continue
 				}
 				ya := make([]float32, rows)
-				rowPack1(pk.data, xq[k*cols:(k+1)*cols], sx[k*g:(k+1)*g], gsum[k*g:(k+1)*g], ya, gs)
+				rowPack1(pk.data, xq[k*cols:(k+1)*cols], sx[k*g:(k+1)*g], gsum[k*g:(k+1)*g], ya, gs, pk.bits)
 				check("rowPack1VNNI", ya, k)
 				for r := range ya {
 					if d := math.Abs(float64(ya[r] - y[r])); d > 1e-5*mag[k][r]+1e-6 {
@@ -172,7 +174,7 @@ func TestRowPackTwins(t *testing.T) {
 			}
 			if haveVNNI {
 				ya := make([]float32, rowPackTokens*rows)
-				rowPack8(pk.data, x8, sx8, gs8, ya, pk.blocks, gs, rows)
+				rowPack8(pk.data, x8, sx8, gs8, ya, pk.blocks, gs, pk.bits, rows)
 				for k := 0; k < rowPackTokens; k++ {
 					check("rowPack8VNNI", ya[k*rows:(k+1)*rows], k)
 					for r := 0; r < rows; r++ {
@@ -191,8 +193,8 @@ func TestRowPackTwins(t *testing.T) {
 func checkRowPackLayout(t *testing.T, m *Matrix, pk *rowPack) {
 	t.Helper()
 	gs, g := m.GroupSize, m.Groups()
-	rec := rowPackRecord(gs)
-	if pk.blocks != m.Rows/rowPackRows || len(pk.data) != pk.blocks*g*rec {
+	rec := rowPackRecord(gs, m.Bits)
+	if pk.blocks != m.Rows/rowPackRows || pk.bits != m.Bits || len(pk.data) != pk.blocks*g*rec {
 		t.Fatalf("%d blocks in %d bytes for %d rows", pk.blocks, len(pk.data), m.Rows)
 	}
 	for b := 0; b < pk.blocks; b++ {
@@ -203,18 +205,73 @@ func checkRowPackLayout(t *testing.T, m *Matrix, pk *rowPack) {
 				for k := 0; k < gs/8; k++ {
 					for i := 0; i < 4; i++ {
 						c := j*gs + 8*k + i
-						want := byte(refCode(m, row, c) | refCode(m, row, c+4)<<4)
-						if got := r0[64*k+4*r+i]; got != want {
+						step := r0[16*m.Bits*k:]
+						got, want := []byte{step[4*r+i]}, []byte{byte(refCode(m, row, c) | refCode(m, row, c+4)<<4)}
+						if m.Bits == 8 {
+							got = append(got[:1], step[64+4*r+i])
+							want = []byte{byte(refCode(m, row, c)), byte(refCode(m, row, c+4))}
+						}
+						if !slices.Equal(got, want) {
 							t.Fatalf("block %d group %d step %d row %d byte %d: %#x, want %#x", b, j, k, r, i, got, want)
 						}
 					}
 				}
-				sb := u16s(r0[gs*8:])
+				sb := u16s(r0[rec-64:])
 				if sb[r] != u16s(m.Scales)[row*g+j] || sb[16+r] != u16s(m.Biases)[row*g+j] {
 					t.Fatalf("block %d group %d row %d: scale/bias %#x/%#x", b, j, r, sb[r], sb[16+r])
 				}
 			}
 		}
+	}
+}
+
+// TestPackBlocksTwin: the packer's AVX-512 path writes the same bytes as its
+// Go twin, for every packable case and for block ranges that start and end
+// inside the matrix (the pool's split).
+func TestPackBlocksTwin(t *testing.T) {
+	if !haveAVX512 {
+		t.Skip("no AVX-512: packBlocks is the Go twin")
+	}
+	rng := rand.New(rand.NewPCG(37, 38))
+	for _, c := range rowPackCases() {
+		m := randomMatrix(rng, c.rows, c.cols, c.f, c.bits, c.gs, c.sf)
+		if !rowPackable(m) {
+			continue
+		}
+		nb := m.Rows / rowPackRows
+		size := nb * m.Groups() * rowPackRecord(m.GroupSize, m.Bits)
+		for _, r := range [][2]int{{0, nb}, {nb / 2, nb}, {0, (nb + 1) / 2}} {
+			want, got := make([]byte, size), make([]byte, size)
+			packBlocksGo(want, m, r[0], r[1])
+			packBlocks(got, m, r[0], r[1])
+			if i := slices.Compare(got, want); i != 0 {
+				for j := range got {
+					if got[j] != want[j] {
+						t.Fatalf("%v blocks %v: byte %d is %#x, the Go twin wrote %#x", c, r, j, got[j], want[j])
+					}
+				}
+			}
+		}
+	}
+}
+
+// BenchmarkRowPackWarm is the packer alone (one worker, the output already
+// faulted in), in GB/s of the matrix's bytes: what a reused buffer costs.
+func BenchmarkRowPackWarm(b *testing.B) {
+	m := benchMatrix(16384, 4096, Affine, 4)
+	nb := m.Rows / rowPackRows
+	out := make([]byte, nb*m.Groups()*rowPackRecord(m.GroupSize, m.Bits))
+	for _, k := range []struct {
+		name string
+		pack func(out []byte, m *Matrix, lo, hi int)
+	}{{"go", packBlocksGo}, {"simd", packBlocks}} {
+		b.Run(k.name, func(b *testing.B) {
+			b.SetBytes(int64(len(m.Data) + len(m.Scales) + len(m.Biases)))
+			k.pack(out, m, 0, nb)
+			for i := 0; i < b.N; i++ {
+				k.pack(out, m, 0, nb)
+			}
+		})
 	}
 }
 
