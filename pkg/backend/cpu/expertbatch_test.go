@@ -126,28 +126,38 @@ func TestExpertFFNsMatchesSequential(t *testing.T) {
 // faster).
 func BenchmarkExpertFFNs(b *testing.B) {
 	st := newExpertStep(b)
-	d, es, x, out, rows, weights, bytes := st.d, st.es, st.x, st.out, st.rows, st.weights, st.bytes
+	d, es, x, out, rows, weights := st.d, st.es, st.x, st.out, st.rows, st.weights
 	const K, N = expertStepK, expertStepN
-	var ratios []float64
-	bestSeq, bestBat := time.Duration(1<<62), time.Duration(1<<62)
-	for i := 0; b.Loop(); i++ {
-		step := es[(2*i*K)%N : (2*i*K)%N+K]
-		t0 := time.Now()
-		for k, e := range step {
+	pairedAB(b, st.bytes, "GB/s-seq-best", "GB/s-batched-best", "ratio", func(i int) {
+		for k, e := range es[(2*i*K)%N : (2*i*K)%N+K] {
 			d.ExpertFFN(out, x, e, rows[k], weights[k])
 		}
-		seq := time.Since(t0)
-		step = es[((2*i+1)*K)%N : ((2*i+1)*K)%N+K]
+	}, func(i int) {
+		d.ExpertFFNs(out, x, es[((2*i+1)*K)%N:((2*i+1)*K)%N+K], rows, weights)
+	})
+}
+
+// pairedAB runs a(i) and b2(i) alternately, i = 0, 1, … while the benchmark
+// loops, so that both see the same interference, and reports each one's best
+// in GB/s of bytes (units aName, bName) and the median of the per-pair time
+// ratios a/b2 (ratioName; > 1: b2 is faster).
+func pairedAB(b *testing.B, bytes float64, aName, bName, ratioName string, a, b2 func(i int)) {
+	var ratios []float64
+	bestA, bestB := time.Duration(1<<62), time.Duration(1<<62)
+	for i := 0; b.Loop(); i++ {
+		t0 := time.Now()
+		a(i)
+		ta := time.Since(t0)
 		t0 = time.Now()
-		d.ExpertFFNs(out, x, step, rows, weights)
-		bat := time.Since(t0)
-		bestSeq, bestBat = min(bestSeq, seq), min(bestBat, bat)
-		ratios = append(ratios, float64(seq)/float64(bat))
+		b2(i)
+		tb := time.Since(t0)
+		bestA, bestB = min(bestA, ta), min(bestB, tb)
+		ratios = append(ratios, float64(ta)/float64(tb))
 	}
 	slices.Sort(ratios)
-	b.ReportMetric(bytes/bestSeq.Seconds()/1e9, "GB/s-seq-best")
-	b.ReportMetric(bytes/bestBat.Seconds()/1e9, "GB/s-batched-best")
-	b.ReportMetric(ratios[len(ratios)/2], "ratio")
+	b.ReportMetric(bytes/bestA.Seconds()/1e9, aName)
+	b.ReportMetric(bytes/bestB.Seconds()/1e9, bName)
+	b.ReportMetric(ratios[len(ratios)/2], ratioName)
 }
 
 // BenchmarkExpertFFNsInt8 alternates one layer step (8 of 128 4-bit experts,
@@ -156,28 +166,17 @@ func BenchmarkExpertFFNs(b *testing.B) {
 // pairs, with the best of each in GB/s of expert bytes.
 func BenchmarkExpertFFNsInt8(b *testing.B) {
 	st := newExpertStep(b)
-	d, es, x, out, rows, weights, bytes := st.d, st.es, st.x, st.out, st.rows, st.weights, st.bytes
+	d, es, x, out, rows, weights := st.d, st.es, st.x, st.out, st.rows, st.weights
 	const K, N = expertStepK, expertStepN
 	mode := func(int8 bool) { d.pool.int8, d.serial.int8 = int8, int8 }
 	defer mode(false)
-	var ratios []float64
-	bestExact, bestInt8 := time.Duration(1<<62), time.Duration(1<<62)
-	for i := 0; b.Loop(); i++ {
+	pairedAB(b, st.bytes, "GB/s-exact-best", "GB/s-int8-best", "ratio", func(i int) {
 		mode(false)
-		t0 := time.Now()
 		d.ExpertFFNs(out, x, es[(2*i*K)%N:(2*i*K)%N+K], rows, weights)
-		exact := time.Since(t0)
+	}, func(i int) {
 		mode(true)
-		t0 = time.Now()
 		d.ExpertFFNs(out, x, es[((2*i+1)*K)%N:((2*i+1)*K)%N+K], rows, weights)
-		int8 := time.Since(t0)
-		bestExact, bestInt8 = min(bestExact, exact), min(bestInt8, int8)
-		ratios = append(ratios, float64(exact)/float64(int8))
-	}
-	slices.Sort(ratios)
-	b.ReportMetric(bytes/bestExact.Seconds()/1e9, "GB/s-exact-best")
-	b.ReportMetric(bytes/bestInt8.Seconds()/1e9, "GB/s-int8-best")
-	b.ReportMetric(ratios[len(ratios)/2], "ratio")
+	})
 }
 
 // expertStep is the setup the ExpertFFNs benchmarks share: N 4-bit experts of

@@ -4,10 +4,8 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"slices"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/fm-moe/fm/pkg/backend"
 )
@@ -389,24 +387,13 @@ func BenchmarkExpertCacheAB(b *testing.B) {
 					rows[k], ws[k] = append(rows[k], t), append(ws[k], 0.125)
 				}
 			}
-			var ratios []float64
-			bestOld, bestNew := time.Duration(1<<62), time.Duration(1<<62)
-			for i := 0; b.Loop(); i++ {
+			pairedAB(b, bytes, "GB/s-rows-best", "GB/s-packed-best", "speedup", func(i int) {
 				o := (2 * i * K) % N
-				t0 := time.Now()
 				plain.ExpertFFNs(out, x, ep[o:o+K], rows, ws)
-				old := time.Since(t0)
-				o = ((2*i + 1) * K) % N
-				t0 = time.Now()
+			}, func(i int) {
+				o := ((2*i + 1) * K) % N
 				packed.ExpertFFNs(out, x, eq[o:o+K], rows, ws)
-				nw := time.Since(t0)
-				bestOld, bestNew = min(bestOld, old), min(bestNew, nw)
-				ratios = append(ratios, float64(old)/float64(nw))
-			}
-			slices.Sort(ratios)
-			b.ReportMetric(bytes/bestOld.Seconds()/1e9, "GB/s-rows-best")
-			b.ReportMetric(bytes/bestNew.Seconds()/1e9, "GB/s-packed-best")
-			b.ReportMetric(ratios[len(ratios)/2], "speedup")
+			})
 		})
 	}
 }
