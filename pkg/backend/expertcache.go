@@ -46,11 +46,13 @@ type ExpertCache interface {
 
 // RAMExpertCache is an optional interface of an ExpertCache kept in host
 // RAM (the CPU backend's row-interleaved experts, which it computes faster
-// than the files' layout). TakeRAMBudget reports whether the cache keeps
-// experts of layout l; if so it takes bytes as its budget, and the caller
-// gives the expert store no RAM cache of its own, so that an expert is not
-// held twice (as its file and as the device's copy). Call it once, before
-// the first expert is bound; later calls report false.
+// than the files' layout, but must first convert). TakeRAMBudget reports
+// whether the cache keeps experts of layout l; if so it takes bytes as its
+// budget, and the caller gives the expert store no RAM cache of its own, so
+// that an expert is not held twice (as its file and as the device's copy).
+// Call it once, before the first expert is bound; later calls report false.
+// The engine calls it only when every expert fits in the budget: the
+// conversion pays only for experts that stay.
 type RAMExpertCache interface {
 	TakeRAMBudget(l *ExpertLayout, bytes int64) bool
 }

@@ -144,9 +144,15 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 		storeOpts.VerifyChecksums = storeOpts.VerifyChecksums || !opts.SkipExpertChecksums
 		// A device that keeps experts in RAM in a layout of its own (the
 		// CPU's row-interleaved experts in int8 mode) takes the store's RAM
-		// budget: an expert is then held once, in the faster layout, and the
-		// store reads only the device cache's misses.
-		if hc, ok := e.Device.(backend.RAMExpertCache); ok && storeOpts.CacheBytes > 0 {
+		// budget when every expert of the set fits in it: an expert is then
+		// held once, in the faster layout, packed once for the process's
+		// life, and the store reads only the device cache's misses. When
+		// they do not all fit, the store keeps its cache of files: a miss
+		// would cost a packing pass (~2 ms for a 2.5 MiB expert on a loaded
+		// core, some 30 times computing it for one token) to save a quarter
+		// of each later use, which pays only at hit rates near 1 (docs/PERF.md,
+		// "Row-interleaved routed experts"; halved decode when streaming).
+		if hc, ok := e.Device.(backend.RAMExpertCache); ok && storeOpts.CacheBytes > 0 && storeOpts.CacheBytes >= setBytes(&m.Config, e.Set) {
 			if l, err := model.ExpertLayout(e.Set, &m.Config); err == nil && hc.TakeRAMBudget(l, storeOpts.CacheBytes) {
 				storeOpts.CacheBytes = 0
 				e.DeviceRAMCache = true
@@ -164,6 +170,17 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 	}
 	ok = true
 	return e, nil
+}
+
+// setBytes is the size of every expert file of set.
+func setBytes(c *layout.Config, set *layout.ExpertSet) int64 {
+	var n int64
+	for _, sparse := range c.SparseLayers {
+		if sparse {
+			n += int64(c.NumExperts) * set.FileSize
+		}
+	}
+	return n
 }
 
 func anySparse(c *layout.Config) bool {

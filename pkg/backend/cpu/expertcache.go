@@ -22,9 +22,13 @@ import (
 //
 // The budget is the expert store's RAM budget (--expert-cache-mb), which
 // the engine hands to this cache instead of the store when the cache serves
-// the model's expert layout (TakeRAMBudget), so an expert is never held
-// twice, once as its file and once packed; or Options.ExpertCacheBytes
-// for callers that open the device themselves. Without a budget, outside
+// the model's expert layout (TakeRAMBudget) and every expert fits in it, so
+// an expert is never held twice, once as its file and once packed, and is
+// packed once for good; or Options.ExpertCacheBytes for callers that open
+// the device themselves. Packing a miss costs some 30 times computing the
+// expert for one token and saves about a quarter of each later use, so a
+// cache that evicts (a model larger than the budget) loses: measured,
+// decode at half the speed of the store's cache of files (docs/PERF.md). Without a budget, outside
 // int8 mode, without VNNI (arm64, -tags noasm), with FM_ROWPACK=0, or for a
 // layout the packed kernels do not take (not 4- or 8-bit with bf16 scales, groups
 // not a multiple of 32 elements, a matrix of fewer than 16 rows), the cache is
