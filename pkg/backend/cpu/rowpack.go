@@ -46,12 +46,17 @@ import (
 // the 4-bit ones only in how a step is decoded (two loads instead of a
 // nibble split), x and its layout being the same. A record is then
 // gs/8 steps of 128 bytes, then the scales and biases.
+//
+// 2-bit codes use steps of 16 columns in one 64-byte vector: byte i of dword
+// lane r holds row 16b+r's codes of columns 16k+i, 16k+4+i, 16k+8+i and
+// 16k+12+i in its four crumbs (low to high), which meet x's dwords 4k..4k+3
+// of the group: gs/16 steps of 64 bytes per record.
 
 // rowPack is a Matrix's row-interleaved copy (see above).
 type rowPack struct {
 	data   []byte
 	blocks int // full blocks of 16 rows; rows 16·blocks.. are not packed
-	bits   int // 4 or 8: the code width, which decides the step's size
+	bits   int // 2, 4 or 8: the code width, which decides the step's shape
 }
 
 // rowPackRows is the number of rows a block interleaves (a ZMM's dword lanes).
@@ -62,16 +67,17 @@ const rowPackRows = 16
 // what they have.
 var rowPackOff = os.Getenv("FM_ROWPACK") == "0"
 
-// rowPackable reports whether m has a row-interleaved kernel: 4- or 8-bit codes,
+// rowPackable reports whether m has a row-interleaved kernel: 2-, 4- or 8-bit codes,
 // bf16 scales and biases, groups a multiple of 32 elements, at least one
 // block of rows.
 func rowPackable(m *Matrix) bool {
-	return m.Format == Affine && (m.Bits == 4 || m.Bits == 8) && m.ScaleFormat == BF16 && m.GroupSize%32 == 0 && m.GroupSize > 0 &&
+	return m.Format == Affine && (m.Bits == 2 || m.Bits == 4 || m.Bits == 8) && m.ScaleFormat == BF16 && m.GroupSize%32 == 0 && m.GroupSize > 0 &&
 		m.Rows >= rowPackRows
 }
 
-// rowPackRecord is the size of one group's record in a block: gs/8 steps
-// of 16·bits bytes, then 16 bf16 scales and 16 bf16 biases.
+// rowPackRecord is the size of one group's record in a block: 16 rows of
+// gs codes (2·gs·bits bytes in steps), then 16 bf16 scales and 16 bf16
+// biases.
 func rowPackRecord(gs, bits int) int { return 2*gs*bits + 64 }
 
 // packRows builds m's row-interleaved copy (the caller checks rowPackable),
@@ -110,7 +116,10 @@ func packBlocksGo(out []byte, m *Matrix, lo, hi int) {
 			for j := 0; j < g; j++ {
 				dst := out[(b*g+j)*rec : (b*g+j+1)*rec]
 				cg := codes[j*gb : (j+1)*gb]
-				for k := 0; k < gs/8; k++ {
+				for k := 0; k < gs/16 && m.Bits == 2; k++ {
+					binary.LittleEndian.PutUint32(dst[64*k+4*r:], transposeCrumbs(binary.LittleEndian.Uint32(cg[4*k:])))
+				}
+				for k := 0; k < gs/8 && m.Bits != 2; k++ {
 					if m.Bits == 8 {
 						copy(dst[128*k+4*r:128*k+4*r+4], cg[8*k:8*k+4])
 						copy(dst[128*k+64+4*r:128*k+64+4*r+4], cg[8*k+4:8*k+8])
@@ -127,14 +136,46 @@ func packBlocksGo(out []byte, m *Matrix, lo, hi int) {
 	}
 }
 
-// rowPackStep returns the codes of row r at step positions i (column 8k+i)
-// and 4+i (column 8k+4+i) of a step of the given width (see the layout).
-func rowPackStep(step []byte, bits, r, i int) (lo, hi int32) {
-	if bits == 8 {
-		return int32(step[4*r+i]), int32(step[64+4*r+i])
+// transposeCrumbs transposes the 4×4 matrix of 2-bit fields of w (field
+// (q, i) at bit 8q+2i, i.e. byte q's crumb i) to field (i, q): four source
+// bytes of 2-bit codes (columns 4q+i) become the 2-bit step's four bytes
+// (byte i: columns i, 4+i, 8+i, 12+i). Two delta swaps: the off-diagonal
+// 2×2 blocks (12 bits apart), then the off-diagonal fields of each block
+// (6 bits apart).
+func transposeCrumbs(w uint32) uint32 {
+	t := (w>>12 ^ w) & 0x0000f0f0
+	w ^= t ^ t<<12
+	t = (w>>6 ^ w) & 0x00cc00cc
+	return w ^ t ^ t<<6
+}
+
+// rowPackGeom returns the columns and bytes of one step of the layout.
+func rowPackGeom(bits int) (cols, bytes int) {
+	switch bits {
+	case 8:
+		return 8, 128
+	case 2:
+		return 16, 64
 	}
-	c := step[4*r+i]
-	return int32(c & 15), int32(c >> 4)
+	return 8, 64
+}
+
+// rowPackPlace returns where the code of row r (of its block) at column c
+// (of its group) lives in the group's record: its byte and bit shift.
+func rowPackPlace(bits, r, c int) (off, shift int) {
+	cols, bytes := rowPackGeom(bits)
+	k, p := c/cols, c%cols
+	if bits == 8 {
+		return bytes*k + 64*(p/4) + 4*r + p%4, 0
+	}
+	return bytes*k + 4*r + p%4, bits * (p / 4)
+}
+
+// rowPackCode reads the code rowPackPlace puts at column c of row r from a
+// group's record.
+func rowPackCode(rec []byte, bits, r, c int) int32 {
+	off, shift := rowPackPlace(bits, r, c)
+	return int32(rec[off]>>shift) & (1<<bits - 1)
 }
 
 // rowPackGo is the Go twin of rowPack1VNNI: blocks of the packed layout
@@ -144,21 +185,16 @@ func rowPackStep(step []byte, bits, r, i int) (lo, hi int32) {
 // kernel does lane by lane.
 func rowPackGo(pk []byte, xq []int8, sx, gsum, y []float32, blocks, gs, bits int) {
 	g := len(sx)
-	rec, stepBytes := rowPackRecord(gs, bits), 16*bits
+	rec := rowPackRecord(gs, bits)
 	for b := 0; b < blocks; b++ {
 		var acc, bacc [rowPackRows]float32
 		for j := 0; j < g; j++ {
 			r0 := pk[(b*g+j)*rec : (b*g+j+1)*rec]
 			xg := xq[j*gs : (j+1)*gs]
 			var dot [rowPackRows]int32
-			for k := 0; k < gs/8; k++ {
-				step := r0[stepBytes*k : stepBytes*(k+1)]
-				xs := xg[8*k : 8*k+8]
-				for r := 0; r < rowPackRows; r++ {
-					for i := 0; i < 4; i++ {
-						lo, hi := rowPackStep(step, bits, r, i)
-						dot[r] += lo*int32(xs[i]) + hi*int32(xs[4+i])
-					}
+			for r := 0; r < rowPackRows; r++ {
+				for c, x := range xg {
+					dot[r] += rowPackCode(r0, bits, r, c) * int32(x)
 				}
 			}
 			sb := u16s(r0[rec-64:])
@@ -198,22 +234,18 @@ func rowPackX8(x8 []int8, sx8, gs8 []float32, xq []int8, sx, gsum []float32, col
 // b at y[t·ystride+16b:].
 func rowPack8Go(pk []byte, x8 []int8, sx8, gs8, y []float32, blocks, gs, bits, ystride int) {
 	g := len(sx8) / rowPackTokens
-	rec, stepBytes := rowPackRecord(gs, bits), 16*bits
+	rec := rowPackRecord(gs, bits)
 	for b := 0; b < blocks; b++ {
 		var acc [rowPackTokens][rowPackRows]float32
 		for j := 0; j < g; j++ {
 			r0 := pk[(b*g+j)*rec : (b*g+j+1)*rec]
 			var dot [rowPackTokens][rowPackRows]int32
-			for k := 0; k < gs/8; k++ {
-				step := r0[stepBytes*k : stepBytes*(k+1)]
-				xs := x8[(j*gs/8+k)*64:]
-				for t := 0; t < rowPackTokens; t++ {
-					xt := xs[8*t : 8*t+8]
-					for r := 0; r < rowPackRows; r++ {
-						for i := 0; i < 4; i++ {
-							lo, hi := rowPackStep(step, bits, r, i)
-							dot[t][r] += lo*int32(xt[i]) + hi*int32(xt[4+i])
-						}
+			for c := 0; c < gs; c++ {
+				xc := x8[(j*gs+c)/8*64+c%8:] // column j·gs+c of token t at xc[8t]
+				for r := 0; r < rowPackRows; r++ {
+					code := rowPackCode(r0, bits, r, c)
+					for t := 0; t < rowPackTokens; t++ {
+						dot[t][r] += code * int32(xc[8*t])
 					}
 				}
 			}

@@ -17,12 +17,16 @@
 	VPDPBUSD.BCST xoff(DI), Z16, alo \
 	VPDPBUSD.BCST xoff+4(DI), Z17, ahi
 
-// RP1_GROUP_END: a group's int32 sums (Z2..Z5) into the float accumulators
+// RP1_GROUP_END: a group's int32 sums (Z2..Z5, Z8..Z11) into the float accumulators
 // Z0 (×scale·sx) and Z1 (bias·Σx); SI past the group's steps, at its scales.
 #define RP1_GROUP_END \
 	VPADDD           Z3, Z2, Z2 \
 	VPADDD           Z5, Z4, Z4 \
+	VPADDD           Z9, Z8, Z8 \
+	VPADDD           Z11, Z10, Z10 \
 	VPADDD           Z4, Z2, Z2 \
+	VPADDD           Z10, Z8, Z8 \
+	VPADDD           Z8, Z2, Z2 \
 	VCVTDQ2PS        Z2, Z2 \
 	VPMOVZXWD        (SI), Z6 \
 	VPSLLD           $16, Z6, Z6 \
@@ -45,12 +49,17 @@
 	VPXORD Z0, Z0, Z0 \
 	VPXORD Z1, Z1, Z1
 
-// RP1_GROUP_START: the int32 sums zeroed, CX the group's quads of steps.
+// RP1_GROUP_START: the int32 sums zeroed (eight chains, so that the
+// VPDPBUSD latency never stalls the loop), CX the group's quads of steps.
 #define RP1_GROUP_START \
 	VPXORD Z2, Z2, Z2 \
 	VPXORD Z3, Z3, Z3 \
 	VPXORD Z4, Z4, Z4 \
 	VPXORD Z5, Z5, Z5 \
+	VPXORD Z8, Z8, Z8 \
+	VPXORD Z9, Z9, Z9 \
+	VPXORD Z10, Z10, Z10 \
+	VPXORD Z11, Z11, Z11 \
 	MOVQ   quads+56(FP), CX
 
 // RP1_BLOCK_END: the block's 16 results stored.
@@ -105,8 +114,8 @@ rp1group:
 rp1step:
 	RP_STEP(0, 0, Z2, Z3)
 	RP_STEP(64, 8, Z4, Z5)
-	RP_STEP(128, 16, Z2, Z3)
-	RP_STEP(192, 24, Z4, Z5)
+	RP_STEP(128, 16, Z8, Z9)
+	RP_STEP(192, 24, Z10, Z11)
 	ADDQ $256, SI
 	ADDQ $32, DI
 	DECQ CX
@@ -146,8 +155,8 @@ rp1b8group:
 rp1b8step:
 	RP_STEP8(0, 0, Z2, Z3)
 	RP_STEP8(128, 8, Z4, Z5)
-	RP_STEP8(256, 16, Z2, Z3)
-	RP_STEP8(384, 24, Z4, Z5)
+	RP_STEP8(256, 16, Z8, Z9)
+	RP_STEP8(384, 24, Z10, Z11)
 	ADDQ $512, SI
 	ADDQ $32, DI
 	DECQ CX
@@ -296,6 +305,101 @@ rp8b8step:
 	ADDQ $64, DX
 	DECQ R13
 	JNZ  rp8b8block
+	VZEROUPPER
+	RET
+
+// RP_STEP2: a 2-bit step at off(SI), 16 columns of the 16 rows (byte i of
+// lane r: crumbs of columns 16k+i, +4, +8, +12), its four crumb vectors
+// against x dwords xoff..xoff+12(DI); Z30 is 0x03 in every byte.
+#define RP_STEP2(off, xoff, a0, a1) \
+	VMOVDQU32     off(SI), Z21 \
+	VPANDD        Z21, Z30, Z16 \
+	VPSRLW        $2, Z21, Z17 \
+	VPANDD        Z17, Z30, Z17 \
+	VPDPBUSD.BCST xoff(DI), Z16, a0 \
+	VPDPBUSD.BCST xoff+4(DI), Z17, a1 \
+	VPSRLW        $4, Z21, Z16 \
+	VPANDD        Z16, Z30, Z16 \
+	VPSRLW        $6, Z21, Z17 \
+	VPANDD        Z17, Z30, Z17 \
+	VPDPBUSD.BCST xoff+8(DI), Z16, a0 \
+	VPDPBUSD.BCST xoff+12(DI), Z17, a1
+
+// func rowPack1VNNI2(packed *byte, xq *int8, sx, gsum, y *float32, blocks, groups, quads int)
+// rowPack1VNNI for 2-bit codes: two 16-column steps per 32 columns.
+TEXT ·rowPack1VNNI2(SB), NOSPLIT, $0-64
+	MOVQ         packed+0(FP), SI
+	MOVQ         y+32(FP), DX
+	MOVQ         blocks+40(FP), R13
+	MOVL         $0x03030303, AX
+	VPBROADCASTD AX, Z30
+
+rp1b2block:
+	RP1_BLOCK_START
+
+rp1b2group:
+	RP1_GROUP_START
+
+rp1b2step:
+	RP_STEP2(0, 0, Z2, Z3)
+	RP_STEP2(64, 16, Z8, Z9)
+	ADDQ $128, SI
+	ADDQ $32, DI
+	DECQ CX
+	JNZ  rp1b2step
+
+	RP1_GROUP_END
+	DECQ R11
+	JNZ  rp1b2group
+
+	RP1_BLOCK_END
+	DECQ R13
+	JNZ  rp1b2block
+	VZEROUPPER
+	RET
+
+// func rowPack8VNNI2(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
+// rowPack8VNNI for 2-bit codes: a 16-column step is two of the x layout's
+// 8-column chunks, crumbs 0 and 1 against the first, 2 and 3 the second.
+TEXT ·rowPack8VNNI2(SB), NOSPLIT, $0-72
+	MOVQ         packed+0(FP), SI
+	MOVQ         y+32(FP), DX
+	MOVQ         blocks+40(FP), R13
+	MOVQ         ystride+64(FP), R9
+	MOVL         $0x03030303, AX
+	VPBROADCASTD AX, Z30
+
+rp8b2block:
+	RP8_BLOCK_START
+
+rp8b2group:
+	RP8_GROUP_START
+
+rp8b2step:
+	VMOVDQU32 (SI), Z21
+	VPANDD    Z21, Z30, Z16
+	VPSRLW    $2, Z21, Z17
+	VPANDD    Z17, Z30, Z17
+	RP8_TOKS
+	ADDQ      $64, DI
+	VPSRLW    $4, Z21, Z16
+	VPANDD    Z16, Z30, Z16
+	VPSRLW    $6, Z21, Z17
+	VPANDD    Z17, Z30, Z17
+	RP8_TOKS
+	ADDQ      $64, SI
+	ADDQ      $64, DI
+	DECQ      CX
+	JNZ       rp8b2step
+
+	RP8_GROUP_END
+	DECQ R11
+	JNZ  rp8b2group
+
+	RP8_STORE
+	ADDQ $64, DX
+	DECQ R13
+	JNZ  rp8b2block
 	VZEROUPPER
 	RET
 
