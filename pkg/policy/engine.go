@@ -109,7 +109,7 @@ func (f *EngineFlags) Register(fs *pflag.FlagSet) {
 	fs.Var(matmulFlag{&f.Matmul}, "matmul", "numerics of the products with quantized weights: exact (float32 activations; the default) or int8 "+
 		"(activations rounded to 8 bits per weight group and multiplied with integer dot products: faster on CPUs with AVX-512 VNNI, "+
 		"but each activation carries an error of up to 1/254 of its group's largest value, so logits move slightly; CPU backend only; "+
-		"on AVX-512 VNNI CPUs the 2-, 4- and 8-bit dense weights get a row-interleaved copy on the heap, as large as they are)")
+		"on AVX-512 VNNI CPUs the quantized dense weights get a row-interleaved copy on the heap, as large as they are)")
 	cli.Int(fs, &f.CtxSize, "ctx-size", "c", 0, 0, math.MaxInt32, "context size in tokens, prompt included (0: the model's max_position_embeddings, capped by available memory)")
 }
 

@@ -51,12 +51,18 @@ import (
 // lane r holds row 16b+r's codes of columns 16k+i, 16k+4+i, 16k+8+i and
 // 16k+12+i in its four crumbs (low to high), which meet x's dwords 4k..4k+3
 // of the group: gs/16 steps of 64 bytes per record.
+//
+// 3-bit codes are split into their low two bits and their high bit: per 32
+// columns, two 2-bit steps (64 bytes each) of the low bits, then one
+// 64-byte vector of the high bits, byte i of lane r holding in bit q the
+// high bit of column 4q+i (of the 32), which the kernels move to bit 2 (its
+// weight, 4) for x's dword q: gs/32 such 192-byte steps per record.
 
 // rowPack is a Matrix's row-interleaved copy (see above).
 type rowPack struct {
 	data   []byte
 	blocks int // full blocks of 16 rows; rows 16·blocks.. are not packed
-	bits   int // 2, 4 or 8: the code width, which decides the step's shape
+	bits   int // 2, 3, 4 or 8: the code width, which decides the step's shape
 }
 
 // rowPackRows is the number of rows a block interleaves (a ZMM's dword lanes).
@@ -67,11 +73,11 @@ const rowPackRows = 16
 // what they have.
 var rowPackOff = os.Getenv("FM_ROWPACK") == "0"
 
-// rowPackable reports whether m has a row-interleaved kernel: 2-, 4- or 8-bit codes,
+// rowPackable reports whether m has a row-interleaved kernel: 2-, 3-, 4- or 8-bit codes,
 // bf16 scales and biases, groups a multiple of 32 elements, at least one
 // block of rows.
 func rowPackable(m *Matrix) bool {
-	return m.Format == Affine && (m.Bits == 2 || m.Bits == 4 || m.Bits == 8) && m.ScaleFormat == BF16 && m.GroupSize%32 == 0 && m.GroupSize > 0 &&
+	return m.Format == Affine && (m.Bits == 2 || m.Bits == 3 || m.Bits == 4 || m.Bits == 8) && m.ScaleFormat == BF16 && m.GroupSize%32 == 0 && m.GroupSize > 0 &&
 		m.Rows >= rowPackRows
 }
 
@@ -116,10 +122,13 @@ func packBlocksGo(out []byte, m *Matrix, lo, hi int) {
 			for j := 0; j < g; j++ {
 				dst := out[(b*g+j)*rec : (b*g+j+1)*rec]
 				cg := codes[j*gb : (j+1)*gb]
+				if m.Bits == 3 {
+					pack3(dst, cg, r, gs)
+				}
 				for k := 0; k < gs/16 && m.Bits == 2; k++ {
 					binary.LittleEndian.PutUint32(dst[64*k+4*r:], transposeCrumbs(binary.LittleEndian.Uint32(cg[4*k:])))
 				}
-				for k := 0; k < gs/8 && m.Bits != 2; k++ {
+				for k := 0; k < gs/8 && m.Bits != 2 && m.Bits != 3; k++ {
 					if m.Bits == 8 {
 						copy(dst[128*k+4*r:128*k+4*r+4], cg[8*k:8*k+4])
 						copy(dst[128*k+64+4*r:128*k+64+4*r+4], cg[8*k+4:8*k+8])
@@ -149,9 +158,35 @@ func transposeCrumbs(w uint32) uint32 {
 	return w ^ t ^ t<<6
 }
 
+// pack3 writes row r's 3-bit codes of one group (cg: gs·3/8 bytes, code c
+// at bit 3c) into the group's record dst: low bits as 2-bit steps, high bits
+// as the plane described above.
+func pack3(dst, cg []byte, r, gs int) {
+	for s := 0; s < gs/32; s++ {
+		rec := dst[192*s : 192*s+192]
+		src := cg[12*s : 12*s+12] // 32 codes, 8 per 3 bytes
+		var lo [2]uint32
+		var hi uint32
+		for e := 0; e < 4; e++ {
+			w := uint32(src[3*e]) | uint32(src[3*e+1])<<8 | uint32(src[3*e+2])<<16
+			for i := 0; i < 8; i++ {
+				c, p := w>>(3*i)&7, 8*e+i
+				q := p % 16 // column in its 2-bit step: byte q%4, crumb q/4
+				lo[p/16] |= (c & 3) << (8*(q%4) + 2*(q/4))
+				hi |= (c >> 2) << (8*(p%4) + p/4)
+			}
+		}
+		binary.LittleEndian.PutUint32(rec[4*r:], lo[0])
+		binary.LittleEndian.PutUint32(rec[64+4*r:], lo[1])
+		binary.LittleEndian.PutUint32(rec[128+4*r:], hi)
+	}
+}
+
 // rowPackGeom returns the columns and bytes of one step of the layout.
 func rowPackGeom(bits int) (cols, bytes int) {
 	switch bits {
+	case 3:
+		return 32, 192
 	case 8:
 		return 8, 128
 	case 2:
@@ -172,8 +207,14 @@ func rowPackPlace(bits, r, c int) (off, shift int) {
 }
 
 // rowPackCode reads the code rowPackPlace puts at column c of row r from a
-// group's record.
+// group's record (3-bit: its low bits as a 2-bit code, its high bit from the
+// plane after them).
 func rowPackCode(rec []byte, bits, r, c int) int32 {
+	if bits == 3 {
+		s, p := c/32, c%32
+		lo := rowPackCode(rec[192*s:], 2, r, p)
+		return lo | int32(rec[192*s+128+4*r+p%4]>>(p/4)&1)<<2
+	}
 	off, shift := rowPackPlace(bits, r, c)
 	return int32(rec[off]>>shift) & (1<<bits - 1)
 }

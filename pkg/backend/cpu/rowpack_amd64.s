@@ -403,6 +403,150 @@ rp8b2step:
 	VZEROUPPER
 	RET
 
+// RP_HI3L / RP_HI3R (shift left or right by sh, xoff, acc): the 3-bit layout's high plane (Z23: byte i of lane
+// r holds bit 2 of the codes of columns 4q+i, q = 0..7, in bit q) for x
+// dword m: bit m of each byte moved to bit 2 (value 4) and masked (Z29 is
+// 0x04 in every byte; word shifts move bits across bytes only into the
+// masked-off positions), then one VPDPBUSD into acc.
+#define RP_HI3L(sh, xoff, acc) \
+	VPSLLW        $sh, Z23, Z24 \
+	VPANDD        Z24, Z29, Z24 \
+	VPDPBUSD.BCST xoff(DI), Z24, acc
+
+#define RP_HI3R(sh, xoff, acc) \
+	VPSRLW        $sh, Z23, Z24 \
+	VPANDD        Z24, Z29, Z24 \
+	VPDPBUSD.BCST xoff(DI), Z24, acc
+
+// func rowPack1VNNI3(packed *byte, xq *int8, sx, gsum, y *float32, blocks, groups, quads int)
+// rowPack1VNNI for 3-bit codes: per 32 columns, two 2-bit steps of the
+// codes' low bits and one vector of their high bits (192 bytes).
+TEXT ·rowPack1VNNI3(SB), NOSPLIT, $0-64
+	MOVQ         packed+0(FP), SI
+	MOVQ         y+32(FP), DX
+	MOVQ         blocks+40(FP), R13
+	MOVL         $0x03030303, AX
+	VPBROADCASTD AX, Z30
+	MOVL         $0x04040404, AX
+	VPBROADCASTD AX, Z29
+
+rp1b3block:
+	RP1_BLOCK_START
+
+rp1b3group:
+	RP1_GROUP_START
+
+rp1b3step:
+	RP_STEP2(0, 0, Z2, Z3)
+	RP_STEP2(64, 16, Z8, Z9)
+	VMOVDQU32     128(SI), Z23
+	RP_HI3L(2, 0, Z4)
+	RP_HI3L(1, 4, Z5)
+	VPANDD        Z23, Z29, Z24
+	VPDPBUSD.BCST 8(DI), Z24, Z10
+	RP_HI3R(1, 12, Z11)
+	RP_HI3R(2, 16, Z4)
+	RP_HI3R(3, 20, Z5)
+	RP_HI3R(4, 24, Z10)
+	RP_HI3R(5, 28, Z11)
+	ADDQ          $192, SI
+	ADDQ          $32, DI
+	DECQ          CX
+	JNZ           rp1b3step
+
+	RP1_GROUP_END
+	DECQ R11
+	JNZ  rp1b3group
+
+	RP1_BLOCK_END
+	DECQ R13
+	JNZ  rp1b3block
+	VZEROUPPER
+	RET
+
+// RP8_LO01(src): crumbs 0 and 1 of src into Z16, Z17 (Z30: 0x03 per byte).
+#define RP8_LO01(src) \
+	VPANDD src, Z30, Z16 \
+	VPSRLW $2, src, Z17 \
+	VPANDD Z17, Z30, Z17
+
+// RP8_LO23(src): crumbs 2 and 3 of src into Z16, Z17.
+#define RP8_LO23(src) \
+	VPSRLW $4, src, Z16 \
+	VPANDD Z16, Z30, Z16 \
+	VPSRLW $6, src, Z17 \
+	VPANDD Z17, Z30, Z17
+
+// func rowPack8VNNI3(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
+// rowPack8VNNI for 3-bit codes; steps = GroupSize/32. Each of x's four
+// 8-column chunks of the 32 meets two crumb vectors of the low planes and
+// two bit vectors of the high plane.
+TEXT ·rowPack8VNNI3(SB), NOSPLIT, $0-72
+	MOVQ         packed+0(FP), SI
+	MOVQ         y+32(FP), DX
+	MOVQ         blocks+40(FP), R13
+	MOVQ         ystride+64(FP), R9
+	MOVL         $0x03030303, AX
+	VPBROADCASTD AX, Z30
+	MOVL         $0x04040404, AX
+	VPBROADCASTD AX, Z29
+
+rp8b3block:
+	RP8_BLOCK_START
+
+rp8b3group:
+	RP8_GROUP_START
+
+rp8b3step:
+	VMOVDQU32 (SI), Z21
+	VMOVDQU32 64(SI), Z22
+	VMOVDQU32 128(SI), Z23
+	RP8_LO01(Z21)
+	RP8_TOKS
+	VPSLLW    $2, Z23, Z16
+	VPANDD    Z16, Z29, Z16
+	VPSLLW    $1, Z23, Z17
+	VPANDD    Z17, Z29, Z17
+	RP8_TOKS
+	ADDQ      $64, DI
+	RP8_LO23(Z21)
+	RP8_TOKS
+	VPANDD    Z23, Z29, Z16
+	VPSRLW    $1, Z23, Z17
+	VPANDD    Z17, Z29, Z17
+	RP8_TOKS
+	ADDQ      $64, DI
+	RP8_LO01(Z22)
+	RP8_TOKS
+	VPSRLW    $2, Z23, Z16
+	VPANDD    Z16, Z29, Z16
+	VPSRLW    $3, Z23, Z17
+	VPANDD    Z17, Z29, Z17
+	RP8_TOKS
+	ADDQ      $64, DI
+	RP8_LO23(Z22)
+	RP8_TOKS
+	VPSRLW    $4, Z23, Z16
+	VPANDD    Z16, Z29, Z16
+	VPSRLW    $5, Z23, Z17
+	VPANDD    Z17, Z29, Z17
+	RP8_TOKS
+	ADDQ      $64, DI
+	ADDQ      $192, SI
+	DECQ      CX
+	JNZ       rp8b3step
+
+	RP8_GROUP_END
+	DECQ R11
+	JNZ  rp8b3group
+
+	RP8_STORE
+	ADDQ $64, DX
+	DECQ R13
+	JNZ  rp8b3block
+	VZEROUPPER
+	RET
+
 // The packer (packBlocks' AVX-512 path): step k of a group is dword k of
 // the group's codes in each of the block's 16 rows — one VPGATHERDD with the
 // rows' offsets as indices — with each dword's two 16-bit halves spread to

@@ -54,11 +54,11 @@ func TestBindDensePacksAtFirstProduct(t *testing.T) {
 	}
 }
 
-// rowPackCases: 2-, 4- and 8-bit bf16 matrices of every packable group size, row
+// rowPackCases: 2-, 3-, 4- and 8-bit bf16 matrices of every packable group size, row
 // counts below, at and past multiples of 16, and group counts from 1 to 33.
 func rowPackCases() []matCase {
 	var cs []matCase
-	for _, bits := range []int{2, 4, 8} {
+	for _, bits := range []int{2, 3, 4, 8} {
 		for _, gs := range []int{32, 64, 128} {
 			for _, rows := range []int{1, 15, 16, 17, 31, 32, 48, 70} {
 				for _, groups := range []int{1, 2, 3, 5, 17, 33} {
@@ -211,7 +211,22 @@ func checkRowPackLayout(t *testing.T, m *Matrix, pk *rowPack) {
 						}
 					}
 				}
-				for k := 0; k < gs/8 && m.Bits != 2; k++ {
+				for k := 0; k < gs/32 && m.Bits == 3; k++ {
+					for i := 0; i < 4; i++ {
+						var lo [2]byte
+						var hi byte
+						for q := 0; q < 8; q++ {
+							code := refCode(m, row, j*gs+32*k+4*q+i)
+							lo[q/4] |= byte(code&3) << (2 * (q % 4))
+							hi |= byte(code>>2) << q
+						}
+						got := []byte{r0[192*k+4*r+i], r0[192*k+64+4*r+i], r0[192*k+128+4*r+i]}
+						if want := []byte{lo[0], lo[1], hi}; !slices.Equal(got, want) {
+							t.Fatalf("block %d group %d step %d row %d byte %d: %#x, want %#x", b, j, k, r, i, got, want)
+						}
+					}
+				}
+				for k := 0; k < gs/8 && m.Bits != 2 && m.Bits != 3; k++ {
 					for i := 0; i < 4; i++ {
 						c := j*gs + 8*k + i
 						step := r0[16*m.Bits*k:]
@@ -268,7 +283,7 @@ func TestPackBlocksTwin(t *testing.T) {
 // faulted in), in GB/s of the matrix's bytes: what a reused buffer costs.
 // "simd" is packBlocks (the AVX-512 path for 4-bit codes, else the Go one).
 func BenchmarkRowPackWarm(b *testing.B) {
-	for _, bits := range []int{2, 4, 8} {
+	for _, bits := range []int{2, 3, 4, 8} {
 		m := benchMatrix(16384, 4096, Affine, bits)
 		nb := m.Rows / rowPackRows
 		out := make([]byte, nb*m.Groups()*rowPackRecord(m.GroupSize, bits))
