@@ -101,7 +101,7 @@ func (f *EngineFlags) Register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.DirectIO, "direct-io", false, "read experts with O_DIRECT, bypassing the page cache (pair with --expert-cache-mb)")
 	fs.BoolVar(&f.Mmap, "mmap", false, "map the expert files and compute on the page cache's pages instead of copying each routed expert (not with --direct-io or --expert-cache-mb)")
 	cli.Int(fs, &f.ExpertCacheMiB, "expert-cache-mb", "", 0, 0, math.MaxInt32, "RAM budget in MiB for caching experts in the process (0: none; the OS page cache still helps unless --direct-io); "+
-		"with --matmul int8 on an AVX-512 VNNI CPU, 4- or 8-bit experts and a budget that holds all of them, it holds them row-interleaved for the int8 kernels (packed once each; FM_ROWPACK=0: as files)")
+		"with --matmul int8 on an AVX-512 VNNI CPU, 2-, 3-, 4- or 8-bit experts and a budget that holds all of them, it holds them row-interleaved for the int8 kernels (packed once each; FM_ROWPACK=0: as files)")
 	fs.StringVar(&f.CachePolicy, "cache-policy", string(experts.DefaultPolicy), "which expert to evict from the RAM cache (--expert-cache-mb) and a GPU's VRAM cache: lru, lfuda (frequency with aging) or arc (adaptive: recency and frequency); docs/PERF.md compares them on real routing")
 	cli.Int(fs, &f.Threads, "threads", "t", 0, 0, maxThreads, "compute goroutines (0: all CPUs)")
 	fs.BoolVar(&f.NoVerify, "no-verify", false, "skip hashing model_weights.bin at start (sizes are still checked)")
@@ -110,7 +110,7 @@ func (f *EngineFlags) Register(fs *pflag.FlagSet) {
 	fs.Var(matmulFlag{&f.Matmul}, "matmul", "numerics of the products with quantized weights: exact (float32 activations; the default) or int8 "+
 		"(activations rounded to 8 bits per weight group and multiplied with integer dot products: faster on CPUs with AVX-512 VNNI, "+
 		"but each activation carries an error of up to 1/254 of its group's largest value, so logits move slightly; CPU backend only; "+
-		"on AVX-512 VNNI CPUs the 4- and 8-bit dense weights get a row-interleaved copy on the heap, as large as they are)")
+		"on AVX-512 VNNI CPUs the quantized dense weights get a row-interleaved copy on the heap, as large as they are)")
 	cli.Int(fs, &f.CtxSize, "ctx-size", "c", 0, 0, math.MaxInt32, "context size in tokens, prompt included (0: the model's max_position_embeddings, capped by available memory)")
 }
 

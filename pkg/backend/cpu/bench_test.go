@@ -134,7 +134,7 @@ func BenchmarkMatVecInt8(b *testing.B) {
 			for _, f := range []struct {
 				name string
 				bits int
-			}{{"q8", 8}, {"q8rp", 8}, {"q4", 4}, {"q4rp", 4}, {"q3", 3}, {"q2", 2}} {
+			}{{"q8", 8}, {"q8rp", 8}, {"q4", 4}, {"q4rp", 4}, {"q3", 3}, {"q3rp", 3}, {"q2", 2}, {"q2rp", 2}} {
 				m := benchMatrix(sh.rows, sh.cols, Affine, f.bits)
 				if strings.HasSuffix(f.name, "rp") { // the row-interleaved copy BindDense makes (rowpack.go)
 					if !haveVNNI {
@@ -167,7 +167,7 @@ func benchMatMul(b *testing.B, p *Pool) {
 			name string
 			f    Format
 			bits int
-		}{{"bf16", BF16, 0}, {"q8", Affine, 8}, {"q8rp", Affine, 8}, {"q4", Affine, 4}, {"q4rp", Affine, 4}, {"q3", Affine, 3}, {"q2", Affine, 2}} {
+		}{{"bf16", BF16, 0}, {"q8", Affine, 8}, {"q8rp", Affine, 8}, {"q4", Affine, 4}, {"q4rp", Affine, 4}, {"q3", Affine, 3}, {"q3rp", Affine, 3}, {"q2", Affine, 2}, {"q2rp", Affine, 2}} {
 			packed := strings.HasSuffix(f.name, "rp")
 			if p.int8 && f.f != Affine || packed && !(p.int8 && haveVNNI) {
 				continue

@@ -239,7 +239,7 @@ func (d *Device) BindDense(desc backend.MatrixDesc, data, scales, biases []byte)
 		return nil, err
 	}
 	w := &matrix{m: m, desc: desc}
-	// In int8 mode on a VNNI CPU, 4- and 8-bit matrices get a row-interleaved copy
+	// In int8 mode on a VNNI CPU, 2- to 8-bit matrices get a row-interleaved copy
 	// (rowpack.go), a heap copy of the same size as the mapped weights that
 	// the products then read instead. It is built at the first product, not
 	// here, so that a table only Embed reads (an untied embedding) gets none.

@@ -30,7 +30,7 @@
 // In int8 mode (backend.MatmulInt8, --matmul int8; int8.go) the products with
 // affine matrices quantize x to int8 per weight group and use integer dot
 // products (AVX-512 VNNI, AVX2, arm64 SDOT, or the Go twin): faster and approximate; the
-// default mode is exact. On a VNNI CPU, each 4- or 8-bit dense matrix with bf16
+// default mode is exact. On a VNNI CPU, each 2-, 3-, 4- or 8-bit dense matrix with bf16
 // scales gets, at its first product, an in-memory, CPU-only row-interleaved copy
 // (rowpack.go: 16 rows per vector, so an integer dot covers 16 rows of one
 // group) that int8-mode products read instead of the mapped bytes; nothing on

@@ -11,7 +11,7 @@ import (
 
 // Row-interleaved routed experts (backend.ExpertCache on the CPU).
 //
-// In int8 mode on an AVX-512 VNNI CPU the dense 4- and 8-bit matrices get a
+// In int8 mode on an AVX-512 VNNI CPU the dense 2-, 3-, 4- and 8-bit matrices get a
 // row-interleaved copy at their first product (rowpack.go). A routed expert
 // cannot get one per use: its file is read (or taken from the expert store's
 // RAM cache) for every token that routes to it, and packing costs about as
@@ -30,7 +30,7 @@ import (
 // cache that evicts (a model larger than the budget) loses: measured,
 // decode at half the speed of the store's cache of files (docs/PERF.md). Without a budget, outside
 // int8 mode, without VNNI (arm64, -tags noasm), with FM_ROWPACK=0, or for a
-// layout the packed kernels do not take (not 4- or 8-bit with bf16 scales, groups
+// layout the packed kernels do not take (not 2-, 3-, 4- or 8-bit with bf16 scales, groups
 // not a multiple of 32 elements, a matrix of fewer than 16 rows), the cache is
 // off: CachedExpert misses, BindExpertCached is BindExpert, no memory is
 // held and the counters stay 0.
@@ -352,7 +352,7 @@ func (d *Device) ExpertCacheStats() backend.ExpertCacheStats {
 }
 
 // TakeRAMBudget implements backend.RAMExpertCache: when the device packs
-// experts of layout l (int8 mode, AVX-512 VNNI, FM_ROWPACK not 0, a 4- or 8-bit
+// experts of layout l (int8 mode, AVX-512 VNNI, FM_ROWPACK not 0, a 2-, 3-, 4- or 8-bit
 // bf16 layout), bytes becomes the packed cache's budget and it reports true;
 // the engine then gives the expert store no RAM cache of its own.
 func (d *Device) TakeRAMBudget(l *backend.ExpertLayout, bytes int64) bool {

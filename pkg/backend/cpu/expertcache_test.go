@@ -58,8 +58,8 @@ func closeTo(t *testing.T, what string, got, want []float32, tol float64) {
 
 // TestExpertCacheMatchesUnpacked: an expert bound through the packed cache
 // (on a miss, then on hits through CachedExpert and BindExpertCached)
-// computes what the same expert bound unpacked computes in int8 mode (4- and
-// 8-bit codes), for
+// computes what the same expert bound unpacked computes in int8 mode (2-,
+// 3-, 4- and 8-bit codes), for
 // 1 to 17 tokens (the 8-token kernel and the 1-token one), on one and two
 // workers, through ExpertFFN and ExpertFFNs.
 func TestExpertCacheMatchesUnpacked(t *testing.T) {
@@ -67,7 +67,7 @@ func TestExpertCacheMatchesUnpacked(t *testing.T) {
 		t.Skip("no packed experts here (needs AVX-512 VNNI; FM_ROWPACK, FM_ROWPACK_EXPERTS)")
 	}
 	r := rand.New(rand.NewPCG(41, 42))
-	for _, tc := range []struct{ H, I, threads, bits int }{{256, 128, 2, 4}, {512, 192, 1, 4}, {128, 64, 2, 4}, {256, 128, 2, 8}, {128, 192, 1, 8}} {
+	for _, tc := range []struct{ H, I, threads, bits int }{{256, 128, 2, 4}, {512, 192, 1, 4}, {128, 64, 2, 4}, {256, 128, 2, 8}, {128, 192, 1, 8}, {256, 128, 2, 2}, {256, 128, 2, 3}} {
 		l, file := randomExpertFile(r, tc.H, tc.I, tc.bits)
 		ref := cacheDevice(t, tc.threads, 0) // no budget: unpacked row kernels
 		d := cacheDevice(t, tc.threads, 1<<30)
@@ -271,13 +271,13 @@ func TestExpertCacheConcurrent(t *testing.T) {
 }
 
 // TestExpertCacheOff: outside int8 mode, without a budget, or for a layout
-// the packed kernels do not take (2-bit, bf16), the cache holds nothing:
+// the packed kernels do not take (5-bit, bf16), the cache holds nothing:
 // CachedExpert misses, BindExpertCached binds unpacked, the counters and
 // budget stay 0, and TakeRAMBudget refuses.
 func TestExpertCacheOff(t *testing.T) {
 	r := rand.New(rand.NewPCG(48, 49))
 	l4, f4 := randomExpertFile(r, 128, 64, 4)
-	l2, f2 := randomExpertFile(r, 128, 64, 2)
+	l5, f5 := randomExpertFile(r, 128, 64, 5)
 	l16, f16 := randomExpertFile(r, 128, 64, 16)
 	for _, tc := range []struct {
 		name   string
@@ -288,7 +288,7 @@ func TestExpertCacheOff(t *testing.T) {
 	}{
 		{"exact", backend.MatmulExact, 1 << 30, l4, f4},
 		{"no budget", backend.MatmulInt8, 0, l4, f4},
-		{"2-bit", backend.MatmulInt8, 1 << 30, l2, f2},
+		{"5-bit", backend.MatmulInt8, 1 << 30, l5, f5},
 		{"bf16", backend.MatmulInt8, 1 << 30, l16, f16},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -46,12 +46,23 @@ import (
 // the 4-bit ones only in how a step is decoded (two loads instead of a
 // nibble split), x and its layout being the same. A record is then
 // gs/8 steps of 128 bytes, then the scales and biases.
+//
+// 2-bit codes use steps of 16 columns in one 64-byte vector: byte i of dword
+// lane r holds row 16b+r's codes of columns 16k+i, 16k+4+i, 16k+8+i and
+// 16k+12+i in its four crumbs (low to high), which meet x's dwords 4k..4k+3
+// of the group: gs/16 steps of 64 bytes per record.
+//
+// 3-bit codes are split into their low two bits and their high bit: per 32
+// columns, two 2-bit steps (64 bytes each) of the low bits, then one
+// 64-byte vector of the high bits, byte i of lane r holding in bit q the
+// high bit of column 4q+i (of the 32), which the kernels move to bit 2 (its
+// weight, 4) for x's dword q: gs/32 such 192-byte steps per record.
 
 // rowPack is a Matrix's row-interleaved copy (see above).
 type rowPack struct {
 	data   []byte
 	blocks int // full blocks of 16 rows; rows 16·blocks.. are not packed
-	bits   int // 4 or 8: the code width, which decides the step's size
+	bits   int // 2, 3, 4 or 8: the code width, which decides the step's shape
 	// tail is the rows past the last block (16·blocks..) in the original
 	// layout, as a matrix of its own: a view of the source's bytes for a
 	// dense matrix, a copy for a routed expert in the device's cache
@@ -73,16 +84,17 @@ var rowPackOff = os.Getenv("FM_ROWPACK") == "0"
 // part alone.
 var rowPackExpertsOff = os.Getenv("FM_ROWPACK_EXPERTS") == "0"
 
-// rowPackable reports whether m has a row-interleaved kernel: 4- or 8-bit codes,
+// rowPackable reports whether m has a row-interleaved kernel: 2-, 3-, 4- or 8-bit codes,
 // bf16 scales and biases, groups a multiple of 32 elements, at least one
 // block of rows.
 func rowPackable(m *Matrix) bool {
-	return m.Format == Affine && (m.Bits == 4 || m.Bits == 8) && m.ScaleFormat == BF16 && m.GroupSize%32 == 0 && m.GroupSize > 0 &&
+	return m.Format == Affine && (m.Bits == 2 || m.Bits == 3 || m.Bits == 4 || m.Bits == 8) && m.ScaleFormat == BF16 && m.GroupSize%32 == 0 && m.GroupSize > 0 &&
 		m.Rows >= rowPackRows
 }
 
-// rowPackRecord is the size of one group's record in a block: gs/8 steps
-// of 16·bits bytes, then 16 bf16 scales and 16 bf16 biases.
+// rowPackRecord is the size of one group's record in a block: 16 rows of
+// gs codes (2·gs·bits bytes in steps), then 16 bf16 scales and 16 bf16
+// biases.
 func rowPackRecord(gs, bits int) int { return 2*gs*bits + 64 }
 
 // rowPackBytes is the size of m's packed data (rowPack.data; the caller
@@ -146,7 +158,13 @@ func packBlocksGo(out []byte, m *Matrix, lo, hi int) {
 			for j := 0; j < g; j++ {
 				dst := out[(b*g+j)*rec : (b*g+j+1)*rec]
 				cg := codes[j*gb : (j+1)*gb]
-				for k := 0; k < gs/8; k++ {
+				if m.Bits == 3 {
+					pack3(dst, cg, r, gs)
+				}
+				for k := 0; k < gs/16 && m.Bits == 2; k++ {
+					binary.LittleEndian.PutUint32(dst[64*k+4*r:], transposeCrumbs(binary.LittleEndian.Uint32(cg[4*k:])))
+				}
+				for k := 0; k < gs/8 && m.Bits != 2 && m.Bits != 3; k++ {
 					if m.Bits == 8 {
 						copy(dst[128*k+4*r:128*k+4*r+4], cg[8*k:8*k+4])
 						copy(dst[128*k+64+4*r:128*k+64+4*r+4], cg[8*k+4:8*k+8])
@@ -163,14 +181,78 @@ func packBlocksGo(out []byte, m *Matrix, lo, hi int) {
 	}
 }
 
-// rowPackStep returns the codes of row r at step positions i (column 8k+i)
-// and 4+i (column 8k+4+i) of a step of the given width (see the layout).
-func rowPackStep(step []byte, bits, r, i int) (lo, hi int32) {
-	if bits == 8 {
-		return int32(step[4*r+i]), int32(step[64+4*r+i])
+// transposeCrumbs transposes the 4×4 matrix of 2-bit fields of w (field
+// (q, i) at bit 8q+2i, i.e. byte q's crumb i) to field (i, q): four source
+// bytes of 2-bit codes (columns 4q+i) become the 2-bit step's four bytes
+// (byte i: columns i, 4+i, 8+i, 12+i). Two delta swaps: the off-diagonal
+// 2×2 blocks (12 bits apart), then the off-diagonal fields of each block
+// (6 bits apart).
+func transposeCrumbs(w uint32) uint32 {
+	t := (w>>12 ^ w) & 0x0000f0f0
+	w ^= t ^ t<<12
+	t = (w>>6 ^ w) & 0x00cc00cc
+	return w ^ t ^ t<<6
+}
+
+// pack3 writes row r's 3-bit codes of one group (cg: gs·3/8 bytes, code c
+// at bit 3c) into the group's record dst: low bits as 2-bit steps, high bits
+// as the plane described above.
+func pack3(dst, cg []byte, r, gs int) {
+	for s := 0; s < gs/32; s++ {
+		rec := dst[192*s : 192*s+192]
+		src := cg[12*s : 12*s+12] // 32 codes, 8 per 3 bytes
+		var lo [2]uint32
+		var hi uint32
+		for e := 0; e < 4; e++ {
+			w := uint32(src[3*e]) | uint32(src[3*e+1])<<8 | uint32(src[3*e+2])<<16
+			for i := 0; i < 8; i++ {
+				c, p := w>>(3*i)&7, 8*e+i
+				q := p % 16 // column in its 2-bit step: byte q%4, crumb q/4
+				lo[p/16] |= (c & 3) << (8*(q%4) + 2*(q/4))
+				hi |= (c >> 2) << (8*(p%4) + p/4)
+			}
+		}
+		binary.LittleEndian.PutUint32(rec[4*r:], lo[0])
+		binary.LittleEndian.PutUint32(rec[64+4*r:], lo[1])
+		binary.LittleEndian.PutUint32(rec[128+4*r:], hi)
 	}
-	c := step[4*r+i]
-	return int32(c & 15), int32(c >> 4)
+}
+
+// rowPackGeom returns the columns and bytes of one step of the layout.
+func rowPackGeom(bits int) (cols, bytes int) {
+	switch bits {
+	case 3:
+		return 32, 192
+	case 8:
+		return 8, 128
+	case 2:
+		return 16, 64
+	}
+	return 8, 64
+}
+
+// rowPackPlace returns where the code of row r (of its block) at column c
+// (of its group) lives in the group's record: its byte and bit shift.
+func rowPackPlace(bits, r, c int) (off, shift int) {
+	cols, bytes := rowPackGeom(bits)
+	k, p := c/cols, c%cols
+	if bits == 8 {
+		return bytes*k + 64*(p/4) + 4*r + p%4, 0
+	}
+	return bytes*k + 4*r + p%4, bits * (p / 4)
+}
+
+// rowPackCode reads the code rowPackPlace puts at column c of row r from a
+// group's record (3-bit: its low bits as a 2-bit code, its high bit from the
+// plane after them).
+func rowPackCode(rec []byte, bits, r, c int) int32 {
+	if bits == 3 {
+		s, p := c/32, c%32
+		lo := rowPackCode(rec[192*s:], 2, r, p)
+		return lo | int32(rec[192*s+128+4*r+p%4]>>(p/4)&1)<<2
+	}
+	off, shift := rowPackPlace(bits, r, c)
+	return int32(rec[off]>>shift) & (1<<bits - 1)
 }
 
 // rowPackGo is the Go twin of rowPack1VNNI: blocks of the packed layout
@@ -180,21 +262,16 @@ func rowPackStep(step []byte, bits, r, i int) (lo, hi int32) {
 // kernel does lane by lane.
 func rowPackGo(pk []byte, xq []int8, sx, gsum, y []float32, blocks, gs, bits int) {
 	g := len(sx)
-	rec, stepBytes := rowPackRecord(gs, bits), 16*bits
+	rec := rowPackRecord(gs, bits)
 	for b := 0; b < blocks; b++ {
 		var acc, bacc [rowPackRows]float32
 		for j := 0; j < g; j++ {
 			r0 := pk[(b*g+j)*rec : (b*g+j+1)*rec]
 			xg := xq[j*gs : (j+1)*gs]
 			var dot [rowPackRows]int32
-			for k := 0; k < gs/8; k++ {
-				step := r0[stepBytes*k : stepBytes*(k+1)]
-				xs := xg[8*k : 8*k+8]
-				for r := 0; r < rowPackRows; r++ {
-					for i := 0; i < 4; i++ {
-						lo, hi := rowPackStep(step, bits, r, i)
-						dot[r] += lo*int32(xs[i]) + hi*int32(xs[4+i])
-					}
+			for r := 0; r < rowPackRows; r++ {
+				for c, x := range xg {
+					dot[r] += rowPackCode(r0, bits, r, c) * int32(x)
 				}
 			}
 			sb := u16s(r0[rec-64:])
@@ -234,22 +311,18 @@ func rowPackX8(x8 []int8, sx8, gs8 []float32, xq []int8, sx, gsum []float32, col
 // b at y[t·ystride+16b:].
 func rowPack8Go(pk []byte, x8 []int8, sx8, gs8, y []float32, blocks, gs, bits, ystride int) {
 	g := len(sx8) / rowPackTokens
-	rec, stepBytes := rowPackRecord(gs, bits), 16*bits
+	rec := rowPackRecord(gs, bits)
 	for b := 0; b < blocks; b++ {
 		var acc [rowPackTokens][rowPackRows]float32
 		for j := 0; j < g; j++ {
 			r0 := pk[(b*g+j)*rec : (b*g+j+1)*rec]
 			var dot [rowPackTokens][rowPackRows]int32
-			for k := 0; k < gs/8; k++ {
-				step := r0[stepBytes*k : stepBytes*(k+1)]
-				xs := x8[(j*gs/8+k)*64:]
-				for t := 0; t < rowPackTokens; t++ {
-					xt := xs[8*t : 8*t+8]
-					for r := 0; r < rowPackRows; r++ {
-						for i := 0; i < 4; i++ {
-							lo, hi := rowPackStep(step, bits, r, i)
-							dot[t][r] += lo*int32(xt[i]) + hi*int32(xt[4+i])
-						}
+			for c := 0; c < gs; c++ {
+				xc := x8[(j*gs+c)/8*64+c%8:] // column j·gs+c of token t at xc[8t]
+				for r := 0; r < rowPackRows; r++ {
+					code := rowPackCode(r0, bits, r, c)
+					for t := 0; t < rowPackTokens; t++ {
+						dot[t][r] += code * int32(xc[8*t])
 					}
 				}
 			}

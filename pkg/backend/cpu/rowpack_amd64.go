@@ -12,10 +12,22 @@ func rowPack1VNNI8(packed *byte, xq *int8, sx, gsum, y *float32, blocks, groups,
 func rowPack8VNNI8(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
 
 //go:noescape
+func rowPack1VNNI2(packed *byte, xq *int8, sx, gsum, y *float32, blocks, groups, quads int)
+
+//go:noescape
+func rowPack8VNNI2(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
+
+//go:noescape
+func rowPack1VNNI3(packed *byte, xq *int8, sx, gsum, y *float32, blocks, groups, quads int)
+
+//go:noescape
+func rowPack8VNNI3(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
+
+//go:noescape
 func rowPack8VNNI(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
 
-// rowPack1 runs rowPack1VNNI, or rowPack1VNNI8 for 8-bit codes (the caller
-// checks haveVNNI), over the len(y)/16 blocks of pk against one token's x in
+// rowPack1 runs rowPack1VNNI, or rowPack1VNNI8 / 2 / 3 for 8-, 2- and 3-bit
+// codes (the caller checks haveVNNI), over the len(y)/16 blocks of pk against one token's x in
 // natural order.
 func rowPack1(pk []byte, xq []int8, sx, gsum, y []float32, gs, bits int) {
 	blocks, g := len(y)/rowPackRows, len(sx)
@@ -26,14 +38,19 @@ func rowPack1(pk []byte, xq []int8, sx, gsum, y []float32, gs, bits int) {
 	_ = xq[g*gs-1]
 	_ = gsum[g-1]
 	kernel := rowPack1VNNI
-	if bits == 8 {
+	switch bits {
+	case 8:
 		kernel = rowPack1VNNI8
+	case 2:
+		kernel = rowPack1VNNI2
+	case 3:
+		kernel = rowPack1VNNI3
 	}
 	kernel(&pk[0], &xq[0], &sx[0], &gsum[0], &y[0], blocks, g, gs/32)
 }
 
-// rowPack8 runs rowPack8VNNI, or rowPack8VNNI8 for 8-bit codes (the caller
-// checks haveVNNI), over blocks blocks of pk against eight tokens laid out by
+// rowPack8 runs rowPack8VNNI, or rowPack8VNNI8 / 2 / 3 for 8-, 2- and 3-bit
+// codes (the caller checks haveVNNI), over blocks blocks of pk against eight tokens laid out by
 // rowPackX8; token t's results go to y[t·ystride:], 16 per block.
 func rowPack8(pk []byte, x8 []int8, sx8, gs8, y []float32, blocks, gs, bits, ystride int) {
 	g := len(sx8) / rowPackTokens
@@ -44,11 +61,16 @@ func rowPack8(pk []byte, x8 []int8, sx8, gs8, y []float32, blocks, gs, bits, yst
 	_ = x8[g*gs*rowPackTokens-1]
 	_ = gs8[g*rowPackTokens-1]
 	_ = y[(rowPackTokens-1)*ystride+blocks*rowPackRows-1]
-	kernel := rowPack8VNNI
-	if bits == 8 {
+	kernel, steps := rowPack8VNNI, gs/8
+	switch bits {
+	case 8:
 		kernel = rowPack8VNNI8
+	case 2:
+		kernel, steps = rowPack8VNNI2, gs/16
+	case 3:
+		kernel, steps = rowPack8VNNI3, gs/32
 	}
-	kernel(&pk[0], &x8[0], &sx8[0], &gs8[0], &y[0], blocks, g, gs/8, 4*ystride)
+	kernel(&pk[0], &x8[0], &sx8[0], &gs8[0], &y[0], blocks, g, steps, 4*ystride)
 }
 
 // q4RowsNatural is q4RowsVNNI (4-bit rows, x in natural order, float32

@@ -17,12 +17,16 @@
 	VPDPBUSD.BCST xoff(DI), Z16, alo \
 	VPDPBUSD.BCST xoff+4(DI), Z17, ahi
 
-// RP1_GROUP_END: a group's int32 sums (Z2..Z5) into the float accumulators
+// RP1_GROUP_END: a group's int32 sums (Z2..Z5, Z8..Z11) into the float accumulators
 // Z0 (×scale·sx) and Z1 (bias·Σx); SI past the group's steps, at its scales.
 #define RP1_GROUP_END \
 	VPADDD           Z3, Z2, Z2 \
 	VPADDD           Z5, Z4, Z4 \
+	VPADDD           Z9, Z8, Z8 \
+	VPADDD           Z11, Z10, Z10 \
 	VPADDD           Z4, Z2, Z2 \
+	VPADDD           Z10, Z8, Z8 \
+	VPADDD           Z8, Z2, Z2 \
 	VCVTDQ2PS        Z2, Z2 \
 	VPMOVZXWD        (SI), Z6 \
 	VPSLLD           $16, Z6, Z6 \
@@ -45,12 +49,17 @@
 	VPXORD Z0, Z0, Z0 \
 	VPXORD Z1, Z1, Z1
 
-// RP1_GROUP_START: the int32 sums zeroed, CX the group's quads of steps.
+// RP1_GROUP_START: the int32 sums zeroed (eight chains, so that the
+// VPDPBUSD latency never stalls the loop), CX the group's quads of steps.
 #define RP1_GROUP_START \
 	VPXORD Z2, Z2, Z2 \
 	VPXORD Z3, Z3, Z3 \
 	VPXORD Z4, Z4, Z4 \
 	VPXORD Z5, Z5, Z5 \
+	VPXORD Z8, Z8, Z8 \
+	VPXORD Z9, Z9, Z9 \
+	VPXORD Z10, Z10, Z10 \
+	VPXORD Z11, Z11, Z11 \
 	MOVQ   quads+56(FP), CX
 
 // RP1_BLOCK_END: the block's 16 results stored.
@@ -87,6 +96,35 @@
 	VPXORD Z7, Z7, Z7 \
 	MOVQ   steps+56(FP), CX
 
+// RP1_LOOP(STEPS, stride): the one-token kernels' loops over blocks, groups
+// and quads of steps (STEPS: one quad's instructions, stride its bytes).
+// Labels are per function, so each kernel expands it once.
+#define RP1_LOOP(STEPS, stride) \
+rp1block: \
+	RP1_BLOCK_START \
+rp1group: \
+	RP1_GROUP_START \
+rp1step: \
+	STEPS \
+	ADDQ stride, SI \
+	ADDQ $32, DI \
+	DECQ CX \
+	JNZ  rp1step \
+	RP1_GROUP_END \
+	DECQ R11 \
+	JNZ  rp1group \
+	RP1_BLOCK_END \
+	DECQ R13 \
+	JNZ  rp1block \
+	VZEROUPPER \
+	RET
+
+#define RP1_STEPS_4 \
+	RP_STEP(0, 0, Z2, Z3) \
+	RP_STEP(64, 8, Z4, Z5) \
+	RP_STEP(128, 16, Z8, Z9) \
+	RP_STEP(192, 24, Z10, Z11)
+
 // func rowPack1VNNI(packed *byte, xq *int8, sx, gsum, y *float32, blocks, groups, quads int)
 // quads: steps per group / 4 (GroupSize / 32).
 TEXT ·rowPack1VNNI(SB), NOSPLIT, $0-64
@@ -96,31 +134,7 @@ TEXT ·rowPack1VNNI(SB), NOSPLIT, $0-64
 	MOVL         $0x0f0f0f0f, AX
 	VPBROADCASTD AX, Z31
 
-rp1block:
-	RP1_BLOCK_START
-
-rp1group:
-	RP1_GROUP_START
-
-rp1step:
-	RP_STEP(0, 0, Z2, Z3)
-	RP_STEP(64, 8, Z4, Z5)
-	RP_STEP(128, 16, Z2, Z3)
-	RP_STEP(192, 24, Z4, Z5)
-	ADDQ $256, SI
-	ADDQ $32, DI
-	DECQ CX
-	JNZ  rp1step
-
-	RP1_GROUP_END
-	DECQ R11
-	JNZ  rp1group
-
-	RP1_BLOCK_END
-	DECQ R13
-	JNZ  rp1block
-	VZEROUPPER
-	RET
+	RP1_LOOP(RP1_STEPS_4, $256)
 
 // RP_STEP8: an 8-bit step at off(SI): two vectors, columns 8k..8k+3 and
 // 8k+4..8k+7 of the 16 rows, against x dwords at xoff(DI), xoff+4(DI).
@@ -130,6 +144,12 @@ rp1step:
 	VPDPBUSD.BCST xoff(DI), Z16, alo \
 	VPDPBUSD.BCST xoff+4(DI), Z17, ahi
 
+#define RP1_STEPS_8 \
+	RP_STEP8(0, 0, Z2, Z3) \
+	RP_STEP8(128, 8, Z4, Z5) \
+	RP_STEP8(256, 16, Z8, Z9) \
+	RP_STEP8(384, 24, Z10, Z11)
+
 // func rowPack1VNNI8(packed *byte, xq *int8, sx, gsum, y *float32, blocks, groups, quads int)
 // rowPack1VNNI for 8-bit codes (unsigned bytes, no nibble split).
 TEXT ·rowPack1VNNI8(SB), NOSPLIT, $0-64
@@ -137,31 +157,7 @@ TEXT ·rowPack1VNNI8(SB), NOSPLIT, $0-64
 	MOVQ y+32(FP), DX
 	MOVQ blocks+40(FP), R13
 
-rp1b8block:
-	RP1_BLOCK_START
-
-rp1b8group:
-	RP1_GROUP_START
-
-rp1b8step:
-	RP_STEP8(0, 0, Z2, Z3)
-	RP_STEP8(128, 8, Z4, Z5)
-	RP_STEP8(256, 16, Z2, Z3)
-	RP_STEP8(384, 24, Z4, Z5)
-	ADDQ $512, SI
-	ADDQ $32, DI
-	DECQ CX
-	JNZ  rp1b8step
-
-	RP1_GROUP_END
-	DECQ R11
-	JNZ  rp1b8group
-
-	RP1_BLOCK_END
-	DECQ R13
-	JNZ  rp1b8block
-	VZEROUPPER
-	RET
+	RP1_LOOP(RP1_STEPS_8, $512)
 
 // RP8_TOK: token t's share of a step: its x dwords at 8t(DI), 8t+4(DI).
 #define RP8_TOK(xoff, acc) \
@@ -225,6 +221,35 @@ rp1b8step:
 	RP8_TOK(48, Z6) \
 	RP8_TOK(56, Z7)
 
+// RP8_LOOP(STEP): the eight-token kernels' loops over blocks, groups and
+// steps (STEP: one step's instructions, advancing SI and DI).
+#define RP8_LOOP(STEP) \
+rp8block: \
+	RP8_BLOCK_START \
+rp8group: \
+	RP8_GROUP_START \
+rp8step: \
+	STEP \
+	DECQ CX \
+	JNZ  rp8step \
+	RP8_GROUP_END \
+	DECQ R11 \
+	JNZ  rp8group \
+	RP8_STORE \
+	ADDQ $64, DX \
+	DECQ R13 \
+	JNZ  rp8block \
+	VZEROUPPER \
+	RET
+
+#define RP8_STEP_4 \
+	VPSRLW  $4, (SI), Z17 \
+	VPANDD  (SI), Z31, Z16 \
+	VPANDD  Z31, Z17, Z17 \
+	RP8_TOKS \
+	ADDQ    $64, SI \
+	ADDQ    $64, DI
+
 // func rowPack8VNNI(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
 // Eight tokens at once (x8, sx8, gs8 as rowPackX8 lays them out): each
 // step is decoded once and meets the eight tokens' x; token t's results go
@@ -238,32 +263,14 @@ TEXT ·rowPack8VNNI(SB), NOSPLIT, $0-72
 	MOVL         $0x0f0f0f0f, AX
 	VPBROADCASTD AX, Z31
 
-rp8block:
-	RP8_BLOCK_START
+	RP8_LOOP(RP8_STEP_4)
 
-rp8group:
-	RP8_GROUP_START
-
-rp8step:
-	VPSRLW  $4, (SI), Z17
-	VPANDD  (SI), Z31, Z16
-	VPANDD  Z31, Z17, Z17
-	RP8_TOKS
-	ADDQ    $64, SI
-	ADDQ    $64, DI
-	DECQ    CX
-	JNZ     rp8step
-
-	RP8_GROUP_END
-	DECQ      R11
-	JNZ       rp8group
-
-	RP8_STORE
-	ADDQ    $64, DX
-	DECQ    R13
-	JNZ     rp8block
-	VZEROUPPER
-	RET
+#define RP8_STEP_8 \
+	VMOVDQU32 (SI), Z16 \
+	VMOVDQU32 64(SI), Z17 \
+	RP8_TOKS \
+	ADDQ      $128, SI \
+	ADDQ      $64, DI
 
 // func rowPack8VNNI8(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
 // rowPack8VNNI for 8-bit codes: a step is two plain vectors.
@@ -273,31 +280,176 @@ TEXT ·rowPack8VNNI8(SB), NOSPLIT, $0-72
 	MOVQ blocks+40(FP), R13
 	MOVQ ystride+64(FP), R9
 
-rp8b8block:
-	RP8_BLOCK_START
+	RP8_LOOP(RP8_STEP_8)
 
-rp8b8group:
-	RP8_GROUP_START
+// RP_STEP2: a 2-bit step at off(SI), 16 columns of the 16 rows (byte i of
+// lane r: crumbs of columns 16k+i, +4, +8, +12), its four crumb vectors
+// against x dwords xoff..xoff+12(DI); Z30 is 0x03 in every byte.
+#define RP_STEP2(off, xoff, a0, a1) \
+	VMOVDQU32     off(SI), Z21 \
+	VPANDD        Z21, Z30, Z16 \
+	VPSRLW        $2, Z21, Z17 \
+	VPANDD        Z17, Z30, Z17 \
+	VPDPBUSD.BCST xoff(DI), Z16, a0 \
+	VPDPBUSD.BCST xoff+4(DI), Z17, a1 \
+	VPSRLW        $4, Z21, Z16 \
+	VPANDD        Z16, Z30, Z16 \
+	VPSRLW        $6, Z21, Z17 \
+	VPANDD        Z17, Z30, Z17 \
+	VPDPBUSD.BCST xoff+8(DI), Z16, a0 \
+	VPDPBUSD.BCST xoff+12(DI), Z17, a1
 
-rp8b8step:
-	VMOVDQU32 (SI), Z16
-	VMOVDQU32 64(SI), Z17
-	RP8_TOKS
-	ADDQ      $128, SI
+#define RP1_STEPS_2 \
+	RP_STEP2(0, 0, Z2, Z3) \
+	RP_STEP2(64, 16, Z8, Z9)
+
+// func rowPack1VNNI2(packed *byte, xq *int8, sx, gsum, y *float32, blocks, groups, quads int)
+// rowPack1VNNI for 2-bit codes: two 16-column steps per 32 columns.
+TEXT ·rowPack1VNNI2(SB), NOSPLIT, $0-64
+	MOVQ         packed+0(FP), SI
+	MOVQ         y+32(FP), DX
+	MOVQ         blocks+40(FP), R13
+	MOVL         $0x03030303, AX
+	VPBROADCASTD AX, Z30
+
+	RP1_LOOP(RP1_STEPS_2, $128)
+
+#define RP8_STEP_2 \
+	VMOVDQU32 (SI), Z21 \
+	VPANDD    Z21, Z30, Z16 \
+	VPSRLW    $2, Z21, Z17 \
+	VPANDD    Z17, Z30, Z17 \
+	RP8_TOKS \
+	ADDQ      $64, DI \
+	VPSRLW    $4, Z21, Z16 \
+	VPANDD    Z16, Z30, Z16 \
+	VPSRLW    $6, Z21, Z17 \
+	VPANDD    Z17, Z30, Z17 \
+	RP8_TOKS \
+	ADDQ      $64, SI \
 	ADDQ      $64, DI
-	DECQ      CX
-	JNZ       rp8b8step
 
-	RP8_GROUP_END
-	DECQ R11
-	JNZ  rp8b8group
+// func rowPack8VNNI2(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
+// rowPack8VNNI for 2-bit codes: a 16-column step is two of the x layout's
+// 8-column chunks, crumbs 0 and 1 against the first, 2 and 3 the second.
+TEXT ·rowPack8VNNI2(SB), NOSPLIT, $0-72
+	MOVQ         packed+0(FP), SI
+	MOVQ         y+32(FP), DX
+	MOVQ         blocks+40(FP), R13
+	MOVQ         ystride+64(FP), R9
+	MOVL         $0x03030303, AX
+	VPBROADCASTD AX, Z30
 
-	RP8_STORE
-	ADDQ $64, DX
-	DECQ R13
-	JNZ  rp8b8block
-	VZEROUPPER
-	RET
+	RP8_LOOP(RP8_STEP_2)
+
+// RP_HI3L / RP_HI3R (shift left or right by sh, xoff, acc): the 3-bit layout's high plane (Z23: byte i of lane
+// r holds bit 2 of the codes of columns 4q+i, q = 0..7, in bit q) for x
+// dword m: bit m of each byte moved to bit 2 (value 4) and masked (Z29 is
+// 0x04 in every byte; word shifts move bits across bytes only into the
+// masked-off positions), then one VPDPBUSD into acc.
+#define RP_HI3L(sh, xoff, acc) \
+	VPSLLW        $sh, Z23, Z24 \
+	VPANDD        Z24, Z29, Z24 \
+	VPDPBUSD.BCST xoff(DI), Z24, acc
+
+#define RP_HI3R(sh, xoff, acc) \
+	VPSRLW        $sh, Z23, Z24 \
+	VPANDD        Z24, Z29, Z24 \
+	VPDPBUSD.BCST xoff(DI), Z24, acc
+
+#define RP1_STEPS_3 \
+	RP_STEP2(0, 0, Z2, Z3) \
+	RP_STEP2(64, 16, Z8, Z9) \
+	VMOVDQU32     128(SI), Z23 \
+	RP_HI3L(2, 0, Z4) \
+	RP_HI3L(1, 4, Z5) \
+	VPANDD        Z23, Z29, Z24 \
+	VPDPBUSD.BCST 8(DI), Z24, Z10 \
+	RP_HI3R(1, 12, Z11) \
+	RP_HI3R(2, 16, Z4) \
+	RP_HI3R(3, 20, Z5) \
+	RP_HI3R(4, 24, Z10) \
+	RP_HI3R(5, 28, Z11)
+
+// func rowPack1VNNI3(packed *byte, xq *int8, sx, gsum, y *float32, blocks, groups, quads int)
+// rowPack1VNNI for 3-bit codes: per 32 columns, two 2-bit steps of the
+// codes' low bits and one vector of their high bits (192 bytes).
+TEXT ·rowPack1VNNI3(SB), NOSPLIT, $0-64
+	MOVQ         packed+0(FP), SI
+	MOVQ         y+32(FP), DX
+	MOVQ         blocks+40(FP), R13
+	MOVL         $0x03030303, AX
+	VPBROADCASTD AX, Z30
+	MOVL         $0x04040404, AX
+	VPBROADCASTD AX, Z29
+
+	RP1_LOOP(RP1_STEPS_3, $192)
+
+// RP8_LO01(src): crumbs 0 and 1 of src into Z16, Z17 (Z30: 0x03 per byte).
+#define RP8_LO01(src) \
+	VPANDD src, Z30, Z16 \
+	VPSRLW $2, src, Z17 \
+	VPANDD Z17, Z30, Z17
+
+// RP8_LO23(src): crumbs 2 and 3 of src into Z16, Z17.
+#define RP8_LO23(src) \
+	VPSRLW $4, src, Z16 \
+	VPANDD Z16, Z30, Z16 \
+	VPSRLW $6, src, Z17 \
+	VPANDD Z17, Z30, Z17
+
+#define RP8_STEP_3 \
+	VMOVDQU32 (SI), Z21 \
+	VMOVDQU32 64(SI), Z22 \
+	VMOVDQU32 128(SI), Z23 \
+	RP8_LO01(Z21) \
+	RP8_TOKS \
+	VPSLLW    $2, Z23, Z16 \
+	VPANDD    Z16, Z29, Z16 \
+	VPSLLW    $1, Z23, Z17 \
+	VPANDD    Z17, Z29, Z17 \
+	RP8_TOKS \
+	ADDQ      $64, DI \
+	RP8_LO23(Z21) \
+	RP8_TOKS \
+	VPANDD    Z23, Z29, Z16 \
+	VPSRLW    $1, Z23, Z17 \
+	VPANDD    Z17, Z29, Z17 \
+	RP8_TOKS \
+	ADDQ      $64, DI \
+	RP8_LO01(Z22) \
+	RP8_TOKS \
+	VPSRLW    $2, Z23, Z16 \
+	VPANDD    Z16, Z29, Z16 \
+	VPSRLW    $3, Z23, Z17 \
+	VPANDD    Z17, Z29, Z17 \
+	RP8_TOKS \
+	ADDQ      $64, DI \
+	RP8_LO23(Z22) \
+	RP8_TOKS \
+	VPSRLW    $4, Z23, Z16 \
+	VPANDD    Z16, Z29, Z16 \
+	VPSRLW    $5, Z23, Z17 \
+	VPANDD    Z17, Z29, Z17 \
+	RP8_TOKS \
+	ADDQ      $64, DI \
+	ADDQ      $192, SI
+
+// func rowPack8VNNI3(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
+// rowPack8VNNI for 3-bit codes; steps = GroupSize/32. Each of x's four
+// 8-column chunks of the 32 meets two crumb vectors of the low planes and
+// two bit vectors of the high plane.
+TEXT ·rowPack8VNNI3(SB), NOSPLIT, $0-72
+	MOVQ         packed+0(FP), SI
+	MOVQ         y+32(FP), DX
+	MOVQ         blocks+40(FP), R13
+	MOVQ         ystride+64(FP), R9
+	MOVL         $0x03030303, AX
+	VPBROADCASTD AX, Z30
+	MOVL         $0x04040404, AX
+	VPBROADCASTD AX, Z29
+
+	RP8_LOOP(RP8_STEP_3)
 
 // The packer (packBlocks' AVX-512 path): step k of a group is dword k of
 // the group's codes in each of the block's 16 rows — one VPGATHERDD with the

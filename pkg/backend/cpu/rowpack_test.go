@@ -54,15 +54,15 @@ func TestBindDensePacksAtFirstProduct(t *testing.T) {
 	}
 }
 
-// rowPackCases: 4- and 8-bit bf16 matrices of every packable group size, row
+// rowPackCases: 2-, 3-, 4- and 8-bit bf16 matrices of every packable group size, row
 // counts below, at and past multiples of 16, and group counts from 1 to 33.
 func rowPackCases() []matCase {
 	var cs []matCase
-	for _, bits := range []int{4, 8} {
+	for _, bits := range []int{2, 3, 4, 8} {
 		for _, gs := range []int{32, 64, 128} {
 			for _, rows := range []int{1, 15, 16, 17, 31, 32, 48, 70} {
 				for _, groups := range []int{1, 2, 3, 5, 17, 33} {
-					if gs == 128 && groups > 5 || gs == 32 && rows > 32 && groups > 5 || bits == 8 && groups > 17 {
+					if gs == 128 && groups > 5 || gs == 32 && rows > 32 && groups > 5 || bits != 4 && groups > 17 {
 						continue // enough of these; keep the test short
 					}
 					cs = append(cs, matCase{rows: rows, cols: gs * groups, f: Affine, bits: bits, gs: gs, sf: BF16})
@@ -202,7 +202,31 @@ func checkRowPackLayout(t *testing.T, m *Matrix, pk *rowPack) {
 			r0 := pk.data[(b*g+j)*rec:]
 			for r := 0; r < rowPackRows; r++ {
 				row := b*rowPackRows + r
-				for k := 0; k < gs/8; k++ {
+				for k := 0; k < gs/16 && m.Bits == 2; k++ {
+					for i := 0; i < 4; i++ {
+						c := j*gs + 16*k + i
+						want := byte(refCode(m, row, c) | refCode(m, row, c+4)<<2 | refCode(m, row, c+8)<<4 | refCode(m, row, c+12)<<6)
+						if got := r0[64*k+4*r+i]; got != want {
+							t.Fatalf("block %d group %d step %d row %d byte %d: %#x, want %#x", b, j, k, r, i, got, want)
+						}
+					}
+				}
+				for k := 0; k < gs/32 && m.Bits == 3; k++ {
+					for i := 0; i < 4; i++ {
+						var lo [2]byte
+						var hi byte
+						for q := 0; q < 8; q++ {
+							code := refCode(m, row, j*gs+32*k+4*q+i)
+							lo[q/4] |= byte(code&3) << (2 * (q % 4))
+							hi |= byte(code>>2) << q
+						}
+						got := []byte{r0[192*k+4*r+i], r0[192*k+64+4*r+i], r0[192*k+128+4*r+i]}
+						if want := []byte{lo[0], lo[1], hi}; !slices.Equal(got, want) {
+							t.Fatalf("block %d group %d step %d row %d byte %d: %#x, want %#x", b, j, k, r, i, got, want)
+						}
+					}
+				}
+				for k := 0; k < gs/8 && m.Bits != 2 && m.Bits != 3; k++ {
 					for i := 0; i < 4; i++ {
 						c := j*gs + 8*k + i
 						step := r0[16*m.Bits*k:]
@@ -257,21 +281,24 @@ func TestPackBlocksTwin(t *testing.T) {
 
 // BenchmarkRowPackWarm is the packer alone (one worker, the output already
 // faulted in), in GB/s of the matrix's bytes: what a reused buffer costs.
+// "simd" is packBlocks (the AVX-512 path for 4-bit codes, else the Go one).
 func BenchmarkRowPackWarm(b *testing.B) {
-	m := benchMatrix(16384, 4096, Affine, 4)
-	nb := m.Rows / rowPackRows
-	out := make([]byte, nb*m.Groups()*rowPackRecord(m.GroupSize, m.Bits))
-	for _, k := range []struct {
-		name string
-		pack func(out []byte, m *Matrix, lo, hi int)
-	}{{"go", packBlocksGo}, {"simd", packBlocks}} {
-		b.Run(k.name, func(b *testing.B) {
-			b.SetBytes(int64(len(m.Data) + len(m.Scales) + len(m.Biases)))
-			k.pack(out, m, 0, nb)
-			for i := 0; i < b.N; i++ {
+	for _, bits := range []int{2, 3, 4, 8} {
+		m := benchMatrix(16384, 4096, Affine, bits)
+		nb := m.Rows / rowPackRows
+		out := make([]byte, nb*m.Groups()*rowPackRecord(m.GroupSize, bits))
+		for _, k := range []struct {
+			name string
+			pack func(out []byte, m *Matrix, lo, hi int)
+		}{{"go", packBlocksGo}, {"simd", packBlocks}} {
+			b.Run(fmt.Sprintf("q%d/%s", bits, k.name), func(b *testing.B) {
+				b.SetBytes(int64(len(m.Data) + len(m.Scales) + len(m.Biases)))
 				k.pack(out, m, 0, nb)
-			}
-		})
+				for i := 0; i < b.N; i++ {
+					k.pack(out, m, 0, nb)
+				}
+			})
+		}
 	}
 }
 
