@@ -84,6 +84,8 @@ func TestAttendCausalMatchesNaive(t *testing.T) {
 		{8, 2, 128, 70, 5, true},
 		{2, 1, 40, 33, 64, false},
 		{4, 1, 24, 17, 0, true},
+		{8, 2, 128, 5, 61, true}, // untransposed keys, rows ending in different score blocks
+		{4, 2, 64, 3, 30, false},
 	} {
 		name := fmt.Sprintf("nH%d_nKV%d_D%d_T%d_pos%d", tc.nH, tc.nKV, tc.D, tc.T, tc.pos0)
 		t.Run(name, func(t *testing.T) {
@@ -126,6 +128,25 @@ func BenchmarkAttendCausal(b *testing.B) {
 				bc.fn(o, in.q, in.gate, in.keys, in.vals, m.nH, m.nKV, m.D, T, 0)
 			}
 			b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/layer")
+		})
+	}
+}
+
+// BenchmarkAttendDecode is the attention core of one decode step of a
+// Qwen3-30B-A3B layer (32 query heads, 4 KV heads, D 128) at several
+// positions: the keys and values are read from L2 or DRAM, and the score
+// loop's key blocks decide how often.
+func BenchmarkAttendDecode(b *testing.B) {
+	m := attnShape{32, 4, 128, false}
+	d := NewDevice(0)
+	for _, pos := range []int{256, 1024, 4096} {
+		in := randAttnInputs(rand.New(rand.NewPCG(3, 4)), m, 1, pos)
+		o := make([]float32, m.attnDim())
+		b.Run(fmt.Sprintf("pos%d", pos), func(b *testing.B) {
+			b.SetBytes(int64(2 * (pos + 1) * m.kvDim() * 4)) // the K and V caches
+			for range b.N {
+				d.attendCausal(o, in.q, in.gate, in.keys, in.vals, m.nH, m.nKV, m.D, 1, pos)
+			}
 		})
 	}
 }

@@ -59,7 +59,8 @@ type expertCache struct {
 	layout   *backend.ExpertLayout // the layout the slots are cut for (nil: not decided)
 	refused  atomic.Bool           // no budget or not packable at the first bind: off for good
 	slotSize int
-	slots    int // allocated
+	slots    int    // allocated
+	slab     []byte // unused rest of the last slab (carve)
 	maxSlots int
 	byKey    map[backend.ExpertKey]*xslot
 	free     []*xslot
@@ -112,9 +113,10 @@ func slotBytes(l *backend.ExpertLayout) int {
 	return n
 }
 
-// newSlot allocates a slot for layout l and cuts its matrices.
-func newSlot(l *backend.ExpertLayout, size int) *xslot {
-	s := &xslot{buf: make([]byte, size)}
+// newSlot makes a slot for layout l in buf (slotBytes(l) long) and cuts its
+// matrices.
+func newSlot(l *backend.ExpertLayout, buf []byte) *xslot {
+	s := &xslot{buf: buf}
 	off := 0
 	take := func(n int) []byte { b := s.buf[off : off+n : off+n]; off += n; return b }
 	for i, em := range [3]*backend.ExpertMatrix{&l.Gate, &l.Up, &l.Down} {
@@ -239,9 +241,26 @@ func (c *expertCache) takeSlot(key backend.ExpertKey) *xslot {
 	}
 	if c.slots < c.maxSlots {
 		c.slots++
-		return newSlot(c.layout, c.slotSize)
+		return newSlot(c.layout, c.carve())
 	}
 	return nil
+}
+
+// slabSlots is how many slots one allocation holds: enough that most of it
+// lies on huge pages (hugepages.go; a single 2.5 MiB slot would rarely hold
+// an aligned one), few enough that a budget never filled reserves little.
+const slabSlots = 32
+
+// carve returns the next slot's memory from the current slab, allocating a
+// slab for up to slabSlots of the slots still allowed when it is used up.
+// Caller holds c.mu and has counted the slot in c.slots.
+func (c *expertCache) carve() []byte {
+	if len(c.slab) < c.slotSize {
+		c.slab = hugeBytes(min(slabSlots, c.maxSlots-c.slots+1) * c.slotSize)
+	}
+	b := c.slab[:c.slotSize:c.slotSize]
+	c.slab = c.slab[c.slotSize:]
+	return b
 }
 
 // CachedExpert implements backend.ExpertCache: the packed expert under key,

@@ -106,7 +106,7 @@ func rowPackBytes(m *Matrix) int {
 // packRows builds m's row-interleaved copy (the caller checks rowPackable),
 // blocks split over p's workers (nil: the calling goroutine).
 func packRows(m *Matrix, p *Pool) *rowPack {
-	out := make([]byte, rowPackBytes(m))
+	out := hugeBytes(rowPackBytes(m))
 	packInto(out, m, p)
 	nb := m.Rows / rowPackRows
 	return &rowPack{data: out, blocks: nb, bits: m.Bits, tail: tailRows(m, nb*rowPackRows)}
