@@ -96,6 +96,9 @@ type layer struct {
 	// GatedDeltaNet.
 	dn                *backend.DeltaNetParams
 	qkv, z, b, a, out backend.Matrix
+	// inProj lists the projections that read the normed input (q, k, v or
+	// qkv, z, b, a), for a device's MatMuls (backend.SharedMatMuler).
+	inProj []backend.Matrix
 
 	sparse     bool
 	router     backend.Matrix
@@ -306,6 +309,7 @@ func (ld *loader) layer(i int) *layer {
 		l.k = ld.matrix(p+"self_attn.k_proj", m.kvDim, H)
 		l.v = ld.matrix(p+"self_attn.v_proj", m.kvDim, H)
 		l.o = ld.matrix(p+"self_attn.o_proj", H, m.attnDim)
+		l.inProj = []backend.Matrix{l.q, l.k, l.v}
 		l.attn = &backend.AttentionParams{
 			Heads: cfg.NumAttentionHeads, KVHeads: cfg.NumKeyValueHeads, HeadDim: D,
 			RotaryDim: cfg.RotaryDim, RopeTheta: cfg.RopeTheta, Gated: cfg.AttnOutputGate,
@@ -319,6 +323,7 @@ func (ld *loader) layer(i int) *layer {
 		l.b = ld.matrix(p+"linear_attn.in_proj_b", nv, H)
 		l.a = ld.matrix(p+"linear_attn.in_proj_a", nv, H)
 		l.out = ld.matrix(p+"linear_attn.out_proj", H, m.vd)
+		l.inProj = []backend.Matrix{l.qkv, l.z, l.b, l.a}
 		l.dn = &backend.DeltaNetParams{
 			KeyHeads: cfg.LinearNumKeyHeads, ValueHeads: nv, KeyDim: cfg.LinearKeyHeadDim, ValueDim: dv,
 			ConvKernel: cfg.LinearConvKernelDim,

@@ -263,6 +263,9 @@ type tensors struct {
 	router        backend.Tensor // router logits [E]
 	shared        backend.Tensor // shared expert output [H]
 	sharedGate    backend.Tensor // shared expert gate logit [1]
+	// proj holds the outputs of a mixer's input projections for one
+	// MatMuls call (filled by the caller each time, so no call allocates).
+	proj [4]backend.Tensor
 }
 
 // all lists the tensor fields, for allocation, slicing and release.

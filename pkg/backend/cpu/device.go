@@ -339,6 +339,28 @@ func (d *Device) MatMul(y backend.Tensor, w backend.Matrix, x backend.Tensor) {
 	d.pool.MatMul(yt.data, m, xt.data, xt.rows)
 }
 
+// MatMuls implements backend.SharedMatMuler: the weights with an int8
+// row-interleaved copy and x's columns and group size go through one
+// Pool.MatMulShared, the others through MatMul.
+func (d *Device) MatMuls(ys []backend.Tensor, ws []backend.Matrix, x backend.Tensor) {
+	xt := data(x)
+	var yd [maxShared][]float32
+	var ms [maxShared]*Matrix
+	k := 0
+	for i, w := range ws {
+		yt, m := data(ys[i]), weight(w)
+		sameShape("MatMuls x", xt.rows, m.Cols, xt)
+		sameShape("MatMuls y", xt.rows, m.Rows, yt)
+		if k < maxShared && m.packed != nil && (k == 0 || m.Cols == ms[0].Cols && m.GroupSize == ms[0].GroupSize) {
+			yd[k], ms[k] = yt.data, m
+			k++
+			continue
+		}
+		d.pool.MatMul(yt.data, m, xt.data, xt.rows)
+	}
+	d.pool.MatMulShared(yd[:k], ms[:k], xt.data, xt.rows)
+}
+
 // RMSNorm implements backend.Device.
 func (d *Device) RMSNorm(dst, x, w backend.Tensor, eps float64) {
 	dt, xt, wt := data(dst), data(x), data(w)
@@ -385,8 +407,7 @@ func (d *Device) mlp(p *Pool, y, x []float32, gate, up, down *Matrix, n int) {
 	defer d.buf.put(gb)
 	defer d.buf.put(ub)
 	g, u := *gb, *ub
-	p.MatMul(g, gate, x, n)
-	p.MatMul(u, up, x, n)
+	p.MatMulShared([][]float32{g, u}, []*Matrix{gate, up}, x, n)
 	SwiGLU(g, u)
 	p.MatMul(y, down, g, n)
 }

@@ -337,33 +337,53 @@ func chunkScales(m *Matrix, buf []float32, c, ce int) (scales, biases []float32)
 // out for rowPack8VNNI, and the workers split the blocks of 16 rows (then the
 // rows past the last block).
 func (p *Pool) packedMatMulInt8(t *matTask, wideQ bool) {
+	p.prepPacked(t, wideQ)
+	defer t.putPacked(p)
+	t.body = (*matTask).int8Packed
+	p.forRanger(t.packedUnits(), rowPackRows*t.m.Cols*t.n, t)
+}
+
+// packedUnits is the number of work units of a packed product: blocks of 16
+// rows, then the rows past the last block.
+func (t *matTask) packedUnits() int {
+	pk := t.m.packed
+	return pk.blocks + t.m.Rows - pk.blocks*rowPackRows
+}
+
+// prepPacked quantizes x per token in natural order and lays the tokens out
+// in blocks of eight for rowPack8VNNI, in scratch buffers t holds until
+// putPacked.
+func (p *Pool) prepPacked(t *matTask, wideQ bool) {
 	m, x, n := t.m, t.x, t.n
 	cols, gs, g := m.Cols, m.GroupSize, m.Groups()
-	qBuf := p.buf.get((n*cols + 3) / 4)
-	defer p.buf.put(qBuf)
-	fBuf := p.buf.get(2 * n * g)
-	defer p.buf.put(fBuf)
-	t.xq = x8Bytes(*qBuf, n*cols)
-	t.sx, t.gsum = (*fBuf)[:n*g], (*fBuf)[n*g:]
+	t.qBuf = p.buf.get((n*cols + 3) / 4)
+	t.fBuf = p.buf.get(2 * n * g)
+	t.xq = x8Bytes(*t.qBuf, n*cols)
+	t.sx, t.gsum = (*t.fBuf)[:n*g], (*t.fBuf)[n*g:]
 	for k := 0; k < n; k++ {
 		quantizeAny(wideQ, t.xq[k*cols:(k+1)*cols], t.sx[k*g:(k+1)*g], t.gsum[k*g:(k+1)*g], x[k*cols:(k+1)*cols], gs)
 	}
 	t.blocks = n / rowPackTokens
 	if t.blocks > 0 {
 		nt := t.blocks * rowPackTokens
-		x8Buf := p.buf.get((nt*cols + 3) / 4)
-		defer p.buf.put(x8Buf)
-		s8Buf := p.buf.get(2 * nt * g)
-		defer p.buf.put(s8Buf)
-		t.x4 = x8Bytes(*x8Buf, nt*cols)
-		t.sx4, t.gsum4 = (*s8Buf)[:nt*g], (*s8Buf)[nt*g:]
+		t.x8Buf = p.buf.get((nt*cols + 3) / 4)
+		t.s8Buf = p.buf.get(2 * nt * g)
+		t.x4 = x8Bytes(*t.x8Buf, nt*cols)
+		t.sx4, t.gsum4 = (*t.s8Buf)[:nt*g], (*t.s8Buf)[nt*g:]
 		for b := 0; b < t.blocks; b++ {
 			k := rowPackTokens * b
 			rowPackX8(t.x4[k*cols:(k+rowPackTokens)*cols], t.sx4[k*g:(k+rowPackTokens)*g], t.gsum4[k*g:(k+rowPackTokens)*g],
 				t.xq[k*cols:], t.sx[k*g:], t.gsum[k*g:], cols, g)
 		}
 	}
-	t.body = (*matTask).int8Packed
-	pk := m.packed
-	p.forRanger(pk.blocks+m.Rows-pk.blocks*rowPackRows, rowPackRows*cols*n, t)
+}
+
+// putPacked returns prepPacked's scratch buffers.
+func (t *matTask) putPacked(p *Pool) {
+	for _, b := range [...]**[]float32{&t.qBuf, &t.fBuf, &t.x8Buf, &t.s8Buf} {
+		if *b != nil {
+			p.buf.put(*b)
+			*b = nil
+		}
+	}
 }

@@ -35,6 +35,9 @@ type matTask struct {
 	// and gsum4
 	x4  []int8
 	sx4 []float32
+	// the scratch buffers behind xq, sx/gsum, x4 and sx4/gsum4 for a packed
+	// product (prepPacked), returned by putPacked
+	qBuf, fBuf, x8Buf, s8Buf *[]float32
 }
 
 func (t *matTask) run(lo, hi int) { t.body(t, lo, hi) }
