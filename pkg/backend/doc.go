@@ -84,6 +84,12 @@
 // with a float64 reference at tolerances set for float32 arithmetic; the golden
 // tests then compare whole models with transformers' logits.
 //
+// Optional interfaces let a backend take bigger steps where it has them, the
+// model falling back to the plain methods otherwise: ExpertBatcher (a
+// layer's experts in one call), ExpertCache and RAMExpertCache (experts kept
+// resident in the device's form), SharedMatMuler (the products that read one
+// x in one call), UploadMeter (the host-to-device ceiling for bench).
+//
 // # Errors
 //
 // Misuse — shapes that do not match, a Tensor of another Device, a position
