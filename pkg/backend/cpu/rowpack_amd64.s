@@ -17,6 +17,17 @@
 	VPDPBUSD.BCST xoff(DI), Z16, alo \
 	VPDPBUSD.BCST xoff+4(DI), Z17, ahi
 
+// RP_ZERO8: eight vector registers zeroed.
+#define RP_ZERO8(a, b, c, d, e, f, g, h) \
+	VPXORD a, a, a \
+	VPXORD b, b, b \
+	VPXORD c, c, c \
+	VPXORD d, d, d \
+	VPXORD e, e, e \
+	VPXORD f, f, f \
+	VPXORD g, g, g \
+	VPXORD h, h, h
+
 // RP1_GROUP_END: a group's int32 sums (Z2..Z5, Z8..Z11) into the float accumulators
 // Z0 (×scale·sx) and Z1 (bias·Σx); SI past the group's steps, at its scales.
 #define RP1_GROUP_END \
@@ -52,15 +63,8 @@
 // RP1_GROUP_START: the int32 sums zeroed (eight chains, so that the
 // VPDPBUSD latency never stalls the loop), CX the group's quads of steps.
 #define RP1_GROUP_START \
-	VPXORD Z2, Z2, Z2 \
-	VPXORD Z3, Z3, Z3 \
-	VPXORD Z4, Z4, Z4 \
-	VPXORD Z5, Z5, Z5 \
-	VPXORD Z8, Z8, Z8 \
-	VPXORD Z9, Z9, Z9 \
-	VPXORD Z10, Z10, Z10 \
-	VPXORD Z11, Z11, Z11 \
-	MOVQ   quads+56(FP), CX
+	RP_ZERO8(Z2, Z3, Z4, Z5, Z8, Z9, Z10, Z11) \
+	MOVQ quads+56(FP), CX
 
 // RP1_BLOCK_END: the block's 16 results stored.
 #define RP1_BLOCK_END \
@@ -75,26 +79,12 @@
 	MOVQ   sx8+16(FP), R10 \
 	MOVQ   gs8+24(FP), BX \
 	MOVQ   groups+48(FP), R11 \
-	VPXORD Z8, Z8, Z8 \
-	VPXORD Z9, Z9, Z9 \
-	VPXORD Z10, Z10, Z10 \
-	VPXORD Z11, Z11, Z11 \
-	VPXORD Z12, Z12, Z12 \
-	VPXORD Z13, Z13, Z13 \
-	VPXORD Z14, Z14, Z14 \
-	VPXORD Z15, Z15, Z15
+	RP_ZERO8(Z8, Z9, Z10, Z11, Z12, Z13, Z14, Z15)
 
 // RP8_GROUP_START: the int32 sums zeroed, CX the group's steps.
 #define RP8_GROUP_START \
-	VPXORD Z0, Z0, Z0 \
-	VPXORD Z1, Z1, Z1 \
-	VPXORD Z2, Z2, Z2 \
-	VPXORD Z3, Z3, Z3 \
-	VPXORD Z4, Z4, Z4 \
-	VPXORD Z5, Z5, Z5 \
-	VPXORD Z6, Z6, Z6 \
-	VPXORD Z7, Z7, Z7 \
-	MOVQ   steps+56(FP), CX
+	RP_ZERO8(Z0, Z1, Z2, Z3, Z4, Z5, Z6, Z7) \
+	MOVQ steps+56(FP), CX
 
 // RP1_LOOP(STEPS, stride): the one-token kernels' loops over blocks, groups
 // and quads of steps (STEPS: one quad's instructions, stride its bytes).
