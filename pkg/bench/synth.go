@@ -108,7 +108,7 @@ func WriteSynthetic(ctx context.Context, dir string, o SynthOptions) (*SynthResu
 			set.Checksums[l] = make([]string, cfg.NumExperts)
 		}
 	}
-	expertBytes := int64(len(sparse)*cfg.NumExperts) * set.FileSize
+	expertBytes := set.Bytes(&cfg)
 	if err := layout.CheckFreeSpace(dir, denseSize+expertBytes+1<<20); err != nil {
 		return nil, fmt.Errorf("--dir: %w (use fewer --layers or another --dir)", err)
 	}

@@ -152,7 +152,7 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 		// core, some 30 times computing it for one token) to save a quarter
 		// of each later use, which pays only at hit rates near 1 (docs/PERF.md,
 		// "Row-interleaved routed experts"; halved decode when streaming).
-		if hc, ok := e.Device.(backend.RAMExpertCache); ok && storeOpts.CacheBytes > 0 && storeOpts.CacheBytes >= setBytes(&m.Config, e.Set) {
+		if hc, ok := e.Device.(backend.RAMExpertCache); ok && storeOpts.CacheBytes > 0 && storeOpts.CacheBytes >= e.Set.Bytes(&m.Config) {
 			if l, err := model.ExpertLayout(e.Set, &m.Config); err == nil && hc.TakeRAMBudget(l, storeOpts.CacheBytes) {
 				storeOpts.CacheBytes = 0
 				e.DeviceRAMCache = true
@@ -170,17 +170,6 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 	}
 	ok = true
 	return e, nil
-}
-
-// setBytes is the size of every expert file of set.
-func setBytes(c *layout.Config, set *layout.ExpertSet) int64 {
-	var n int64
-	for _, sparse := range c.SparseLayers {
-		if sparse {
-			n += int64(c.NumExperts) * set.FileSize
-		}
-	}
-	return n
 }
 
 func anySparse(c *layout.Config) bool {

@@ -37,7 +37,7 @@ func TestRAMBudgetToPackedExperts(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				budget = setBytes(&e.Dir.Manifest.Config, e.Set) - 1
+				budget = e.Set.Bytes(&e.Dir.Manifest.Config) - 1
 				e.Close()
 			}
 			e, err := Open(context.Background(), Options{Dir: dir, Backend: "cpu", Matmul: tc.matmul,

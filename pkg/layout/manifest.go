@@ -115,6 +115,18 @@ func (s *ExpertSet) Path(dir string, layer, expert int) string {
 	return filepath.Join(dir, s.Dir, s.FileName(layer, expert))
 }
 
+// Bytes returns the size of every expert file of the set: NumExperts files
+// of FileSize bytes per sparse layer of c.
+func (s *ExpertSet) Bytes(c *Config) int64 {
+	sparse := 0
+	for _, sp := range c.SparseLayers {
+		if sp {
+			sparse++
+		}
+	}
+	return int64(sparse) * int64(c.NumExperts) * s.FileSize
+}
+
 // Component returns the named component ("gate_proj", "up_proj", "down_proj").
 func (s *ExpertSet) Component(name string) *Tensor {
 	for i := range s.Components {
