@@ -77,7 +77,7 @@ func OpenDevice(o backend.Options) (*Device, error) {
 		return nil, fmt.Errorf("cpu: expert cache: %w", err)
 	}
 	// Packed experts need the packed kernels: int8 mode on AVX-512 VNNI.
-	on := d.pool.int8 && d.pool.level >= levelAVX512 && haveVNNI && !rowPackOff && !rowPackExpertsOff
+	on := d.pool.rowPacks() && !rowPackExpertsOff
 	d.xc = newExpertCache(o.ExpertCacheBytes, o.ExpertCachePolicy, on)
 	return d, nil
 }
@@ -243,7 +243,7 @@ func (d *Device) BindDense(desc backend.MatrixDesc, data, scales, biases []byte)
 	// (rowpack.go), a heap copy of the same size as the mapped weights that
 	// the products then read instead. It is built at the first product, not
 	// here, so that a table only Embed reads (an untied embedding) gets none.
-	if d.pool.int8 && d.pool.level >= levelAVX512 && haveVNNI && !rowPackOff && rowPackable(&m) {
+	if d.pool.rowPacks() && rowPackable(&m) {
 		w.pack = d.pool
 	}
 	return w, nil

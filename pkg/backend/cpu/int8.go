@@ -56,8 +56,7 @@ func quantizeX(xq []int8, sx, gsum, x []float32, gs int) {
 	}
 }
 
-// quantizeAny is quantizeWide where wide (the caller's check of AVX-512 and
-// gs%16 == 0), else quantizeX.
+// quantizeAny is quantizeWide where wide (p.wideQuant), else quantizeX.
 func quantizeAny(wide bool, xq []int8, sx, gsum, x []float32, gs int) {
 	if wide {
 		quantizeWide(xq, sx, gsum, x, gs)
@@ -65,6 +64,10 @@ func quantizeAny(wide bool, xq []int8, sx, gsum, x []float32, gs int) {
 		quantizeX(xq, sx, gsum, x, gs)
 	}
 }
+
+// wideQuant reports whether p quantizes x for groups of gs with
+// quantizeWide (AVX-512, groups a multiple of 16).
+func (p *Pool) wideQuant(gs int) bool { return p.level >= levelAVX512 && gs%16 == 0 }
 
 // int8Paired reports whether the VNNI kernel for this matrix reads x in
 // int8PairLayout order (4-bit codes in groups of 64: q4PairsVNNI) rather than
@@ -205,7 +208,7 @@ func (p *Pool) affineMatMulInt8(t *matTask) {
 	if !t.simd && p.level >= levelAVX2 && gs%32 == 0 && (m.Bits == 4 || m.Bits == 8) {
 		t.level = levelAVX2
 	}
-	wideQ := p.level >= levelAVX512 && gs%16 == 0
+	wideQ := p.wideQuant(gs)
 	if m.packed != nil && p.level >= levelAVX512 && haveVNNI {
 		p.packedMatMulInt8(t, wideQ)
 		return

@@ -84,6 +84,12 @@ var rowPackOff = os.Getenv("FM_ROWPACK") == "0"
 // part alone.
 var rowPackExpertsOff = os.Getenv("FM_ROWPACK_EXPERTS") == "0"
 
+// rowPacks reports whether p's products use row-interleaved copies: int8
+// mode on AVX-512 VNNI, unless FM_ROWPACK=0.
+func (p *Pool) rowPacks() bool {
+	return p.int8 && p.level >= levelAVX512 && haveVNNI && !rowPackOff
+}
+
 // rowPackable reports whether m has a row-interleaved kernel: 2-, 3-, 4- or 8-bit codes,
 // bf16 scales and biases, groups a multiple of 32 elements, at least one
 // block of rows.

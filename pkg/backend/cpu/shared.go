@@ -24,7 +24,7 @@ func (p *Pool) MatMulShared(ys [][]float32, ms []*Matrix, x []float32, n int) {
 	t0 := &sh.tasks[0]
 	m0 := ms[0]
 	*t0 = matTask{p: p, y: ys[0][:n*m0.Rows], x: x[:n*m0.Cols], m: m0, n: n, level: p.level}
-	p.prepPacked(t0, m0.GroupSize%16 == 0)
+	p.prepPacked(t0, p.wideQuant(m0.GroupSize))
 	t0.body = (*matTask).int8Packed
 	sh.starts[0] = 0
 	for i, m := range ms {
@@ -44,7 +44,7 @@ func (p *Pool) MatMulShared(ys [][]float32, ms []*Matrix, x []float32, n int) {
 
 // sharable reports whether MatMulShared can run ms as one product.
 func (p *Pool) sharable(ms []*Matrix) bool {
-	if !p.int8 || p.level < levelAVX512 || !haveVNNI || len(ms) < 2 || len(ms) > maxShared {
+	if !p.rowPacks() || len(ms) < 2 || len(ms) > maxShared {
 		return false
 	}
 	for _, m := range ms {
