@@ -22,7 +22,7 @@ func (d *Device) Attention(out, q, k, v backend.Tensor, st backend.State, layer,
 	sameShape("Attention q", T, nH*qStride, qt)
 	sameShape("Attention k/v", T, kvDim, kt, vt)
 	sameShape("Attention out", T, attnDim, ot)
-	if have := len(ls.k) / kvDim; have != pos {
+	if have := ls.kvLen; have != pos {
 		panic(fmt.Sprintf("cpu: Attention at position %d, the layer %d cache holds %d", pos, layer, have))
 	}
 	qNorm, kNorm := data(p.QNorm).data, data(p.KNorm).data
@@ -62,12 +62,11 @@ func (d *Device) Attention(out, q, k, v backend.Tensor, st backend.State, layer,
 			}
 		}
 	}
-	ls.k = appendKV(ls.k, kt.data)
-	ls.v = appendKV(ls.v, vt.data)
+	ls.appendKV(kt.data, vt.data, T, nKV, D)
 	if !p.Gated {
 		gate = nil
 	}
-	d.attendCausal(ot.data, qs, gate, ls.k, ls.v, nH, nKV, D, T, pos)
+	d.attendCausal(ot.data, qs, gate, kvView{ls.k, ls.v, ls.kvCap * D, D}, nH, nKV, D, T, pos)
 }
 
 // Block sizes of the blocked attention. A unit of work is queryBlock tokens ×
@@ -93,17 +92,26 @@ const (
 	transposeMinTokens = 8
 )
 
+// kvView says where a layer's cached keys and values are: key s of KV head g
+// is k[g·head+s·pos : g·head+s·pos+D], its value the same range of v. The
+// cache keeps each KV head's positions together (head = capacity·D, pos = D,
+// layerState); the tests also pass caches as [positions, KVHeads·D] (head =
+// D, pos = KVHeads·D).
+type kvView struct {
+	k, v      []float32
+	head, pos int
+}
+
 // attendCausal computes o = softmax(q·kᵀ/√D, causal)·v per head, then the
 // sigmoid output gate when gate is not nil, for T query rows at positions
-// pos0…pos0+T−1 against the cache (keys, vals hold pos0+T positions of nKV·D
-// floats).
+// pos0…pos0+T−1 against the cache kv (pos0+T positions).
 //
 // Each query row gets its full score vector, then the two-pass softmax
 // (max subtracted, float32 exp, float64 sum), then Σ p·v over the keys in
 // order; this is the per-(token, head) loop it replaced, reorganized for the
 // caches, and agrees with it to float32 rounding (TestAttendCausalMatchesNaive).
-func (d *Device) attendCausal(o, q, gate, keys, vals []float32, nH, nKV, D, T, pos0 int) {
-	kvDim := nKV * D
+func (d *Device) attendCausal(o, q, gate []float32, kv kvView, nH, nKV, D, T, pos0 int) {
+	keys := kv.k
 	scale := float32(1 / math.Sqrt(float64(D)))
 	group := nH / nKV
 	n := pos0 + T
@@ -122,7 +130,7 @@ func (d *Device) attendCausal(o, q, gate, keys, vals []float32, nH, nKV, D, T, p
 				dst := keysT[gb*D*keyBlock : (gb+1)*D*keyBlock]
 				for j := 0; j < keyBlock && b*keyBlock+j < n; j++ {
 					s := b*keyBlock + j
-					for dd, v := range keys[s*kvDim+g*D : s*kvDim+(g+1)*D] {
+					for dd, v := range keys[g*kv.head+s*kv.pos:][:D] {
 						dst[dd*keyBlock+j] = v
 					}
 				}
@@ -136,7 +144,7 @@ func (d *Device) attendCausal(o, q, gate, keys, vals []float32, nH, nKV, D, T, p
 	// early, late, early, late… so that the contiguous ranges pool.For hands
 	// out carry similar work.
 	t := attnTasks.Get().(*attnTask)
-	*t = attnTask{d: d, o: o, q: q, gate: gate, keys: keys, vals: vals, keysT: keysT,
+	*t = attnTask{d: d, o: o, q: q, gate: gate, kv: kv, keysT: keysT,
 		nH: nH, nKV: nKV, D: D, T: T, pos0: pos0, kBlocks: kBlocks, qBlocks: qBlocks, rows: rows, scale: scale}
 	pool.forRanger(qBlocks*nKV, rows*n*D*2, t)
 	*t = attnTask{}
@@ -148,7 +156,8 @@ func (d *Device) attendCausal(o, q, gate, keys, vals []float32, nH, nKV, D, T, p
 // allocates nothing; its score rows come from the device's scratch buffers.
 type attnTask struct {
 	d                                     *Device
-	o, q, gate, keys, vals, keysT         []float32
+	o, q, gate, keysT                     []float32
+	kv                                    kvView
 	nH, nKV, D, T, pos0, kBlocks, qBlocks int
 	rows                                  int
 	scale                                 float32
@@ -168,9 +177,9 @@ func (t *attnTask) unitBlock(u int) int {
 }
 
 func (t *attnTask) run(lo, hi int) {
-	o, q, gate, keys, vals, keysT := t.o, t.q, t.gate, t.keys, t.vals, t.keysT
+	o, q, gate, keysT, kv := t.o, t.q, t.gate, t.keysT, t.kv
 	nH, nKV, D, T, pos0, kBlocks, rows, scale := t.nH, t.nKV, t.D, t.T, t.pos0, t.kBlocks, t.rows, t.scale
-	kvDim, attnDim, group, n := nKV*D, nH*D, nH/nKV, pos0+T
+	attnDim, group, n, stride := nH*D, nH/nKV, pos0+T, kv.pos
 	sb, qsb := t.d.buf.get(rows*n), t.d.buf.get(rows*D)
 	defer t.d.buf.put(sb)
 	defer t.d.buf.put(qsb)
@@ -208,7 +217,7 @@ func (t *attnTask) run(lo, hi int) {
 			// Q·K key block by key block, every row of the unit meeting a
 			// block while it is in L1 (a decode step's group of query heads
 			// then reads the keys from L2 once, not once per head).
-			kg := keys[g*D:]
+			kg := kv.k[g*kv.head:]
 			blk := maxSpan // short caches (in L2 anyway): one pass per row
 			if maxSpan >= scoreBlockFrom {
 				blk = scoreBlock
@@ -222,11 +231,11 @@ func (t *attnTask) run(lo, hi int) {
 					qs, sc := qsAll[r*D:(r+1)*D], scores[r*n:]
 					s := k0
 					for ; s+4 <= k1; s += 4 {
-						DotRows4(qs, kg[s*kvDim:], kvDim, &four)
+						DotRows4(qs, kg[s*stride:], stride, &four)
 						copy(sc[s:s+4], four[:])
 					}
 					for ; s < k1; s++ {
-						sc[s] = Dot(qs, kg[s*kvDim:s*kvDim+D])
+						sc[s] = Dot(qs, kg[s*stride:s*stride+D])
 					}
 				}
 			}
@@ -237,7 +246,7 @@ func (t *attnTask) run(lo, hi int) {
 			clear(o[lo:hi])
 		}
 		// P·V key block by key block, so a block of values serves every row.
-		vg := vals[g*D:]
+		vg := kv.v[g*kv.head:]
 		for k0 := 0; k0 < maxSpan; k0 += keyBlock {
 			for r := 0; r < nRows; r++ {
 				k1 := min(k0+keyBlock, span(r))
@@ -245,7 +254,7 @@ func (t *attnTask) run(lo, hi int) {
 					continue
 				}
 				lo, hi := head(r)
-				WeightedRowSum(o[lo:hi], scores[r*n+k0:r*n+k1], vg[k0*kvDim:], kvDim)
+				WeightedRowSum(o[lo:hi], scores[r*n+k0:r*n+k1], vg[k0*stride:], stride)
 			}
 		}
 		if gate != nil {
@@ -260,23 +269,42 @@ func (t *attnTask) run(lo, hi int) {
 	}
 }
 
-// appendKV appends a step's keys or values to a layer's cache. The cache
-// grows in doublings (by half once it holds 64 MiB), not by append's 1.25×:
-// every growth copies the whole cache into memory that is then faulted in
-// page by page, and on the development VM those faults made append the
-// largest part of the decode attention core (docs/PERF.md, round five). The
-// first step allocates exactly what it needs, so a prefilled state's Bytes
-// (what the prefix cache budgets) is its snapshot's.
-func appendKV(dst, src []float32) []float32 {
-	need := len(dst) + len(src)
-	if need > cap(dst) {
-		grow := cap(dst)
-		if grow >= 16<<20 {
-			grow = cap(dst) / 2
+// appendKV appends T positions of keys and values, rows of [T, KVHeads·D]
+// as the projections give them, to a layer's cache. The cache grows in
+// doublings (by half once it holds 64 MiB), not by append's 1.25×: every
+// growth copies the whole cache into memory that is then faulted in page by
+// page, and on the development VM those faults made the append the largest
+// part of the decode attention core (docs/PERF.md, round five). The first
+// step allocates exactly what it needs, so a prefilled state's Bytes (what
+// the prefix cache budgets) is its snapshot's.
+func (l *layerState) appendKV(kt, vt []float32, T, nKV, D int) {
+	need := l.kvLen + T
+	if need > l.kvCap {
+		grow := l.kvCap
+		if grow*nKV*D >= 16<<20 {
+			grow = l.kvCap / 2
 		}
-		n := make([]float32, len(dst), max(cap(dst)+grow, need))
-		copy(n, dst)
-		dst = n
+		c := max(l.kvCap+grow, need)
+		l.k = regroupKV(l.k, l.kvLen, l.kvCap, c, nKV, D)
+		l.v = regroupKV(l.v, l.kvLen, l.kvCap, c, nKV, D)
+		l.kvCap = c
 	}
-	return append(dst, src...)
+	for t := 0; t < T; t++ {
+		for g := 0; g < nKV; g++ {
+			at := (g*l.kvCap + l.kvLen + t) * D
+			copy(l.k[at:at+D], kt[(t*nKV+g)*D:])
+			copy(l.v[at:at+D], vt[(t*nKV+g)*D:])
+		}
+	}
+	l.kvLen = need
+}
+
+// regroupKV copies the first n positions of each KV head of a cache of
+// capacity from into a new cache of capacity to.
+func regroupKV(src []float32, n, from, to, nKV, D int) []float32 {
+	dst := make([]float32, nKV*to*D)
+	for g := 0; g < nKV; g++ {
+		copy(dst[g*to*D:g*to*D+n*D], src[g*from*D:])
+	}
+	return dst
 }

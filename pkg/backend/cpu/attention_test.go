@@ -4,7 +4,10 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
+
+	"github.com/fm-moe/fm/pkg/backend"
 )
 
 // attendNaive is the attention core as it was before blocking: one (token,
@@ -52,6 +55,21 @@ func (a attnShape) kvDim() int   { return a.nKV * a.D }
 
 type attnInputs struct{ q, gate, keys, vals []float32 }
 
+// view is the inputs' cache as attendCausal reads it: as generated,
+// [positions, KVHeads·D], or regrouped as layerState keeps it, each KV head's
+// positions together with room for 3 more positions.
+func (in attnInputs) view(m attnShape, byHead bool) kvView {
+	if !byHead {
+		return kvView{in.keys, in.vals, m.D, m.kvDim()}
+	}
+	n := len(in.keys) / m.kvDim()
+	var l layerState
+	l.appendKV(in.keys, in.vals, n, m.nKV, m.D)
+	l.k = regroupKV(l.k, n, l.kvCap, n+3, m.nKV, m.D)
+	l.v = regroupKV(l.v, n, l.kvCap, n+3, m.nKV, m.D)
+	return kvView{l.k, l.v, (n + 3) * m.D, m.D}
+}
+
 func randAttnInputs(r *rand.Rand, m attnShape, T, pos0 int) attnInputs {
 	f := func(n int, s float64) []float32 {
 		x := make([]float32, n)
@@ -92,20 +110,22 @@ func TestAttendCausalMatchesNaive(t *testing.T) {
 			m := attnShape{tc.nH, tc.nKV, tc.D, tc.gated}
 			d := NewDevice(0)
 			in := randAttnInputs(r, m, tc.T, tc.pos0)
-			got := make([]float32, tc.T*m.attnDim())
 			want := make([]float32, tc.T*m.attnDim())
-			d.attendCausal(got, in.q, in.gate, in.keys, in.vals, m.nH, m.nKV, m.D, tc.T, tc.pos0)
 			d.attendNaive(want, in.q, in.gate, in.keys, in.vals, m.nH, m.nKV, m.D, tc.T, tc.pos0)
-			var num, den float64
-			for i := range want {
-				d := float64(got[i] - want[i])
-				num += d * d
-				den += float64(want[i]) * float64(want[i])
-			}
-			if rel := math.Sqrt(num / den); rel > 1e-6 || math.IsNaN(rel) {
-				t.Errorf("relative error %.3g vs the naive loop, want ≤ 1e-6", rel)
-			} else {
-				t.Logf("relative error %.3g vs the naive loop", rel)
+			for _, byHead := range []bool{false, true} {
+				got := make([]float32, tc.T*m.attnDim())
+				d.attendCausal(got, in.q, in.gate, in.view(m, byHead), m.nH, m.nKV, m.D, tc.T, tc.pos0)
+				var num, den float64
+				for i := range want {
+					d := float64(got[i] - want[i])
+					num += d * d
+					den += float64(want[i]) * float64(want[i])
+				}
+				if rel := math.Sqrt(num / den); rel > 1e-6 || math.IsNaN(rel) {
+					t.Errorf("cache by KV head %v: relative error %.3g vs the naive loop, want ≤ 1e-6", byHead, rel)
+				} else {
+					t.Logf("cache by KV head %v: relative error %.3g vs the naive loop", byHead, rel)
+				}
 			}
 		})
 	}
@@ -122,7 +142,9 @@ func BenchmarkAttendCausal(b *testing.B) {
 	for _, bc := range []struct {
 		name string
 		fn   func(o, q, gate, keys, vals []float32, nH, nKV, D, T, pos0 int)
-	}{{"blocked", d.attendCausal}, {"naive", d.attendNaive}} {
+	}{{"blocked", func(o, q, gate, keys, vals []float32, nH, nKV, D, T, pos0 int) {
+		d.attendCausal(o, q, gate, in.view(m, true), nH, nKV, D, T, pos0)
+	}}, {"naive", d.attendNaive}} {
 		b.Run(bc.name, func(b *testing.B) {
 			for range b.N {
 				bc.fn(o, in.q, in.gate, in.keys, in.vals, m.nH, m.nKV, m.D, T, 0)
@@ -141,12 +163,56 @@ func BenchmarkAttendDecode(b *testing.B) {
 	d := NewDevice(0)
 	for _, pos := range []int{256, 1024, 4096} {
 		in := randAttnInputs(rand.New(rand.NewPCG(3, 4)), m, 1, pos)
+		kv := in.view(m, true)
 		o := make([]float32, m.attnDim())
 		b.Run(fmt.Sprintf("pos%d", pos), func(b *testing.B) {
 			b.SetBytes(int64(2 * (pos + 1) * m.kvDim() * 4)) // the K and V caches
 			for range b.N {
-				d.attendCausal(o, in.q, in.gate, in.keys, in.vals, m.nH, m.nKV, m.D, 1, pos)
+				d.attendCausal(o, in.q, in.gate, kv, m.nH, m.nKV, m.D, 1, pos)
 			}
 		})
+	}
+}
+
+// TestAppendKVByHead appends steps of several lengths (a prefill, decode
+// steps, a chunk crossing a doubling) and checks that every position of every
+// KV head is where kvView says, before and after growth and in a Clone, whose
+// cache is exactly as long as it holds.
+func TestAppendKVByHead(t *testing.T) {
+	const nKV, D = 3, 8
+	r := rand.New(rand.NewPCG(5, 6))
+	var l layerState
+	var keys, vals []float32 // [positions, nKV·D], as appended
+	for _, T := range []int{5, 1, 1, 4, 7, 1, 20} {
+		kt, vt := make([]float32, T*nKV*D), make([]float32, T*nKV*D)
+		for i := range kt {
+			kt[i], vt[i] = r.Float32(), r.Float32()
+		}
+		l.appendKV(kt, vt, T, nKV, D)
+		keys, vals = append(keys, kt...), append(vals, vt...)
+		s := &state{specs: []backend.LayerSpec{{Attention: &backend.AttentionParams{KVHeads: nKV, HeadDim: D}}}, layers: []layerState{l}}
+		c, err := s.Clone()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cl := c.(*state).layers[0]
+		if want := int64(2 * len(keys) * 4); c.Bytes() != want {
+			t.Errorf("after %d positions: clone holds %d bytes, want %d", l.kvLen, c.Bytes(), want)
+		}
+		for _, ls := range []layerState{l, cl} {
+			if ls.kvLen != len(keys)/(nKV*D) || len(ls.k) != nKV*ls.kvCap*D {
+				t.Fatalf("cache of %d positions, capacity %d, %d floats: want %d positions", ls.kvLen, ls.kvCap, len(ls.k), len(keys)/(nKV*D))
+			}
+			kv := kvView{ls.k, ls.v, ls.kvCap * D, D}
+			for s := 0; s < ls.kvLen; s++ {
+				for g := 0; g < nKV; g++ {
+					at := g*kv.head + s*kv.pos
+					want := keys[(s*nKV+g)*D:][:D]
+					if !slices.Equal(kv.k[at:at+D], want) || !slices.Equal(kv.v[at:at+D], vals[(s*nKV+g)*D:][:D]) {
+						t.Fatalf("position %d of KV head %d moved (capacity %d)", s, g, ls.kvCap)
+					}
+				}
+			}
+		}
 	}
 }

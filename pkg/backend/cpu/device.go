@@ -544,8 +544,14 @@ type state struct {
 }
 
 type layerState struct {
-	// Attention: keys after QK-norm and RoPE and values, [positions, KVHeads·HeadDim].
-	k, v []float32
+	// Attention: keys after QK-norm and RoPE, and values, each
+	// [KVHeads, kvCap, HeadDim]: a KV head's positions lie together, so the
+	// decode attention core reads each head's keys as one stream (the
+	// hardware prefetcher follows it; [positions, KVHeads·HeadDim] read 512
+	// of every 2048 bytes and waited on memory, docs/PERF.md). kvLen
+	// positions hold data.
+	k, v         []float32
+	kvLen, kvCap int
 	// GatedDeltaNet: the last ConvKernel−1 pre-conv inputs, oldest first,
 	// [ConvKernel−1, Channels]; the recurrent state S_j of each value head,
 	// [ValueHeads, KeyDim, ValueDim].
@@ -567,7 +573,7 @@ func (d *Device) NewState(specs []backend.LayerSpec) (backend.State, error) {
 func (s *state) Reset() {
 	for i := range s.layers {
 		l := &s.layers[i]
-		l.k, l.v = l.k[:0], l.v[:0]
+		l.kvLen = 0
 		clear(l.conv)
 		clear(l.rec)
 	}
@@ -576,7 +582,14 @@ func (s *state) Reset() {
 func (s *state) Clone() (backend.State, error) {
 	c := &state{specs: s.specs, layers: make([]layerState, len(s.layers))}
 	for i, l := range s.layers {
-		c.layers[i] = layerState{k: clone(l.k), v: clone(l.v), conv: clone(l.conv), rec: clone(l.rec)}
+		c.layers[i] = layerState{conv: clone(l.conv), rec: clone(l.rec)}
+		if a := s.specs[i].Attention; a != nil && l.kvLen > 0 {
+			// Exactly the positions held, so that a snapshot's Bytes is
+			// what it needs.
+			c.layers[i].k = regroupKV(l.k, l.kvLen, l.kvCap, l.kvLen, a.KVHeads, a.HeadDim)
+			c.layers[i].v = regroupKV(l.v, l.kvLen, l.kvCap, l.kvLen, a.KVHeads, a.HeadDim)
+			c.layers[i].kvLen, c.layers[i].kvCap = l.kvLen, l.kvLen
+		}
 	}
 	return c, nil
 }
@@ -591,7 +604,7 @@ func clone(x []float32) []float32 {
 func (s *state) Bytes() int64 {
 	var n int64
 	for _, l := range s.layers {
-		n += int64(cap(l.k)+cap(l.v)+len(l.conv)+len(l.rec)) * 4
+		n += int64(len(l.k)+len(l.v)+len(l.conv)+len(l.rec)) * 4
 	}
 	return n
 }
