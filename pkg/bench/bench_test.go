@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -157,7 +158,7 @@ func TestMeasureAndProjectTiny(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer e.Close()
-	r, err := Measure(ctx, e, Options{PromptTokens: 8, DecodeTokens: 3, Runs: 1, Shape: &s, Bits: 4,
+	r, err := Measure(ctx, e, Options{PromptTokens: 8, DecodeTokens: 3, Runs: 2, Shape: &s, Bits: 4,
 		RAMBytes: 64 << 30, DiskDir: dir, DiskBytes: 8 << 20})
 	if err != nil {
 		t.Fatal(err)
@@ -165,6 +166,9 @@ func TestMeasureAndProjectTiny(t *testing.T) {
 	if r.DecodeTokS <= 0 || r.PrefillTokS <= 0 || r.MemoryReadGBs <= 0 || r.DiskReadGBs <= 0 || r.RooflineRatio <= 0 ||
 		r.ComputeF32GFLOPS <= 0 || r.PrefillFLOPsPerToken <= 0 || r.PrefillComputeRatio <= 0 {
 		t.Errorf("missing measurements: %+v", r)
+	}
+	if len(r.MemoryReadSampleGBs) != 2 || r.MemoryReadGBs != slices.Max(r.MemoryReadSampleGBs) {
+		t.Errorf("memory ceiling %.2f GB/s from samples %v: want the best of one after each of 2 runs", r.MemoryReadGBs, r.MemoryReadSampleGBs)
 	}
 	if len(r.PerLayer) != 4 || r.ModelLayers != 5 || r.Layers != 4 {
 		t.Errorf("layers: %d reported, model %d, run %d", len(r.PerLayer), r.ModelLayers, r.Layers)

@@ -26,29 +26,60 @@ import (
 // ceiling"). It is the ceiling of a decode step, which only reads weights.
 // Bytes per second.
 func MemoryReadBandwidth(size int, reps int) float64 {
-	buf := make([]byte, size)
-	for i := range buf {
-		buf[i] = byte(i)
+	return NewReadCeiling(size).Sample(reps)
+}
+
+// ReadCeiling measures memory read bandwidth again and again on one buffer,
+// so that a benchmark can sample its ceiling between its runs: on a shared
+// machine the ceiling moves by 2× within minutes, and one sample taken after
+// the runs put roofline ratios of 0.99 next to 0.60 for the same decode
+// speed (docs/PERF.md, round seven). Not safe for concurrent use.
+type ReadCeiling struct {
+	buf  []byte
+	sums []uint64 // one slot per worker: no shared writes
+	best float64
+	all  []float64
+}
+
+// NewReadCeiling allocates and touches the size-byte buffer.
+func NewReadCeiling(size int) *ReadCeiling {
+	c := &ReadCeiling{buf: make([]byte, size), sums: make([]uint64, runtime.GOMAXPROCS(0))}
+	for i := range c.buf {
+		c.buf[i] = byte(i)
 	}
-	workers := runtime.GOMAXPROCS(0)
+	return c
+}
+
+// Sample measures the best of reps passes and returns it, in bytes per
+// second; Best and Samples keep every call's result.
+func (c *ReadCeiling) Sample(reps int) float64 {
+	workers := len(c.sums)
 	best := time.Duration(1 << 62)
-	sums := make([]uint64, workers) // one slot per worker: no shared writes
 	for r := 0; r < max(1, reps); r++ {
 		start := time.Now()
 		var wg sync.WaitGroup
 		for w := 0; w < workers; w++ {
-			lo, hi := w*len(buf)/workers, (w+1)*len(buf)/workers
+			lo, hi := w*len(c.buf)/workers, (w+1)*len(c.buf)/workers
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				sums[w] += cpu.ReadSum(buf[lo:hi])
+				c.sums[w] += cpu.ReadSum(c.buf[lo:hi])
 			}()
 		}
 		wg.Wait()
 		best = min(best, time.Since(start))
 	}
-	return float64(len(buf)) / best.Seconds()
+	bw := float64(len(c.buf)) / best.Seconds()
+	c.best = max(c.best, bw)
+	c.all = append(c.all, bw)
+	return bw
 }
+
+// Best is the highest bandwidth any Sample measured, in bytes per second.
+func (c *ReadCeiling) Best() float64 { return c.best }
+
+// Samples are every Sample's result in bytes per second, in order.
+func (c *ReadCeiling) Samples() []float64 { return c.all }
 
 // ComputeCeiling measures the arithmetic ceiling of every core together (and
 // of one, which says whether they share vector units): cpu.ComputePeak, the

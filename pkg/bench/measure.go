@@ -79,9 +79,11 @@ type Report struct {
 	DenseBytesPerToken  int64 `json:"dense_bytes_per_token"`
 	ExpertBytesPerToken int64 `json:"expert_bytes_per_token"`
 	// Ceiling and ratio: weights read per second while decoding over memory
-	// read bandwidth measured in the same run.
-	MemoryReadGBs float64 `json:"memory_read_gbs"`
-	RooflineRatio float64 `json:"roofline_ratio"`
+	// read bandwidth measured in the same run: sampled after every run, the
+	// best sample (the ratio is then the conservative one), every sample kept.
+	MemoryReadGBs       float64   `json:"memory_read_gbs"`
+	MemoryReadSampleGBs []float64 `json:"memory_read_samples_gbs"`
+	RooflineRatio       float64   `json:"roofline_ratio"`
 	// The prefill's ceiling: the arithmetic peak measured in the same run
 	// (every core, and one core alone), the multiply-adds with weights one
 	// prompt token needs (2 operations each; attention's scores and the LM
@@ -174,6 +176,7 @@ func Measure(ctx context.Context, e *engine.Engine, o Options) (*Report, error) 
 	}
 	var best *engine.Stats
 	bestPrefill := 0.0
+	var ceiling *ReadCeiling
 	for run := 0; run < o.Runs; run++ {
 		st := e.Model.NewState()
 		res, err := e.Generate(ctx, st, ids, engine.GenerateOptions{
@@ -188,13 +191,20 @@ func Measure(ctx context.Context, e *engine.Engine, o Options) (*Report, error) 
 		if best == nil || s.DecodeTokensPerSecond() > best.DecodeTokensPerSecond() {
 			best = &s
 		}
+		if run == 0 {
+			// The peak RSS of the runs, before the ceiling's buffer adds
+			// to the process's high-water mark.
+			r.PeakRSS = s.PeakRSS
+			logf("measuring memory read bandwidth (after each run)")
+			ceiling = NewReadCeiling(256 << 20)
+		}
+		ceiling.Sample(5)
 	}
 	r.PromptTokens, r.DecodedTokens = best.PromptTokens, best.DecodedTokens
 	r.PrefillTokS, r.DecodeTokS = bestPrefill, best.DecodeTokensPerSecond()
 	if r.DecodeTokS > 0 {
 		r.PrefillDecodeRatio = r.PrefillTokS / r.DecodeTokS
 	}
-	r.PeakRSS = best.PeakRSS
 	r.DenseBytesPerToken, r.ExpertBytesPerToken = BytesPerToken(m, e.Set, k)
 	r.BytesPerToken = r.DenseBytesPerToken + r.ExpertBytesPerToken
 	r.ExpertHitRate = best.DecodeIO.HitRate()
@@ -261,10 +271,14 @@ func Measure(ctx context.Context, e *engine.Engine, o Options) (*Report, error) 
 	head := p.Head / n
 	r.HeadMs = ms(head)
 
-	// Ceilings, after the runs so that their buffers stay out of the peak RSS.
-	logf("measuring memory read bandwidth")
-	mem := MemoryReadBandwidth(256<<20, 5)
+	// Ceilings: the memory's was sampled after each run; the arithmetic peak
+	// is measured now, once.
+	mem := ceiling.Best()
 	r.MemoryReadGBs = mem / 1e9
+	for _, bw := range ceiling.Samples() {
+		r.MemoryReadSampleGBs = append(r.MemoryReadSampleGBs, bw/1e9)
+	}
+	ceiling = nil // its buffer for the arithmetic peak's run
 	r.RooflineRatio = float64(r.BytesPerToken) * r.DecodeTokS / mem
 	if _, onCPU := e.Device.(*cpu.Device); onCPU {
 		logf("measuring the arithmetic peak")

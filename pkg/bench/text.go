@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"text/tabwriter"
 
 	"github.com/fm-moe/fm/pkg/layout"
@@ -62,7 +63,11 @@ func WriteText(w io.Writer, r *Report) {
 		fmt.Fprintf(w, " (%s, same run) → prefill %.1f GFLOP/s of weight products (%.2f GFLOP per token) at %.2f of the %s peak\n",
 			r.ComputeKernel, r.PrefillGFLOPS, float64(r.PrefillFLOPsPerToken)/1e9, r.PrefillComputeRatio, map[bool]string{true: "int8", false: "float32"}[r.Matmul == "int8" && r.ComputeInt8GOPS > 0])
 	}
-	fmt.Fprintf(w, "ceiling: memory read %.2f GB/s (same run) → roofline ratio %.2f", r.MemoryReadGBs, r.RooflineRatio)
+	fmt.Fprintf(w, "ceiling: memory read %.2f GB/s (best of %d samples, one after each run", r.MemoryReadGBs, len(r.MemoryReadSampleGBs))
+	if n := len(r.MemoryReadSampleGBs); n > 1 {
+		fmt.Fprintf(w, "; lowest %.2f", slices.Min(r.MemoryReadSampleGBs))
+	}
+	fmt.Fprintf(w, ") → roofline ratio %.2f", r.RooflineRatio)
 	if r.UploadGBs > 0 {
 		fmt.Fprintf(w, " (host memory: weights on a GPU are read from its own)")
 	}
