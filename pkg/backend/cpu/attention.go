@@ -12,7 +12,7 @@ import (
 // RMSNorm, partial NeoX RoPE, the KV-cache append, then attendCausal.
 func (d *Device) Attention(out, q, k, v backend.Tensor, st backend.State, layer, pos int, p *backend.AttentionParams) {
 	ot, qt, kt, vt := data(out), data(q), data(k), data(v)
-	ls := layerOf(st, layer, true)
+	s, ls := stateOf(st), layerOf(st, layer, true)
 	nH, nKV, D := p.Heads, p.KVHeads, p.HeadDim
 	T, kvDim, attnDim := qt.rows, nKV*D, nH*D
 	qStride := D // q_proj columns per head: [q_h | gate_h] when gated
@@ -62,11 +62,12 @@ func (d *Device) Attention(out, q, k, v backend.Tensor, st backend.State, layer,
 			}
 		}
 	}
-	ls.appendKV(kt.data, vt.data, T, nKV, D)
+	s.reserveKV(pos + T)
+	ls.appendKV(kt.data, vt.data, T, s.kvCap, nKV, D)
 	if !p.Gated {
 		gate = nil
 	}
-	d.attendCausal(ot.data, qs, gate, kvView{ls.k, ls.v, ls.kvCap * D, D}, nH, nKV, D, T, pos)
+	d.attendCausal(ot.data, qs, gate, kvView{ls.k, ls.v, s.kvCap * D, D}, nH, nKV, D, T, pos)
 }
 
 // Block sizes of the blocked attention. A unit of work is queryBlock tokens ×
@@ -267,44 +268,4 @@ func (t *attnTask) run(lo, hi int) {
 			}
 		}
 	}
-}
-
-// appendKV appends T positions of keys and values, rows of [T, KVHeads·D]
-// as the projections give them, to a layer's cache. The cache grows in
-// doublings (by half once it holds 64 MiB), not by append's 1.25×: every
-// growth copies the whole cache into memory that is then faulted in page by
-// page, and on the development VM those faults made the append the largest
-// part of the decode attention core (docs/PERF.md, round five). The first
-// step allocates exactly what it needs, so a prefilled state's Bytes (what
-// the prefix cache budgets) is its snapshot's.
-func (l *layerState) appendKV(kt, vt []float32, T, nKV, D int) {
-	need := l.kvLen + T
-	if need > l.kvCap {
-		grow := l.kvCap
-		if grow*nKV*D >= 16<<20 {
-			grow = l.kvCap / 2
-		}
-		c := max(l.kvCap+grow, need)
-		l.k = regroupKV(l.k, l.kvLen, l.kvCap, c, nKV, D)
-		l.v = regroupKV(l.v, l.kvLen, l.kvCap, c, nKV, D)
-		l.kvCap = c
-	}
-	for t := 0; t < T; t++ {
-		for g := 0; g < nKV; g++ {
-			at := (g*l.kvCap + l.kvLen + t) * D
-			copy(l.k[at:at+D], kt[(t*nKV+g)*D:])
-			copy(l.v[at:at+D], vt[(t*nKV+g)*D:])
-		}
-	}
-	l.kvLen = need
-}
-
-// regroupKV copies the first n positions of each KV head of a cache of
-// capacity from into a new cache of capacity to.
-func regroupKV(src []float32, n, from, to, nKV, D int) []float32 {
-	dst := make([]float32, nKV*to*D)
-	for g := 0; g < nKV; g++ {
-		copy(dst[g*to*D:g*to*D+n*D], src[g*from*D:])
-	}
-	return dst
 }

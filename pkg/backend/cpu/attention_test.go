@@ -56,18 +56,17 @@ func (a attnShape) kvDim() int   { return a.nKV * a.D }
 type attnInputs struct{ q, gate, keys, vals []float32 }
 
 // view is the inputs' cache as attendCausal reads it: as generated,
-// [positions, KVHeads·D], or regrouped as layerState keeps it, each KV head's
-// positions together with room for 3 more positions.
+// [positions, KVHeads·D], or regrouped as a layerState keeps it, each KV
+// head's positions together, with room for 3 more positions.
 func (in attnInputs) view(m attnShape, byHead bool) kvView {
 	if !byHead {
 		return kvView{in.keys, in.vals, m.D, m.kvDim()}
 	}
 	n := len(in.keys) / m.kvDim()
-	var l layerState
-	l.appendKV(in.keys, in.vals, n, m.nKV, m.D)
-	l.k = regroupKV(l.k, n, l.kvCap, n+3, m.nKV, m.D)
-	l.v = regroupKV(l.v, n, l.kvCap, n+3, m.nKV, m.D)
-	return kvView{l.k, l.v, (n + 3) * m.D, m.D}
+	k, v := make([]float32, m.nKV*(n+3)*m.D), make([]float32, m.nKV*(n+3)*m.D)
+	l := layerState{k: k, v: v}
+	l.appendKV(in.keys, in.vals, n, n+3, m.nKV, m.D)
+	return kvView{k, v, (n + 3) * m.D, m.D}
 }
 
 func randAttnInputs(r *rand.Rand, m attnShape, T, pos0 int) attnInputs {
@@ -175,41 +174,55 @@ func BenchmarkAttendDecode(b *testing.B) {
 }
 
 // TestAppendKVByHead appends steps of several lengths (a prefill, decode
-// steps, a chunk crossing a doubling) and checks that every position of every
-// KV head is where kvView says, before and after growth and in a Clone, whose
-// cache is exactly as long as it holds.
+// steps, chunks crossing growths) to a state of two attention layers of
+// different shapes around a delta-net layer, and checks that every position of
+// every KV head is where kvView says, before and after growth, after a Reset,
+// and in a Clone, whose caches are exactly as long as they hold.
 func TestAppendKVByHead(t *testing.T) {
-	const nKV, D = 3, 8
+	shapes := []attnShape{{nKV: 3, D: 8}, {nKV: 2, D: 16}}
+	s := &state{specs: []backend.LayerSpec{
+		{Attention: &backend.AttentionParams{KVHeads: 3, HeadDim: 8}},
+		{DeltaNet: &backend.DeltaNetParams{}},
+		{Attention: &backend.AttentionParams{KVHeads: 2, HeadDim: 16}},
+	}, layers: make([]layerState, 3)}
 	r := rand.New(rand.NewPCG(5, 6))
-	var l layerState
-	var keys, vals []float32 // [positions, nKV·D], as appended
-	for _, T := range []int{5, 1, 1, 4, 7, 1, 20} {
-		kt, vt := make([]float32, T*nKV*D), make([]float32, T*nKV*D)
-		for i := range kt {
-			kt[i], vt[i] = r.Float32(), r.Float32()
-		}
-		l.appendKV(kt, vt, T, nKV, D)
-		keys, vals = append(keys, kt...), append(vals, vt...)
-		s := &state{specs: []backend.LayerSpec{{Attention: &backend.AttentionParams{KVHeads: nKV, HeadDim: D}}}, layers: []layerState{l}}
-		c, err := s.Clone()
-		if err != nil {
-			t.Fatal(err)
-		}
-		cl := c.(*state).layers[0]
-		if want := int64(2 * len(keys) * 4); c.Bytes() != want {
-			t.Errorf("after %d positions: clone holds %d bytes, want %d", l.kvLen, c.Bytes(), want)
-		}
-		for _, ls := range []layerState{l, cl} {
-			if ls.kvLen != len(keys)/(nKV*D) || len(ls.k) != nKV*ls.kvCap*D {
-				t.Fatalf("cache of %d positions, capacity %d, %d floats: want %d positions", ls.kvLen, ls.kvCap, len(ls.k), len(keys)/(nKV*D))
+	for round := 0; round < 2; round++ {
+		s.Reset()
+		appended := [2][2][]float32{} // [layer][keys, values]: [positions, nKV·D]
+		for _, T := range []int{5, 1, 1, 4, 7, 1, 20} {
+			for i, li := range []int{0, 2} {
+				m := shapes[i]
+				kt, vt := make([]float32, T*m.kvDim()), make([]float32, T*m.kvDim())
+				for j := range kt {
+					kt[j], vt[j] = r.Float32(), r.Float32()
+				}
+				l := &s.layers[li]
+				s.reserveKV(l.kvLen + T)
+				l.appendKV(kt, vt, T, s.kvCap, m.nKV, m.D)
+				appended[i][0], appended[i][1] = append(appended[i][0], kt...), append(appended[i][1], vt...)
 			}
-			kv := kvView{ls.k, ls.v, ls.kvCap * D, D}
-			for s := 0; s < ls.kvLen; s++ {
-				for g := 0; g < nKV; g++ {
-					at := g*kv.head + s*kv.pos
-					want := keys[(s*nKV+g)*D:][:D]
-					if !slices.Equal(kv.k[at:at+D], want) || !slices.Equal(kv.v[at:at+D], vals[(s*nKV+g)*D:][:D]) {
-						t.Fatalf("position %d of KV head %d moved (capacity %d)", s, g, ls.kvCap)
+			c, err := s.Clone()
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := len(appended[0][0]) / shapes[0].kvDim()
+			if want := int64(2*n*(shapes[0].kvDim()+shapes[1].kvDim())) * 4; c.Bytes() != want {
+				t.Errorf("after %d positions: clone holds %d bytes, want %d", n, c.Bytes(), want)
+			}
+			for _, st := range []*state{s, c.(*state)} {
+				for i, li := range []int{0, 2} {
+					m, ls := shapes[i], st.layers[li]
+					if ls.kvLen != n || len(ls.k) != m.nKV*st.kvCap*m.D {
+						t.Fatalf("layer %d: %d positions, capacity %d, %d floats: want %d positions", li, ls.kvLen, st.kvCap, len(ls.k), n)
+					}
+					kv := kvView{ls.k, ls.v, st.kvCap * m.D, m.D}
+					for p := 0; p < n; p++ {
+						for g := 0; g < m.nKV; g++ {
+							at, want := g*kv.head+p*kv.pos, (p*m.nKV+g)*m.D
+							if !slices.Equal(kv.k[at:at+m.D], appended[i][0][want:want+m.D]) || !slices.Equal(kv.v[at:at+m.D], appended[i][1][want:want+m.D]) {
+								t.Fatalf("layer %d: position %d of KV head %d moved (capacity %d)", li, p, g, st.kvCap)
+							}
+						}
 					}
 				}
 			}

@@ -541,17 +541,17 @@ func (d *Device) expertJob(p *Pool, j *expertJob, xt *Tensor) {
 type state struct {
 	specs  []backend.LayerSpec
 	layers []layerState
+	// kvCap is how many positions every attention layer's cache has room
+	// for: the caches are carved from one allocation (kvcache.go).
+	kvCap int
 }
 
 type layerState struct {
 	// Attention: keys after QK-norm and RoPE, and values, each
-	// [KVHeads, kvCap, HeadDim]: a KV head's positions lie together, so the
-	// decode attention core reads each head's keys as one stream (the
-	// hardware prefetcher follows it; [positions, KVHeads·HeadDim] read 512
-	// of every 2048 bytes and waited on memory, docs/PERF.md). kvLen
-	// positions hold data.
-	k, v         []float32
-	kvLen, kvCap int
+	// [KVHeads, state.kvCap, HeadDim] (kvcache.go); kvLen positions hold
+	// data.
+	k, v  []float32
+	kvLen int
 	// GatedDeltaNet: the last ConvKernel−1 pre-conv inputs, oldest first,
 	// [ConvKernel−1, Channels]; the recurrent state S_j of each value head,
 	// [ValueHeads, KeyDim, ValueDim].
@@ -581,16 +581,14 @@ func (s *state) Reset() {
 
 func (s *state) Clone() (backend.State, error) {
 	c := &state{specs: s.specs, layers: make([]layerState, len(s.layers))}
+	held := 0
 	for i, l := range s.layers {
 		c.layers[i] = layerState{conv: clone(l.conv), rec: clone(l.rec)}
-		if a := s.specs[i].Attention; a != nil && l.kvLen > 0 {
-			// Exactly the positions held, so that a snapshot's Bytes is
-			// what it needs.
-			c.layers[i].k = regroupKV(l.k, l.kvLen, l.kvCap, l.kvLen, a.KVHeads, a.HeadDim)
-			c.layers[i].v = regroupKV(l.v, l.kvLen, l.kvCap, l.kvLen, a.KVHeads, a.HeadDim)
-			c.layers[i].kvLen, c.layers[i].kvCap = l.kvLen, l.kvLen
-		}
+		held = max(held, l.kvLen)
 	}
+	// Room for exactly the positions held, so that a snapshot's Bytes is
+	// what it needs.
+	c.moveKV(s, held)
 	return c, nil
 }
 
@@ -614,10 +612,7 @@ func (s *state) Release() {}
 // layer returns layer i's state, checking that the state came from this
 // backend and that the layer has the kind of state the operation needs.
 func layerOf(st backend.State, i int, attention bool) *layerState {
-	s, ok := st.(*state)
-	if !ok {
-		panic(fmt.Sprintf("cpu: state of type %T is not from the CPU backend", st))
-	}
+	s := stateOf(st)
 	if i < 0 || i >= len(s.layers) || (attention && s.specs[i].Attention == nil) || (!attention && s.specs[i].DeltaNet == nil) {
 		panic(fmt.Sprintf("cpu: layer %d of the state has no %s state", i, map[bool]string{true: "attention", false: "delta-net"}[attention]))
 	}
