@@ -65,7 +65,9 @@ model, --layers or --bits change.
 
 --json prints one JSON object (decode_tok_s, prefill_tok_s, bytes_per_token,
 memory_read_gbs, roofline_ratio, expert_hit_rate, disk_read_gbs,
-projected_tok_s, ...) instead of the text report.
+projected_tok_s, ...) instead of the text report. The memory ceiling is sampled
+after every run and the best sample is the one the roofline ratio divides by
+(memory_read_samples_gbs lists them: on a shared machine they move a lot).
 
 Expert reads come from the page cache when the files are cached; use
 --direct-io (with --expert-cache-mb) to measure the disk instead.`,

@@ -3,7 +3,9 @@ package cpu
 import "os"
 
 // Transparent huge pages for the CPU-only copies the device makes of weights
-// (row-interleaved dense matrices, the packed expert cache's slabs): with THP
+// (row-interleaved dense matrices, the packed expert cache's slabs) and for
+// the attention layers' KV caches (kvcache.go: there the point is fewer page
+// faults, not fewer TLB misses): with THP
 // in "madvise" mode (the common default, and the development VM's) these
 // heap copies would sit on 4 KiB pages, and a product streaming tens of MB
 // from DRAM pays a TLB miss (a two-level walk under virtualization) every
