@@ -186,6 +186,7 @@ func (t *attnTask) run(lo, hi int) {
 	defer t.d.buf.put(qsb)
 	scores, qsAll := *sb, *qsb
 	var four [4]float32
+	var sixteen [16]float32
 	for u := lo; u < hi; u++ {
 		qb, g := t.unitBlock(u), u%nKV
 		t0, t1 := qb*queryBlock, min((qb+1)*queryBlock, T)
@@ -224,7 +225,29 @@ func (t *attnTask) run(lo, hi int) {
 				blk = scoreBlock
 			}
 			for k0 := 0; k0 < maxSpan; k0 += blk {
-				for r := 0; r < nRows; r++ {
+				r := 0
+				if group%4 == 0 {
+					// Four heads of one token at a time (rows r…r+3 share
+					// the token and so the keys they see): each key is
+					// loaded once for the four (DotHeads4).
+					for ; r+4 <= nRows; r += 4 {
+						k1 := min(k0+blk, span(r))
+						s := k0
+						for ; s+4 <= k1; s += 4 {
+							DotHeads4(qsAll[r*D:], D, kg[s*stride:], stride, D, &sixteen)
+							for h := 0; h < 4; h++ {
+								copy(scores[(r+h)*n+s:(r+h)*n+s+4], sixteen[4*h:4*h+4])
+							}
+						}
+						for h := 0; h < 4; h++ {
+							qs, sc := qsAll[(r+h)*D:(r+h+1)*D], scores[(r+h)*n:]
+							for ss := s; ss < k1; ss++ {
+								sc[ss] = Dot(qs, kg[ss*stride:ss*stride+D])
+							}
+						}
+					}
+				}
+				for ; r < nRows; r++ {
 					k1 := min(k0+blk, span(r))
 					if k1 <= k0 {
 						continue
@@ -249,7 +272,18 @@ func (t *attnTask) run(lo, hi int) {
 		// P·V key block by key block, so a block of values serves every row.
 		vg := kv.v[g*kv.head:]
 		for k0 := 0; k0 < maxSpan; k0 += keyBlock {
-			for r := 0; r < nRows; r++ {
+			r := 0
+			if group%4 == 0 {
+				// Four heads of one token at a time, as in Q·K: their
+				// outputs are D apart, their scores n apart.
+				for ; r+4 <= nRows; r += 4 {
+					if k1 := min(k0+keyBlock, span(r)); k1 > k0 {
+						lo, _ := head(r)
+						WeightedRowSumHeads4(o[lo:], D, scores[r*n+k0:], n, k1-k0, vg[k0*stride:], stride, D)
+					}
+				}
+			}
+			for ; r < nRows; r++ {
 				k1 := min(k0+keyBlock, span(r))
 				if k1 <= k0 {
 					continue

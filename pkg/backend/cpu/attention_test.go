@@ -102,6 +102,12 @@ func TestAttendCausalMatchesNaive(t *testing.T) {
 		{2, 1, 40, 33, 64, false},
 		{4, 1, 24, 17, 0, true},
 		{8, 2, 128, 5, 61, true}, // untransposed keys, rows ending in different score blocks
+		// Groups of 4 and 8 heads scored four at a time (DotHeads4): decode
+		// past scoreBlockFrom, a short step across score blocks, a head
+		// dim the AVX-512 kernel does not take.
+		{32, 4, 128, 1, 600, false},
+		{16, 4, 64, 3, 517, true},
+		{8, 2, 24, 2, 40, false},
 		{4, 2, 64, 3, 30, false},
 	} {
 		name := fmt.Sprintf("nH%d_nKV%d_D%d_T%d_pos%d", tc.nH, tc.nKV, tc.D, tc.T, tc.pos0)

@@ -16,6 +16,37 @@ func dotRows4AVX2(q, k *float32, kstride int, out unsafe.Pointer, n int)
 //go:noescape
 func weightedSum64AVX2(o, p, v *float32, vstride int, n int)
 
+// dotHeads4AVX512 computes DotHeads4 for n a multiple of 16 (strides in
+// bytes).
+//
+//go:noescape
+func dotHeads4AVX512(q *float32, qstride int, k *float32, kstride int, out unsafe.Pointer, n int)
+
+func dotHeads4SIMD(q []float32, qstride int, k []float32, kstride, D int, out *[16]float32) {
+	if !haveAVX512 || D%16 != 0 {
+		dotHeads4Go(q, qstride, k, kstride, D, out)
+		return
+	}
+	dotHeads4AVX512(&q[0], 4*qstride, &k[0], 4*kstride, unsafe.Pointer(out), D)
+}
+
+// weightedSumHeads4x64AVX512 adds, for h = 0…3, Σₛ p_h[s]·v[s·vstride : +64]
+// to the 64 floats at o_h (o_h = o + h·ostride, p_h = p + h·pstride; strides
+// in bytes; n ≥ 1 rows), in row order.
+//
+//go:noescape
+func weightedSumHeads4x64AVX512(o *float32, ostride int, p *float32, pstride int, v *float32, vstride int, n int)
+
+func weightedRowSumHeads4SIMD(o []float32, ostride int, p []float32, pstride, n int, v []float32, stride, D int) {
+	if !haveAVX512 || D%64 != 0 {
+		weightedRowSumHeads4Go(o, ostride, p, pstride, n, v, stride, D)
+		return
+	}
+	for c := 0; c < D; c += 64 {
+		weightedSumHeads4x64AVX512(&o[c], 4*ostride, &p[0], 4*pstride, &v[c], 4*stride, n)
+	}
+}
+
 func dotRows4SIMD(q, k []float32, stride int, out *[4]float32) {
 	n := len(q) &^ 15
 	if n > 0 {

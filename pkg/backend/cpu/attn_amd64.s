@@ -161,3 +161,195 @@ expsumdone:
 	VMOVSD       X4, ret+32(FP)
 	VZEROUPPER
 	RET
+
+// FOLD16TO4 adds the four 128-bit quarters of z into its low quarter x (y
+// is z's low half; Z16 is scratch, so the EVEX forms are used).
+#define FOLD16TO4(z, y, x) \
+	VEXTRACTF64X4 $1, z, Y16 \
+	VADDPS        Y16, y, y  \
+	VEXTRACTF32X4 $1, y, X16 \
+	VADDPS        X16, x, x
+
+// SUM4X4 stores the horizontal sums of a, b, c and d, in that order, at dst.
+#define SUM4X4(a, b, c, d, dst) \
+	VHADDPS b, a, a \
+	VHADDPS d, c, c \
+	VHADDPS c, a, a \
+	VMOVUPS a, dst
+
+// func dotHeads4AVX512(q *float32, qstride int, k *float32, kstride int, out unsafe.Pointer, n int)
+// out[4h+j] = Σ_d q_h[d]·k_j[d] for four query rows q_h = q + h·qstride and
+// four keys k_j = k + j·kstride (strides in bytes, n a multiple of 16): each
+// key vector is loaded once for the four heads, so the loop does 16 FMAs per
+// 8 loads (DotRows4: 8 per 10). Sixteen lane-wise accumulators, reduced at the
+// end like dotRows4AVX2's.
+TEXT ·dotHeads4AVX512(SB), NOSPLIT, $0-48
+	MOVQ   q+0(FP), SI
+	MOVQ   qstride+8(FP), AX
+	MOVQ   k+16(FP), DI
+	MOVQ   kstride+24(FP), BX
+	MOVQ   n+40(FP), CX
+	SHRQ   $4, CX
+	LEAQ   (SI)(AX*1), R8
+	LEAQ   (SI)(AX*2), R9
+	LEAQ   (R8)(AX*2), R10
+	LEAQ   (DI)(BX*1), R11
+	LEAQ   (DI)(BX*2), R12
+	LEAQ   (R11)(BX*2), R13
+	XORQ   DX, DX
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	VXORPS Z8, Z8, Z8
+	VXORPS Z9, Z9, Z9
+	VXORPS Z10, Z10, Z10
+	VXORPS Z11, Z11, Z11
+	VXORPS Z12, Z12, Z12
+	VXORPS Z13, Z13, Z13
+	VXORPS Z14, Z14, Z14
+	VXORPS Z15, Z15, Z15
+
+dotheads4step:
+	VMOVUPS     (DI)(DX*1), Z16
+	VMOVUPS     (R11)(DX*1), Z17
+	VMOVUPS     (R12)(DX*1), Z18
+	VMOVUPS     (R13)(DX*1), Z19
+	VMOVUPS     (SI)(DX*1), Z20
+	VFMADD231PS Z16, Z20, Z0
+	VFMADD231PS Z17, Z20, Z1
+	VFMADD231PS Z18, Z20, Z2
+	VFMADD231PS Z19, Z20, Z3
+	VMOVUPS     (R8)(DX*1), Z21
+	VFMADD231PS Z16, Z21, Z4
+	VFMADD231PS Z17, Z21, Z5
+	VFMADD231PS Z18, Z21, Z6
+	VFMADD231PS Z19, Z21, Z7
+	VMOVUPS     (R9)(DX*1), Z22
+	VFMADD231PS Z16, Z22, Z8
+	VFMADD231PS Z17, Z22, Z9
+	VFMADD231PS Z18, Z22, Z10
+	VFMADD231PS Z19, Z22, Z11
+	VMOVUPS     (R10)(DX*1), Z23
+	VFMADD231PS Z16, Z23, Z12
+	VFMADD231PS Z17, Z23, Z13
+	VFMADD231PS Z18, Z23, Z14
+	VFMADD231PS Z19, Z23, Z15
+	ADDQ        $64, DX
+	DECQ        CX
+	JNZ         dotheads4step
+
+	MOVQ out+32(FP), DI
+	FOLD16TO4(Z0, Y0, X0)
+	FOLD16TO4(Z1, Y1, X1)
+	FOLD16TO4(Z2, Y2, X2)
+	FOLD16TO4(Z3, Y3, X3)
+	FOLD16TO4(Z4, Y4, X4)
+	FOLD16TO4(Z5, Y5, X5)
+	FOLD16TO4(Z6, Y6, X6)
+	FOLD16TO4(Z7, Y7, X7)
+	FOLD16TO4(Z8, Y8, X8)
+	FOLD16TO4(Z9, Y9, X9)
+	FOLD16TO4(Z10, Y10, X10)
+	FOLD16TO4(Z11, Y11, X11)
+	FOLD16TO4(Z12, Y12, X12)
+	FOLD16TO4(Z13, Y13, X13)
+	FOLD16TO4(Z14, Y14, X14)
+	FOLD16TO4(Z15, Y15, X15)
+	SUM4X4(X0, X1, X2, X3, 0(DI))
+	SUM4X4(X4, X5, X6, X7, 16(DI))
+	SUM4X4(X8, X9, X10, X11, 32(DI))
+	SUM4X4(X12, X13, X14, X15, 48(DI))
+	VZEROUPPER
+	RET
+
+// func weightedSumHeads4x64AVX512(o *float32, ostride int, p *float32, pstride int, v *float32, vstride int, n int)
+// For h = 0…3 adds Σₛ p_h[s]·v[s·vstride : +64] to the 64 floats at
+// o_h = o + h·ostride, p_h = p + h·pstride (strides in bytes, n rows): the four
+// heads' outputs stay in Z0–Z15 while each value row, loaded once, meets the
+// four heads' weights. Each output element gets one FMA per row, in row
+// order: bit-for-bit weightedSum64AVX2 on each head.
+TEXT ·weightedSumHeads4x64AVX512(SB), NOSPLIT, $0-56
+	MOVQ    o+0(FP), DI
+	MOVQ    ostride+8(FP), AX
+	MOVQ    p+16(FP), SI
+	MOVQ    pstride+24(FP), BX
+	MOVQ    v+32(FP), R11
+	MOVQ    vstride+40(FP), R12
+	MOVQ    n+48(FP), CX
+	LEAQ    (DI)(AX*1), R8
+	LEAQ    (DI)(AX*2), R9
+	LEAQ    (R8)(AX*2), R10
+	LEAQ    (SI)(BX*1), R13
+	LEAQ    (SI)(BX*2), R14
+	LEAQ    (R13)(BX*2), R15
+	VMOVUPS (DI), Z0
+	VMOVUPS 64(DI), Z1
+	VMOVUPS 128(DI), Z2
+	VMOVUPS 192(DI), Z3
+	VMOVUPS (R8), Z4
+	VMOVUPS 64(R8), Z5
+	VMOVUPS 128(R8), Z6
+	VMOVUPS 192(R8), Z7
+	VMOVUPS (R9), Z8
+	VMOVUPS 64(R9), Z9
+	VMOVUPS 128(R9), Z10
+	VMOVUPS 192(R9), Z11
+	VMOVUPS (R10), Z12
+	VMOVUPS 64(R10), Z13
+	VMOVUPS 128(R10), Z14
+	VMOVUPS 192(R10), Z15
+	XORQ    DX, DX
+
+wsheads4step:
+	VMOVUPS      (R11), Z16
+	VMOVUPS      64(R11), Z17
+	VMOVUPS      128(R11), Z18
+	VMOVUPS      192(R11), Z19
+	VBROADCASTSS (SI)(DX*4), Z20
+	VFMADD231PS  Z16, Z20, Z0
+	VFMADD231PS  Z17, Z20, Z1
+	VFMADD231PS  Z18, Z20, Z2
+	VFMADD231PS  Z19, Z20, Z3
+	VBROADCASTSS (R13)(DX*4), Z21
+	VFMADD231PS  Z16, Z21, Z4
+	VFMADD231PS  Z17, Z21, Z5
+	VFMADD231PS  Z18, Z21, Z6
+	VFMADD231PS  Z19, Z21, Z7
+	VBROADCASTSS (R14)(DX*4), Z22
+	VFMADD231PS  Z16, Z22, Z8
+	VFMADD231PS  Z17, Z22, Z9
+	VFMADD231PS  Z18, Z22, Z10
+	VFMADD231PS  Z19, Z22, Z11
+	VBROADCASTSS (R15)(DX*4), Z23
+	VFMADD231PS  Z16, Z23, Z12
+	VFMADD231PS  Z17, Z23, Z13
+	VFMADD231PS  Z18, Z23, Z14
+	VFMADD231PS  Z19, Z23, Z15
+	ADDQ         R12, R11
+	INCQ         DX
+	CMPQ         DX, CX
+	JLT          wsheads4step
+
+	VMOVUPS Z0, (DI)
+	VMOVUPS Z1, 64(DI)
+	VMOVUPS Z2, 128(DI)
+	VMOVUPS Z3, 192(DI)
+	VMOVUPS Z4, (R8)
+	VMOVUPS Z5, 64(R8)
+	VMOVUPS Z6, 128(R8)
+	VMOVUPS Z7, 192(R8)
+	VMOVUPS Z8, (R9)
+	VMOVUPS Z9, 64(R9)
+	VMOVUPS Z10, 128(R9)
+	VMOVUPS Z11, 192(R9)
+	VMOVUPS Z12, (R10)
+	VMOVUPS Z13, 64(R10)
+	VMOVUPS Z14, 128(R10)
+	VMOVUPS Z15, 192(R10)
+	VZEROUPPER
+	RET

@@ -2,6 +2,14 @@
 
 package cpu
 
+func dotHeads4SIMD(q []float32, qstride int, k []float32, kstride, D int, out *[16]float32) {
+	dotHeads4Go(q, qstride, k, kstride, D, out)
+}
+
+func weightedRowSumHeads4SIMD(o []float32, ostride int, p []float32, pstride, n int, v []float32, stride, D int) {
+	weightedRowSumHeads4Go(o, ostride, p, pstride, n, v, stride, D)
+}
+
 func dotRows4SIMD(q, k []float32, stride int, out *[4]float32) { dotRows4Go(q, k, stride, out) }
 
 func weightedRowSumSIMD(o, p, v []float32, stride int) { weightedRowSumGo(o, p, v, stride) }
