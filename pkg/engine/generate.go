@@ -98,6 +98,15 @@ func (e *Engine) Generate(ctx context.Context, st *model.State, prompt []int, op
 	limit := opts.MaxTokens
 	if limit < 0 {
 		limit = math.MaxInt
+	} else if need := st.Len() + len(prompt) + limit; e.ctx <= 0 || need <= e.ctx {
+		// The whole request's KV room now, not in doublings during the
+		// decode (backend.Reserver). Requests that may run to the end of
+		// the context (-n -1, or more tokens than it has left) grow as
+		// they go: reserving the whole context could take gigabytes a
+		// short answer never uses.
+		if err := st.Reserve(need); err != nil {
+			return nil, err
+		}
 	}
 	res := &Result{}
 	s := &res.Stats

@@ -181,3 +181,43 @@ func TestSessionKeepsReplyAfterInterrupt(t *testing.T) {
 		})
 	}
 }
+
+// TestGenerateReservesRequest: Generate makes the KV room for the prompt and
+// MaxTokens before the prefill (backend.Reserver), so the caches do not grow
+// during the decode, and no more than that.
+func TestGenerateReservesRequest(t *testing.T) {
+	e, err := Open(context.Background(), Options{Dir: prepared(t, "qwen3next-tiny", "hf")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	ctx := context.Background()
+	ids := []int{1, 2, 3, 4, 5}
+	reserved := func(n int) int64 {
+		st := e.Model.NewState()
+		if err := st.Reserve(n); err != nil {
+			t.Fatal(err)
+		}
+		return st.Bytes()
+	}
+	for _, maxTokens := range []int{3, 40} {
+		st := e.Model.NewState()
+		// Stop after the first token: the reservation is the request's, not
+		// what it used.
+		_, err := e.Generate(ctx, st, ids, GenerateOptions{MaxTokens: maxTokens, Stop: []int{0},
+			Sampler: samplerFunc(func(l []float32, h []int) int { return 0 })})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := reserved(len(ids) + maxTokens); st.Bytes() != want {
+			t.Errorf("MaxTokens %d: state holds %d bytes after Generate, a reservation of %d positions %d", maxTokens, st.Bytes(), len(ids)+maxTokens, want)
+		}
+	}
+	st := e.Model.NewState()
+	if _, err := e.Generate(ctx, st, ids, GenerateOptions{MaxTokens: 2, Sampler: greedy{}}); err != nil {
+		t.Fatal(err)
+	}
+	if big := reserved(len(ids) + 40); st.Bytes() >= big {
+		t.Errorf("a 2-token request holds %d bytes, as much as a 40-token reservation (%d)", st.Bytes(), big)
+	}
+}

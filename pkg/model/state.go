@@ -109,6 +109,20 @@ func (s *State) ready() error {
 	return s.err
 }
 
+// Reserve asks the device to make room for positions tokens in the KV caches
+// now (backend.Reserver), so that they do not grow in the middle of a decode;
+// a no-op on devices without it. The engine reserves a request's prompt and
+// its most tokens.
+func (s *State) Reserve(positions int) error {
+	if err := s.ready(); err != nil {
+		return err
+	}
+	if r, ok := s.st.(backend.Reserver); ok {
+		return r.Reserve(positions)
+	}
+	return nil
+}
+
 // Phase is a category of the per-layer time breakdown.
 type Phase int
 

@@ -235,3 +235,44 @@ func TestAppendKVByHead(t *testing.T) {
 		}
 	}
 }
+
+// TestReserveKV: Reserve makes room for exactly the positions asked at once,
+// keeps what the caches hold, and never shrinks them; Attention's own growth
+// then has nothing to do.
+func TestReserveKV(t *testing.T) {
+	const nKV, D = 2, 16
+	d := NewDevice(1)
+	st, err := d.NewState([]backend.LayerSpec{{Attention: &backend.AttentionParams{KVHeads: nKV, HeadDim: D}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := st.(*state)
+	var _ backend.Reserver = s
+	kt := make([]float32, 3*nKV*D)
+	for i := range kt {
+		kt[i] = float32(i)
+	}
+	s.reserveKV(3)
+	s.layers[0].appendKV(kt, kt, 3, s.kvCap, nKV, D)
+	for _, tc := range []struct{ reserve, wantCap int }{{10, 10}, {8, 10}, {2, 10}, {25, 25}} {
+		if err := s.Reserve(tc.reserve); err != nil {
+			t.Fatal(err)
+		}
+		if s.kvCap != tc.wantCap || s.Bytes() != int64(2*nKV*tc.wantCap*D*4) {
+			t.Errorf("Reserve(%d): capacity %d, %d bytes; want capacity %d", tc.reserve, s.kvCap, s.Bytes(), tc.wantCap)
+		}
+		l := s.layers[0]
+		for p := 0; p < 3; p++ {
+			for g := 0; g < nKV; g++ {
+				at, want := (g*s.kvCap+p)*D, (p*nKV+g)*D
+				if !slices.Equal(l.k[at:at+D], kt[want:want+D]) {
+					t.Fatalf("Reserve(%d): position %d of KV head %d moved", tc.reserve, p, g)
+				}
+			}
+		}
+	}
+	s.reserveKV(25) // a step within the reservation: no growth
+	if s.kvCap != 25 {
+		t.Errorf("a step within the reservation grew the caches to %d", s.kvCap)
+	}
+}

@@ -48,7 +48,17 @@ func (s *state) kvFloats(c int) int {
 	return n
 }
 
-// reserveKV makes room for n positions in every attention layer's cache.
+// Reserve implements backend.Reserver: room for exactly positions
+// positions (a request's prompt and its most tokens), at once.
+func (s *state) Reserve(positions int) error {
+	if positions > s.kvCap {
+		s.moveKV(s, positions)
+	}
+	return nil
+}
+
+// reserveKV makes room for n positions in every attention layer's cache,
+// growing in doublings (by half past kvHalfGrowth).
 func (s *state) reserveKV(n int) {
 	if n <= s.kvCap {
 		return
