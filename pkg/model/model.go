@@ -8,6 +8,15 @@ import (
 	"github.com/fm-moe/fm/pkg/layout"
 )
 
+// DefaultPrefillChunk is the prefill step's default size. Larger chunks give
+// each routed expert more tokens per pass over its weights (and a model
+// larger than RAM reads each expert file once per chunk): at 128 tokens,
+// Qwen3-30B-A3B's experts saw 8 tokens each on average and the remainder of
+// each went through the one-token kernel; 512 prefilled 1.09–1.18× faster in
+// int8 mode on the 2-core machine, about the same in exact mode, for 30–60 MB
+// more peak RSS (docs/PERF.md, round seven).
+const DefaultPrefillChunk = 512
+
 // Options tune a Model without changing its definition, except ExpertsPerToken.
 type Options struct {
 	// ExpertsPerToken lowers the router's K below the config's
@@ -21,7 +30,8 @@ type Options struct {
 	// Workers is the number of host threads of a Device the model opens
 	// itself (0: GOMAXPROCS).
 	Workers int
-	// PrefillChunk is the most tokens one batched step processes (0: 128).
+	// PrefillChunk is the most tokens one batched step processes (0:
+	// DefaultPrefillChunk).
 	PrefillChunk int
 	// ExpertBatch is the most expert files being read or held at once, which
 	// bounds the expert buffers (0: 32, at least K).
@@ -144,7 +154,7 @@ func New(cfg *layout.Config, w Weights, experts Experts, opts Options) (*Model, 
 	}
 	m := &Model{cfg: *cfg, opts: opts, dev: opts.Device, experts: experts, cacheOwner: backend.NewCacheOwner()}
 	if m.opts.PrefillChunk <= 0 {
-		m.opts.PrefillChunk = 128
+		m.opts.PrefillChunk = DefaultPrefillChunk
 	}
 	m.k = cfg.NumExpertsPerTok
 	if opts.ExpertsPerToken > 0 {

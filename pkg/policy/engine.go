@@ -95,7 +95,7 @@ func (f *EngineFlags) Register(fs *pflag.FlagSet) {
 	cli.Int(fs, &f.ExpertsPerToken, "experts-per-token", "", 0, 0, math.MaxInt32,
 		"route each token to only K experts instead of the model's num_experts_per_tok (faster, but changes the model's output; 0: the model's K)")
 	fs.StringVar(&f.Backend, "backend", backend.Auto, "compute backend: auto (the best available), "+strings.Join(backend.Names(), ", "))
-	cli.Int(fs, &f.PrefillChunk, "prefill-chunk", "", 0, 0, math.MaxInt32, "most prompt tokens per batched prefill step (0: the model's default, 128); a GPU wants larger")
+	cli.Int(fs, &f.PrefillChunk, "prefill-chunk", "", 0, 0, math.MaxInt32, "most prompt tokens per batched prefill step (0: the model's default, 512): larger chunks give each routed expert more tokens per pass over its weights, smaller ones hold fewer activations")
 	cli.Float32(fs, &f.VRAMCacheGB, "vram-cache-gb", "", 0, 0, math.MaxFloat32, "GPU backends: device memory in GiB for keeping routed experts between tokens (0: what is free at the first expert, less a reserve)")
 	cli.Int(fs, &f.IOThreads, "io-threads", "", 0, 0, maxThreads, fmt.Sprintf("parallel expert reads (0: %d)", experts.DefaultIOThreads))
 	fs.BoolVar(&f.DirectIO, "direct-io", false, "read experts with O_DIRECT, bypassing the page cache (pair with --expert-cache-mb)")
