@@ -31,36 +31,19 @@ func (d *Device) Attention(out, q, k, v backend.Tensor, st backend.State, layer,
 	defer d.buf.put(qb)
 	defer d.buf.put(gb)
 	qs, gate := *qb, *gb
-	var rope *Rope
-	var cos, sin []float32
+	a := attnPrep{qt: qt, kt: kt, qs: qs, gate: gate, qNorm: qNorm, kNorm: kNorm, p: p, pos: pos, qStride: qStride}
 	if p.RotaryDim > 0 {
-		rope = d.rope(p.RotaryDim, p.RopeTheta)
-		cos, sin = make([]float32, p.RotaryDim/2), make([]float32, p.RotaryDim/2)
+		a.rope = d.rope(p.RotaryDim, p.RopeTheta)
 	}
-	for t := 0; t < T; t++ {
-		if rope != nil {
-			rope.Tables(cos, sin, pos+t)
-		}
-		qrow := qt.row(t)
-		for h := 0; h < nH; h++ {
-			src := qrow[h*qStride:]
-			qh := qs[t*attnDim+h*D : t*attnDim+(h+1)*D]
-			RMSNorm(qh, src[:D], qNorm, p.Eps)
-			if rope != nil {
-				rope.Apply(qh, cos, sin)
-			}
-			if p.Gated {
-				copy(gate[t*attnDim+h*D:t*attnDim+(h+1)*D], src[D:2*D])
-			}
-		}
-		krow := kt.row(t)
-		for g := 0; g < nKV; g++ {
-			kg := krow[g*D : (g+1)*D]
-			RMSNorm(kg, kg, kNorm, p.Eps)
-			if rope != nil {
-				rope.Apply(kg, cos, sin)
-			}
-		}
+	// A prefill's tokens are split over the workers (one thread did 512
+	// tokens × 36 heads of a Qwen3-30B-A3B layer while the others waited); a
+	// decode step's one token stays on this thread, allocating nothing.
+	if T == 1 {
+		a.run(0, 1)
+	} else {
+		pa := new(attnPrep)
+		*pa = a
+		d.pool.forRanger(T, 8*(nH+nKV)*D, pa)
 	}
 	s.reserveKV(pos + T)
 	ls.appendKV(kt.data, vt.data, T, s.kvCap, nKV, D)
@@ -299,6 +282,56 @@ func (t *attnTask) run(lo, hi int) {
 				for i := range oh {
 					oh[i] *= Sigmoid(gh[i])
 				}
+			}
+		}
+	}
+}
+
+// attnPrep is Attention's per-token preparation: per-head q/k RMSNorm and
+// RoPE, q heads (and their gates) gathered into qs and gate, k normed in
+// place.
+type attnPrep struct {
+	qt, kt                 *Tensor
+	qs, gate, qNorm, kNorm []float32
+	rope                   *Rope
+	p                      *backend.AttentionParams
+	pos, qStride           int
+}
+
+func (a *attnPrep) run(t0, t1 int) {
+	p, D := a.p, a.p.HeadDim
+	attnDim := p.Heads * D
+	var cosBuf, sinBuf [128]float32
+	var cos, sin []float32
+	if a.rope != nil {
+		if half := p.RotaryDim / 2; half <= len(cosBuf) {
+			cos, sin = cosBuf[:half], sinBuf[:half]
+		} else {
+			cos, sin = make([]float32, half), make([]float32, half)
+		}
+	}
+	for t := t0; t < t1; t++ {
+		if a.rope != nil {
+			a.rope.Tables(cos, sin, a.pos+t)
+		}
+		qrow := a.qt.row(t)
+		for h := 0; h < p.Heads; h++ {
+			src := qrow[h*a.qStride:]
+			qh := a.qs[t*attnDim+h*D : t*attnDim+(h+1)*D]
+			RMSNorm(qh, src[:D], a.qNorm, p.Eps)
+			if a.rope != nil {
+				a.rope.Apply(qh, cos, sin)
+			}
+			if p.Gated {
+				copy(a.gate[t*attnDim+h*D:t*attnDim+(h+1)*D], src[D:2*D])
+			}
+		}
+		krow := a.kt.row(t)
+		for g := 0; g < p.KVHeads; g++ {
+			kg := krow[g*D : (g+1)*D]
+			RMSNorm(kg, kg, a.kNorm, p.Eps)
+			if a.rope != nil {
+				a.rope.Apply(kg, cos, sin)
 			}
 		}
 	}
