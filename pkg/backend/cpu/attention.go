@@ -189,12 +189,53 @@ func (t *attnTask) run(lo, hi int) {
 			for i, v := range q[lo:hi] {
 				qs[i] = v * scale
 			}
-			if keysT != nil {
+		}
+		if keysT != nil {
+			// Scores from the transposed keys, Σ_d q[d]·keysT[d][block]:
+			// four heads of a token at a time where the group allows
+			// (WeightedRowSumHeads4 loads each row of keysT once for the
+			// four; bit for bit WeightedRowSum's sums).
+			// A row's last, partial block is scored whole into part (the
+			// transposed block is zero past the cache) and its keys copied
+			// out: the kernels take whole 64-key blocks, and the partial
+			// widths went through one axpy per d (a third of a 512-token
+			// prefill's attention).
+			var part [4 * keyBlock]float32
+			r := 0
+			if group%4 == 0 {
+				for ; r+4 <= nRows; r += 4 {
+					sp := span(r)
+					for b := 0; b*keyBlock < sp; b++ {
+						k0, k1 := b*keyBlock, min((b+1)*keyBlock, sp)
+						kb := keysT[(g*kBlocks+b)*D*keyBlock:]
+						if k1-k0 == keyBlock {
+							for h := 0; h < 4; h++ {
+								clear(scores[(r+h)*n+k0 : (r+h)*n+k1])
+							}
+							WeightedRowSumHeads4(scores[r*n+k0:], n, qsAll[r*D:], D, D, kb, keyBlock, keyBlock)
+							continue
+						}
+						clear(part[:])
+						WeightedRowSumHeads4(part[:], keyBlock, qsAll[r*D:], D, D, kb, keyBlock, keyBlock)
+						for h := 0; h < 4; h++ {
+							copy(scores[(r+h)*n+k0:(r+h)*n+k1], part[h*keyBlock:])
+						}
+					}
+				}
+			}
+			for ; r < nRows; r++ {
 				sc := scores[r*n : r*n+span(r)]
 				for b := 0; b*keyBlock < len(sc); b++ {
-					blk := sc[b*keyBlock : min((b+1)*keyBlock, len(sc))]
+					k0, k1 := b*keyBlock, min((b+1)*keyBlock, len(sc))
+					blk := sc[k0:k1]
+					if k1-k0 < keyBlock {
+						blk = part[:keyBlock]
+					}
 					clear(blk)
-					WeightedRowSum(blk, qs, keysT[(g*kBlocks+b)*D*keyBlock:], keyBlock)
+					WeightedRowSum(blk, qsAll[r*D:(r+1)*D], keysT[(g*kBlocks+b)*D*keyBlock:], keyBlock)
+					if k1-k0 < keyBlock {
+						copy(sc[k0:k1], blk)
+					}
 				}
 			}
 		}

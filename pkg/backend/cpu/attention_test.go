@@ -108,6 +108,10 @@ func TestAttendCausalMatchesNaive(t *testing.T) {
 		{32, 4, 128, 1, 600, false},
 		{16, 4, 64, 3, 517, true},
 		{8, 2, 24, 2, 40, false},
+		// ... and prefills through the transposed keys: partial key
+		// blocks, a prefix in the cache.
+		{32, 4, 128, 40, 100, false},
+		{16, 4, 64, 70, 0, true},
 		{4, 2, 64, 3, 30, false},
 	} {
 		name := fmt.Sprintf("nH%d_nKV%d_D%d_T%d_pos%d", tc.nH, tc.nKV, tc.D, tc.T, tc.pos0)
@@ -275,4 +279,21 @@ func TestReserveKV(t *testing.T) {
 	if s.kvCap != 25 {
 		t.Errorf("a step within the reservation grew the caches to %d", s.kvCap)
 	}
+}
+
+// BenchmarkAttendPrefill is the attention core of a 512-token prefill chunk
+// of a Qwen3-30B-A3B layer (32 query heads, 4 KV heads, D 128): transposed
+// keys, query heads scored and summed four at a time, a partial key block at
+// the end of every row.
+func BenchmarkAttendPrefill(b *testing.B) {
+	const T = 512
+	m := attnShape{32, 4, 128, false}
+	d := NewDevice(0)
+	in := randAttnInputs(rand.New(rand.NewPCG(3, 4)), m, T, 0)
+	kv := in.view(m, true)
+	o := make([]float32, T*m.attnDim())
+	for range b.N {
+		d.attendCausal(o, in.q, in.gate, kv, m.nH, m.nKV, m.D, T, 0)
+	}
+	b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/layer")
 }
