@@ -47,6 +47,22 @@ func weightedRowSumHeads4SIMD(o []float32, ostride int, p []float32, pstride, n 
 	}
 }
 
+// swiGLUAVX2 is swiGLU32's loop for n a multiple of 8 (consts: expConsts).
+//
+//go:noescape
+func swiGLUAVX2(gate, up *float32, n int, consts unsafe.Pointer, hi float32)
+
+func swiGLU32SIMD(gate, up []float32) {
+	n := 0
+	if haveAVX2 {
+		n = len(gate) &^ 7
+		if n > 0 {
+			swiGLUAVX2(&gate[0], &up[0], n, unsafe.Pointer(&expConsts), swiGLUExpMax)
+		}
+	}
+	swiGLU32Go(gate[n:], up[n:])
+}
+
 func dotRows4SIMD(q, k []float32, stride int, out *[4]float32) {
 	n := len(q) &^ 15
 	if n > 0 {

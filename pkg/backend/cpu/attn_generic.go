@@ -10,6 +10,8 @@ func weightedRowSumHeads4SIMD(o []float32, ostride int, p []float32, pstride, n 
 	weightedRowSumHeads4Go(o, ostride, p, pstride, n, v, stride, D)
 }
 
+func swiGLU32SIMD(gate, up []float32) { swiGLU32Go(gate, up) }
+
 func dotRows4SIMD(q, k []float32, stride int, out *[4]float32) { dotRows4Go(q, k, stride, out) }
 
 func weightedRowSumSIMD(o, p, v []float32, stride int) { weightedRowSumGo(o, p, v, stride) }

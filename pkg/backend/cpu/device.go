@@ -408,7 +408,11 @@ func (d *Device) mlp(p *Pool, y, x []float32, gate, up, down *Matrix, n int) {
 	defer d.buf.put(ub)
 	g, u := *gb, *ub
 	p.MatMulShared([][]float32{g, u}, []*Matrix{gate, up}, x, n)
-	SwiGLU(g, u)
+	if p.int8 {
+		swiGLU32(g, u)
+	} else {
+		SwiGLU(g, u)
+	}
 	p.MatMul(y, down, g, n)
 }
 

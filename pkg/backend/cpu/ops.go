@@ -152,6 +152,31 @@ func SwiGLU(gate, up []float32) {
 	}
 }
 
+// swiGLU32 is SwiGLU with the exponential in float32 (exp32, about 1 ulp)
+// and eight lanes at a time: SwiGLU's float64 math.Exp was a tenth of an int8
+// prefill's CPU time. Int8 mode, approximate anyway, uses it; exact mode
+// keeps SwiGLU (docs/PERF.md, round seven).
+func swiGLU32(gate, up []float32) {
+	up = up[:len(gate)]
+	swiGLU32SIMD(gate, up)
+}
+
+// swiGLUExpMax caps exp32's argument −gate (2ⁿ must stay a float); past it
+// the result is 0, silu(g) for g below −88 being below 1e−36.
+const swiGLUExpMax = 88
+
+// swiGLU32Go is swiGLU32's Go twin.
+func swiGLU32Go(gate, up []float32) {
+	up = up[:len(gate)]
+	for i, g := range gate {
+		if -g > swiGLUExpMax {
+			gate[i] = 0
+			continue
+		}
+		gate[i] = g / (1 + exp32(-g)) * up[i]
+	}
+}
+
 // Rope holds the inverse frequencies of a rotary embedding over the first Dim
 // dimensions of a head, paired NeoX style (i with i+Dim/2).
 type Rope struct {

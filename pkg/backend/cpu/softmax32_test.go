@@ -3,6 +3,7 @@ package cpu
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -62,5 +63,33 @@ func softmaxF32Go(x []float32) {
 	inv := float32(1 / sum)
 	for i := range x {
 		x[i] *= inv
+	}
+}
+
+// TestSwiGLU32 compares the float32-exp SwiGLU (eight lanes where there is
+// AVX2, and its Go twin) with the float64 one over ordinary and extreme
+// gates: a few float32 ulps apart, finite, and silu(g) → 0 and → g at the
+// ends.
+func TestSwiGLU32(t *testing.T) {
+	r := rand.New(rand.NewPCG(13, 14))
+	gate := []float32{0, -0, 1e-30, -1e-30, 87, -87, 88, -88, 88.5, -88.5, 100, -100, 1e4, -1e4, 3.4e38, -3.4e38}
+	for len(gate) < 1003 { // not a multiple of 8: the twin takes the tail
+		gate = append(gate, float32(r.NormFloat64()*6))
+	}
+	up := make([]float32, len(gate))
+	for i := range up {
+		up[i] = float32(r.NormFloat64())
+	}
+	want := slices.Clone(gate)
+	SwiGLU(want, up)
+	for name, f := range map[string]func(g, u []float32){"swiGLU32": swiGLU32, "swiGLU32Go": swiGLU32Go} {
+		got := slices.Clone(gate)
+		f(got, up)
+		for i := range got {
+			d := math.Abs(float64(got[i]) - float64(want[i]))
+			if math.IsNaN(float64(got[i])) || math.IsInf(float64(got[i]), 0) || d > 1e-6*math.Abs(float64(want[i]))+1e-30 {
+				t.Errorf("%s: gate %g up %g: got %g, want %g", name, gate[i], up[i], got[i], want[i])
+			}
+		}
 	}
 }
