@@ -1,6 +1,7 @@
 package cpu
 
 import (
+	"math/bits"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -8,25 +9,33 @@ import (
 )
 
 // scratch recycles float32 buffers between kernel calls, so that a decode step
-// (hundreds of small products) does not allocate.
-type scratch struct{ p sync.Pool }
+// (hundreds of small products) does not allocate. Buffers are kept by size
+// class (powers of two): from one pool of mixed sizes a prefill's 8 MB
+// request often drew a small buffer and allocated afresh, and the first
+// writes to fresh memory fault page by page (~12 µs a page on the development
+// VM: half the time of a 512-token prefill's per-head norms, docs/PERF.md,
+// round seven).
+type scratch struct{ classes [48]sync.Pool }
+
+// scratchClass is the size class of n floats: the smallest c with 2^c ≥ n.
+func scratchClass(n int) int { return bits.Len(uint(max(n, 1) - 1)) }
 
 // get returns a buffer of n floats (contents undefined); put it back when done.
 func (s *scratch) get(n int) *[]float32 {
-	b, _ := s.p.Get().(*[]float32)
+	c := scratchClass(n)
+	b, _ := s.classes[c].Get().(*[]float32)
 	if b == nil {
 		b = new([]float32)
 	}
 	if cap(*b) < n {
-		// Grow geometrically: a buffer that follows the context (attention
-		// scores) is then reallocated O(log n) times, not once per token.
-		*b = make([]float32, n, max(n, 2*cap(*b)))
+		*b = make([]float32, n, 1<<c)
 	}
 	*b = (*b)[:n]
 	return b
 }
 
-func (s *scratch) put(b *[]float32) { s.p.Put(b) }
+// put returns a buffer from get.
+func (s *scratch) put(b *[]float32) { s.classes[scratchClass(cap(*b))].Put(b) }
 
 // minWorkPerGoroutine is the amount of work (roughly multiply-adds) below which
 // handing a part to another worker costs more than it saves: a hand-off to a
