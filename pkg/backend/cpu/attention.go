@@ -160,169 +160,187 @@ func (t *attnTask) unitBlock(u int) int {
 	return t.qBlocks - 1 - i/2
 }
 
+// attnUnit is one unit of attnTask's work: KV head g's query heads for the
+// tokens t0… of a query block, nRows = tokens × group rows. Row r is token
+// t0 + r/group of head g·group + r%group, and sees keys 0…span(r)−1. Rows
+// r…r+3 with r a multiple of 4 share their token when the group is a
+// multiple of 4 (Qwen3-30B-A3B: 8, Qwen3.5-397B: 16): the kernels then take
+// four heads at once, loading each key and value row once for the four.
+type attnUnit struct {
+	g, t0, nRows int
+}
+
+// head is where row r's query (in q) and output (in o) are.
+func (t *attnTask) head(u attnUnit, r int) (lo, hi int) {
+	group := t.nH / t.nKV
+	tok, h := u.t0+r/group, u.g*group+r%group
+	return (tok*t.nH + h) * t.D, (tok*t.nH + h + 1) * t.D
+}
+
+// span is how many keys row r sees.
+func (t *attnTask) span(u attnUnit, r int) int { return t.pos0 + u.t0 + r/(t.nH/t.nKV) + 1 }
+
+// fours is how many of u's rows go four at a time.
+func (t *attnTask) fours(u attnUnit) int {
+	if (t.nH/t.nKV)%4 != 0 {
+		return 0
+	}
+	return u.nRows &^ 3
+}
+
 func (t *attnTask) run(lo, hi int) {
-	o, q, gate, keysT, kv := t.o, t.q, t.gate, t.keysT, t.kv
-	nH, nKV, D, T, pos0, kBlocks, rows, scale := t.nH, t.nKV, t.D, t.T, t.pos0, t.kBlocks, t.rows, t.scale
-	attnDim, group, n, stride := nH*D, nH/nKV, pos0+T, kv.pos
-	sb, qsb := t.d.buf.get(rows*n), t.d.buf.get(rows*D)
+	n := t.pos0 + t.T
+	sb, qsb := t.d.buf.get(t.rows*n), t.d.buf.get(t.rows*t.D)
 	defer t.d.buf.put(sb)
 	defer t.d.buf.put(qsb)
-	scores, qsAll := *sb, *qsb
-	var four [4]float32
-	var sixteen [16]float32
-	for u := lo; u < hi; u++ {
-		qb, g := t.unitBlock(u), u%nKV
-		t0, t1 := qb*queryBlock, min((qb+1)*queryBlock, T)
-		// Row r of the unit is token t0 + r/group of head g·group + r%group;
-		// it sees keys 0…pos0+t.
-		nRows := (t1 - t0) * group
-		head := func(r int) (lo, hi int) {
-			t, h := t0+r/group, g*group+r%group
-			return t*attnDim + h*D, t*attnDim + (h+1)*D
-		}
-		span := func(r int) int { return pos0 + t0 + r/group + 1 }
-		maxSpan := span(nRows - 1)
-
-		for r := 0; r < nRows; r++ {
-			lo, hi := head(r)
-			qs := qsAll[r*D : (r+1)*D]
-			for i, v := range q[lo:hi] {
-				qs[i] = v * scale
+	scores, qs := *sb, *qsb
+	group := t.nH / t.nKV
+	for i := lo; i < hi; i++ {
+		qb := t.unitBlock(i)
+		t0, t1 := qb*queryBlock, min((qb+1)*queryBlock, t.T)
+		u := attnUnit{g: i % t.nKV, t0: t0, nRows: (t1 - t0) * group}
+		for r := 0; r < u.nRows; r++ {
+			lo, hi := t.head(u, r)
+			for j, v := range t.q[lo:hi] {
+				qs[r*t.D+j] = v * t.scale
 			}
 		}
-		if keysT != nil {
-			// Scores from the transposed keys, Σ_d q[d]·keysT[d][block]:
-			// four heads of a token at a time where the group allows
-			// (WeightedRowSumHeads4 loads each row of keysT once for the
-			// four; bit for bit WeightedRowSum's sums).
-			// A row's last, partial block is scored whole into part (the
-			// transposed block is zero past the cache) and its keys copied
-			// out: the kernels take whole 64-key blocks, and the partial
-			// widths went through one axpy per d (a third of a 512-token
-			// prefill's attention).
-			var part [4 * keyBlock]float32
-			r := 0
-			if group%4 == 0 {
-				for ; r+4 <= nRows; r += 4 {
-					sp := span(r)
-					for b := 0; b*keyBlock < sp; b++ {
-						k0, k1 := b*keyBlock, min((b+1)*keyBlock, sp)
-						kb := keysT[(g*kBlocks+b)*D*keyBlock:]
-						if k1-k0 == keyBlock {
-							for h := 0; h < 4; h++ {
-								clear(scores[(r+h)*n+k0 : (r+h)*n+k1])
-							}
-							WeightedRowSumHeads4(scores[r*n+k0:], n, qsAll[r*D:], D, D, kb, keyBlock, keyBlock)
-							continue
-						}
-						clear(part[:])
-						WeightedRowSumHeads4(part[:], keyBlock, qsAll[r*D:], D, D, kb, keyBlock, keyBlock)
-						for h := 0; h < 4; h++ {
-							copy(scores[(r+h)*n+k0:(r+h)*n+k1], part[h*keyBlock:])
-						}
-					}
-				}
-			}
-			for ; r < nRows; r++ {
-				sc := scores[r*n : r*n+span(r)]
-				for b := 0; b*keyBlock < len(sc); b++ {
-					k0, k1 := b*keyBlock, min((b+1)*keyBlock, len(sc))
-					blk := sc[k0:k1]
-					if k1-k0 < keyBlock {
-						blk = part[:keyBlock]
-					}
-					clear(blk)
-					WeightedRowSum(blk, qsAll[r*D:(r+1)*D], keysT[(g*kBlocks+b)*D*keyBlock:], keyBlock)
-					if k1-k0 < keyBlock {
-						copy(sc[k0:k1], blk)
-					}
-				}
-			}
+		if t.keysT != nil {
+			t.scoresTransposed(u, scores, qs)
+		} else {
+			t.scoresDirect(u, scores, qs)
 		}
-		if keysT == nil {
-			// Q·K key block by key block, every row of the unit meeting a
-			// block while it is in L1 (a decode step's group of query heads
-			// then reads the keys from L2 once, not once per head).
-			kg := kv.k[g*kv.head:]
-			blk := maxSpan // short caches (in L2 anyway): one pass per row
-			if maxSpan >= scoreBlockFrom {
-				blk = scoreBlock
-			}
-			for k0 := 0; k0 < maxSpan; k0 += blk {
-				r := 0
-				if group%4 == 0 {
-					// Four heads of one token at a time (rows r…r+3 share
-					// the token and so the keys they see): each key is
-					// loaded once for the four (DotHeads4).
-					for ; r+4 <= nRows; r += 4 {
-						k1 := min(k0+blk, span(r))
-						s := k0
-						for ; s+4 <= k1; s += 4 {
-							DotHeads4(qsAll[r*D:], D, kg[s*stride:], stride, D, &sixteen)
-							for h := 0; h < 4; h++ {
-								copy(scores[(r+h)*n+s:(r+h)*n+s+4], sixteen[4*h:4*h+4])
-							}
-						}
-						for h := 0; h < 4; h++ {
-							qs, sc := qsAll[(r+h)*D:(r+h+1)*D], scores[(r+h)*n:]
-							for ss := s; ss < k1; ss++ {
-								sc[ss] = Dot(qs, kg[ss*stride:ss*stride+D])
-							}
-						}
-					}
-				}
-				for ; r < nRows; r++ {
-					k1 := min(k0+blk, span(r))
-					if k1 <= k0 {
-						continue
-					}
-					qs, sc := qsAll[r*D:(r+1)*D], scores[r*n:]
-					s := k0
-					for ; s+4 <= k1; s += 4 {
-						DotRows4(qs, kg[s*stride:], stride, &four)
-						copy(sc[s:s+4], four[:])
-					}
-					for ; s < k1; s++ {
-						sc[s] = Dot(qs, kg[s*stride:s*stride+D])
-					}
-				}
-			}
+		for r := 0; r < u.nRows; r++ {
+			lo, hi := t.head(u, r)
+			SoftmaxF32(scores[r*n : r*n+t.span(u, r)])
+			clear(t.o[lo:hi])
 		}
-		for r := 0; r < nRows; r++ {
-			lo, hi := head(r)
-			SoftmaxF32(scores[r*n : r*n+span(r)])
-			clear(o[lo:hi])
-		}
-		// P·V key block by key block, so a block of values serves every row.
-		vg := kv.v[g*kv.head:]
-		for k0 := 0; k0 < maxSpan; k0 += keyBlock {
-			r := 0
-			if group%4 == 0 {
-				// Four heads of one token at a time, as in Q·K: their
-				// outputs are D apart, their scores n apart.
-				for ; r+4 <= nRows; r += 4 {
-					if k1 := min(k0+keyBlock, span(r)); k1 > k0 {
-						lo, _ := head(r)
-						WeightedRowSumHeads4(o[lo:], D, scores[r*n+k0:], n, k1-k0, vg[k0*stride:], stride, D)
-					}
-				}
-			}
-			for ; r < nRows; r++ {
-				k1 := min(k0+keyBlock, span(r))
-				if k1 <= k0 {
-					continue
-				}
-				lo, hi := head(r)
-				WeightedRowSum(o[lo:hi], scores[r*n+k0:r*n+k1], vg[k0*stride:], stride)
-			}
-		}
-		if gate != nil {
-			for r := 0; r < nRows; r++ {
-				lo, hi := head(r)
-				oh, gh := o[lo:hi], gate[lo:hi]
+		t.sumValues(u, scores)
+		if t.gate != nil {
+			for r := 0; r < u.nRows; r++ {
+				lo, hi := t.head(u, r)
+				oh, gh := t.o[lo:hi], t.gate[lo:hi]
 				for i := range oh {
 					oh[i] *= Sigmoid(gh[i])
 				}
+			}
+		}
+	}
+}
+
+// scoresTransposed sets the unit's score rows (n = pos0+T apart) from the
+// transposed keys, Σ_d q[d]·keysT[d][block], a 64-key block at a time. A
+// row's last, partial block is scored whole into part (the transposed block
+// is zero past the cache) and its keys copied out: the kernels take whole
+// blocks, and the partial widths went through one axpy per d (a third of a
+// 512-token prefill's attention). WeightedRowSumHeads4's sums are
+// WeightedRowSum's bit for bit.
+func (t *attnTask) scoresTransposed(u attnUnit, scores, qs []float32) {
+	D, n := t.D, t.pos0+t.T
+	block := func(b int) []float32 { return t.keysT[(u.g*t.kBlocks+b)*D*keyBlock:] }
+	var part [4 * keyBlock]float32
+	r := 0
+	for ; r < t.fours(u); r += 4 {
+		sp := t.span(u, r)
+		for b := 0; b*keyBlock < sp; b++ {
+			k0, k1 := b*keyBlock, min((b+1)*keyBlock, sp)
+			if k1-k0 == keyBlock {
+				for h := 0; h < 4; h++ {
+					clear(scores[(r+h)*n+k0 : (r+h)*n+k1])
+				}
+				WeightedRowSumHeads4(scores[r*n+k0:], n, qs[r*D:], D, D, block(b), keyBlock, keyBlock)
+				continue
+			}
+			clear(part[:])
+			WeightedRowSumHeads4(part[:], keyBlock, qs[r*D:], D, D, block(b), keyBlock, keyBlock)
+			for h := 0; h < 4; h++ {
+				copy(scores[(r+h)*n+k0:(r+h)*n+k1], part[h*keyBlock:])
+			}
+		}
+	}
+	for ; r < u.nRows; r++ {
+		sc := scores[r*n : r*n+t.span(u, r)]
+		for b := 0; b*keyBlock < len(sc); b++ {
+			k0, k1 := b*keyBlock, min((b+1)*keyBlock, len(sc))
+			blk := sc[k0:k1]
+			if k1-k0 < keyBlock {
+				blk = part[:keyBlock]
+			}
+			clear(blk)
+			WeightedRowSum(blk, qs[r*D:(r+1)*D], block(b), keyBlock)
+			if k1-k0 < keyBlock {
+				copy(sc[k0:k1], blk)
+			}
+		}
+	}
+}
+
+// scoresDirect sets the unit's score rows from the keys as cached, key block
+// by key block, every row of the unit meeting a block while it is in L1 (a
+// decode step's group of query heads then reads the keys from L2 once, not
+// once per head).
+func (t *attnTask) scoresDirect(u attnUnit, scores, qs []float32) {
+	D, n, stride := t.D, t.pos0+t.T, t.kv.pos
+	kg := t.kv.k[u.g*t.kv.head:]
+	maxSpan := t.span(u, u.nRows-1)
+	blk := maxSpan // short caches (in L2 anyway): one pass per row
+	if maxSpan >= scoreBlockFrom {
+		blk = scoreBlock
+	}
+	var four [4]float32
+	var sixteen [16]float32
+	for k0 := 0; k0 < maxSpan; k0 += blk {
+		r := 0
+		for ; r < t.fours(u); r += 4 {
+			k1 := min(k0+blk, t.span(u, r))
+			s := k0
+			for ; s+4 <= k1; s += 4 {
+				DotHeads4(qs[r*D:], D, kg[s*stride:], stride, D, &sixteen)
+				for h := 0; h < 4; h++ {
+					copy(scores[(r+h)*n+s:(r+h)*n+s+4], sixteen[4*h:4*h+4])
+				}
+			}
+			for h := 0; h < 4; h++ {
+				q, sc := qs[(r+h)*D:(r+h+1)*D], scores[(r+h)*n:]
+				for ss := s; ss < k1; ss++ {
+					sc[ss] = Dot(q, kg[ss*stride:ss*stride+D])
+				}
+			}
+		}
+		for ; r < u.nRows; r++ {
+			k1 := min(k0+blk, t.span(u, r))
+			q, sc := qs[r*D:(r+1)*D], scores[r*n:]
+			s := k0
+			for ; s+4 <= k1; s += 4 {
+				DotRows4(q, kg[s*stride:], stride, &four)
+				copy(sc[s:s+4], four[:])
+			}
+			for ; s < k1; s++ {
+				sc[s] = Dot(q, kg[s*stride:s*stride+D])
+			}
+		}
+	}
+}
+
+// sumValues adds Σ p·v to the unit's outputs (cleared by the caller), key
+// block by key block, so that a block of values serves every row.
+func (t *attnTask) sumValues(u attnUnit, scores []float32) {
+	D, n, stride := t.D, t.pos0+t.T, t.kv.pos
+	vg := t.kv.v[u.g*t.kv.head:]
+	maxSpan := t.span(u, u.nRows-1)
+	for k0 := 0; k0 < maxSpan; k0 += keyBlock {
+		r := 0
+		for ; r < t.fours(u); r += 4 {
+			// Four heads of a token: outputs D apart, scores n apart.
+			if k1 := min(k0+keyBlock, t.span(u, r)); k1 > k0 {
+				lo, _ := t.head(u, r)
+				WeightedRowSumHeads4(t.o[lo:], D, scores[r*n+k0:], n, k1-k0, vg[k0*stride:], stride, D)
+			}
+		}
+		for ; r < u.nRows; r++ {
+			if k1 := min(k0+keyBlock, t.span(u, r)); k1 > k0 {
+				lo, hi := t.head(u, r)
+				WeightedRowSum(t.o[lo:hi], scores[r*n+k0:r*n+k1], vg[k0*stride:], stride)
 			}
 		}
 	}
