@@ -109,6 +109,30 @@ wsum64done:
 	VZEROUPPER
 	RET
 
+// EXP32_8: Y2 = exp(Y0), eight lanes, exp32's steps (DX: expConsts, 32
+// bytes a row): Y0 clamped at −87.3, n = round(Y0·log2 e), r = Y0 − n·ln 2 in
+// two parts, the Cephes polynomial in r, times 2ⁿ built in the exponent bits.
+// Y0, Y1 and Y3 are overwritten.
+#define EXP32_8 \
+	VMAXPS       (DX), Y0, Y0 \
+	VMULPS       32(DX), Y0, Y1 \
+	VROUNDPS     $0, Y1, Y1 \
+	VFNMADD231PS 64(DX), Y1, Y0 \
+	VFNMADD231PS 96(DX), Y1, Y0 \
+	VMOVUPS      128(DX), Y2 \
+	VFMADD213PS  160(DX), Y0, Y2 \
+	VFMADD213PS  192(DX), Y0, Y2 \
+	VFMADD213PS  224(DX), Y0, Y2 \
+	VFMADD213PS  256(DX), Y0, Y2 \
+	VFMADD213PS  288(DX), Y0, Y2 \
+	VMULPS       Y0, Y0, Y3 \
+	VFMADD213PS  Y0, Y3, Y2 \
+	VADDPS       320(DX), Y2, Y2 \
+	VCVTPS2DQ    Y1, Y1 \
+	VPADDD       352(DX), Y1, Y1 \
+	VPSLLD       $23, Y1, Y1 \
+	VMULPS       Y1, Y2, Y2
+
 // func expSumAVX2(x *float32, n int, consts unsafe.Pointer, mx float32) float64
 // x[i] = exp(x[i] − mx) eight lanes at a time (the steps of exp32, with FMA),
 // the sum widened to float64 in Y4/Y5. consts is expConsts: 32 bytes a row.
@@ -125,24 +149,7 @@ TEXT ·expSumAVX2(SB), NOSPLIT, $0-40
 expsumstep:
 	VMOVUPS      (SI), Y0
 	VSUBPS       Y15, Y0, Y0
-	VMAXPS       (DX), Y0, Y0
-	VMULPS       32(DX), Y0, Y1
-	VROUNDPS     $0, Y1, Y1
-	VFNMADD231PS 64(DX), Y1, Y0
-	VFNMADD231PS 96(DX), Y1, Y0
-	VMOVUPS      128(DX), Y2
-	VFMADD213PS  160(DX), Y0, Y2
-	VFMADD213PS  192(DX), Y0, Y2
-	VFMADD213PS  224(DX), Y0, Y2
-	VFMADD213PS  256(DX), Y0, Y2
-	VFMADD213PS  288(DX), Y0, Y2
-	VMULPS       Y0, Y0, Y3
-	VFMADD213PS  Y0, Y3, Y2
-	VADDPS       320(DX), Y2, Y2
-	VCVTPS2DQ    Y1, Y1
-	VPADDD       352(DX), Y1, Y1
-	VPSLLD       $23, Y1, Y1
-	VMULPS       Y1, Y2, Y2
+	EXP32_8
 	VMOVUPS      Y2, (SI)
 	VCVTPS2PD    X2, Y3
 	VADDPD       Y3, Y4, Y4
@@ -374,24 +381,7 @@ swiglustep:
 	VSUBPS       Y6, Y14, Y0
 	VCMPPS       $1, Y0, Y15, Y7
 	VMINPS       Y15, Y0, Y0
-	VMAXPS       (DX), Y0, Y0
-	VMULPS       32(DX), Y0, Y1
-	VROUNDPS     $0, Y1, Y1
-	VFNMADD231PS 64(DX), Y1, Y0
-	VFNMADD231PS 96(DX), Y1, Y0
-	VMOVUPS      128(DX), Y2
-	VFMADD213PS  160(DX), Y0, Y2
-	VFMADD213PS  192(DX), Y0, Y2
-	VFMADD213PS  224(DX), Y0, Y2
-	VFMADD213PS  256(DX), Y0, Y2
-	VFMADD213PS  288(DX), Y0, Y2
-	VMULPS       Y0, Y0, Y3
-	VFMADD213PS  Y0, Y3, Y2
-	VADDPS       320(DX), Y2, Y2
-	VCVTPS2DQ    Y1, Y1
-	VPADDD       352(DX), Y1, Y1
-	VPSLLD       $23, Y1, Y1
-	VMULPS       Y1, Y2, Y2
+	EXP32_8
 	VADDPS       320(DX), Y2, Y2
 	VDIVPS       Y2, Y6, Y6
 	VMULPS       (DI), Y6, Y6
