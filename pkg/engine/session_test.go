@@ -184,9 +184,10 @@ func TestSessionKeepsReplyAfterInterrupt(t *testing.T) {
 
 // TestGenerateReservesRequest: Generate makes the KV room for the prompt and
 // MaxTokens before the prefill (backend.Reserver), so the caches do not grow
-// during the decode, and no more than that.
+// during the decode, and no more than that. On the CPU backend, whose state
+// implements Reserver (a CUDA state keeps its own sizes).
 func TestGenerateReservesRequest(t *testing.T) {
-	e, err := Open(context.Background(), Options{Dir: prepared(t, "qwen3next-tiny", "hf")})
+	e, err := Open(context.Background(), Options{Dir: prepared(t, "qwen3next-tiny", "hf"), Backend: "cpu"})
 	if err != nil {
 		t.Fatal(err)
 	}
