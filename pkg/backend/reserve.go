@@ -6,8 +6,9 @@ package backend
 // the CPU state copies every layer's cache into fresh memory, whose page
 // faults cost ~21 ms for 12 layers on the development VM (docs/PERF.md,
 // round seven). A hint only: a step still grows a state that is short of
-// room, and a Reserve below what the state holds does nothing. An error is
-// an allocation the device refused; the state is unchanged then.
+// room, a Reserve below what the state holds does nothing, and a device may
+// reserve less than asked (the CPU at most 256 MiB of caches ahead of use).
+// An error is an allocation the device refused; the state is unchanged then.
 // Concurrency: as the State's other methods (one goroutine at a time).
 type Reserver interface {
 	Reserve(positions int) error

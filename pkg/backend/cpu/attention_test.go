@@ -279,6 +279,10 @@ func TestReserveKV(t *testing.T) {
 	if s.kvCap != 25 {
 		t.Errorf("a step within the reservation grew the caches to %d", s.kvCap)
 	}
+	// A request for far more than it will use gets kvReserveMax bytes.
+	if got, want := s.reservable(1<<40), kvReserveMax/(2*nKV*D*4); got != want {
+		t.Errorf("Reserve(2^40) would make room for %d positions, want the cap's %d", got, want)
+	}
 }
 
 // BenchmarkAttendPrefill is the attention core of a 512-token prefill chunk

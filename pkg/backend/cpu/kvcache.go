@@ -48,13 +48,28 @@ func (s *state) kvFloats(c int) int {
 	return n
 }
 
-// Reserve implements backend.Reserver: room for exactly positions
-// positions (a request's prompt and its most tokens), at once.
+// kvReserveMax bounds what Reserve allocates ahead of use: a request may ask
+// for far more tokens than it will produce (an API client's max_tokens of
+// 100,000 would be ~20 GB of Qwen3-30B-A3B caches), and past this size growth
+// in doublings costs little next to the decode that fills it.
+const kvReserveMax = 256 << 20
+
+// Reserve implements backend.Reserver: room for positions positions (a
+// request's prompt and its most tokens) at once, up to kvReserveMax bytes of
+// caches.
 func (s *state) Reserve(positions int) error {
-	if positions > s.kvCap {
+	if positions = s.reservable(positions); positions > s.kvCap {
 		s.moveKV(s, positions)
 	}
 	return nil
+}
+
+// reservable is how many positions Reserve(positions) makes room for.
+func (s *state) reservable(positions int) int {
+	if per := 4 * s.kvFloats(1); per > 0 {
+		positions = min(positions, kvReserveMax/per)
+	}
+	return positions
 }
 
 // reserveKV makes room for n positions in every attention layer's cache,
