@@ -82,7 +82,7 @@ type Report struct {
 	// read bandwidth measured in the same run: sampled after every run, the
 	// best sample (the ratio is then the conservative one), every sample kept.
 	MemoryReadGBs       float64   `json:"memory_read_gbs"`
-	MemoryReadSampleGBs []float64 `json:"memory_read_samples_gbs"`
+	MemoryReadSampleGBs []float64 `json:"memory_read_samples_gbs,omitempty"`
 	RooflineRatio       float64   `json:"roofline_ratio"`
 	// The prefill's ceiling: the arithmetic peak measured in the same run
 	// (every core, and one core alone), the multiply-adds with weights one

@@ -63,11 +63,13 @@ func WriteText(w io.Writer, r *Report) {
 		fmt.Fprintf(w, " (%s, same run) → prefill %.1f GFLOP/s of weight products (%.2f GFLOP per token) at %.2f of the %s peak\n",
 			r.ComputeKernel, r.PrefillGFLOPS, float64(r.PrefillFLOPsPerToken)/1e9, r.PrefillComputeRatio, map[bool]string{true: "int8", false: "float32"}[r.Matmul == "int8" && r.ComputeInt8GOPS > 0])
 	}
-	fmt.Fprintf(w, "ceiling: memory read %.2f GB/s (best of %d samples, one after each run", r.MemoryReadGBs, len(r.MemoryReadSampleGBs))
+	fmt.Fprintf(w, "ceiling: memory read %.2f GB/s", r.MemoryReadGBs)
 	if n := len(r.MemoryReadSampleGBs); n > 1 {
-		fmt.Fprintf(w, "; lowest %.2f", slices.Min(r.MemoryReadSampleGBs))
+		fmt.Fprintf(w, " (best of %d samples, one after each run; lowest %.2f)", n, slices.Min(r.MemoryReadSampleGBs))
+	} else {
+		fmt.Fprintf(w, " (same run)")
 	}
-	fmt.Fprintf(w, ") → roofline ratio %.2f", r.RooflineRatio)
+	fmt.Fprintf(w, " → roofline ratio %.2f", r.RooflineRatio)
 	if r.UploadGBs > 0 {
 		fmt.Fprintf(w, " (host memory: weights on a GPU are read from its own)")
 	}
