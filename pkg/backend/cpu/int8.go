@@ -367,8 +367,14 @@ func (p *Pool) prepPacked(t *matTask, wideQ bool) {
 		quantizeAny(wideQ, t.xq[k*cols:(k+1)*cols], t.sx[k*g:(k+1)*g], t.gsum[k*g:(k+1)*g], x[k*cols:(k+1)*cols], gs)
 	}
 	t.blocks = n / rowPackTokens
-	if t.blocks > 0 {
-		nt := t.blocks * rowPackTokens
+	nt := t.blocks * rowPackTokens
+	// Four of the tokens past the blocks, laid out for rowPack4VNNI too
+	// (a matrix whose width it does not take runs them one by one).
+	t.tail = n-nt >= rowPackTail
+	if t.tail {
+		nt += rowPackTail
+	}
+	if nt > 0 {
 		t.x8Buf = p.buf.get((nt*cols + 3) / 4)
 		t.s8Buf = p.buf.get(2 * nt * g)
 		t.x4 = x8Bytes(*t.x8Buf, nt*cols)
@@ -377,6 +383,11 @@ func (p *Pool) prepPacked(t *matTask, wideQ bool) {
 			k := rowPackTokens * b
 			rowPackX8(t.x4[k*cols:(k+rowPackTokens)*cols], t.sx4[k*g:(k+rowPackTokens)*g], t.gsum4[k*g:(k+rowPackTokens)*g],
 				t.xq[k*cols:], t.sx[k*g:], t.gsum[k*g:], cols, g)
+		}
+		if t.tail {
+			k := rowPackTokens * t.blocks
+			rowPackXN(t.x4[k*cols:(k+rowPackTail)*cols], t.sx4[k*g:(k+rowPackTail)*g], t.gsum4[k*g:(k+rowPackTail)*g],
+				t.xq[k*cols:], t.sx[k*g:], t.gsum[k*g:], cols, g, rowPackTail)
 		}
 	}
 }

@@ -85,4 +85,10 @@ func rowPack8(pk []byte, x8 []int8, sx8, gs8, y []float32, blocks, gs, bits, yst
 	panic("cpu: no SIMD kernels in this build")
 }
 
+func rowPack4(pk []byte, x4 []int8, sx4, gs4, y []float32, blocks, gs, bits, ystride int) {
+	panic("cpu: no SIMD kernels in this build")
+}
+
+func rowPack4Fits(bits int) bool { return false }
+
 func packBlocks(out []byte, m *Matrix, lo, hi int) { packBlocksGo(out, m, lo, hi) }

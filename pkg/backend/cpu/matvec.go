@@ -32,9 +32,10 @@ type matTask struct {
 	sx []float32
 	// four-token blocks of xq and sx (int8Block4), blocks of them; for a
 	// rowPack, eight-token blocks of xq, sx and gsum (rowPackX8) in x4, sx4
-	// and gsum4
-	x4  []int8
-	sx4 []float32
+	// and gsum4, then, when tail, rowPackTail more tokens (rowPackXN)
+	x4   []int8
+	sx4  []float32
+	tail bool
 	// the scratch buffers behind xq, sx/gsum, x4 and sx4/gsum4 for a packed
 	// product (prepPacked), returned by putPacked
 	qBuf, fBuf, x8Buf, s8Buf *[]float32

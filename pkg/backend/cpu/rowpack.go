@@ -300,23 +300,46 @@ const rowPackTokens = 8
 // per 8 columns, the eight tokens' 8 bytes; per group, the eight tokens' sx
 // (sx8) and Σx (gs8).
 func rowPackX8(x8 []int8, sx8, gs8 []float32, xq []int8, sx, gsum []float32, cols, g int) {
-	for t := 0; t < rowPackTokens; t++ {
+	rowPackXN(x8, sx8, gs8, xq, sx, gsum, cols, g, rowPackTokens)
+}
+
+// rowPackXN is rowPackX8 for n tokens (rowPack4VNNI takes 4): per 8
+// columns, the n tokens' 8 bytes; per group, their n sx and n Σx.
+func rowPackXN(xn []int8, sxn, gsn []float32, xq []int8, sx, gsum []float32, cols, g, n int) {
+	for t := 0; t < n; t++ {
 		xt := xq[t*cols : (t+1)*cols]
 		for c := 0; c < cols/8; c++ {
-			copy(x8[c*64+t*8:c*64+t*8+8], xt[c*8:c*8+8])
+			copy(xn[c*8*n+t*8:c*8*n+t*8+8], xt[c*8:c*8+8])
 		}
 		for j := 0; j < g; j++ {
-			sx8[j*rowPackTokens+t] = sx[t*g+j]
-			gs8[j*rowPackTokens+t] = gsum[t*g+j]
+			sxn[j*n+t] = sx[t*g+j]
+			gsn[j*n+t] = gsum[t*g+j]
 		}
 	}
 }
+
+// rowPackTail is the token count of the kernel that takes a remainder of
+// tokens past the eight-token blocks (rowPack4VNNI, 4-bit codes): a prefill
+// chunk gives each routed expert a few such tokens, and one-token calls
+// re-read the expert's rows for each (docs/PERF.md, round seven).
+const rowPackTail = 4
 
 // rowPack8Go is the Go twin of rowPack8VNNI: blocks of the packed layout
 // against eight tokens laid out by rowPackX8; token t's 16 results of block
 // b at y[t·ystride+16b:].
 func rowPack8Go(pk []byte, x8 []int8, sx8, gs8, y []float32, blocks, gs, bits, ystride int) {
-	g := len(sx8) / rowPackTokens
+	rowPackNGo(pk, x8, sx8, gs8, y, blocks, gs, bits, ystride, rowPackTokens)
+}
+
+// rowPack4Go is the Go twin of rowPack4VNNI: rowPack8Go for the four tokens
+// rowPackXN laid out.
+func rowPack4Go(pk []byte, x4 []int8, sx4, gs4, y []float32, blocks, gs, bits, ystride int) {
+	rowPackNGo(pk, x4, sx4, gs4, y, blocks, gs, bits, ystride, rowPackTail)
+}
+
+// rowPackNGo is the twins' loop for n ≤ 8 tokens laid out by rowPackXN.
+func rowPackNGo(pk []byte, xn []int8, sxn, gsn, y []float32, blocks, gs, bits, ystride, n int) {
+	g := len(sxn) / n
 	rec := rowPackRecord(gs, bits)
 	for b := 0; b < blocks; b++ {
 		var acc [rowPackTokens][rowPackRows]float32
@@ -324,23 +347,23 @@ func rowPack8Go(pk []byte, x8 []int8, sx8, gs8, y []float32, blocks, gs, bits, y
 			r0 := pk[(b*g+j)*rec : (b*g+j+1)*rec]
 			var dot [rowPackTokens][rowPackRows]int32
 			for c := 0; c < gs; c++ {
-				xc := x8[(j*gs+c)/8*64+c%8:] // column j·gs+c of token t at xc[8t]
+				xc := xn[(j*gs+c)/8*8*n+c%8:] // column j·gs+c of token t at xc[8t]
 				for r := 0; r < rowPackRows; r++ {
 					code := rowPackCode(r0, bits, r, c)
-					for t := 0; t < rowPackTokens; t++ {
+					for t := 0; t < n; t++ {
 						dot[t][r] += code * int32(xc[8*t])
 					}
 				}
 			}
 			sb := u16s(r0[rec-64:])
-			for t := 0; t < rowPackTokens; t++ {
+			for t := 0; t < n; t++ {
 				for r := 0; r < rowPackRows; r++ {
-					acc[t][r] += float32(dot[t][r]) * (half.BF16ToF32(sb[r]) * sx8[j*rowPackTokens+t])
-					acc[t][r] += half.BF16ToF32(sb[16+r]) * gs8[j*rowPackTokens+t]
+					acc[t][r] += float32(dot[t][r]) * (half.BF16ToF32(sb[r]) * sxn[j*n+t])
+					acc[t][r] += half.BF16ToF32(sb[16+r]) * gsn[j*n+t]
 				}
 			}
 		}
-		for t := range acc {
+		for t := 0; t < n; t++ {
 			copy(y[t*ystride+b*rowPackRows:], acc[t][:])
 		}
 	}
@@ -368,7 +391,13 @@ func (t *matTask) int8Packed(lo, hi int) {
 			rowPack8(data, t.x4[k*cols:(k+rowPackTokens)*cols], t.sx4[k*g:(k+rowPackTokens)*g], t.gsum4[k*g:(k+rowPackTokens)*g],
 				y[k*rows+c*rowPackRows:], ce-c, gs, pk.bits, rows)
 		}
-		for k := rowPackTokens * t.blocks; k < n; k++ {
+		k := rowPackTokens * t.blocks
+		if t.tail && rowPack4Fits(pk.bits) {
+			rowPack4(data, t.x4[k*cols:(k+rowPackTail)*cols], t.sx4[k*g:(k+rowPackTail)*g], t.gsum4[k*g:(k+rowPackTail)*g],
+				y[k*rows+c*rowPackRows:], ce-c, gs, pk.bits, rows)
+			k += rowPackTail
+		}
+		for ; k < n; k++ {
 			rowPack1(data, t.xq[k*cols:(k+1)*cols], t.sx[k*g:(k+1)*g], t.gsum[k*g:(k+1)*g],
 				y[k*rows+c*rowPackRows:k*rows+ce*rowPackRows], gs, pk.bits)
 		}

@@ -2,6 +2,8 @@
 
 package cpu
 
+import "fmt"
+
 //go:noescape
 func rowPack1VNNI(packed *byte, xq *int8, sx, gsum, y *float32, blocks, groups, quads int)
 
@@ -71,6 +73,29 @@ func rowPack8(pk []byte, x8 []int8, sx8, gs8, y []float32, blocks, gs, bits, yst
 		kernel, steps = rowPack8VNNI3, gs/32
 	}
 	kernel(&pk[0], &x8[0], &sx8[0], &gs8[0], &y[0], blocks, g, steps, 4*ystride)
+}
+
+//go:noescape
+func rowPack4VNNI(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
+
+// rowPack4Fits reports whether rowPack4 takes codes of this width.
+func rowPack4Fits(bits int) bool { return bits == 4 }
+
+// rowPack4 runs rowPack4VNNI: rowPack8 for the four tokens rowPackXN laid
+// out, 4-bit codes (rowPack4Fits).
+func rowPack4(pk []byte, x4 []int8, sx4, gs4, y []float32, blocks, gs, bits, ystride int) {
+	g := len(sx4) / rowPackTail
+	if blocks == 0 {
+		return
+	}
+	if !rowPack4Fits(bits) {
+		panic(fmt.Sprintf("cpu: rowPack4 with %d-bit codes", bits))
+	}
+	_ = pk[blocks*g*rowPackRecord(gs, bits)-1]
+	_ = x4[g*gs*rowPackTail-1]
+	_ = gs4[g*rowPackTail-1]
+	_ = y[(rowPackTail-1)*ystride+blocks*rowPackRows-1]
+	rowPack4VNNI(&pk[0], &x4[0], &sx4[0], &gs4[0], &y[0], blocks, g, gs/8, 4*ystride)
 }
 
 // q4RowsNatural is q4RowsVNNI (4-bit rows, x in natural order, float32

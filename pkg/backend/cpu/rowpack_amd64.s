@@ -569,3 +569,69 @@ pbscales:
 	JNZ  pbblock
 	VZEROUPPER
 	RET
+
+// RP4_GROUP_END: RP8_GROUP_END for four tokens (Z0–Z3 into Z8–Z11; their
+// sx and Σx 16 bytes a group).
+#define RP4_GROUP_END \
+	VPMOVZXWD (SI), Z18 \
+	VPSLLD    $16, Z18, Z18 \
+	VPMOVZXWD 32(SI), Z19 \
+	VPSLLD    $16, Z19, Z19 \
+	RP8_END(0, Z0, Z8) \
+	RP8_END(4, Z1, Z9) \
+	RP8_END(8, Z2, Z10) \
+	RP8_END(12, Z3, Z11) \
+	ADDQ      $64, SI \
+	ADDQ      $16, R10 \
+	ADDQ      $16, BX
+
+// RP4_STORE: the four tokens' 16 results of a block, ystride (R9) apart.
+#define RP4_STORE \
+	MOVQ    DX, R8 \
+	VMOVUPS Z8, (R8) \
+	ADDQ    R9, R8 \
+	VMOVUPS Z9, (R8) \
+	ADDQ    R9, R8 \
+	VMOVUPS Z10, (R8) \
+	ADDQ    R9, R8 \
+	VMOVUPS Z11, (R8)
+
+// func rowPack4VNNI(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
+// rowPack8VNNI for four tokens (x, sx and Σx as rowPackXN lays out four: 32
+// bytes of x a step): the 4-bit kernel for the tokens past the eight-token
+// blocks, which one-token calls would each stream the rows for.
+TEXT ·rowPack4VNNI(SB), NOSPLIT, $0-72
+	MOVQ         packed+0(FP), SI
+	MOVQ         y+32(FP), DX
+	MOVQ         blocks+40(FP), R13
+	MOVQ         ystride+64(FP), R9
+	MOVL         $0x0f0f0f0f, AX
+	VPBROADCASTD AX, Z31
+
+rp4block:
+	RP8_BLOCK_START
+
+rp4group:
+	RP8_GROUP_START
+
+rp4step:
+	VPSRLW $4, (SI), Z17
+	VPANDD (SI), Z31, Z16
+	VPANDD Z31, Z17, Z17
+	RP8_TOK(0, Z0)
+	RP8_TOK(8, Z1)
+	RP8_TOK(16, Z2)
+	RP8_TOK(24, Z3)
+	ADDQ   $64, SI
+	ADDQ   $32, DI
+	DECQ   CX
+	JNZ    rp4step
+	RP4_GROUP_END
+	DECQ   R11
+	JNZ    rp4group
+	RP4_STORE
+	ADDQ   $64, DX
+	DECQ   R13
+	JNZ    rp4block
+	VZEROUPPER
+	RET

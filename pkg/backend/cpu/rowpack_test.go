@@ -76,8 +76,9 @@ func rowPackCases() []matCase {
 // TestRowPackMatchesReference: a matrix with a rowPack computes, in int8
 // mode at every kernel level (the packed VNNI kernels where they run, the
 // row kernels and Go twin elsewhere), the int8 product of refInt8 to
-// float32 accuracy, for 1–9 and 17 tokens (the 8-token kernel, the 1-token
-// one for the rest) and rows past the last block.
+// float32 accuracy, for 1–9, 12, 13 and 17 tokens (the 8-token kernel, the
+// 4-token one for four of the rest, the 1-token one for the others) and rows
+// past the last block.
 func TestRowPackMatchesReference(t *testing.T) {
 	rng := rand.New(rand.NewPCG(31, 32))
 	pools := int8Pools()
@@ -86,7 +87,7 @@ func TestRowPackMatchesReference(t *testing.T) {
 		if rowPackable(m) {
 			m.packed = packRows(m, nil)
 		}
-		tokens := []int{1, 2, 3, 4, 5, 6, 7, 8, 9, 17}
+		tokens := []int{1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 17}
 		if testing.Short() { // the arm64 run under qemu: no packed kernels there
 			tokens = []int{1, 9}
 		}
@@ -169,6 +170,31 @@ func TestRowPackTwins(t *testing.T) {
 				for r := range ya {
 					if d := math.Abs(float64(ya[r] - y[r])); d > 1e-5*mag[k][r]+1e-6 {
 						t.Fatalf("token %d row %d: rowPack1VNNI %g, Go twin %g", k, r, ya[r], y[r])
+					}
+				}
+			}
+			// The first four tokens through the four-token layout and kernel:
+			// the twin is rowPack8Go bit for bit, the kernel its twin's
+			// integer dots with float sums to 1e-5.
+			x4 := make([]int8, rowPackTail*cols)
+			sx4, gs4 := make([]float32, rowPackTail*g), make([]float32, rowPackTail*g)
+			rowPackXN(x4, sx4, gs4, xq, sx, gsum, cols, g, rowPackTail)
+			y4 := make([]float32, rowPackTail*rows)
+			rowPack4Go(pk.data, x4, sx4, gs4, y4, pk.blocks, gs, pk.bits, rows)
+			for i := range y4 {
+				if math.Float32bits(y4[i]) != math.Float32bits(y8[i]) {
+					t.Fatalf("token %d row %d: rowPack4Go %g, rowPack8Go %g", i/rows, i%rows, y4[i], y8[i])
+				}
+			}
+			if haveVNNI && rowPack4Fits(pk.bits) {
+				ya := make([]float32, rowPackTail*rows)
+				rowPack4(pk.data, x4, sx4, gs4, ya, pk.blocks, gs, pk.bits, rows)
+				for k := 0; k < rowPackTail; k++ {
+					check("rowPack4VNNI", ya[k*rows:(k+1)*rows], k)
+					for r := 0; r < rows; r++ {
+						if d := math.Abs(float64(ya[k*rows+r] - y4[k*rows+r])); d > 1e-5*mag[k][r]+1e-6 {
+							t.Fatalf("token %d row %d: rowPack4VNNI %g, Go twin %g", k, r, ya[k*rows+r], y4[k*rows+r])
+						}
 					}
 				}
 			}
