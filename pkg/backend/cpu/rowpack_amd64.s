@@ -162,43 +162,51 @@ TEXT ·rowPack1VNNI8(SB), NOSPLIT, $0-64
 	VFMADD231PS      Z20, acc, f \
 	VFMADD231PS.BCST off(BX), Z19, f
 
-// RP8_GROUP_END: the eight tokens' int32 sums of a group into their float
-// accumulators; SI past the group's steps, at its scales.
-#define RP8_GROUP_END \
+// RP_SCALES: a group's 16 scales and 16 biases (bf16 at SI) as float32 in
+// Z18 and Z19.
+#define RP_SCALES \
 	VPMOVZXWD (SI), Z18 \
 	VPSLLD    $16, Z18, Z18 \
 	VPMOVZXWD 32(SI), Z19 \
-	VPSLLD    $16, Z19, Z19 \
+	VPSLLD    $16, Z19, Z19
+
+// RP4_ENDS: tokens 0–3's share of a group's epilogue (RP_SCALES loaded).
+#define RP4_ENDS \
 	RP8_END(0, Z0, Z8) \
 	RP8_END(4, Z1, Z9) \
 	RP8_END(8, Z2, Z10) \
-	RP8_END(12, Z3, Z11) \
+	RP8_END(12, Z3, Z11)
+
+// RP_STORE4(a, b, c, d): four tokens' 16 results at R8, R8+ystride, …
+// (ystride in R9; R8 is left at the last).
+#define RP_STORE4(a, b, c, d) \
+	VMOVUPS a, (R8) \
+	ADDQ    R9, R8 \
+	VMOVUPS b, (R8) \
+	ADDQ    R9, R8 \
+	VMOVUPS c, (R8) \
+	ADDQ    R9, R8 \
+	VMOVUPS d, (R8)
+
+// RP8_GROUP_END: the eight tokens' int32 sums of a group into their float
+// accumulators; SI past the group's steps, at its scales.
+#define RP8_GROUP_END \
+	RP_SCALES \
+	RP4_ENDS \
 	RP8_END(16, Z4, Z12) \
 	RP8_END(20, Z5, Z13) \
 	RP8_END(24, Z6, Z14) \
 	RP8_END(28, Z7, Z15) \
-	ADDQ      $64, SI \
-	ADDQ      $32, R10 \
-	ADDQ      $32, BX
+	ADDQ $64, SI \
+	ADDQ $32, R10 \
+	ADDQ $32, BX
 
 // RP8_STORE: the eight tokens' 16 results of a block, ystride (R9) apart.
 #define RP8_STORE \
-	MOVQ    DX, R8 \
-	VMOVUPS Z8, (R8) \
-	ADDQ    R9, R8 \
-	VMOVUPS Z9, (R8) \
-	ADDQ    R9, R8 \
-	VMOVUPS Z10, (R8) \
-	ADDQ    R9, R8 \
-	VMOVUPS Z11, (R8) \
-	ADDQ    R9, R8 \
-	VMOVUPS Z12, (R8) \
-	ADDQ    R9, R8 \
-	VMOVUPS Z13, (R8) \
-	ADDQ    R9, R8 \
-	VMOVUPS Z14, (R8) \
-	ADDQ    R9, R8 \
-	VMOVUPS Z15, (R8)
+	MOVQ DX, R8 \
+	RP_STORE4(Z8, Z9, Z10, Z11) \
+	ADDQ R9, R8 \
+	RP_STORE4(Z12, Z13, Z14, Z15)
 
 // RP8_TOKS: the decoded step (Z16, Z17) against the eight tokens.
 #define RP8_TOKS \
@@ -573,28 +581,16 @@ pbscales:
 // RP4_GROUP_END: RP8_GROUP_END for four tokens (Z0–Z3 into Z8–Z11; their
 // sx and Σx 16 bytes a group).
 #define RP4_GROUP_END \
-	VPMOVZXWD (SI), Z18 \
-	VPSLLD    $16, Z18, Z18 \
-	VPMOVZXWD 32(SI), Z19 \
-	VPSLLD    $16, Z19, Z19 \
-	RP8_END(0, Z0, Z8) \
-	RP8_END(4, Z1, Z9) \
-	RP8_END(8, Z2, Z10) \
-	RP8_END(12, Z3, Z11) \
-	ADDQ      $64, SI \
-	ADDQ      $16, R10 \
-	ADDQ      $16, BX
+	RP_SCALES \
+	RP4_ENDS \
+	ADDQ $64, SI \
+	ADDQ $16, R10 \
+	ADDQ $16, BX
 
 // RP4_STORE: the four tokens' 16 results of a block, ystride (R9) apart.
 #define RP4_STORE \
-	MOVQ    DX, R8 \
-	VMOVUPS Z8, (R8) \
-	ADDQ    R9, R8 \
-	VMOVUPS Z9, (R8) \
-	ADDQ    R9, R8 \
-	VMOVUPS Z10, (R8) \
-	ADDQ    R9, R8 \
-	VMOVUPS Z11, (R8)
+	MOVQ DX, R8 \
+	RP_STORE4(Z8, Z9, Z10, Z11)
 
 // func rowPack4VNNI(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
 // rowPack8VNNI for four tokens (x, sx and Σx as rowPackXN lays out four: 32

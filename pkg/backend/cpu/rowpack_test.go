@@ -154,6 +154,19 @@ func TestRowPackTwins(t *testing.T) {
 					}
 				}
 			}
+			// checkKernel checks the first n tokens of a kernel's results
+			// (rows apart) against the reference and its Go twin's.
+			checkKernel := func(what string, ya, twin []float32, n int) {
+				t.Helper()
+				for k := 0; k < n; k++ {
+					check(what, ya[k*rows:(k+1)*rows], k)
+					for r := 0; r < rows; r++ {
+						if d := math.Abs(float64(ya[k*rows+r] - twin[k*rows+r])); d > 1e-5*mag[k][r]+1e-6 {
+							t.Fatalf("token %d row %d: %s %g, Go twin %g", k, r, what, ya[k*rows+r], twin[k*rows+r])
+						}
+					}
+				}
+			}
 			y8 := make([]float32, rowPackTokens*rows)
 			rowPack8Go(pk.data, x8, sx8, gs8, y8, pk.blocks, gs, pk.bits, rows)
 			for k := 0; k < rowPackTokens; k++ {
@@ -189,26 +202,12 @@ func TestRowPackTwins(t *testing.T) {
 			if haveVNNI && rowPack4Fits(pk.bits) {
 				ya := make([]float32, rowPackTail*rows)
 				rowPack4(pk.data, x4, sx4, gs4, ya, pk.blocks, gs, pk.bits, rows)
-				for k := 0; k < rowPackTail; k++ {
-					check("rowPack4VNNI", ya[k*rows:(k+1)*rows], k)
-					for r := 0; r < rows; r++ {
-						if d := math.Abs(float64(ya[k*rows+r] - y4[k*rows+r])); d > 1e-5*mag[k][r]+1e-6 {
-							t.Fatalf("token %d row %d: rowPack4VNNI %g, Go twin %g", k, r, ya[k*rows+r], y4[k*rows+r])
-						}
-					}
-				}
+				checkKernel("rowPack4VNNI", ya, y4, rowPackTail)
 			}
 			if haveVNNI {
 				ya := make([]float32, rowPackTokens*rows)
 				rowPack8(pk.data, x8, sx8, gs8, ya, pk.blocks, gs, pk.bits, rows)
-				for k := 0; k < rowPackTokens; k++ {
-					check("rowPack8VNNI", ya[k*rows:(k+1)*rows], k)
-					for r := 0; r < rows; r++ {
-						if d := math.Abs(float64(ya[k*rows+r] - y8[k*rows+r])); d > 1e-5*mag[k][r]+1e-6 {
-							t.Fatalf("token %d row %d: rowPack8VNNI %g, Go twin %g", k, r, ya[k*rows+r], y8[k*rows+r])
-						}
-					}
-				}
+				checkKernel("rowPack8VNNI", ya, y8, rowPackTokens)
 			}
 		})
 	}
