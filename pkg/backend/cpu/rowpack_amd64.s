@@ -66,6 +66,16 @@
 	RP_ZERO8(Z2, Z3, Z4, Z5, Z8, Z9, Z10, Z11) \
 	MOVQ quads+56(FP), CX
 
+// RP_START_4: the 4-bit multi-token kernels' registers from their arguments
+// (packed, y, blocks, ystride) and the nibble mask in Z31.
+#define RP_START_4 \
+	MOVQ         packed+0(FP), SI \
+	MOVQ         y+32(FP), DX \
+	MOVQ         blocks+40(FP), R13 \
+	MOVQ         ystride+64(FP), R9 \
+	MOVL         $0x0f0f0f0f, AX \
+	VPBROADCASTD AX, Z31
+
 // RP1_BLOCK_END: the block's 16 results stored.
 #define RP1_BLOCK_END \
 	VADDPS  Z1, Z0, Z0 \
@@ -240,13 +250,19 @@ rp8step: \
 	VZEROUPPER \
 	RET
 
+// RP_NIBBLES: a 4-bit step at SI split into its low (Z16) and high (Z17)
+// nibbles as bytes (Z31: the 0x0f mask).
+#define RP_NIBBLES \
+	VPSRLW $4, (SI), Z17 \
+	VPANDD (SI), Z31, Z16 \
+	VPANDD Z31, Z17, Z17
+
 #define RP8_STEP_4 \
-	VPSRLW  $4, (SI), Z17 \
-	VPANDD  (SI), Z31, Z16 \
-	VPANDD  Z31, Z17, Z17 \
+	RP_NIBBLES \
 	RP8_TOKS \
-	ADDQ    $64, SI \
-	ADDQ    $64, DI
+	ADDQ $64, SI \
+	ADDQ $64, DI
+
 
 // func rowPack8VNNI(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
 // Eight tokens at once (x8, sx8, gs8 as rowPackX8 lays them out): each
@@ -254,13 +270,7 @@ rp8step: \
 // to y + t·ystride bytes. Z0..Z7 the tokens' int32 sums, Z8..Z15 their float
 // accumulators.
 TEXT ·rowPack8VNNI(SB), NOSPLIT, $0-72
-	MOVQ         packed+0(FP), SI
-	MOVQ         y+32(FP), DX
-	MOVQ         blocks+40(FP), R13
-	MOVQ         ystride+64(FP), R9
-	MOVL         $0x0f0f0f0f, AX
-	VPBROADCASTD AX, Z31
-
+	RP_START_4
 	RP8_LOOP(RP8_STEP_4)
 
 #define RP8_STEP_8 \
@@ -597,12 +607,7 @@ pbscales:
 // bytes of x a step): the 4-bit kernel for the tokens past the eight-token
 // blocks, which one-token calls would each stream the rows for.
 TEXT ·rowPack4VNNI(SB), NOSPLIT, $0-72
-	MOVQ         packed+0(FP), SI
-	MOVQ         y+32(FP), DX
-	MOVQ         blocks+40(FP), R13
-	MOVQ         ystride+64(FP), R9
-	MOVL         $0x0f0f0f0f, AX
-	VPBROADCASTD AX, Z31
+	RP_START_4
 
 rp4block:
 	RP8_BLOCK_START
@@ -611,9 +616,7 @@ rp4group:
 	RP8_GROUP_START
 
 rp4step:
-	VPSRLW $4, (SI), Z17
-	VPANDD (SI), Z31, Z16
-	VPANDD Z31, Z17, Z17
+	RP_NIBBLES
 	RP8_TOK(0, Z0)
 	RP8_TOK(8, Z1)
 	RP8_TOK(16, Z2)
