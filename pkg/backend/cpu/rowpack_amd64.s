@@ -218,37 +218,46 @@ TEXT ·rowPack1VNNI8(SB), NOSPLIT, $0-64
 	ADDQ R9, R8 \
 	RP_STORE4(Z12, Z13, Z14, Z15)
 
-// RP8_TOKS: the decoded step (Z16, Z17) against the eight tokens.
-#define RP8_TOKS \
+// RP4_TOKS: the decoded step (Z16, Z17) against tokens 0–3.
+#define RP4_TOKS \
 	RP8_TOK(0, Z0) \
 	RP8_TOK(8, Z1) \
 	RP8_TOK(16, Z2) \
-	RP8_TOK(24, Z3) \
+	RP8_TOK(24, Z3)
+
+// RP8_TOKS: the decoded step (Z16, Z17) against the eight tokens.
+#define RP8_TOKS \
+	RP4_TOKS \
 	RP8_TOK(32, Z4) \
 	RP8_TOK(40, Z5) \
 	RP8_TOK(48, Z6) \
 	RP8_TOK(56, Z7)
 
-// RP8_LOOP(STEP): the eight-token kernels' loops over blocks, groups and
-// steps (STEP: one step's instructions, advancing SI and DI).
-#define RP8_LOOP(STEP) \
-rp8block: \
+// RPN_LOOP(STEP, GROUP_END, STORE): the multi-token kernels' loops over
+// blocks, groups and steps (STEP: one step's instructions, advancing SI and
+// DI; GROUP_END and STORE for the kernel's token count). Labels are per
+// function, so each kernel expands it once.
+#define RPN_LOOP(STEP, GROUP_END, STORE) \
+rpnblock: \
 	RP8_BLOCK_START \
-rp8group: \
+rpngroup: \
 	RP8_GROUP_START \
-rp8step: \
+rpnstep: \
 	STEP \
 	DECQ CX \
-	JNZ  rp8step \
-	RP8_GROUP_END \
+	JNZ  rpnstep \
+	GROUP_END \
 	DECQ R11 \
-	JNZ  rp8group \
-	RP8_STORE \
+	JNZ  rpngroup \
+	STORE \
 	ADDQ $64, DX \
 	DECQ R13 \
-	JNZ  rp8block \
+	JNZ  rpnblock \
 	VZEROUPPER \
 	RET
+
+// RP8_LOOP(STEP): the eight-token kernels' loops.
+#define RP8_LOOP(STEP) RPN_LOOP(STEP, RP8_GROUP_END, RP8_STORE)
 
 // RP_NIBBLES: a 4-bit step at SI split into its low (Z16) and high (Z17)
 // nibbles as bytes (Z31: the 0x0f mask).
@@ -602,35 +611,35 @@ pbscales:
 	MOVQ DX, R8 \
 	RP_STORE4(Z8, Z9, Z10, Z11)
 
+// RP4_LOOP(STEP): the four-token kernels' loops.
+#define RP4_LOOP(STEP) RPN_LOOP(STEP, RP4_GROUP_END, RP4_STORE)
+
+#define RP4_STEP_4 \
+	RP_NIBBLES \
+	RP4_TOKS \
+	ADDQ $64, SI \
+	ADDQ $32, DI
+
+#define RP4_STEP_8 \
+	VMOVDQU32 (SI), Z16 \
+	VMOVDQU32 64(SI), Z17 \
+	RP4_TOKS \
+	ADDQ      $128, SI \
+	ADDQ      $32, DI
+
 // func rowPack4VNNI(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
 // rowPack8VNNI for four tokens (x, sx and Σx as rowPackXN lays out four: 32
-// bytes of x a step): the 4-bit kernel for the tokens past the eight-token
-// blocks, which one-token calls would each stream the rows for.
+// bytes of x a step): the kernel for the tokens past the eight-token blocks,
+// which one-token calls would each stream the rows for.
 TEXT ·rowPack4VNNI(SB), NOSPLIT, $0-72
 	RP_START_4
+	RP4_LOOP(RP4_STEP_4)
 
-rp4block:
-	RP8_BLOCK_START
-
-rp4group:
-	RP8_GROUP_START
-
-rp4step:
-	RP_NIBBLES
-	RP8_TOK(0, Z0)
-	RP8_TOK(8, Z1)
-	RP8_TOK(16, Z2)
-	RP8_TOK(24, Z3)
-	ADDQ   $64, SI
-	ADDQ   $32, DI
-	DECQ   CX
-	JNZ    rp4step
-	RP4_GROUP_END
-	DECQ   R11
-	JNZ    rp4group
-	RP4_STORE
-	ADDQ   $64, DX
-	DECQ   R13
-	JNZ    rp4block
-	VZEROUPPER
-	RET
+// func rowPack4VNNI8(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
+// rowPack4VNNI for 8-bit codes: a step is two plain vectors.
+TEXT ·rowPack4VNNI8(SB), NOSPLIT, $0-72
+	MOVQ packed+0(FP), SI
+	MOVQ y+32(FP), DX
+	MOVQ blocks+40(FP), R13
+	MOVQ ystride+64(FP), R9
+	RP4_LOOP(RP4_STEP_8)
