@@ -81,11 +81,18 @@ func rowPack4VNNI(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, 
 //go:noescape
 func rowPack4VNNI8(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
 
-// rowPack4Fits reports whether rowPack4 takes codes of this width.
-func rowPack4Fits(bits int) bool { return bits == 4 || bits == 8 }
+//go:noescape
+func rowPack4VNNI2(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
 
-// rowPack4 runs rowPack4VNNI (or rowPack4VNNI8): rowPack8 for the four
-// tokens rowPackXN laid out, 4- and 8-bit codes (rowPack4Fits).
+//go:noescape
+func rowPack4VNNI3(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
+
+// rowPack4Fits reports whether rowPack4 takes codes of this width: every
+// width the row-interleaved layout has.
+func rowPack4Fits(bits int) bool { return bits == 2 || bits == 3 || bits == 4 || bits == 8 }
+
+// rowPack4 runs rowPack4VNNI (or its 8-, 2- and 3-bit variants): rowPack8
+// for the four tokens rowPackXN laid out.
 func rowPack4(pk []byte, x4 []int8, sx4, gs4, y []float32, blocks, gs, bits, ystride int) {
 	g := len(sx4) / rowPackTail
 	if blocks == 0 {
@@ -98,11 +105,16 @@ func rowPack4(pk []byte, x4 []int8, sx4, gs4, y []float32, blocks, gs, bits, yst
 	_ = x4[g*gs*rowPackTail-1]
 	_ = gs4[g*rowPackTail-1]
 	_ = y[(rowPackTail-1)*ystride+blocks*rowPackRows-1]
-	kernel := rowPack4VNNI
-	if bits == 8 {
+	kernel, steps := rowPack4VNNI, gs/8
+	switch bits {
+	case 8:
 		kernel = rowPack4VNNI8
+	case 2:
+		kernel, steps = rowPack4VNNI2, gs/16
+	case 3:
+		kernel, steps = rowPack4VNNI3, gs/32
 	}
-	kernel(&pk[0], &x4[0], &sx4[0], &gs4[0], &y[0], blocks, g, gs/8, 4*ystride)
+	kernel(&pk[0], &x4[0], &sx4[0], &gs4[0], &y[0], blocks, g, steps, 4*ystride)
 }
 
 // q4RowsNatural is q4RowsVNNI (4-bit rows, x in natural order, float32

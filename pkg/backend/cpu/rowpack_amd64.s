@@ -331,20 +331,24 @@ TEXT ·rowPack1VNNI2(SB), NOSPLIT, $0-64
 
 	RP1_LOOP(RP1_STEPS_2, $128)
 
-#define RP8_STEP_2 \
+// RPN_STEP_2(TOKS, xstep): a 2-bit step against the tokens TOKS names, x's
+// 8-column chunks xstep bytes apart (8 bytes a token).
+#define RPN_STEP_2(TOKS, xstep) \
 	VMOVDQU32 (SI), Z21 \
 	VPANDD    Z21, Z30, Z16 \
 	VPSRLW    $2, Z21, Z17 \
 	VPANDD    Z17, Z30, Z17 \
-	RP8_TOKS \
-	ADDQ      $64, DI \
+	TOKS \
+	ADDQ      xstep, DI \
 	VPSRLW    $4, Z21, Z16 \
 	VPANDD    Z16, Z30, Z16 \
 	VPSRLW    $6, Z21, Z17 \
 	VPANDD    Z17, Z30, Z17 \
-	RP8_TOKS \
+	TOKS \
 	ADDQ      $64, SI \
-	ADDQ      $64, DI
+	ADDQ      xstep, DI
+
+#define RP8_STEP_2 RPN_STEP_2(RP8_TOKS, $64)
 
 // func rowPack8VNNI2(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
 // rowPack8VNNI for 2-bit codes: a 16-column step is two of the x layout's
@@ -415,42 +419,46 @@ TEXT ·rowPack1VNNI3(SB), NOSPLIT, $0-64
 	VPSRLW $6, src, Z17 \
 	VPANDD Z17, Z30, Z17
 
-#define RP8_STEP_3 \
+// RPN_STEP_3(TOKS, xstep): a 3-bit step (32 columns) against the tokens
+// TOKS names, x's 8-column chunks xstep bytes apart.
+#define RPN_STEP_3(TOKS, xstep) \
 	VMOVDQU32 (SI), Z21 \
 	VMOVDQU32 64(SI), Z22 \
 	VMOVDQU32 128(SI), Z23 \
 	RP8_LO01(Z21) \
-	RP8_TOKS \
+	TOKS \
 	VPSLLW    $2, Z23, Z16 \
 	VPANDD    Z16, Z29, Z16 \
 	VPSLLW    $1, Z23, Z17 \
 	VPANDD    Z17, Z29, Z17 \
-	RP8_TOKS \
-	ADDQ      $64, DI \
+	TOKS \
+	ADDQ      xstep, DI \
 	RP8_LO23(Z21) \
-	RP8_TOKS \
+	TOKS \
 	VPANDD    Z23, Z29, Z16 \
 	VPSRLW    $1, Z23, Z17 \
 	VPANDD    Z17, Z29, Z17 \
-	RP8_TOKS \
-	ADDQ      $64, DI \
+	TOKS \
+	ADDQ      xstep, DI \
 	RP8_LO01(Z22) \
-	RP8_TOKS \
+	TOKS \
 	VPSRLW    $2, Z23, Z16 \
 	VPANDD    Z16, Z29, Z16 \
 	VPSRLW    $3, Z23, Z17 \
 	VPANDD    Z17, Z29, Z17 \
-	RP8_TOKS \
-	ADDQ      $64, DI \
+	TOKS \
+	ADDQ      xstep, DI \
 	RP8_LO23(Z22) \
-	RP8_TOKS \
+	TOKS \
 	VPSRLW    $4, Z23, Z16 \
 	VPANDD    Z16, Z29, Z16 \
 	VPSRLW    $5, Z23, Z17 \
 	VPANDD    Z17, Z29, Z17 \
-	RP8_TOKS \
-	ADDQ      $64, DI \
+	TOKS \
+	ADDQ      xstep, DI \
 	ADDQ      $192, SI
+
+#define RP8_STEP_3 RPN_STEP_3(RP8_TOKS, $64)
 
 // func rowPack8VNNI3(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
 // rowPack8VNNI for 3-bit codes; steps = GroupSize/32. Each of x's four
@@ -620,6 +628,10 @@ pbscales:
 	ADDQ $64, SI \
 	ADDQ $32, DI
 
+#define RP4_STEP_2 RPN_STEP_2(RP4_TOKS, $32)
+
+#define RP4_STEP_3 RPN_STEP_3(RP4_TOKS, $32)
+
 #define RP4_STEP_8 \
 	VMOVDQU32 (SI), Z16 \
 	VMOVDQU32 64(SI), Z17 \
@@ -643,3 +655,27 @@ TEXT ·rowPack4VNNI8(SB), NOSPLIT, $0-72
 	MOVQ blocks+40(FP), R13
 	MOVQ ystride+64(FP), R9
 	RP4_LOOP(RP4_STEP_8)
+
+// func rowPack4VNNI2(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
+// rowPack4VNNI for 2-bit codes (rowPack8VNNI2's step for four tokens).
+TEXT ·rowPack4VNNI2(SB), NOSPLIT, $0-72
+	MOVQ         packed+0(FP), SI
+	MOVQ         y+32(FP), DX
+	MOVQ         blocks+40(FP), R13
+	MOVQ         ystride+64(FP), R9
+	MOVL         $0x03030303, AX
+	VPBROADCASTD AX, Z30
+	RP4_LOOP(RP4_STEP_2)
+
+// func rowPack4VNNI3(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
+// rowPack4VNNI for 3-bit codes (rowPack8VNNI3's step for four tokens).
+TEXT ·rowPack4VNNI3(SB), NOSPLIT, $0-72
+	MOVQ         packed+0(FP), SI
+	MOVQ         y+32(FP), DX
+	MOVQ         blocks+40(FP), R13
+	MOVQ         ystride+64(FP), R9
+	MOVL         $0x03030303, AX
+	VPBROADCASTD AX, Z30
+	MOVL         $0x04040404, AX
+	VPBROADCASTD AX, Z29
+	RP4_LOOP(RP4_STEP_3)
