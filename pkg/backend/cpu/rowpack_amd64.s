@@ -66,15 +66,32 @@
 	RP_ZERO8(Z2, Z3, Z4, Z5, Z8, Z9, Z10, Z11) \
 	MOVQ quads+56(FP), CX
 
-// RP_START_4: the 4-bit multi-token kernels' registers from their arguments
-// (packed, y, blocks, ystride) and the nibble mask in Z31.
+// RP_START: the multi-token kernels' registers from their arguments
+// (packed, y, blocks, ystride); RP_START_8/4/2/3 add each width's masks:
+// 0x0f per byte in Z31 for 4-bit codes, 0x03 in Z30 for 2- and 3-bit, 0x04
+// in Z29 for 3-bit.
+#define RP_START \
+	MOVQ packed+0(FP), SI \
+	MOVQ y+32(FP), DX \
+	MOVQ blocks+40(FP), R13 \
+	MOVQ ystride+64(FP), R9
+
+#define RP_START_8 RP_START
+
 #define RP_START_4 \
-	MOVQ         packed+0(FP), SI \
-	MOVQ         y+32(FP), DX \
-	MOVQ         blocks+40(FP), R13 \
-	MOVQ         ystride+64(FP), R9 \
+	RP_START \
 	MOVL         $0x0f0f0f0f, AX \
 	VPBROADCASTD AX, Z31
+
+#define RP_START_2 \
+	RP_START \
+	MOVL         $0x03030303, AX \
+	VPBROADCASTD AX, Z30
+
+#define RP_START_3 \
+	RP_START_2 \
+	MOVL         $0x04040404, AX \
+	VPBROADCASTD AX, Z29
 
 // RP1_BLOCK_END: the block's 16 results stored.
 #define RP1_BLOCK_END \
@@ -292,11 +309,7 @@ TEXT ·rowPack8VNNI(SB), NOSPLIT, $0-72
 // func rowPack8VNNI8(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
 // rowPack8VNNI for 8-bit codes: a step is two plain vectors.
 TEXT ·rowPack8VNNI8(SB), NOSPLIT, $0-72
-	MOVQ packed+0(FP), SI
-	MOVQ y+32(FP), DX
-	MOVQ blocks+40(FP), R13
-	MOVQ ystride+64(FP), R9
-
+	RP_START_8
 	RP8_LOOP(RP8_STEP_8)
 
 // RP_STEP2: a 2-bit step at off(SI), 16 columns of the 16 rows (byte i of
@@ -354,13 +367,7 @@ TEXT ·rowPack1VNNI2(SB), NOSPLIT, $0-64
 // rowPack8VNNI for 2-bit codes: a 16-column step is two of the x layout's
 // 8-column chunks, crumbs 0 and 1 against the first, 2 and 3 the second.
 TEXT ·rowPack8VNNI2(SB), NOSPLIT, $0-72
-	MOVQ         packed+0(FP), SI
-	MOVQ         y+32(FP), DX
-	MOVQ         blocks+40(FP), R13
-	MOVQ         ystride+64(FP), R9
-	MOVL         $0x03030303, AX
-	VPBROADCASTD AX, Z30
-
+	RP_START_2
 	RP8_LOOP(RP8_STEP_2)
 
 // RP_HI3L / RP_HI3R (shift left or right by sh, xoff, acc): the 3-bit layout's high plane (Z23: byte i of lane
@@ -465,15 +472,7 @@ TEXT ·rowPack1VNNI3(SB), NOSPLIT, $0-64
 // 8-column chunks of the 32 meets two crumb vectors of the low planes and
 // two bit vectors of the high plane.
 TEXT ·rowPack8VNNI3(SB), NOSPLIT, $0-72
-	MOVQ         packed+0(FP), SI
-	MOVQ         y+32(FP), DX
-	MOVQ         blocks+40(FP), R13
-	MOVQ         ystride+64(FP), R9
-	MOVL         $0x03030303, AX
-	VPBROADCASTD AX, Z30
-	MOVL         $0x04040404, AX
-	VPBROADCASTD AX, Z29
-
+	RP_START_3
 	RP8_LOOP(RP8_STEP_3)
 
 // The packer (packBlocks' AVX-512 path): step k of a group is dword k of
@@ -650,32 +649,17 @@ TEXT ·rowPack4VNNI(SB), NOSPLIT, $0-72
 // func rowPack4VNNI8(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
 // rowPack4VNNI for 8-bit codes: a step is two plain vectors.
 TEXT ·rowPack4VNNI8(SB), NOSPLIT, $0-72
-	MOVQ packed+0(FP), SI
-	MOVQ y+32(FP), DX
-	MOVQ blocks+40(FP), R13
-	MOVQ ystride+64(FP), R9
+	RP_START_8
 	RP4_LOOP(RP4_STEP_8)
 
 // func rowPack4VNNI2(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
 // rowPack4VNNI for 2-bit codes (rowPack8VNNI2's step for four tokens).
 TEXT ·rowPack4VNNI2(SB), NOSPLIT, $0-72
-	MOVQ         packed+0(FP), SI
-	MOVQ         y+32(FP), DX
-	MOVQ         blocks+40(FP), R13
-	MOVQ         ystride+64(FP), R9
-	MOVL         $0x03030303, AX
-	VPBROADCASTD AX, Z30
+	RP_START_2
 	RP4_LOOP(RP4_STEP_2)
 
 // func rowPack4VNNI3(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
 // rowPack4VNNI for 3-bit codes (rowPack8VNNI3's step for four tokens).
 TEXT ·rowPack4VNNI3(SB), NOSPLIT, $0-72
-	MOVQ         packed+0(FP), SI
-	MOVQ         y+32(FP), DX
-	MOVQ         blocks+40(FP), R13
-	MOVQ         ystride+64(FP), R9
-	MOVL         $0x03030303, AX
-	VPBROADCASTD AX, Z30
-	MOVL         $0x04040404, AX
-	VPBROADCASTD AX, Z29
+	RP_START_3
 	RP4_LOOP(RP4_STEP_3)
