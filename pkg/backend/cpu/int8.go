@@ -368,8 +368,8 @@ func (p *Pool) prepPacked(t *matTask, wideQ bool) {
 	}
 	t.blocks = n / rowPackTokens
 	nt := t.blocks * rowPackTokens
-	// Four of the tokens past the blocks, laid out for rowPack4VNNI too
-	// (a matrix whose width it does not take runs them one by one).
+	// Four of the tokens past the blocks, laid out for the 4-token kernels
+	// too.
 	t.tail = n-nt >= rowPackTail
 	if t.tail {
 		nt += rowPackTail

@@ -89,6 +89,4 @@ func rowPack4(pk []byte, x4 []int8, sx4, gs4, y []float32, blocks, gs, bits, yst
 	panic("cpu: no SIMD kernels in this build")
 }
 
-func rowPack4Fits(bits int) bool { return false }
-
 func packBlocks(out []byte, m *Matrix, lo, hi int) { packBlocksGo(out, m, lo, hi) }

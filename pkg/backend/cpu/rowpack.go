@@ -392,7 +392,7 @@ func (t *matTask) int8Packed(lo, hi int) {
 				y[k*rows+c*rowPackRows:], ce-c, gs, pk.bits, rows)
 		}
 		k := rowPackTokens * t.blocks
-		if t.tail && rowPack4Fits(pk.bits) {
+		if t.tail {
 			rowPack4(data, t.x4[k*cols:(k+rowPackTail)*cols], t.sx4[k*g:(k+rowPackTail)*g], t.gsum4[k*g:(k+rowPackTail)*g],
 				y[k*rows+c*rowPackRows:], ce-c, gs, pk.bits, rows)
 			k += rowPackTail

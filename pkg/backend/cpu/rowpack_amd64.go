@@ -52,27 +52,17 @@ func rowPack1(pk []byte, xq []int8, sx, gsum, y []float32, gs, bits int) {
 }
 
 // rowPack8 runs rowPack8VNNI, or rowPack8VNNI8 / 2 / 3 for 8-, 2- and 3-bit
-// codes (the caller checks haveVNNI), over blocks blocks of pk against eight tokens laid out by
-// rowPackX8; token t's results go to y[t·ystride:], 16 per block.
+// codes (the caller checks haveVNNI), over blocks blocks of pk against eight
+// tokens laid out by rowPackX8; token t's results go to y[t·ystride:], 16 per
+// block.
 func rowPack8(pk []byte, x8 []int8, sx8, gs8, y []float32, blocks, gs, bits, ystride int) {
-	g := len(sx8) / rowPackTokens
-	if blocks == 0 {
-		return
-	}
-	_ = pk[blocks*g*rowPackRecord(gs, bits)-1]
-	_ = x8[g*gs*rowPackTokens-1]
-	_ = gs8[g*rowPackTokens-1]
-	_ = y[(rowPackTokens-1)*ystride+blocks*rowPackRows-1]
-	kernel, steps := rowPack8VNNI, gs/8
-	switch bits {
-	case 8:
-		kernel = rowPack8VNNI8
-	case 2:
-		kernel, steps = rowPack8VNNI2, gs/16
-	case 3:
-		kernel, steps = rowPack8VNNI3, gs/32
-	}
-	kernel(&pk[0], &x8[0], &sx8[0], &gs8[0], &y[0], blocks, g, steps, 4*ystride)
+	rowPackMulti(rowPackTokens, pk, x8, sx8, gs8, y, blocks, gs, bits, ystride)
+}
+
+// rowPack4 is rowPack8 for the four tokens rowPackXN laid out
+// (rowPack4VNNI and its 8-, 2- and 3-bit variants).
+func rowPack4(pk []byte, x4 []int8, sx4, gs4, y []float32, blocks, gs, bits, ystride int) {
+	rowPackMulti(rowPackTail, pk, x4, sx4, gs4, y, blocks, gs, bits, ystride)
 }
 
 //go:noescape
@@ -87,34 +77,39 @@ func rowPack4VNNI2(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups,
 //go:noescape
 func rowPack4VNNI3(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
 
-// rowPack4Fits reports whether rowPack4 takes codes of this width: every
-// width the row-interleaved layout has.
-func rowPack4Fits(bits int) bool { return bits == 2 || bits == 3 || bits == 4 || bits == 8 }
+// rowPackKernel is the signature of the multi-token kernels.
+type rowPackKernel func(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
 
-// rowPack4 runs rowPack4VNNI (or its 8-, 2- and 3-bit variants): rowPack8
-// for the four tokens rowPackXN laid out.
-func rowPack4(pk []byte, x4 []int8, sx4, gs4, y []float32, blocks, gs, bits, ystride int) {
-	g := len(sx4) / rowPackTail
+// rowPackMulti runs the n-token kernel (8 or rowPackTail) of the codes'
+// width over blocks blocks of pk, n tokens laid out by rowPackXN.
+func rowPackMulti(n int, pk []byte, xn []int8, sxn, gsn, y []float32, blocks, gs, bits, ystride int) {
+	g := len(sxn) / n
 	if blocks == 0 {
 		return
 	}
-	if !rowPack4Fits(bits) {
-		panic(fmt.Sprintf("cpu: rowPack4 with %d-bit codes", bits))
-	}
 	_ = pk[blocks*g*rowPackRecord(gs, bits)-1]
-	_ = x4[g*gs*rowPackTail-1]
-	_ = gs4[g*rowPackTail-1]
-	_ = y[(rowPackTail-1)*ystride+blocks*rowPackRows-1]
-	kernel, steps := rowPack4VNNI, gs/8
+	_ = xn[g*gs*n-1]
+	_ = gsn[g*n-1]
+	_ = y[(n-1)*ystride+blocks*rowPackRows-1]
+	var k8, k4 rowPackKernel
+	stepCols := 8 // columns a step covers
 	switch bits {
+	case 4:
+		k8, k4 = rowPack8VNNI, rowPack4VNNI
 	case 8:
-		kernel = rowPack4VNNI8
+		k8, k4 = rowPack8VNNI8, rowPack4VNNI8
 	case 2:
-		kernel, steps = rowPack4VNNI2, gs/16
+		k8, k4, stepCols = rowPack8VNNI2, rowPack4VNNI2, 16
 	case 3:
-		kernel, steps = rowPack4VNNI3, gs/32
+		k8, k4, stepCols = rowPack8VNNI3, rowPack4VNNI3, 32
+	default:
+		panic(fmt.Sprintf("cpu: row-interleaved kernel for %d-bit codes", bits))
 	}
-	kernel(&pk[0], &x4[0], &sx4[0], &gs4[0], &y[0], blocks, g, steps, 4*ystride)
+	kernel := k8
+	if n == rowPackTail {
+		kernel = k4
+	}
+	kernel(&pk[0], &xn[0], &sxn[0], &gsn[0], &y[0], blocks, g, gs/stepCols, 4*ystride)
 }
 
 // q4RowsNatural is q4RowsVNNI (4-bit rows, x in natural order, float32
