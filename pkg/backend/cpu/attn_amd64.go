@@ -95,3 +95,35 @@ func expSumAVX2(x *float32, n int, consts unsafe.Pointer, mx float32) float64
 func expSumSIMD(x []float32, mx float32) float64 {
 	return expSumAVX2(&x[0], len(x), unsafe.Pointer(&expConsts), mx)
 }
+
+// maxAVX2 returns the largest of x[0..n), n a positive multiple of 32.
+//
+//go:noescape
+func maxAVX2(x *float32, n int) float32
+
+// scaleAVX2 multiplies x[0..n) by s, n a multiple of 16.
+//
+//go:noescape
+func scaleAVX2(x *float32, n int, s float32)
+
+func maxF32SIMD(x []float32) float32 {
+	n := len(x) &^ 31
+	if !haveAVX2 || n == 0 {
+		return maxF32Go(x)
+	}
+	mx := maxAVX2(&x[0], n)
+	if n < len(x) {
+		mx = max(mx, maxF32Go(x[n:]))
+	}
+	return mx
+}
+
+func scaleF32SIMD(x []float32, s float32) {
+	n := len(x) &^ 15
+	if !haveAVX2 || n == 0 {
+		scaleF32Go(x, s)
+		return
+	}
+	scaleAVX2(&x[0], n, s)
+	scaleF32Go(x[n:], s)
+}

@@ -24,3 +24,7 @@ func expSumSIMD(x []float32, mx float32) float64 {
 	}
 	return sum
 }
+
+func maxF32SIMD(x []float32) float32 { return maxF32Go(x) }
+
+func scaleF32SIMD(x []float32, s float32) { scaleF32Go(x, s) }

@@ -111,6 +111,22 @@ func dotBF16Wide(w []uint16, x []float32, wide bool) float32 {
 	return s
 }
 
+// scaledMulAVX2 writes x[i]·s·w[i] into dst[0..n), n a multiple of 16.
+//
+//go:noescape
+func scaledMulAVX2(dst, x, w *float32, n int, s float32)
+
+func scaledMulSIMD(dst, x, w []float32, s float32) {
+	dst, w = dst[:len(x)], w[:len(x)]
+	n := len(x) &^ 15
+	if !haveAVX2 || n == 0 {
+		scaledMulGo(dst, x, w, s)
+		return
+	}
+	scaledMulAVX2(&dst[0], &x[0], &w[0], n, s)
+	scaledMulGo(dst[n:], x[n:], w[n:], s)
+}
+
 func axpySIMD(y []float32, a float32, x []float32) {
 	y = y[:len(x)]
 	n := len(x) &^ 15

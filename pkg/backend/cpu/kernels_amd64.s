@@ -625,3 +625,32 @@ readdone:
 	MOVQ         AX, ret+16(FP)
 	VZEROUPPER
 	RET
+
+// func scaledMulAVX2(dst, x, w *float32, n int, s float32)
+// dst[i] = x[i]·s·w[i], rounded after each product as Go rounds
+// x[i] * s * w[i] (n a multiple of 16; dst may be x): RMSNorm's scaling.
+TEXT ·scaledMulAVX2(SB), NOSPLIT, $0-36
+	MOVQ         dst+0(FP), DI
+	MOVQ         x+8(FP), SI
+	MOVQ         w+16(FP), DX
+	MOVQ         n+24(FP), CX
+	VBROADCASTSS s+32(FP), Y0
+	SHRQ         $4, CX
+	JZ           scaledmuldone
+
+scaledmulstep:
+	VMULPS  (SI), Y0, Y1
+	VMULPS  32(SI), Y0, Y2
+	VMULPS  (DX), Y1, Y1
+	VMULPS  32(DX), Y2, Y2
+	VMOVUPS Y1, (DI)
+	VMOVUPS Y2, 32(DI)
+	ADDQ    $64, SI
+	ADDQ    $64, DX
+	ADDQ    $64, DI
+	DECQ    CX
+	JNZ     scaledmulstep
+
+scaledmuldone:
+	VZEROUPPER
+	RET

@@ -40,6 +40,7 @@ func affineRowsInt8(bits int, raw []byte, xq []int8, sx, scales, biases, gsum, y
 func dotF32SIMD(a, b []float32) float32                  { return dotF32(a, b) }
 func dotBF16SIMD(w []uint16, x []float32) float32        { return dotBF16(w, x) }
 func axpySIMD(y []float32, a float32, x []float32)       { axpyGo(y, a, x) }
+func scaledMulSIMD(dst, x, w []float32, s float32)       { scaledMulGo(dst, x, w, s) }
 func decayReadSIMD(s, mem []float32, alpha, k float32)   { decayReadGo(s, mem, alpha, k) }
 func updateReadSIMD(s, delta, o []float32, k, q float32) { updateReadGo(s, delta, o, k, q) }
 

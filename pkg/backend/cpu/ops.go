@@ -84,8 +84,15 @@ func RMSNorm(dst, x, w []float32, eps float64) {
 	w = w[:len(x)]
 	ss := sumSquares(x)
 	inv := float32(1 / math.Sqrt(float64(float32(ss/float64(len(x))))+eps))
+	scaledMulSIMD(dst, x, w, inv)
+}
+
+// scaledMulGo writes x[i]·s·w[i] into dst (which may alias x); the generic
+// twin of scaledMulAVX2.
+func scaledMulGo(dst, x, w []float32, s float32) {
+	dst, w = dst[:len(x)], w[:len(x)]
 	for i, v := range x {
-		dst[i] = v * inv * w[i]
+		dst[i] = v * s * w[i]
 	}
 }
 

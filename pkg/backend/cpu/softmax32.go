@@ -48,12 +48,7 @@ func SoftmaxF32(x []float32) {
 	if len(x) == 0 {
 		return
 	}
-	mx := x[0]
-	for _, v := range x[1:] {
-		if v > mx {
-			mx = v
-		}
-	}
+	mx := maxF32SIMD(x)
 	var sum float64
 	n := 0
 	if haveAVX2 {
@@ -67,8 +62,24 @@ func SoftmaxF32(x []float32) {
 		x[i] = e
 		sum += float64(e)
 	}
-	inv := float32(1 / sum)
+	scaleF32SIMD(x, float32(1/sum))
+}
+
+// maxF32Go is the largest of x (len(x) > 0), NaNs skipped unless x[0] is one;
+// the generic twin of maxAVX2.
+func maxF32Go(x []float32) float32 {
+	mx := x[0]
+	for _, v := range x[1:] {
+		if v > mx {
+			mx = v
+		}
+	}
+	return mx
+}
+
+// scaleF32Go multiplies x by s; the generic twin of scaleAVX2.
+func scaleF32Go(x []float32, s float32) {
 	for i := range x {
-		x[i] *= inv
+		x[i] *= s
 	}
 }

@@ -357,3 +357,34 @@ func TestPoolConcurrentAndNested(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestVectorOpsMatchTwins: the softmax's maximum and scaling and RMSNorm's
+// scaled product equal their generic twins bit for bit, over lengths around
+// the kernels' strides (the tails run in Go), in place and not.
+func TestVectorOpsMatchTwins(t *testing.T) {
+	rng := rand.New(rand.NewPCG(12, 13))
+	for _, n := range []int{1, 15, 16, 17, 31, 32, 33, 64, 100, 128, 513, 2048} {
+		x, w := randomVector(rng, n), randomVector(rng, n)
+		x[rng.IntN(n)] = 7 // a maximum anywhere, the tail included
+		if got, want := maxF32SIMD(x), maxF32Go(x); got != want {
+			t.Errorf("max n=%d: %g, twin %g", n, got, want)
+		}
+		a, b := slices.Clone(x), slices.Clone(x)
+		scaleF32SIMD(a, 0.37)
+		scaleF32Go(b, 0.37)
+		if !slices.Equal(a, b) {
+			t.Errorf("scale n=%d differs from its twin", n)
+		}
+		got, want := make([]float32, n), make([]float32, n)
+		scaledMulSIMD(got, x, w, 1.7)
+		scaledMulGo(want, x, w, 1.7)
+		if !slices.Equal(got, want) {
+			t.Errorf("scaledMul n=%d differs from its twin", n)
+		}
+		a = slices.Clone(x)
+		scaledMulSIMD(a, a, w, 1.7)
+		if !slices.Equal(a, want) {
+			t.Errorf("scaledMul in place n=%d differs from its twin", n)
+		}
+	}
+}
