@@ -82,7 +82,7 @@ func rowPack1(pk []byte, xq []int8, sx, gsum, y []float32, gs, bits int) {
 	panic("cpu: no SIMD kernels in this build")
 }
 
-func rowPack8(pk []byte, x8 []int8, sx8, gs8, y []float32, blocks, gs, bits, ystride int) {
+func rowPack8(pk []byte, x8 []int8, sx8, gs8, y []float32, blocks, gs, bits, ystride, ahead int) {
 	panic("cpu: no SIMD kernels in this build")
 }
 

@@ -369,6 +369,10 @@ func rowPackNGo(pk []byte, xn []int8, sxn, gsn, y []float32, blocks, gs, bits, y
 	}
 }
 
+// rowPackPrefetch turns the PF kernels on (BenchmarkRowPackPrefetchAB
+// turns them off for its pairs).
+var rowPackPrefetch = true
+
 // rowPackChunk is the number of blocks one kernel call walks: their bytes
 // (64 rows: 74 KB at 2048 columns, 147 KB at 4096) stay in L2 while every
 // token meets them.
@@ -383,13 +387,23 @@ func (t *matTask) int8Packed(lo, hi int) {
 	rows, cols, gs, g := m.Rows, m.Cols, m.GroupSize, m.Groups()
 	rec := rowPackRecord(gs, pk.bits)
 	bhi := min(hi, pk.blocks)
+	// The chunk's first eight-token pass streams it from DRAM; it
+	// prefetches the next chunk meanwhile (rowPackMulti's PF kernels:
+	// 1.03–1.16× at 8–64 tokens, BenchmarkRowPackPrefetchAB). One-token
+	// passes do not: a decode's stream gained nothing from it.
+	next := 0
+	if rowPackPrefetch {
+		next = rowPackChunk * g * rec
+	}
 	for c := lo; c < bhi; c += rowPackChunk {
 		ce := min(c+rowPackChunk, bhi)
 		data := pk.data[c*g*rec : ce*g*rec]
+		ahead := next
 		for b := 0; b < t.blocks; b++ {
 			k := rowPackTokens * b
 			rowPack8(data, t.x4[k*cols:(k+rowPackTokens)*cols], t.sx4[k*g:(k+rowPackTokens)*g], t.gsum4[k*g:(k+rowPackTokens)*g],
-				y[k*rows+c*rowPackRows:], ce-c, gs, pk.bits, rows)
+				y[k*rows+c*rowPackRows:], ce-c, gs, pk.bits, rows, ahead)
+			ahead = 0
 		}
 		k := rowPackTokens * t.blocks
 		if t.tail {

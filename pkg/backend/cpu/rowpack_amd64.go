@@ -11,22 +11,22 @@ func rowPack1VNNI(packed *byte, xq *int8, sx, gsum, y *float32, blocks, groups, 
 func rowPack1VNNI8(packed *byte, xq *int8, sx, gsum, y *float32, blocks, groups, quads int)
 
 //go:noescape
-func rowPack8VNNI8(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
+func rowPack8VNNI8(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride, ahead int)
 
 //go:noescape
 func rowPack1VNNI2(packed *byte, xq *int8, sx, gsum, y *float32, blocks, groups, quads int)
 
 //go:noescape
-func rowPack8VNNI2(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
+func rowPack8VNNI2(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride, ahead int)
 
 //go:noescape
 func rowPack1VNNI3(packed *byte, xq *int8, sx, gsum, y *float32, blocks, groups, quads int)
 
 //go:noescape
-func rowPack8VNNI3(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
+func rowPack8VNNI3(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride, ahead int)
 
 //go:noescape
-func rowPack8VNNI(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
+func rowPack8VNNI(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride, ahead int)
 
 // rowPack1 runs rowPack1VNNI, or rowPack1VNNI8 / 2 / 3 for 8-, 2- and 3-bit
 // codes (the caller checks haveVNNI), over the len(y)/16 blocks of pk against one token's x in
@@ -54,35 +54,71 @@ func rowPack1(pk []byte, xq []int8, sx, gsum, y []float32, gs, bits int) {
 // rowPack8 runs rowPack8VNNI, or rowPack8VNNI8 / 2 / 3 for 8-, 2- and 3-bit
 // codes (the caller checks haveVNNI), over blocks blocks of pk against eight
 // tokens laid out by rowPackX8; token t's results go to y[t·ystride:], 16 per
-// block.
-func rowPack8(pk []byte, x8 []int8, sx8, gs8, y []float32, blocks, gs, bits, ystride int) {
-	rowPackMulti(rowPackTokens, pk, x8, sx8, gs8, y, blocks, gs, bits, ystride)
+// block. ahead > 0 prefetches the bytes that far past pk's into L2 on the
+// way (the PF kernels; 0: none).
+func rowPack8(pk []byte, x8 []int8, sx8, gs8, y []float32, blocks, gs, bits, ystride, ahead int) {
+	rowPackMulti(rowPackTokens, pk, x8, sx8, gs8, y, blocks, gs, bits, ystride, ahead)
 }
 
 // rowPack4 is rowPack8 for the four tokens rowPackXN laid out
 // (rowPack4VNNI and its 8-, 2- and 3-bit variants).
 func rowPack4(pk []byte, x4 []int8, sx4, gs4, y []float32, blocks, gs, bits, ystride int) {
-	rowPackMulti(rowPackTail, pk, x4, sx4, gs4, y, blocks, gs, bits, ystride)
+	rowPackMulti(rowPackTail, pk, x4, sx4, gs4, y, blocks, gs, bits, ystride, 0)
 }
 
 //go:noescape
-func rowPack4VNNI(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
+func rowPack4VNNI(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride, ahead int)
 
 //go:noescape
-func rowPack4VNNI8(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
+func rowPack4VNNI8(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride, ahead int)
 
 //go:noescape
-func rowPack4VNNI2(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
+func rowPack4VNNI2(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride, ahead int)
 
 //go:noescape
-func rowPack4VNNI3(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
+func rowPack4VNNI3(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride, ahead int)
+
+// The PF variants of the eight-token kernels prefetch into L2, as they go,
+// the bytes ahead bytes past each step's (rowpack_amd64.s, PF64).
+
+//go:noescape
+func rowPack8VNNIPF(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride, ahead int)
+
+//go:noescape
+func rowPack8VNNI8PF(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride, ahead int)
+
+//go:noescape
+func rowPack8VNNI2PF(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride, ahead int)
+
+//go:noescape
+func rowPack8VNNI3PF(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride, ahead int)
 
 // rowPackKernel is the signature of the multi-token kernels.
-type rowPackKernel func(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
+type rowPackKernel func(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride, ahead int)
+
+// rowPackKernels are the multi-token kernels of a width, the eight-token
+// one plain and prefetching (PF), the rowPackTail-token one, and how many
+// columns a step covers. The four-token kernel has no PF variant: as a
+// chunk's only pass (an expert given 4–7 tokens) it measured the same with
+// one (BenchmarkRowPackPrefetchAB, 0.93–1.04).
+func rowPackKernels(bits int) (k8 [2]rowPackKernel, k4 rowPackKernel, stepCols int) {
+	switch bits {
+	case 4:
+		return [2]rowPackKernel{rowPack8VNNI, rowPack8VNNIPF}, rowPack4VNNI, 8
+	case 8:
+		return [2]rowPackKernel{rowPack8VNNI8, rowPack8VNNI8PF}, rowPack4VNNI8, 8
+	case 2:
+		return [2]rowPackKernel{rowPack8VNNI2, rowPack8VNNI2PF}, rowPack4VNNI2, 16
+	case 3:
+		return [2]rowPackKernel{rowPack8VNNI3, rowPack8VNNI3PF}, rowPack4VNNI3, 32
+	}
+	panic(fmt.Sprintf("cpu: row-interleaved kernel for %d-bit codes", bits))
+}
 
 // rowPackMulti runs the n-token kernel (8 or rowPackTail) of the codes'
-// width over blocks blocks of pk, n tokens laid out by rowPackXN.
-func rowPackMulti(n int, pk []byte, xn []int8, sxn, gsn, y []float32, blocks, gs, bits, ystride int) {
+// width over blocks blocks of pk, n tokens laid out by rowPackXN; with 8
+// tokens and ahead > 0, its PF variant.
+func rowPackMulti(n int, pk []byte, xn []int8, sxn, gsn, y []float32, blocks, gs, bits, ystride, ahead int) {
 	g := len(sxn) / n
 	if blocks == 0 {
 		return
@@ -91,25 +127,14 @@ func rowPackMulti(n int, pk []byte, xn []int8, sxn, gsn, y []float32, blocks, gs
 	_ = xn[g*gs*n-1]
 	_ = gsn[g*n-1]
 	_ = y[(n-1)*ystride+blocks*rowPackRows-1]
-	var k8, k4 rowPackKernel
-	stepCols := 8 // columns a step covers
-	switch bits {
-	case 4:
-		k8, k4 = rowPack8VNNI, rowPack4VNNI
-	case 8:
-		k8, k4 = rowPack8VNNI8, rowPack4VNNI8
-	case 2:
-		k8, k4, stepCols = rowPack8VNNI2, rowPack4VNNI2, 16
-	case 3:
-		k8, k4, stepCols = rowPack8VNNI3, rowPack4VNNI3, 32
-	default:
-		panic(fmt.Sprintf("cpu: row-interleaved kernel for %d-bit codes", bits))
+	k8, kernel, stepCols := rowPackKernels(bits)
+	if n == rowPackTokens {
+		kernel = k8[0]
+		if ahead > 0 {
+			kernel = k8[1]
+		}
 	}
-	kernel := k8
-	if n == rowPackTail {
-		kernel = k4
-	}
-	kernel(&pk[0], &xn[0], &sxn[0], &gsn[0], &y[0], blocks, g, gs/stepCols, 4*ystride)
+	kernel(&pk[0], &xn[0], &sxn[0], &gsn[0], &y[0], blocks, g, gs/stepCols, 4*ystride, ahead)
 }
 
 // q4RowsNatural is q4RowsVNNI (4-bit rows, x in natural order, float32

@@ -74,7 +74,24 @@
 	MOVQ packed+0(FP), SI \
 	MOVQ y+32(FP), DX \
 	MOVQ blocks+40(FP), R13 \
-	MOVQ ystride+64(FP), R9
+	MOVQ ystride+64(FP), R9 \
+	MOVQ ahead+72(FP), R12
+
+// NOPF, PF64, PF128, PF192: a multi-token step's prefetch of the bytes
+// ahead (R12) of its 64, 128 or 192 bytes of codes into L2, or none. The
+// PF kernels (rowpack_amd64.go, rowPackMulti) make a row chunk's first
+// eight-token pass, which streams it from DRAM, and fetch the next chunk
+// meanwhile: left to the hardware's prefetchers, a one-pass product of 8
+// tokens ran at 0.8 of the rate of 64 tokens' (BenchmarkRowPackPrefetchAB:
+// 472 → 560 GOPS with PF).
+#define NOPF
+#define PF64 PREFETCHT1 (SI)(R12*1)
+#define PF128 \
+	PF64 \
+	PREFETCHT1 64(SI)(R12*1)
+#define PF192 \
+	PF128 \
+	PREFETCHT1 128(SI)(R12*1)
 
 #define RP_START_8 RP_START
 
@@ -283,34 +300,48 @@ rpnstep: \
 	VPANDD (SI), Z31, Z16 \
 	VPANDD Z31, Z17, Z17
 
-#define RP8_STEP_4 \
+// RPN_STEP_4(TOKS, xstep, PF): a 4-bit step against the tokens TOKS
+// names, their x xstep bytes a step; PF its prefetch.
+#define RPN_STEP_4(TOKS, xstep, PF) \
+	PF \
 	RP_NIBBLES \
-	RP8_TOKS \
+	TOKS \
 	ADDQ $64, SI \
-	ADDQ $64, DI
+	ADDQ xstep, DI
 
-
-// func rowPack8VNNI(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
+// func rowPack8VNNI(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride, ahead int)
 // Eight tokens at once (x8, sx8, gs8 as rowPackX8 lays them out): each
 // step is decoded once and meets the eight tokens' x; token t's results go
 // to y + t·ystride bytes. Z0..Z7 the tokens' int32 sums, Z8..Z15 their float
-// accumulators.
-TEXT ·rowPack8VNNI(SB), NOSPLIT, $0-72
+// accumulators. ahead is ignored (rowPack8VNNIPF's).
+TEXT ·rowPack8VNNI(SB), NOSPLIT, $0-80
 	RP_START_4
-	RP8_LOOP(RP8_STEP_4)
+	RP8_LOOP(RPN_STEP_4(RP8_TOKS, $64, NOPF))
 
-#define RP8_STEP_8 \
+// func rowPack8VNNIPF(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride, ahead int)
+// rowPack8VNNI prefetching ahead bytes ahead (NOPF, PF64…).
+TEXT ·rowPack8VNNIPF(SB), NOSPLIT, $0-80
+	RP_START_4
+	RP8_LOOP(RPN_STEP_4(RP8_TOKS, $64, PF64))
+
+// RPN_STEP_8(TOKS, xstep, PF): an 8-bit step, two plain vectors.
+#define RPN_STEP_8(TOKS, xstep, PF) \
+	PF \
 	VMOVDQU32 (SI), Z16 \
 	VMOVDQU32 64(SI), Z17 \
-	RP8_TOKS \
+	TOKS \
 	ADDQ      $128, SI \
-	ADDQ      $64, DI
+	ADDQ      xstep, DI
 
-// func rowPack8VNNI8(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
+// func rowPack8VNNI8(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride, ahead int)
 // rowPack8VNNI for 8-bit codes: a step is two plain vectors.
-TEXT ·rowPack8VNNI8(SB), NOSPLIT, $0-72
+TEXT ·rowPack8VNNI8(SB), NOSPLIT, $0-80
 	RP_START_8
-	RP8_LOOP(RP8_STEP_8)
+	RP8_LOOP(RPN_STEP_8(RP8_TOKS, $64, NOPF))
+
+TEXT ·rowPack8VNNI8PF(SB), NOSPLIT, $0-80
+	RP_START_8
+	RP8_LOOP(RPN_STEP_8(RP8_TOKS, $64, PF128))
 
 // RP_STEP2: a 2-bit step at off(SI), 16 columns of the 16 rows (byte i of
 // lane r: crumbs of columns 16k+i, +4, +8, +12), its four crumb vectors
@@ -344,9 +375,10 @@ TEXT ·rowPack1VNNI2(SB), NOSPLIT, $0-64
 
 	RP1_LOOP(RP1_STEPS_2, $128)
 
-// RPN_STEP_2(TOKS, xstep): a 2-bit step against the tokens TOKS names, x's
+// RPN_STEP_2(TOKS, xstep, PF): a 2-bit step against the tokens TOKS names, x's
 // 8-column chunks xstep bytes apart (8 bytes a token).
-#define RPN_STEP_2(TOKS, xstep) \
+#define RPN_STEP_2(TOKS, xstep, PF) \
+	PF \
 	VMOVDQU32 (SI), Z21 \
 	VPANDD    Z21, Z30, Z16 \
 	VPSRLW    $2, Z21, Z17 \
@@ -361,14 +393,16 @@ TEXT ·rowPack1VNNI2(SB), NOSPLIT, $0-64
 	ADDQ      $64, SI \
 	ADDQ      xstep, DI
 
-#define RP8_STEP_2 RPN_STEP_2(RP8_TOKS, $64)
-
-// func rowPack8VNNI2(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
+// func rowPack8VNNI2(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride, ahead int)
 // rowPack8VNNI for 2-bit codes: a 16-column step is two of the x layout's
 // 8-column chunks, crumbs 0 and 1 against the first, 2 and 3 the second.
-TEXT ·rowPack8VNNI2(SB), NOSPLIT, $0-72
+TEXT ·rowPack8VNNI2(SB), NOSPLIT, $0-80
 	RP_START_2
-	RP8_LOOP(RP8_STEP_2)
+	RP8_LOOP(RPN_STEP_2(RP8_TOKS, $64, NOPF))
+
+TEXT ·rowPack8VNNI2PF(SB), NOSPLIT, $0-80
+	RP_START_2
+	RP8_LOOP(RPN_STEP_2(RP8_TOKS, $64, PF64))
 
 // RP_HI3L / RP_HI3R (shift left or right by sh, xoff, acc): the 3-bit layout's high plane (Z23: byte i of lane
 // r holds bit 2 of the codes of columns 4q+i, q = 0..7, in bit q) for x
@@ -426,9 +460,10 @@ TEXT ·rowPack1VNNI3(SB), NOSPLIT, $0-64
 	VPSRLW $6, src, Z17 \
 	VPANDD Z17, Z30, Z17
 
-// RPN_STEP_3(TOKS, xstep): a 3-bit step (32 columns) against the tokens
+// RPN_STEP_3(TOKS, xstep, PF): a 3-bit step (32 columns) against the tokens
 // TOKS names, x's 8-column chunks xstep bytes apart.
-#define RPN_STEP_3(TOKS, xstep) \
+#define RPN_STEP_3(TOKS, xstep, PF) \
+	PF \
 	VMOVDQU32 (SI), Z21 \
 	VMOVDQU32 64(SI), Z22 \
 	VMOVDQU32 128(SI), Z23 \
@@ -465,15 +500,17 @@ TEXT ·rowPack1VNNI3(SB), NOSPLIT, $0-64
 	ADDQ      xstep, DI \
 	ADDQ      $192, SI
 
-#define RP8_STEP_3 RPN_STEP_3(RP8_TOKS, $64)
-
-// func rowPack8VNNI3(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
+// func rowPack8VNNI3(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride, ahead int)
 // rowPack8VNNI for 3-bit codes; steps = GroupSize/32. Each of x's four
 // 8-column chunks of the 32 meets two crumb vectors of the low planes and
 // two bit vectors of the high plane.
-TEXT ·rowPack8VNNI3(SB), NOSPLIT, $0-72
+TEXT ·rowPack8VNNI3(SB), NOSPLIT, $0-80
 	RP_START_3
-	RP8_LOOP(RP8_STEP_3)
+	RP8_LOOP(RPN_STEP_3(RP8_TOKS, $64, NOPF))
+
+TEXT ·rowPack8VNNI3PF(SB), NOSPLIT, $0-80
+	RP_START_3
+	RP8_LOOP(RPN_STEP_3(RP8_TOKS, $64, PF192))
 
 // The packer (packBlocks' AVX-512 path): step k of a group is dword k of
 // the group's codes in each of the block's 16 rows — one VPGATHERDD with the
@@ -621,45 +658,28 @@ pbscales:
 // RP4_LOOP(STEP): the four-token kernels' loops.
 #define RP4_LOOP(STEP) RPN_LOOP(STEP, RP4_GROUP_END, RP4_STORE)
 
-#define RP4_STEP_4 \
-	RP_NIBBLES \
-	RP4_TOKS \
-	ADDQ $64, SI \
-	ADDQ $32, DI
-
-#define RP4_STEP_2 RPN_STEP_2(RP4_TOKS, $32)
-
-#define RP4_STEP_3 RPN_STEP_3(RP4_TOKS, $32)
-
-#define RP4_STEP_8 \
-	VMOVDQU32 (SI), Z16 \
-	VMOVDQU32 64(SI), Z17 \
-	RP4_TOKS \
-	ADDQ      $128, SI \
-	ADDQ      $32, DI
-
-// func rowPack4VNNI(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
+// func rowPack4VNNI(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride, ahead int)
 // rowPack8VNNI for four tokens (x, sx and Σx as rowPackXN lays out four: 32
 // bytes of x a step): the kernel for the tokens past the eight-token blocks,
 // which one-token calls would each stream the rows for.
-TEXT ·rowPack4VNNI(SB), NOSPLIT, $0-72
+TEXT ·rowPack4VNNI(SB), NOSPLIT, $0-80
 	RP_START_4
-	RP4_LOOP(RP4_STEP_4)
+	RP4_LOOP(RPN_STEP_4(RP4_TOKS, $32, NOPF))
 
-// func rowPack4VNNI8(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
+// func rowPack4VNNI8(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride, ahead int)
 // rowPack4VNNI for 8-bit codes: a step is two plain vectors.
-TEXT ·rowPack4VNNI8(SB), NOSPLIT, $0-72
+TEXT ·rowPack4VNNI8(SB), NOSPLIT, $0-80
 	RP_START_8
-	RP4_LOOP(RP4_STEP_8)
+	RP4_LOOP(RPN_STEP_8(RP4_TOKS, $32, NOPF))
 
-// func rowPack4VNNI2(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
+// func rowPack4VNNI2(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride, ahead int)
 // rowPack4VNNI for 2-bit codes (rowPack8VNNI2's step for four tokens).
-TEXT ·rowPack4VNNI2(SB), NOSPLIT, $0-72
+TEXT ·rowPack4VNNI2(SB), NOSPLIT, $0-80
 	RP_START_2
-	RP4_LOOP(RP4_STEP_2)
+	RP4_LOOP(RPN_STEP_2(RP4_TOKS, $32, NOPF))
 
-// func rowPack4VNNI3(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride int)
+// func rowPack4VNNI3(packed *byte, x8 *int8, sx8, gs8, y *float32, blocks, groups, steps, ystride, ahead int)
 // rowPack4VNNI for 3-bit codes (rowPack8VNNI3's step for four tokens).
-TEXT ·rowPack4VNNI3(SB), NOSPLIT, $0-72
+TEXT ·rowPack4VNNI3(SB), NOSPLIT, $0-80
 	RP_START_3
-	RP4_LOOP(RP4_STEP_3)
+	RP4_LOOP(RPN_STEP_3(RP4_TOKS, $32, NOPF))

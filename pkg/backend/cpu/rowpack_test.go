@@ -199,15 +199,20 @@ func TestRowPackTwins(t *testing.T) {
 					t.Fatalf("token %d row %d: rowPack4Go %g, rowPack8Go %g", i/rows, i%rows, y4[i], y8[i])
 				}
 			}
-			if haveVNNI {
-				ya := make([]float32, rowPackTail*rows)
-				rowPack4(pk.data, x4, sx4, gs4, ya, pk.blocks, gs, pk.bits, rows)
-				checkKernel("rowPack4VNNI", ya, y4, rowPackTail)
-			}
-			if haveVNNI {
+			// Plain and prefetching (PF) eight-token kernels: the
+			// prefetch, here past the end of pk, changes no result.
+			for _, ahead := range []int{0, len(pk.data)} {
+				if !haveVNNI {
+					break
+				}
+				if ahead == 0 {
+					ya := make([]float32, rowPackTail*rows)
+					rowPack4(pk.data, x4, sx4, gs4, ya, pk.blocks, gs, pk.bits, rows)
+					checkKernel("rowPack4VNNI", ya, y4, rowPackTail)
+				}
 				ya := make([]float32, rowPackTokens*rows)
-				rowPack8(pk.data, x8, sx8, gs8, ya, pk.blocks, gs, pk.bits, rows)
-				checkKernel("rowPack8VNNI", ya, y8, rowPackTokens)
+				rowPack8(pk.data, x8, sx8, gs8, ya, pk.blocks, gs, pk.bits, rows, ahead)
+				checkKernel(fmt.Sprintf("rowPack8VNNI ahead %d", ahead), ya, y8, rowPackTokens)
 			}
 		})
 	}
@@ -372,6 +377,52 @@ func BenchmarkRowPackAB(b *testing.B) {
 			b.ReportMetric(rs[len(rs)/2], "speedup")
 			b.ReportMetric(float64(to)/float64(b.N)/1e3, "us-old")
 			b.ReportMetric(float64(tn)/float64(b.N)/1e3, "us-new")
+		})
+	}
+}
+
+// BenchmarkRowPackPrefetchAB alternates int8Packed without and with the PF
+// kernels (a chunk's first multi-token pass prefetching the next chunk) on
+// one worker, over 200 packed 768×2048 4-bit matrices (Qwen3-30B-A3B's
+// expert shape, 180 MB: every product streams its matrix from DRAM), for
+// the token counts a prefill gives an expert. "speedup" is the median of
+// plain time / PF time over the pairs; GOPS-* the best of each in int8
+// operations per second.
+func BenchmarkRowPackPrefetchAB(b *testing.B) {
+	if !haveVNNI {
+		b.Skip("no AVX-512 VNNI")
+	}
+	const R, C, M = 768, 2048, 200
+	p := NewPool(1)
+	p.int8 = true
+	ms := make([]*Matrix, M)
+	for i := range ms {
+		ms[i] = benchMatrix(R, C, Affine, 4)
+		ms[i].packed = packRows(ms[i], nil)
+	}
+	defer func() { rowPackPrefetch = true }()
+	for _, n := range []int{4, 8, 32, 64} {
+		x := randomVector(rand.New(rand.NewPCG(2, 2)), n*C)
+		y := make([]float32, n*R)
+		b.Run(fmt.Sprintf("n%d", n), func(b *testing.B) {
+			var rs []float64
+			bestOff, bestOn := time.Duration(1<<62), time.Duration(1<<62)
+			for i := 0; b.Loop(); i++ {
+				rowPackPrefetch = false
+				t0 := time.Now()
+				p.MatMul(y, ms[(2*i)%M], x, n)
+				t1 := time.Now()
+				rowPackPrefetch = true
+				p.MatMul(y, ms[(2*i+1)%M], x, n)
+				t2 := time.Now()
+				rs = append(rs, float64(t1.Sub(t0))/float64(t2.Sub(t1)))
+				bestOff, bestOn = min(bestOff, t1.Sub(t0)), min(bestOn, t2.Sub(t1))
+			}
+			slices.Sort(rs)
+			ops := float64(2 * R * C * n)
+			b.ReportMetric(rs[len(rs)/2], "speedup")
+			b.ReportMetric(ops/bestOff.Seconds()/1e9, "GOPS-plain")
+			b.ReportMetric(ops/bestOn.Seconds()/1e9, "GOPS-PF")
 		})
 	}
 }
