@@ -84,7 +84,24 @@ func (s *Sampler) candidates(logits []float32, history []int) ([]candidate, int)
 	if s.p.Temperature <= 0 {
 		return nil, argmax(scores)
 	}
+	if k := s.p.TopK; k > 0 && k < len(scores) {
+		if cands := s.topKCandidates(scores, k); cands != nil {
+			return cands, 0
+		}
+	}
+	return s.candidatesFull(scores)
+}
+
+// candidatesFull is candidates past the penalty, on the whole row: scaled by
+// the temperature (in s.scores), then filtered. It is the reference the
+// top-k shortcut (topKCandidates) must equal, and it takes the cases that
+// shortcut leaves: no top-k, fewer than k usable scores, an infinite maximum.
+func (s *Sampler) candidatesFull(scores []float32) ([]candidate, int) {
 	if t := s.p.Temperature; t != 1 {
+		if len(s.scores) == 0 || &scores[0] != &s.scores[0] {
+			s.scores = append(s.scores[:0], scores...) // never the caller's row
+			scores = s.scores
+		}
 		for i := range scores {
 			scores[i] /= t
 		}
@@ -96,14 +113,83 @@ func (s *Sampler) candidates(logits []float32, history []int) ([]candidate, int)
 	return cands, 0
 }
 
-// penalize copies logits into the scratch row, applying the repetition
-// penalty once per distinct token of the window.
+// topKCandidates is candidatesFull's result with top-k on (k < len(u)) from
+// the unscaled scores u in two passes and k exps plus one per tie: every
+// filter's input is known from the k largest scores. Scaling by 1/T > 0 is
+// monotone, so the k-th largest and the largest scaled scores are the
+// unscaled ones scaled, and a score passes top-k iff its scaled value
+// reaches the scaled k-th; a score just below the unscaled k-th may round to
+// it when scaled, so the scan scales every score within a relative 2⁻²⁰ of
+// it and compares scaled values, as candidatesFull does. Top-p and min-p
+// then only need the candidates. It returns nil for the cases
+// candidatesFull must take (fewer than k usable scores, an infinite
+// maximum or k-th).
+func (s *Sampler) topKCandidates(u []float32, k int) []candidate {
+	h := s.topKHeap(u, k)
+	if len(h) < k {
+		return nil
+	}
+	t := s.p.Temperature
+	floorU, maxU := h[0], slices.Max(h)
+	floor, maxLogit := floorU/t, maxU/t
+	if math.IsInf(float64(floor), 0) || math.IsInf(float64(maxLogit), 0) {
+		return nil
+	}
+	pre := floorU // scores below pre cannot reach floor once scaled
+	if t != 1 {
+		pre = floorU - (float32(math.Abs(float64(floorU)))*0x1p-20 + t*0x1p-120)
+	}
+	cands := s.cands[:0]
+	below := math.Nextafter32(pre, float32(math.Inf(-1))) // v > below ⇔ v ≥ pre
+	for i := nextAbove(u, 0, below); i < len(u); i = nextAbove(u, i+1, below) {
+		if sv := u[i] / t; sv >= floor {
+			cands = append(cands, candidate{id: i, logit: sv, weight: math.Exp(float64(sv - maxLogit))})
+		}
+	}
+	s.cands = cands
+	if p := float64(s.p.TopP); p > 0 && p < 1 {
+		return s.minP(nucleusOf(cands, p), maxLogit)
+	}
+	if m := s.p.MinP; m > 0 {
+		cut := max(floor, minPCut(maxLogit, m))
+		kept := cands[:0]
+		for _, c := range cands {
+			if c.logit >= cut {
+				kept = append(kept, c)
+			}
+		}
+		cands = kept
+	}
+	return cands
+}
+
+// nucleusOf is nucleus for a row already cut to cands (in index order, as
+// collect leaves them): the total mass summed in the same order, the
+// candidates sorted, and the same rule for where the nucleus ends.
+func nucleusOf(cands []candidate, p float64) []candidate {
+	var total float64
+	for _, c := range cands {
+		total += c.weight
+	}
+	slices.SortFunc(cands, byScore)
+	above := 0.0
+	keep := 0
+	for keep < len(cands) && (keep == 0 || above < p*total) {
+		above += cands[keep].weight
+		keep++
+	}
+	return cands[:keep]
+}
+
+// penalize returns the row with the repetition penalty applied once per
+// distinct token of the window: a copy in the scratch row, or logits itself
+// when nothing is penalized (the callers that scale it copy it first).
 func (s *Sampler) penalize(logits []float32, history []int) []float32 {
-	s.scores = append(s.scores[:0], logits...)
 	r := s.p.RepeatPenalty
 	if r == 0 || r == 1 || len(history) == 0 {
-		return s.scores
+		return logits
 	}
+	s.scores = append(s.scores[:0], logits...)
 	window := history
 	if n := s.p.RepeatLastN; n > 0 && n < len(window) {
 		window = window[len(window)-n:]
@@ -125,15 +211,33 @@ func (s *Sampler) penalize(logits []float32, history []int) []float32 {
 }
 
 // argmax returns the index of the largest score, the lowest on ties; NaN
-// never wins.
+// never wins, and a row of -Inf and NaN gives 0.
 func argmax(scores []float32) int {
-	best := -1
-	for i, v := range scores {
-		if v == v && (best < 0 || v > scores[best]) {
-			best = i
+	best, bv := 0, float32(math.Inf(-1))
+	for i := nextAbove(scores, 0, bv); i < len(scores); i = nextAbove(scores, i+1, bv) {
+		best, bv = i, scores[i]
+	}
+	return best
+}
+
+// nextAbove returns the first index j ≥ i with s[j] > t (never a NaN), or
+// len(s). The row scans (argmax, top-k, the candidates) look for rare
+// scores above a threshold: eight compares a block with nothing carried
+// between elements ran 2–3× faster than one loop updating its best as it
+// went, which the compiler kept shuffling between registers.
+func nextAbove(s []float32, i int, t float32) int {
+	for ; i+8 <= len(s); i += 8 {
+		b := s[i : i+8 : i+8]
+		if b[0] > t || b[1] > t || b[2] > t || b[3] > t || b[4] > t || b[5] > t || b[6] > t || b[7] > t {
+			break
 		}
 	}
-	return max(best, 0)
+	for ; i < len(s); i++ {
+		if s[i] > t {
+			return i
+		}
+	}
+	return len(s)
 }
 
 // filter applies top-k, top-p and min-p to the scaled scores and returns the
@@ -268,29 +372,38 @@ func byScore(a, b candidate) int {
 	return a.id - b.id
 }
 
-// kthLargest returns the k-th largest non-NaN score (k ≥ 1), by a size-k
-// min-heap: O(n log k) without sorting the vocabulary.
+// kthLargest returns the k-th largest non-NaN score (k ≥ 1), or -Inf when
+// there are fewer than k (then every usable score passes).
 func (s *Sampler) kthLargest(scores []float32, k int) float32 {
+	h := s.topKHeap(scores, k)
+	if len(h) < k {
+		return float32(math.Inf(-1))
+	}
+	return h[0]
+}
+
+// topKHeap returns the k largest non-NaN scores (k ≥ 1) as a min-heap, h[0]
+// the k-th largest; fewer when there are fewer. O(n log k) without sorting
+// the vocabulary; past the first k, an element costs one compare with the
+// k-th largest (nextAbove).
+func (s *Sampler) topKHeap(scores []float32, k int) minHeap {
 	h := s.topK[:0]
-	for _, v := range scores {
-		if v != v {
-			continue
-		}
-		if len(h) < k {
+	i := 0
+	for ; i < len(scores) && len(h) < k; i++ {
+		if v := scores[i]; v == v {
 			h = append(h, v)
-			if len(h) == k {
-				heap.Init(&h)
-			}
-		} else if v > h[0] {
-			h[0] = v
-			heap.Fix(&h, 0)
 		}
 	}
 	s.topK = h
 	if len(h) < k {
-		return float32(math.Inf(-1)) // fewer than k usable scores: keep them all
+		return h
 	}
-	return h[0]
+	heap.Init(&h)
+	for j := nextAbove(scores, i, h[0]); j < len(scores); j = nextAbove(scores, j+1, h[0]) {
+		h[0] = scores[j]
+		heap.Fix(&h, 0)
+	}
+	return h
 }
 
 type minHeap []float32

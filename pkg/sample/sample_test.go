@@ -359,3 +359,61 @@ func TestNeverDrawsImpossibleTokens(t *testing.T) {
 		}
 	}
 }
+
+// TestTopKShortcutIsFullPath: with top-k on, topKCandidates returns what the
+// whole-row path (candidatesFull) does, bit for bit and in the same order:
+// same ids, scaled logits and weights, on random rows with ties, -Inf, NaN,
+// penalties and scores one ulp either side of the k-th largest.
+func TestTopKShortcutIsFullPath(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 3))
+	for trial := range 2000 {
+		n := []int{5, 60, 1000, 30000}[trial%4]
+		logits := make([]float32, n)
+		scale := []float64{0.5, 3, 12, 1e-3}[r.IntN(4)]
+		for i := range logits {
+			logits[i] = float32(r.NormFloat64() * scale)
+			switch r.IntN(40) {
+			case 0:
+				logits[i] = float32(math.Round(float64(logits[i]))) // ties
+			case 1:
+				logits[i] = negInf
+			case 2:
+				logits[i] = float32(math.NaN())
+			}
+		}
+		// Neighbours of one score: the temperature may round them onto it.
+		if j := r.IntN(n); !math.IsInf(float64(logits[j]), 0) && logits[j] == logits[j] {
+			for d := 1; d <= 3 && j+d < n; d++ {
+				logits[j+d] = math.Nextafter32(logits[j], float32(math.Inf(-d%2*2+1)))
+			}
+		}
+		history := make([]int, r.IntN(20))
+		for i := range history {
+			history[i] = r.IntN(n)
+		}
+		p := Params{
+			Temperature:   []float32{0.3, 0.6, 0.7, 1, 1.5, 3}[r.IntN(6)],
+			TopK:          []int{1, 2, 5, 20, 40, n - 1}[r.IntN(6)],
+			TopP:          []float32{0, 0.5, 0.8, 0.95, 1}[r.IntN(5)],
+			MinP:          []float32{0, 0, 0.01, 0.1}[r.IntN(4)],
+			RepeatPenalty: []float32{0, 1, 1.1, 1.5}[r.IntN(4)],
+			RepeatLastN:   []int{0, 4, 64}[r.IntN(3)],
+		}
+		if p.TopK < 1 {
+			p.TopK = 1
+		}
+		fast, fastID := New(p).candidates(logits, history)
+		full := New(p)
+		want, wantID := full.candidatesFull(slices.Clone(full.penalize(logits, history)))
+		what := fmt.Sprintf("trial %d (n %d, %+v)", trial, n, p)
+		if len(fast) != len(want) || fastID != wantID {
+			t.Fatalf("%s: %d candidates (id %d), full path %d (id %d)", what, len(fast), fastID, len(want), wantID)
+		}
+		for i := range want {
+			f, w := fast[i], want[i]
+			if f.id != w.id || math.Float32bits(f.logit) != math.Float32bits(w.logit) || math.Float64bits(f.weight) != math.Float64bits(w.weight) {
+				t.Fatalf("%s: candidate %d is %+v, full path %+v", what, i, f, w)
+			}
+		}
+	}
+}
