@@ -34,6 +34,10 @@ type Device struct {
 	freeMu sync.Mutex
 	free   []*expert // released experts, for reuse
 
+	// recycle keeps released tensors' and states' memory for the next
+	// request (recycle.go).
+	recycle recycler
+
 	// xc keeps row-interleaved routed experts (expertcache.go); nil only for
 	// a Device made by NewDevice, which has no cache.
 	xc *expertCache
@@ -95,6 +99,7 @@ func (d *Device) Close() error { return nil }
 type Tensor struct {
 	rows, cols int
 	data       []float32
+	rec        *recycler // where Release returns data (nil: a view, or released)
 }
 
 // Rows implements backend.Tensor.
@@ -111,8 +116,14 @@ func (t *Tensor) Slice(r0, r1 int) backend.Tensor {
 	return &Tensor{rows: r1 - r0, cols: t.cols, data: t.data[r0*t.cols : r1*t.cols : r1*t.cols]}
 }
 
-// Release implements backend.Tensor; the garbage collector frees the memory.
-func (t *Tensor) Release() {}
+// Release implements backend.Tensor: a tensor from NewTensor gives its
+// memory to the device's recycler (recycle.go); a view does nothing.
+func (t *Tensor) Release() {
+	if t.rec != nil {
+		t.rec.put(t.data)
+		t.rec, t.data = nil, nil
+	}
+}
 
 // Data is the tensor's memory (rows·cols floats, row-major).
 func (t *Tensor) Data() []float32 { return t.data }
@@ -143,7 +154,9 @@ func (d *Device) NewTensor(rows, cols int) (backend.Tensor, error) {
 	if rows <= 0 || cols <= 0 {
 		return nil, fmt.Errorf("cpu: tensor shape [%d × %d] is not positive", rows, cols)
 	}
-	return &Tensor{rows: rows, cols: cols, data: make([]float32, rows*cols)}, nil
+	t := &Tensor{rows: rows, cols: cols, data: d.recycle.floats(rows*cols, false)}
+	t.rec = &d.recycle
+	return t, nil
 }
 
 // Upload implements backend.Device.
@@ -546,8 +559,11 @@ type state struct {
 	specs  []backend.LayerSpec
 	layers []layerState
 	// kvCap is how many positions every attention layer's cache has room
-	// for: the caches are carved from one allocation (kvcache.go).
+	// for: the caches are carved from arena (kvcache.go), which Release
+	// gives to rec, the device's recycler.
 	kvCap int
+	arena []float32
+	rec   *recycler
 }
 
 type layerState struct {
@@ -564,7 +580,7 @@ type layerState struct {
 
 // NewState implements backend.Device.
 func (d *Device) NewState(specs []backend.LayerSpec) (backend.State, error) {
-	s := &state{specs: specs, layers: make([]layerState, len(specs))}
+	s := &state{specs: specs, layers: make([]layerState, len(specs)), rec: &d.recycle}
 	for i, sp := range specs {
 		if p := sp.DeltaNet; p != nil {
 			s.layers[i].conv = make([]float32, (p.ConvKernel-1)*p.Channels())
@@ -584,7 +600,7 @@ func (s *state) Reset() {
 }
 
 func (s *state) Clone() (backend.State, error) {
-	c := &state{specs: s.specs, layers: make([]layerState, len(s.layers))}
+	c := &state{specs: s.specs, layers: make([]layerState, len(s.layers)), rec: s.rec}
 	held := 0
 	for i, l := range s.layers {
 		c.layers[i] = layerState{conv: clone(l.conv), rec: clone(l.rec)}
@@ -611,7 +627,16 @@ func (s *state) Bytes() int64 {
 	return n
 }
 
-func (s *state) Release() {}
+// Release implements backend.State: the KV caches go to the device's
+// recycler (recycle.go).
+func (s *state) Release() {
+	s.rec.put(s.arena)
+	s.arena = nil
+	for i := range s.layers {
+		s.layers[i].k, s.layers[i].v, s.layers[i].kvLen = nil, nil, 0
+	}
+	s.kvCap = 0
+}
 
 // layer returns layer i's state, checking that the state came from this
 // backend and that the layer has the kind of state the operation needs.

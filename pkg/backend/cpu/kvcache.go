@@ -88,7 +88,9 @@ func (s *state) reserveKV(n int) {
 // moveKV gives s caches of capacity c, carved from one new allocation, that
 // hold the positions of src's caches (src may be s; c covers them).
 func (s *state) moveKV(src *state, c int) {
-	arena := hugeFloats(s.kvFloats(c))
+	old := s.arena
+	arena := s.rec.floats(s.kvFloats(c), true)
+	s.arena = arena
 	for i, sp := range s.specs {
 		a := sp.Attention
 		if a == nil {
@@ -103,6 +105,9 @@ func (s *state) moveKV(src *state, c int) {
 		l.kvLen = from.kvLen
 	}
 	s.kvCap = c
+	if src == s {
+		s.rec.put(old) // moved out of
+	}
 }
 
 // regroupKV copies the first n positions of each KV head of src, a cache of
