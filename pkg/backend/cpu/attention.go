@@ -105,13 +105,20 @@ func (d *Device) attendCausal(o, q, gate []float32, kv kvView, nH, nKV, D, T, po
 	// keysT[g][b] is key block b of KV head g as [D × keyBlock]: a query's
 	// scores for the block are Σ_d q[d]·keysT[g][b][d], whole vectors of keys
 	// at a time, with no horizontal sums.
+	// From the scratch buffers: a fresh allocation per call (a 512-token
+	// chunk: 1 MB a layer) faulted its pages in each time.
 	var keysT []float32
 	if T >= transposeMinTokens {
-		keysT = make([]float32, nKV*kBlocks*D*keyBlock)
+		kb := d.buf.get(nKV * kBlocks * D * keyBlock)
+		defer d.buf.put(kb)
+		keysT = *kb
 		pool.For(nKV*kBlocks, D*keyBlock, func(lo, hi int) {
 			for gb := lo; gb < hi; gb++ {
 				g, b := gb/kBlocks, gb%kBlocks
 				dst := keysT[gb*D*keyBlock : (gb+1)*D*keyBlock]
+				if (b+1)*keyBlock > n {
+					clear(dst) // scored whole: finite lanes past the cache (discarded)
+				}
 				for j := 0; j < keyBlock && b*keyBlock+j < n; j++ {
 					s := b*keyBlock + j
 					for dd, v := range keys[g*kv.head+s*kv.pos:][:D] {
