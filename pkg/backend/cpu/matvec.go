@@ -80,6 +80,13 @@ func (t *matTask) floatRows(lo, hi int) {
 		defer t.p.buf.put(b)
 		buf = *b
 	}
+	// BF16 rows against four tokens at a time, token blocks outermost
+	// (bf16Tiled); the tokens past the last four below.
+	k4 := 0
+	if m.Format == BF16 && (level >= levelAVX2 || haveNEON) {
+		k4 = n &^ 3
+		t.bf16Tiled(lo, hi, k4)
+	}
 	for r := lo; r < hi; r++ {
 		raw := m.Data[r*rb : (r+1)*rb]
 		switch m.Format {
@@ -97,25 +104,7 @@ func (t *matTask) floatRows(lo, hi int) {
 			}
 		case BF16:
 			w := u16s(raw)
-			k := 0
-			if level >= levelAVX2 {
-				var out [4]float32
-				for ; k+4 <= n; k += 4 {
-					if level >= levelAVX512 {
-						bf16Row4Wide(w, x[k*cols:(k+4)*cols], cols, &out)
-					} else {
-						bf16Row4SIMD(w, x[k*cols:(k+4)*cols], cols, &out)
-					}
-					y[k*rows+r], y[(k+1)*rows+r], y[(k+2)*rows+r], y[(k+3)*rows+r] = out[0], out[1], out[2], out[3]
-				}
-			} else if haveNEON {
-				var out [4]float32
-				for ; k+4 <= n; k += 4 {
-					bf16Row4Arch(w, x[k*cols:(k+4)*cols], cols, &out)
-					y[k*rows+r], y[(k+1)*rows+r], y[(k+2)*rows+r], y[(k+3)*rows+r] = out[0], out[1], out[2], out[3]
-				}
-			}
-			for ; k < n; k++ {
+			for k := k4; k < n; k++ {
 				xt := x[k*cols : (k+1)*cols]
 				if level >= levelAVX2 {
 					y[k*rows+r] = dotBF16Wide(w, xt, level >= levelAVX512)
@@ -136,6 +125,37 @@ func (t *matTask) floatRows(lo, hi int) {
 			}
 		default:
 			panic("cpu: MatMul on matrix of format " + m.Format.String())
+		}
+	}
+}
+
+// bf16TileTokens is how many tokens' x one pass of bf16Tiled's rows meets:
+// 16 tokens of 4096 columns are 256 KB, in L2 beside a worker's rows.
+const bf16TileTokens = 16
+
+// bf16Tiled computes rows [lo, hi) of a BF16 matrix for tokens [0, k4) (a
+// multiple of 4), four tokens per kernel call, token blocks outermost:
+// with the rows outermost, every row streamed all n tokens' x (a 512-token
+// prefill's router: 4 MB of x per row of 4 KB, from L3 or DRAM).
+func (t *matTask) bf16Tiled(lo, hi, k4 int) {
+	m, x, y, level := t.m, t.x, t.y, t.level
+	rows, cols, rb := m.Rows, m.Cols, m.RowBytes()
+	var out [4]float32
+	for k0 := 0; k0 < k4; k0 += bf16TileTokens {
+		k1 := min(k0+bf16TileTokens, k4)
+		for r := lo; r < hi; r++ {
+			w := u16s(m.Data[r*rb : (r+1)*rb])
+			for k := k0; k < k1; k += 4 {
+				switch {
+				case level >= levelAVX512:
+					bf16Row4Wide(w, x[k*cols:(k+4)*cols], cols, &out)
+				case level >= levelAVX2:
+					bf16Row4SIMD(w, x[k*cols:(k+4)*cols], cols, &out)
+				default:
+					bf16Row4Arch(w, x[k*cols:(k+4)*cols], cols, &out)
+				}
+				y[k*rows+r], y[(k+1)*rows+r], y[(k+2)*rows+r], y[(k+3)*rows+r] = out[0], out[1], out[2], out[3]
+			}
 		}
 	}
 }
