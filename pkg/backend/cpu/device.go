@@ -415,12 +415,22 @@ func (d *Device) MLP(y, x backend.Tensor, gate, up, down backend.Matrix) {
 
 // mlp computes y = down·(silu(gate·x) ⊙ up·x) for n rows on pool p.
 func (d *Device) mlp(p *Pool, y, x []float32, gate, up, down *Matrix, n int) {
+	d.mlpFrom(p, y, x, nil, nil, gate, up, down, n)
+}
+
+// mlpFrom is mlp with x either as floats or, when q is not nil, as rows of
+// q (quantized already: ExpertFFNs).
+func (d *Device) mlpFrom(p *Pool, y, x []float32, q *quantRows, rows []int, gate, up, down *Matrix, n int) {
 	I := gate.Rows
 	gb, ub := d.buf.get(n*I), d.buf.get(n*I)
 	defer d.buf.put(gb)
 	defer d.buf.put(ub)
 	g, u := *gb, *ub
-	p.MatMulShared([][]float32{g, u}, []*Matrix{gate, up}, x, n)
+	if q != nil {
+		p.matMulSharedRows([][]float32{g, u}, []*Matrix{gate, up}, q, rows)
+	} else {
+		p.MatMulShared([][]float32{g, u}, []*Matrix{gate, up}, x, n)
+	}
 	if p.int8 {
 		swiGLU32(g, u)
 	} else {
@@ -433,7 +443,7 @@ func (d *Device) mlp(p *Pool, y, x []float32, gate, up, down *Matrix, n int) {
 func (d *Device) ExpertFFN(out, x backend.Tensor, e backend.Expert, rows []int, weights []float32) {
 	ot, xt := data(out), data(x)
 	j := d.newJob(xt, ot, e, rows, weights)
-	d.expertJob(d.pool, &j, xt)
+	d.expertJob(d.pool, &j, xt, nil)
 	d.finishJob(ot, &j)
 }
 
@@ -486,6 +496,12 @@ func (d *Device) ExpertFFNs(out, x backend.Tensor, es []backend.Expert, rows [][
 	// in-order sum (a prefill chunk routes to every expert).
 	b := expertBatches.Get().(*expertBatch)
 	b.d, b.xt = d, xt
+	// Every token's x quantized once for all its experts' gate and up
+	// products (which would each quantize it again, from a gathered float
+	// copy), when they are int8 row-interleaved products.
+	if ex, ok := es[0].(*expert); ok && quantizeOnce && d.serial.sharable([]*Matrix{&ex.gate, &ex.up}) && ex.gate.Cols == xt.cols {
+		d.pool.quantizeRows(&b.q, xt.data, xt.rows, xt.cols, ex.gate.GroupSize)
+	}
 	w := d.pool.Workers()
 	for lo := 0; lo < len(es); lo += expertWindow * w {
 		hi := min(lo+expertWindow*w, len(es))
@@ -498,6 +514,9 @@ func (d *Device) ExpertFFNs(out, x backend.Tensor, es []backend.Expert, rows [][
 			d.finishJob(ot, &b.jobs[i])
 		}
 		b.jobs = b.jobs[:0]
+	}
+	if b.q.xq != nil {
+		d.pool.putRows(&b.q)
 	}
 	b.d, b.xt = nil, nil
 	expertBatches.Put(b)
@@ -514,15 +533,28 @@ const expertWindow = 4
 type expertBatch struct {
 	d    *Device
 	xt   *Tensor
+	q    quantRows // xt quantized (q.xq nil: not)
 	jobs []expertJob
 	next atomic.Int64
 }
+
+// quantized is b.q when it holds x quantized, else nil.
+func (b *expertBatch) quantized() *quantRows {
+	if b.q.xq == nil {
+		return nil
+	}
+	return &b.q
+}
+
+// quantizeOnce turns ExpertFFNs' shared quantization of x on
+// (TestExpertFFNsQuantizeOnce turns it off for its reference).
+var quantizeOnce = true
 
 var expertBatches = sync.Pool{New: func() any { return new(expertBatch) }}
 
 func (b *expertBatch) run(int, int) {
 	for i := b.next.Add(1) - 1; i < int64(len(b.jobs)); i = b.next.Add(1) - 1 {
-		b.d.expertJob(b.d.serial, &b.jobs[i], b.xt)
+		b.d.expertJob(b.d.serial, &b.jobs[i], b.xt, b.quantized())
 	}
 }
 
@@ -536,9 +568,16 @@ type expertJob struct {
 	xb, yb  *[]float32
 }
 
-// expertJob computes j.y on pool p.
-func (d *Device) expertJob(p *Pool, j *expertJob, xt *Tensor) {
+// expertJob computes j.y on pool p, from q's rows when q holds xt
+// quantized for the expert's products.
+func (d *Device) expertJob(p *Pool, j *expertJob, xt *Tensor, q *quantRows) {
 	H, n := j.ex.gate.Cols, len(j.rows)
+	j.yb = d.buf.get(n * H)
+	j.y = *j.yb
+	if q != nil && q.fits(p, &j.ex.gate) && p.sharable([]*Matrix{&j.ex.gate, &j.ex.up}) {
+		d.mlpFrom(p, j.y, nil, q, j.rows, &j.ex.gate, &j.ex.up, &j.ex.down, n)
+		return
+	}
 	var xs []float32
 	if n == 1 {
 		xs = xt.row(j.rows[0])
@@ -549,8 +588,6 @@ func (d *Device) expertJob(p *Pool, j *expertJob, xt *Tensor) {
 			copy(xs[i*H:(i+1)*H], xt.row(r))
 		}
 	}
-	j.yb = d.buf.get(n * H)
-	j.y = *j.yb
 	d.mlp(p, j.y, xs, &j.ex.gate, &j.ex.up, &j.ex.down, n)
 }
 

@@ -210,3 +210,56 @@ func newExpertStep(b *testing.B) *expertStep {
 	}
 	return st
 }
+
+// TestExpertFFNsQuantizeOnce: with packed experts (int8 mode, expert cache),
+// ExpertFFNs quantizes x once for all the experts; the outputs equal, bit
+// for bit, those of each expert quantizing its own gathered copy, for a
+// decode step and for prefill chunks whose tokens reach the 8- and 4-token
+// kernels and the one-token rest.
+func TestExpertFFNsQuantizeOnce(t *testing.T) {
+	if !packedCacheOn() {
+		t.Skip("no packed experts on this CPU (AVX-512 VNNI)")
+	}
+	defer func() { quantizeOnce = true }()
+	r := rand.New(rand.NewPCG(5, 6))
+	const H, I, E = 256, 192, 6
+	d := cacheDevice(t, 2, 64<<20)
+	var es []backend.Expert
+	for i := 0; i < E; i++ {
+		l, file := randomExpertFile(r, H, I, 4)
+		e, err := d.BindExpertCached(backend.ExpertKey{Owner: 9, ID: i}, l, file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.(*expert).gate.packed == nil {
+			t.Fatal("the expert was not packed")
+		}
+		es = append(es, e)
+	}
+	for _, T := range []int{1, 5, 13, 40} {
+		x, _ := d.NewTensor(T, H)
+		d.Upload(x, attnRandFloats(r, T*H))
+		var rows [][]int
+		var weights [][]float32
+		for range es {
+			var rs []int
+			var ws []float32
+			for t0 := 0; t0 < T; t0++ {
+				if t0 == 0 || r.IntN(3) > 0 {
+					rs, ws = append(rs, t0), append(ws, r.Float32())
+				}
+			}
+			rows, weights = append(rows, rs), append(weights, ws)
+		}
+		var outs [2][]float32
+		for i, once := range []bool{false, true} {
+			quantizeOnce = once
+			out, _ := d.NewTensor(T, H)
+			d.ExpertFFNs(out, x, es, rows, weights)
+			outs[i] = slices.Clone(data(out).data)
+		}
+		if !slices.Equal(outs[0], outs[1]) {
+			t.Fatalf("T=%d: x quantized once gives other outputs than per expert", T)
+		}
+	}
+}

@@ -359,13 +359,87 @@ func (t *matTask) packedUnits() int {
 func (p *Pool) prepPacked(t *matTask, wideQ bool) {
 	m, x, n := t.m, t.x, t.n
 	cols, gs, g := m.Cols, m.GroupSize, m.Groups()
+	p.packedBufs(t)
+	for k := 0; k < n; k++ {
+		quantizeAny(wideQ, t.xq[k*cols:(k+1)*cols], t.sx[k*g:(k+1)*g], t.gsum[k*g:(k+1)*g], x[k*cols:(k+1)*cols], gs)
+	}
+	p.layoutPacked(t)
+}
+
+// quantRows are a tensor's rows quantized as prepPacked quantizes a token
+// (quantizeAny with wide, groups of gs): row r's codes at xq[r·cols:], its
+// group scales and sums at sx[r·g:] and gsum[r·g:], in the scratch buffers
+// qBuf and fBuf.
+type quantRows struct {
+	xq         []int8
+	sx, gsum   []float32
+	cols, gs   int
+	wide       bool
+	qBuf, fBuf *[]float32
+}
+
+// quantizeRows quantizes the n rows of x (cols each) into q's buffers,
+// taken from p's scratch (release them with putRows); the rows are split
+// over p's workers when there are several.
+func (p *Pool) quantizeRows(q *quantRows, x []float32, n, cols, gs int) {
+	g := cols / gs
+	*q = quantRows{cols: cols, gs: gs, wide: p.wideQuant(gs)}
+	q.qBuf = p.buf.get((n*cols + 3) / 4)
+	q.fBuf = p.buf.get(2 * n * g)
+	q.xq = x8Bytes(*q.qBuf, n*cols)
+	q.sx, q.gsum = (*q.fBuf)[:n*g], (*q.fBuf)[n*g:]
+	if n == 1 {
+		quantizeAny(q.wide, q.xq, q.sx, q.gsum, x[:cols], gs)
+		return
+	}
+	p.For(n, cols, func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			quantizeAny(q.wide, q.xq[r*cols:(r+1)*cols], q.sx[r*g:(r+1)*g], q.gsum[r*g:(r+1)*g], x[r*cols:(r+1)*cols], gs)
+		}
+	})
+}
+
+// putRows returns q's scratch buffers to p.
+func (p *Pool) putRows(q *quantRows) {
+	p.buf.put(q.qBuf)
+	p.buf.put(q.fBuf)
+	*q = quantRows{}
+}
+
+// fits reports whether q is what prepPacked would make for m on p.
+func (q *quantRows) fits(p *Pool, m *Matrix) bool {
+	return q.xq != nil && m.Cols == q.cols && m.GroupSize == q.gs && p.wideQuant(m.GroupSize) == q.wide
+}
+
+// prepPackedRows is prepPacked for x already quantized: token k is row
+// rows[k] of q, copied (ExpertFFNs quantizes a layer's tokens once for all
+// its experts).
+func (p *Pool) prepPackedRows(t *matTask, q *quantRows, rows []int) {
+	cols, g := t.m.Cols, t.m.Groups()
+	p.packedBufs(t)
+	for k, r := range rows {
+		copy(t.xq[k*cols:(k+1)*cols], q.xq[r*cols:(r+1)*cols])
+		copy(t.sx[k*g:(k+1)*g], q.sx[r*g:(r+1)*g])
+		copy(t.gsum[k*g:(k+1)*g], q.gsum[r*g:(r+1)*g])
+	}
+	p.layoutPacked(t)
+}
+
+// packedBufs takes the scratch buffers for t's quantized x in natural
+// order (xq, sx, gsum).
+func (p *Pool) packedBufs(t *matTask) {
+	n, cols, g := t.n, t.m.Cols, t.m.Groups()
 	t.qBuf = p.buf.get((n*cols + 3) / 4)
 	t.fBuf = p.buf.get(2 * n * g)
 	t.xq = x8Bytes(*t.qBuf, n*cols)
 	t.sx, t.gsum = (*t.fBuf)[:n*g], (*t.fBuf)[n*g:]
-	for k := 0; k < n; k++ {
-		quantizeAny(wideQ, t.xq[k*cols:(k+1)*cols], t.sx[k*g:(k+1)*g], t.gsum[k*g:(k+1)*g], x[k*cols:(k+1)*cols], gs)
-	}
+}
+
+// layoutPacked lays t's quantized tokens out in blocks of eight (and four)
+// for the multi-token kernels.
+func (p *Pool) layoutPacked(t *matTask) {
+	m, n := t.m, t.n
+	cols, g := m.Cols, m.Groups()
 	t.blocks = n / rowPackTokens
 	nt := t.blocks * rowPackTokens
 	// Four of the tokens past the blocks, laid out for the 4-token kernels

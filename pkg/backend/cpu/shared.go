@@ -19,12 +19,36 @@ func (p *Pool) MatMulShared(ys [][]float32, ms []*Matrix, x []float32, n int) {
 		}
 		return
 	}
+	sh := p.sharedTask(ys, ms, n)
+	t0 := &sh.tasks[0]
+	t0.x = x[:n*ms[0].Cols]
+	p.prepPacked(t0, p.wideQuant(ms[0].GroupSize))
+	p.runShared(sh, ys, ms, n)
+}
+
+// matMulSharedRows is MatMulShared (for sharable ms) on x already
+// quantized: token k is row rows[k] of q.
+func (p *Pool) matMulSharedRows(ys [][]float32, ms []*Matrix, q *quantRows, rows []int) {
+	n := len(rows)
+	sh := p.sharedTask(ys, ms, n)
+	p.prepPackedRows(&sh.tasks[0], q, rows)
+	p.runShared(sh, ys, ms, n)
+}
+
+// sharedTask returns a recycled sharedTask for ms with its first task set
+// up but for x.
+func (p *Pool) sharedTask(ys [][]float32, ms []*Matrix, n int) *sharedTask {
 	sh := sharedTasks.Get().(*sharedTask)
 	sh.k = len(ms)
+	sh.tasks[0] = matTask{p: p, y: ys[0][:n*ms[0].Rows], m: ms[0], n: n, level: p.level}
+	return sh
+}
+
+// runShared runs sh once its first task's x is prepared: every matrix's
+// rows as one range of work units, then recycles sh.
+func (p *Pool) runShared(sh *sharedTask, ys [][]float32, ms []*Matrix, n int) {
 	t0 := &sh.tasks[0]
 	m0 := ms[0]
-	*t0 = matTask{p: p, y: ys[0][:n*m0.Rows], x: x[:n*m0.Cols], m: m0, n: n, level: p.level}
-	p.prepPacked(t0, p.wideQuant(m0.GroupSize))
 	t0.body = (*matTask).int8Packed
 	sh.starts[0] = 0
 	for i, m := range ms {
