@@ -154,7 +154,9 @@ func (d *Device) NewTensor(rows, cols int) (backend.Tensor, error) {
 	if rows <= 0 || cols <= 0 {
 		return nil, fmt.Errorf("cpu: tensor shape [%d × %d] is not positive", rows, cols)
 	}
-	t := &Tensor{rows: rows, cols: cols, data: d.recycle.floats(rows*cols, false)}
+	// On huge pages where it spans them (a prefill chunk's activations: one
+	// fault per 2 MiB on first touch, not per 4 KiB).
+	t := &Tensor{rows: rows, cols: cols, data: d.recycle.floats(rows*cols)}
 	t.rec = &d.recycle
 	return t, nil
 }

@@ -89,7 +89,7 @@ func (s *state) reserveKV(n int) {
 // hold the positions of src's caches (src may be s; c covers them).
 func (s *state) moveKV(src *state, c int) {
 	old := s.arena
-	arena := s.rec.floats(s.kvFloats(c), true)
+	arena := s.rec.floats(s.kvFloats(c))
 	s.arena = arena
 	for i, sp := range s.specs {
 		a := sp.Attention

@@ -88,14 +88,11 @@ func (r *recycler) put(b []float32) {
 	r.mu.Unlock()
 }
 
-// floats returns n zeroed floats, recycled or new (huge: on huge pages where
-// they span one, hugeFloats).
-func (r *recycler) floats(n int, huge bool) []float32 {
+// floats returns n zeroed floats, recycled or new (on huge pages where they
+// span one, hugeFloats).
+func (r *recycler) floats(n int) []float32 {
 	if b := r.get(n); b != nil {
 		return b
 	}
-	if huge {
-		return hugeFloats(n)
-	}
-	return make([]float32, n)
+	return hugeFloats(n)
 }
