@@ -156,7 +156,7 @@ func (d *Device) NewTensor(rows, cols int) (backend.Tensor, error) {
 	}
 	// On huge pages where it spans them (a prefill chunk's activations: one
 	// fault per 2 MiB on first touch, not per 4 KiB).
-	t := &Tensor{rows: rows, cols: cols, data: d.recycle.floats(rows*cols)}
+	t := &Tensor{rows: rows, cols: cols, data: d.recycle.floats(rows * cols)}
 	t.rec = &d.recycle
 	return t, nil
 }
