@@ -129,30 +129,35 @@ func (t *matTask) floatRows(lo, hi int) {
 	}
 }
 
-// bf16TileTokens is how many tokens' x one pass of bf16Tiled's rows meets:
-// 16 tokens of 4096 columns are 256 KB, in L2 beside a worker's rows.
-const bf16TileTokens = 16
+// bf16TileBytes is how many bytes of a BF16 matrix's rows bf16Tiled meets
+// with one four tokens' x: they stay in L2 while the x (32 KB at 2048
+// columns) stays in L1.
+const bf16TileBytes = 256 << 10
 
 // bf16Tiled computes rows [lo, hi) of a BF16 matrix for tokens [0, k4) (a
-// multiple of 4), four tokens per kernel call, token blocks outermost:
-// with the rows outermost, every row streamed all n tokens' x (a 512-token
-// prefill's router: 4 MB of x per row of 4 KB, from L3 or DRAM).
+// multiple of 4), four tokens per kernel call: per block of rows that fits
+// L2, every four tokens meet all the block's rows while their x is in L1.
+// With the rows outermost, every 4 KB row streamed all n tokens' x from L3
+// (a 512-token prefill's router: 4 MB of x per row); with 16-token blocks
+// outermost, x came from L2 at half the kernel's in-L1 rate.
 func (t *matTask) bf16Tiled(lo, hi, k4 int) {
 	m, x, y, level := t.m, t.x, t.y, t.level
 	rows, cols, rb := m.Rows, m.Cols, m.RowBytes()
+	block := max(1, bf16TileBytes/rb)
 	var out [4]float32
-	for k0 := 0; k0 < k4; k0 += bf16TileTokens {
-		k1 := min(k0+bf16TileTokens, k4)
-		for r := lo; r < hi; r++ {
-			w := u16s(m.Data[r*rb : (r+1)*rb])
-			for k := k0; k < k1; k += 4 {
+	for r0 := lo; r0 < hi; r0 += block {
+		r1 := min(r0+block, hi)
+		for k := 0; k < k4; k += 4 {
+			xk := x[k*cols : (k+4)*cols]
+			for r := r0; r < r1; r++ {
+				w := u16s(m.Data[r*rb : (r+1)*rb])
 				switch {
 				case level >= levelAVX512:
-					bf16Row4Wide(w, x[k*cols:(k+4)*cols], cols, &out)
+					bf16Row4Wide(w, xk, cols, &out)
 				case level >= levelAVX2:
-					bf16Row4SIMD(w, x[k*cols:(k+4)*cols], cols, &out)
+					bf16Row4SIMD(w, xk, cols, &out)
 				default:
-					bf16Row4Arch(w, x[k*cols:(k+4)*cols], cols, &out)
+					bf16Row4Arch(w, xk, cols, &out)
 				}
 				y[k*rows+r], y[(k+1)*rows+r], y[(k+2)*rows+r], y[(k+3)*rows+r] = out[0], out[1], out[2], out[3]
 			}
