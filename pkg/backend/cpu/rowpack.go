@@ -373,8 +373,9 @@ func rowPackNGo(pk []byte, xn []int8, sxn, gsn, y []float32, blocks, gs, bits, y
 }
 
 // rowPackPrefetch turns the PF kernels on (BenchmarkRowPackPrefetchAB
-// turns them off for its pairs).
-var rowPackPrefetch = true
+// turns them off for its pairs); rowPackOneCall a decode's single kernel
+// call per range (BenchmarkRowPackOneCallAB).
+var rowPackPrefetch, rowPackOneCall = true, true
 
 // rowPackChunk is the number of blocks one kernel call walks: their bytes
 // (64 rows: 74 KB at 2048 columns, 147 KB at 4096) stay in L2 while every
@@ -398,8 +399,15 @@ func (t *matTask) int8Packed(lo, hi int) {
 	if rowPackPrefetch {
 		next = rowPackChunk * g * rec
 	}
-	for c := lo; c < bhi; c += rowPackChunk {
-		ce := min(c+rowPackChunk, bhi)
+	// A decode's one token walks its whole range in one kernel call: the
+	// chunks only keep rows in L2 for further tokens (one call per chunk
+	// cost 1.4–5 %, BenchmarkRowPackOneCallAB).
+	step := rowPackChunk
+	if n == 1 && rowPackOneCall {
+		step = max(1, bhi-lo)
+	}
+	for c := lo; c < bhi; c += step {
+		ce := min(c+step, bhi)
 		data := pk.data[c*g*rec : ce*g*rec]
 		ahead := next
 		for b := 0; b < t.blocks; b++ {

@@ -426,3 +426,43 @@ func BenchmarkRowPackPrefetchAB(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkRowPackOneCallAB alternates a one-token int8 product (decode)
+// walking each worker's rows in one kernel call and in rowPackChunk-block
+// calls, on 60 packed matrices of each shape (beyond the caches), both
+// workers; the pair's order alternates too. "speedup" is the median of
+// chunked time / one-call time.
+func BenchmarkRowPackOneCallAB(b *testing.B) {
+	if !haveVNNI {
+		b.Skip("no AVX-512 VNNI")
+	}
+	const M = 60
+	p := NewPool(0)
+	p.int8 = true
+	defer func() { rowPackOneCall = true }()
+	for _, sh := range []struct{ r, c int }{{2048, 2048}, {768, 2048}, {2048, 768}} {
+		ms := make([]*Matrix, M)
+		for i := range ms {
+			ms[i] = benchMatrix(sh.r, sh.c, Affine, 4)
+			ms[i].packed = packRows(ms[i], nil)
+		}
+		x := randomVector(rand.New(rand.NewPCG(2, 2)), sh.c)
+		y := make([]float32, sh.r)
+		b.Run(fmt.Sprintf("%dx%d", sh.r, sh.c), func(b *testing.B) {
+			var rs []float64
+			for i := 0; b.Loop(); i++ {
+				var d [2]time.Duration // [0] chunked, [1] one call
+				for j := range 2 {
+					k := (i + j) % 2
+					rowPackOneCall = k == 1
+					t0 := time.Now()
+					p.MatVec(y, ms[(2*i+j)%M], x)
+					d[k] = time.Since(t0)
+				}
+				rs = append(rs, float64(d[0])/float64(d[1]))
+			}
+			slices.Sort(rs)
+			b.ReportMetric(rs[len(rs)/2], "speedup")
+		})
+	}
+}
