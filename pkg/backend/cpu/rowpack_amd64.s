@@ -343,20 +343,28 @@ TEXT ·rowPack8VNNI8PF(SB), NOSPLIT, $0-80
 	RP_START_8
 	RP8_LOOP(RPN_STEP_8(RP8_TOKS, $64, PF128))
 
+// RP8_LO01(src): crumbs 0 and 1 of src into Z16, Z17 (Z30: 0x03 per byte).
+#define RP8_LO01(src) \
+	VPANDD src, Z30, Z16 \
+	VPSRLW $2, src, Z17 \
+	VPANDD Z17, Z30, Z17
+
+// RP8_LO23(src): crumbs 2 and 3 of src into Z16, Z17.
+#define RP8_LO23(src) \
+	VPSRLW $4, src, Z16 \
+	VPANDD Z16, Z30, Z16 \
+	VPSRLW $6, src, Z17 \
+	VPANDD Z17, Z30, Z17
+
 // RP_STEP2: a 2-bit step at off(SI), 16 columns of the 16 rows (byte i of
 // lane r: crumbs of columns 16k+i, +4, +8, +12), its four crumb vectors
 // against x dwords xoff..xoff+12(DI); Z30 is 0x03 in every byte.
 #define RP_STEP2(off, xoff, a0, a1) \
 	VMOVDQU32     off(SI), Z21 \
-	VPANDD        Z21, Z30, Z16 \
-	VPSRLW        $2, Z21, Z17 \
-	VPANDD        Z17, Z30, Z17 \
+	RP8_LO01(Z21) \
 	VPDPBUSD.BCST xoff(DI), Z16, a0 \
 	VPDPBUSD.BCST xoff+4(DI), Z17, a1 \
-	VPSRLW        $4, Z21, Z16 \
-	VPANDD        Z16, Z30, Z16 \
-	VPSRLW        $6, Z21, Z17 \
-	VPANDD        Z17, Z30, Z17 \
+	RP8_LO23(Z21) \
 	VPDPBUSD.BCST xoff+8(DI), Z16, a0 \
 	VPDPBUSD.BCST xoff+12(DI), Z17, a1
 
@@ -380,15 +388,10 @@ TEXT ·rowPack1VNNI2(SB), NOSPLIT, $0-64
 #define RPN_STEP_2(TOKS, xstep, PF) \
 	PF \
 	VMOVDQU32 (SI), Z21 \
-	VPANDD    Z21, Z30, Z16 \
-	VPSRLW    $2, Z21, Z17 \
-	VPANDD    Z17, Z30, Z17 \
+	RP8_LO01(Z21) \
 	TOKS \
 	ADDQ      xstep, DI \
-	VPSRLW    $4, Z21, Z16 \
-	VPANDD    Z16, Z30, Z16 \
-	VPSRLW    $6, Z21, Z17 \
-	VPANDD    Z17, Z30, Z17 \
+	RP8_LO23(Z21) \
 	TOKS \
 	ADDQ      $64, SI \
 	ADDQ      xstep, DI
@@ -446,19 +449,6 @@ TEXT ·rowPack1VNNI3(SB), NOSPLIT, $0-64
 	VPBROADCASTD AX, Z29
 
 	RP1_LOOP(RP1_STEPS_3, $192)
-
-// RP8_LO01(src): crumbs 0 and 1 of src into Z16, Z17 (Z30: 0x03 per byte).
-#define RP8_LO01(src) \
-	VPANDD src, Z30, Z16 \
-	VPSRLW $2, src, Z17 \
-	VPANDD Z17, Z30, Z17
-
-// RP8_LO23(src): crumbs 2 and 3 of src into Z16, Z17.
-#define RP8_LO23(src) \
-	VPSRLW $4, src, Z16 \
-	VPANDD Z16, Z30, Z16 \
-	VPSRLW $6, src, Z17 \
-	VPANDD Z17, Z30, Z17
 
 // RPN_STEP_3(TOKS, xstep, PF): a 3-bit step (32 columns) against the tokens
 // TOKS names, x's 8-column chunks xstep bytes apart.
