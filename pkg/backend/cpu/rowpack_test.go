@@ -404,25 +404,14 @@ func BenchmarkRowPackPrefetchAB(b *testing.B) {
 	for _, n := range []int{4, 8, 32, 64} {
 		x := randomVector(rand.New(rand.NewPCG(2, 2)), n*C)
 		y := make([]float32, n*R)
+		run := func(pf bool, i int) {
+			rowPackPrefetch = pf
+			p.MatMul(y, ms[i%M], x, n)
+		}
 		b.Run(fmt.Sprintf("n%d", n), func(b *testing.B) {
-			var rs []float64
-			bestOff, bestOn := time.Duration(1<<62), time.Duration(1<<62)
-			for i := 0; b.Loop(); i++ {
-				rowPackPrefetch = false
-				t0 := time.Now()
-				p.MatMul(y, ms[(2*i)%M], x, n)
-				t1 := time.Now()
-				rowPackPrefetch = true
-				p.MatMul(y, ms[(2*i+1)%M], x, n)
-				t2 := time.Now()
-				rs = append(rs, float64(t1.Sub(t0))/float64(t2.Sub(t1)))
-				bestOff, bestOn = min(bestOff, t1.Sub(t0)), min(bestOn, t2.Sub(t1))
-			}
-			slices.Sort(rs)
-			ops := float64(2 * R * C * n)
-			b.ReportMetric(rs[len(rs)/2], "speedup")
-			b.ReportMetric(ops/bestOff.Seconds()/1e9, "GOPS-plain")
-			b.ReportMetric(ops/bestOn.Seconds()/1e9, "GOPS-PF")
+			// pairedAB's "bytes" are the product's int8 operations here.
+			pairedAB(b, float64(2*R*C*n), "GOPS-plain", "GOPS-PF", "speedup",
+				func(i int) { run(false, 2*i) }, func(i int) { run(true, 2*i+1) })
 		})
 	}
 }
