@@ -384,10 +384,7 @@ type quantRows struct {
 func (p *Pool) quantizeRows(q *quantRows, x []float32, n, cols, gs int) {
 	g := cols / gs
 	*q = quantRows{cols: cols, gs: gs, wide: p.wideQuant(gs)}
-	q.qBuf = p.buf.get((n*cols + 3) / 4)
-	q.fBuf = p.buf.get(2 * n * g)
-	q.xq = x8Bytes(*q.qBuf, n*cols)
-	q.sx, q.gsum = (*q.fBuf)[:n*g], (*q.fBuf)[n*g:]
+	q.qBuf, q.fBuf, q.xq, q.sx, q.gsum = p.quantBufs(n, cols, g)
 	if n == 1 {
 		quantizeAny(q.wide, q.xq, q.sx, q.gsum, x[:cols], gs)
 		return
@@ -428,11 +425,15 @@ func (p *Pool) prepPackedRows(t *matTask, q *quantRows, rows []int) {
 // packedBufs takes the scratch buffers for t's quantized x in natural
 // order (xq, sx, gsum).
 func (p *Pool) packedBufs(t *matTask) {
-	n, cols, g := t.n, t.m.Cols, t.m.Groups()
-	t.qBuf = p.buf.get((n*cols + 3) / 4)
-	t.fBuf = p.buf.get(2 * n * g)
-	t.xq = x8Bytes(*t.qBuf, n*cols)
-	t.sx, t.gsum = (*t.fBuf)[:n*g], (*t.fBuf)[n*g:]
+	t.qBuf, t.fBuf, t.xq, t.sx, t.gsum = p.quantBufs(t.n, t.m.Cols, t.m.Groups())
+}
+
+// quantBufs takes scratch buffers for n tokens of cols quantized columns in
+// g groups: the codes (xq, in qBuf) and each group's scale and sum (sx,
+// gsum, in fBuf).
+func (p *Pool) quantBufs(n, cols, g int) (qBuf, fBuf *[]float32, xq []int8, sx, gsum []float32) {
+	qBuf, fBuf = p.buf.get((n*cols+3)/4), p.buf.get(2*n*g)
+	return qBuf, fBuf, x8Bytes(*qBuf, n*cols), (*fBuf)[:n*g], (*fBuf)[n*g:]
 }
 
 // layoutPacked lays t's quantized tokens out in blocks of eight (and four)
@@ -449,10 +450,7 @@ func (p *Pool) layoutPacked(t *matTask) {
 		nt += rowPackTail
 	}
 	if nt > 0 {
-		t.x8Buf = p.buf.get((nt*cols + 3) / 4)
-		t.s8Buf = p.buf.get(2 * nt * g)
-		t.x4 = x8Bytes(*t.x8Buf, nt*cols)
-		t.sx4, t.gsum4 = (*t.s8Buf)[:nt*g], (*t.s8Buf)[nt*g:]
+		t.x8Buf, t.s8Buf, t.x4, t.sx4, t.gsum4 = p.quantBufs(nt, cols, g)
 		for b := 0; b < t.blocks; b++ {
 			k := rowPackTokens * b
 			rowPackX8(t.x4[k*cols:(k+rowPackTokens)*cols], t.sx4[k*g:(k+rowPackTokens)*g], t.gsum4[k*g:(k+rowPackTokens)*g],
