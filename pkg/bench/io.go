@@ -11,7 +11,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"github.com/fm-moe/fm/pkg/backend/cpu"
 	"github.com/fm-moe/fm/pkg/experts"
@@ -158,7 +157,7 @@ func DiskReadBandwidth(ctx context.Context, dir string, size int64, threads, blo
 	}
 	defer rf.Close()
 	blocks := int(size / int64(block))
-	bufs := sync.Pool{New: func() any { return alignedBuffer(block) }}
+	bufs := sync.Pool{New: func() any { return experts.AlignedBuffer(block) }}
 	start := time.Now()
 	err = workpool.Run(ctx, min(threads, blocks), blocks, func(ctx context.Context, b int) error {
 		buf := bufs.Get().([]byte)
@@ -182,17 +181,6 @@ func DiskReadBandwidth(ctx context.Context, dir string, size int64, threads, blo
 	}
 	res.BytesPerSecond = float64(size) / el.Seconds()
 	return res, nil
-}
-
-// alignedBuffer returns n bytes at a 4096-aligned address (O_DIRECT needs it).
-func alignedBuffer(n int) []byte {
-	const align = 4096
-	b := make([]byte, n+align)
-	off := 0
-	if r := int(uintptr(unsafe.Pointer(&b[0])) % align); r != 0 {
-		off = align - r
-	}
-	return b[off : off+n : off+n]
 }
 
 // dropCache asks the kernel to drop a file's cached pages (best effort).

@@ -23,7 +23,7 @@ func (a *countingAllocator) ExpertBuffer(size int) ([]byte, error) {
 	if len(a.live)+a.freed >= a.limit {
 		return nil, errors.New("out of pinned memory")
 	}
-	b := alignedBuffer(size)
+	b := AlignedBuffer(size)
 	a.live[&b[0]] = true
 	return b, nil
 }

@@ -75,7 +75,7 @@ func dropCache(b *testing.B, dir string, set *layout.ExpertSet, ids []int) {
 func rawReadGBs(b *testing.B, dir string, set *layout.ExpertSet, threads int, direct, cold bool) float64 {
 	bufs := make([][]byte, benchK)
 	for i := range bufs {
-		bufs[i] = alignedBuffer(benchExpertSize)
+		bufs[i] = AlignedBuffer(benchExpertSize)
 	}
 	flag := os.O_RDONLY
 	if direct {
@@ -123,14 +123,14 @@ func rawReadGBs(b *testing.B, dir string, set *layout.ExpertSet, threads int, di
 func copyGBs() float64 {
 	src := make([][]byte, benchExperts)
 	for i := range src {
-		src[i] = alignedBuffer(benchExpertSize)
+		src[i] = AlignedBuffer(benchExpertSize)
 		for j := range src[i] {
 			src[i][j] = byte(j)
 		}
 	}
 	dst := make([][]byte, benchK)
 	for i := range dst {
-		dst[i] = alignedBuffer(benchExpertSize)
+		dst[i] = AlignedBuffer(benchExpertSize)
 	}
 	best := 0.0
 	for range 3 {

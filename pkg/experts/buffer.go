@@ -11,10 +11,11 @@ import (
 // of it (layout.ExpertAlignment).
 const Alignment = 4096
 
-// alignedBuffer returns a zeroed n-byte slice whose first byte is
-// Alignment-aligned. Large Go allocations usually start on a page boundary
-// already; when one does not, it is re-made with room to re-slice.
-func alignedBuffer(n int) []byte {
+// AlignedBuffer returns a zeroed n-byte slice whose first byte is
+// Alignment-aligned, as O_DIRECT reads need. Large Go allocations usually
+// start on a page boundary already; when one does not, it is re-made with
+// room to re-slice.
+func AlignedBuffer(n int) []byte {
 	b := make([]byte, n)
 	if n == 0 || isAligned(b) {
 		return b
@@ -70,7 +71,7 @@ func (p *bufferPool) get() []byte {
 			return b
 		}
 	}
-	return alignedBuffer(p.size)
+	return AlignedBuffer(p.size)
 }
 
 // put returns b for reuse, or drops it to the garbage collector when maxIdle

@@ -756,7 +756,7 @@ func (s *Store) probeDirect() {
 		return
 	}
 	defer f.Close()
-	buf := alignedBuffer(Alignment)
+	buf := AlignedBuffer(Alignment)
 	if _, err := f.ReadAt(buf, 0); err != nil && errors.Is(err, syscall.EINVAL) {
 		s.fallBack(path, err)
 	}
