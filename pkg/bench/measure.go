@@ -10,6 +10,7 @@ import (
 	"github.com/fm-moe/fm/pkg/backend"
 	"github.com/fm-moe/fm/pkg/backend/cpu"
 	"github.com/fm-moe/fm/pkg/engine"
+	"github.com/fm-moe/fm/pkg/internal/sysmem"
 	"github.com/fm-moe/fm/pkg/layout"
 	"github.com/fm-moe/fm/pkg/model"
 	"github.com/fm-moe/fm/pkg/sample"
@@ -327,7 +328,7 @@ func Measure(ctx context.Context, e *engine.Engine, o Options) (*Report, error) 
 	if o.Shape != nil {
 		ram := o.RAMBytes
 		if ram <= 0 {
-			if ram = TotalRAM(); ram <= 0 {
+			if ram = sysmem.Total(); ram <= 0 {
 				return nil, errors.New("bench: cannot read this machine's memory size; give --ram-gb")
 			}
 		}

@@ -1,9 +1,9 @@
-package bench
+package sysmem
 
 import "golang.org/x/sys/unix"
 
-// TotalRAM is this machine's physical memory in bytes (0 when unknown).
-func TotalRAM() int64 {
+// Total is this machine's physical memory in bytes (0 when unknown).
+func Total() int64 {
 	var si unix.Sysinfo_t
 	if err := unix.Sysinfo(&si); err != nil {
 		return 0
