@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fm-moe/fm/pkg/experts"
 	"github.com/fm-moe/fm/pkg/layout"
 	"github.com/fm-moe/fm/pkg/progress"
 )
@@ -28,6 +29,9 @@ type Options struct {
 	GroupSize int
 	// Jobs is the number of parallel expert workers of Repack (default 8).
 	Jobs int
+	// SourceReads says how Repack reads the source's experts (default
+	// ReadAuto).
+	SourceReads ReadMode
 	// Progress receives progress reports (nil: none).
 	Progress progress.Reporter
 	// Log receives one-line notes (resume counts, removed leftovers); nil: none.
@@ -38,6 +42,10 @@ type Options struct {
 	LoadTokenizer func(path string) (TokenizerWriter, error)
 	// Write adjusts output file writing (fault injection in tests).
 	Write layout.WriteOptions
+
+	// directFS is the file system of direct source reads (tests; nil:
+	// experts.OS()).
+	directFS experts.FS
 }
 
 func (o *Options) progress() progress.Reporter { return progress.OrNop(o.Progress) }
@@ -47,6 +55,22 @@ func (o *Options) logf(format string, args ...any) {
 		fmt.Fprintf(o.Log, format+"\n", args...)
 	}
 }
+
+// ReadMode is how Repack reads the source's experts.
+type ReadMode int
+
+const (
+	// ReadAuto reads around the page cache when the experts' source bytes
+	// exceed the machine's memory (then the page cache cannot hold them
+	// anyway, and a buffered read costs CPU and evicts everything else),
+	// else through it (a source read a moment ago is served from RAM).
+	ReadAuto ReadMode = iota
+	// ReadBuffered reads through the page cache, with read-ahead hints.
+	ReadBuffered
+	// ReadDirect reads around the page cache (O_DIRECT, F_NOCACHE on
+	// macOS); files whose filesystem refuses it are read buffered.
+	ReadDirect
+)
 
 // Summary reports what a conversion did.
 type Summary struct {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"sync"
 
 	"github.com/fm-moe/fm/pkg/layout"
 )
@@ -16,6 +17,10 @@ type expertPlan struct {
 	// sources returns the gate, up and down matrices of one expert.
 	sources           func(layer, expert int) [3]matrixSource
 	srcBytesPerExpert int64
+	// direct, when set, reads each expert's sources around the page cache,
+	// all at once (gather), into buffers from gathered (*[]byte).
+	direct   *directReads
+	gathered sync.Pool
 }
 
 // planExperts checks the routed-expert tensors of every sparse layer against the
@@ -186,9 +191,74 @@ func (p *expertPlan) prefetch(layer, expert int) {
 	}
 }
 
+// gather reads every source byte of one expert into *mem (grown as needed)
+// through p.direct, all of its pieces (up to blockBytes each) at once, and
+// returns the sources reading from there. With buffered reads the kernel's
+// read-ahead (prefetch) keeps the disk busy; direct reads have none, and a
+// worker reading its pieces one by one between quantizing steps left the
+// disk mostly idle (docs/PERF.md, "Converter: the source read around the page
+// cache").
+func (p *expertPlan) gather(ms [3]matrixSource, mem *[]byte) ([3]matrixSource, error) {
+	var need int64
+	for i := range ms {
+		need += ms[i].sourceBytes()
+	}
+	if int64(cap(*mem)) < need {
+		*mem = make([]byte, need)
+	}
+	free := (*mem)[:need]
+	type piece struct {
+		src rowSource
+		run rowRun
+		dst []byte
+	}
+	var pieces []piece
+	for i := range ms {
+		for _, rs := range [...]*rowSource{&ms[i].w, &ms[i].s, &ms[i].b} {
+			if rs.t == nil {
+				continue
+			}
+			n := rs.rows * rs.rowBytes
+			region := free[:n:n]
+			free = free[n:]
+			step := max(1, blockBytes/rs.rowBytes)
+			dst := region
+			for _, run := range rs.runs {
+				for first := run.first; first < run.first+run.n; first += step {
+					k := min(step, run.first+run.n-first)
+					pieces = append(pieces, piece{*rs, rowRun{first, k}, dst[:k*rs.rowBytes]})
+					dst = dst[k*rs.rowBytes:]
+				}
+			}
+			rs.mem = region
+		}
+	}
+	errs := make([]error, len(pieces))
+	var wg sync.WaitGroup
+	for i, pc := range pieces {
+		wg.Go(func() { errs[i] = pc.src.readRun(pc.dst, pc.run, p.direct) })
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return ms, err
+		}
+	}
+	return ms, nil
+}
+
 // build fills buf (FileSize bytes, zeroed padding) with one expert file.
 func (p *expertPlan) build(ctx context.Context, layer, expert int, buf []byte) error {
-	for i, ms := range p.sources(layer, expert) {
+	srcs := p.sources(layer, expert)
+	if p.direct != nil {
+		mem := p.gathered.Get().(*[]byte)
+		defer p.gathered.Put(mem)
+		var err error
+		if srcs, err = p.gather(srcs, mem); err != nil {
+			return err
+		}
+	}
+	for i, ms := range srcs {
 		parts := p.set.Components[i].Parts()
 		if ms.q != nil || p.target.Bits == 16 {
 			// A copy: pread straight into the file image.

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/fm-moe/fm/pkg/experts"
+	"github.com/fm-moe/fm/pkg/internal/sysmem"
 	"github.com/fm-moe/fm/pkg/internal/workpool"
 	"github.com/fm-moe/fm/pkg/layout"
 	"github.com/fm-moe/fm/pkg/progress"
@@ -109,12 +111,30 @@ func Repack(ctx context.Context, srcDir, outDir string, opts Options) (*Summary,
 	if err := layout.CheckFreeSpace(dir, need+overhead); err != nil {
 		return nil, err
 	}
+	direct := opts.SourceReads == ReadDirect
+	if opts.SourceReads == ReadAuto {
+		src := int64(len(todo)) * plan.srcBytesPerExpert
+		if ram := machineMemory(); ram > 0 && src > ram {
+			direct = true
+			opts.logf("reading the source around the page cache (direct I/O): its %.1f GB of experts exceed this machine's %.1f GB of memory (--direct-io=false reads through it)", float64(src)/1e9, float64(ram)/1e9)
+		}
+	}
+	if direct {
+		fs := opts.directFS
+		if fs == nil {
+			fs = experts.OS()
+		}
+		d := newDirectReads(fs)
+		defer d.Close()
+		plan.direct = d
+		plan.gathered.New = func() any { return new([]byte) }
+	}
 	prog.Start(set.Dir, need)
 	var mu sync.Mutex
 	bufs := sync.Pool{New: func() any { return make([]byte, set.FileSize) }}
 	err = workpool.Run(ctx, jobs, len(todo), func(ctx context.Context, i int) error {
 		k := todo[i]
-		if next := i + jobs; next < len(todo) {
+		if next := i + jobs; next < len(todo) && !direct {
 			plan.prefetch(todo[next].Layer, todo[next].Expert)
 		}
 		buf := bufs.Get().([]byte)
@@ -168,6 +188,10 @@ func Repack(ctx context.Context, srcDir, outDir string, opts Options) (*Summary,
 	sum.Elapsed = time.Since(start)
 	return sum, nil
 }
+
+// machineMemory is the memory ReadAuto compares the source with (a variable
+// for tests).
+var machineMemory = sysmem.Total
 
 // journalKey identifies a run's output: source and expert file layout.
 func journalKey(s *layout.ExpertSet) (string, error) {

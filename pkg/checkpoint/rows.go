@@ -21,6 +21,9 @@ type rowSource struct {
 	rowBytes int64
 	runs     []rowRun
 	rows     int64
+	// mem, when set, holds the view's rows already read (gather), in view
+	// order: reads copy from it.
+	mem []byte
 }
 
 // newRowSource views t as srcRows rows (its bytes split evenly) and selects runs
@@ -69,17 +72,42 @@ func (r rowSource) permute(runs []rowRun) rowSource {
 
 // read fills dst with view rows [start, start+len(dst)/rowBytes).
 func (r rowSource) read(dst []byte, start int64) error {
+	if r.mem != nil {
+		copy(dst, r.mem[start*r.rowBytes:])
+		return nil
+	}
 	n := int64(len(dst)) / r.rowBytes
 	for _, run := range r.sub(start, n).runs {
 		size := run.n * r.rowBytes
-		off := r.t.Offset + run.first*r.rowBytes
-		if _, err := r.t.Open().ReadAt(dst[:size], run.first*r.rowBytes); err != nil {
-			if errors.Is(err, io.EOF) {
-				err = fmt.Errorf("%w (file truncated?)", io.ErrUnexpectedEOF)
-			}
-			return fmt.Errorf("%s: tensor %q: read %d bytes at offset %d: %w", r.file, r.t.Name, size, off, err)
+		if err := r.readRun(dst[:size], run, nil); err != nil {
+			return err
 		}
 		dst = dst[size:]
+	}
+	return nil
+}
+
+// readRun reads one run's bytes: around the page cache where d allows (nil:
+// never), else through it, bounded by the tensor's extent.
+func (r rowSource) readRun(dst []byte, run rowRun, d *directReads) error {
+	off := r.t.Offset + run.first*r.rowBytes
+	err := func() error {
+		if d != nil {
+			if run.first*r.rowBytes+int64(len(dst)) > r.t.Size {
+				return io.ErrUnexpectedEOF // past the tensor, as its section reader would say
+			}
+			if ok, err := d.readAt(r.file, dst, off); ok || err != nil {
+				return err
+			}
+		}
+		_, err := r.t.Open().ReadAt(dst, run.first*r.rowBytes)
+		return err
+	}()
+	if err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			err = fmt.Errorf("%w (file truncated?)", io.ErrUnexpectedEOF)
+		}
+		return fmt.Errorf("%s: tensor %q: read %d bytes at offset %d: %w", r.file, r.t.Name, len(dst), off, err)
 	}
 	return nil
 }
