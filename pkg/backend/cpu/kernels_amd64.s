@@ -118,6 +118,12 @@
 	MOVQ   R15, CX
 
 // func dotF32AVX2(a, b *float32, n int) float32
+
+// ROW_PREFETCH: as in kernels512_amd64.s, the weight bytes ROW_PF_DISTANCE
+// ahead of SI, for the one-row kernels streaming a matrix from DRAM.
+#define ROW_PF_DISTANCE 2048
+#define ROW_PREFETCH PREFETCHT0 ROW_PF_DISTANCE(SI)
+
 // n is a multiple of 32.
 TEXT ·dotF32AVX2(SB), NOSPLIT, $0-28
 	MOVQ   a+0(FP), SI
@@ -212,6 +218,7 @@ q4group:
 	MOVQ   R12, CX
 
 q4step:
+	ROW_PREFETCH
 	VPMOVZXBD   (SI), Y3
 	VPMOVZXBD   8(SI), Y11
 	VPAND       Y15, Y3, Y4
@@ -251,6 +258,7 @@ q8group:
 	MOVQ   R12, CX
 
 q8step:
+	ROW_PREFETCH
 	VPMOVZXBD   (SI), Y4
 	VPMOVZXBD   8(SI), Y5
 	VPMOVZXBD   16(SI), Y12
@@ -292,6 +300,7 @@ q2group:
 	MOVQ   R12, CX
 
 q2step:
+	ROW_PREFETCH
 	VPMOVZXBD   (SI), Y3
 	VPAND       Y15, Y3, Y4
 	VPSRLD      $2, Y3, Y5
@@ -560,6 +569,7 @@ q3group:
 	MOVQ   R12, CX
 
 q3step:
+	ROW_PREFETCH
 	VPBROADCASTD (SI), Y4
 	VPBROADCASTD 3(SI), Y5
 	VPBROADCASTD 6(SI), Y12
