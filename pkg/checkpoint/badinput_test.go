@@ -404,11 +404,11 @@ func TestSummaryString(t *testing.T) {
 		want string
 	}{
 		{Summary{Tensors: 64, Files: 8, Bytes: 2 << 20, SourceBytes: 3 << 20, Elapsed: time.Second, Skipped: map[string]int{SkipVision: 21, SkipMTP: 1}},
-			"64 tensors, 2.0 MiB written in 8 files, 3.0 MiB read, 1.00s, 0.002 GB/s; skipped source tensors: 1 mtp, 21 vision"},
+			"64 tensors, 2.0 MiB written in 8 files, 3.0 MiB read, 1.00s (0.003 GB/s read, 0.002 GB/s written); skipped source tensors: 1 mtp, 21 vision"},
 		{Summary{Experts: 1, Resumed: 255, Files: 2, Bytes: 1 << 30, SourceBytes: 1 << 30, Elapsed: 2 * time.Second},
-			"1 expert file written, 255 already valid (skipped), 1.0 GiB written in 2 files, 1.0 GiB read, 2.00s, 0.537 GB/s"},
+			"1 expert file written, 255 already valid (skipped), 1.0 GiB written in 2 files, 1.0 GiB read, 2.00s (0.537 GB/s read, 0.537 GB/s written)"},
 		{Summary{Resumed: 256, Files: 1, Elapsed: time.Second},
-			"0 expert files written, 256 already valid (skipped), 0 B written in 1 file, 0 B read, 1.00s, 0.000 GB/s"},
+			"0 expert files written, 256 already valid (skipped), 0 B written in 1 file, 0 B read, 1.00s (0.000 GB/s read, 0.000 GB/s written)"},
 	} {
 		if got := c.s.String(); got != c.want {
 			t.Errorf("got  %q\nwant %q", got, c.want)

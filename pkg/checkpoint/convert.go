@@ -88,9 +88,11 @@ type Summary struct {
 func (s *Summary) String() string {
 	var b strings.Builder
 	secs := s.Elapsed.Seconds()
-	rate := 0.0
+	// Both rates: the source's is what a disk's read bandwidth compares
+	// with, the output's what the written files took.
+	in, out := 0.0, 0.0
 	if secs > 0 {
-		rate = float64(s.Bytes) / secs / 1e9
+		in, out = float64(s.SourceBytes)/secs/1e9, float64(s.Bytes)/secs/1e9
 	}
 	if s.Tensors > 0 {
 		fmt.Fprintf(&b, "%s, ", plural(s.Tensors, "tensor"))
@@ -98,7 +100,7 @@ func (s *Summary) String() string {
 	if s.Experts > 0 || s.Resumed > 0 {
 		fmt.Fprintf(&b, "%s written, %d already valid (skipped), ", plural(s.Experts, "expert file"), s.Resumed)
 	}
-	fmt.Fprintf(&b, "%s written in %s, %s read, %.2fs, %.3f GB/s", layout.FormatBytes(s.Bytes), plural(s.Files, "file"), layout.FormatBytes(s.SourceBytes), secs, rate)
+	fmt.Fprintf(&b, "%s written in %s, %s read, %.2fs (%.3f GB/s read, %.3f GB/s written)", layout.FormatBytes(s.Bytes), plural(s.Files, "file"), layout.FormatBytes(s.SourceBytes), secs, in, out)
 	if len(s.Skipped) > 0 {
 		var keys []string
 		for k := range s.Skipped {
