@@ -2,10 +2,13 @@ package checkpoint
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"reflect"
 	"sync"
 
+	"github.com/fm-moe/fm/pkg/experts"
 	"github.com/fm-moe/fm/pkg/layout"
 )
 
@@ -197,46 +200,81 @@ func (p *expertPlan) prefetch(layer, expert int) {
 // read-ahead (prefetch) keeps the disk busy; direct reads have none, and a
 // worker reading its pieces one by one between quantizing steps left the
 // disk mostly idle (docs/PERF.md, "Converter: the source read around the page
-// cache").
+// cache"). A source that is one run of a file read directly lands in an
+// aligned slot of *mem with no copy (its aligned span is read, and the view
+// starts inside it); others go through readRun.
 func (p *expertPlan) gather(ms [3]matrixSource, mem *[]byte) ([3]matrixSource, error) {
-	var need int64
-	for i := range ms {
-		need += ms[i].sourceBytes()
-	}
-	if int64(cap(*mem)) < need {
-		*mem = make([]byte, need)
-	}
-	free := (*mem)[:need]
 	type piece struct {
-		src rowSource
-		run rowRun
-		dst []byte
+		src    rowSource
+		run    rowRun // readRun's rows; unused for a direct span
+		dst    []byte
+		direct experts.File
+		off    int64 // the span's file offset, for a direct piece
 	}
 	var pieces []piece
+	var need int64
+	var srcs []*rowSource
 	for i := range ms {
 		for _, rs := range [...]*rowSource{&ms[i].w, &ms[i].s, &ms[i].b} {
-			if rs.t == nil {
-				continue
+			if rs.t != nil {
+				srcs = append(srcs, rs)
+				need += directSpan(rs.rows*rs.rowBytes) + directAlign
 			}
-			n := rs.rows * rs.rowBytes
-			region := free[:n:n]
-			free = free[n:]
-			step := max(1, blockBytes/rs.rowBytes)
-			dst := region
-			for _, run := range rs.runs {
-				for first := run.first; first < run.first+run.n; first += step {
-					k := min(step, run.first+run.n-first)
-					pieces = append(pieces, piece{*rs, rowRun{first, k}, dst[:k*rs.rowBytes]})
-					dst = dst[k*rs.rowBytes:]
-				}
-			}
-			rs.mem = region
 		}
+	}
+	if int64(len(*mem)) < need {
+		*mem = experts.AlignedBuffer(int(need))
+	}
+	free := *mem
+	for _, rs := range srcs {
+		n := rs.rows * rs.rowBytes
+		f, err := p.direct.open(rs.file)
+		if err != nil {
+			return ms, fmt.Errorf("%s: %w", rs.file, err)
+		}
+		if f != nil && len(rs.runs) == 1 {
+			off := rs.t.Offset + rs.runs[0].first*rs.rowBytes
+			start := off &^ (directAlign - 1)
+			span := directSpan(off + n - start)
+			slot := free[:span:span]
+			free = free[span:]
+			for a := int64(0); a < span; a += blockBytes {
+				pieces = append(pieces, piece{src: *rs, dst: slot[a:min(a+blockBytes, span)], direct: f, off: start + a})
+			}
+			rs.mem = slot[off-start : off-start+n]
+			continue
+		}
+		region := free[:n:n]
+		free = free[directSpan(n):]
+		step := max(1, blockBytes/rs.rowBytes)
+		dst := region
+		for _, run := range rs.runs {
+			for first := run.first; first < run.first+run.n; first += step {
+				k := min(step, run.first+run.n-first)
+				pieces = append(pieces, piece{src: *rs, run: rowRun{first, k}, dst: dst[:k*rs.rowBytes]})
+				dst = dst[k*rs.rowBytes:]
+			}
+		}
+		rs.mem = region
 	}
 	errs := make([]error, len(pieces))
 	var wg sync.WaitGroup
 	for i, pc := range pieces {
-		wg.Go(func() { errs[i] = pc.src.readRun(pc.dst, pc.run, p.direct) })
+		wg.Go(func() {
+			if pc.direct == nil {
+				errs[i] = pc.src.readRun(pc.dst, pc.run, p.direct)
+				return
+			}
+			// The span may run past the end of the file (a tensor at
+			// its end); only the tensor's bytes must come.
+			end := min(int64(len(pc.dst)), pc.src.t.Offset+pc.src.t.Size-pc.off)
+			if got, err := readFullAt(pc.direct, pc.dst, pc.off); int64(got) < end {
+				if err == nil || errors.Is(err, io.EOF) {
+					err = fmt.Errorf("%w (file truncated?)", io.ErrUnexpectedEOF)
+				}
+				errs[i] = fmt.Errorf("%s: tensor %q: direct read of %d bytes at offset %d: %w", pc.src.file, pc.src.t.Name, len(pc.dst), pc.off, err)
+			}
+		})
 	}
 	wg.Wait()
 	for _, err := range errs {
@@ -246,6 +284,9 @@ func (p *expertPlan) gather(ms [3]matrixSource, mem *[]byte) ([3]matrixSource, e
 	}
 	return ms, nil
 }
+
+// directSpan rounds n up to the direct-read alignment.
+func directSpan(n int64) int64 { return (n + directAlign - 1) &^ (directAlign - 1) }
 
 // build fills buf (FileSize bytes, zeroed padding) with one expert file.
 func (p *expertPlan) build(ctx context.Context, layer, expert int, buf []byte) error {

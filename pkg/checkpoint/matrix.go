@@ -220,8 +220,8 @@ func copyRows(ctx context.Context, src rowSource, emit func([]byte) error) error
 			return err
 		}
 		n := min(step, src.rows-r)
-		b := buf[:n*src.rowBytes]
-		if err := src.read(b, r); err != nil {
+		b, err := src.view(buf, r, n)
+		if err != nil {
 			return err
 		}
 		if err := emit(b); err != nil {
@@ -270,11 +270,10 @@ func (m matrixSource) quantize(ctx context.Context, t matrixTarget, emit func(pa
 			return err
 		}
 		n := min(step, m.rows-r)
-		b := raw[:n*m.w.rowBytes]
-		if err := m.w.read(b, r); err != nil {
+		b, err := m.w.view(raw, r, n)
+		if err != nil {
 			return err
 		}
-		var err error
 		if m.dtype == "BF16" {
 			// Widened a few thousand values at a time inside the quantizer.
 			err = quant.QuantizeBF16Into(&sc.p, b, int(n), cols, t.Bits, t.GroupSize)

@@ -70,6 +70,16 @@ func (r rowSource) permute(runs []rowRun) rowSource {
 	return out
 }
 
+// view returns view rows [start, start+n): a slice of mem when they were
+// gathered (no copy), else buf's first bytes, read.
+func (r rowSource) view(buf []byte, start, n int64) ([]byte, error) {
+	if r.mem != nil {
+		return r.mem[start*r.rowBytes : (start+n)*r.rowBytes], nil
+	}
+	b := buf[:n*r.rowBytes]
+	return b, r.read(b, start)
+}
+
 // read fills dst with view rows [start, start+len(dst)/rowBytes).
 func (r rowSource) read(dst []byte, start int64) error {
 	if r.mem != nil {
