@@ -15,15 +15,16 @@ import (
 // source costs the kernel a page-cache insertion and a copy per page, which
 // made fm-repack --bits 4 CPU-bound at about half of the disk's parallel read
 // bandwidth on two cores (docs/PERF.md, "Converter: the source read around
-// the page cache"); a direct read is the disk's DMA into an aligned buffer
-// and one copy to its place. It also leaves the page cache to the user's other
+// the page cache"); a direct read is the disk's DMA into an aligned buffer. It also leaves the page cache to the user's other
 // files: a 209 GB source read buffered would evict all of them.
 //
 // O_DIRECT needs the buffer, the offset and the length aligned to the
-// device's block, and tensors start anywhere in a safetensors file, so every
-// read covers the aligned span around the wanted bytes in a bounce buffer and
-// copies them out. A file whose filesystem refuses direct reads (tmpfs, some
-// FUSE mounts) is read buffered, as before; the refusal is remembered.
+// device's block, and tensors start anywhere in a safetensors file, so a read
+// covers the aligned span around the wanted bytes: expertPlan.gather reads it
+// into an aligned slot of the expert's buffer and uses the bytes where they
+// land; readAt (for views made of several runs) reads it into a bounce buffer
+// and copies them out. A file whose filesystem refuses direct reads (tmpfs,
+// some FUSE mounts) is read buffered, as before; the refusal is remembered.
 //
 // Safe for concurrent use: Repack's workers share one.
 type directReads struct {

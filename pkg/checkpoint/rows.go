@@ -22,7 +22,7 @@ type rowSource struct {
 	runs     []rowRun
 	rows     int64
 	// mem, when set, holds the view's rows already read (gather), in view
-	// order: reads copy from it.
+	// order: read copies from it, view returns it in place.
 	mem []byte
 }
 
