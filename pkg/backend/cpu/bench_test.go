@@ -234,3 +234,45 @@ func BenchmarkMatVecCompute(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkScalePrefetchAB alternates exact 4-bit one-token products with and
+// without wideRows' prefetch of the next chunk's scales and biases, on 24
+// matrices of each shape (beyond the caches), both workers, the pair's order
+// alternating; "speedup" is the median of without / with.
+func BenchmarkScalePrefetchAB(b *testing.B) {
+	const M = 24
+	p := NewPool(0)
+	defer func() { wideScalePrefetch = true }()
+	for _, sh := range []struct{ r, c int }{{4096, 2048}, {1024, 4096}, {4096, 1024}, {768, 2048}} {
+		ms := make([]*Matrix, M)
+		for i := range ms {
+			ms[i] = benchMatrix(sh.r, sh.c, Affine, 4)
+		}
+		x := randomVector(rand.New(rand.NewPCG(2, 2)), sh.c)
+		y := make([]float32, sh.r)
+		b.Run(fmt.Sprintf("%dx%d", sh.r, sh.c), func(b *testing.B) {
+			alternatedSpeedup(b, func(on bool) { wideScalePrefetch = on }, func(i int) { p.MatVec(y, ms[i%M], x) })
+		})
+	}
+}
+
+// alternatedSpeedup times op(2i) and op(2i+1) for pair i, one with set(false)
+// and one with set(true), the order alternating from pair to pair (so that
+// neither side always runs on the other's leftover cache state), and reports
+// the median over the pairs of off time / on time as "speedup".
+func alternatedSpeedup(b *testing.B, set func(on bool), op func(i int)) {
+	var rs []float64
+	for i := 0; b.Loop(); i++ {
+		var d [2]time.Duration // [0] off, [1] on
+		for j := range 2 {
+			k := (i + j) % 2
+			set(k == 1)
+			t0 := time.Now()
+			op(2*i + j)
+			d[k] = time.Since(t0)
+		}
+		rs = append(rs, float64(d[0])/float64(d[1]))
+	}
+	slices.Sort(rs)
+	b.ReportMetric(rs[len(rs)/2], "speedup")
+}

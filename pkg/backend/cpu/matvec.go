@@ -276,6 +276,10 @@ func (p *Pool) affineMatMulWide(t *matTask) {
 // rows at a time and hands the whole chunk to one multi-row kernel call per
 // token, so the Go loop costs nothing per row; blocks of four tokens go
 // through the 4-token kernels row by row.
+// wideScalePrefetch: wideRows prefetches the next chunk's scales and biases
+// in a one-token product (false for A/B measurements).
+var wideScalePrefetch = true
+
 func (t *matTask) wideRows(lo, hi int) {
 	m, y, xp, n, blocks := t.m, t.y, t.xp, t.n, t.blocks
 	rows, cols, gs, g, bits := m.Rows, m.Cols, m.GroupSize, m.Groups(), m.Bits
@@ -285,6 +289,15 @@ func (t *matTask) wideRows(lo, hi int) {
 	for c := lo; c < hi; c += wideChunk {
 		ce := min(c+wideChunk, hi)
 		scales, biases := chunkScales(m, *sbBuf, c, ce)
+		if n == 1 && wideScalePrefetch {
+			// The next chunk's scales and biases, while this one's
+			// weights stream: they are read a few KB at a time, between
+			// long runs of codes, too seldom for the hardware's prefetcher
+			// to run ahead of them.
+			sb, nc := len(m.Scales)/(rows*g), min(ce+wideChunk, hi)
+			prefetch(m.Scales[ce*g*sb : nc*g*sb])
+			prefetch(m.Biases[ce*g*sb : nc*g*sb])
+		}
 		// The 3-bit kernels read 8 bytes past each row: the matrix's last row
 		// runs in Go.
 		last := ce

@@ -438,20 +438,7 @@ func BenchmarkRowPackOneCallAB(b *testing.B) {
 		x := randomVector(rand.New(rand.NewPCG(2, 2)), sh.c)
 		y := make([]float32, sh.r)
 		b.Run(fmt.Sprintf("%dx%d", sh.r, sh.c), func(b *testing.B) {
-			var rs []float64
-			for i := 0; b.Loop(); i++ {
-				var d [2]time.Duration // [0] chunked, [1] one call
-				for j := range 2 {
-					k := (i + j) % 2
-					rowPackOneCall = k == 1
-					t0 := time.Now()
-					p.MatVec(y, ms[(2*i+j)%M], x)
-					d[k] = time.Since(t0)
-				}
-				rs = append(rs, float64(d[0])/float64(d[1]))
-			}
-			slices.Sort(rs)
-			b.ReportMetric(rs[len(rs)/2], "speedup")
+			alternatedSpeedup(b, func(on bool) { rowPackOneCall = on }, func(i int) { p.MatVec(y, ms[i%M], x) })
 		})
 	}
 }
