@@ -67,7 +67,10 @@ model, --layers or --bits change.
 memory_read_gbs, roofline_ratio, expert_hit_rate, disk_read_gbs,
 projected_tok_s, ...) instead of the text report. The memory ceiling is sampled
 after every run and the best sample is the one the roofline ratio divides by
-(memory_read_samples_gbs lists them: on a shared machine they move a lot).
+(memory_read_samples_gbs lists them: on a shared machine they move a lot);
+roofline_ratio_paired is the median over the runs of each run's decode rate
+(decode_runs_tok_s) over the sample taken right after it, the steadier figure
+where the machine's bandwidth moves between minutes.
 
 Expert reads come from the page cache when the files are cached; use
 --direct-io (with --expert-cache-mb) to measure the disk instead.`,

@@ -170,6 +170,13 @@ func TestMeasureAndProjectTiny(t *testing.T) {
 	if len(r.MemoryReadSampleGBs) != 2 || r.MemoryReadGBs != slices.Max(r.MemoryReadSampleGBs) {
 		t.Errorf("memory ceiling %.2f GB/s from samples %v: want the best of one after each of 2 runs", r.MemoryReadGBs, r.MemoryReadSampleGBs)
 	}
+	if len(r.DecodeRunTokS) != 2 || slices.Max(r.DecodeRunTokS) != r.DecodeTokS {
+		t.Errorf("decode rates per run %v: want 2, the best %.2f", r.DecodeRunTokS, r.DecodeTokS)
+	}
+	b := float64(r.BytesPerToken) / 1e9
+	if want := (b*r.DecodeRunTokS[0]/r.MemoryReadSampleGBs[0] + b*r.DecodeRunTokS[1]/r.MemoryReadSampleGBs[1]) / 2; math.Abs(r.RooflineRatioPaired-want) > 1e-9*want {
+		t.Errorf("paired roofline %v, want the median (mean of two) of each run over the sample after it, %v", r.RooflineRatioPaired, want)
+	}
 	if len(r.PerLayer) != 4 || r.ModelLayers != 5 || r.Layers != 4 {
 		t.Errorf("layers: %d reported, model %d, run %d", len(r.PerLayer), r.ModelLayers, r.Layers)
 	}
@@ -191,6 +198,25 @@ func TestMeasureAndProjectTiny(t *testing.T) {
 	d, x := BytesPerToken(e.Dir.Manifest, e.Set, 4)
 	if x != 4*4*e.Set.FileSize || d <= 0 || r.BytesPerToken != d+x {
 		t.Errorf("bytes per token: dense %d experts %d report %d", d, x, r.BytesPerToken)
+	}
+}
+
+// TestPairedRoofline: the median of each run's rate over the sample after it,
+// whatever the order; runs without a sample are left out.
+func TestPairedRoofline(t *testing.T) {
+	for _, c := range []struct {
+		rates, samples []float64
+		want           float64
+	}{
+		{[]float64{10, 20, 30}, []float64{100, 100, 100}, 0.2},
+		{[]float64{30, 10, 20}, []float64{50, 100, 100}, 0.2}, // 0.6, 0.1, 0.2
+		{[]float64{10, 20}, []float64{100, 100}, 0.15},
+		{[]float64{10, 20, 30}, []float64{100}, 0.1},
+		{nil, nil, 0},
+	} {
+		if got := pairedRoofline(1, c.rates, c.samples); math.Abs(got-c.want) > 1e-12 {
+			t.Errorf("rates %v samples %v: %v, want %v", c.rates, c.samples, got, c.want)
+		}
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/fm-moe/fm/pkg/backend"
@@ -85,6 +86,13 @@ type Report struct {
 	MemoryReadGBs       float64   `json:"memory_read_gbs"`
 	MemoryReadSampleGBs []float64 `json:"memory_read_samples_gbs,omitempty"`
 	RooflineRatio       float64   `json:"roofline_ratio"`
+	// DecodeRunTokS is each run's decode rate, and RooflineRatioPaired the
+	// median over the runs of its rate over the ceiling sampled right after
+	// it: on a machine whose memory bandwidth moves from minute to minute
+	// (shared hosts), a steadier figure than the best rate over the best
+	// sample, which pairs a rate and a ceiling from different minutes.
+	DecodeRunTokS       []float64 `json:"decode_runs_tok_s,omitempty"`
+	RooflineRatioPaired float64   `json:"roofline_ratio_paired,omitempty"`
 	// The prefill's ceiling: the arithmetic peak measured in the same run
 	// (every core, and one core alone), the multiply-adds with weights one
 	// prompt token needs (2 operations each; attention's scores and the LM
@@ -189,6 +197,7 @@ func Measure(ctx context.Context, e *engine.Engine, o Options) (*Report, error) 
 		s := res.Stats
 		logf("run %d: prefill %.1f tok/s, decode %.2f tok/s", run+1, s.PrefillTokensPerSecond(), s.DecodeTokensPerSecond())
 		bestPrefill = max(bestPrefill, s.PrefillTokensPerSecond())
+		r.DecodeRunTokS = append(r.DecodeRunTokS, s.DecodeTokensPerSecond())
 		if best == nil || s.DecodeTokensPerSecond() > best.DecodeTokensPerSecond() {
 			best = &s
 		}
@@ -279,8 +288,9 @@ func Measure(ctx context.Context, e *engine.Engine, o Options) (*Report, error) 
 	for _, bw := range ceiling.Samples() {
 		r.MemoryReadSampleGBs = append(r.MemoryReadSampleGBs, bw/1e9)
 	}
-	ceiling = nil // its buffer for the arithmetic peak's run
 	r.RooflineRatio = float64(r.BytesPerToken) * r.DecodeTokS / mem
+	r.RooflineRatioPaired = pairedRoofline(float64(r.BytesPerToken), r.DecodeRunTokS, ceiling.Samples())
+	ceiling = nil // its buffer for the arithmetic peak's run
 	if _, onCPU := e.Device.(*cpu.Device); onCPU {
 		logf("measuring the arithmetic peak")
 		all, one := ComputeCeiling(3)
@@ -378,4 +388,23 @@ func SyntheticPrompt(n, vocab int) []int {
 		ids[i] = int(x % uint32(vocab))
 	}
 	return ids
+}
+
+// pairedRoofline is the median over the runs of bytes × rate / the ceiling
+// sample taken right after that run (0 without a pair).
+func pairedRoofline(bytes float64, rates, samples []float64) float64 {
+	var rs []float64
+	for i := range min(len(rates), len(samples)) {
+		if samples[i] > 0 {
+			rs = append(rs, bytes*rates[i]/samples[i])
+		}
+	}
+	if len(rs) == 0 {
+		return 0
+	}
+	slices.Sort(rs)
+	if n := len(rs); n%2 == 0 {
+		return (rs[n/2-1] + rs[n/2]) / 2
+	}
+	return rs[len(rs)/2]
 }

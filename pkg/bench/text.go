@@ -70,6 +70,9 @@ func WriteText(w io.Writer, r *Report) {
 		fmt.Fprintf(w, " (same run)")
 	}
 	fmt.Fprintf(w, " → roofline ratio %.2f", r.RooflineRatio)
+	if len(r.DecodeRunTokS) > 1 && r.RooflineRatioPaired > 0 {
+		fmt.Fprintf(w, " (each run against the sample after it: median %.2f)", r.RooflineRatioPaired)
+	}
 	if r.UploadGBs > 0 {
 		fmt.Fprintf(w, " (host memory: weights on a GPU are read from its own)")
 	}
