@@ -2,14 +2,11 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"runtime"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/fm-moe/fm/pkg/backend/cpu"
@@ -146,7 +143,7 @@ func DiskReadBandwidth(ctx context.Context, dir string, size int64, threads, blo
 	res := DiskResult{Direct: true, Threads: threads, BlockSize: block, Bytes: size}
 	rf, err := experts.OS().Open(path, true)
 	if err != nil {
-		if !errors.Is(err, syscall.EINVAL) && !errors.Is(err, experts.ErrDirectIOUnsupported) {
+		if !experts.DirectUnsupported(err) {
 			return res, fmt.Errorf("%s: %w", path, err)
 		}
 		res.Direct = false
@@ -163,15 +160,8 @@ func DiskReadBandwidth(ctx context.Context, dir string, size int64, threads, blo
 		buf := bufs.Get().([]byte)
 		defer bufs.Put(buf)
 		off := int64(b) * int64(block)
-		for done := 0; done < block; {
-			n, err := rf.ReadAt(buf[done:], off+int64(done))
-			done += n
-			if done < block && (err != nil || n == 0) {
-				if err == nil || err == io.EOF {
-					err = io.ErrUnexpectedEOF
-				}
-				return fmt.Errorf("%s: read at %d: %w", path, off+int64(done), err)
-			}
+		if done, err := experts.ReadFullAt(rf, buf, off); err != nil {
+			return fmt.Errorf("%s: read at %d: %w", path, off+int64(done), err)
 		}
 		return nil
 	})

@@ -1,11 +1,8 @@
 package checkpoint
 
 import (
-	"errors"
 	"fmt"
-	"io"
 	"sync"
-	"syscall"
 
 	"github.com/fm-moe/fm/pkg/experts"
 )
@@ -57,7 +54,7 @@ func (d *directReads) open(path string) (experts.File, error) {
 	}
 	f, err := d.fs.Open(path, true)
 	if err != nil {
-		if !errors.Is(err, syscall.EINVAL) && !errors.Is(err, experts.ErrDirectIOUnsupported) {
+		if !experts.DirectUnsupported(err) {
 			return nil, err
 		}
 		f = nil
@@ -86,35 +83,16 @@ func (d *directReads) readAt(path string, dst []byte, off int64) (ok bool, err e
 		n := min(len(dst), blockBytes)
 		end := (off + int64(n) + directAlign - 1) &^ (directAlign - 1)
 		span := bounce[:end-start]
-		got, err := readFullAt(f, span, start)
+		got, err := experts.ReadFullAt(f, span, start)
 		if need := int(off-start) + n; got < need {
 			// The file ends inside the span: a short read is fine past
 			// the wanted bytes, not before them.
-			if err == nil || errors.Is(err, io.EOF) {
-				err = io.ErrUnexpectedEOF
-			}
 			return true, fmt.Errorf("direct read of %d bytes at offset %d: %w", need, start, err)
 		}
 		copy(dst[:n], span[off-start:])
 		dst, off = dst[n:], off+int64(n)
 	}
 	return true, nil
-}
-
-// readFullAt reads len(b) bytes at off unless the file ends or fails first.
-func readFullAt(f experts.File, b []byte, off int64) (int, error) {
-	done := 0
-	for done < len(b) {
-		n, err := f.ReadAt(b[done:], off+int64(done))
-		done += n
-		if err != nil || n == 0 {
-			if err == nil {
-				err = io.EOF
-			}
-			return done, err
-		}
-	}
-	return done, nil
 }
 
 // Close closes the direct descriptors.

@@ -268,9 +268,9 @@ func (p *expertPlan) gather(ms [3]matrixSource, mem *[]byte) ([3]matrixSource, e
 			// The span may run past the end of the file (a tensor at
 			// its end); only the tensor's bytes must come.
 			end := min(int64(len(pc.dst)), pc.src.t.Offset+pc.src.t.Size-pc.off)
-			if got, err := readFullAt(pc.direct, pc.dst, pc.off); int64(got) < end {
-				if err == nil || errors.Is(err, io.EOF) {
-					err = fmt.Errorf("%w (file truncated?)", io.ErrUnexpectedEOF)
+			if got, err := experts.ReadFullAt(pc.direct, pc.dst, pc.off); int64(got) < end {
+				if errors.Is(err, io.ErrUnexpectedEOF) {
+					err = fmt.Errorf("%w (file truncated?)", err)
 				}
 				errs[i] = fmt.Errorf("%s: tensor %q: direct read of %d bytes at offset %d: %w", pc.src.file, pc.src.t.Name, len(pc.dst), pc.off, err)
 			}

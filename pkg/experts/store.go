@@ -553,7 +553,7 @@ func (s *Store) read(ctx context.Context, k key, buf []byte, off int) error {
 		of, err := s.files.acquire(k, direct)
 		if err != nil {
 			oe := err.(*openError)
-			if direct && directUnsupported(oe.err) {
+			if direct && DirectUnsupported(oe.err) {
 				s.fallBack(oe.path, oe.err)
 				continue
 			}
@@ -591,6 +591,15 @@ func (s *Store) read(ctx context.Context, k key, buf []byte, off int) error {
 // maxStalls bounds consecutive ReadAt calls that return nothing and no error
 // before the file is declared short.
 const maxStalls = 8
+
+// ReadFullAt reads len(buf) bytes of f from offset off, continuing after
+// short reads; n says how many came. A file that ends early yields
+// io.ErrUnexpectedEOF (and a direct read past its end, EINVAL or the like:
+// callers that read an aligned span beyond the bytes they need check n).
+func ReadFullAt(f File, buf []byte, off int64) (n int, err error) {
+	n, _, err = readFull(context.Background(), f, buf, off)
+	return n, err
+}
 
 // readFull reads len(buf) bytes from offset base, continuing after short
 // reads. A file that ends early yields io.ErrUnexpectedEOF.
@@ -712,7 +721,10 @@ func isContextErr(err error) bool {
 	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
 
-func directUnsupported(err error) bool {
+// DirectUnsupported reports whether err is an FS's refusal of direct I/O
+// (ErrDirectIOUnsupported, or EINVAL from the open), after which a reader
+// falls back to the page cache.
+func DirectUnsupported(err error) bool {
 	return errors.Is(err, syscall.EINVAL) || errors.Is(err, ErrDirectIOUnsupported)
 }
 
@@ -750,7 +762,7 @@ func (s *Store) probeDirect() {
 	path := s.set.Path(s.dir, layer, 0)
 	f, err := s.files.fs.Open(path, true)
 	if err != nil {
-		if directUnsupported(err) {
+		if DirectUnsupported(err) {
 			s.fallBack(path, err)
 		}
 		return
