@@ -286,6 +286,7 @@ func (t *matTask) wideRows(lo, hi int) {
 	rb := m.RowBytes()
 	sbBuf := t.p.buf.get(2*wideChunk*g + g)
 	defer t.p.buf.put(sbBuf)
+	sb := len(m.Scales) / (rows * g) // bytes of one scale
 	for c := lo; c < hi; c += wideChunk {
 		ce := min(c+wideChunk, hi)
 		scales, biases := chunkScales(m, *sbBuf, c, ce)
@@ -294,7 +295,7 @@ func (t *matTask) wideRows(lo, hi int) {
 			// weights stream: they are read a few KB at a time, between
 			// long runs of codes, too seldom for the hardware's prefetcher
 			// to run ahead of them.
-			sb, nc := len(m.Scales)/(rows*g), min(ce+wideChunk, hi)
+			nc := min(ce+wideChunk, hi)
 			prefetch(m.Scales[ce*g*sb : nc*g*sb])
 			prefetch(m.Biases[ce*g*sb : nc*g*sb])
 		}
