@@ -1,7 +1,9 @@
 package checkpoint
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"sync"
 
 	"github.com/fm-moe/fm/pkg/experts"
@@ -17,28 +19,21 @@ import (
 //
 // O_DIRECT needs the buffer, the offset and the length aligned to the
 // device's block, and tensors start anywhere in a safetensors file, so a read
-// covers the aligned span around the wanted bytes: expertPlan.gather reads it
-// into an aligned slot of the expert's buffer and uses the bytes where they
-// land; readAt (for views made of several runs) reads it into a bounce buffer
-// and copies them out. A file whose filesystem refuses direct reads (tmpfs,
-// some FUSE mounts) is read buffered, as before; the refusal is remembered.
+// covers the aligned span around the wanted bytes (readSpan): expertPlan.gather
+// reads it into an aligned slot of the expert's buffer and uses the bytes
+// where they land. A file whose filesystem refuses direct reads (tmpfs, some
+// FUSE mounts) is read buffered, as before; the refusal is remembered.
 //
 // Safe for concurrent use: Repack's workers share one.
 type directReads struct {
 	fs    experts.FS
 	mu    sync.Mutex
 	files map[string]experts.File // nil value: direct reads refused there
-	bufs  sync.Pool               // *[]byte of bounceBytes, aligned
 }
 
-const (
-	// directAlign is the alignment of direct reads (experts.Alignment: 4096
-	// covers every common device's logical block).
-	directAlign = experts.Alignment
-	// bounceBytes is the most one direct read transfers: a streamed block
-	// (blockBytes) and the alignment slack on both sides.
-	bounceBytes = blockBytes + 2*directAlign
-)
+// directAlign is the alignment of direct reads (experts.Alignment: 4096
+// covers every common device's logical block).
+const directAlign = experts.Alignment
 
 func newDirectReads(fs experts.FS) *directReads {
 	return &directReads{fs: fs, files: map[string]experts.File{}}
@@ -63,36 +58,34 @@ func (d *directReads) open(path string) (experts.File, error) {
 	return f, nil
 }
 
-// readAt fills dst with the bytes of the file at path from absolute offset
-// off. ok is false when the file cannot be read directly; dst is then
-// untouched and the caller reads it buffered.
-func (d *directReads) readAt(path string, dst []byte, off int64) (ok bool, err error) {
-	f, err := d.open(path)
-	if err != nil || f == nil {
-		return false, err
+// readSpan fills slot, the directAlign-aligned span of f from offset start
+// (slot aligned, its length a multiple of directAlign), with direct reads of
+// up to blockBytes each, all in flight together. The file may end inside the
+// span, but not before byte needEnd.
+func readSpan(f experts.File, slot []byte, start, needEnd int64) error {
+	var errs []error
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for a := int64(0); a < int64(len(slot)); a += blockBytes {
+		piece := slot[a:min(a+blockBytes, int64(len(slot)))]
+		wg.Go(func() {
+			got, err := experts.ReadFullAt(f, piece, start+a)
+			if start+a+int64(got) >= min(start+a+int64(len(piece)), needEnd) {
+				return
+			}
+			if errors.Is(err, io.ErrUnexpectedEOF) {
+				err = fmt.Errorf("%w (file truncated?)", err)
+			}
+			mu.Lock()
+			errs = append(errs, fmt.Errorf("direct read of %d bytes at offset %d: %w", len(piece), start+a, err))
+			mu.Unlock()
+		})
 	}
-	bp, _ := d.bufs.Get().(*[]byte)
-	if bp == nil {
-		b := experts.AlignedBuffer(bounceBytes)
-		bp = &b
+	wg.Wait()
+	if len(errs) > 0 {
+		return errs[0]
 	}
-	defer d.bufs.Put(bp)
-	bounce := *bp
-	for len(dst) > 0 {
-		start := off &^ (directAlign - 1)
-		n := min(len(dst), blockBytes)
-		end := (off + int64(n) + directAlign - 1) &^ (directAlign - 1)
-		span := bounce[:end-start]
-		got, err := experts.ReadFullAt(f, span, start)
-		if need := int(off-start) + n; got < need {
-			// The file ends inside the span: a short read is fine past
-			// the wanted bytes, not before them.
-			return true, fmt.Errorf("direct read of %d bytes at offset %d: %w", need, start, err)
-		}
-		copy(dst[:n], span[off-start:])
-		dst, off = dst[n:], off+int64(n)
-	}
-	return true, nil
+	return nil
 }
 
 // Close closes the direct descriptors.

@@ -2,9 +2,7 @@ package checkpoint
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"reflect"
 	"sync"
 
@@ -204,14 +202,7 @@ func (p *expertPlan) prefetch(layer, expert int) {
 // aligned slot of *mem with no copy (its aligned span is read, and the view
 // starts inside it); others go through readRun.
 func (p *expertPlan) gather(ms [3]matrixSource, mem *[]byte) ([3]matrixSource, error) {
-	type piece struct {
-		src    rowSource
-		run    rowRun // readRun's rows; unused for a direct span
-		dst    []byte
-		direct experts.File
-		off    int64 // the span's file offset, for a direct piece
-	}
-	var pieces []piece
+	var reads []func() error
 	var need int64
 	var srcs []*rowSource
 	for i := range ms {
@@ -238,48 +229,35 @@ func (p *expertPlan) gather(ms [3]matrixSource, mem *[]byte) ([3]matrixSource, e
 			span := directSpan(off + n - start)
 			slot := free[:span:span]
 			free = free[span:]
-			for a := int64(0); a < span; a += blockBytes {
-				pieces = append(pieces, piece{src: *rs, dst: slot[a:min(a+blockBytes, span)], direct: f, off: start + a})
-			}
+			src, end := *rs, rs.t.Offset+rs.t.Size
+			reads = append(reads, func() error {
+				// The span may run past the end of the file (a tensor
+				// at its end); only the tensor's bytes must come.
+				if err := readSpan(f, slot, start, end); err != nil {
+					return fmt.Errorf("%s: tensor %q: %w", src.file, src.t.Name, err)
+				}
+				return nil
+			})
 			rs.mem = slot[off-start : off-start+n]
 			continue
 		}
+		// Refused (tmpfs, some FUSE mounts), or a view of several runs
+		// (which no expert source is): through the page cache.
 		region := free[:n:n]
 		free = free[directSpan(n):]
-		step := max(1, blockBytes/rs.rowBytes)
-		dst := region
-		for _, run := range rs.runs {
-			for first := run.first; first < run.first+run.n; first += step {
-				k := min(step, run.first+run.n-first)
-				pieces = append(pieces, piece{src: *rs, run: rowRun{first, k}, dst: dst[:k*rs.rowBytes]})
-				dst = dst[k*rs.rowBytes:]
-			}
-		}
+		src := *rs
+		reads = append(reads, func() error { return src.read(region, 0) })
 		rs.mem = region
 	}
-	errs := make([]error, len(pieces))
+	errs := make([]error, len(reads))
 	var wg sync.WaitGroup
-	for i, pc := range pieces {
-		wg.Go(func() {
-			if pc.direct == nil {
-				errs[i] = pc.src.readRun(pc.dst, pc.run, p.direct)
-				return
-			}
-			// The span may run past the end of the file (a tensor at
-			// its end); only the tensor's bytes must come.
-			end := min(int64(len(pc.dst)), pc.src.t.Offset+pc.src.t.Size-pc.off)
-			if got, err := experts.ReadFullAt(pc.direct, pc.dst, pc.off); int64(got) < end {
-				if errors.Is(err, io.ErrUnexpectedEOF) {
-					err = fmt.Errorf("%w (file truncated?)", err)
-				}
-				errs[i] = fmt.Errorf("%s: tensor %q: direct read of %d bytes at offset %d: %w", pc.src.file, pc.src.t.Name, len(pc.dst), pc.off, err)
-			}
-		})
+	for i, read := range reads {
+		wg.Go(func() { errs[i] = read() })
 	}
 	wg.Wait()
 	for _, err := range errs {
 		if err != nil {
-			return ms, err
+			return ms, err // the first, for a one-line message
 		}
 	}
 	return ms, nil

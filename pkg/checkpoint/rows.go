@@ -89,7 +89,7 @@ func (r rowSource) read(dst []byte, start int64) error {
 	n := int64(len(dst)) / r.rowBytes
 	for _, run := range r.sub(start, n).runs {
 		size := run.n * r.rowBytes
-		if err := r.readRun(dst[:size], run, nil); err != nil {
+		if err := r.readRun(dst[:size], run); err != nil {
 			return err
 		}
 		dst = dst[size:]
@@ -97,27 +97,13 @@ func (r rowSource) read(dst []byte, start int64) error {
 	return nil
 }
 
-// readRun reads one run's bytes: around the page cache where d allows (nil:
-// never), else through it, bounded by the tensor's extent.
-func (r rowSource) readRun(dst []byte, run rowRun, d *directReads) error {
-	off := r.t.Offset + run.first*r.rowBytes
-	err := func() error {
-		if d != nil {
-			if run.first*r.rowBytes+int64(len(dst)) > r.t.Size {
-				return io.ErrUnexpectedEOF // past the tensor, as its section reader would say
-			}
-			if ok, err := d.readAt(r.file, dst, off); ok || err != nil {
-				return err
-			}
-		}
-		_, err := r.t.Open().ReadAt(dst, run.first*r.rowBytes)
-		return err
-	}()
-	if err != nil {
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+// readRun reads one run's bytes through the page cache.
+func (r rowSource) readRun(dst []byte, run rowRun) error {
+	if _, err := r.t.Open().ReadAt(dst, run.first*r.rowBytes); err != nil {
+		if errors.Is(err, io.EOF) {
 			err = fmt.Errorf("%w (file truncated?)", io.ErrUnexpectedEOF)
 		}
-		return fmt.Errorf("%s: tensor %q: read %d bytes at offset %d: %w", r.file, r.t.Name, len(dst), off, err)
+		return fmt.Errorf("%s: tensor %q: read %d bytes at offset %d: %w", r.file, r.t.Name, len(dst), r.t.Offset+run.first*r.rowBytes, err)
 	}
 	return nil
 }
