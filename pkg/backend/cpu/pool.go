@@ -134,10 +134,25 @@ func (p *Pool) forRanger(n, cost int, r ranger) {
 // parks. Waking a parked helper costs 10–20 µs on the development VM (an OS
 // thread wake-up), a hand-off to a polling one under 1 µs; the products of a
 // decode step come tens of microseconds apart, so 100 µs keeps the helpers
-// hot through a step and lets them sleep between tokens. Polling yields
-// (runtime.Gosched) so that other goroutines, the expert reads among them,
-// still run.
+// hot through a step and lets them sleep between tokens.
 const spinTime = 100 * time.Microsecond
+
+// yieldPerHelper sets how often a polling helper gives its thread to other
+// goroutines (runtime.Gosched), so that the expert reads among them still
+// run while the helpers are hot: every helpers × yieldPerHelper. Between
+// yields a poll is an atomic load and a PAUSE (cpuRelax). A yield queues the
+// goroutine on the scheduler's global run queue under its one lock, so the
+// team's yields together, not each helper's, must stay rare: yielding on
+// every poll, as the pool first did, cost a 16-thread decode 55 % of its CPU
+// in that lock, and 16 threads decoded slower than 8; a fixed 25 µs fixed
+// that but cost a two-thread decode ~7 %, whose one helper had yielded about
+// every 2 µs (docs/PERF.md, "The pool's helpers on many cores").
+const yieldPerHelper = 2 * time.Microsecond
+
+// pollsPerClock is how many polls a helper makes between looks at the clock
+// (a poll took 19 ns on the development VM, ~1.2 µs for 64; time.Now is
+// dearer than a poll).
+const pollsPerClock = 64
 
 // team is a pool's persistent helpers.
 type team struct {
@@ -156,6 +171,8 @@ type helper struct {
 	r      ranger
 	lo, hi int
 
+	yieldEvery time.Duration // set once: see yieldPerHelper
+
 	// The owner's side of the same protocol, for waiting on done.
 	ownerParked atomic.Bool
 	finished    chan struct{} // capacity 1
@@ -164,7 +181,8 @@ type helper struct {
 func newTeam(n int) *team {
 	t := &team{helpers: make([]*helper, n)}
 	for i := range t.helpers {
-		h := &helper{wake: make(chan struct{}, 1), finished: make(chan struct{}, 1)}
+		h := &helper{wake: make(chan struct{}, 1), finished: make(chan struct{}, 1),
+			yieldEvery: time.Duration(n) * yieldPerHelper}
 		t.helpers[i] = h
 		go h.loop()
 	}
@@ -204,16 +222,25 @@ func (t *team) run(n, parts int, r ranger) {
 // an atomic Store already is an XCHG, on arm64 a SWPAL costs about as much as
 // an STLR.
 //
-// ownerSpins is how many times (runtime.Gosched each) the owner polls for a
-// helper's part before it sleeps: parts are split evenly, so the wait is
+// ownerPolls and ownerYields bound how long the owner waits for a
+// helper's part before it sleeps: first plain polls (cpuRelax), then polls
+// that yield (runtime.Gosched). Parts are split evenly, so the wait is
 // usually short; but when the machine is oversubscribed the helper may not
-// even be running, and a polling owner would keep its CPU from it.
-const ownerSpins = 64
+// even be running, and an owner that never yielded would keep its CPU from
+// it.
+const (
+	ownerPolls  = 1024
+	ownerYields = 64
+)
 
 // await waits until the helper has finished part gen.
 func (h *helper) await(gen uint32) {
 	for spins := 0; h.done.Load() != gen; spins++ {
-		if spins < ownerSpins {
+		if spins < ownerPolls {
+			cpuRelax()
+			continue
+		}
+		if spins < ownerPolls+ownerYields {
 			runtime.Gosched()
 			continue
 		}
@@ -239,12 +266,20 @@ func (h *helper) loop() {
 	var seen uint32
 	for {
 		idle := time.Now()
-		for spins := 0; h.gen.Load() == seen; spins++ {
+		yielded := idle
+		for spins := 1; h.gen.Load() == seen; spins++ {
 			if h.quit.Load() {
 				return
 			}
-			if spins%16 != 0 || time.Since(idle) < spinTime {
-				runtime.Gosched()
+			cpuRelax()
+			if spins%pollsPerClock != 0 {
+				continue
+			}
+			if now := time.Now(); now.Sub(idle) < spinTime {
+				if now.Sub(yielded) >= h.yieldEvery {
+					runtime.Gosched()
+					yielded = time.Now()
+				}
 				continue
 			}
 			// Park. The owner bumps gen before reading parked, and we set
@@ -255,6 +290,7 @@ func (h *helper) loop() {
 			}
 			h.parked.Store(false)
 			idle = time.Now()
+			yielded = idle
 		}
 		seen = h.gen.Load()
 		h.r.run(h.lo, h.hi)
