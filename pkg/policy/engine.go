@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"maps"
 	"math"
+	"runtime"
 	"slices"
 	"strings"
 
@@ -153,6 +154,22 @@ func (f *EngineFlags) expertsDir(m *layout.Manifest) (string, error) {
 	return "", fmt.Errorf("--experts %s: the directory has no %d-bit expert set (it has %s; run %s)", sel, bits, strings.Join(have, ", "), hint)
 }
 
+// Workers is the compute goroutines for --threads on a process that may run
+// cpus threads at once (GOMAXPROCS): threads, but at most cpus (0: cpus), and
+// a note when it capped them. The CPU backend's helpers poll for their next
+// part, so each wants a CPU of its own; with twice as many as the CPUs a
+// 30B-shaped decode measured 0.83–0.89× of its speed at one a CPU
+// (docs/PERF.md, "The pool's helpers on many cores").
+func Workers(threads, cpus int) (int, string) {
+	if threads <= 0 {
+		return cpus, ""
+	}
+	if threads > cpus {
+		return cpus, fmt.Sprintf("--threads %d is more than the %d CPUs this process can use; using %d (compute goroutines beyond the CPUs only wait on each other)", threads, cpus, cpus)
+	}
+	return threads, ""
+}
+
 // Open checks the flags and opens the engine; notes (what a flag changes,
 // store warnings) go to notes.
 func (f *EngineFlags) Open(ctx context.Context, notes io.Writer) (*engine.Engine, error) {
@@ -173,6 +190,10 @@ func (f *EngineFlags) Open(ctx context.Context, notes io.Writer) (*engine.Engine
 	if err != nil {
 		return nil, err
 	}
+	workers, note := Workers(f.Threads, runtime.GOMAXPROCS(0))
+	if note != "" {
+		fmt.Fprintln(notes, "note:", note)
+	}
 	ctxSize, note, err := Context(&m.Config, f.CtxSize, availableMemory())
 	if err != nil {
 		return nil, err
@@ -187,7 +208,7 @@ func (f *EngineFlags) Open(ctx context.Context, notes io.Writer) (*engine.Engine
 		Backend:         ResolveBackend(f.Backend, notes),
 		DeviceCache:     int64(float64(f.VRAMCacheGB) * (1 << 30)),
 		PrefillChunk:    f.PrefillChunk,
-		Workers:         f.Threads,
+		Workers:         workers,
 		Matmul:          f.Matmul,
 		Store: experts.Options{
 			IOThreads:   f.IOThreads,

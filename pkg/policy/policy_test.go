@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"io"
 	"math"
 	"os"
@@ -284,6 +285,27 @@ func TestMatmulFlag(t *testing.T) {
 		}
 		if err != nil || f.Matmul != tc.want {
 			t.Errorf("%v: %q, %v; want %q", tc.args, f.Matmul, err, tc.want)
+		}
+	}
+}
+
+func TestWorkers(t *testing.T) {
+	for _, c := range []struct {
+		threads, cpus, want int
+		note                bool
+	}{
+		{0, 8, 8, false},
+		{1, 8, 1, false},
+		{8, 8, 8, false},
+		{9, 8, 8, true},
+		{64, 2, 2, true},
+	} {
+		got, note := Workers(c.threads, c.cpus)
+		if got != c.want || (note != "") != c.note {
+			t.Errorf("Workers(%d, %d) = %d, %q; want %d, a note: %v", c.threads, c.cpus, got, note, c.want, c.note)
+		}
+		if c.note && !strings.Contains(note, fmt.Sprintf("--threads %d", c.threads)) {
+			t.Errorf("note %q does not name the flag's value", note)
 		}
 	}
 }
