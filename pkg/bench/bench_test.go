@@ -177,6 +177,9 @@ func TestMeasureAndProjectTiny(t *testing.T) {
 	if want := (b*r.DecodeRunTokS[0]/r.MemoryReadSampleGBs[0] + b*r.DecodeRunTokS[1]/r.MemoryReadSampleGBs[1]) / 2; math.Abs(r.RooflineRatioPaired-want) > 1e-9*want {
 		t.Errorf("paired roofline %v, want the median (mean of two) of each run over the sample after it, %v", r.RooflineRatioPaired, want)
 	}
+	if want := e.Device.Name(); r.Device != want || !strings.HasPrefix(r.Device, "cpu:") {
+		t.Errorf("device %q, want the engine's %q", r.Device, want)
+	}
 	if len(r.PerLayer) != 4 || r.ModelLayers != 5 || r.Layers != 4 {
 		t.Errorf("layers: %d reported, model %d, run %d", len(r.PerLayer), r.ModelLayers, r.Layers)
 	}

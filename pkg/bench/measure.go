@@ -69,6 +69,10 @@ type Report struct {
 	DirectIO        bool   `json:"direct_io"`
 	CacheBytes      int64  `json:"expert_cache_bytes"`
 	Matmul          string `json:"matmul"`
+	// Device is the backend that ran it, as it names itself: "cpu:16
+	// threads", "cuda:0 NVIDIA H200" (a figure means little without the
+	// thread count that made it).
+	Device string `json:"device,omitempty"`
 
 	PromptTokens       int     `json:"prompt_tokens"`
 	DecodedTokens      int     `json:"decoded_tokens"`
@@ -159,7 +163,8 @@ func Measure(ctx context.Context, e *engine.Engine, o Options) (*Report, error) 
 	k := e.Model.ExpertsPerToken()
 	m := e.Dir.Manifest
 	r := &Report{Model: m.Source.Dir, Arch: cfg.Arch, Layers: cfg.NumLayers, ModelLayers: cfg.NumLayers,
-		ExpertsPerToken: k, Bits: o.Bits, DirectIO: o.DirectIO, CacheBytes: o.CacheBytes, Matmul: o.Matmul}
+		ExpertsPerToken: k, Bits: o.Bits, DirectIO: o.DirectIO, CacheBytes: o.CacheBytes, Matmul: o.Matmul,
+		Device: e.Device.Name()}
 	if e.Set != nil {
 		r.ExpertFileBytes = e.Set.FileSize
 		if r.Bits == 0 {

@@ -23,8 +23,8 @@ func WriteJSON(w io.Writer, r *Report) error {
 
 // WriteText prints the report for people.
 func WriteText(w io.Writer, r *Report) {
-	fmt.Fprintf(w, "model: %s (%s), %d of %d layers, %d-bit, K=%d, expert file %s, matmul %s\n", r.Model, r.Arch, r.Layers, r.ModelLayers,
-		r.Bits, r.ExpertsPerToken, layout.FormatBytes(r.ExpertFileBytes), r.Matmul)
+	fmt.Fprintf(w, "model: %s (%s), %d of %d layers, %d-bit, K=%d, expert file %s, matmul %s, on %s\n", r.Model, r.Arch, r.Layers, r.ModelLayers,
+		r.Bits, r.ExpertsPerToken, layout.FormatBytes(r.ExpertFileBytes), r.Matmul, r.Device)
 	fmt.Fprintf(w, "prefill: %d tokens, %.1f tok/s (%.1f× decode)\n", r.PromptTokens, r.PrefillTokS, r.PrefillDecodeRatio)
 	fmt.Fprintf(w, "decode:  %.2f tok/s (%.2f ms/token), best of the runs\n", r.DecodeTokS, 1e3/r.DecodeTokS)
 	fmt.Fprintf(w, "\ndecode per token and layer (compute = all but the wait for expert files):\n")
