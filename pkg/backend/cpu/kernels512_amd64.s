@@ -94,6 +94,12 @@
 
 // ROW4Z_FINISH reduces the accumulators to four floats at out (in DX).
 #define ROW4Z_FINISH \
+	ROW4Z_REDUCE \
+	VZEROUPPER \
+	RET
+
+// ROW4Z_REDUCE is ROW4Z_FINISH without the return.
+#define ROW4Z_REDUCE \
 	VADDPS        Z16, Z0, Z0 \
 	VADDPS        Z17, Z1, Z1 \
 	VADDPS        Z18, Z2, Z2 \
@@ -117,9 +123,7 @@
 	VHADDPS       X1, X0, X0 \
 	VHADDPS       X3, X2, X2 \
 	VHADDPS       X2, X0, X0 \
-	VMOVUPS       X0, (DX) \
-	VZEROUPPER \
-	RET
+	VMOVUPS       X0, (DX)
 
 // ROW4Z_FMA16 feeds the four decoded vectors Z6..Z9 (64 weights) to the four
 // tokens: vector k meets the 16 floats at byte offset 64k of each token's
@@ -422,6 +426,79 @@ q4x4zstep:
 	DECQ R11
 	JNZ  q4x4zgroup
 	ROW4Z_FINISH
+
+// func q4Row8AVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int)
+// q4Row4AVX512 for eight tokens (out[0..7]): each block of 64 weights is
+// decoded once for all eight. Tokens 0–3 accumulate exactly as in
+// q4Row4AVX512 (Z0..Z3, Z16..Z19) and tokens 4–7 the same way in Z20..Z23,
+// Z24..Z27, and each group of four is reduced by the same code, so every
+// result is q4Row4AVX512's bit for bit. Tokens 4–7 are addressed from R10,
+// R15, DX and BX, which the four-token kernel keeps for reps, out and the
+// stride: reps and out are reloaded from the arguments instead.
+TEXT ·q4Row8AVX512(SB), NOSPLIT, $0-64
+	ROW4Z_PROLOGUE
+	VPXORD Z20, Z20, Z20
+	VPXORD Z21, Z21, Z21
+	VPXORD Z22, Z22, Z22
+	VPXORD Z23, Z23, Z23
+	VPXORD Z24, Z24, Z24
+	VPXORD Z25, Z25, Z25
+	VPXORD Z26, Z26, Z26
+	VPXORD Z27, Z27, Z27
+	LEAQ   (DI)(BX*4), R10
+	LEAQ   (R10)(BX*1), R15
+	LEAQ   (R10)(BX*2), DX
+	LEAQ   (R15)(BX*2), BX
+	MOVQ   packed+0(FP), SI
+	MOVQ   scales+24(FP), R8
+	MOVQ   biases+32(FP), R9
+	MOVQ   groups+48(FP), R11
+	VMOVUPS iota4<>(SB), Z15
+	Q4_COUNTS
+
+q4x8zgroup:
+	TABLE
+	MOVQ reps+56(FP), CX
+
+q4x8zstep:
+	Q4_DECODE64
+	ROW4Z_FMA16
+	VFMADD231PS (R10)(AX*1), Z6, Z20
+	VFMADD231PS 64(R10)(AX*1), Z7, Z24
+	VFMADD231PS 128(R10)(AX*1), Z8, Z20
+	VFMADD231PS 192(R10)(AX*1), Z9, Z24
+	VFMADD231PS (R15)(AX*1), Z6, Z21
+	VFMADD231PS 64(R15)(AX*1), Z7, Z25
+	VFMADD231PS 128(R15)(AX*1), Z8, Z21
+	VFMADD231PS 192(R15)(AX*1), Z9, Z25
+	VFMADD231PS (DX)(AX*1), Z6, Z22
+	VFMADD231PS 64(DX)(AX*1), Z7, Z26
+	VFMADD231PS 128(DX)(AX*1), Z8, Z22
+	VFMADD231PS 192(DX)(AX*1), Z9, Z26
+	VFMADD231PS (BX)(AX*1), Z6, Z23
+	VFMADD231PS 64(BX)(AX*1), Z7, Z27
+	VFMADD231PS 128(BX)(AX*1), Z8, Z23
+	VFMADD231PS 192(BX)(AX*1), Z9, Z27
+	ADDQ        $32, SI
+	ADDQ        $256, AX
+	DECQ        CX
+	JNZ         q4x8zstep
+	DECQ        R11
+	JNZ         q4x8zgroup
+	MOVQ        out+40(FP), DX
+	ROW4Z_REDUCE
+	VMOVAPS     Z20, Z0
+	VMOVAPS     Z21, Z1
+	VMOVAPS     Z22, Z2
+	VMOVAPS     Z23, Z3
+	VMOVAPS     Z24, Z16
+	VMOVAPS     Z25, Z17
+	VMOVAPS     Z26, Z18
+	VMOVAPS     Z27, Z19
+	ADDQ        $16, DX
+	ROW4Z_REDUCE
+	VZEROUPPER
+	RET
 
 // func q8Row4AVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int)
 // x in natural order; reps is GroupSize/32 (32 bytes each).

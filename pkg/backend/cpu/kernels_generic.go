@@ -64,6 +64,12 @@ func affineRow4Wide(bits int, row []byte, x []float32, stride int, scales, biase
 	return false
 }
 
+func row8Wide(bits, cols int) bool { return false }
+
+func affineRow8Wide(bits int, row []byte, x []float32, stride int, scales, biases []float32, gs int, out *[8]float32) bool {
+	return false
+}
+
 func dotF32Wide(a, b []float32, wide bool) float32 { return dotF32(a, b) }
 
 func dotBF16Wide(w []uint16, x []float32, wide bool) float32 { return dotBF16(w, x) }

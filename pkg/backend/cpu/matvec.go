@@ -280,6 +280,10 @@ func (p *Pool) affineMatMulWide(t *matTask) {
 // in a one-token product (false for A/B measurements).
 var wideScalePrefetch = true
 
+// row8Kernels lets wideRows take two blocks of four tokens at once where an
+// eight-token kernel exists (row8Wide; false for A/B measurements).
+var row8Kernels = true
+
 func (t *matTask) wideRows(lo, hi int) {
 	m, y, xp, n, blocks := t.m, t.y, t.xp, t.n, t.blocks
 	rows, cols, gs, g, bits := m.Rows, m.Cols, m.GroupSize, m.Groups(), m.Bits
@@ -306,8 +310,22 @@ func (t *matTask) wideRows(lo, hi int) {
 			last--
 		}
 		var out [4]float32
+		var out8 [8]float32
 		for b := 0; b < blocks; b++ {
 			k := 4 * b
+			if b+1 < blocks && row8Wide(bits, cols) {
+				// Two blocks at once: the weights decoded once for eight
+				// tokens, the same results.
+				for r := c; r < last; r++ {
+					i := r - c
+					affineRow8Wide(bits, m.Data[r*rb:(r+1)*rb], xp[k*cols:(k+8)*cols], cols, scales[i*g:(i+1)*g], biases[i*g:(i+1)*g], gs, &out8)
+					for j, v := range out8 {
+						y[(k+j)*rows+r] = v
+					}
+				}
+				b++
+				continue
+			}
 			for r := c; r < last; r++ {
 				i := r - c
 				affineRow4Wide(bits, m.Data[r*rb:(r+1)*rb], xp[k*cols:(k+4)*cols], cols, scales[i*g:(i+1)*g], biases[i*g:(i+1)*g], gs, &out)
