@@ -100,25 +100,20 @@ func affineRow4Wide(bits int, row []byte, x []float32, stride int, scales, biase
 const row8MaxCols = 1024
 
 // row8Wide reports whether affineRow8Wide has a kernel for bits and rows of
-// cols columns.
+// cols columns (4-bit only so far).
 func row8Wide(bits, cols int) bool {
 	return bits == 4 && cols <= row8MaxCols && row8Kernels && haveAVX512
 }
 
-// affineRow8Wide is affineRow4Wide for eight tokens, where an eight-token
-// kernel exists (4-bit; false otherwise): its results are the 4-token
-// kernel's bit for bit, each weight decoded once for eight tokens instead of
-// four.
-func affineRow8Wide(bits int, row []byte, x []float32, stride int, scales, biases []float32, gs int, out *[8]float32) bool {
+// affineRow8Wide is affineRow4Wide for eight tokens, for matrices row8Wide
+// admits: its results are the 4-token kernel's bit for bit, each weight
+// decoded once for eight tokens instead of four.
+func affineRow8Wide(row []byte, x []float32, stride int, scales, biases []float32, gs int, out *[8]float32) {
 	g := len(scales)
-	if !row8Wide(bits, g*gs) {
-		return false
-	}
 	_ = x[7*stride+g*gs-1]
 	_ = biases[g-1]
 	_ = row[g*gs/2-1]
 	q4Row8AVX512(&row[0], unsafe.Pointer(&x[0]), 4*stride, unsafe.Pointer(&scales[0]), unsafe.Pointer(&biases[0]), unsafe.Pointer(out), g, gs/64)
-	return true
 }
 
 //go:noescape

@@ -66,8 +66,8 @@ func affineRow4Wide(bits int, row []byte, x []float32, stride int, scales, biase
 
 func row8Wide(bits, cols int) bool { return false }
 
-func affineRow8Wide(bits int, row []byte, x []float32, stride int, scales, biases []float32, gs int, out *[8]float32) bool {
-	return false
+func affineRow8Wide(row []byte, x []float32, stride int, scales, biases []float32, gs int, out *[8]float32) {
+	panic("cpu: no SIMD kernels in this build")
 }
 
 func dotF32Wide(a, b []float32, wide bool) float32 { return dotF32(a, b) }

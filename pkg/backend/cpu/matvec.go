@@ -272,10 +272,6 @@ func (p *Pool) affineMatMulWide(t *matTask) {
 	p.forRanger(m.Rows, cols*n, t)
 }
 
-// wideRows is affineMatMulWide's body. It converts the scales of wideChunk
-// rows at a time and hands the whole chunk to one multi-row kernel call per
-// token, so the Go loop costs nothing per row; blocks of four tokens go
-// through the 4-token kernels row by row.
 // wideScalePrefetch: wideRows prefetches the next chunk's scales and biases
 // in a one-token product (false for A/B measurements).
 var wideScalePrefetch = true
@@ -284,10 +280,16 @@ var wideScalePrefetch = true
 // eight-token kernel exists (row8Wide; false for A/B measurements).
 var row8Kernels = true
 
+// wideRows is affineMatMulWide's body. It converts the scales of wideChunk
+// rows at a time and hands the whole chunk to one multi-row kernel call per
+// token, so the Go loop costs nothing per row; blocks of four tokens go
+// through the 4-token kernels row by row, two blocks at a time through the
+// 8-token kernel where one exists for the matrix (row8Wide).
 func (t *matTask) wideRows(lo, hi int) {
 	m, y, xp, n, blocks := t.m, t.y, t.xp, t.n, t.blocks
 	rows, cols, gs, g, bits := m.Rows, m.Cols, m.GroupSize, m.Groups(), m.Bits
 	rb := m.RowBytes()
+	eight := row8Wide(bits, cols)
 	sbBuf := t.p.buf.get(2*wideChunk*g + g)
 	defer t.p.buf.put(sbBuf)
 	sb := len(m.Scales) / (rows * g) // bytes of one scale
@@ -313,12 +315,12 @@ func (t *matTask) wideRows(lo, hi int) {
 		var out8 [8]float32
 		for b := 0; b < blocks; b++ {
 			k := 4 * b
-			if b+1 < blocks && row8Wide(bits, cols) {
+			if eight && b+1 < blocks {
 				// Two blocks at once: the weights decoded once for eight
 				// tokens, the same results.
 				for r := c; r < last; r++ {
 					i := r - c
-					affineRow8Wide(bits, m.Data[r*rb:(r+1)*rb], xp[k*cols:(k+8)*cols], cols, scales[i*g:(i+1)*g], biases[i*g:(i+1)*g], gs, &out8)
+					affineRow8Wide(m.Data[r*rb:(r+1)*rb], xp[k*cols:(k+8)*cols], cols, scales[i*g:(i+1)*g], biases[i*g:(i+1)*g], gs, &out8)
 					for j, v := range out8 {
 						y[(k+j)*rows+r] = v
 					}
