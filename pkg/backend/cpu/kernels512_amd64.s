@@ -1,6 +1,7 @@
 //go:build !noasm
 
 #include "textflag.h"
+#include "rowprefetch_amd64.h"
 
 // AVX-512 kernels (AVX512F; the 3-bit one also AVX512VBMI). The affine ones
 // dequantize through a 16-entry table: for each group, T[i] = s·(i mod 2^bits) + b
@@ -30,17 +31,8 @@
 	VPXORD Z3, Z3, Z3
 
 // The multi-row affine kernels walk rows consecutive rows (their codes,
-// scales and biases are contiguous) and store row r's dot product at y[r].
-// ROW_PREFETCH asks for the weight bytes ROW_PF_DISTANCE ahead of SI. The
-// one-row exact kernels consume a matrix streamed from DRAM more slowly per
-// byte than the int8 ones, and the hardware prefetcher alone left them
-// waiting on it: with this, BenchmarkMatVec's 4-bit product of a matrix
-// larger than L3 went from 0.43–0.44 to 0.48–0.67 of the read ceiling
-// (docs/PERF.md, "Software prefetch in the exact one-row kernels"). One per
-// step (16–128 bytes) repeats within a cache line but costs less than
-// tracking lines.
-#define ROW_PF_DISTANCE 2048
-#define ROW_PREFETCH PREFETCHT0 ROW_PF_DISTANCE(SI)
+// scales and biases are contiguous) and store row r's dot product at y[r],
+// prefetching ahead of their weights (ROW_PREFETCH, rowprefetch_amd64.h).
 
 #define ROW_PROLOGUE \
 	MOVQ packed+0(FP), SI \

@@ -1,6 +1,7 @@
 //go:build !noasm
 
 #include "textflag.h"
+#include "rowprefetch_amd64.h"
 
 // AVX2 + FMA twins of the Go kernels in dot.go. Every function ends with
 // VZEROUPPER so that the caller's SSE code pays no transition penalty.
@@ -118,12 +119,6 @@
 	MOVQ   R15, CX
 
 // func dotF32AVX2(a, b *float32, n int) float32
-
-// ROW_PREFETCH: as in kernels512_amd64.s, the weight bytes ROW_PF_DISTANCE
-// ahead of SI, for the one-row kernels streaming a matrix from DRAM.
-#define ROW_PF_DISTANCE 2048
-#define ROW_PREFETCH PREFETCHT0 ROW_PF_DISTANCE(SI)
-
 // n is a multiple of 32.
 TEXT ·dotF32AVX2(SB), NOSPLIT, $0-28
 	MOVQ   a+0(FP), SI
