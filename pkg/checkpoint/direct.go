@@ -14,8 +14,9 @@ import (
 // source costs the kernel a page-cache insertion and a copy per page, which
 // made fm-repack --bits 4 CPU-bound at about half of the disk's parallel read
 // bandwidth on two cores (docs/PERF.md, "Converter: the source read around
-// the page cache"); a direct read is the disk's DMA into an aligned buffer. It also leaves the page cache to the user's other
-// files: a 209 GB source read buffered would evict all of them.
+// the page cache"); a direct read is the disk's DMA into an aligned buffer.
+// It also leaves the page cache to the user's other files: a 209 GB source
+// read buffered would evict all of them.
 //
 // O_DIRECT needs the buffer, the offset and the length aligned to the
 // device's block, and tensors start anywhere in a safetensors file, so a read
@@ -63,10 +64,10 @@ func (d *directReads) open(path string) (experts.File, error) {
 // up to blockBytes each, all in flight together. The file may end inside the
 // span, but not before byte needEnd.
 func readSpan(f experts.File, slot []byte, start, needEnd int64) error {
-	var errs []error
-	var mu sync.Mutex
+	errs := make([]error, (int64(len(slot))+blockBytes-1)/blockBytes)
 	var wg sync.WaitGroup
-	for a := int64(0); a < int64(len(slot)); a += blockBytes {
+	for i := range errs {
+		a := int64(i) * blockBytes
 		piece := slot[a:min(a+blockBytes, int64(len(slot)))]
 		wg.Go(func() {
 			got, err := experts.ReadFullAt(f, piece, start+a)
@@ -76,14 +77,20 @@ func readSpan(f experts.File, slot []byte, start, needEnd int64) error {
 			if errors.Is(err, io.ErrUnexpectedEOF) {
 				err = fmt.Errorf("%w (file truncated?)", err)
 			}
-			mu.Lock()
-			errs = append(errs, fmt.Errorf("direct read of %d bytes at offset %d: %w", len(piece), start+a, err))
-			mu.Unlock()
+			errs[i] = fmt.Errorf("direct read of %d bytes at offset %d: %w", len(piece), start+a, err)
 		})
 	}
 	wg.Wait()
-	if len(errs) > 0 {
-		return errs[0]
+	return firstError(errs)
+}
+
+// firstError is the first non-nil error of errs (in order, not in time: the
+// message is the same from run to run), or nil.
+func firstError(errs []error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
 	}
 	return nil
 }

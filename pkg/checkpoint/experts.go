@@ -255,12 +255,7 @@ func (p *expertPlan) gather(ms [3]matrixSource, mem *[]byte) ([3]matrixSource, e
 		wg.Go(func() { errs[i] = read() })
 	}
 	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return ms, err // the first, for a one-line message
-		}
-	}
-	return ms, nil
+	return ms, firstError(errs) // the first, for a one-line message
 }
 
 // directSpan rounds n up to the direct-read alignment.
