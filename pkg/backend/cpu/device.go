@@ -354,26 +354,18 @@ func (d *Device) MatMul(y backend.Tensor, w backend.Matrix, x backend.Tensor) {
 	d.pool.MatMul(yt.data, m, xt.data, xt.rows)
 }
 
-// MatMuls implements backend.SharedMatMuler: the weights with an int8
-// row-interleaved copy and x's columns and group size go through one
-// Pool.MatMulShared, the others through MatMul.
+// MatMuls implements backend.SharedMatMuler: one batch of products
+// (matBatch), x prepared once for the weights that take it in the same form.
 func (d *Device) MatMuls(ys []backend.Tensor, ws []backend.Matrix, x backend.Tensor) {
 	xt := data(x)
-	var yd [maxShared][]float32
-	var ms [maxShared]*Matrix
-	k := 0
+	b := d.pool.newBatch()
 	for i, w := range ws {
 		yt, m := data(ys[i]), weight(w)
 		sameShape("MatMuls x", xt.rows, m.Cols, xt)
 		sameShape("MatMuls y", xt.rows, m.Rows, yt)
-		if k < maxShared && m.packed != nil && (k == 0 || m.Cols == ms[0].Cols && m.GroupSize == ms[0].GroupSize) {
-			yd[k], ms[k] = yt.data, m
-			k++
-			continue
-		}
-		d.pool.MatMul(yt.data, m, xt.data, xt.rows)
+		b.add(yt.data, m, xt.data, xt.rows)
 	}
-	d.pool.MatMulShared(yd[:k], ms[:k], xt.data, xt.rows)
+	b.compute()
 }
 
 // RMSNorm implements backend.Device.
@@ -428,11 +420,15 @@ func (d *Device) mlpFrom(p *Pool, y, x []float32, q *quantRows, rows []int, gate
 	defer d.buf.put(gb)
 	defer d.buf.put(ub)
 	g, u := *gb, *ub
-	if q != nil {
-		p.matMulSharedRows([][]float32{g, u}, []*Matrix{gate, up}, q, rows)
+	b := p.newBatch()
+	if p.packedFrom(q, gate) && p.packedFrom(q, up) {
+		b.addRows(g, gate, q, rows)
+		b.addRows(u, up, q, rows)
 	} else {
-		p.MatMulShared([][]float32{g, u}, []*Matrix{gate, up}, x, n)
+		b.add(g, gate, x, n)
+		b.add(u, up, x, n)
 	}
+	b.compute()
 	if p.int8 {
 		swiGLU32(g, u)
 	} else {
@@ -469,8 +465,10 @@ func (d *Device) finishJob(ot *Tensor, j *expertJob) {
 	for k, r := range j.rows {
 		Axpy(ot.row(r), j.weights[k], j.y[k*H:(k+1)*H])
 	}
-	if j.xb != nil {
-		d.buf.put(j.xb)
+	for _, b := range [...]*[]float32{j.xb, j.gb, j.ub} {
+		if b != nil {
+			d.buf.put(b)
+		}
 	}
 	d.buf.put(j.yb)
 	*j = expertJob{}
@@ -489,9 +487,7 @@ func (d *Device) ExpertFFNs(out, x backend.Tensor, es []backend.Expert, rows [][
 		panic(fmt.Sprintf("cpu: ExpertFFNs with %d experts, %d row lists and %d weight lists", len(es), len(rows), len(weights)))
 	}
 	if len(es) < d.pool.Workers() {
-		for i, e := range es {
-			d.ExpertFFN(out, x, e, rows[i], weights[i])
-		}
+		d.expertsSplit(ot, xt, es, rows, weights)
 		return
 	}
 	// Windows of a few experts per worker bound the scratch held for the
@@ -501,7 +497,7 @@ func (d *Device) ExpertFFNs(out, x backend.Tensor, es []backend.Expert, rows [][
 	// Every token's x quantized once for all its experts' gate and up
 	// products (which would each quantize it again, from a gathered float
 	// copy), when they are int8 row-interleaved products.
-	if ex, ok := es[0].(*expert); ok && quantizeOnce && d.serial.sharable([]*Matrix{&ex.gate, &ex.up}) && ex.gate.Cols == xt.cols {
+	if ex, ok := es[0].(*expert); ok && quantizeOnce && d.serial.packedProduct(&ex.gate) && d.serial.packedProduct(&ex.up) && ex.gate.Cols == xt.cols {
 		d.pool.quantizeRows(&b.q, xt.data, xt.rows, xt.cols, ex.gate.GroupSize)
 	}
 	w := d.pool.Workers()
@@ -522,6 +518,48 @@ func (d *Device) ExpertFFNs(out, x backend.Tensor, es []backend.Expert, rows [][
 	}
 	b.d, b.xt = nil, nil
 	expertBatches.Put(b)
+}
+
+// expertsSplit is ExpertFFNs with fewer experts than workers: every
+// product is split over the workers, in two batches (matBatch), all the
+// experts' gate and up projections and then all their down projections, so
+// a layer pays two hand-offs instead of two per expert, and the workers'
+// shares are a whole layer's instead of one projection's. A token's x is
+// prepared once for every expert that reads it (decode: one token, all the
+// experts).
+func (d *Device) expertsSplit(ot, xt *Tensor, es []backend.Expert, rows [][]int, weights [][]float32) {
+	p := d.pool
+	eb := expertBatches.Get().(*expertBatch)
+	mb := p.newBatch()
+	for i, e := range es {
+		eb.jobs = append(eb.jobs, d.newJob(xt, ot, e, rows[i], weights[i]))
+		j := &eb.jobs[i]
+		n, I := len(j.rows), j.ex.gate.Rows
+		xs := d.gather(j, xt)
+		j.gb, j.ub = d.buf.get(n*I), d.buf.get(n*I)
+		mb.add(*j.gb, &j.ex.gate, xs, n)
+		mb.add(*j.ub, &j.ex.up, xs, n)
+	}
+	mb.compute()
+	mb = p.newBatch()
+	for i := range eb.jobs {
+		j := &eb.jobs[i]
+		n, H := len(j.rows), j.ex.gate.Cols
+		if p.int8 {
+			swiGLU32(*j.gb, *j.ub)
+		} else {
+			SwiGLU(*j.gb, *j.ub)
+		}
+		j.yb = d.buf.get(n * H)
+		j.y = *j.yb
+		mb.add(j.y, &j.ex.down, *j.gb, n)
+	}
+	mb.compute()
+	for i := range eb.jobs {
+		d.finishJob(ot, &eb.jobs[i])
+	}
+	eb.jobs = eb.jobs[:0]
+	expertBatches.Put(eb)
 }
 
 // expertWindow is how many experts per worker ExpertFFNs computes before it
@@ -568,6 +606,7 @@ type expertJob struct {
 	weights []float32
 	y       []float32
 	xb, yb  *[]float32
+	gb, ub  *[]float32 // gate and up outputs (expertsSplit)
 }
 
 // expertJob computes j.y on pool p, from q's rows when q holds xt
@@ -576,21 +615,26 @@ func (d *Device) expertJob(p *Pool, j *expertJob, xt *Tensor, q *quantRows) {
 	H, n := j.ex.gate.Cols, len(j.rows)
 	j.yb = d.buf.get(n * H)
 	j.y = *j.yb
-	if q != nil && q.fits(p, &j.ex.gate) && p.sharable([]*Matrix{&j.ex.gate, &j.ex.up}) {
+	if p.packedFrom(q, &j.ex.gate) && p.packedFrom(q, &j.ex.up) {
 		d.mlpFrom(p, j.y, nil, q, j.rows, &j.ex.gate, &j.ex.up, &j.ex.down, n)
 		return
 	}
-	var xs []float32
-	if n == 1 {
-		xs = xt.row(j.rows[0])
-	} else {
-		j.xb = d.buf.get(n * H)
-		xs = *j.xb
-		for i, r := range j.rows {
-			copy(xs[i*H:(i+1)*H], xt.row(r))
-		}
+	d.mlp(p, j.y, d.gather(j, xt), &j.ex.gate, &j.ex.up, &j.ex.down, n)
+}
+
+// gather returns the job's tokens' x: the row itself for one token, else a
+// copy of the rows in j.xb.
+func (d *Device) gather(j *expertJob, xt *Tensor) []float32 {
+	if len(j.rows) == 1 {
+		return xt.row(j.rows[0])
 	}
-	d.mlp(p, j.y, xs, &j.ex.gate, &j.ex.up, &j.ex.down, n)
+	H := xt.cols
+	j.xb = d.buf.get(len(j.rows) * H)
+	xs := *j.xb
+	for i, r := range j.rows {
+		copy(xs[i*H:(i+1)*H], xt.row(r))
+	}
+	return xs
 }
 
 // state is the CPU's backend.State.

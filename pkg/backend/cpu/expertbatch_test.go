@@ -78,11 +78,23 @@ func TestExpertFFNsMatchesSequential(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
 	for _, tc := range []struct {
 		bits, workers, experts, T int
+		int8                      bool
 	}{
-		{4, 2, 8, 1}, {4, 2, 1, 1}, {4, 2, 20, 6}, {4, 3, 5, 1}, {4, 2, 7, 6}, {2, 2, 4, 3}, {3, 2, 4, 1}, {8, 2, 3, 1}, {16, 2, 4, 5},
+		{4, 2, 8, 1, false}, {4, 2, 1, 1, false}, {4, 2, 20, 6, false}, {4, 3, 5, 1, false}, {4, 2, 7, 6, false}, {2, 2, 4, 3, false},
+		{3, 2, 4, 1, false}, {8, 2, 3, 1, false}, {16, 2, 4, 5, false},
+		// Fewer experts than workers: the split batches (expertsSplit).
+		{4, 5, 3, 1, false}, {4, 4, 2, 5, false}, {2, 3, 2, 1, false}, {3, 4, 3, 2, false}, {8, 3, 2, 1, false}, {16, 4, 3, 3, false},
+		{4, 5, 3, 1, true}, {4, 4, 2, 5, true}, {2, 3, 2, 1, true}, {3, 4, 3, 2, true}, {8, 3, 2, 1, true}, {4, 2, 8, 1, true}, {4, 3, 5, 4, true},
 	} {
-		t.Run(fmt.Sprintf("bits=%d/workers=%d/experts=%d/T=%d", tc.bits, tc.workers, tc.experts, tc.T), func(t *testing.T) {
-			d := NewDevice(tc.workers)
+		t.Run(fmt.Sprintf("bits=%d/workers=%d/experts=%d/T=%d/int8=%v", tc.bits, tc.workers, tc.experts, tc.T, tc.int8), func(t *testing.T) {
+			mode := backend.MatmulExact
+			if tc.int8 {
+				mode = backend.MatmulInt8
+			}
+			d, err := OpenDevice(backend.Options{Threads: tc.workers, Matmul: mode})
+			if err != nil {
+				t.Fatal(err)
+			}
 			H, I := 256, 192
 			x, _ := d.NewTensor(tc.T, H)
 			d.Upload(x, attnRandFloats(r, tc.T*H))

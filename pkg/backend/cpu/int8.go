@@ -197,9 +197,9 @@ func affineRowInt8(bits, gs int, raw []byte, xq []int8, sx, scales, biases, gsum
 	return acc + bacc
 }
 
-// affineMatMulInt8 is MatMul for affine matrices in int8 mode: x is quantized
+// prepInt8 prepares MatMul for affine matrices in int8 mode: x is quantized
 // once per token, then the rows are split over the workers.
-func (p *Pool) affineMatMulInt8(t *matTask) {
+func (p *Pool) prepInt8(t *matTask) {
 	m, x, n := t.m, t.x, t.n
 	cols, gs, g := m.Cols, m.GroupSize, m.Groups()
 	t.simd = p.level >= levelAVX512 && int8Wide(m.Bits, gs)
@@ -209,8 +209,10 @@ func (p *Pool) affineMatMulInt8(t *matTask) {
 		t.level = levelAVX2
 	}
 	wideQ := p.wideQuant(gs)
-	if m.packed != nil && p.level >= levelAVX512 && haveVNNI {
-		p.packedMatMulInt8(t, wideQ)
+	if p.packedProduct(m) {
+		p.prepPacked(t, wideQ)
+		t.body = (*matTask).int8Packed
+		t.units, t.cost = t.packedUnits(), rowPackRows*cols*n
 		return
 	}
 	paired := t.simd && int8Paired(m.Bits, gs)
@@ -219,10 +221,8 @@ func (p *Pool) affineMatMulInt8(t *matTask) {
 	if paired || quads {
 		qn += (cols + 3) / 4 // room to quantize one token before the layout
 	}
-	qBuf := p.buf.get(qn)
-	defer p.buf.put(qBuf)
-	fBuf := p.buf.get(2 * n * g)
-	defer p.buf.put(fBuf)
+	qBuf := t.scratch(qn)
+	fBuf := t.scratch(2 * n * g)
 	all := unsafe.Slice((*int8)(unsafe.Pointer(&(*qBuf)[0])), 4*qn)
 	t.xq = all[:n*cols]
 	t.sx, t.gsum = (*fBuf)[:n*g], (*fBuf)[n*g:]
@@ -242,10 +242,8 @@ func (p *Pool) affineMatMulInt8(t *matTask) {
 	// Blocks of four tokens go through the 4-token kernel where one exists.
 	if paired && m.ScaleFormat == BF16 && n >= 4 {
 		t.blocks = n / 4
-		x4Buf := p.buf.get(t.blocks * cols)
-		defer p.buf.put(x4Buf)
-		s4Buf := p.buf.get(t.blocks * 4 * g)
-		defer p.buf.put(s4Buf)
+		x4Buf := t.scratch(t.blocks * cols)
+		s4Buf := t.scratch(t.blocks * 4 * g)
 		x4 := unsafe.Slice((*int8)(unsafe.Pointer(&(*x4Buf)[0])), 4*t.blocks*cols)
 		for b := 0; b < t.blocks; b++ {
 			int8Block4(x4[4*b*cols:4*(b+1)*cols], (*s4Buf)[4*b*g:4*(b+1)*g], t.xq[4*b*cols:], t.sx[4*b*g:], cols, g)
@@ -253,10 +251,9 @@ func (p *Pool) affineMatMulInt8(t *matTask) {
 		t.x4, t.sx4 = x4, *s4Buf
 	}
 	t.body = (*matTask).int8Rows
-	p.forRanger(m.Rows, cols*n, t)
 }
 
-// int8Rows is affineMatMulInt8's body: scales of wideChunk rows at a time
+// int8Rows is the body prepInt8 sets: scales of wideChunk rows at a time
 // (as wideRows), then one multi-row kernel call per token, or the Go twin.
 func (t *matTask) int8Rows(lo, hi int) {
 	m, y, n := t.m, t.y, t.n
@@ -335,17 +332,6 @@ func chunkScales(m *Matrix, buf []float32, c, ce int) (scales, biases []float32)
 	return scales, biases
 }
 
-// packedMatMulInt8 is affineMatMulInt8 for a matrix with a rowPack: x is
-// quantized per token in natural order, tokens in blocks of eight are laid
-// out for rowPack8VNNI, and the workers split the blocks of 16 rows (then the
-// rows past the last block).
-func (p *Pool) packedMatMulInt8(t *matTask, wideQ bool) {
-	p.prepPacked(t, wideQ)
-	defer t.putPacked(p)
-	t.body = (*matTask).int8Packed
-	p.forRanger(t.packedUnits(), rowPackRows*t.m.Cols*t.n, t)
-}
-
 // packedUnits is the number of work units of a packed product: blocks of 16
 // rows, then the rows past the last block.
 func (t *matTask) packedUnits() int {
@@ -353,9 +339,16 @@ func (t *matTask) packedUnits() int {
 	return pk.blocks + t.m.Rows - pk.blocks*rowPackRows
 }
 
-// prepPacked quantizes x per token in natural order and lays the tokens out
-// in blocks of eight for rowPack8VNNI, in scratch buffers t holds until
-// putPacked.
+// packedProduct reports whether m's product on p runs on its rowPack
+// (prepPacked).
+func (p *Pool) packedProduct(m *Matrix) bool {
+	return p.int8 && m.Format == Affine && m.packed != nil && p.level >= levelAVX512 && haveVNNI
+}
+
+// prepPacked prepares int8 mode's product for a matrix with a rowPack: it
+// quantizes x per token in natural order and lays the tokens out in blocks
+// of eight for rowPack8VNNI, in scratch buffers t holds until putPacked; the
+// workers split the blocks of 16 rows (then the rows past the last block).
 func (p *Pool) prepPacked(t *matTask, wideQ bool) {
 	m, x, n := t.m, t.x, t.n
 	cols, gs, g := m.Cols, m.GroupSize, m.Groups()

@@ -39,6 +39,31 @@ type matTask struct {
 	// the scratch buffers behind xq, sx/gsum, x4 and sx4/gsum4 for a packed
 	// product (prepPacked), returned by putPacked
 	qBuf, fBuf, x8Buf, s8Buf *[]float32
+	// the other scratch buffers behind the prepared x (scratch), returned
+	// by release
+	held  [4]*[]float32
+	nHeld int
+	// units is the number of work units of the prepared product (rows, or
+	// a packed product's row blocks), cost the multiply-adds of one
+	units, cost int
+}
+
+// scratch takes n floats of scratch that t holds until release.
+func (t *matTask) scratch(n int) *[]float32 {
+	b := t.p.buf.get(n)
+	t.held[t.nHeld] = b
+	t.nHeld++
+	return b
+}
+
+// release returns the scratch buffers t holds for its prepared x.
+func (t *matTask) release() {
+	for i := range t.nHeld {
+		t.p.buf.put(t.held[i])
+		t.held[i] = nil
+	}
+	t.nHeld = 0
+	t.putPacked(t.p)
 }
 
 func (t *matTask) run(lo, hi int) { t.body(t, lo, hi) }
@@ -51,22 +76,31 @@ var matTasks = sync.Pool{New: func() any { return new(matTask) }}
 // chunk reads the weights from memory once instead of n times (four tokens
 // at a time share each decoded weight where a 4-token kernel exists).
 func (p *Pool) MatMul(y []float32, m *Matrix, x []float32, n int) {
-	rows, cols := m.Rows, m.Cols
 	t := matTasks.Get().(*matTask)
-	*t = matTask{p: p, y: y[:n*rows], x: x[:n*cols], m: m, n: n, level: p.level}
+	*t = matTask{p: p, y: y[:n*m.Rows], x: x[:n*m.Cols], m: m, n: n, level: p.level}
+	p.prepare(t)
+	p.forRanger(t.units, t.cost, t)
+	t.release()
+	*t = matTask{}
+	matTasks.Put(t)
+}
+
+// prepare readies t (p, y, x, m, n and level set) to run: it picks the
+// kernels, lays x out as they want it, in scratch t holds until release,
+// and sets body, units and cost.
+func (p *Pool) prepare(t *matTask) {
+	m := t.m
+	t.units, t.cost = m.Rows, m.Cols*t.n
 	switch {
 	case m.Format != Affine:
 		t.body = (*matTask).floatRows
-		p.forRanger(rows, cols*n, t)
 	case p.int8:
-		p.affineMatMulInt8(t)
+		p.prepInt8(t)
 	case p.level >= levelAVX512 && wideAffine(m.Bits, m.GroupSize):
-		p.affineMatMulWide(t)
+		p.prepWide(t)
 	default:
-		p.affineMatMul(t)
+		p.prepAffine(t)
 	}
-	*t = matTask{}
-	matTasks.Put(t)
 }
 
 // floatRows is MatMul's body for F32, BF16 and F16 matrices.
@@ -165,24 +199,20 @@ func (t *matTask) bf16Tiled(lo, hi, k4 int) {
 	}
 }
 
-// affineMatMul is MatMul for quantized matrices on the AVX2 or generic
+// prepAffine prepares MatMul for quantized matrices on the AVX2 or generic
 // kernels: per group, s·Σ(q·x) + b·Σx, with the group sums of x computed once.
-func (p *Pool) affineMatMul(t *matTask) {
+func (p *Pool) prepAffine(t *matTask) {
 	m, x, n := t.m, t.x, t.n
 	cols, gs, g := m.Cols, m.GroupSize, m.Groups()
 	simd := p.level >= levelAVX2 && gs%32 == 0 && (m.Bits == 2 || m.Bits == 3 || m.Bits == 4 || m.Bits == 8)
 	t.simd = simd
-	gsumBuf := p.buf.get(n * g)
-	defer p.buf.put(gsumBuf)
-	t.gsum = *gsumBuf
+	t.gsum = *t.scratch(n * g)
 	for k := 0; k < n; k++ {
 		groupSums(t.gsum[k*g:(k+1)*g], x[k*cols:(k+1)*cols], gs)
 	}
 	t.xp = x
 	if simd && (m.Bits == 2 || m.Bits == 4) {
-		xpBuf := p.buf.get(n * cols)
-		defer p.buf.put(xpBuf)
-		t.xp = *xpBuf
+		t.xp = *t.scratch(n * cols)
 		for k := 0; k < n; k++ {
 			permuteX(t.xp[k*cols:(k+1)*cols], x[k*cols:(k+1)*cols], m.Bits, 8)
 		}
@@ -193,9 +223,7 @@ func (p *Pool) affineMatMul(t *matTask) {
 		t.blocks = n / 4
 	}
 	if t.blocks > 0 {
-		g4Buf := p.buf.get(t.blocks * 4 * g)
-		defer p.buf.put(g4Buf)
-		t.gsum4 = *g4Buf
+		t.gsum4 = *t.scratch(t.blocks * 4 * g)
 		for b := 0; b < t.blocks; b++ {
 			for j := 0; j < g; j++ {
 				for k := 0; k < 4; k++ {
@@ -205,10 +233,9 @@ func (p *Pool) affineMatMul(t *matTask) {
 		}
 	}
 	t.body = (*matTask).affineRows
-	p.forRanger(m.Rows, cols*n, t)
 }
 
-// affineRows is affineMatMul's body.
+// affineRows is the body prepAffine sets.
 func (t *matTask) affineRows(lo, hi int) {
 	m, y, xp, n, simd, blocks := t.m, t.y, t.xp, t.n, t.simd, t.blocks
 	rows, cols, gs, g := m.Rows, m.Cols, m.GroupSize, m.Groups()
@@ -252,24 +279,21 @@ func (t *matTask) affineRows(lo, hi int) {
 // float32 at a time: enough to amortize the call, small enough for L1.
 const wideChunk = 32
 
-// affineMatMulWide is affineMatMul on the AVX-512 kernels (wideAffine holds).
+// prepWide is prepAffine for the AVX-512 kernels (wideAffine holds).
 // They dequantize w = s·q + b through a per-group table and need no group
 // sums; x is permuted for 2 and 4 bits.
-func (p *Pool) affineMatMulWide(t *matTask) {
+func (p *Pool) prepWide(t *matTask) {
 	m, x, n := t.m, t.x, t.n
 	cols, bits := m.Cols, m.Bits
 	t.xp = x
 	if bits == 2 || bits == 4 {
-		xpBuf := p.buf.get(n * cols)
-		defer p.buf.put(xpBuf)
-		t.xp = *xpBuf
+		t.xp = *t.scratch(n * cols)
 		for k := 0; k < n; k++ {
 			permuteX(t.xp[k*cols:(k+1)*cols], x[k*cols:(k+1)*cols], bits, 16)
 		}
 	}
 	t.blocks = n / 4 // every width wideAffine admits has a 4-token kernel
 	t.body = (*matTask).wideRows
-	p.forRanger(m.Rows, cols*n, t)
 }
 
 // wideScalePrefetch: wideRows prefetches the next chunk's scales and biases
@@ -280,7 +304,7 @@ var wideScalePrefetch = true
 // eight-token kernel exists (row8Wide; false for A/B measurements).
 var row8Kernels = true
 
-// wideRows is affineMatMulWide's body. It converts the scales of wideChunk
+// wideRows is the body prepWide sets. It converts the scales of wideChunk
 // rows at a time and hands the whole chunk to one multi-row kernel call per
 // token, so the Go loop costs nothing per row; blocks of four tokens go
 // through the 4-token kernels row by row, two blocks at a time through the

@@ -382,7 +382,7 @@ var rowPackPrefetch, rowPackOneCall = true, true
 // token meets them.
 const rowPackChunk = 4
 
-// int8Packed is affineMatMulInt8's body for a matrix with a rowPack: units
+// int8Packed is the body prepPacked's products run (a matrix with a rowPack): units
 // [0, blocks) are blocks of 16 rows, the units after them single rows past
 // the last block (original bytes, the row kernels).
 func (t *matTask) int8Packed(lo, hi int) {

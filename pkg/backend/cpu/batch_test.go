@@ -43,6 +43,112 @@ func TestMatMulSharedMatchesMatMul(t *testing.T) {
 	}
 }
 
+// TestMatBatchMatchesMatMul: a batch of products of every format (packed
+// and not, several widths), some reading one x and some their own, gives
+// each product's MatMul bit for bit, exact and int8, at every level, on 1
+// to 5 workers and 1 to 17 tokens; products that can share x's preparation
+// do (checked by counting the tasks that hold scratch of their own).
+func TestMatBatchMatchesMatMul(t *testing.T) {
+	rng := rand.New(rand.NewPCG(45, 46))
+	type spec struct {
+		rows, cols int
+		f          Format
+		bits, gs   int
+		pack       bool
+		x          int // which x: products with the same index read the same x
+	}
+	specs := []spec{
+		{96, 256, Affine, 4, 64, true, 0}, {48, 256, Affine, 4, 64, true, 0}, {37, 256, Affine, 4, 64, false, 0},
+		{16, 256, BF16, 0, 0, false, 0}, {20, 256, Affine, 2, 64, true, 0}, {33, 256, Affine, 3, 32, false, 0},
+		{24, 256, Affine, 3, 64, false, 0}, {24, 256, Affine, 2, 64, false, 0}, {16, 256, Affine, 8, 64, false, 0},
+		{64, 128, Affine, 8, 64, true, 1}, {17, 128, F32, 0, 0, false, 1}, {32, 256, Affine, 4, 64, true, 2},
+		{40, 192, Affine, 4, 64, false, 3}, {5, 192, F16, 0, 0, false, 3},
+	}
+	ms := make([]*Matrix, len(specs))
+	for i, sp := range specs {
+		ms[i] = randomMatrix(rng, sp.rows, sp.cols, sp.f, sp.bits, sp.gs, BF16)
+		if sp.pack && haveVNNI && rowPackable(ms[i]) {
+			ms[i].packed = packRows(ms[i], nil)
+		}
+	}
+	var pools []*Pool
+	for _, level := range testLevels() {
+		for _, w := range []int{1, 3, 5} {
+			pools = append(pools, newPool(w, level))
+			p := newPool(w, level)
+			p.int8 = true
+			pools = append(pools, p)
+		}
+	}
+	for _, p := range pools {
+		for _, n := range []int{1, 3, 8, 17} {
+			xs := make([][]float32, 4)
+			for i := range xs {
+				xs[i] = randomVector(rng, n*256)
+			}
+			ys, want := make([][]float32, len(ms)), make([][]float32, len(ms))
+			b := p.newBatch()
+			for i, m := range ms {
+				x := xs[specs[i].x][:n*m.Cols]
+				ys[i], want[i] = make([]float32, n*m.Rows), make([]float32, n*m.Rows)
+				p.MatMul(want[i], m, x, n)
+				b.add(ys[i], m, x, n)
+			}
+			// The first 4-bit packed product prepares x; the second (same x,
+			// same form) shares it.
+			if owns := b.tasks[1].nHeld > 0 || b.tasks[1].qBuf != nil; owns {
+				t.Fatalf("workers %d level %d int8 %v n %d: the second product prepared x again", p.Workers(), p.level, p.int8, n)
+			}
+			b.compute()
+			for i := range ms {
+				for j := range ys[i] {
+					if math.Float32bits(ys[i][j]) != math.Float32bits(want[i][j]) {
+						t.Fatalf("workers %d level %d int8 %v n %d: product %d (%+v) [%d] %g, MatMul %g",
+							p.Workers(), p.level, p.int8, n, i, specs[i], j, ys[i][j], want[i][j])
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestMatBatchPartsCoverEveryUnit: whatever the split, the batch's parts
+// run every unit of every task exactly once.
+func TestMatBatchPartsCoverEveryUnit(t *testing.T) {
+	for _, units := range [][]int{{1}, {7, 1, 300}, {48, 48, 48, 48}, {3, 0, 5}} {
+		for _, cost := range [][]int{{1, 1, 1, 1}, {1 << 16, 3, 1 << 20, 7}, {100, 100000, 1, 2}} {
+			for parts := 1; parts <= 9; parts++ {
+				b := &matBatch{parts: parts}
+				seen := make([][]int, len(units))
+				total := 0
+				for i, u := range units {
+					i := i
+					seen[i] = make([]int, u)
+					tk := &matTask{units: u, cost: cost[i]}
+					tk.body = func(_ *matTask, lo, hi int) {
+						for k := lo; k < hi; k++ {
+							seen[i][k]++
+						}
+					}
+					b.tasks = append(b.tasks, tk)
+					total += u * max(cost[i], 1)
+					b.ends = append(b.ends, total)
+				}
+				for k := 0; k < parts; k++ {
+					b.run(k, k+1)
+				}
+				for i := range seen {
+					for k, c := range seen[i] {
+						if c != 1 {
+							t.Fatalf("units %v cost %v parts %d: task %d unit %d ran %d times", units, cost, parts, i, k, c)
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
 // BenchmarkMatMulSharedAB alternates an attention layer's q, k and v as
 // three MatMuls and as one MatMulShared over 12 layers' copies (from DRAM),
 // in int8 mode with row-interleaved copies: "ratio" is the median of three
