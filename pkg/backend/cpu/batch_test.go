@@ -151,39 +151,46 @@ func TestMatBatchPartsCoverEveryUnit(t *testing.T) {
 
 // BenchmarkMatMulSharedAB alternates an attention layer's q, k and v as
 // three MatMuls and as one MatMulShared over 12 layers' copies (from DRAM),
-// in int8 mode with row-interleaved copies: "ratio" is the median of three
+// exact (4-bit kernels, x permuted once instead of three times) and int8
+// (row-interleaved copies, x quantized once): "ratio" is the median of three
 // products' time / the shared one's.
 func BenchmarkMatMulSharedAB(b *testing.B) {
-	if !haveVNNI {
-		b.Skip("no AVX-512 VNNI")
-	}
-	p := NewPool(0)
-	p.int8 = true
-	const layers = 12
-	var qkv [layers][3]*Matrix
-	bytes := 0
-	for l := range layers {
-		for i, r := range []int{4096, 512, 512} {
-			m := benchMatrix(r, 2048, Affine, 4)
-			m.packed = packRows(m, p)
-			qkv[l][i] = m
-			if l == 0 {
-				bytes += len(m.packed.data)
+	for _, int8 := range []bool{false, true} {
+		if int8 && !haveVNNI {
+			continue
+		}
+		p := NewPool(0)
+		p.int8 = int8
+		const layers = 12
+		var qkv [layers][3]*Matrix
+		bytes := 0
+		for l := range layers {
+			for i, r := range []int{4096, 512, 512} {
+				m := benchMatrix(r, 2048, Affine, 4)
+				if int8 {
+					m.packed = packRows(m, p)
+				}
+				qkv[l][i] = m
+				if l == 0 && int8 {
+					bytes += len(m.packed.data)
+				} else if l == 0 {
+					bytes += len(m.Data) + len(m.Scales) + len(m.Biases)
+				}
 			}
 		}
-	}
-	for _, n := range []int{1, 8} {
-		x := randomVector(rand.New(rand.NewPCG(2, 2)), n*2048)
-		ys := [][]float32{make([]float32, n*4096), make([]float32, n*512), make([]float32, n*512)}
-		b.Run(fmt.Sprintf("n%d", n), func(b *testing.B) {
-			pairedAB(b, float64(bytes), "GB/s-three-best", "GB/s-shared-best", "ratio",
-				func(i int) {
-					for j, m := range qkv[i%layers] {
-						p.MatMul(ys[j], m, x, n)
-					}
-				},
-				func(i int) { p.MatMulShared(ys, qkv[i%layers][:], x, n) })
-		})
+		for _, n := range []int{1, 8} {
+			x := randomVector(rand.New(rand.NewPCG(2, 2)), n*2048)
+			ys := [][]float32{make([]float32, n*4096), make([]float32, n*512), make([]float32, n*512)}
+			b.Run(fmt.Sprintf("int8=%v/n%d", int8, n), func(b *testing.B) {
+				pairedAB(b, float64(bytes), "GB/s-three-best", "GB/s-shared-best", "ratio",
+					func(i int) {
+						for j, m := range qkv[i%layers] {
+							p.MatMul(ys[j], m, x, n)
+						}
+					},
+					func(i int) { p.MatMulShared(ys, qkv[i%layers][:], x, n) })
+			})
+		}
 	}
 }
 
