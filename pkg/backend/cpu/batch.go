@@ -112,14 +112,11 @@ func (b *matBatch) task(y []float32, m *Matrix, n int, src xSource) *matTask {
 
 // compute runs the batch's products and recycles it.
 func (b *matBatch) compute() {
-	total := 0
+	total, units := 0, 0
 	for _, t := range b.tasks {
 		total += t.units * max(t.cost, 1)
-		b.ends = append(b.ends, total)
-	}
-	units := 0
-	for _, t := range b.tasks {
 		units += t.units
+		b.ends = append(b.ends, total)
 	}
 	b.parts = min(b.p.Workers(), max(total/minWorkPerGoroutine, 1), max(units, 1))
 	b.p.forRanger(b.parts, minWorkPerGoroutine, b)

@@ -429,12 +429,18 @@ func (d *Device) mlpFrom(p *Pool, y, x []float32, q *quantRows, rows []int, gate
 		b.add(u, up, x, n)
 	}
 	b.compute()
+	p.swiGLU(g, u)
+	p.MatMul(y, down, g, n)
+}
+
+// swiGLU is SwiGLU in p's numerics: float32 throughout in int8 mode
+// (swiGLU32), the exact float64 exponential otherwise.
+func (p *Pool) swiGLU(g, u []float32) {
 	if p.int8 {
 		swiGLU32(g, u)
 	} else {
 		SwiGLU(g, u)
 	}
-	p.MatMul(y, down, g, n)
 }
 
 // ExpertFFN implements backend.Device.
@@ -545,11 +551,7 @@ func (d *Device) expertsSplit(ot, xt *Tensor, es []backend.Expert, rows [][]int,
 	for i := range eb.jobs {
 		j := &eb.jobs[i]
 		n, H := len(j.rows), j.ex.gate.Cols
-		if p.int8 {
-			swiGLU32(*j.gb, *j.ub)
-		} else {
-			SwiGLU(*j.gb, *j.ub)
-		}
+		p.swiGLU(*j.gb, *j.ub)
 		j.yb = d.buf.get(n * H)
 		j.y = *j.yb
 		mb.add(j.y, &j.ex.down, *j.gb, n)
