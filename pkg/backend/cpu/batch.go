@@ -78,8 +78,7 @@ func (b *matBatch) addRows(y []float32, m *Matrix, q *quantRows, rows []int) {
 	t := b.task(y, m, len(rows), xSource{q: q, rows: rows})
 	if t.body == nil {
 		b.p.prepPackedRows(t, q, rows)
-		t.body = (*matTask).int8Packed
-		t.units, t.cost = t.packedUnits(), rowPackRows*m.Cols*t.n
+		t.packedBody()
 	}
 }
 

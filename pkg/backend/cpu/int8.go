@@ -211,8 +211,7 @@ func (p *Pool) prepInt8(t *matTask) {
 	wideQ := p.wideQuant(gs)
 	if p.packedProduct(m) {
 		p.prepPacked(t, wideQ)
-		t.body = (*matTask).int8Packed
-		t.units, t.cost = t.packedUnits(), rowPackRows*cols*n
+		t.packedBody()
 		return
 	}
 	paired := t.simd && int8Paired(m.Bits, gs)
@@ -330,6 +329,13 @@ func chunkScales(m *Matrix, buf []float32, c, ce int) (scales, biases []float32)
 		decodeFloats(biases, m.Biases, m.ScaleFormat, c*g)
 	}
 	return scales, biases
+}
+
+// packedBody sets t's body, units and cost for a packed product, once x is
+// prepared (prepPacked, prepPackedRows).
+func (t *matTask) packedBody() {
+	t.body = (*matTask).int8Packed
+	t.units, t.cost = t.packedUnits(), rowPackRows*t.m.Cols*t.n
 }
 
 // packedUnits is the number of work units of a packed product: blocks of 16
