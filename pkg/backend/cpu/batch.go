@@ -97,7 +97,6 @@ func (b *matBatch) task(y []float32, m *Matrix, n int, src xSource) *matTask {
 		*t = *o
 		t.m, t.y = m, y[:n*m.Rows]
 		t.held, t.nHeld = [len(t.held)]*[]float32{}, 0
-		t.qBuf, t.fBuf, t.x8Buf, t.s8Buf = nil, nil, nil, nil
 		t.units = m.Rows
 		if b.p.packedProduct(m) {
 			t.units = t.packedUnits()

@@ -353,12 +353,12 @@ func (p *Pool) packedProduct(m *Matrix) bool {
 
 // prepPacked prepares int8 mode's product for a matrix with a rowPack: it
 // quantizes x per token in natural order and lays the tokens out in blocks
-// of eight for rowPack8VNNI, in scratch buffers t holds until putPacked; the
+// of eight for rowPack8VNNI, in scratch buffers t holds until release; the
 // workers split the blocks of 16 rows (then the rows past the last block).
 func (p *Pool) prepPacked(t *matTask, wideQ bool) {
 	m, x, n := t.m, t.x, t.n
 	cols, gs, g := m.Cols, m.GroupSize, m.Groups()
-	p.packedBufs(t)
+	t.xq, t.sx, t.gsum = t.quantScratch(n, cols, g)
 	for k := 0; k < n; k++ {
 		quantizeAny(wideQ, t.xq[k*cols:(k+1)*cols], t.sx[k*g:(k+1)*g], t.gsum[k*g:(k+1)*g], x[k*cols:(k+1)*cols], gs)
 	}
@@ -412,7 +412,7 @@ func (q *quantRows) fits(p *Pool, m *Matrix) bool {
 // its experts).
 func (p *Pool) prepPackedRows(t *matTask, q *quantRows, rows []int) {
 	cols, g := t.m.Cols, t.m.Groups()
-	p.packedBufs(t)
+	t.xq, t.sx, t.gsum = t.quantScratch(t.n, cols, g)
 	for k, r := range rows {
 		copy(t.xq[k*cols:(k+1)*cols], q.xq[r*cols:(r+1)*cols])
 		copy(t.sx[k*g:(k+1)*g], q.sx[r*g:(r+1)*g])
@@ -421,10 +421,10 @@ func (p *Pool) prepPackedRows(t *matTask, q *quantRows, rows []int) {
 	p.layoutPacked(t)
 }
 
-// packedBufs takes the scratch buffers for t's quantized x in natural
-// order (xq, sx, gsum).
-func (p *Pool) packedBufs(t *matTask) {
-	t.qBuf, t.fBuf, t.xq, t.sx, t.gsum = p.quantBufs(t.n, t.m.Cols, t.m.Groups())
+// quantScratch is quantBufs for t: scratch that t holds until release.
+func (t *matTask) quantScratch(n, cols, g int) (xq []int8, sx, gsum []float32) {
+	qBuf, fBuf := t.scratch((n*cols+3)/4), t.scratch(2*n*g)
+	return x8Bytes(*qBuf, n*cols), (*fBuf)[:n*g], (*fBuf)[n*g:]
 }
 
 // quantBufs takes scratch buffers for n tokens of cols quantized columns in
@@ -449,7 +449,7 @@ func (p *Pool) layoutPacked(t *matTask) {
 		nt += rowPackTail
 	}
 	if nt > 0 {
-		t.x8Buf, t.s8Buf, t.x4, t.sx4, t.gsum4 = p.quantBufs(nt, cols, g)
+		t.x4, t.sx4, t.gsum4 = t.quantScratch(nt, cols, g)
 		for b := 0; b < t.blocks; b++ {
 			k := rowPackTokens * b
 			rowPackX8(t.x4[k*cols:(k+rowPackTokens)*cols], t.sx4[k*g:(k+rowPackTokens)*g], t.gsum4[k*g:(k+rowPackTokens)*g],
@@ -459,16 +459,6 @@ func (p *Pool) layoutPacked(t *matTask) {
 			k := rowPackTokens * t.blocks
 			rowPackXN(t.x4[k*cols:(k+rowPackTail)*cols], t.sx4[k*g:(k+rowPackTail)*g], t.gsum4[k*g:(k+rowPackTail)*g],
 				t.xq[k*cols:], t.sx[k*g:], t.gsum[k*g:], cols, g, rowPackTail)
-		}
-	}
-}
-
-// putPacked returns prepPacked's scratch buffers.
-func (t *matTask) putPacked(p *Pool) {
-	for _, b := range [...]**[]float32{&t.qBuf, &t.fBuf, &t.x8Buf, &t.s8Buf} {
-		if *b != nil {
-			p.buf.put(*b)
-			*b = nil
 		}
 	}
 }

@@ -36,11 +36,8 @@ type matTask struct {
 	x4   []int8
 	sx4  []float32
 	tail bool
-	// the scratch buffers behind xq, sx/gsum, x4 and sx4/gsum4 for a packed
-	// product (prepPacked), returned by putPacked
-	qBuf, fBuf, x8Buf, s8Buf *[]float32
-	// the other scratch buffers behind the prepared x (scratch), returned
-	// by release
+	// the scratch buffers behind the prepared x (scratch: xq, sx/gsum, x4,
+	// sx4/gsum4 or xp, by mode), returned by release
 	held  [4]*[]float32
 	nHeld int
 	// units is the number of work units of the prepared product (rows, or
@@ -63,7 +60,6 @@ func (t *matTask) release() {
 		t.held[i] = nil
 	}
 	t.nHeld = 0
-	t.putPacked(t.p)
 }
 
 func (t *matTask) run(lo, hi int) { t.body(t, lo, hi) }
