@@ -536,17 +536,35 @@ func (d *Device) ExpertFFNs(out, x backend.Tensor, es []backend.Expert, rows [][
 func (d *Device) expertsSplit(ot, xt *Tensor, es []backend.Expert, rows [][]int, weights [][]float32) {
 	p := d.pool
 	eb := expertBatches.Get().(*expertBatch)
+	// Several tokens (a short prompt on many workers) are quantized once for
+	// all their experts' int8 row-interleaved gate and up products, as in
+	// the whole-experts path, instead of once per expert from a gathered
+	// copy; a decode's one token is already shared as it is (the batch
+	// prepares each x once).
+	var q *quantRows
+	if ex, ok := es[0].(*expert); ok && quantizeOnce && xt.rows > 1 && p.packedProduct(&ex.gate) && p.packedProduct(&ex.up) && ex.gate.Cols == xt.cols {
+		p.quantizeRows(&eb.q, xt.data, xt.rows, xt.cols, ex.gate.GroupSize)
+		q = &eb.q
+	}
 	mb := p.newBatch()
 	for i, e := range es {
 		eb.jobs = append(eb.jobs, d.newJob(xt, ot, e, rows[i], weights[i]))
 		j := &eb.jobs[i]
 		n, I := len(j.rows), j.ex.gate.Rows
-		xs := d.gather(j, xt)
 		j.gb, j.ub = d.buf.get(n*I), d.buf.get(n*I)
+		if p.packedFrom(q, &j.ex.gate) && p.packedFrom(q, &j.ex.up) {
+			mb.addRows(*j.gb, &j.ex.gate, q, j.rows)
+			mb.addRows(*j.ub, &j.ex.up, q, j.rows)
+			continue
+		}
+		xs := d.gather(j, xt)
 		mb.add(*j.gb, &j.ex.gate, xs, n)
 		mb.add(*j.ub, &j.ex.up, xs, n)
 	}
 	mb.compute()
+	if q != nil {
+		p.putRows(q)
+	}
 	mb = p.newBatch()
 	for i := range eb.jobs {
 		j := &eb.jobs[i]
