@@ -208,9 +208,9 @@ func (t *attnTask) run(lo, hi int) {
 		u := attnUnit{g: i % t.nKV, t0: t0, nRows: (t1 - t0) * group}
 		for r := 0; r < u.nRows; r++ {
 			lo, hi := t.head(u, r)
-			for j, v := range t.q[lo:hi] {
-				qs[r*t.D+j] = v * t.scale
-			}
+			qr := qs[r*t.D : (r+1)*t.D]
+			copy(qr, t.q[lo:hi])
+			scaleF32SIMD(qr, t.scale)
 		}
 		if t.keysT != nil {
 			t.scoresTransposed(u, scores, qs)
