@@ -177,6 +177,9 @@ func TestMeasureAndProjectTiny(t *testing.T) {
 	if want := (b*r.DecodeRunTokS[0]/r.MemoryReadSampleGBs[0] + b*r.DecodeRunTokS[1]/r.MemoryReadSampleGBs[1]) / 2; math.Abs(r.RooflineRatioPaired-want) > 1e-9*want {
 		t.Errorf("paired roofline %v, want the median (mean of two) of each run over the sample after it, %v", r.RooflineRatioPaired, want)
 	}
+	if _, ok := readCPUTimes(); ok != (r.CPUStealRatio != nil) || ok && (*r.CPUStealRatio < 0 || *r.CPUStealRatio > 1) {
+		t.Errorf("cpu_steal_ratio %v where /proc/stat is readable: %v", r.CPUStealRatio, ok)
+	}
 	if want := e.Device.Name(); r.Device != want || !strings.HasPrefix(r.Device, "cpu:") {
 		t.Errorf("device %q, want the engine's %q", r.Device, want)
 	}

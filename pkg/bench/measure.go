@@ -97,6 +97,13 @@ type Report struct {
 	// sample, which pairs a rate and a ceiling from different minutes.
 	DecodeRunTokS       []float64 `json:"decode_runs_tok_s,omitempty"`
 	RooflineRatioPaired float64   `json:"roofline_ratio_paired,omitempty"`
+	// CPUStealRatio is, over the runs, the share of the CPU time the
+	// machine wanted that its hypervisor gave to something else (Linux's
+	// steal time; absent where the system does not report it). On a
+	// virtual machine whose vCPUs are shared, every hand-off between the
+	// workers waits for the slowest, so a few per cent of steal cost far
+	// more than a few per cent of speed (docs/PERF.md, round twelve).
+	CPUStealRatio *float64 `json:"cpu_steal_ratio,omitempty"`
 	// The prefill's ceiling: the arithmetic peak measured in the same run
 	// (every core, and one core alone), the multiply-adds with weights one
 	// prompt token needs (2 operations each; attention's scores and the LM
@@ -191,10 +198,19 @@ func Measure(ctx context.Context, e *engine.Engine, o Options) (*Report, error) 
 	var best *engine.Stats
 	bestPrefill := 0.0
 	var ceiling *ReadCeiling
+	var runs cpuTimes // CPU time over the runs (not the ceilings' samples)
+	timesOK := true
 	for run := 0; run < o.Runs; run++ {
 		st := e.Model.NewState()
+		t0, ok0 := readCPUTimes()
 		res, err := e.Generate(ctx, st, ids, engine.GenerateOptions{
 			MaxTokens: o.DecodeTokens + 1, Sampler: sample.New(params), History: ids})
+		t1, ok1 := readCPUTimes()
+		timesOK = timesOK && ok0 && ok1
+		if timesOK && t1.busy >= t0.busy && t1.steal >= t0.steal {
+			runs.busy += t1.busy - t0.busy
+			runs.steal += t1.steal - t0.steal
+		}
 		st.Release() // a GPU's memory for the next run, not at the next GC
 		if err != nil {
 			return nil, err
@@ -214,6 +230,10 @@ func Measure(ctx context.Context, e *engine.Engine, o Options) (*Report, error) 
 			ceiling = NewReadCeiling(256 << 20)
 		}
 		ceiling.Sample(5)
+	}
+	if timesOK {
+		steal := stealRatio(cpuTimes{}, runs)
+		r.CPUStealRatio = &steal
 	}
 	r.PromptTokens, r.DecodedTokens = best.PromptTokens, best.DecodedTokens
 	r.PrefillTokS, r.DecodeTokS = bestPrefill, best.DecodeTokensPerSecond()

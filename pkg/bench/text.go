@@ -63,6 +63,13 @@ func WriteText(w io.Writer, r *Report) {
 		fmt.Fprintf(w, " (%s, same run) → prefill %.1f GFLOP/s of weight products (%.2f GFLOP per token) at %.2f of the %s peak\n",
 			r.ComputeKernel, r.PrefillGFLOPS, float64(r.PrefillFLOPsPerToken)/1e9, r.PrefillComputeRatio, map[bool]string{true: "int8", false: "float32"}[r.Matmul == "int8" && r.ComputeInt8GOPS > 0])
 	}
+	if st := r.CPUStealRatio; st != nil && *st >= 0.02 {
+		fmt.Fprintf(w, "cpu steal: the hypervisor took %.0f%% of the CPU time the runs wanted", 100**st)
+		if *st >= 0.1 {
+			fmt.Fprintf(w, " — this machine's vCPUs are shared: figures are noisy, and fewer --threads may be faster")
+		}
+		fmt.Fprintln(w)
+	}
 	fmt.Fprintf(w, "ceiling: memory read %.2f GB/s", r.MemoryReadGBs)
 	if n := len(r.MemoryReadSampleGBs); n > 1 {
 		fmt.Fprintf(w, " (best of %d samples, one after each run; lowest %.2f)", n, slices.Min(r.MemoryReadSampleGBs))
