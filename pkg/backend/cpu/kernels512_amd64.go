@@ -29,6 +29,9 @@ func dotBF16AVX512(w *uint16, x *float32, n int) float32
 func q4Row4AVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int)
 
 //go:noescape
+func q4Row4PartAVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int, acc unsafe.Pointer, flags int)
+
+//go:noescape
 func q4Row8AVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int)
 
 //go:noescape
@@ -91,6 +94,57 @@ func affineRow4Wide(bits int, row []byte, x []float32, stride int, scales, biase
 		return false
 	}
 	return true
+}
+
+// row4PartCols is the widest part of a row the four-token 4-bit kernel
+// walks at once when a row is wider than row4WholeMaxCols (row4Split): the
+// four tokens' x of a part, 16 bytes a column, must stay in L1 (48 KB here)
+// while the rows' codes stream past. One core, rows in L2: 2,048 columns
+// 81 G multiply-adds a second, 4,096 (64 KB of x) 47; in parts,
+// BenchmarkRow4SplitAB: 4,096 columns 1.42–1.45× the whole rows, 3,072
+// (48 KB, two parts of 1,536) 0.93× — so rows up to 3,072 stay whole
+// (docs/PERF.md, round twelve).
+const (
+	row4PartCols     = 2048
+	row4WholeMaxCols = 3072
+)
+
+// row4Split reports whether wideRows runs 4-bit rows of cols columns in
+// parts (affineRows4Split) instead of whole (affineRow4Wide).
+func row4Split(bits, cols int) bool {
+	return bits == 4 && cols > row4WholeMaxCols && row4Parts && haveAVX512
+}
+
+// affineRows4Split is affineRow4Wide for the len(out) ≤ row4SplitRows rows
+// of codes (rb bytes apart, their scales and biases g a row), bit for bit,
+// walking the columns in parts of at most row4PartCols: every row's part,
+// then the next part (q4Row4PartAVX512 keeps each row's accumulators in
+// acc between parts).
+func affineRows4Split(codes []byte, rb int, x []float32, stride int, scales, biases []float32, gs int, out [][4]float32) {
+	nr := len(out)
+	g := len(scales) / nr
+	_ = x[3*stride+g*gs-1]
+	_ = biases[nr*g-1]
+	_ = codes[(nr-1)*rb+g*gs/2-1]
+	var acc [row4SplitRows][128]float32
+	parts := (g*gs + row4PartCols - 1) / row4PartCols
+	g0 := 0
+	for p := range parts {
+		g1 := g * (p + 1) / parts
+		flags := 0
+		if p > 0 {
+			flags |= 1 // resume
+		}
+		if p == parts-1 {
+			flags |= 2 // reduce into out
+		}
+		xp := unsafe.Pointer(&x[g0*gs])
+		for i := range nr {
+			q4Row4PartAVX512(&codes[i*rb+g0*gs/2], xp, 4*stride, unsafe.Pointer(&scales[i*g+g0]), unsafe.Pointer(&biases[i*g+g0]),
+				unsafe.Pointer(&out[i]), g1-g0, gs/64, unsafe.Pointer(&acc[i]), flags)
+		}
+		g0 = g1
+	}
 }
 
 // row8MaxCols is the widest row the eight-token kernel takes: its eight

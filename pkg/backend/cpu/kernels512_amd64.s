@@ -414,6 +414,64 @@ q4x4zstep:
 	JNZ  q4x4zgroup
 	ROW4Z_FINISH
 
+// func q4Row4PartAVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int, acc unsafe.Pointer, flags int)
+// q4Row4AVX512 over a part of a row's groups, resumable: with flags bit 0 its
+// eight accumulators start from the 512 bytes at acc (else from zero), and
+// with bit 1 they are reduced into out[0..3] at the end (else stored back to
+// acc). A row walked in parts this way meets every FMA of q4Row4AVX512 in
+// the same order, so the results are its bit for bit; the caller keeps each
+// part's x (four tokens' columns of the part) in L1 across rows, where a
+// whole row of 4096 columns (64 KB of x) did not fit (q4Row4Split).
+TEXT ·q4Row4PartAVX512(SB), NOSPLIT, $0-80
+	ROW4Z_PROLOGUE
+	ROW4Z_ARGS
+	MOVQ  acc+64(FP), R10
+	MOVQ  flags+72(FP), CX
+	TESTQ $1, CX
+	JZ    q4pstart
+	VMOVUPS (R10), Z0
+	VMOVUPS 64(R10), Z1
+	VMOVUPS 128(R10), Z2
+	VMOVUPS 192(R10), Z3
+	VMOVUPS 256(R10), Z16
+	VMOVUPS 320(R10), Z17
+	VMOVUPS 384(R10), Z18
+	VMOVUPS 448(R10), Z19
+
+q4pstart:
+	VMOVUPS iota4<>(SB), Z15
+	Q4_COUNTS
+
+q4pgroup:
+	TABLE
+	MOVQ R15, CX
+
+q4pstep:
+	Q4_DECODE64
+	ROW4Z_FMA16
+	ADDQ $32, SI
+	ADDQ $256, AX
+	DECQ CX
+	JNZ  q4pstep
+	DECQ R11
+	JNZ  q4pgroup
+	MOVQ  flags+72(FP), CX
+	TESTQ $2, CX
+	JNZ   q4preduce
+	VMOVUPS Z0, (R10)
+	VMOVUPS Z1, 64(R10)
+	VMOVUPS Z2, 128(R10)
+	VMOVUPS Z3, 192(R10)
+	VMOVUPS Z16, 256(R10)
+	VMOVUPS Z17, 320(R10)
+	VMOVUPS Z18, 384(R10)
+	VMOVUPS Z19, 448(R10)
+	VZEROUPPER
+	RET
+
+q4preduce:
+	ROW4Z_FINISH
+
 // func q4Row8AVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int)
 // q4Row4AVX512 for eight tokens (out[0..7]): each block of 64 weights is
 // decoded once for all eight. Tokens 0–3 accumulate exactly as in

@@ -66,6 +66,12 @@ func affineRow4Wide(bits int, row []byte, x []float32, stride int, scales, biase
 
 func row8Wide(bits, cols int) bool { return false }
 
+func row4Split(bits, cols int) bool { return false }
+
+func affineRows4Split(codes []byte, rb int, x []float32, stride int, scales, biases []float32, gs int, out [][4]float32) {
+	panic("cpu: no SIMD kernels in this build")
+}
+
 func affineRow8Wide(row []byte, x []float32, stride int, scales, biases []float32, gs int, out *[8]float32) {
 	panic("cpu: no SIMD kernels in this build")
 }

@@ -300,6 +300,14 @@ var wideScalePrefetch = true
 // eight-token kernel exists (row8Wide; false for A/B measurements).
 var row8Kernels = true
 
+// row4Parts lets wideRows walk rows wider than row4PartCols in parts
+// (row4Split; false for A/B measurements and the bit-for-bit test).
+var row4Parts = true
+
+// row4SplitRows is how many rows affineRows4Split walks part by part: their
+// accumulators (512 bytes a row) stay in L1 beside the part's x.
+const row4SplitRows = 8
+
 // wideRows is the body prepWide sets. It converts the scales of wideChunk
 // rows at a time and hands the whole chunk to one multi-row kernel call per
 // token, so the Go loop costs nothing per row; blocks of four tokens go
@@ -310,6 +318,7 @@ func (t *matTask) wideRows(lo, hi int) {
 	rows, cols, gs, g, bits := m.Rows, m.Cols, m.GroupSize, m.Groups(), m.Bits
 	rb := m.RowBytes()
 	eight := row8Wide(bits, cols)
+	split := row4Split(bits, cols)
 	sbBuf := t.p.buf.get(2*wideChunk*g + g)
 	defer t.p.buf.put(sbBuf)
 	sb := len(m.Scales) / (rows * g) // bytes of one scale
@@ -333,6 +342,7 @@ func (t *matTask) wideRows(lo, hi int) {
 		}
 		var out [4]float32
 		var out8 [8]float32
+		var outs [row4SplitRows][4]float32
 		for b := 0; b < blocks; b++ {
 			k := 4 * b
 			if eight && b+1 < blocks {
@@ -346,6 +356,18 @@ func (t *matTask) wideRows(lo, hi int) {
 					}
 				}
 				b++
+				continue
+			}
+			if split {
+				for r0 := c; r0 < last; r0 += row4SplitRows {
+					r1 := min(r0+row4SplitRows, last)
+					o := outs[:r1-r0]
+					affineRows4Split(m.Data[r0*rb:r1*rb], rb, xp[k*cols:(k+4)*cols], cols, scales[(r0-c)*g:(r1-c)*g], biases[(r0-c)*g:(r1-c)*g], gs, o)
+					for i, v := range o {
+						r := r0 + i
+						y[k*rows+r], y[(k+1)*rows+r], y[(k+2)*rows+r], y[(k+3)*rows+r] = v[0], v[1], v[2], v[3]
+					}
+				}
 				continue
 			}
 			for r := c; r < last; r++ {

@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
+	"time"
 )
 
 // TestRow8MatchesRow4 holds the eight-token exact kernels to the four-token
@@ -54,6 +56,76 @@ func BenchmarkRow8AB(b *testing.B) {
 		y := make([]float32, sh.n*sh.r)
 		b.Run(fmt.Sprintf("%dx%d/n%d", sh.r, sh.c, sh.n), func(b *testing.B) {
 			alternatedSpeedup(b, func(on bool) { row8Kernels = on }, func(int) { p.MatMul(y, m, x, sh.n) })
+		})
+	}
+}
+
+// TestRow4SplitMatchesWhole: exact 4-bit products of rows wider than
+// row4WholeMaxCols, walked in parts (affineRows4Split), are the whole-row
+// four-token kernel's bit for bit: two and three parts, even and uneven
+// group counts, two group sizes, row counts around row4SplitRows and
+// wideChunk, token counts with and without a remainder, 1 and 3 workers.
+func TestRow4SplitMatchesWhole(t *testing.T) {
+	if !haveAVX512 {
+		t.Skip("no AVX-512: no four-token kernel")
+	}
+	t.Cleanup(func() { row4Parts = true })
+	rng := rand.New(rand.NewPCG(8, 5))
+	for _, gs := range []int{64, 128} {
+		for _, shape := range []struct{ rows, cols int }{{9, 4096}, {37, 3136}, {70, 6144}, {5, 4160}} {
+			if shape.cols%gs != 0 {
+				continue
+			}
+			m := randomMatrix(rng, shape.rows, shape.cols, Affine, 4, gs, BF16)
+			if !row4Split(4, shape.cols) {
+				t.Fatalf("%d columns: not split", shape.cols)
+			}
+			for _, n := range []int{4, 7, 12} {
+				x := randomVector(rng, n*shape.cols)
+				for _, workers := range []int{1, 3} {
+					p := newPool(workers, levelAVX512)
+					want, got := make([]float32, n*shape.rows), make([]float32, n*shape.rows)
+					row4Parts = false
+					p.MatMul(want, m, x, n)
+					row4Parts = true
+					p.MatMul(got, m, x, n)
+					name := fmt.Sprintf("gs %d, %dx%d, %d tokens, %d workers", gs, shape.rows, shape.cols, n, workers)
+					for i := range want {
+						if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+							t.Fatalf("%s: y[%d] (token %d, row %d) = %g in parts, %g whole", name, i, i/shape.rows, i%shape.rows, got[i], want[i])
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// BenchmarkRow4SplitAB alternates exact 4-bit products of wide rows (an
+// o-projection of Qwen3-30B-A3B, and Qwen3.5-397B's 4,096-column dense and
+// expert matrices) walked whole and in parts; "speedup" is the median of
+// whole time / parts time.
+func BenchmarkRow4SplitAB(b *testing.B) {
+	p := NewPool(0)
+	defer func() { row4Parts = true }()
+	for _, sh := range []struct{ r, c, n int }{{2048, 4096, 16}, {1024, 4096, 32}, {4096, 4096, 16}, {1024, 6144, 16}} {
+		m := benchMatrix(sh.r, sh.c, Affine, 4)
+		x := randomVector(rand.New(rand.NewPCG(2, 2)), sh.n*sh.c)
+		y := make([]float32, sh.n*sh.r)
+		b.Run(fmt.Sprintf("%dx%d/n%d", sh.r, sh.c, sh.n), func(b *testing.B) {
+			var rs []float64
+			for i := 0; i < b.N; i++ {
+				row4Parts = false
+				t0 := time.Now()
+				p.MatMul(y, m, x, sh.n)
+				row4Parts = true
+				t1 := time.Now()
+				p.MatMul(y, m, x, sh.n)
+				t2 := time.Now()
+				rs = append(rs, float64(t1.Sub(t0))/float64(t2.Sub(t1)))
+			}
+			slices.Sort(rs)
+			b.ReportMetric(rs[len(rs)/2], "speedup")
 		})
 	}
 }
