@@ -28,8 +28,20 @@ func dotBF16AVX512(w *uint16, x *float32, n int) float32
 //go:noescape
 func q4Row4AVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int)
 
+// The resumable four-token kernels (kernels512_amd64.s, "Resumable
+// four-token kernels"): the Row4 kernels over part of a row.
+
 //go:noescape
 func q4Row4PartAVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int, acc unsafe.Pointer, flags int)
+
+//go:noescape
+func q8Row4PartAVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int, acc unsafe.Pointer, flags int)
+
+//go:noescape
+func q2Row4PartAVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int, acc unsafe.Pointer, flags int)
+
+//go:noescape
+func q3Row4PartAVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int, acc unsafe.Pointer, flags int)
 
 //go:noescape
 func q4Row8AVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int)
@@ -96,11 +108,11 @@ func affineRow4Wide(bits int, row []byte, x []float32, stride int, scales, biase
 	return true
 }
 
-// row4PartCols is the widest part of a row the four-token 4-bit kernel
-// walks at once when a row is wider than row4WholeMaxCols (row4Split): the
-// four tokens' x of a part, 16 bytes a column, must stay in L1 (48 KB here)
-// while the rows' codes stream past. One core, rows in L2: 2,048 columns
-// 81 G multiply-adds a second, 4,096 (64 KB of x) 47; in parts,
+// row4PartCols is the widest part of a row the four-token kernels walk at
+// once when a row is wider than row4WholeMaxCols (row4Split): the four
+// tokens' x of a part, 16 bytes a column, must stay in L1 (48 KB here)
+// while the rows' codes stream past. One core, 4-bit rows in L2: 2,048
+// columns 81 G multiply-adds a second, 4,096 (64 KB of x) 47; in parts,
 // BenchmarkRow4SplitAB: 4,096 columns 1.42–1.45× the whole rows, 3,072
 // (48 KB, two parts of 1,536) 0.93× — so rows up to 3,072 stay whole
 // (docs/PERF.md, round twelve).
@@ -109,23 +121,24 @@ const (
 	row4WholeMaxCols = 3072
 )
 
-// row4Split reports whether wideRows runs 4-bit rows of cols columns in
+// row4Split reports whether wideRows runs bits-bit rows of cols columns in
 // parts (affineRows4Split) instead of whole (affineRow4Wide).
 func row4Split(bits, cols int) bool {
-	return bits == 4 && cols > row4WholeMaxCols && row4Parts && haveAVX512
+	return cols > row4WholeMaxCols && row4Parts && haveAVX512 && (bits == 2 || bits == 3 || bits == 4 || bits == 8)
 }
 
 // affineRows4Split is affineRow4Wide for the len(out) ≤ row4SplitRows rows
-// of codes (rb bytes apart, their scales and biases g a row), bit for bit,
-// walking the columns in parts of at most row4PartCols: every row's part,
-// then the next part (q4Row4PartAVX512 keeps each row's accumulators in
-// acc between parts).
-func affineRows4Split(codes []byte, rb int, x []float32, stride int, scales, biases []float32, gs int, out [][4]float32) {
+// of bits-bit codes (rb bytes apart, their scales and biases g a row), bit
+// for bit, walking the columns in parts of at most row4PartCols, whole
+// groups each: every row's part, then the next part (the resumable kernels
+// keep each row's accumulators in acc between parts). 3-bit rows read 8
+// bytes past each part, as affineRow4Wide past each row.
+func affineRows4Split(bits int, codes []byte, rb int, x []float32, stride int, scales, biases []float32, gs int, out [][4]float32) {
 	nr := len(out)
 	g := len(scales) / nr
 	_ = x[3*stride+g*gs-1]
 	_ = biases[nr*g-1]
-	_ = codes[(nr-1)*rb+g*gs/2-1]
+	_ = codes[(nr-1)*rb+g*gs*bits/8-1]
 	var acc [row4SplitRows][128]float32
 	parts := (g*gs + row4PartCols - 1) / row4PartCols
 	g0 := 0
@@ -140,8 +153,21 @@ func affineRows4Split(codes []byte, rb int, x []float32, stride int, scales, bia
 		}
 		xp := unsafe.Pointer(&x[g0*gs])
 		for i := range nr {
-			q4Row4PartAVX512(&codes[i*rb+g0*gs/2], xp, 4*stride, unsafe.Pointer(&scales[i*g+g0]), unsafe.Pointer(&biases[i*g+g0]),
-				unsafe.Pointer(&out[i]), g1-g0, gs/64, unsafe.Pointer(&acc[i]), flags)
+			c, sp, bp := &codes[i*rb+g0*gs*bits/8], unsafe.Pointer(&scales[i*g+g0]), unsafe.Pointer(&biases[i*g+g0])
+			op, ap := unsafe.Pointer(&out[i]), unsafe.Pointer(&acc[i])
+			// Direct calls, not a func value: through one, go:noescape
+			// does not hold and acc would move to the heap on every call
+			// (the parts then ran 0.6–0.9× the whole rows).
+			switch bits {
+			case 4:
+				q4Row4PartAVX512(c, xp, 4*stride, sp, bp, op, g1-g0, gs/64, ap, flags)
+			case 8:
+				q8Row4PartAVX512(c, xp, 4*stride, sp, bp, op, g1-g0, gs/32, ap, flags)
+			case 2:
+				q2Row4PartAVX512(c, xp, 4*stride, sp, bp, op, g1-g0, gs/64, ap, flags)
+			case 3:
+				q3Row4PartAVX512(c, xp, 4*stride, sp, bp, op, g1-g0, gs/64, ap, flags)
+			}
 		}
 		g0 = g1
 	}

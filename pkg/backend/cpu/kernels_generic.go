@@ -68,7 +68,7 @@ func row8Wide(bits, cols int) bool { return false }
 
 func row4Split(bits, cols int) bool { return false }
 
-func affineRows4Split(codes []byte, rb int, x []float32, stride int, scales, biases []float32, gs int, out [][4]float32) {
+func affineRows4Split(bits int, codes []byte, rb int, x []float32, stride int, scales, biases []float32, gs int, out [][4]float32) {
 	panic("cpu: no SIMD kernels in this build")
 }
 

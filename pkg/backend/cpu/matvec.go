@@ -362,7 +362,7 @@ func (t *matTask) wideRows(lo, hi int) {
 				for r0 := c; r0 < last; r0 += row4SplitRows {
 					r1 := min(r0+row4SplitRows, last)
 					o := outs[:r1-r0]
-					affineRows4Split(m.Data[r0*rb:r1*rb], rb, xp[k*cols:(k+4)*cols], cols, scales[(r0-c)*g:(r1-c)*g], biases[(r0-c)*g:(r1-c)*g], gs, o)
+					affineRows4Split(bits, m.Data[r0*rb:r1*rb], rb, xp[k*cols:(k+4)*cols], cols, scales[(r0-c)*g:(r1-c)*g], biases[(r0-c)*g:(r1-c)*g], gs, o)
 					for i, v := range o {
 						r := r0 + i
 						y[k*rows+r], y[(k+1)*rows+r], y[(k+2)*rows+r], y[(k+3)*rows+r] = v[0], v[1], v[2], v[3]

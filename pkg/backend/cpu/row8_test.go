@@ -60,10 +60,10 @@ func BenchmarkRow8AB(b *testing.B) {
 	}
 }
 
-// TestRow4SplitMatchesWhole: exact 4-bit products of rows wider than
-// row4WholeMaxCols, walked in parts (affineRows4Split), are the whole-row
-// four-token kernel's bit for bit: two and three parts, even and uneven
-// group counts, two group sizes, row counts around row4SplitRows and
+// TestRow4SplitMatchesWhole: exact 2-, 3-, 4- and 8-bit products of rows
+// wider than row4WholeMaxCols, walked in parts (affineRows4Split), are the
+// whole-row four-token kernels' bit for bit: two and three parts, even and
+// uneven group counts, two group sizes, row counts around row4SplitRows and
 // wideChunk, token counts with and without a remainder, 1 and 3 workers.
 func TestRow4SplitMatchesWhole(t *testing.T) {
 	if !haveAVX512 {
@@ -71,14 +71,18 @@ func TestRow4SplitMatchesWhole(t *testing.T) {
 	}
 	t.Cleanup(func() { row4Parts = true })
 	rng := rand.New(rand.NewPCG(8, 5))
-	for _, gs := range []int{64, 128} {
+	for _, c := range []struct{ bits, gs int }{{4, 64}, {4, 128}, {8, 64}, {2, 64}, {3, 64}, {3, 128}} {
+		bits, gs := c.bits, c.gs
+		if bits == 3 && !haveVBMI {
+			continue
+		}
 		for _, shape := range []struct{ rows, cols int }{{9, 4096}, {37, 3136}, {70, 6144}, {5, 4160}} {
 			if shape.cols%gs != 0 {
 				continue
 			}
-			m := randomMatrix(rng, shape.rows, shape.cols, Affine, 4, gs, BF16)
-			if !row4Split(4, shape.cols) {
-				t.Fatalf("%d columns: not split", shape.cols)
+			m := randomMatrix(rng, shape.rows, shape.cols, Affine, bits, gs, BF16)
+			if !row4Split(bits, shape.cols) {
+				t.Fatalf("%d-bit, %d columns: not split", bits, shape.cols)
 			}
 			for _, n := range []int{4, 7, 12} {
 				x := randomVector(rng, n*shape.cols)
@@ -89,7 +93,7 @@ func TestRow4SplitMatchesWhole(t *testing.T) {
 					p.MatMul(want, m, x, n)
 					row4Parts = true
 					p.MatMul(got, m, x, n)
-					name := fmt.Sprintf("gs %d, %dx%d, %d tokens, %d workers", gs, shape.rows, shape.cols, n, workers)
+					name := fmt.Sprintf("%d-bit, gs %d, %dx%d, %d tokens, %d workers", bits, gs, shape.rows, shape.cols, n, workers)
 					for i := range want {
 						if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
 							t.Fatalf("%s: y[%d] (token %d, row %d) = %g in parts, %g whole", name, i, i/shape.rows, i%shape.rows, got[i], want[i])
@@ -101,18 +105,22 @@ func TestRow4SplitMatchesWhole(t *testing.T) {
 	}
 }
 
-// BenchmarkRow4SplitAB alternates exact 4-bit products of wide rows (an
+// BenchmarkRow4SplitAB alternates exact products of wide rows (an
 // o-projection of Qwen3-30B-A3B, and Qwen3.5-397B's 4,096-column dense and
-// expert matrices) walked whole and in parts; "speedup" is the median of
-// whole time / parts time.
+// expert matrices; 4-bit, and 8-, 2- and 3-bit at 4,096 columns) walked
+// whole and in parts; "speedup" is the median of whole time / parts time.
 func BenchmarkRow4SplitAB(b *testing.B) {
 	p := NewPool(0)
 	defer func() { row4Parts = true }()
-	for _, sh := range []struct{ r, c, n int }{{2048, 4096, 16}, {1024, 4096, 32}, {4096, 4096, 16}, {1024, 6144, 16}} {
-		m := benchMatrix(sh.r, sh.c, Affine, 4)
+	for _, sh := range []struct{ bits, r, c, n int }{{4, 2048, 4096, 16}, {4, 1024, 4096, 32}, {4, 4096, 4096, 16}, {4, 1024, 6144, 16},
+		{8, 2048, 4096, 16}, {2, 2048, 4096, 16}, {3, 2048, 4096, 16}} {
+		if sh.bits == 3 && !haveVBMI {
+			continue
+		}
+		m := benchMatrix(sh.r, sh.c, Affine, sh.bits)
 		x := randomVector(rand.New(rand.NewPCG(2, 2)), sh.n*sh.c)
 		y := make([]float32, sh.n*sh.r)
-		b.Run(fmt.Sprintf("%dx%d/n%d", sh.r, sh.c, sh.n), func(b *testing.B) {
+		b.Run(fmt.Sprintf("q%d/%dx%d/n%d", sh.bits, sh.r, sh.c, sh.n), func(b *testing.B) {
 			var rs []float64
 			for i := 0; i < b.N; i++ {
 				row4Parts = false
