@@ -169,6 +169,80 @@ expsumdone:
 	VZEROUPPER
 	RET
 
+// EXP32_16: Z2 = exp(Z0), sixteen lanes, EXP32_8's operations lane for lane
+// (so the same results), the constants broadcast from expConsts' rows at DX.
+// Z0, Z1 and Z3 are overwritten.
+#define EXP32_16 \
+	VMAXPS.BCST       (DX), Z0, Z0 \
+	VMULPS.BCST       32(DX), Z0, Z1 \
+	VRNDSCALEPS       $0, Z1, Z1 \
+	VFNMADD231PS.BCST 64(DX), Z1, Z0 \
+	VFNMADD231PS.BCST 96(DX), Z1, Z0 \
+	VBROADCASTSS      128(DX), Z2 \
+	VFMADD213PS.BCST  160(DX), Z0, Z2 \
+	VFMADD213PS.BCST  192(DX), Z0, Z2 \
+	VFMADD213PS.BCST  224(DX), Z0, Z2 \
+	VFMADD213PS.BCST  256(DX), Z0, Z2 \
+	VFMADD213PS.BCST  288(DX), Z0, Z2 \
+	VMULPS            Z0, Z0, Z3 \
+	VFMADD213PS       Z0, Z3, Z2 \
+	VADDPS.BCST       320(DX), Z2, Z2 \
+	VCVTPS2DQ         Z1, Z1 \
+	VPADDD.BCST       352(DX), Z1, Z1 \
+	VPSLLD            $23, Z1, Z1 \
+	VMULPS            Z1, Z2, Z2
+
+// func expSumAVX512(x *float32, n int, consts unsafe.Pointer, mx float32) float64
+// expSumAVX2 sixteen lanes at a time (n a multiple of 8: a last eight under
+// a mask), bit for bit: lane j of the float64 sum Z4 takes the elements
+// ≡ j mod 8 in their order, as expSumAVX2's Y4/Y5 do, and is reduced in the
+// same order.
+TEXT ·expSumAVX512(SB), NOSPLIT, $0-40
+	MOVQ         x+0(FP), SI
+	MOVQ         n+8(FP), CX
+	MOVQ         consts+16(FP), DX
+	VBROADCASTSS mx+24(FP), Z15
+	VXORPD       Z4, Z4, Z4
+	MOVQ         CX, BX
+	SHRQ         $4, CX
+	JZ           expsum16tail
+
+expsum16step:
+	VMOVUPS       (SI), Z0
+	VSUBPS        Z15, Z0, Z0
+	EXP32_16
+	VMOVUPS       Z2, (SI)
+	VCVTPS2PD     Y2, Z3
+	VADDPD        Z3, Z4, Z4
+	VEXTRACTF32X8 $1, Z2, Y2
+	VCVTPS2PD     Y2, Z3
+	VADDPD        Z3, Z4, Z4
+	ADDQ          $64, SI
+	DECQ          CX
+	JNZ           expsum16step
+
+expsum16tail:
+	TESTQ         $8, BX
+	JZ            expsum16done
+	MOVL          $0xff, AX
+	KMOVW         AX, K1
+	VMOVUPS.Z     (SI), K1, Z0
+	VSUBPS        Z15, Z0, Z0
+	EXP32_16
+	VMOVUPS       Y2, (SI)
+	VCVTPS2PD     Y2, Z3
+	VADDPD        Z3, Z4, Z4
+
+expsum16done:
+	VEXTRACTF64X4 $1, Z4, Y5
+	VADDPD        Y5, Y4, Y4
+	VEXTRACTF128  $1, Y4, X5
+	VADDPD        X5, X4, X4
+	VHADDPD       X4, X4, X4
+	VMOVSD        X4, ret+32(FP)
+	VZEROUPPER
+	RET
+
 // FOLD16TO4 adds the four 128-bit quarters of z into its low quarter x (y
 // is z's low half; Z16 is scratch, so the EVEX forms are used).
 #define FOLD16TO4(z, y, x) \

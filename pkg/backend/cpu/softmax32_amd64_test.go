@@ -1,0 +1,84 @@
+//go:build !noasm
+
+package cpu
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+	"unsafe"
+)
+
+// TestExpSumAVX512MatchesAVX2 holds the sixteen-lane exp-and-sum kernel to
+// the eight-lane one bit for bit, the exponentials and the float64 sum: row
+// lengths from 8 to 1,000 (with and without the masked last eight), scores
+// spread from near the maximum to far below the clamp.
+func TestExpSumAVX512MatchesAVX2(t *testing.T) {
+	if !haveAVX512 {
+		t.Skip("no AVX-512")
+	}
+	r := rand.New(rand.NewPCG(21, 22))
+	for n := 8; n <= 1000; n += 8 {
+		for _, spread := range []float64{0.5, 10, 200} {
+			x := make([]float32, n)
+			for i := range x {
+				x[i] = float32(r.NormFloat64() * spread)
+			}
+			mx := x[0]
+			for _, v := range x {
+				mx = max(mx, v)
+			}
+			a, b := append([]float32(nil), x...), append([]float32(nil), x...)
+			sa := expSumAVX2(&a[0], n, unsafe.Pointer(&expConsts), mx)
+			sb := expSumAVX512(&b[0], n, unsafe.Pointer(&expConsts), mx)
+			if math.Float64bits(sa) != math.Float64bits(sb) {
+				t.Fatalf("n=%d spread=%g: sum %v, AVX2 %v", n, spread, sb, sa)
+			}
+			for i := range a {
+				if math.Float32bits(a[i]) != math.Float32bits(b[i]) {
+					t.Fatalf("n=%d spread=%g: exp[%d] %v, AVX2 %v", n, spread, i, b[i], a[i])
+				}
+			}
+		}
+	}
+}
+
+// BenchmarkSoftmaxAB alternates SoftmaxF32 with the eight- and the
+// sixteen-lane exp-and-sum kernel on rows of a prefill's lengths; "speedup"
+// is the median of eight-lane time / sixteen-lane time over 64-row rounds.
+func BenchmarkSoftmaxAB(b *testing.B) {
+	if !haveAVX512 {
+		b.Skip("no AVX-512")
+	}
+	defer func() { expSum512 = true }()
+	r := rand.New(rand.NewPCG(23, 24))
+	for _, n := range []int{64, 256, 263, 1024} {
+		x := make([]float32, n)
+		for i := range x {
+			x[i] = float32(r.NormFloat64() * 3)
+		}
+		y := make([]float32, n)
+		round := func(on bool) time.Duration {
+			expSum512 = on
+			t0 := time.Now()
+			for range 64 {
+				copy(y, x)
+				SoftmaxF32(y)
+			}
+			return time.Since(t0)
+		}
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			var rs []float64
+			for range b.N {
+				off := round(false)
+				on := round(true)
+				rs = append(rs, float64(off)/float64(on))
+			}
+			slices.Sort(rs)
+			b.ReportMetric(rs[len(rs)/2], "speedup")
+		})
+	}
+}
