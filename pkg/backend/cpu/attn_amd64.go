@@ -92,20 +92,28 @@ func weightedRowSumSIMD(o, p, v []float32, stride int) {
 //go:noescape
 func expSumAVX2(x *float32, n int, consts unsafe.Pointer, mx float32) float64
 
-// expSumAVX512 is expSumAVX2 sixteen lanes at a time, bit for bit (n a
-// multiple of 8).
+// expSumAVX512 is expSumAVX2 sixteen lanes at a time for any n ≥ 1 (the
+// last n mod 16 under a mask), bit for bit for n a multiple of 8.
 //
 //go:noescape
 func expSumAVX512(x *float32, n int, consts unsafe.Pointer, mx float32) float64
 
-// expSum512 lets expSumSIMD take the AVX-512 kernel (false for A/B
+// expSum512 lets SoftmaxF32 take the AVX-512 kernel (false for A/B
 // measurements and the bit-for-bit test).
 var expSum512 = true
 
-func expSumSIMD(x []float32, mx float32) float64 {
-	if haveAVX512 && expSum512 {
-		return expSumAVX512(&x[0], len(x), unsafe.Pointer(&expConsts), mx)
+// expSumAll replaces every x[i] by exp(x[i] − mx) and returns their sum in
+// float64 with the AVX-512 kernel, the tail included; ok is false without
+// it (SoftmaxF32 then takes multiples of 8 to expSumSIMD and the rest to
+// exp32 one by one).
+func expSumAll(x []float32, mx float32) (sum float64, ok bool) {
+	if !haveAVX512 || !expSum512 || len(x) == 0 {
+		return 0, false
 	}
+	return expSumAVX512(&x[0], len(x), unsafe.Pointer(&expConsts), mx), true
+}
+
+func expSumSIMD(x []float32, mx float32) float64 {
 	return expSumAVX2(&x[0], len(x), unsafe.Pointer(&expConsts), mx)
 }
 

@@ -193,10 +193,11 @@ expsumdone:
 	VMULPS            Z1, Z2, Z2
 
 // func expSumAVX512(x *float32, n int, consts unsafe.Pointer, mx float32) float64
-// expSumAVX2 sixteen lanes at a time (n a multiple of 8: a last eight under
-// a mask), bit for bit: lane j of the float64 sum Z4 takes the elements
-// ≡ j mod 8 in their order, as expSumAVX2's Y4/Y5 do, and is reduced in the
-// same order.
+// x[i] = exp(x[i] − mx) for any n ≥ 1, sixteen lanes at a time and the last
+// n mod 16 under a mask, EXP32_8's operations lane for lane; the float64 sum
+// keeps expSumAVX2's order: lane j of Z4 takes the elements ≡ j mod 8 in
+// order (masked-off lanes add nothing), reduced as expSumAVX2 reduces Y4 and
+// Y5. For n a multiple of 8 it is expSumAVX2 bit for bit.
 TEXT ·expSumAVX512(SB), NOSPLIT, $0-40
 	MOVQ         x+0(FP), SI
 	MOVQ         n+8(FP), CX
@@ -222,16 +223,24 @@ expsum16step:
 	JNZ           expsum16step
 
 expsum16tail:
-	TESTQ         $8, BX
+	ANDQ          $15, BX
 	JZ            expsum16done
-	MOVL          $0xff, AX
-	KMOVW         AX, K1
+	MOVL          $1, AX
+	MOVQ          BX, CX
+	SHLL          CX, AX
+	DECL          AX
+	KMOVW         AX, K1             // the last n mod 16 lanes
+	SHRL          $8, AX
+	KMOVW         AX, K2             // of them, those in the high eight
 	VMOVUPS.Z     (SI), K1, Z0
 	VSUBPS        Z15, Z0, Z0
 	EXP32_16
-	VMOVUPS       Y2, (SI)
+	VMOVUPS       Z2, K1, (SI)
 	VCVTPS2PD     Y2, Z3
-	VADDPD        Z3, Z4, Z4
+	VADDPD        Z3, Z4, K1, Z4
+	VEXTRACTF32X8 $1, Z2, Y2
+	VCVTPS2PD     Y2, Z3
+	VADDPD        Z3, Z4, K2, Z4
 
 expsum16done:
 	VEXTRACTF64X4 $1, Z4, Y5

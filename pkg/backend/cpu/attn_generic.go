@@ -16,6 +16,8 @@ func dotRows4SIMD(q, k []float32, stride int, out *[4]float32) { dotRows4Go(q, k
 
 func weightedRowSumSIMD(o, p, v []float32, stride int) { weightedRowSumGo(o, p, v, stride) }
 
+func expSumAll(x []float32, mx float32) (float64, bool) { return 0, false }
+
 func expSumSIMD(x []float32, mx float32) float64 {
 	var sum float64
 	for i, v := range x {

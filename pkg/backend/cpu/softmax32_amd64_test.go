@@ -82,3 +82,45 @@ func BenchmarkSoftmaxAB(b *testing.B) {
 		})
 	}
 }
+
+// TestExpSumAVX512Tail: any length, 1 to 100: every exponential within
+// 2 ulp of exp32's, the sum within 1e-6 of theirs, and the floats past n
+// untouched (the last n mod 16 are loaded and stored under a mask).
+func TestExpSumAVX512Tail(t *testing.T) {
+	if !haveAVX512 {
+		t.Skip("no AVX-512")
+	}
+	r := rand.New(rand.NewPCG(25, 26))
+	const sentinel = float32(-12345.5)
+	for n := 1; n <= 100; n++ {
+		buf := make([]float32, n+16)
+		for i := range buf {
+			buf[i] = sentinel
+		}
+		x := buf[:n]
+		for i := range x {
+			x[i] = float32(r.NormFloat64() * 5)
+		}
+		mx := slices.Max(x)
+		want := make([]float32, n)
+		var wantSum float64
+		for i, v := range x {
+			want[i] = exp32(v - mx)
+			wantSum += float64(want[i])
+		}
+		sum := expSumAVX512(&x[0], n, unsafe.Pointer(&expConsts), mx)
+		for i := range x {
+			if d := math.Abs(float64(x[i] - want[i])); d > 2*float64(math.Nextafter32(want[i], 2)-want[i]) {
+				t.Fatalf("n=%d: exp[%d] %v, exp32 %v", n, i, x[i], want[i])
+			}
+		}
+		if math.Abs(sum-wantSum) > 1e-6*wantSum {
+			t.Fatalf("n=%d: sum %v, exp32's %v", n, sum, wantSum)
+		}
+		for i := n; i < len(buf); i++ {
+			if buf[i] != sentinel {
+				t.Fatalf("n=%d: float %d past the row written: %v", n, i, buf[i])
+			}
+		}
+	}
+}
