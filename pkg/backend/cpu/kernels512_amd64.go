@@ -26,34 +26,19 @@ func dotF32AVX512(a, b *float32, n int) float32
 func dotBF16AVX512(w *uint16, x *float32, n int) float32
 
 //go:noescape
-func q4Row4AVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int)
-
-// The resumable four-token kernels (kernels512_amd64.s, "Resumable
-// four-token kernels"): the Row4 kernels over part of a row.
-
-//go:noescape
-func q4Row4PartAVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int, acc unsafe.Pointer, flags int)
-
-//go:noescape
-func q8Row4PartAVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int, acc unsafe.Pointer, flags int)
-
-//go:noescape
-func q2Row4PartAVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int, acc unsafe.Pointer, flags int)
-
-//go:noescape
-func q3Row4PartAVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int, acc unsafe.Pointer, flags int)
+func q4Row4AVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int, acc unsafe.Pointer, flags int)
 
 //go:noescape
 func q4Row8AVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int)
 
 //go:noescape
-func q8Row4AVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int)
+func q8Row4AVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int, acc unsafe.Pointer, flags int)
 
 //go:noescape
-func q2Row4AVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int)
+func q2Row4AVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int, acc unsafe.Pointer, flags int)
 
 //go:noescape
-func q3Row4AVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int)
+func q3Row4AVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int, acc unsafe.Pointer, flags int)
 
 //go:noescape
 func bf16Row4AVX512(w *uint16, xp unsafe.Pointer, xstride int, out unsafe.Pointer, n int)
@@ -95,18 +80,26 @@ func affineRow4Wide(bits int, row []byte, x []float32, stride int, scales, biase
 	xp, sp, bp, op := unsafe.Pointer(&x[0]), unsafe.Pointer(&scales[0]), unsafe.Pointer(&biases[0]), unsafe.Pointer(out)
 	switch bits {
 	case 4:
-		q4Row4AVX512(&row[0], xp, 4*stride, sp, bp, op, g, gs/64)
+		q4Row4AVX512(&row[0], xp, 4*stride, sp, bp, op, g, gs/64, nil, row4Whole)
 	case 8:
-		q8Row4AVX512(&row[0], xp, 4*stride, sp, bp, op, g, gs/32)
+		q8Row4AVX512(&row[0], xp, 4*stride, sp, bp, op, g, gs/32, nil, row4Whole)
 	case 2:
-		q2Row4AVX512(&row[0], xp, 4*stride, sp, bp, op, g, gs/64)
+		q2Row4AVX512(&row[0], xp, 4*stride, sp, bp, op, g, gs/64, nil, row4Whole)
 	case 3:
-		q3Row4AVX512(&row[0], xp, 4*stride, sp, bp, op, g, gs/64)
+		q3Row4AVX512(&row[0], xp, 4*stride, sp, bp, op, g, gs/64, nil, row4Whole)
 	default:
 		return false
 	}
 	return true
 }
+
+// The four-token kernels' flags: start from the accumulators at acc
+// (else from zero), reduce into out at the end (else store them to acc).
+const (
+	row4Resume = 1
+	row4Reduce = 2
+	row4Whole  = row4Reduce // a whole row in one call
+)
 
 // row4PartCols is the widest part of a row the four-token kernels walk at
 // once when a row is wider than row4WholeMaxCols (row4Split): the four
@@ -130,8 +123,8 @@ func row4Split(bits, cols int) bool {
 // affineRows4Split is affineRow4Wide for the len(out) ≤ row4SplitRows rows
 // of bits-bit codes (rb bytes apart, their scales and biases g a row), bit
 // for bit, walking the columns in parts of at most row4PartCols, whole
-// groups each: every row's part, then the next part (the resumable kernels
-// keep each row's accumulators in acc between parts). 3-bit rows read 8
+// groups each: every row's part, then the next part (the kernels keep each
+// row's accumulators in acc between parts). 3-bit rows read 8
 // bytes past each part, as affineRow4Wide past each row.
 func affineRows4Split(bits int, codes []byte, rb int, x []float32, stride int, scales, biases []float32, gs int, out [][4]float32) {
 	nr := len(out)
@@ -146,10 +139,10 @@ func affineRows4Split(bits int, codes []byte, rb int, x []float32, stride int, s
 		g1 := g * (p + 1) / parts
 		flags := 0
 		if p > 0 {
-			flags |= 1 // resume
+			flags |= row4Resume
 		}
 		if p == parts-1 {
-			flags |= 2 // reduce into out
+			flags |= row4Reduce
 		}
 		xp := unsafe.Pointer(&x[g0*gs])
 		for i := range nr {
@@ -160,13 +153,13 @@ func affineRows4Split(bits int, codes []byte, rb int, x []float32, stride int, s
 			// (the parts then ran 0.6–0.9× the whole rows).
 			switch bits {
 			case 4:
-				q4Row4PartAVX512(c, xp, 4*stride, sp, bp, op, g1-g0, gs/64, ap, flags)
+				q4Row4AVX512(c, xp, 4*stride, sp, bp, op, g1-g0, gs/64, ap, flags)
 			case 8:
-				q8Row4PartAVX512(c, xp, 4*stride, sp, bp, op, g1-g0, gs/32, ap, flags)
+				q8Row4AVX512(c, xp, 4*stride, sp, bp, op, g1-g0, gs/32, ap, flags)
 			case 2:
-				q2Row4PartAVX512(c, xp, 4*stride, sp, bp, op, g1-g0, gs/64, ap, flags)
+				q2Row4AVX512(c, xp, 4*stride, sp, bp, op, g1-g0, gs/64, ap, flags)
 			case 3:
-				q3Row4PartAVX512(c, xp, 4*stride, sp, bp, op, g1-g0, gs/64, ap, flags)
+				q3Row4AVX512(c, xp, 4*stride, sp, bp, op, g1-g0, gs/64, ap, flags)
 			}
 		}
 		g0 = g1

@@ -426,11 +426,24 @@ dotbf16zdone:
 	VZEROUPPER
 	RET
 
-// func q4Row4AVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int)
+// The four-token kernels (q4Row4AVX512 and its 8-, 2- and 3-bit twins) are
+// resumable: a call walks some of a row's groups. With flags bit 0 the eight
+// accumulators start from the 512 bytes at acc (else from zero); with bit 1
+// they are reduced into out[0..3] at the end (else stored back to acc). A
+// row walked in parts meets every FMA of a one-call walk in the same order,
+// so the results are the same bit for bit; the caller then keeps each part's
+// x (four tokens' columns of the part) in L1 across rows, where a whole row
+// of 4096 columns (64 KB of x) did not fit (affineRows4Split). A whole row:
+// acc nil, flags 2 (affineRow4Wide).
+
+// func q4Row4AVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int, acc unsafe.Pointer, flags int)
 // x permuted as for q4RowsAVX512; reps is GroupSize/64 (32 bytes each).
-TEXT ·q4Row4AVX512(SB), NOSPLIT, $0-64
+TEXT ·q4Row4AVX512(SB), NOSPLIT, $0-80
 	ROW4Z_PROLOGUE
 	ROW4Z_ARGS
+	ROW4Z_PART_START(q4x4zstart)
+
+q4x4zstart:
 	VMOVUPS iota4<>(SB), Z15
 	Q4_COUNTS
 
@@ -447,43 +460,7 @@ q4x4zstep:
 	JNZ  q4x4zstep
 	DECQ R11
 	JNZ  q4x4zgroup
-	ROW4Z_FINISH
-
-// Resumable four-token kernels (q4Row4PartAVX512 and its 8-, 2- and 3-bit
-// twins): a Row4 kernel over a part of a row's groups. With flags bit 0 the
-// eight accumulators start from the 512 bytes at acc (else from zero); with
-// bit 1 they are reduced into out[0..3] at the end (else stored back to
-// acc). A row walked in parts this way meets every FMA of the whole-row
-// kernel in the same order, so the results are its bit for bit; the caller
-// keeps each part's x (four tokens' columns of the part) in L1 across rows,
-// where a whole row of 4096 columns (64 KB of x) did not fit
-// (affineRows4Split). Args: packed, xp, xstride, scales, biases, out,
-// groups, reps as the Row4 kernel's, then acc and flags.
-
-// func q4Row4PartAVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int, acc unsafe.Pointer, flags int)
-TEXT ·q4Row4PartAVX512(SB), NOSPLIT, $0-80
-	ROW4Z_PROLOGUE
-	ROW4Z_ARGS
-	ROW4Z_PART_START(q4pstart)
-
-q4pstart:
-	VMOVUPS iota4<>(SB), Z15
-	Q4_COUNTS
-
-q4pgroup:
-	TABLE
-	MOVQ R15, CX
-
-q4pstep:
-	Q4_DECODE64
-	ROW4Z_FMA16
-	ADDQ $32, SI
-	ADDQ $256, AX
-	DECQ CX
-	JNZ  q4pstep
-	DECQ R11
-	JNZ  q4pgroup
-	ROW4Z_PART_END(q4preduce)
+	ROW4Z_PART_END(q4x4zreduce)
 
 // func q4Row8AVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int)
 // q4Row4AVX512 for eight tokens (out[0..7]): each block of 64 weights is
@@ -546,16 +523,14 @@ q4x8zstep:
 	VZEROUPPER
 	RET
 
-// func q8Row4AVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int)
+// func q8Row4AVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int, acc unsafe.Pointer, flags int)
 // x in natural order; reps is GroupSize/32 (32 bytes each).
-TEXT ·q8Row4AVX512(SB), NOSPLIT, $0-64
+TEXT ·q8Row4AVX512(SB), NOSPLIT, $0-80
 	ROW4Z_PROLOGUE
-	MOVQ packed+0(FP), SI
-	MOVQ scales+24(FP), R8
-	MOVQ biases+32(FP), R9
-	MOVQ out+40(FP), DX
-	MOVQ groups+48(FP), R11
-	MOVQ reps+56(FP), R15
+	ROW4Z_ARGS
+	ROW4Z_PART_START(q8x4zstart)
+
+q8x4zstart:
 
 q8x4zgroup:
 	VBROADCASTSS (R8), Z4
@@ -585,50 +560,16 @@ q8x4zstep:
 	JNZ         q8x4zstep
 	DECQ        R11
 	JNZ         q8x4zgroup
-	ROW4Z_FINISH
+	ROW4Z_PART_END(q8x4zreduce)
 
-// func q8Row4PartAVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int, acc unsafe.Pointer, flags int)
-TEXT ·q8Row4PartAVX512(SB), NOSPLIT, $0-80
-	ROW4Z_PROLOGUE
-	ROW4Z_ARGS
-	ROW4Z_PART_START(q8pstart)
-
-q8pstart:
-q8pgroup:
-	VBROADCASTSS (R8), Z4
-	VBROADCASTSS (R9), Z5
-	ADDQ         $4, R8
-	ADDQ         $4, R9
-	MOVQ         R15, CX
-
-q8pstep:
-	VPMOVZXBD   (SI), Z9
-	VPMOVZXBD   16(SI), Z10
-	VCVTDQ2PS   Z9, Z9
-	VCVTDQ2PS   Z10, Z10
-	VFMADD213PS Z5, Z4, Z9
-	VFMADD213PS Z5, Z4, Z10
-	VFMADD231PS (DI)(AX*1), Z9, Z0
-	VFMADD231PS 64(DI)(AX*1), Z10, Z16
-	VFMADD231PS (R12)(AX*1), Z9, Z1
-	VFMADD231PS 64(R12)(AX*1), Z10, Z17
-	VFMADD231PS (R13)(AX*1), Z9, Z2
-	VFMADD231PS 64(R13)(AX*1), Z10, Z18
-	VFMADD231PS (R14)(AX*1), Z9, Z3
-	VFMADD231PS 64(R14)(AX*1), Z10, Z19
-	ADDQ        $32, SI
-	ADDQ        $128, AX
-	DECQ        CX
-	JNZ         q8pstep
-	DECQ        R11
-	JNZ         q8pgroup
-	ROW4Z_PART_END(q8preduce)
-
-// func q2Row4AVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int)
+// func q2Row4AVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int, acc unsafe.Pointer, flags int)
 // x permuted as for q2RowsAVX512; reps is GroupSize/64 (16 bytes each).
-TEXT ·q2Row4AVX512(SB), NOSPLIT, $0-64
+TEXT ·q2Row4AVX512(SB), NOSPLIT, $0-80
 	ROW4Z_PROLOGUE
 	ROW4Z_ARGS
+	ROW4Z_PART_START(q2x4zstart)
+
+q2x4zstart:
 	VMOVUPS iota2<>(SB), Z15
 
 q2x4zgroup:
@@ -651,45 +592,17 @@ q2x4zstep:
 	JNZ       q2x4zstep
 	DECQ      R11
 	JNZ       q2x4zgroup
-	ROW4Z_FINISH
+	ROW4Z_PART_END(q2x4zreduce)
 
-// func q2Row4PartAVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int, acc unsafe.Pointer, flags int)
-TEXT ·q2Row4PartAVX512(SB), NOSPLIT, $0-80
-	ROW4Z_PROLOGUE
-	ROW4Z_ARGS
-	ROW4Z_PART_START(q2pstart)
-
-q2pstart:
-	VMOVUPS iota2<>(SB), Z15
-
-q2pgroup:
-	TABLE
-	MOVQ R15, CX
-
-q2pstep:
-	VPMOVZXBD (SI), Z6
-	VPSRLD    $2, Z6, Z7
-	VPSRLD    $4, Z6, Z8
-	VPSRLD    $6, Z6, Z9
-	VPERMPS   Z4, Z6, Z6
-	VPERMPS   Z4, Z7, Z7
-	VPERMPS   Z4, Z8, Z8
-	VPERMPS   Z4, Z9, Z9
-	ROW4Z_FMA16
-	ADDQ      $16, SI
-	ADDQ      $256, AX
-	DECQ      CX
-	JNZ       q2pstep
-	DECQ      R11
-	JNZ       q2pgroup
-	ROW4Z_PART_END(q2preduce)
-
-// func q3Row4AVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int)
+// func q3Row4AVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int, acc unsafe.Pointer, flags int)
 // x in natural order; reps is GroupSize/64 (24 bytes each, read as 32: the
 // caller keeps the matrix's last row away). Needs AVX512VBMI.
-TEXT ·q3Row4AVX512(SB), NOSPLIT, $0-64
+TEXT ·q3Row4AVX512(SB), NOSPLIT, $0-80
 	ROW4Z_PROLOGUE
 	ROW4Z_ARGS
+	ROW4Z_PART_START(q3x4zstart)
+
+q3x4zstart:
 	VMOVUPS   iota3<>(SB), Z15
 	VMOVDQU64 gather3s0<>(SB), Z20
 	VMOVDQU64 gather3s1<>(SB), Z21
@@ -722,49 +635,7 @@ q3x4zstep:
 	JNZ     q3x4zstep
 	DECQ    R11
 	JNZ     q3x4zgroup
-	ROW4Z_FINISH
-
-// func q3Row4PartAVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int, acc unsafe.Pointer, flags int)
-// Reads 8 bytes past a part, as q3Row4AVX512 past a row.
-TEXT ·q3Row4PartAVX512(SB), NOSPLIT, $0-80
-	ROW4Z_PROLOGUE
-	ROW4Z_ARGS
-	ROW4Z_PART_START(q3pstart)
-
-q3pstart:
-	VMOVUPS   iota3<>(SB), Z15
-	VMOVDQU64 gather3s0<>(SB), Z20
-	VMOVDQU64 gather3s1<>(SB), Z21
-	VMOVDQU64 gather3s2<>(SB), Z22
-	VMOVDQU64 gather3s3<>(SB), Z23
-	VMOVDQU64 shift3z<>(SB), Z24
-
-q3pgroup:
-	TABLE
-	MOVQ R15, CX
-
-q3pstep:
-	VMOVDQU (SI), Y10
-	VPERMB  Z10, Z20, Z6
-	VPERMB  Z10, Z21, Z7
-	VPERMB  Z10, Z22, Z8
-	VPERMB  Z10, Z23, Z9
-	VPSRLVD Z24, Z6, Z6
-	VPSRLVD Z24, Z7, Z7
-	VPSRLVD Z24, Z8, Z8
-	VPSRLVD Z24, Z9, Z9
-	VPERMPS Z4, Z6, Z6
-	VPERMPS Z4, Z7, Z7
-	VPERMPS Z4, Z8, Z8
-	VPERMPS Z4, Z9, Z9
-	ROW4Z_FMA16
-	ADDQ    $24, SI
-	ADDQ    $256, AX
-	DECQ    CX
-	JNZ     q3pstep
-	DECQ    R11
-	JNZ     q3pgroup
-	ROW4Z_PART_END(q3preduce)
+	ROW4Z_PART_END(q3x4zreduce)
 
 // func bf16Row4AVX512(w *uint16, xp unsafe.Pointer, xstride int, out unsafe.Pointer, n int)
 // n is a multiple of 32.
