@@ -2,6 +2,15 @@
 
 #include "textflag.h"
 
+// EXPSUM_FOLD folds the exp-and-sum kernels' float64 lanes 0–3 (Y4) and 4–7
+// (Y5) into X4: lane j with j+4, then the halves, then the two — the same
+// order in both kernels.
+#define EXPSUM_FOLD \
+	VADDPD       Y5, Y4, Y4 \
+	VEXTRACTF128 $1, Y4, X5 \
+	VADDPD       X5, X4, X4 \
+	VHADDPD      X4, X4, X4
+
 // Attention kernels (see attn.go). Both end with VZEROUPPER.
 
 // func dotRows4AVX2(q, k *float32, kstride int, out unsafe.Pointer, n int)
@@ -161,11 +170,8 @@ expsumstep:
 	JNZ          expsumstep
 
 expsumdone:
-	VADDPD       Y5, Y4, Y4
-	VEXTRACTF128 $1, Y4, X5
-	VADDPD       X5, X4, X4
-	VHADDPD      X4, X4, X4
-	VMOVSD       X4, ret+32(FP)
+	EXPSUM_FOLD
+	VMOVSD     X4, ret+32(FP)
 	VZEROUPPER
 	RET
 
@@ -244,10 +250,7 @@ expsum16tail:
 
 expsum16done:
 	VEXTRACTF64X4 $1, Z4, Y5
-	VADDPD        Y5, Y4, Y4
-	VEXTRACTF128  $1, Y4, X5
-	VADDPD        X5, X4, X4
-	VHADDPD       X4, X4, X4
+	EXPSUM_FOLD
 	VMOVSD        X4, ret+32(FP)
 	VZEROUPPER
 	RET

@@ -4,9 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"slices"
 	"testing"
-	"time"
 )
 
 // TestRow8MatchesRow4 holds the eight-token exact kernels to the four-token
@@ -26,18 +24,8 @@ func TestRow8MatchesRow4(t *testing.T) {
 			for _, n := range []int{8, 9, 12, 16, 23, 64} {
 				x := randomVector(rng, n*shape.cols)
 				for _, workers := range []int{1, 3} {
-					p := newPool(workers, levelAVX512)
-					want, got := make([]float32, n*shape.rows), make([]float32, n*shape.rows)
-					row8Kernels = false
-					p.MatMul(want, m, x, n)
-					row8Kernels = true
-					p.MatMul(got, m, x, n)
 					name := fmt.Sprintf("gs %d, %dx%d, %d tokens, %d workers", gs, shape.rows, shape.cols, n, workers)
-					for i := range want {
-						if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
-							t.Fatalf("%s: y[%d] (token %d, row %d) = %g with the eight-token kernel, %g without", name, i, i/shape.rows, i%shape.rows, got[i], want[i])
-						}
-					}
+					sameBitsToggled(t, name, "with the eight-token kernel", "without", &row8Kernels, newPool(workers, levelAVX512), m, x, n)
 				}
 			}
 		}
@@ -87,18 +75,8 @@ func TestRow4SplitMatchesWhole(t *testing.T) {
 			for _, n := range []int{4, 7, 12} {
 				x := randomVector(rng, n*shape.cols)
 				for _, workers := range []int{1, 3} {
-					p := newPool(workers, levelAVX512)
-					want, got := make([]float32, n*shape.rows), make([]float32, n*shape.rows)
-					row4Parts = false
-					p.MatMul(want, m, x, n)
-					row4Parts = true
-					p.MatMul(got, m, x, n)
 					name := fmt.Sprintf("%d-bit, gs %d, %dx%d, %d tokens, %d workers", bits, gs, shape.rows, shape.cols, n, workers)
-					for i := range want {
-						if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
-							t.Fatalf("%s: y[%d] (token %d, row %d) = %g in parts, %g whole", name, i, i/shape.rows, i%shape.rows, got[i], want[i])
-						}
-					}
+					sameBitsToggled(t, name, "in parts", "whole", &row4Parts, newPool(workers, levelAVX512), m, x, n)
 				}
 			}
 		}
@@ -121,19 +99,23 @@ func BenchmarkRow4SplitAB(b *testing.B) {
 		x := randomVector(rand.New(rand.NewPCG(2, 2)), sh.n*sh.c)
 		y := make([]float32, sh.n*sh.r)
 		b.Run(fmt.Sprintf("q%d/%dx%d/n%d", sh.bits, sh.r, sh.c, sh.n), func(b *testing.B) {
-			var rs []float64
-			for i := 0; i < b.N; i++ {
-				row4Parts = false
-				t0 := time.Now()
-				p.MatMul(y, m, x, sh.n)
-				row4Parts = true
-				t1 := time.Now()
-				p.MatMul(y, m, x, sh.n)
-				t2 := time.Now()
-				rs = append(rs, float64(t1.Sub(t0))/float64(t2.Sub(t1)))
-			}
-			slices.Sort(rs)
-			b.ReportMetric(rs[len(rs)/2], "speedup")
+			alternatedSpeedup(b, func(on bool) { row4Parts = on }, func(int) { p.MatMul(y, m, x, sh.n) })
 		})
+	}
+}
+
+// sameBitsToggled runs p.MatMul of n tokens with *flag false, then true, and
+// fails unless both give the same bits (on and off name the two sides).
+func sameBitsToggled(t *testing.T, name, on, off string, flag *bool, p *Pool, m *Matrix, x []float32, n int) {
+	t.Helper()
+	want, got := make([]float32, n*m.Rows), make([]float32, n*m.Rows)
+	*flag = false
+	p.MatMul(want, m, x, n)
+	*flag = true
+	p.MatMul(got, m, x, n)
+	for i := range want {
+		if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+			t.Fatalf("%s: y[%d] (token %d, row %d) = %g %s, %g %s", name, i, i/m.Rows, i%m.Rows, got[i], on, want[i], off)
+		}
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
-	"time"
 	"unsafe"
 )
 
@@ -47,8 +46,8 @@ func TestExpSumAVX512MatchesAVX2(t *testing.T) {
 }
 
 // BenchmarkSoftmaxAB alternates SoftmaxF32 with the eight- and the
-// sixteen-lane exp-and-sum kernel on rows of a prefill's lengths; "speedup"
-// is the median of eight-lane time / sixteen-lane time over 64-row rounds.
+// sixteen-lane exp-and-sum kernel on rows of a prefill's lengths, 64 rows a
+// round; "speedup" is the median of eight-lane time / sixteen-lane time.
 func BenchmarkSoftmaxAB(b *testing.B) {
 	if !haveAVX512 {
 		b.Skip("no AVX-512")
@@ -61,24 +60,13 @@ func BenchmarkSoftmaxAB(b *testing.B) {
 			x[i] = float32(r.NormFloat64() * 3)
 		}
 		y := make([]float32, n)
-		round := func(on bool) time.Duration {
-			expSum512 = on
-			t0 := time.Now()
-			for range 64 {
-				copy(y, x)
-				SoftmaxF32(y)
-			}
-			return time.Since(t0)
-		}
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
-			var rs []float64
-			for range b.N {
-				off := round(false)
-				on := round(true)
-				rs = append(rs, float64(off)/float64(on))
-			}
-			slices.Sort(rs)
-			b.ReportMetric(rs[len(rs)/2], "speedup")
+			alternatedSpeedup(b, func(on bool) { expSum512 = on }, func(int) {
+				for range 64 {
+					copy(y, x)
+					SoftmaxF32(y)
+				}
+			})
 		})
 	}
 }
