@@ -41,7 +41,7 @@ func q2Row4AVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, 
 func q3Row4AVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int, acc unsafe.Pointer, flags int)
 
 //go:noescape
-func bf16Row4AVX512(w *uint16, xp unsafe.Pointer, xstride int, out unsafe.Pointer, n int)
+func bf16Row4AVX512(w *uint16, xp unsafe.Pointer, xstride int, out unsafe.Pointer, n int, acc unsafe.Pointer, flags int)
 
 // affineRowsWide computes y[r] = row r · x for len(y) consecutive rows whose
 // codes start at raw and whose float32 scales and biases are given (groups per
@@ -163,6 +163,39 @@ func affineRows4Split(bits int, codes []byte, rb int, x []float32, stride int, s
 			}
 		}
 		g0 = g1
+	}
+}
+
+// bf16Split reports whether bf16Tiled runs BF16 rows of cols columns in
+// parts (bf16Rows4Split): the same L1 limit as row4Split's.
+func bf16Split(cols int) bool {
+	return cols > row4WholeMaxCols && cols%32 == 0 && row4Parts && haveAVX512
+}
+
+// bf16Rows4Split is bf16Row4Wide for the len(out) ≤ row4SplitRows BF16 rows
+// of w (cols each, a multiple of 32), bit for bit, in parts of at most
+// row4PartCols columns, as affineRows4Split walks quantized rows.
+func bf16Rows4Split(w []uint16, cols int, x []float32, stride int, out [][4]float32) {
+	nr := len(out)
+	_ = x[3*stride+cols-1]
+	_ = w[nr*cols-1]
+	var acc [row4SplitRows][128]float32
+	parts := (cols + row4PartCols - 1) / row4PartCols
+	c0 := 0
+	for p := range parts {
+		c1 := cols / 32 * (p + 1) / parts * 32
+		flags := 0
+		if p > 0 {
+			flags |= row4Resume
+		}
+		if p == parts-1 {
+			flags |= row4Reduce
+		}
+		xp := unsafe.Pointer(&x[c0])
+		for i := range nr {
+			bf16Row4AVX512(&w[i*cols+c0], xp, 4*stride, unsafe.Pointer(&out[i]), c1-c0, unsafe.Pointer(&acc[i]), flags)
+		}
+		c0 = c1
 	}
 }
 

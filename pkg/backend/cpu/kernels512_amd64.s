@@ -141,11 +141,10 @@
 	MOVQ groups+48(FP), R11 \
 	MOVQ reps+56(FP), R15
 
-// ROW4Z_PART_START: acc into R10, and the accumulators loaded from it when
-// flags bit 0 is set (l: a label past the loads).
+// ROW4Z_PART_START(l): the accumulators loaded from acc (R10) when flags
+// (CX) has bit 0 set (l: a label past the loads). Each kernel loads R10 and
+// CX from its own frame first.
 #define ROW4Z_PART_START(l) \
-	MOVQ    acc+64(FP), R10 \
-	MOVQ    flags+72(FP), CX \
 	TESTQ   $1, CX \
 	JZ      l \
 	VMOVUPS (R10), Z0 \
@@ -157,10 +156,10 @@
 	VMOVUPS 384(R10), Z18 \
 	VMOVUPS 448(R10), Z19
 
-// ROW4Z_PART_END: the accumulators reduced into out (flags bit 1) or
-// stored back to acc (l: a label for the reduction).
+// ROW4Z_PART_END(l): the accumulators reduced into out when flags (CX,
+// reloaded by the kernel) has bit 1 set, else stored back to acc (R10); l: a
+// label for the reduction.
 #define ROW4Z_PART_END(l) \
-	MOVQ    flags+72(FP), CX \
 	TESTQ   $2, CX \
 	JNZ     l \
 	VMOVUPS Z0, (R10) \
@@ -441,6 +440,8 @@ dotbf16zdone:
 TEXT ·q4Row4AVX512(SB), NOSPLIT, $0-80
 	ROW4Z_PROLOGUE
 	ROW4Z_ARGS
+	MOVQ acc+64(FP), R10
+	MOVQ flags+72(FP), CX
 	ROW4Z_PART_START(q4x4zstart)
 
 q4x4zstart:
@@ -460,6 +461,7 @@ q4x4zstep:
 	JNZ  q4x4zstep
 	DECQ R11
 	JNZ  q4x4zgroup
+	MOVQ flags+72(FP), CX
 	ROW4Z_PART_END(q4x4zreduce)
 
 // func q4Row8AVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int)
@@ -528,6 +530,8 @@ q4x8zstep:
 TEXT ·q8Row4AVX512(SB), NOSPLIT, $0-80
 	ROW4Z_PROLOGUE
 	ROW4Z_ARGS
+	MOVQ acc+64(FP), R10
+	MOVQ flags+72(FP), CX
 	ROW4Z_PART_START(q8x4zstart)
 
 q8x4zstart:
@@ -560,6 +564,7 @@ q8x4zstep:
 	JNZ         q8x4zstep
 	DECQ        R11
 	JNZ         q8x4zgroup
+	MOVQ flags+72(FP), CX
 	ROW4Z_PART_END(q8x4zreduce)
 
 // func q2Row4AVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int, acc unsafe.Pointer, flags int)
@@ -567,6 +572,8 @@ q8x4zstep:
 TEXT ·q2Row4AVX512(SB), NOSPLIT, $0-80
 	ROW4Z_PROLOGUE
 	ROW4Z_ARGS
+	MOVQ acc+64(FP), R10
+	MOVQ flags+72(FP), CX
 	ROW4Z_PART_START(q2x4zstart)
 
 q2x4zstart:
@@ -592,6 +599,7 @@ q2x4zstep:
 	JNZ       q2x4zstep
 	DECQ      R11
 	JNZ       q2x4zgroup
+	MOVQ flags+72(FP), CX
 	ROW4Z_PART_END(q2x4zreduce)
 
 // func q3Row4AVX512(packed *byte, xp unsafe.Pointer, xstride int, scales, biases, out unsafe.Pointer, groups, reps int, acc unsafe.Pointer, flags int)
@@ -600,6 +608,8 @@ q2x4zstep:
 TEXT ·q3Row4AVX512(SB), NOSPLIT, $0-80
 	ROW4Z_PROLOGUE
 	ROW4Z_ARGS
+	MOVQ acc+64(FP), R10
+	MOVQ flags+72(FP), CX
 	ROW4Z_PART_START(q3x4zstart)
 
 q3x4zstart:
@@ -635,12 +645,18 @@ q3x4zstep:
 	JNZ     q3x4zstep
 	DECQ    R11
 	JNZ     q3x4zgroup
+	MOVQ flags+72(FP), CX
 	ROW4Z_PART_END(q3x4zreduce)
 
-// func bf16Row4AVX512(w *uint16, xp unsafe.Pointer, xstride int, out unsafe.Pointer, n int)
-// n is a multiple of 32.
-TEXT ·bf16Row4AVX512(SB), NOSPLIT, $0-40
+// func bf16Row4AVX512(w *uint16, xp unsafe.Pointer, xstride int, out unsafe.Pointer, n int, acc unsafe.Pointer, flags int)
+// n is a multiple of 32. Resumable as the quantized four-token kernels are.
+TEXT ·bf16Row4AVX512(SB), NOSPLIT, $0-56
 	ROW4Z_PROLOGUE
+	MOVQ acc+40(FP), R10
+	MOVQ flags+48(FP), CX
+	ROW4Z_PART_START(bf16x4zstart)
+
+bf16x4zstart:
 	MOVQ w+0(FP), SI
 	MOVQ out+24(FP), DX
 	MOVQ n+32(FP), CX
@@ -663,7 +679,8 @@ bf16x4zstep:
 	ADDQ        $128, AX
 	DECQ        CX
 	JNZ         bf16x4zstep
-	ROW4Z_FINISH
+	MOVQ flags+48(FP), CX
+	ROW4Z_PART_END(bf16x4zreduce)
 
 DATA iota4<>+0(SB)/4, $0x0
 DATA iota4<>+4(SB)/4, $0x3f800000

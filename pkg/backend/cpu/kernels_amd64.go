@@ -221,7 +221,7 @@ func bf16Row4(w []uint16, x []float32, stride int, out *[4]float32, wide bool) {
 	}
 	switch {
 	case n > 0 && wide:
-		bf16Row4AVX512(&w[0], unsafe.Pointer(&x[0]), 4*stride, unsafe.Pointer(out), n)
+		bf16Row4AVX512(&w[0], unsafe.Pointer(&x[0]), 4*stride, unsafe.Pointer(out), n, nil, row4Whole)
 	case n > 0:
 		bf16Row4AVX2(&w[0], unsafe.Pointer(&x[0]), 4*stride, unsafe.Pointer(out), n)
 	default:

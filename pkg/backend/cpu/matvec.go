@@ -174,11 +174,27 @@ func (t *matTask) bf16Tiled(lo, hi, k4 int) {
 	m, x, y, level := t.m, t.x, t.y, t.level
 	rows, cols, rb := m.Rows, m.Cols, m.RowBytes()
 	block := max(1, bf16TileBytes/rb)
+	split := level >= levelAVX512 && bf16Split(cols)
 	var out [4]float32
+	var outs [row4SplitRows][4]float32
 	for r0 := lo; r0 < hi; r0 += block {
 		r1 := min(r0+block, hi)
 		for k := 0; k < k4; k += 4 {
 			xk := x[k*cols : (k+4)*cols]
+			if split {
+				// Rows wider than L1 holds four tokens' x for, in parts
+				// (bf16Rows4Split), eight rows at a time.
+				for s0 := r0; s0 < r1; s0 += row4SplitRows {
+					s1 := min(s0+row4SplitRows, r1)
+					o := outs[:s1-s0]
+					bf16Rows4Split(u16s(m.Data[s0*rb:s1*rb]), cols, xk, cols, o)
+					for i, v := range o {
+						r := s0 + i
+						y[k*rows+r], y[(k+1)*rows+r], y[(k+2)*rows+r], y[(k+3)*rows+r] = v[0], v[1], v[2], v[3]
+					}
+				}
+				continue
+			}
 			for r := r0; r < r1; r++ {
 				w := u16s(m.Data[r*rb : (r+1)*rb])
 				switch {

@@ -83,6 +83,31 @@ func TestRow4SplitMatchesWhole(t *testing.T) {
 	}
 }
 
+// TestBF16SplitMatchesWhole: BF16 products of rows wider than
+// row4WholeMaxCols, walked in parts (bf16Rows4Split), are the whole-row
+// kernel's bit for bit (two and three parts, row counts around
+// row4SplitRows and the tile, token counts with and without a remainder).
+func TestBF16SplitMatchesWhole(t *testing.T) {
+	if !haveAVX512 {
+		t.Skip("no AVX-512: no four-token kernel")
+	}
+	t.Cleanup(func() { row4Parts = true })
+	rng := rand.New(rand.NewPCG(8, 6))
+	for _, shape := range []struct{ rows, cols int }{{9, 4096}, {37, 3136}, {70, 6144}, {5, 4160}} {
+		m := randomMatrix(rng, shape.rows, shape.cols, BF16, 0, 0, BF16)
+		if !bf16Split(shape.cols) {
+			t.Fatalf("%d columns: not split", shape.cols)
+		}
+		for _, n := range []int{4, 7, 12} {
+			x := randomVector(rng, n*shape.cols)
+			for _, workers := range []int{1, 3} {
+				name := fmt.Sprintf("bf16, %dx%d, %d tokens, %d workers", shape.rows, shape.cols, n, workers)
+				sameBitsToggled(t, name, "in parts", "whole", &row4Parts, newPool(workers, levelAVX512), m, x, n)
+			}
+		}
+	}
+}
+
 // BenchmarkRow4SplitAB alternates exact products of wide rows (an
 // o-projection of Qwen3-30B-A3B, and Qwen3.5-397B's 4,096-column dense and
 // expert matrices; 4-bit, and 8-, 2- and 3-bit at 4,096 columns) walked
@@ -91,11 +116,14 @@ func BenchmarkRow4SplitAB(b *testing.B) {
 	p := NewPool(0)
 	defer func() { row4Parts = true }()
 	for _, sh := range []struct{ bits, r, c, n int }{{4, 2048, 4096, 16}, {4, 1024, 4096, 32}, {4, 4096, 4096, 16}, {4, 1024, 6144, 16},
-		{8, 2048, 4096, 16}, {2, 2048, 4096, 16}, {3, 2048, 4096, 16}} {
+		{8, 2048, 4096, 16}, {2, 2048, 4096, 16}, {3, 2048, 4096, 16}, {16, 1024, 4096, 16}} {
 		if sh.bits == 3 && !haveVBMI {
 			continue
 		}
 		m := benchMatrix(sh.r, sh.c, Affine, sh.bits)
+		if sh.bits == 16 {
+			m = benchMatrix(sh.r, sh.c, BF16, 0)
+		}
 		x := randomVector(rand.New(rand.NewPCG(2, 2)), sh.n*sh.c)
 		y := make([]float32, sh.n*sh.r)
 		b.Run(fmt.Sprintf("q%d/%dx%d/n%d", sh.bits, sh.r, sh.c, sh.n), func(b *testing.B) {
