@@ -124,8 +124,8 @@ func row4Split(bits, cols int) bool {
 // of bits-bit codes (rb bytes apart, their scales and biases g a row), bit
 // for bit, walking the columns in parts of at most row4PartCols, whole
 // groups each: every row's part, then the next part (the kernels keep each
-// row's accumulators in acc between parts). 3-bit rows read 8
-// bytes past each part, as affineRow4Wide past each row.
+// row's accumulators in acc between parts). 3-bit rows read 8 bytes past
+// each part, as affineRow4Wide past each row.
 func affineRows4Split(bits int, codes []byte, rb int, x []float32, stride int, scales, biases []float32, gs int, out [][4]float32) {
 	nr := len(out)
 	g := len(scales) / nr

@@ -316,8 +316,9 @@ var wideScalePrefetch = true
 // eight-token kernel exists (row8Wide; false for A/B measurements).
 var row8Kernels = true
 
-// row4Parts lets wideRows walk rows wider than row4PartCols in parts
-// (row4Split; false for A/B measurements and the bit-for-bit test).
+// row4Parts lets wideRows and bf16Tiled walk rows wider than
+// row4WholeMaxCols in parts (row4Split, bf16Split; false for A/B
+// measurements and the bit-for-bit tests).
 var row4Parts = true
 
 // row4SplitRows is how many rows affineRows4Split walks part by part: their
