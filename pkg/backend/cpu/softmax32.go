@@ -42,10 +42,11 @@ func exp32(x float32) float32 {
 
 // SoftmaxF32 normalizes x in place like Softmax, exp(x − max)/Σ, but with the
 // exponential in float32 (about 1 ulp, vectorized) instead of float64; the
-// sum is still accumulated in float64. With AVX-512 the whole row, its last
-// n mod 8 scores included, goes through the vector exp (expSumAll); else
-// those last few go through exp32, which differs from it by an ulp at times. It is the attention's softmax, where a
-// float64 exp per score cost more than the dot products themselves.
+// sum is still accumulated in float64. It is the attention's softmax, where
+// a float64 exp per score cost more than the dot products themselves. With
+// AVX-512 the whole row, its last n mod 8 scores included, goes through the
+// vector exp (expSumAll); else those last few go through exp32, which
+// differs from it by an ulp at times.
 func SoftmaxF32(x []float32) {
 	if len(x) == 0 {
 		return
