@@ -503,9 +503,7 @@ func (d *Device) ExpertFFNs(out, x backend.Tensor, es []backend.Expert, rows [][
 	// Every token's x quantized once for all its experts' gate and up
 	// products (which would each quantize it again, from a gathered float
 	// copy), when they are int8 row-interleaved products.
-	if ex, ok := es[0].(*expert); ok && quantizeOnce && d.serial.packedProduct(&ex.gate) && d.serial.packedProduct(&ex.up) && ex.gate.Cols == xt.cols {
-		d.pool.quantizeRows(&b.q, xt.data, xt.rows, xt.cols, ex.gate.GroupSize)
-	}
+	d.quantizeShared(b, xt, es)
 	w := d.pool.Workers()
 	for lo := 0; lo < len(es); lo += expertWindow * w {
 		hi := min(lo+expertWindow*w, len(es))
@@ -526,6 +524,19 @@ func (d *Device) ExpertFFNs(out, x backend.Tensor, es []backend.Expert, rows [][
 	expertBatches.Put(b)
 }
 
+// quantizeShared quantizes xt's rows once into b.q for the int8
+// row-interleaved gate and up products of es (which share one shape), and
+// reports whether it did: their products then take their tokens' rows of
+// b.q instead of quantizing a gathered copy each.
+func (d *Device) quantizeShared(b *expertBatch, xt *Tensor, es []backend.Expert) bool {
+	ex, ok := es[0].(*expert)
+	if !ok || !quantizeOnce || !d.pool.packedProduct(&ex.gate) || !d.pool.packedProduct(&ex.up) || ex.gate.Cols != xt.cols {
+		return false
+	}
+	d.pool.quantizeRows(&b.q, xt.data, xt.rows, xt.cols, ex.gate.GroupSize)
+	return true
+}
+
 // expertsSplit is ExpertFFNs with fewer experts than workers: every
 // product is split over the workers, in two batches (matBatch), all the
 // experts' gate and up projections and then all their down projections, so
@@ -542,8 +553,7 @@ func (d *Device) expertsSplit(ot, xt *Tensor, es []backend.Expert, rows [][]int,
 	// copy; a decode's one token is already shared as it is (the batch
 	// prepares each x once).
 	var q *quantRows
-	if ex, ok := es[0].(*expert); ok && quantizeOnce && xt.rows > 1 && p.packedProduct(&ex.gate) && p.packedProduct(&ex.up) && ex.gate.Cols == xt.cols {
-		p.quantizeRows(&eb.q, xt.data, xt.rows, xt.cols, ex.gate.GroupSize)
+	if xt.rows > 1 && d.quantizeShared(eb, xt, es) {
 		q = &eb.q
 	}
 	mb := p.newBatch()
