@@ -101,6 +101,19 @@ const (
 	row4Whole  = row4Reduce // a whole row in one call
 )
 
+// row4PartFlags are part p of parts' flags: resume after the first part,
+// reduce at the last.
+func row4PartFlags(p, parts int) int {
+	f := 0
+	if p > 0 {
+		f |= row4Resume
+	}
+	if p == parts-1 {
+		f |= row4Reduce
+	}
+	return f
+}
+
 // row4PartCols is the widest part of a row the four-token kernels walk at
 // once when a row is wider than row4WholeMaxCols (row4Split): the four
 // tokens' x of a part, 16 bytes a column, must stay in L1 (48 KB here)
@@ -123,31 +136,25 @@ func row4Split(bits, cols int) bool {
 // affineRows4Split is affineRow4Wide for the len(out) ≤ row4SplitRows rows
 // of bits-bit codes (rb bytes apart, their scales and biases g a row), bit
 // for bit, walking the columns in parts of at most row4PartCols, whole
-// groups each: every row's part, then the next part (the kernels keep each
-// row's accumulators in acc between parts). 3-bit rows read 8 bytes past
+// groups each: every row's part, then the next part (the kernels keep row
+// i's accumulators in acc[128i:] between parts). 3-bit rows read 8 bytes past
 // each part, as affineRow4Wide past each row.
-func affineRows4Split(bits int, codes []byte, rb int, x []float32, stride int, scales, biases []float32, gs int, out [][4]float32) {
+func affineRows4Split(bits int, codes []byte, rb int, x []float32, stride int, scales, biases []float32, gs int, acc []float32, out [][4]float32) {
 	nr := len(out)
 	g := len(scales) / nr
 	_ = x[3*stride+g*gs-1]
 	_ = biases[nr*g-1]
 	_ = codes[(nr-1)*rb+g*gs*bits/8-1]
-	var acc [row4SplitRows][128]float32
+	_ = acc[nr*128-1]
 	parts := (g*gs + row4PartCols - 1) / row4PartCols
 	g0 := 0
 	for p := range parts {
 		g1 := g * (p + 1) / parts
-		flags := 0
-		if p > 0 {
-			flags |= row4Resume
-		}
-		if p == parts-1 {
-			flags |= row4Reduce
-		}
+		flags := row4PartFlags(p, parts)
 		xp := unsafe.Pointer(&x[g0*gs])
 		for i := range nr {
 			c, sp, bp := &codes[i*rb+g0*gs*bits/8], unsafe.Pointer(&scales[i*g+g0]), unsafe.Pointer(&biases[i*g+g0])
-			op, ap := unsafe.Pointer(&out[i]), unsafe.Pointer(&acc[i])
+			op, ap := unsafe.Pointer(&out[i]), unsafe.Pointer(&acc[i*128])
 			// Direct calls, not a func value: through one, go:noescape
 			// does not hold and acc would move to the heap on every call
 			// (the parts then ran 0.6–0.9× the whole rows).
@@ -175,25 +182,19 @@ func bf16Split(cols int) bool {
 // bf16Rows4Split is bf16Row4Wide for the len(out) ≤ row4SplitRows BF16 rows
 // of w (cols each, a multiple of 32), bit for bit, in parts of at most
 // row4PartCols columns, as affineRows4Split walks quantized rows.
-func bf16Rows4Split(w []uint16, cols int, x []float32, stride int, out [][4]float32) {
+func bf16Rows4Split(w []uint16, cols int, x []float32, stride int, acc []float32, out [][4]float32) {
 	nr := len(out)
 	_ = x[3*stride+cols-1]
 	_ = w[nr*cols-1]
-	var acc [row4SplitRows][128]float32
+	_ = acc[nr*128-1]
 	parts := (cols + row4PartCols - 1) / row4PartCols
 	c0 := 0
 	for p := range parts {
 		c1 := cols / 32 * (p + 1) / parts * 32
-		flags := 0
-		if p > 0 {
-			flags |= row4Resume
-		}
-		if p == parts-1 {
-			flags |= row4Reduce
-		}
+		flags := row4PartFlags(p, parts)
 		xp := unsafe.Pointer(&x[c0])
 		for i := range nr {
-			bf16Row4AVX512(&w[i*cols+c0], xp, 4*stride, unsafe.Pointer(&out[i]), c1-c0, unsafe.Pointer(&acc[i]), flags)
+			bf16Row4AVX512(&w[i*cols+c0], xp, 4*stride, unsafe.Pointer(&out[i]), c1-c0, unsafe.Pointer(&acc[i*128]), flags)
 		}
 		c0 = c1
 	}

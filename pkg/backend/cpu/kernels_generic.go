@@ -70,11 +70,11 @@ func row4Split(bits, cols int) bool { return false }
 
 func bf16Split(cols int) bool { return false }
 
-func bf16Rows4Split(w []uint16, cols int, x []float32, stride int, out [][4]float32) {
+func bf16Rows4Split(w []uint16, cols int, x []float32, stride int, acc []float32, out [][4]float32) {
 	panic("cpu: no SIMD kernels in this build")
 }
 
-func affineRows4Split(bits int, codes []byte, rb int, x []float32, stride int, scales, biases []float32, gs int, out [][4]float32) {
+func affineRows4Split(bits int, codes []byte, rb int, x []float32, stride int, scales, biases []float32, gs int, acc []float32, out [][4]float32) {
 	panic("cpu: no SIMD kernels in this build")
 }
 

@@ -174,9 +174,15 @@ func (t *matTask) bf16Tiled(lo, hi, k4 int) {
 	m, x, y, level := t.m, t.x, t.y, t.level
 	rows, cols, rb := m.Rows, m.Cols, m.RowBytes()
 	block := max(1, bf16TileBytes/rb)
-	split := level >= levelAVX512 && bf16Split(cols)
+	split := level >= levelAVX512 && bf16Split(cols) && k4 > 0
 	var out [4]float32
 	var outs [row4SplitRows][4]float32
+	var acc []float32
+	if split {
+		ab := t.p.buf.get(row4AccFloats)
+		defer t.p.buf.put(ab)
+		acc = *ab
+	}
 	for r0 := lo; r0 < hi; r0 += block {
 		r1 := min(r0+block, hi)
 		for k := 0; k < k4; k += 4 {
@@ -187,7 +193,7 @@ func (t *matTask) bf16Tiled(lo, hi, k4 int) {
 				for s0 := r0; s0 < r1; s0 += row4SplitRows {
 					s1 := min(s0+row4SplitRows, r1)
 					o := outs[:s1-s0]
-					bf16Rows4Split(u16s(m.Data[s0*rb:s1*rb]), cols, xk, cols, o)
+					bf16Rows4Split(u16s(m.Data[s0*rb:s1*rb]), cols, xk, cols, acc, o)
 					for i, v := range o {
 						r := s0 + i
 						y[k*rows+r], y[(k+1)*rows+r], y[(k+2)*rows+r], y[(k+3)*rows+r] = v[0], v[1], v[2], v[3]
@@ -325,6 +331,13 @@ var row4Parts = true
 // accumulators (512 bytes a row) stay in L1 beside the part's x.
 const row4SplitRows = 8
 
+// row4AccFloats is the size of the accumulators that affineRows4Split and
+// bf16Rows4Split keep between parts, 128 floats a row. The callers take
+// them from the pool's scratch once per product: a local array in the
+// walkers was cleared (4 KB) on every call, though the kernels never read
+// it before writing it.
+const row4AccFloats = row4SplitRows * 128
+
 // wideRows is the body prepWide sets. It converts the scales of wideChunk
 // rows at a time and hands the whole chunk to one multi-row kernel call per
 // token, so the Go loop costs nothing per row; blocks of four tokens go
@@ -335,7 +348,13 @@ func (t *matTask) wideRows(lo, hi int) {
 	rows, cols, gs, g, bits := m.Rows, m.Cols, m.GroupSize, m.Groups(), m.Bits
 	rb := m.RowBytes()
 	eight := row8Wide(bits, cols)
-	split := row4Split(bits, cols)
+	split := row4Split(bits, cols) && blocks > 0
+	var acc []float32
+	if split {
+		ab := t.p.buf.get(row4AccFloats)
+		defer t.p.buf.put(ab)
+		acc = *ab
+	}
 	sbBuf := t.p.buf.get(2*wideChunk*g + g)
 	defer t.p.buf.put(sbBuf)
 	sb := len(m.Scales) / (rows * g) // bytes of one scale
@@ -379,7 +398,7 @@ func (t *matTask) wideRows(lo, hi int) {
 				for r0 := c; r0 < last; r0 += row4SplitRows {
 					r1 := min(r0+row4SplitRows, last)
 					o := outs[:r1-r0]
-					affineRows4Split(bits, m.Data[r0*rb:r1*rb], rb, xp[k*cols:(k+4)*cols], cols, scales[(r0-c)*g:(r1-c)*g], biases[(r0-c)*g:(r1-c)*g], gs, o)
+					affineRows4Split(bits, m.Data[r0*rb:r1*rb], rb, xp[k*cols:(k+4)*cols], cols, scales[(r0-c)*g:(r1-c)*g], biases[(r0-c)*g:(r1-c)*g], gs, acc, o)
 					for i, v := range o {
 						r := r0 + i
 						y[k*rows+r], y[(k+1)*rows+r], y[(k+2)*rows+r], y[(k+3)*rows+r] = v[0], v[1], v[2], v[3]
