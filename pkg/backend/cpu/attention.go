@@ -131,15 +131,36 @@ func (d *Device) attendCausal(o, q, gate []float32, kv kvView, nH, nKV, D, T, po
 
 	qBlocks := (T + queryBlock - 1) / queryBlock
 	rows := min(T, queryBlock) * group
+	split := decodeSplit(T, nKV, group, pool.Workers())
+	rows /= split
 	// The causal mask makes late query blocks costlier; units are visited
 	// early, late, early, late… so that the contiguous ranges pool.For hands
 	// out carry similar work.
 	t := attnTasks.Get().(*attnTask)
 	*t = attnTask{d: d, o: o, q: q, gate: gate, kv: kv, keysT: keysT,
-		nH: nH, nKV: nKV, D: D, T: T, pos0: pos0, kBlocks: kBlocks, qBlocks: qBlocks, rows: rows, scale: scale}
-	pool.forRanger(qBlocks*nKV, rows*n*D*2, t)
+		nH: nH, nKV: nKV, D: D, T: T, pos0: pos0, kBlocks: kBlocks, qBlocks: qBlocks, rows: rows, scale: scale, split: split}
+	pool.forRanger(qBlocks*nKV*split, rows*n*D*2, t)
 	*t = attnTask{}
 	attnTasks.Put(t)
+}
+
+// decodeSplit is how many units a decode step (T = 1) gives each KV head:
+// one unit per KV head leaves all but nKV workers idle while the heads read
+// the cache (4 of 16 for Qwen3-30B-A3B, 2 for Qwen3.5-397B), so with more
+// workers than KV heads a head's query heads are split into parts of a
+// multiple of four rows. Every row is computed as in a whole unit (the same
+// kernels, four heads at a time, the same key blocks), so the split changes
+// which worker computes a row, never its bits; each part reads the head's
+// keys and values once more, from the cache the other parts share.
+func decodeSplit(T, nKV, group, workers int) int {
+	if T != 1 || group%4 != 0 || workers <= nKV {
+		return 1
+	}
+	split := min(group/4, (workers+nKV-1)/nKV)
+	for group%(4*split) != 0 { // equal parts of whole fours
+		split--
+	}
+	return split
 }
 
 // attnTask is attendCausal's loop body over a range of work units (a query
@@ -151,6 +172,7 @@ type attnTask struct {
 	kv                                    kvView
 	nH, nKV, D, T, pos0, kBlocks, qBlocks int
 	rows                                  int
+	split                                 int // units per KV head of a decode step (decodeSplit)
 	scale                                 float32
 }
 
@@ -169,23 +191,28 @@ func (t *attnTask) unitBlock(u int) int {
 
 // attnUnit is one unit of attnTask's work: KV head g's query heads for the
 // tokens t0… of a query block, nRows = tokens × group rows. Row r is token
-// t0 + r/group of head g·group + r%group, and sees keys 0…span(r)−1. Rows
+// t0 + r/group of head g·group + r%group, and sees keys 0…span(r)−1. A decode
+// step split into parts (decodeSplit) gives a unit the rows r0… of its head's
+// group, and row r above means r0 + r. Rows
 // r…r+3 with r a multiple of 4 share their token when the group is a
 // multiple of 4 (Qwen3-30B-A3B: 8, Qwen3.5-397B: 16): the kernels then take
 // four heads at once, loading each key and value row once for the four.
 type attnUnit struct {
-	g, t0, nRows int
+	g, t0, r0, nRows int
 }
 
 // head is where row r's query (in q) and output (in o) are.
 func (t *attnTask) head(u attnUnit, r int) (lo, hi int) {
 	group := t.nH / t.nKV
+	r += u.r0
 	tok, h := u.t0+r/group, u.g*group+r%group
 	return (tok*t.nH + h) * t.D, (tok*t.nH + h + 1) * t.D
 }
 
 // span is how many keys row r sees.
-func (t *attnTask) span(u attnUnit, r int) int { return t.pos0 + u.t0 + r/(t.nH/t.nKV) + 1 }
+func (t *attnTask) span(u attnUnit, r int) int {
+	return t.pos0 + u.t0 + (u.r0+r)/(t.nH/t.nKV) + 1
+}
 
 // fours is how many of u's rows go four at a time.
 func (t *attnTask) fours(u attnUnit) int {
@@ -203,9 +230,14 @@ func (t *attnTask) run(lo, hi int) {
 	scores, qs := *sb, *qsb
 	group := t.nH / t.nKV
 	for i := lo; i < hi; i++ {
-		qb := t.unitBlock(i)
-		t0, t1 := qb*queryBlock, min((qb+1)*queryBlock, t.T)
-		u := attnUnit{g: i % t.nKV, t0: t0, nRows: (t1 - t0) * group}
+		var u attnUnit
+		if t.split > 1 { // a decode step: one token, qBlocks = 1
+			u = attnUnit{g: i / t.split, r0: i % t.split * t.rows, nRows: t.rows}
+		} else {
+			qb := t.unitBlock(i)
+			t0, t1 := qb*queryBlock, min((qb+1)*queryBlock, t.T)
+			u = attnUnit{g: i % t.nKV, t0: t0, nRows: (t1 - t0) * group}
+		}
 		for r := 0; r < u.nRows; r++ {
 			lo, hi := t.head(u, r)
 			qr := qs[r*t.D : (r+1)*t.D]

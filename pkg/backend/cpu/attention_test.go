@@ -140,6 +140,60 @@ func TestAttendCausalMatchesNaive(t *testing.T) {
 	}
 }
 
+// TestDecodeSplitMatchesWhole checks that a decode step whose KV heads are
+// split over more workers (decodeSplit) computes every output bit for bit as
+// one unit per KV head does, for groups of 8, 12 and 16 query heads, gated
+// and not, with the cache both ways.
+func TestDecodeSplitMatchesWhole(t *testing.T) {
+	r := rand.New(rand.NewPCG(21, 22))
+	one, many := NewDevice(1), NewDevice(16)
+	for _, tc := range []struct {
+		nH, nKV, D, pos0 int
+		gated            bool
+		split            int // decodeSplit at 16 workers
+	}{
+		{32, 4, 128, 600, false, 2}, // Qwen3-30B-A3B, past scoreBlockFrom
+		{32, 4, 128, 37, true, 2},
+		{32, 2, 128, 300, true, 4}, // Qwen3.5-397B: 2 KV heads, groups of 16
+		{24, 2, 64, 90, false, 3},  // groups of 12: three parts of four
+		{16, 1, 64, 10, true, 4},
+	} {
+		name := fmt.Sprintf("nH%d_nKV%d_D%d_pos%d", tc.nH, tc.nKV, tc.D, tc.pos0)
+		t.Run(name, func(t *testing.T) {
+			group := tc.nH / tc.nKV
+			if s := decodeSplit(1, tc.nKV, group, many.pool.Workers()); s != tc.split {
+				t.Fatalf("decodeSplit = %d at 16 workers, want %d", s, tc.split)
+			}
+			if s := decodeSplit(1, tc.nKV, group, one.pool.Workers()); s != 1 {
+				t.Fatalf("decodeSplit = %d at one worker, want 1", s)
+			}
+			m := attnShape{tc.nH, tc.nKV, tc.D, tc.gated}
+			in := randAttnInputs(r, m, 1, tc.pos0)
+			for _, byHead := range []bool{false, true} {
+				want := make([]float32, m.attnDim())
+				got := make([]float32, m.attnDim())
+				one.attendCausal(want, in.q, in.gate, in.view(m, byHead), m.nH, m.nKV, m.D, 1, tc.pos0)
+				many.attendCausal(got, in.q, in.gate, in.view(m, byHead), m.nH, m.nKV, m.D, 1, tc.pos0)
+				for i := range want {
+					if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+						t.Fatalf("cache by KV head %v: output %d (head %d) = %v split, %v whole", byHead, i, i/m.D, got[i], want[i])
+					}
+				}
+			}
+		})
+	}
+	// Prefills, groups that are not a multiple of four and no more workers
+	// than KV heads keep one unit per KV head; parts are equal whole fours.
+	for _, c := range [][5]int{
+		{2, 4, 8, 16, 1}, {1, 4, 6, 16, 1}, {1, 4, 8, 4, 1}, {1, 2, 16, 2, 1},
+		{1, 2, 16, 6, 2}, {1, 4, 20, 8, 1}, {1, 2, 20, 16, 5}, {1, 4, 16, 5, 2},
+	} {
+		if s := decodeSplit(c[0], c[1], c[2], c[3]); s != c[4] {
+			t.Errorf("decodeSplit(T %d, nKV %d, group %d, workers %d) = %d, want %d", c[0], c[1], c[2], c[3], s, c[4])
+		}
+	}
+}
+
 // BenchmarkAttendCausal is the attention core of one tiny-code layer (4 heads,
 // 2 KV heads, D 64) prefilling 2048 tokens, blocked and naive.
 func BenchmarkAttendCausal(b *testing.B) {
