@@ -191,12 +191,12 @@ func (t *attnTask) unitBlock(u int) int {
 
 // attnUnit is one unit of attnTask's work: KV head g's query heads for the
 // tokens t0… of a query block, nRows = tokens × group rows. Row r is token
-// t0 + r/group of head g·group + r%group, and sees keys 0…span(r)−1. A decode
-// step split into parts (decodeSplit) gives a unit the rows r0… of its head's
-// group, and row r above means r0 + r. Rows
+// t0 + r/group of head g·group + r%group, and sees keys 0…span(r)−1. Rows
 // r…r+3 with r a multiple of 4 share their token when the group is a
 // multiple of 4 (Qwen3-30B-A3B: 8, Qwen3.5-397B: 16): the kernels then take
-// four heads at once, loading each key and value row once for the four.
+// four heads at once, loading each key and value row once for the four. A
+// decode step split into parts (decodeSplit) gives a unit the rows r0… of
+// its head's group (r0 a multiple of 4), and row r above means r0 + r.
 type attnUnit struct {
 	g, t0, r0, nRows int
 }
