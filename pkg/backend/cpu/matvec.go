@@ -195,8 +195,7 @@ func (t *matTask) bf16Tiled(lo, hi, k4 int) {
 					o := outs[:s1-s0]
 					bf16Rows4Split(u16s(m.Data[s0*rb:s1*rb]), cols, xk, cols, acc, o)
 					for i, v := range o {
-						r := s0 + i
-						y[k*rows+r], y[(k+1)*rows+r], y[(k+2)*rows+r], y[(k+3)*rows+r] = v[0], v[1], v[2], v[3]
+						storeTokens4(y, rows, k, s0+i, v)
 					}
 				}
 				continue
@@ -211,7 +210,7 @@ func (t *matTask) bf16Tiled(lo, hi, k4 int) {
 				default:
 					bf16Row4Arch(w, xk, cols, &out)
 				}
-				y[k*rows+r], y[(k+1)*rows+r], y[(k+2)*rows+r], y[(k+3)*rows+r] = out[0], out[1], out[2], out[3]
+				storeTokens4(y, rows, k, r, out)
 			}
 		}
 	}
@@ -278,7 +277,7 @@ func (t *matTask) affineRows(lo, hi int) {
 			} else {
 				affineRow4SIMD(m.Bits, raw, xp[k*cols:(k+4)*cols], cols, scales, biases, t.gsum4[b*4*g:(b+1)*4*g], gs, &out)
 			}
-			y[k*rows+r], y[(k+1)*rows+r], y[(k+2)*rows+r], y[(k+3)*rows+r] = out[0], out[1], out[2], out[3]
+			storeTokens4(y, rows, k, r, out)
 		}
 		for k := 4 * blocks; k < n; k++ {
 			xt, gt := xp[k*cols:(k+1)*cols], t.gsum[k*g:(k+1)*g]
@@ -400,8 +399,7 @@ func (t *matTask) wideRows(lo, hi int) {
 					o := outs[:r1-r0]
 					affineRows4Split(bits, m.Data[r0*rb:r1*rb], rb, xp[k*cols:(k+4)*cols], cols, scales[(r0-c)*g:(r1-c)*g], biases[(r0-c)*g:(r1-c)*g], gs, acc, o)
 					for i, v := range o {
-						r := r0 + i
-						y[k*rows+r], y[(k+1)*rows+r], y[(k+2)*rows+r], y[(k+3)*rows+r] = v[0], v[1], v[2], v[3]
+						storeTokens4(y, rows, k, r0+i, v)
 					}
 				}
 				continue
@@ -409,7 +407,7 @@ func (t *matTask) wideRows(lo, hi int) {
 			for r := c; r < last; r++ {
 				i := r - c
 				affineRow4Wide(bits, m.Data[r*rb:(r+1)*rb], xp[k*cols:(k+4)*cols], cols, scales[i*g:(i+1)*g], biases[i*g:(i+1)*g], gs, &out)
-				y[k*rows+r], y[(k+1)*rows+r], y[(k+2)*rows+r], y[(k+3)*rows+r] = out[0], out[1], out[2], out[3]
+				storeTokens4(y, rows, k, r, out)
 			}
 		}
 		for k := 4 * blocks; k < n && last > c; k++ {
@@ -501,4 +499,10 @@ func affineRowGo(bits, gs int, raw []byte, x, scales, biases, gsum []float32) fl
 		acc += scales[j]*d + biases[j]*gsum[j]
 	}
 	return acc
+}
+
+// storeTokens4 puts row r's results for tokens k…k+3 (a four-token kernel's
+// out) into y, which holds rows results a token.
+func storeTokens4(y []float32, rows, k, r int, v [4]float32) {
+	y[k*rows+r], y[(k+1)*rows+r], y[(k+2)*rows+r], y[(k+3)*rows+r] = v[0], v[1], v[2], v[3]
 }
