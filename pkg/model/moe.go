@@ -262,6 +262,9 @@ func (f *fetcher) start(i int) {
 func (f *fetcher) next(i int) ([]byte, releaser, error) {
 	fs := f.inflight[i]
 	f.inflight[i] = nil
+	if r, ok := f.m.dev.(backend.Rester); ok && !fs.slot.Ready() {
+		r.Rest()
+	}
 	data, err := fs.slot.Wait()
 	if err == nil && len(data) < f.m.expertLayout.FileSize {
 		err = fmt.Errorf("file of %d bytes, the expert file layout needs %d", len(data), f.m.expertLayout.FileSize)

@@ -8,7 +8,9 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/fm-moe/fm/pkg/backend"
 	"github.com/fm-moe/fm/pkg/internal/hfload"
 	"github.com/fm-moe/fm/pkg/layout"
 	"github.com/fm-moe/fm/pkg/model"
@@ -234,6 +236,77 @@ func TestExpertReadError(t *testing.T) {
 	}
 	if f, r := fe.fetched.Load(), fe.released.Load(); f != r {
 		t.Errorf("%d fetches, %d releases", f, r)
+	}
+}
+
+// slowExperts is an expert source whose every fetch takes a few milliseconds
+// (a disk read), and which has none of the optional interfaces.
+type slowExperts struct{ model.Experts }
+
+func (s slowExperts) FetchExperts(ctx context.Context, layer int, ids []int, data [][]byte) (func(), error) {
+	time.Sleep(2 * time.Millisecond)
+	return s.Experts.FetchExperts(ctx, layer, ids, data)
+}
+
+// instantExperts is an expert source that says it needs no reads.
+type instantExperts struct{ model.Experts }
+
+func (instantExperts) FetchesInstantly() bool { return true }
+
+// restCounter is a CPU device that counts the model's Rest calls (and batches
+// experts, as the CPU does).
+type restCounter struct {
+	backend.Device
+	rests atomic.Int64
+}
+
+func (r *restCounter) ExpertFFNs(out, x backend.Tensor, es []backend.Expert, rows [][]int, weights [][]float32) {
+	r.Device.(backend.ExpertBatcher).ExpertFFNs(out, x, es, rows, weights)
+}
+
+func (r *restCounter) Rest() {
+	r.rests.Add(1)
+	r.Device.(backend.Rester).Rest()
+}
+
+// TestRestBeforeExpertWait: the model tells the device to rest before it
+// waits for an expert read that has not finished, and never when its experts
+// need no read; the logits do not change.
+func TestRestBeforeExpertWait(t *testing.T) {
+	ck, err := hfload.Load(filepath.Join(goldenDir, "qwen35moe-tiny", "hf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cpu, err := backend.Open("cpu", backend.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cpu.Close()
+	if _, ok := cpu.(backend.Rester); !ok {
+		t.Fatal("the CPU device does not implement backend.Rester")
+	}
+	run := func(experts model.Experts) ([]float32, int64) {
+		dev := &restCounter{Device: cpu}
+		m, err := model.New(&ck.Config, ck, experts, model.Options{Device: dev})
+		if err != nil {
+			t.Fatal(err)
+		}
+		logits, err := m.Forward(context.Background(), m.NewState(), someIDs, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return logits, dev.rests.Load()
+	}
+	instant, n := run(instantExperts{ck})
+	if n != 0 {
+		t.Errorf("%d rests with experts in memory, want none", n)
+	}
+	slow, n := run(slowExperts{ck})
+	if n == 0 {
+		t.Error("no rest while waiting for slow expert reads")
+	}
+	if !slices.Equal(instant, slow) {
+		t.Error("logits differ between the in-memory and the slow source")
 	}
 }
 

@@ -354,6 +354,10 @@ func (d *Device) MatMul(y backend.Tensor, w backend.Matrix, x backend.Tensor) {
 	d.pool.MatMul(yt.data, m, xt.data, xt.rows)
 }
 
+// Rest implements backend.Rester: the pool's idle helpers park sooner
+// (Pool.Rest).
+func (d *Device) Rest() { d.pool.Rest() }
+
 // MatMuls implements backend.SharedMatMuler: one batch of products
 // (matBatch), x prepared once for the weights that take it in the same form.
 func (d *Device) MatMuls(ys []backend.Tensor, ws []backend.Matrix, x backend.Tensor) {

@@ -5,7 +5,9 @@ import (
 	"github.com/fm-moe/fm/pkg/internal/half"
 	"math"
 	"math/rand/v2"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 type matCase struct {
@@ -251,6 +253,37 @@ func TestPoolCoversRange(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestPoolRest: Rest shortens the idle helpers' polling to restSpinTime until
+// the next hand-off, which restores spinTime; a one-worker pool takes it too.
+func TestPoolRest(t *testing.T) {
+	NewPool(1).Rest()
+	p := NewPool(3)
+	limits := func() []time.Duration {
+		var d []time.Duration
+		for _, h := range p.team.helpers {
+			d = append(d, h.spinLimit())
+		}
+		return d
+	}
+	same := func(when string, want time.Duration) {
+		t.Helper()
+		for i, d := range limits() {
+			if d != want {
+				t.Errorf("%s: helper %d polls %v, want %v", when, i, d, want)
+			}
+		}
+	}
+	same("new pool", spinTime)
+	p.Rest()
+	same("after Rest", restSpinTime)
+	var sum atomic.Int64
+	p.For(300, 1<<20, func(lo, hi int) { sum.Add(int64(hi - lo)) })
+	if sum.Load() != 300 {
+		t.Fatalf("For covered %d of 300 items after Rest", sum.Load())
+	}
+	same("after a For", spinTime)
 }
 
 // TestVectorKernelsSIMD compares the assembly vector kernels with the Go ones

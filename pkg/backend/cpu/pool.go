@@ -131,22 +131,38 @@ func (p *Pool) forRanger(n, cost int, r ranger) {
 }
 
 // spinTime is how long an idle helper polls for its next part before it
-// parks. Waking a parked helper costs 10–20 µs on the development VM (an OS
-// thread wake-up), a hand-off to a polling one under 1 µs; the products of a
-// decode step come tens of microseconds apart, so 100 µs keeps the helpers
-// hot through a step and lets them sleep between tokens.
-const spinTime = 100 * time.Microsecond
+// parks, while the owner computes. Waking a parked helper costs 10–20 µs on
+// the development VM (an OS thread wake-up) and 100–600 µs on a 16-vCPU host
+// (the hypervisor wakes an idle vCPU), a hand-off to a polling one under
+// 1 µs. The products of a decode step come tens of microseconds apart, but a
+// worker left out of a product with fewer parts than workers (an attention
+// core over a few KV heads, a router) idles through it and the owner's serial
+// work around it: with 100 µs, 16 workers parked 6–13 of their 15 helpers on
+// every product of a decode step, each late start stretched the product, and
+// the longer wait parked more (docs/PERF.md, round fourteen). 1 ms keeps them
+// hot through a step and between tokens, and still lets an idle pool sleep.
+const spinTime = time.Millisecond
+
+// restSpinTime is spinTime after Rest, while the owner waits for something
+// else (an expert file's read): the helpers park sooner and leave the CPUs to
+// the goroutines that read and verify the files. A streaming decode on 16
+// threads whose helpers polled 1 ms into every wait ran 0.7× (round
+// fourteen); 100 µs still covers a read that the page cache serves.
+const restSpinTime = 100 * time.Microsecond
 
 // yieldPerHelper sets how often a polling helper gives its thread to other
 // goroutines (runtime.Gosched), so that the expert reads among them still
-// run while the helpers are hot: every helpers × yieldPerHelper. Between
-// yields a poll is an atomic load and a PAUSE (cpuRelax). A yield queues the
-// goroutine on the scheduler's global run queue under its one lock, so the
-// team's yields together, not each helper's, must stay rare: yielding on
-// every poll, as the pool first did, cost a 16-thread decode 55 % of its CPU
-// in that lock, and 16 threads decoded slower than 8; a fixed 25 µs fixed
-// that but cost a two-thread decode ~7 %, whose one helper had yielded about
-// every 2 µs (docs/PERF.md, "The pool's helpers on many cores").
+// run while the helpers are hot: every helpers² × yieldPerHelper, so that the
+// team as a whole yields every helpers × yieldPerHelper. Between yields a
+// poll is an atomic load and a PAUSE (cpuRelax). A yield queues the goroutine
+// on the scheduler's global run queue under its one lock, and a helper in the
+// scheduler is not polling: yielding on every poll, as the pool first did,
+// cost a 16-thread decode 55 % of its CPU in that lock; one team-wide yield
+// every 2 µs (each of 15 helpers every 30 µs) still started the last helper
+// of a product 70–110 µs after the owner posted it, one every 20 µs (each
+// helper every 300 µs) 7–18 µs. With one helper (two threads) it yields about
+// every 2 µs, which the two-core decode needs: a fixed 25 µs cost it ~7 %
+// (docs/PERF.md, "The pool's helpers on many cores" and round fourteen).
 const yieldPerHelper = 2 * time.Microsecond
 
 // pollsPerClock is how many polls a helper makes between looks at the clock
@@ -158,6 +174,9 @@ const pollsPerClock = 64
 type team struct {
 	mu      sync.Mutex // held by the For that owns the helpers
 	helpers []*helper
+	// resting is set by Rest and cleared by the next hand-off: idle helpers
+	// then poll restSpinTime instead of spinTime.
+	resting atomic.Bool
 }
 
 // helper is one persistent worker. The owner writes r, lo, hi, then bumps
@@ -170,6 +189,7 @@ type helper struct {
 	wake   chan struct{} // capacity 1: a wake-up is never lost, at worst spurious
 	r      ranger
 	lo, hi int
+	team   *team
 
 	yieldEvery time.Duration // set once: see yieldPerHelper
 
@@ -181,8 +201,8 @@ type helper struct {
 func newTeam(n int) *team {
 	t := &team{helpers: make([]*helper, n)}
 	for i := range t.helpers {
-		h := &helper{wake: make(chan struct{}, 1), finished: make(chan struct{}, 1),
-			yieldEvery: time.Duration(n) * yieldPerHelper}
+		h := &helper{team: t, wake: make(chan struct{}, 1), finished: make(chan struct{}, 1),
+			yieldEvery: time.Duration(n*n) * yieldPerHelper}
 		t.helpers[i] = h
 		go h.loop()
 	}
@@ -192,6 +212,9 @@ func newTeam(n int) *team {
 // run splits [0, n) into parts ranges: the owner takes the first, helpers the
 // rest.
 func (t *team) run(n, parts int, r ranger) {
+	if t.resting.Load() {
+		t.resting.Store(false)
+	}
 	hs := t.helpers[:parts-1]
 	woke := false
 	for i, h := range hs {
@@ -272,6 +295,26 @@ func (t *team) stop() {
 	}
 }
 
+// spinLimit is how long the helper polls before it parks: see spinTime and
+// restSpinTime.
+func (h *helper) spinLimit() time.Duration {
+	if h.team.resting.Load() {
+		return restSpinTime
+	}
+	return spinTime
+}
+
+// Rest tells the pool that its caller is about to wait for something other
+// than the pool's work (an expert file's read): its idle helpers park after
+// restSpinTime instead of spinTime, so that the goroutines doing that work
+// get the CPUs. The next For ends the rest. It changes no result; calling it
+// from any goroutine is safe.
+func (p *Pool) Rest() {
+	if p.team != nil {
+		p.team.resting.Store(true)
+	}
+}
+
 func (h *helper) loop() {
 	var seen uint32
 	for {
@@ -285,7 +328,7 @@ func (h *helper) loop() {
 			if spins%pollsPerClock != 0 {
 				continue
 			}
-			if now := time.Now(); now.Sub(idle) < spinTime {
+			if now := time.Now(); now.Sub(idle) < h.spinLimit() {
 				if now.Sub(yielded) >= h.yieldEvery {
 					runtime.Gosched()
 					yielded = time.Now()
