@@ -88,7 +88,9 @@
 // model falling back to the plain methods otherwise: ExpertBatcher (a
 // layer's experts in one call), ExpertCache and RAMExpertCache (experts kept
 // resident in the device's form), SharedMatMuler (the products that read one
-// x in one call), UploadMeter (the host-to-device ceiling for bench).
+// x in one call), UploadMeter (the host-to-device ceiling for bench), Rester
+// (the model is about to wait for an expert read: workers kept polling may
+// sleep).
 //
 // # Errors
 //
