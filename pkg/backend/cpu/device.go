@@ -377,9 +377,26 @@ func (d *Device) RMSNorm(dst, x, w backend.Tensor, eps float64) {
 	dt, xt, wt := data(dst), data(x), data(w)
 	sameShape("RMSNorm", xt.rows, xt.cols, dt)
 	sameShape("RMSNorm weight", 1, xt.cols, wt)
-	for r := 0; r < xt.rows; r++ {
+	if d.splitRows(xt, 4) {
+		d.pool.For(xt.rows, 4*xt.cols, func(lo, hi int) { rmsNormRows(dt, xt, wt, eps, lo, hi) })
+		return
+	}
+	rmsNormRows(dt, xt, wt, eps, 0, xt.rows)
+}
+
+func rmsNormRows(dt, xt, wt *Tensor, eps float64, lo, hi int) {
+	for r := lo; r < hi; r++ {
 		RMSNorm(dt.row(r), xt.row(r), wt.data, eps)
 	}
+}
+
+// splitRows reports whether a row-wise operation on t (cost per element)
+// goes over the workers: several rows and enough work. On the owner alone, a
+// 512-token prefill's row-wise operations took ~2 % of a two-core int8
+// prefill (docs/PERF.md, round fourteen). The callers make their closure
+// only then, so that a decode step's single row allocates nothing.
+func (d *Device) splitRows(t *Tensor, cost int) bool {
+	return t.rows > 1 && t.rows*t.cols*cost >= 2*minWorkPerGoroutine && d.pool.Workers() > 1
 }
 
 // Clear implements backend.Device.
@@ -389,6 +406,12 @@ func (d *Device) Clear(x backend.Tensor) { clear(data(x).data) }
 func (d *Device) Add(dst, x backend.Tensor) {
 	dt, xt := data(dst), data(x)
 	sameShape("Add", xt.rows, xt.cols, dt)
+	if d.splitRows(xt, 1) {
+		d.pool.For(xt.rows, xt.cols, func(lo, hi int) {
+			Add(dt.data[lo*dt.cols:hi*dt.cols], xt.data[lo*xt.cols:hi*xt.cols])
+		})
+		return
+	}
 	Add(dt.data, xt.data)
 }
 
@@ -397,7 +420,15 @@ func (d *Device) AddSigmoidScaled(dst, src, g backend.Tensor) {
 	dt, st, gt := data(dst), data(src), data(g)
 	sameShape("AddSigmoidScaled", st.rows, st.cols, dt)
 	sameShape("AddSigmoidScaled gate", st.rows, 1, gt)
-	for t := 0; t < st.rows; t++ {
+	if d.splitRows(st, 2) {
+		d.pool.For(st.rows, 2*st.cols, func(lo, hi int) { addSigmoidScaledRows(dt, st, gt, lo, hi) })
+		return
+	}
+	addSigmoidScaledRows(dt, st, gt, 0, st.rows)
+}
+
+func addSigmoidScaledRows(dt, st, gt *Tensor, lo, hi int) {
+	for t := lo; t < hi; t++ {
 		Axpy(dt.row(t), Sigmoid(gt.data[t]), st.row(t))
 	}
 }
@@ -475,6 +506,49 @@ func (d *Device) finishJob(ot *Tensor, j *expertJob) {
 	for k, r := range j.rows {
 		Axpy(ot.row(r), j.weights[k], j.y[k*H:(k+1)*H])
 	}
+	d.releaseJob(j)
+}
+
+// finishJobs is finishJob for each of b's jobs in turn, with ot's rows
+// split over the workers: each token's row takes its experts' weighted
+// outputs in the order of the jobs, as one job after the other would add
+// them, so the sums are the same bit for bit. On the owner alone, a
+// 512-token prefill's sums took ~4 % of its time on two cores (docs/PERF.md,
+// round fourteen).
+func (d *Device) finishJobs(ot *Tensor, b *expertBatch) {
+	pairs := 0
+	for i := range b.jobs {
+		pairs += len(b.jobs[i].rows)
+	}
+	b.sums = jobSums{ot: ot, jobs: b.jobs}
+	d.pool.forRanger(ot.rows, max(pairs*ot.cols/ot.rows, 1), &b.sums)
+	b.sums = jobSums{}
+	for i := range b.jobs {
+		d.releaseJob(&b.jobs[i])
+	}
+}
+
+// jobSums adds the weighted outputs of jobs to the rows [lo, hi) of ot
+// (finishJobs).
+type jobSums struct {
+	ot   *Tensor
+	jobs []expertJob
+}
+
+func (s *jobSums) run(lo, hi int) {
+	for i := range s.jobs {
+		j := &s.jobs[i]
+		H := j.ex.gate.Cols
+		for k, r := range j.rows {
+			if r >= lo && r < hi {
+				Axpy(s.ot.row(r), j.weights[k], j.y[k*H:(k+1)*H])
+			}
+		}
+	}
+}
+
+// releaseJob gives back the job's scratch.
+func (d *Device) releaseJob(j *expertJob) {
 	for _, b := range [...]*[]float32{j.xb, j.gb, j.ub} {
 		if b != nil {
 			d.buf.put(b)
@@ -516,9 +590,7 @@ func (d *Device) ExpertFFNs(out, x backend.Tensor, es []backend.Expert, rows [][
 		}
 		b.next.Store(0)
 		d.pool.forRanger(w, minWorkPerGoroutine, b)
-		for i := range b.jobs {
-			d.finishJob(ot, &b.jobs[i])
-		}
+		d.finishJobs(ot, b)
 		b.jobs = b.jobs[:0]
 	}
 	if b.q.xq != nil {
@@ -589,9 +661,7 @@ func (d *Device) expertsSplit(ot, xt *Tensor, es []backend.Expert, rows [][]int,
 		mb.add(j.y, &j.ex.down, *j.gb, n)
 	}
 	mb.compute()
-	for i := range eb.jobs {
-		d.finishJob(ot, &eb.jobs[i])
-	}
+	d.finishJobs(ot, eb)
 	eb.jobs = eb.jobs[:0]
 	expertBatches.Put(eb)
 }
@@ -610,6 +680,7 @@ type expertBatch struct {
 	q    quantRows // xt quantized (q.xq nil: not)
 	jobs []expertJob
 	next atomic.Int64
+	sums jobSums // finishJobs' work, kept here so that it allocates nothing
 }
 
 // quantized is b.q when it holds x quantized, else nil.
