@@ -5,6 +5,7 @@ import (
 	"github.com/fm-moe/fm/pkg/internal/half"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -330,6 +331,58 @@ func TestVectorKernelsSIMD(t *testing.T) {
 			near("decayRead s", n, s1[i], s2[i], 1)
 			near("decayRead mem", n, m1[i], m2[i], 1)
 			near("updateRead o", n, o1[i], o2[i], 1)
+		}
+	}
+}
+
+// TestFinite: every length and position of a NaN or an infinity, and large
+// finite values, which v−v must not mistake.
+func TestFinite(t *testing.T) {
+	bad := []float32{float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1))}
+	for n := 0; n <= 40; n++ {
+		x := make([]float32, n)
+		for i := range x {
+			x[i] = float32(i%7-3) * 1.1e38
+		}
+		if !finite(x) {
+			t.Fatalf("n=%d: finite values reported non-finite", n)
+		}
+		for i := range x {
+			for _, b := range bad {
+				v := x[i]
+				x[i] = b
+				if finite(x) {
+					t.Fatalf("n=%d: %v at %d not found", n, b, i)
+				}
+				x[i] = v
+			}
+		}
+	}
+}
+
+// TestNonFiniteSplit: over many workers NonFinite still reports the first
+// bad row, wherever the rows' parts begin and end.
+func TestNonFiniteSplit(t *testing.T) {
+	d := NewDevice(4)
+	const rows, cols = 97, 2048
+	x, err := d.NewTensor(rows, cols)
+	if err != nil {
+		t.Fatal(err)
+	}
+	xt := data(x)
+	if !d.splitRows(xt, 1) {
+		t.Fatal("a [97 × 2048] tensor is not split over 4 workers: the test checks nothing")
+	}
+	if r, _ := d.NonFinite(x); r != -1 {
+		t.Fatalf("zeros: NonFinite = %d, want -1", r)
+	}
+	for _, bad := range [][]int{{96}, {0}, {24, 25}, {30, 80}, {73, 5, 60}} {
+		clear(xt.data)
+		for i, r := range bad {
+			xt.row(r)[(r*31+i)%cols] = float32(math.NaN())
+		}
+		if r, _ := d.NonFinite(x); r != slices.Min(bad) {
+			t.Errorf("NaN in rows %v: NonFinite = %d, want %d", bad, r, slices.Min(bad))
 		}
 	}
 }
