@@ -382,8 +382,16 @@ func (d *Device) BindExpert(l *backend.ExpertLayout, buf []byte) (backend.Expert
 func (d *Device) Embed(dst backend.Tensor, table backend.Matrix, ids []int) {
 	t, w := data(dst), &bound(table).m
 	sameShape("Embed", len(ids), w.Cols, t)
-	for i, id := range ids {
-		w.Row(t.row(i), id)
+	if d.splitRows(t, 4) {
+		d.pool.For(len(ids), 4*w.Cols, func(lo, hi int) { embedRows(t, w, ids, lo, hi) })
+		return
+	}
+	embedRows(t, w, ids, 0, len(ids))
+}
+
+func embedRows(t *Tensor, w *Matrix, ids []int, lo, hi int) {
+	for i := lo; i < hi; i++ {
+		w.Row(t.row(i), ids[i])
 	}
 }
 
@@ -433,8 +441,8 @@ func rmsNormRows(dt, xt, wt *Tensor, eps float64, lo, hi int) {
 
 // splitRows reports whether a row-wise operation on t (cost per element)
 // goes over the workers: several rows and enough work. On the owner alone, a
-// 512-token prefill's row-wise operations took ~2 % of a two-core int8
-// prefill (docs/PERF.md, round fourteen). The callers make their closure
+// 512-token prefill's row-wise operations (norms, adds, the embedding's
+// rows) took ~3 % of a two-core int8 prefill (docs/PERF.md, round fourteen). The callers make their closure
 // only then, so that a decode step's single row allocates nothing.
 func (d *Device) splitRows(t *Tensor, cost int) bool {
 	return t.rows > 1 && t.rows*t.cols*cost >= 2*minWorkPerGoroutine && d.pool.Workers() > 1

@@ -356,14 +356,31 @@ func (p *Pool) packedProduct(m *Matrix) bool {
 // of eight for rowPack8VNNI, in scratch buffers t holds until release; the
 // workers split the blocks of 16 rows (then the rows past the last block).
 func (p *Pool) prepPacked(t *matTask, wideQ bool) {
-	m, x, n := t.m, t.x, t.n
-	cols, gs, g := m.Cols, m.GroupSize, m.Groups()
+	n, cols, g := t.n, t.m.Cols, t.m.Groups()
 	t.xq, t.sx, t.gsum = t.quantScratch(n, cols, g)
-	for k := 0; k < n; k++ {
-		quantizeAny(wideQ, t.xq[k*cols:(k+1)*cols], t.sx[k*g:(k+1)*g], t.gsum[k*g:(k+1)*g], x[k*cols:(k+1)*cols], gs)
+	if p.splitPrep(n) {
+		p.For(n, 2*cols, func(lo, hi int) { t.quantizeTokens(wideQ, lo, hi) })
+	} else {
+		t.quantizeTokens(wideQ, 0, n)
 	}
 	p.layoutPacked(t)
 }
+
+// quantizeTokens quantizes tokens [lo, hi) of t.x into t.xq, t.sx, t.gsum
+// (prepPacked).
+func (t *matTask) quantizeTokens(wideQ bool, lo, hi int) {
+	cols, gs, g := t.m.Cols, t.m.GroupSize, t.m.Groups()
+	for k := lo; k < hi; k++ {
+		quantizeAny(wideQ, t.xq[k*cols:(k+1)*cols], t.sx[k*g:(k+1)*g], t.gsum[k*g:(k+1)*g], t.x[k*cols:(k+1)*cols], gs)
+	}
+}
+
+// splitPrep reports whether preparing x for n tokens (quantizing, laying
+// out) goes over p's workers: a prefill chunk's tokens on a pool with
+// several. On the owner alone it took ~2 % of a two-core int8 prefill
+// (docs/PERF.md, round fourteen); a decode step's token, and an expert's
+// tokens inside a worker's part (on the one-worker pool), stay on the caller.
+func (p *Pool) splitPrep(n int) bool { return p.Workers() > 1 && n >= 4*rowPackTokens }
 
 // quantRows are a tensor's rows quantized as prepPacked quantizes a token
 // (quantizeAny with wide, groups of gs): row r's codes at xq[r·cols:], its
@@ -435,6 +452,17 @@ func (p *Pool) quantBufs(n, cols, g int) (qBuf, fBuf *[]float32, xq []int8, sx, 
 	return qBuf, fBuf, x8Bytes(*qBuf, n*cols), (*fBuf)[:n*g], (*fBuf)[n*g:]
 }
 
+// layoutBlocks lays t's blocks [lo, hi) of eight quantized tokens out for
+// the eight-token kernels (layoutPacked).
+func (t *matTask) layoutBlocks(lo, hi int) {
+	cols, g := t.m.Cols, t.m.Groups()
+	for b := lo; b < hi; b++ {
+		k := rowPackTokens * b
+		rowPackX8(t.x4[k*cols:(k+rowPackTokens)*cols], t.sx4[k*g:(k+rowPackTokens)*g], t.gsum4[k*g:(k+rowPackTokens)*g],
+			t.xq[k*cols:], t.sx[k*g:], t.gsum[k*g:], cols, g)
+	}
+}
+
 // layoutPacked lays t's quantized tokens out in blocks of eight (and four)
 // for the multi-token kernels.
 func (p *Pool) layoutPacked(t *matTask) {
@@ -450,10 +478,10 @@ func (p *Pool) layoutPacked(t *matTask) {
 	}
 	if nt > 0 {
 		t.x4, t.sx4, t.gsum4 = t.quantScratch(nt, cols, g)
-		for b := 0; b < t.blocks; b++ {
-			k := rowPackTokens * b
-			rowPackX8(t.x4[k*cols:(k+rowPackTokens)*cols], t.sx4[k*g:(k+rowPackTokens)*g], t.gsum4[k*g:(k+rowPackTokens)*g],
-				t.xq[k*cols:], t.sx[k*g:], t.gsum[k*g:], cols, g)
+		if p.splitPrep(n) {
+			p.For(t.blocks, rowPackTokens*cols, t.layoutBlocks)
+		} else {
+			t.layoutBlocks(0, t.blocks)
 		}
 		if t.tail {
 			k := rowPackTokens * t.blocks

@@ -76,9 +76,9 @@ func rowPackCases() []matCase {
 // TestRowPackMatchesReference: a matrix with a rowPack computes, in int8
 // mode at every kernel level (the packed VNNI kernels where they run, the
 // row kernels and Go twin elsewhere), the int8 product of refInt8 to
-// float32 accuracy, for 1–9, 12, 13 and 17 tokens (the 8-token kernel, the
-// 4-token one for four of the rest, the 1-token one for the others) and rows
-// past the last block.
+// float32 accuracy, for 1–9, 12, 13, 17 and 37 tokens (the 8-token kernel,
+// the 4-token one for four of the rest, the 1-token one for the others; 37
+// tokens prepare x over the workers, splitPrep) and rows past the last block.
 func TestRowPackMatchesReference(t *testing.T) {
 	rng := rand.New(rand.NewPCG(31, 32))
 	pools := int8Pools()
@@ -87,7 +87,7 @@ func TestRowPackMatchesReference(t *testing.T) {
 		if rowPackable(m) {
 			m.packed = packRows(m, nil)
 		}
-		tokens := []int{1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 17}
+		tokens := []int{1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 17, 37}
 		if testing.Short() { // the arm64 run under qemu: no packed kernels there
 			tokens = []int{1, 9}
 		}
