@@ -137,7 +137,7 @@ func (p *Pool) forRanger(n, cost int, r ranger) {
 // 1 µs. The products of a decode step come tens of microseconds apart, but a
 // worker left out of a product with fewer parts than workers (an attention
 // core over a few KV heads, a router) idles through it and the owner's serial
-// work around it: with 100 µs, 16 workers parked 6–13 of their 15 helpers on
+// work around it: with 100 µs, 16 workers parked 5–13 of their 15 helpers on
 // every product of a decode step, each late start stretched the product, and
 // the longer wait parked more (docs/PERF.md, round fourteen). 1 ms keeps them
 // hot through a step and between tokens, and still lets an idle pool sleep.
