@@ -128,37 +128,3 @@ func TestDenseMLPLayer(t *testing.T) {
 		}
 	}
 }
-
-// TestFirstNonFinite checks the blockwise scan against the plain definition
-// (IsNaN or IsInf) at every position of the first and of later blocks, with
-// finite extremes (the largest float, subnormals, −0) that must not count.
-func TestFirstNonFinite(t *testing.T) {
-	slow := func(x []float32, n int) int {
-		for i, v := range x {
-			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-				return i / n
-			}
-		}
-		return -1
-	}
-	const n = 37
-	x := make([]float32, 5*n+3)
-	for i := range x {
-		x[i] = []float32{math.MaxFloat32, -math.MaxFloat32, math.SmallestNonzeroFloat32, float32(math.Copysign(0, -1)), 1.5}[i%5]
-	}
-	if got := firstNonFinite(x, n); got != -1 {
-		t.Fatalf("finite extremes: row %d, want -1", got)
-	}
-	for _, bad := range []float32{float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1))} {
-		for pos := range x {
-			y := append([]float32(nil), x...)
-			y[pos] = bad
-			if pos+70 < len(y) {
-				y[pos+70] = bad // a later one must not win
-			}
-			if got, want := firstNonFinite(y, n), slow(y, n); got != want || got != pos/n {
-				t.Fatalf("%v at %d: row %d, want %d", bad, pos, got, want)
-			}
-		}
-	}
-}

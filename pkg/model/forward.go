@@ -3,6 +3,8 @@ package model
 import (
 	"context"
 	"fmt"
+
+	"github.com/fm-moe/fm/pkg/internal/nonfinite"
 )
 
 // Forward appends tokens to the sequence in st and returns next-token logits:
@@ -180,7 +182,7 @@ func (m *Model) head(ctx context.Context, st *State, x *tensors, pos int, logits
 	if err := m.readChecks(ctx, st, x, pos); err != nil {
 		return err
 	}
-	if r := firstNonFinite(logits, V); r >= 0 {
+	if r := nonfinite.FirstRow(logits, V); r >= 0 {
 		return &NonFiniteError{Layer: -1, Block: "final norm and lm_head", Expert: -1, Position: st.pos - n + r}
 	}
 	return nil

@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/fm-moe/fm/pkg/backend"
+	"github.com/fm-moe/fm/pkg/internal/nonfinite"
 	"github.com/fm-moe/fm/pkg/layout"
 )
 
@@ -139,7 +140,7 @@ func (m *Model) routeStep(ctx context.Context, l *layer, st *State, x *tensors, 
 	if err := m.readChecks(ctx, st, x, pos); err != nil {
 		return nil, err
 	}
-	if r := firstNonFinite(logits, E); r >= 0 {
+	if r := nonfinite.FirstRow(logits, E); r >= 0 {
 		return nil, &NonFiniteError{Layer: l.index, Block: "router", Expert: -1, Position: st.pos + r}
 	}
 	rt := &st.ws.rt

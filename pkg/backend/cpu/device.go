@@ -9,6 +9,7 @@ import (
 
 	"github.com/fm-moe/fm/pkg/backend"
 	"github.com/fm-moe/fm/pkg/experts"
+	"github.com/fm-moe/fm/pkg/internal/nonfinite"
 )
 
 // Name is the registry name of the CPU backend.
@@ -207,38 +208,10 @@ func (d *Device) NonFinite(x backend.Tensor) (int, error) {
 // firstNonFiniteRow is the first of the rows [lo, hi) of t that holds a NaN
 // or an infinity, or -1.
 func firstNonFiniteRow(t *Tensor, lo, hi int) int {
-	for r := lo; r < hi; r++ {
-		if !finite(t.row(r)) {
-			return r
-		}
+	if r := nonfinite.FirstRow(t.data[lo*t.cols:hi*t.cols], t.cols); r >= 0 {
+		return lo + r
 	}
 	return -1
-}
-
-// finite reports whether every value of x is finite: v−v is 0 for a finite v
-// and NaN for ±Inf and NaN, so a sum of such terms is NaN exactly when one of
-// them is. Eight sums run side by side: one chain of dependent adds took ~4
-// cycles an element, 2 % of a two-core prefill's time (docs/PERF.md, round
-// fourteen).
-func finite(x []float32) bool {
-	var a0, a1, a2, a3, a4, a5, a6, a7 float32
-	i := 0
-	for ; i+8 <= len(x); i += 8 {
-		v := x[i : i+8 : i+8]
-		a0 += v[0] - v[0]
-		a1 += v[1] - v[1]
-		a2 += v[2] - v[2]
-		a3 += v[3] - v[3]
-		a4 += v[4] - v[4]
-		a5 += v[5] - v[5]
-		a6 += v[6] - v[6]
-		a7 += v[7] - v[7]
-	}
-	for _, v := range x[i:] {
-		a0 += v - v
-	}
-	acc := ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
-	return acc == 0
 }
 
 // matrix is a bound weight: the kernels' view of the bytes plus its descriptor.

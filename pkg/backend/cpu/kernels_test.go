@@ -335,31 +335,6 @@ func TestVectorKernelsSIMD(t *testing.T) {
 	}
 }
 
-// TestFinite: every length and position of a NaN or an infinity, and large
-// finite values, which v−v must not mistake.
-func TestFinite(t *testing.T) {
-	bad := []float32{float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1))}
-	for n := 0; n <= 40; n++ {
-		x := make([]float32, n)
-		for i := range x {
-			x[i] = float32(i%7-3) * 1.1e38
-		}
-		if !finite(x) {
-			t.Fatalf("n=%d: finite values reported non-finite", n)
-		}
-		for i := range x {
-			for _, b := range bad {
-				v := x[i]
-				x[i] = b
-				if finite(x) {
-					t.Fatalf("n=%d: %v at %d not found", n, b, i)
-				}
-				x[i] = v
-			}
-		}
-	}
-}
-
 // TestNonFiniteSplit: over many workers NonFinite still reports the first
 // bad row, wherever the rows' parts begin and end.
 func TestNonFiniteSplit(t *testing.T) {
