@@ -415,8 +415,9 @@ func rmsNormRows(dt, xt, wt *Tensor, eps float64, lo, hi int) {
 // splitRows reports whether a row-wise operation on t (cost per element)
 // goes over the workers: several rows and enough work. On the owner alone, a
 // 512-token prefill's row-wise operations (norms, adds, the embedding's
-// rows) took ~3 % of a two-core int8 prefill (docs/PERF.md, round fourteen). The callers make their closure
-// only then, so that a decode step's single row allocates nothing.
+// rows) took ~3 % of a two-core int8 prefill (docs/PERF.md, round
+// fourteen). The callers make their closure only then, so that a decode
+// step's single row allocates nothing.
 func (d *Device) splitRows(t *Tensor, cost int) bool {
 	return t.rows > 1 && t.rows*t.cols*cost >= 2*minWorkPerGoroutine && d.pool.Workers() > 1
 }
@@ -524,10 +525,7 @@ func (d *Device) newJob(xt, ot *Tensor, e backend.Expert, rows []int, weights []
 // finishJob adds the job's weighted outputs to out and gives back its
 // scratch.
 func (d *Device) finishJob(ot *Tensor, j *expertJob) {
-	H := j.ex.gate.Cols
-	for k, r := range j.rows {
-		Axpy(ot.row(r), j.weights[k], j.y[k*H:(k+1)*H])
-	}
+	addJob(ot, j, 0, ot.rows)
 	d.releaseJob(j)
 }
 
@@ -559,12 +557,17 @@ type jobSums struct {
 
 func (s *jobSums) run(lo, hi int) {
 	for i := range s.jobs {
-		j := &s.jobs[i]
-		H := j.ex.gate.Cols
-		for k, r := range j.rows {
-			if r >= lo && r < hi {
-				Axpy(s.ot.row(r), j.weights[k], j.y[k*H:(k+1)*H])
-			}
+		addJob(s.ot, &s.jobs[i], lo, hi)
+	}
+}
+
+// addJob adds the job's weighted outputs for its tokens in rows [lo, hi) of
+// ot to them.
+func addJob(ot *Tensor, j *expertJob, lo, hi int) {
+	H := j.ex.gate.Cols
+	for k, r := range j.rows {
+		if r >= lo && r < hi {
+			Axpy(ot.row(r), j.weights[k], j.y[k*H:(k+1)*H])
 		}
 	}
 }
