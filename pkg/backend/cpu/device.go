@@ -608,8 +608,8 @@ func (d *Device) ExpertFFNs(out, x backend.Tensor, es []backend.Expert, rows [][
 	// copy), when they are int8 row-interleaved products.
 	d.quantizeShared(b, xt, es)
 	w := d.pool.Workers()
-	for lo := 0; lo < len(es); lo += expertWindow * w {
-		hi := min(lo+expertWindow*w, len(es))
+	for lo, hi := 0, 0; lo < len(es); lo = hi {
+		hi = expertWindowEnd(rows, lo, w, ot.cols)
 		for i := lo; i < hi; i++ {
 			b.jobs = append(b.jobs, d.newJob(xt, ot, es[i], rows[i], weights[i]))
 		}
@@ -691,10 +691,36 @@ func (d *Device) expertsSplit(ot, xt *Tensor, es []backend.Expert, rows [][]int,
 	expertBatches.Put(eb)
 }
 
-// expertWindow is how many experts per worker ExpertFFNs computes before it
-// adds their outputs (a decode step's K = 8 experts on 2 workers is one
-// window).
+// expertWindow is how many experts per worker ExpertFFNs computes at least
+// before it adds their outputs (a decode step's K = 8 experts on 2 workers
+// is one window).
 const expertWindow = 4
+
+// expertWindowBytes is how much the outputs of a window's experts may hold
+// before ExpertFFNs adds them. Why more than expertWindow per worker: the
+// end of a window is a barrier, where the workers wait for the last expert
+// to finish (on two workers, half an expert's time on average); a 512-token
+// prefill chunk of Qwen3-30B-A3B gives its 128 experts 32 ± 6 tokens, 16
+// windows a layer of 4 experts per worker, where it gets 2 now (its 33.5 MB
+// of outputs).
+// (A variable so that a test can make windows small.)
+var expertWindowBytes = 16 << 20
+
+// expertWindowEnd is the end of the window of experts that starts at lo
+// (rows[i]: expert i's tokens, outputs of cols floats): expertWindow per
+// worker, then more while their outputs stay within expertWindowBytes.
+func expertWindowEnd(rows [][]int, lo, workers, cols int) int {
+	hi := min(lo+expertWindow*workers, len(rows))
+	held := 0
+	for i := lo; i < hi; i++ {
+		held += 4 * len(rows[i]) * cols
+	}
+	for hi < len(rows) && held+4*len(rows[hi])*cols <= expertWindowBytes {
+		held += 4 * len(rows[hi]) * cols
+		hi++
+	}
+	return hi
+}
 
 // expertBatch is one ExpertFFNs call's work list, recycled so that a call
 // allocates nothing; each worker's part takes experts from next until none

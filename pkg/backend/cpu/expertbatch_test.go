@@ -70,23 +70,69 @@ func randomExpertFile(r *rand.Rand, H, I, bits int) (*backend.ExpertLayout, []by
 
 func f32bits(v float32) uint32 { return math.Float32bits(v) }
 
+// TestExpertWindowEnd: windows cover the experts in order, each at least
+// expertWindow per worker (the last: what is left), and grow while their
+// outputs fit expertWindowBytes.
+func TestExpertWindowEnd(t *testing.T) {
+	defer func(b int) { expertWindowBytes = b }(expertWindowBytes)
+	rows := make([][]int, 30) // expert i has i%5+1 tokens
+	for i := range rows {
+		rows[i] = make([]int, i%5+1)
+	}
+	const cols = 256 // 1 KiB a token's output
+	for _, tc := range []struct {
+		budget, workers int
+		want            []int // window ends
+	}{
+		{1, 2, []int{8, 16, 24, 30}},
+		{1, 3, []int{12, 24, 30}},
+		{1 << 20, 2, []int{30}},
+		// Experts 0–7 hold 1+2+3+4+5+1+2+3 = 21 KiB: within 24 KiB the next
+		// (4 KiB) does not fit; within 26 KiB it does, and expert 9's 5 KiB
+		// not; then 9–16 (23 KiB) take 17 (3 KiB), and 18–25 (25 KiB) nothing.
+		{24 << 10, 2, []int{8, 16, 24, 30}},
+		{26 << 10, 2, []int{9, 18, 26, 30}},
+	} {
+		expertWindowBytes = tc.budget
+		var got []int
+		for lo, hi := 0, 0; lo < len(rows); lo = hi {
+			hi = expertWindowEnd(rows, lo, tc.workers, cols)
+			got = append(got, hi)
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("budget %d, %d workers: windows end at %v, want %v", tc.budget, tc.workers, got, tc.want)
+		}
+	}
+}
+
 // TestExpertFFNsMatchesSequential: ExpertFFNs leaves out bit for bit as the
 // same experts' ExpertFFN calls in order (the contract of
 // backend.ExpertBatcher), whether whole experts go to workers or products
-// are split, for decode (one row) and prefill-like row sets.
+// are split, for decode (one row) and prefill-like row sets, in one window
+// or several.
 func TestExpertFFNsMatchesSequential(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
 	for _, tc := range []struct {
 		bits, workers, experts, T int
-		int8                      bool
+		int8, smallWindows        bool
 	}{
-		{4, 2, 8, 1, false}, {4, 2, 1, 1, false}, {4, 2, 20, 6, false}, {4, 3, 5, 1, false}, {4, 2, 7, 6, false}, {2, 2, 4, 3, false},
-		{3, 2, 4, 1, false}, {8, 2, 3, 1, false}, {16, 2, 4, 5, false},
+		{4, 2, 8, 1, false, false}, {4, 2, 1, 1, false, false}, {4, 2, 20, 6, false, false}, {4, 3, 5, 1, false, false},
+		{4, 2, 7, 6, false, false}, {2, 2, 4, 3, false, false}, {3, 2, 4, 1, false, false}, {8, 2, 3, 1, false, false},
+		{16, 2, 4, 5, false, false},
 		// Fewer experts than workers: the split batches (expertsSplit).
-		{4, 5, 3, 1, false}, {4, 4, 2, 5, false}, {2, 3, 2, 1, false}, {3, 4, 3, 2, false}, {8, 3, 2, 1, false}, {16, 4, 3, 3, false},
-		{4, 5, 3, 1, true}, {4, 4, 2, 5, true}, {2, 3, 2, 1, true}, {3, 4, 3, 2, true}, {8, 3, 2, 1, true}, {4, 2, 8, 1, true}, {4, 3, 5, 4, true},
+		{4, 5, 3, 1, false, false}, {4, 4, 2, 5, false, false}, {2, 3, 2, 1, false, false}, {3, 4, 3, 2, false, false},
+		{8, 3, 2, 1, false, false}, {16, 4, 3, 3, false, false}, {4, 5, 3, 1, true, false}, {4, 4, 2, 5, true, false},
+		{2, 3, 2, 1, true, false}, {3, 4, 3, 2, true, false}, {8, 3, 2, 1, true, false}, {4, 2, 8, 1, true, false},
+		{4, 3, 5, 4, true, false},
+		// Several windows (expertWindowBytes made small): 20 experts in
+		// windows of 8, then 4.
+		{4, 2, 20, 6, false, true}, {4, 2, 20, 9, true, true},
 	} {
-		t.Run(fmt.Sprintf("bits=%d/workers=%d/experts=%d/T=%d/int8=%v", tc.bits, tc.workers, tc.experts, tc.T, tc.int8), func(t *testing.T) {
+		t.Run(fmt.Sprintf("bits=%d/workers=%d/experts=%d/T=%d/int8=%v/small=%v", tc.bits, tc.workers, tc.experts, tc.T, tc.int8, tc.smallWindows), func(t *testing.T) {
+			if tc.smallWindows {
+				defer func(b int) { expertWindowBytes = b }(expertWindowBytes)
+				expertWindowBytes = 1
+			}
 			mode := backend.MatmulExact
 			if tc.int8 {
 				mode = backend.MatmulInt8
