@@ -425,17 +425,46 @@ func (q *quantRows) fits(p *Pool, m *Matrix) bool {
 }
 
 // prepPackedRows is prepPacked for x already quantized: token k is row
-// rows[k] of q, copied (ExpertFFNs quantizes a layer's tokens once for all
-// its experts).
+// rows[k] of q (ExpertFFNs quantizes a layer's tokens once for all its
+// experts). The tokens of the multi-token kernels are laid out from q's
+// rows; only those the one-token and row kernels read (tokens past the
+// blocks, or all when m has rows past its last block) are copied into t.xq,
+// at their place.
 func (p *Pool) prepPackedRows(t *matTask, q *quantRows, rows []int) {
 	cols, g := t.m.Cols, t.m.Groups()
 	t.xq, t.sx, t.gsum = t.quantScratch(t.n, cols, g)
-	for k, r := range rows {
+	t.src, t.srcRows = q, rows
+	p.layoutPacked(t)
+	from := t.laidOut()
+	if t.m.packed.tail.Rows > 0 {
+		from = 0
+	}
+	for k := from; k < t.n; k++ {
+		r := rows[k]
 		copy(t.xq[k*cols:(k+1)*cols], q.xq[r*cols:(r+1)*cols])
 		copy(t.sx[k*g:(k+1)*g], q.sx[r*g:(r+1)*g])
 		copy(t.gsum[k*g:(k+1)*g], q.gsum[r*g:(r+1)*g])
 	}
-	p.layoutPacked(t)
+}
+
+// laidOut is the number of t's tokens layoutPacked laid out for the
+// multi-token kernels: its blocks of eight, and four more when t.tail.
+func (t *matTask) laidOut() int {
+	nt := t.blocks * rowPackTokens
+	if t.tail {
+		nt += rowPackTail
+	}
+	return nt
+}
+
+// layoutSource is where layoutPacked takes tokens k.. of t from: t.src's
+// rows t.srcRows[k:] (prepPackedRows), else t's own quantized tokens.
+func (t *matTask) layoutSource(k int) (xq []int8, sx, gsum []float32, rows []int) {
+	if t.src != nil {
+		return t.src.xq, t.src.sx, t.src.gsum, t.srcRows[k:]
+	}
+	cols, g := t.m.Cols, t.m.Groups()
+	return t.xq[k*cols:], t.sx[k*g:], t.gsum[k*g:], nil
 }
 
 // quantScratch is quantBufs for t: scratch that t holds until release.
@@ -458,8 +487,9 @@ func (t *matTask) layoutBlocks(lo, hi int) {
 	cols, g := t.m.Cols, t.m.Groups()
 	for b := lo; b < hi; b++ {
 		k := rowPackTokens * b
+		xq, sx, gsum, rows := t.layoutSource(k)
 		rowPackX8(t.x4[k*cols:(k+rowPackTokens)*cols], t.sx4[k*g:(k+rowPackTokens)*g], t.gsum4[k*g:(k+rowPackTokens)*g],
-			t.xq[k*cols:], t.sx[k*g:], t.gsum[k*g:], cols, g)
+			xq, sx, gsum, rows, cols, g)
 	}
 }
 
@@ -485,8 +515,9 @@ func (p *Pool) layoutPacked(t *matTask) {
 		}
 		if t.tail {
 			k := rowPackTokens * t.blocks
+			xq, sx, gsum, rows := t.layoutSource(k)
 			rowPackXN(t.x4[k*cols:(k+rowPackTail)*cols], t.sx4[k*g:(k+rowPackTail)*g], t.gsum4[k*g:(k+rowPackTail)*g],
-				t.xq[k*cols:], t.sx[k*g:], t.gsum[k*g:], cols, g, rowPackTail)
+				xq, sx, gsum, rows, cols, g, rowPackTail)
 		}
 	}
 }

@@ -36,6 +36,10 @@ type matTask struct {
 	x4   []int8
 	sx4  []float32
 	tail bool
+	// where layoutPacked takes the tokens from when they are rows of
+	// quantized x (prepPackedRows): token k is row srcRows[k] of src
+	src     *quantRows
+	srcRows []int
 	// the scratch buffers behind the prepared x (scratch: xq, sx/gsum, x4,
 	// sx4/gsum4 or xp, by mode), returned by release
 	held  [4]*[]float32

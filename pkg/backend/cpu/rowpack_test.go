@@ -144,7 +144,7 @@ func TestRowPackTwins(t *testing.T) {
 			}
 			x8 := make([]int8, rowPackTokens*cols)
 			sx8, gs8 := make([]float32, rowPackTokens*g), make([]float32, rowPackTokens*g)
-			rowPackX8(x8, sx8, gs8, xq, sx, gsum, cols, g)
+			rowPackX8(x8, sx8, gs8, xq, sx, gsum, nil, cols, g)
 
 			check := func(what string, y []float32, k int) {
 				t.Helper()
@@ -191,7 +191,7 @@ func TestRowPackTwins(t *testing.T) {
 			// integer dots with float sums to 1e-5.
 			x4 := make([]int8, rowPackTail*cols)
 			sx4, gs4 := make([]float32, rowPackTail*g), make([]float32, rowPackTail*g)
-			rowPackXN(x4, sx4, gs4, xq, sx, gsum, cols, g, rowPackTail)
+			rowPackXN(x4, sx4, gs4, xq, sx, gsum, nil, cols, g, rowPackTail)
 			y4 := make([]float32, rowPackTail*rows)
 			rowPack4Go(pk.data, x4, sx4, gs4, y4, pk.blocks, gs, pk.bits, rows)
 			for i := range y4 {
@@ -440,5 +440,55 @@ func BenchmarkRowPackOneCallAB(b *testing.B) {
 		b.Run(fmt.Sprintf("%dx%d", sh.r, sh.c), func(b *testing.B) {
 			alternatedSpeedup(b, func(on bool) { rowPackOneCall = on }, func(i int) { p.MatVec(y, ms[i%M], x) })
 		})
+	}
+}
+
+// TestPackedRowsMatchGathered: a packed product that takes its tokens as
+// rows of x quantized once (matBatch.addRows: the multi-token kernels' blocks
+// laid out from those rows, the one-token rest copied) gives bit for bit
+// MatMul's results on the same rows gathered, for token counts that reach
+// every kernel, rows in any order and repeated, and matrices with rows past
+// their last block (every token copied for the row kernels).
+func TestPackedRowsMatchGathered(t *testing.T) {
+	if !haveVNNI {
+		t.Skip("no AVX-512 VNNI: no row-interleaved kernels")
+	}
+	rng := rand.New(rand.NewPCG(39, 40))
+	p := newPool(1, simdLevel)
+	p.int8 = true
+	const T, cols = 30, 256
+	x := randomVector(rng, T*cols)
+	for _, rowsM := range []int{48, 40} {
+		m := randomMatrix(rng, rowsM, cols, Affine, 4, 64, BF16)
+		m.packed = packRows(m, nil)
+		var q quantRows
+		p.quantizeRows(&q, x, T, cols, m.GroupSize)
+		if !p.packedFrom(&q, m) {
+			t.Fatal("the quantized rows do not fit the packed product")
+		}
+		for _, n := range []int{1, 3, 5, 9, 13, 21, 29} {
+			rows := make([]int, n)
+			for k := range rows {
+				rows[k] = rng.IntN(T)
+			}
+			xs := make([]float32, n*cols)
+			for k, r := range rows {
+				copy(xs[k*cols:(k+1)*cols], x[r*cols:(r+1)*cols])
+			}
+			// The rows' product first: MatMul's scratch, recycled, would
+			// hold the gathered tokens where a copy left out should be.
+			want, got := make([]float32, n*rowsM), make([]float32, n*rowsM)
+			b := p.newBatch()
+			b.addRows(got, m, &q, rows)
+			b.compute()
+			p.MatMul(want, m, xs, n)
+			for i := range got {
+				if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+					t.Fatalf("%d rows, n=%d: token %d row %d: %g from the quantized rows, %g gathered",
+						rowsM, n, i/rowsM, i%rowsM, got[i], want[i])
+				}
+			}
+		}
+		p.putRows(&q)
 	}
 }
