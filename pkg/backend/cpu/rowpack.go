@@ -393,6 +393,11 @@ func rowPackNGo(pk []byte, xn []int8, sxn, gsn, y []float32, blocks, gs, bits, y
 // call per range (BenchmarkRowPackOneCallAB).
 var rowPackPrefetch, rowPackOneCall = true, true
 
+// rowPackPrefetchAll makes every eight-token pass over a chunk prefetch the
+// next one, not only the first (BenchmarkRowPackPrefetchAllAB turns it off
+// for its pairs).
+var rowPackPrefetchAll = true
+
 // rowPackChunk is the number of blocks one kernel call walks: their bytes
 // (64 rows: 74 KB at 2048 columns, 147 KB at 4096) stay in L2 while every
 // token meets them.
@@ -409,7 +414,10 @@ func (t *matTask) int8Packed(lo, hi int) {
 	bhi := min(hi, pk.blocks)
 	// The chunk's first eight-token pass streams it from DRAM; it
 	// prefetches the next chunk meanwhile (rowPackMulti's PF kernels:
-	// 1.03–1.16× at 8–64 tokens, BenchmarkRowPackPrefetchAB). One-token
+	// 1.03–1.16× at 8–64 tokens, BenchmarkRowPackPrefetchAB), and so do the
+	// chunk's further eight-token passes (rowPackPrefetchAll): prefetched
+	// by the first pass alone, the next chunk's first pass still ran at
+	// ~0.6 of the others' rate (docs/PERF.md, round fifteen). One-token
 	// passes do not: a decode's stream gained nothing from it.
 	next := 0
 	if rowPackPrefetch {
@@ -430,7 +438,9 @@ func (t *matTask) int8Packed(lo, hi int) {
 			k := rowPackTokens * b
 			rowPack8(data, t.x4[k*cols:(k+rowPackTokens)*cols], t.sx4[k*g:(k+rowPackTokens)*g], t.gsum4[k*g:(k+rowPackTokens)*g],
 				y[k*rows+c*rowPackRows:], ce-c, gs, pk.bits, rows, ahead)
-			ahead = 0
+			if !rowPackPrefetchAll {
+				ahead = 0
+			}
 		}
 		k := rowPackTokens * t.blocks
 		if t.tail {

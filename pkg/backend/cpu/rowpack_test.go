@@ -416,6 +416,45 @@ func BenchmarkRowPackPrefetchAB(b *testing.B) {
 	}
 }
 
+// BenchmarkRowPackPrefetchAllAB alternates int8Packed with only a chunk's
+// first eight-token pass prefetching the next chunk and with every pass
+// doing so, on one worker: 200 packed 768×2048 matrices (Qwen3-30B-A3B's
+// expert shape, 180 MB, streamed from DRAM) at the token counts a prefill
+// gives an expert, and 8 of its 4096×2048 q projection at a prefill chunk's
+// 128 tokens. "speedup" is the median of first-only time / every-pass time
+// over the pairs; GOPS-* the best of each.
+func BenchmarkRowPackPrefetchAllAB(b *testing.B) {
+	if !haveVNNI {
+		b.Skip("no AVX-512 VNNI")
+	}
+	p := NewPool(1)
+	p.int8 = true
+	defer func() { rowPackPrefetchAll = true }()
+	for _, sh := range []struct{ r, c, m int }{{768, 2048, 200}, {4096, 2048, 8}} {
+		ms := make([]*Matrix, sh.m)
+		for i := range ms {
+			ms[i] = benchMatrix(sh.r, sh.c, Affine, 4)
+			ms[i].packed = packRows(ms[i], nil)
+		}
+		ns := []int{16, 24, 32, 40, 64}
+		if sh.r == 4096 {
+			ns = []int{128}
+		}
+		for _, n := range ns {
+			x := randomVector(rand.New(rand.NewPCG(2, 2)), n*sh.c)
+			y := make([]float32, n*sh.r)
+			run := func(all bool, i int) {
+				rowPackPrefetchAll = all
+				p.MatMul(y, ms[i%sh.m], x, n)
+			}
+			b.Run(fmt.Sprintf("%dx%d/n%d", sh.r, sh.c, n), func(b *testing.B) {
+				pairedAB(b, float64(2*sh.r*sh.c*n), "GOPS-first", "GOPS-all", "speedup",
+					func(i int) { run(false, 2*i) }, func(i int) { run(true, 2*i+1) })
+			})
+		}
+	}
+}
+
 // BenchmarkRowPackOneCallAB alternates a one-token int8 product (decode)
 // walking each worker's rows in one kernel call and in rowPackChunk-block
 // calls, on 60 packed matrices of each shape (beyond the caches), both
