@@ -699,11 +699,11 @@ const expertWindow = 4
 // expertWindowBytes is how much the outputs of a window's experts may hold
 // before ExpertFFNs adds them. Why more than expertWindow per worker: the
 // end of a window is a barrier, where the workers wait for the last expert
-// to finish (on two workers, half an expert's time on average); a 512-token
-// prefill chunk of Qwen3-30B-A3B gives its 128 experts 32 ± 6 tokens, 16
-// windows a layer of 4 experts per worker, where it gets 2 now (its 33.5 MB
-// of outputs).
-// (A variable so that a test can make windows small.)
+// to finish (on two workers, half an expert's time on average). A 512-token
+// prefill chunk of Qwen3-30B-A3B gives its 128 experts 32 ± 6 tokens: 16
+// windows a layer of 4 experts per worker, 2 windows of 16 MiB (its 33.5 MB
+// of outputs; docs/PERF.md, round fifteen). A variable so that a test can
+// make windows small.
 var expertWindowBytes = 16 << 20
 
 // expertWindowEnd is the end of the window of experts that starts at lo

@@ -499,14 +499,10 @@ func (p *Pool) layoutPacked(t *matTask) {
 	m, n := t.m, t.n
 	cols, g := m.Cols, m.Groups()
 	t.blocks = n / rowPackTokens
-	nt := t.blocks * rowPackTokens
 	// Four of the tokens past the blocks, laid out for the 4-token kernels
 	// too.
-	t.tail = n-nt >= rowPackTail
-	if t.tail {
-		nt += rowPackTail
-	}
-	if nt > 0 {
+	t.tail = n-t.blocks*rowPackTokens >= rowPackTail
+	if nt := t.laidOut(); nt > 0 {
 		t.x4, t.sx4, t.gsum4 = t.quantScratch(nt, cols, g)
 		if p.splitPrep(n) {
 			p.For(t.blocks, rowPackTokens*cols, t.layoutBlocks)
