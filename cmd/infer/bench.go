@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"path/filepath"
 	"runtime/pprof"
 	"strings"
 	"time"
@@ -210,9 +209,10 @@ func runIOBench(cmd *cobra.Command, dir string, size int64, asJSON bool) error {
 	}
 	out := cmd.OutOrStdout()
 	if asJSON {
-		return bench.WriteJSON(out, &bench.Report{Model: filepath.Base(dir), MemoryReadGBs: mem / 1e9,
+		return bench.WriteIOJSON(out, &bench.IOReport{MemoryReadGBs: mem / 1e9,
 			ComputeF32GFLOPS: all.F32FLOPS / 1e9, ComputeF32GFLOPS1: one.F32FLOPS / 1e9, ComputeInt8GOPS: all.Int8OPS / 1e9,
-			ComputeKernel: all.Kernel, DiskReadGBs: d.BytesPerSecond / 1e9, DiskDirect: d.Direct})
+			ComputeKernel: all.Kernel, DiskDir: dir, DiskReadGBs: d.BytesPerSecond / 1e9, DiskDirect: d.Direct,
+			DiskReadBytes: d.Bytes, DiskThreads: d.Threads, DiskBlockBytes: d.BlockSize})
 	}
 	kind := "O_DIRECT"
 	if !d.Direct {

@@ -55,6 +55,34 @@ func TestBenchSyntheticJSON(t *testing.T) {
 	}
 }
 
+// bench --io --json prints the ceilings alone: every one measured (positive),
+// the disk's directory named, and none of a model run's fields.
+func TestBenchIOJSON(t *testing.T) {
+	dir := t.TempDir()
+	out, stderr, err := runBench("--io", "--dir", dir, "--io-mb", "8", "--json")
+	if err != nil {
+		t.Fatalf("bench --io: %v\n%s", err, stderr)
+	}
+	var r map[string]any
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("output is not one JSON object: %v\n%s", err, out)
+	}
+	for _, k := range []string{"memory_read_gbs", "compute_f32_gflops", "compute_f32_gflops_one_core", "compute_int8_gops",
+		"disk_read_gbs", "disk_read_bytes", "disk_threads", "disk_block_bytes"} {
+		if v, ok := r[k].(float64); !ok || v <= 0 {
+			t.Errorf("%s = %v, want a positive number", k, r[k])
+		}
+	}
+	if r["disk_dir"] != dir {
+		t.Errorf("disk_dir = %v, want %s", r["disk_dir"], dir)
+	}
+	for _, k := range []string{"model", "decode_tok_s", "prefill_tok_s", "roofline_ratio"} {
+		if _, ok := r[k]; ok {
+			t.Errorf("%s in --io's report: it measures no model", k)
+		}
+	}
+}
+
 func TestBenchFlagErrors(t *testing.T) {
 	for _, tc := range []struct {
 		args []string

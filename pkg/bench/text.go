@@ -21,6 +21,33 @@ func WriteJSON(w io.Writer, r *Report) error {
 	return err
 }
 
+// IOReport is `bench --io --json`'s object: this machine's ceilings alone,
+// with the directory whose disk was read (a Report's model fields would all
+// be zero there).
+type IOReport struct {
+	MemoryReadGBs     float64 `json:"memory_read_gbs"`
+	ComputeF32GFLOPS  float64 `json:"compute_f32_gflops"`
+	ComputeF32GFLOPS1 float64 `json:"compute_f32_gflops_one_core"`
+	ComputeInt8GOPS   float64 `json:"compute_int8_gops"`
+	ComputeKernel     string  `json:"compute_kernel"`
+	DiskDir           string  `json:"disk_dir"`
+	DiskReadGBs       float64 `json:"disk_read_gbs"`
+	DiskDirect        bool    `json:"disk_direct"` // false: the file system refused O_DIRECT
+	DiskReadBytes     int64   `json:"disk_read_bytes"`
+	DiskThreads       int     `json:"disk_threads"`
+	DiskBlockBytes    int     `json:"disk_block_bytes"`
+}
+
+// WriteIOJSON prints r as one indented JSON object.
+func WriteIOJSON(w io.Writer, r *IOReport) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "%s\n", b)
+	return err
+}
+
 // WriteText prints the report for people.
 func WriteText(w io.Writer, r *Report) {
 	fmt.Fprintf(w, "model: %s (%s), %d of %d layers, %d-bit, K=%d, expert file %s, matmul %s, on %s\n", r.Model, r.Arch, r.Layers, r.ModelLayers,
