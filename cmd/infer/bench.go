@@ -60,7 +60,8 @@ Qwen3.5 family's.) Reuse a --dir between runs: it is regenerated only when the
 model, --layers or --bits change.
 
 --io measures only the ceilings (memory read, arithmetic peak, disk read under
---dir).
+--dir); with --json, one object of them (memory_read_gbs, compute_f32_gflops,
+compute_int8_gops, disk_read_gbs, disk_dir, ...).
 
 --json prints one JSON object (decode_tok_s, prefill_tok_s, bytes_per_token,
 memory_read_gbs, roofline_ratio, expert_hit_rate, disk_read_gbs,
