@@ -12,8 +12,11 @@ import (
 )
 
 // WriteJSON prints the report as one JSON object.
-func WriteJSON(w io.Writer, r *Report) error {
-	b, err := json.MarshalIndent(r, "", "  ")
+func WriteJSON(w io.Writer, r *Report) error { return writeIndented(w, r) }
+
+// writeIndented prints v as one indented JSON object and a newline.
+func writeIndented(w io.Writer, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
@@ -39,14 +42,7 @@ type IOReport struct {
 }
 
 // WriteIOJSON prints r as one indented JSON object.
-func WriteIOJSON(w io.Writer, r *IOReport) error {
-	b, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return err
-	}
-	_, err = fmt.Fprintf(w, "%s\n", b)
-	return err
-}
+func WriteIOJSON(w io.Writer, r *IOReport) error { return writeIndented(w, r) }
 
 // WriteText prints the report for people.
 func WriteText(w io.Writer, r *Report) {
