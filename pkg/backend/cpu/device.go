@@ -710,14 +710,13 @@ var expertWindowBytes = 16 << 20
 // (rows[i]: expert i's tokens, outputs of cols floats): expertWindow per
 // worker, then more while their outputs stay within expertWindowBytes.
 func expertWindowEnd(rows [][]int, lo, workers, cols int) int {
-	hi := min(lo+expertWindow*workers, len(rows))
-	held := 0
-	for i := lo; i < hi; i++ {
-		held += 4 * len(rows[i]) * cols
-	}
-	for hi < len(rows) && held+4*len(rows[hi])*cols <= expertWindowBytes {
-		held += 4 * len(rows[hi]) * cols
-		hi++
+	hi, held := lo, 0
+	for ; hi < len(rows); hi++ {
+		b := 4 * len(rows[hi]) * cols
+		if hi >= lo+expertWindow*workers && held+b > expertWindowBytes {
+			break
+		}
+		held += b
 	}
 	return hi
 }
